@@ -1,0 +1,49 @@
+"""sagan_ad: SAGAN (Spatial-aware Attention GAN, MICCAI 2024) for semi-supervised anomaly
+detection in medical images, as a PyTorch Lightning library.
+
+Example:
+    >>> import lightning as L
+    >>> from sagan_ad import SAGAN, SyntheticCXRDataModule
+    >>> model = SAGAN(base_channels=16, max_iterations=500)  # doctest: +SKIP
+    >>> L.Trainer(max_epochs=-1, check_val_every_n_epoch=None, val_check_interval=100).fit(
+    ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
+"""
+
+from sagan_ad.callbacks import IterationProgressBar
+from sagan_ad.critic import Critic
+from sagan_ad.data import (
+    AnomalyDataModule,
+    ImageReadError,
+    ImageSet,
+    MedADDataModule,
+    SplitData,
+    SplitError,
+    SyntheticCXRDataModule,
+)
+from sagan_ad.generator import Generator
+from sagan_ad.module import SAGAN, paper_adam
+from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score
+from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SAGAN",
+    "AnomalyDataModule",
+    "Critic",
+    "Generator",
+    "ImageReadError",
+    "ImageSet",
+    "IterationProgressBar",
+    "MedADDataModule",
+    "PatchBlendSynthesizer",
+    "SplitData",
+    "SplitError",
+    "SyntheticCXRDataModule",
+    "Synthesizer",
+    "__version__",
+    "anomaly_map",
+    "anomaly_score",
+    "map_to_score",
+    "paper_adam",
+]

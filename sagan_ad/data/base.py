@@ -1,0 +1,213 @@
+"""Common machinery of the sagan_ad DataModules: in-memory images, streams, validation split."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from sagan_ad.data.datasets import LabelledImages, TrainingStream, to_model_range
+from sagan_ad.data.split import holdout_indices
+from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
+
+
+@dataclass
+class ImageSet:
+    """Images in memory with labels (1 = abnormal, 0 = normal, -1 = unknown) and names.
+
+    Attributes:
+        images: uint8 tensor ``(N, C, H, W)``.
+        labels: one label per image.
+        names: one name per image (file name or generated id), used in outputs.
+    """
+
+    images: Tensor
+    labels: list[int]
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"ImageSet.images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        if not len(self.images) == len(self.labels) == len(self.names):
+            raise ValueError(
+                f"ImageSet: {len(self.images)} images, {len(self.labels)} labels and "
+                f"{len(self.names)} names must match"
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: np.ndarray) -> ImageSet:
+        """The images at ``indices``, in that order."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(
+            self.images[index], [self.labels[i] for i in indices], [self.names[i] for i in indices]
+        )
+
+
+@dataclass
+class SplitData:
+    """What a DataModule's :meth:`AnomalyDataModule.load` returns.
+
+    Attributes:
+        known_normal: the known-normal training images.
+        unlabeled: the unlabeled training mixture (its labels are used only for reporting).
+        test: the labelled test set, if any.
+        val: a labelled validation set, if the source provides one; otherwise the DataModule
+            holds out ``val_fraction`` of the known normals and adds pseudo anomalies.
+    """
+
+    known_normal: ImageSet
+    unlabeled: ImageSet
+    test: ImageSet | None = None
+    val: ImageSet | None = None
+
+
+class AnomalyDataModule(L.LightningDataModule):
+    """Base class of the sagan_ad DataModules (subclass and implement :meth:`load`).
+
+    It holds every image in memory as uint8 (a 64 px data set of thousands of images is a few MB),
+    serves training as an endless stream of ``{"normal", "unlabeled"}`` batches with independent
+    seeded shuffles, and converts batches to float ``[-1, 1]`` on the target device. Without a
+    labelled validation set it holds out ``val_fraction`` of the known normals and builds the
+    validation set from them: each held-out normal (label 0) and a pseudo-anomalous copy of it
+    (label 1) made once by ``val_synthesizer`` with a fixed seed, so the validation metric is
+    comparable across runs and never touches the test set.
+
+    Batches: training ``{"normal": (B, C, H, W), "unlabeled": (B, C, H, W)}``; evaluation
+    ``{"image", "label", "index", "name"}``; images float in ``[-1, 1]`` after transfer.
+
+    Args:
+        image_size: side of the square images fed to the model.
+        in_channels: 1 (grayscale) or 3 (RGB).
+        batch_size: known normals and unlabeled images per training batch (each).
+        eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
+        num_workers: DataLoader workers (the data are in memory: 0 is usually fastest).
+        val_fraction: fraction of known normals held out for validation when the source has no
+            labelled validation set; 0 disables validation.
+        val_synthesizer: makes the validation pseudo anomalies (default: SAGAN's patch blend).
+        seed: seed of the hold-out, the validation pseudo anomalies and the training order.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        in_channels: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        val_synthesizer: Synthesizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
+        if image_size < 8:
+            raise ValueError(f"image_size={image_size}: must be at least 8")
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch_size={batch_size}, eval_batch_size={eval_batch_size}: >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers}: must be >= 0")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1)")
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.val_synthesizer = val_synthesizer or PatchBlendSynthesizer()
+        self.seed = seed
+        self.known_normal: ImageSet | None = None
+        self.unlabeled: ImageSet | None = None
+        self.val: ImageSet | None = None
+        self.val_masks: Tensor | None = None
+        self.test: ImageSet | None = None
+
+    @abstractmethod
+    def load(self) -> SplitData:
+        """Read the data set into memory (called once per process by :meth:`setup`)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.known_normal is not None:
+            return
+        data = self.load()
+        self.unlabeled, self.test = data.unlabeled, data.test
+        if data.val is not None or self.val_fraction == 0.0:
+            self.known_normal, self.val = data.known_normal, data.val
+            return
+        keep, held = holdout_indices(len(data.known_normal), self.val_fraction, self.seed)
+        self.known_normal = data.known_normal.subset(keep)
+        self.val, self.val_masks = self._pseudo_anomaly_validation(data.known_normal.subset(held))
+
+    def _pseudo_anomaly_validation(self, normals: ImageSet) -> tuple[ImageSet, Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        corrupted, masks = self.val_synthesizer(to_model_range(normals.images), generator)
+        corrupted_u8 = ((corrupted + 1) * 127.5).round().clamp_(0, 255).to(torch.uint8)
+        images = torch.cat([normals.images, corrupted_u8])
+        names = normals.names + [f"{name}#pseudo_anomaly" for name in normals.names]
+        labels = [0] * len(normals) + [1] * len(normals)
+        all_masks = torch.cat([torch.zeros_like(masks), masks])
+        return ImageSet(images, labels, names), all_masks
+
+    def summary(self) -> dict[str, int]:
+        """Image counts of every part of the split (for logs and sanity checks)."""
+        self.setup()
+        counts = {"train/known_normal": len(self.known_normal), "train/unlabeled": len(self.unlabeled)}
+        counts["train/unlabeled_abnormal"] = sum(1 for label in self.unlabeled.labels if label == 1)
+        for part, data in (("val", self.val), ("test", self.test)):
+            if data is not None:
+                counts[f"{part}/normal"] = sum(1 for label in data.labels if label == 0)
+                counts[f"{part}/abnormal"] = sum(1 for label in data.labels if label == 1)
+        return counts
+
+    def _eval_loader(self, data: ImageSet) -> DataLoader:
+        return DataLoader(
+            LabelledImages(data.images, data.labels, data.names),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        stream = TrainingStream(
+            self.known_normal.images, self.unlabeled.images, self.batch_size, self.seed
+        )
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val is None else self._eval_loader(self.val)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test is None or len(self.test) == 0:
+            raise RuntimeError(
+                f"{type(self).__name__} has no test set: add labelled test images to the split "
+                "(test.'0' / test.'1' in data.json) or skip testing"
+            )
+        return self._eval_loader(self.test)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict):
+            for key in ("normal", "unlabeled", "image"):
+                if key in batch and batch[key].dtype == torch.uint8:
+                    batch[key] = to_model_range(batch[key])
+        return batch

@@ -1,0 +1,126 @@
+"""Torch datasets over in-memory uint8 image tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 ``[0, 255]`` to float ``[-1, 1]`` (the models' input range).
+
+    Example:
+        >>> to_model_range(torch.tensor([0, 255], dtype=torch.uint8)).tolist()
+        [-1.0, 1.0]
+    """
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def permutation_stream(n: int, seed: int) -> Iterator[int]:
+    """Endless indices: a fresh seeded permutation of ``range(n)`` after every pass.
+
+    Example:
+        >>> it = permutation_stream(3, seed=0)
+        >>> sorted(next(it) for _ in range(3))
+        [0, 1, 2]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from torch.randperm(n, generator=generator).tolist()
+
+
+class TrainingStream(IterableDataset):
+    """Endless batches ``{"normal": ..., "unlabeled": ...}`` drawn from two image tensors.
+
+    The known-normal and unlabeled streams are shuffled independently (the released code always
+    paired unlabeled image ``i`` with normal image ``i``), each with its own seed, so the batches
+    depend only on ``seed``. With ``DataLoader`` workers, worker ``w`` of ``W`` yields batches
+    ``w, w + W, ...`` of the same sequence, so the order does not depend on the number of
+    workers. Under ``torch.distributed`` each rank draws its own independently shuffled stream
+    (derived from ``seed`` and the rank), so ranks see different batches.
+
+    Use with ``DataLoader(stream, batch_size=None)``.
+
+    Args:
+        normal: known-normal images, uint8 ``(N, C, H, W)``.
+        unlabeled: unlabeled images, uint8 ``(M, C, H, W)``; may be empty only if
+            ``allow_empty_unlabeled`` (then the key ``"unlabeled"`` carries an empty batch).
+        batch_size: images per stream per batch.
+        seed: base seed.
+
+    Example:
+        >>> normal = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
+        >>> batch = next(iter(TrainingStream(normal, normal, batch_size=4)))
+        >>> batch["normal"].shape, batch["unlabeled"].shape
+        (torch.Size([4, 1, 8, 8]), torch.Size([4, 1, 8, 8]))
+    """
+
+    def __init__(self, normal: Tensor, unlabeled: Tensor, batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if len(normal) == 0:
+            raise ValueError("the training stream has no known-normal images")
+        if len(unlabeled) == 0:
+            raise ValueError(
+                "the training stream has no unlabeled images; for normals-only training set "
+                "anomaly_ratio=0 with unlabeled images taken from the normal pool"
+            )
+        self.normal = normal
+        self.unlabeled = unlabeled
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def batches(self, rank: int = 0) -> Iterator[dict[str, Tensor]]:
+        """The endless batch sequence of one process (no worker sharding)."""
+        normal_ids = permutation_stream(len(self.normal), self.seed * 1000 + 2 * rank)
+        unlabeled_ids = permutation_stream(len(self.unlabeled), self.seed * 1000 + 2 * rank + 1)
+        while True:
+            n = torch.tensor([next(normal_ids) for _ in range(self.batch_size)])
+            u = torch.tensor([next(unlabeled_ids) for _ in range(self.batch_size)])
+            yield {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for i, batch in enumerate(self.batches(rank)):
+            if i % workers == worker:
+                yield batch
+
+
+class LabelledImages(Dataset):
+    """Images with labels and names for validation, test and prediction.
+
+    Items are ``{"image": uint8 (C, H, W), "label": int, "index": int, "name": str}``; labels are
+    ``-1`` when unknown (prediction on unlabelled data).
+
+    Example:
+        >>> ds = LabelledImages(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"])
+        >>> ds[1]["label"], ds[1]["name"]
+        (1, 'b')
+    """
+
+    def __init__(self, images: Tensor, labels: Sequence[int], names: Sequence[str]) -> None:
+        if not len(images) == len(labels) == len(names):
+            raise ValueError(
+                f"images ({len(images)}), labels ({len(labels)}) and names ({len(names)}) differ "
+                "in length"
+            )
+        self.images = images
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "image": self.images[index],
+            "label": int(self.labels[index]),
+            "index": index,
+            "name": self.names[index],
+        }

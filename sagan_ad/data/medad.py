@@ -1,0 +1,122 @@
+"""DataModule for data sets in the Med-AD layout: ``<root>/images/*`` and ``<root>/data.json``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.image_io import load_images
+from sagan_ad.data.split import MedADSplit, build_unlabeled, read_medad_split
+from sagan_ad.synthesis import Synthesizer
+
+
+class MedADDataModule(AnomalyDataModule):
+    """A Med-AD data set folder (RSNA, VinCXR, LAG of the benchmark bundle, or your own).
+
+    ``root`` holds ``images/`` and ``data.json`` (schema in SAGAN.md section 1). The unlabeled
+    training set is built as in the benchmark: the first ``floor(N * anomaly_ratio)`` names of the
+    abnormal pool followed by the first ``N - floor(N * anomaly_ratio)`` of the normal pool, with
+    ``N = unlabeled_size`` (default: the number of known normals listed in ``data.json``). Images
+    are decoded and resized once into memory. A ``val`` entry in ``data.json`` is used as the
+    validation set; otherwise validation is carved from the known normals (see
+    :class:`~sagan_ad.data.base.AnomalyDataModule`).
+
+    Args:
+        root: the data set folder.
+        anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
+        unlabeled_size: size of the unlabeled set (default: number of known normals).
+        image_dir: folder of the images, relative to ``root``.
+        **kwargs: see :class:`~sagan_ad.data.base.AnomalyDataModule`.
+
+    Example:
+        >>> dm = MedADDataModule("data/RSNA", image_size=64, batch_size=32)  # doctest: +SKIP
+        >>> dm.setup(); dm.summary()  # doctest: +SKIP
+        {'train/known_normal': 3466, 'train/unlabeled': 3851, ...}
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        anomaly_ratio: float = 0.6,
+        unlabeled_size: int | None = None,
+        image_dir: str = "images",
+        image_size: int = 64,
+        in_channels: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        val_synthesizer: Synthesizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            in_channels=in_channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            val_synthesizer=val_synthesizer,
+            seed=seed,
+        )
+        if not 0.0 <= anomaly_ratio <= 1.0:
+            raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
+        if unlabeled_size is not None and unlabeled_size < 1:
+            raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+        self.root = Path(root)
+        self.anomaly_ratio = anomaly_ratio
+        self.unlabeled_size = unlabeled_size
+        self.image_dir = image_dir
+
+    def read_split(self) -> MedADSplit:
+        """The validated ``data.json`` of ``root``."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} is not a folder: point it at a Med-AD data set "
+                "folder holding images/ and data.json"
+            )
+        return read_medad_split(self.root / "data.json")
+
+    def load(self) -> SplitData:
+        split = self.read_split()
+        size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
+        unlabeled_names, unlabeled_labels = build_unlabeled(
+            split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio
+        )
+        parts = {
+            "known_normal": (split.known_normal, [0] * len(split.known_normal)),
+            "unlabeled": (unlabeled_names, unlabeled_labels),
+            "test": (
+                split.test_normal + split.test_abnormal,
+                [0] * len(split.test_normal) + [1] * len(split.test_abnormal),
+            ),
+            "val": (
+                split.val_normal + split.val_abnormal,
+                [0] * len(split.val_normal) + [1] * len(split.val_abnormal),
+            ),
+        }
+        # One decoding pass over every file, so that all missing or broken files of every part
+        # are reported together.
+        all_names = [name for names, _ in parts.values() for name in names]
+        images = torch.from_numpy(
+            load_images(
+                [self.root / self.image_dir / name for name in all_names],
+                self.image_size,
+                self.in_channels,
+            )
+        )
+        sets: dict[str, ImageSet | None] = {}
+        start = 0
+        for part, (names, labels) in parts.items():
+            stop = start + len(names)
+            sets[part] = ImageSet(images[start:stop], labels, names) if names else None
+            start = stop
+        return SplitData(
+            known_normal=sets["known_normal"],
+            unlabeled=sets["unlabeled"],
+            test=sets["test"],
+            val=sets["val"],
+        )
