@@ -1,7 +1,7 @@
 """sagan_ad: SAGAN (Spatial-aware Attention GAN, MICCAI 2024) for semi-supervised anomaly
 detection in medical images, as a PyTorch Lightning library.
 
-Example:
+Examples:
     >>> import lightning as L
     >>> from sagan_ad import SAGAN, SyntheticCXRDataModule
     >>> model = SAGAN(base_channels=16, max_iterations=500)  # doctest: +SKIP
@@ -9,7 +9,7 @@ Example:
     ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
 """
 
-from sagan_ad.callbacks import IterationProgressBar
+from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,
@@ -39,11 +39,12 @@ __all__ = [
     "PatchBlendSynthesizer",
     "SplitData",
     "SplitError",
-    "SyntheticCXRDataModule",
     "Synthesizer",
+    "SyntheticCXRDataModule",
     "__version__",
     "anomaly_map",
     "anomaly_score",
+    "best_and_last_checkpoints",
     "map_to_score",
     "paper_adam",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 
 class IterationProgressBar(TQDMProgressBar):
@@ -12,7 +12,7 @@ class IterationProgressBar(TQDMProgressBar):
     SAGAN trains on an endless stream, so Lightning's default bar has no total; this one shows
     ``iteration / max_iterations`` and resumes where a checkpoint left off.
 
-    Example:
+    Examples:
         >>> trainer = L.Trainer(callbacks=[IterationProgressBar()])  # doctest: +SKIP
     """
 
@@ -27,3 +27,25 @@ class IterationProgressBar(TQDMProgressBar):
         self.train_progress_bar.initial = done
         self.train_progress_bar.n = done
         self.train_progress_bar.set_description("Training")
+
+
+def best_and_last_checkpoints(dirpath: str | None = None) -> list[ModelCheckpoint]:
+    """Checkpointing for SAGAN runs: the best weights by ``val/AUROC`` and the latest weights.
+
+    The best checkpoint (``best-iteration=N.ckpt``) is chosen on validation only, never on test.
+    ``last.ckpt`` is rewritten at every validation so that a run can always be resumed (Lightning's
+    own ``save_last`` writes it only when a new best is found). List the best one first: it is the
+    Trainer's ``checkpoint_callback`` and the one ``ckpt_path="best"`` refers to.
+
+    Examples:
+        >>> best, last = best_and_last_checkpoints()
+        >>> best.monitor, last.monitor
+        ('val/AUROC', None)
+    """
+    best = ModelCheckpoint(
+        dirpath=dirpath, monitor="val/AUROC", mode="max", filename="best-{iteration:.0f}"
+    )
+    last = ModelCheckpoint(
+        dirpath=dirpath, monitor=None, filename="last", enable_version_counter=False
+    )
+    return [best, last]

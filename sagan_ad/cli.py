@@ -8,15 +8,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sagan_ad.callbacks import IterationProgressBar
+from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.module import SAGAN
-
-
-def best_and_last_checkpoint() -> ModelCheckpoint:
-    """Keep the best checkpoint by validation AUROC (never by test) and the last one."""
-    return ModelCheckpoint(
-        monitor="val/AUROC", mode="max", save_last=True, filename="best-{iteration:.0f}"
-    )
 
 
 class SAGANCLI(LightningCLI):
@@ -41,7 +34,7 @@ class SAGANCLI(LightningCLI):
         if config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
-            callbacks.append(best_and_last_checkpoint())
+            callbacks = best_and_last_checkpoints() + callbacks
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):

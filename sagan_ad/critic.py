@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 
 class Critic(nn.Module):
-    """WGAN critic (SAGAN.md section 4): stride-2 4x4 convs with LeakyReLU, then a 3x3 conv.
+    """WGAN critic of the paper: stride-2 4x4 convs with LeakyReLU, then a 3x3 conv.
 
     Channels double from ``base_channels`` at every one of ``num_downsamples`` stages; there is no
     normalisation (a gradient penalty and batch-coupling norms do not mix). For an image of side
@@ -19,7 +19,7 @@ class Critic(nn.Module):
         num_downsamples: stride-2 stages (6 in the paper); images must be at least
             ``2 ** num_downsamples`` pixels wide.
 
-    Example:
+    Examples:
         >>> import torch
         >>> critic = Critic(base_channels=4, num_downsamples=5)
         >>> critic(torch.randn(3, 1, 32, 32)).shape
@@ -46,7 +46,11 @@ class Critic(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Critic value per image, shape ``(B,)``; higher means "looks like a known normal"."""
         min_side = 2**self.num_downsamples
-        if images.ndim != 4 or images.shape[1] != self.in_channels or min(images.shape[-2:]) < min_side:
+        if (
+            images.ndim != 4
+            or images.shape[1] != self.in_channels
+            or min(images.shape[-2:]) < min_side
+        ):
             raise ValueError(
                 f"Critic expects (B, {self.in_channels}, H, W) with H, W >= {min_side} "
                 f"(2 ** num_downsamples), got {tuple(images.shape)}"

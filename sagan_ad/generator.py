@@ -20,12 +20,12 @@ ENCODER_DOWNSAMPLES = 3
 
 
 def check_generator_geometry(image_size: int, patch_grid: int) -> int:
-    """Validate that ``image_size`` splits into ``patch_grid`` patches the encoder can halve 3 times.
+    """Check that ``image_size`` splits into patches that the encoder can halve 3 times.
 
     Returns:
         The patch side in pixels.
 
-    Example:
+    Examples:
         >>> check_generator_geometry(64, 2)
         32
     """
@@ -44,7 +44,7 @@ def check_generator_geometry(image_size: int, patch_grid: int) -> int:
 def to_patches(images: Tensor, grid: int) -> Tensor:
     """Cut ``(B, C, H, W)`` into ``(B * grid**2, C, H/grid, W/grid)``, patches row-major per image.
 
-    Example:
+    Examples:
         >>> to_patches(torch.zeros(2, 1, 8, 8), 2).shape
         torch.Size([8, 1, 4, 4])
     """
@@ -55,9 +55,9 @@ def to_patches(images: Tensor, grid: int) -> Tensor:
 
 
 def from_patches(patches: Tensor, grid: int) -> Tensor:
-    """Inverse of :func:`to_patches`.
+    """Inverse of `to_patches`.
 
-    Example:
+    Examples:
         >>> x = torch.randn(2, 1, 8, 8)
         >>> torch.equal(from_patches(to_patches(x, 2), 2), x)
         True
@@ -69,7 +69,7 @@ def from_patches(patches: Tensor, grid: int) -> Tensor:
 
 
 class Generator(nn.Module):
-    """SAGAN generator (SAGAN.md section 3): maps an image in ``[-1, 1]`` to its normal restoration.
+    """SAGAN generator: maps an image in ``[-1, 1]`` to its normal restoration.
 
     The image is cut into a ``patch_grid x patch_grid`` grid; every patch runs through the same
     encoder / residual bottleneck / attention-gated decoder with multi-level feature fusion; the
@@ -84,12 +84,12 @@ class Generator(nn.Module):
         num_res_blocks: residual blocks in the bottleneck (6 in the paper).
         patch_grid: patches per side (2 in the paper; 1 disables patching).
         position_encoding: how patch position enters the network, see
-            :data:`~sagan_ad.layers.PositionEncoding`.
+            `sagan_ad.layers.PositionEncoding`.
         attention_gates: gate the skip connections (the paper's ARRM); ``False`` passes them as is.
         multi_level_fusion: fuse decoder levels 1-3 before the head (the paper's MFF).
         residual_keep_prob: training-time Bernoulli keep probability of the residual (0.95).
 
-    Example:
+    Examples:
         >>> g = Generator(image_size=32, base_channels=8, num_res_blocks=1).eval()
         >>> g(torch.rand(2, 1, 32, 32) * 2 - 1).shape
         torch.Size([2, 1, 32, 32])

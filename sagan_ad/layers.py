@@ -55,7 +55,7 @@ def upconv_norm_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 class ResidualBlock(nn.Module):
     """Two 3x3 conv + InstanceNorm layers with an identity shortcut (the bottleneck block).
 
-    Example:
+    Examples:
         >>> block = ResidualBlock(8)
         >>> block(torch.randn(2, 8, 4, 4)).shape
         torch.Size([2, 8, 4, 4])
@@ -76,11 +76,11 @@ class ResidualBlock(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """Residual fusion of concatenated features: ``s = relu(norm(conv(x)))``, out ``s + norm(conv(s))``.
+    """Residual fusion of concatenated features: ``s = relu(norm(conv(x)))``, ``s + norm(conv(s))``.
 
     Changes the channel count, so the shortcut starts after the first convolution.
 
-    Example:
+    Examples:
         >>> FusionBlock(16, 8)(torch.randn(2, 16, 4, 4)).shape
         torch.Size([2, 8, 4, 4])
     """
@@ -106,7 +106,7 @@ class AttentionGate(nn.Module):
         skip_channels: channels of the skip features to be weighted.
         inter_channels: channels of the hidden 1x1 projections.
 
-    Example:
+    Examples:
         >>> gate = AttentionGate(8, 8, 4)
         >>> skip = torch.randn(2, 8, 4, 4)
         >>> gate(torch.randn(2, 8, 4, 4), skip).shape
@@ -141,7 +141,7 @@ def code_bits(num_patches: int) -> int:
 def binary_codes(num_patches: int) -> Tensor:
     """Binary codes of the patch indices, most significant bit first, shape ``(P, bits)``.
 
-    Example:
+    Examples:
         >>> binary_codes(4).tolist()
         [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]
     """
@@ -157,9 +157,9 @@ class PositionFusion(nn.Module):
     Args:
         channels: feature channels (kept).
         num_patches: patches per image (``patch_grid ** 2``).
-        mode: see :data:`PositionEncoding`.
+        mode: see `PositionEncoding`.
 
-    Example:
+    Examples:
         >>> fuse = PositionFusion(8, num_patches=4, mode="film")
         >>> feats = torch.randn(8, 8, 4, 4)
         >>> fuse(feats, torch.arange(4).repeat(2)).shape

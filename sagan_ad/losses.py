@@ -1,4 +1,4 @@
-"""WGAN-GP and restoration losses of the SAGAN objective (SAGAN.md section 5)."""
+"""WGAN-GP and restoration losses of the SAGAN objective."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import Tensor, nn
 def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Critic's Wasserstein term ``-E[D(real)] + E[D(fake)]`` (to be minimised).
 
-    Example:
+    Examples:
         >>> critic_wasserstein_loss(torch.tensor([2.0]), torch.tensor([1.0])).item()
         -1.0
     """
@@ -19,7 +19,7 @@ def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
 def generator_adversarial_loss(fake_scores: Tensor) -> Tensor:
     """Generator's adversarial term ``-E[D(G(x_u))]``.
 
-    Example:
+    Examples:
         >>> generator_adversarial_loss(torch.tensor([0.5, 1.5])).item()
         -1.0
     """
@@ -41,7 +41,7 @@ def gradient_penalty(
         fake: generator outputs (gradients do not flow into the generator).
         generator: random source for ``e``.
 
-    Example:
+    Examples:
         >>> from sagan_ad.critic import Critic
         >>> critic = Critic(base_channels=2, num_downsamples=5)
         >>> x = torch.randn(2, 1, 32, 32)
@@ -60,7 +60,7 @@ def gradient_penalty(
 def identity_loss(normal: Tensor, restored_normal: Tensor) -> Tensor:
     """Mean absolute error ``mean |x_n - G(x_n)|``: normals must pass through unchanged.
 
-    Example:
+    Examples:
         >>> identity_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)).item()
         1.0
     """
@@ -70,7 +70,7 @@ def identity_loss(normal: Tensor, restored_normal: Tensor) -> Tensor:
 def restoration_loss(normal: Tensor, restored_corrupted: Tensor) -> Tensor:
     """Mean squared error ``mean (x_n - G(x~_n))^2``: pseudo anomalies must be restored.
 
-    Example:
+    Examples:
         >>> restoration_loss(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)).item()
         4.0
     """

@@ -40,22 +40,22 @@ class SAGAN(L.LightningModule):
     ``x~_n`` pseudo anomalies made from ``x_n`` by ``synthesizer``:
 
     - critic: ``-E[D(x_n)] + E[D(G(x_u))] + lambda_gp * GP``;
-    - generator: ``-E[D(G(x_u))] + lambda_identity * mean|x_n - G(x_n)|
-      + lambda_restoration * mean (x_n - G(x~_n))^2``.
+    - generator: ``-E[D(G(x_u))] + lambda_identity * mean|x_n - G(x_n)|``
+      ``+ lambda_restoration * mean (x_n - G(x~_n))^2``.
 
     The score of an image is ``mean |x - G(x)| / 2``; the anomaly map is ``|x - G(x)| / 2``.
 
     One *iteration* is one critic step (and, every ``n_critic`` iterations, one generator step);
-    :attr:`iteration` counts them and is saved in checkpoints, because Lightning's
+    `iteration` counts them and is saved in checkpoints, because Lightning's
     ``global_step`` counts the steps of both optimizers. Training stops after
     ``max_iterations``; leave the Trainer's ``max_steps`` at -1 and set ``max_epochs=-1`` (the
     training data are an endless stream). Validation runs every ``val_check_interval``
     iterations (set ``check_val_every_n_epoch=None`` on the Trainer). Metrics are logged to the
-    Trainer's loggers with the iteration as step.
+    Trainer's loggers with the iteration as step (logged as the metric ``"step"``).
 
     Subclass to change a part without copying the training step: override
-    :meth:`synthesize`, :meth:`critic_loss`, :meth:`generator_loss` (or the single terms
-    :meth:`identity_loss`, :meth:`restoration_loss`), :meth:`anomaly_map` or :meth:`score`.
+    `synthesize`, `critic_loss`, `generator_loss` (or the single terms
+    `identity_loss`, `restoration_loss`), `anomaly_map` or `score`.
 
     Args:
         in_channels: image channels (must match the data).
@@ -76,15 +76,15 @@ class SAGAN(L.LightningModule):
         lambda_restoration: weight of the restoration MSE on pseudo anomalies (1).
         max_iterations: training length in iterations (100,000 in the paper).
         synthesizer: pseudo-anomaly synthesizer (default: SAGAN's patch blend).
-        optimizer_g: factory of the generator optimizer (default :func:`paper_adam`).
-        optimizer_d: factory of the critic optimizer (default :func:`paper_adam`).
+        optimizer_g: factory of the generator optimizer (default `paper_adam`).
+        optimizer_d: factory of the critic optimizer (default `paper_adam`).
         scheduler_g: optional factory of a generator LR scheduler, stepped per generator step.
         scheduler_d: optional factory of a critic LR scheduler, stepped per critic step.
         inference: ``"deterministic"`` (default) or ``"reference"``: the released code's random
             inference, which keeps the training-time residual mask on while scoring.
         seed: seed of the synthesizer and gradient-penalty random draws.
 
-    Example:
+    Examples:
         >>> model = SAGAN(image_size=32, base_channels=8, num_res_blocks=1,
         ...               critic_downsamples=5, max_iterations=10)
         >>> model.score(torch.zeros(2, 1, 32, 32)).shape
@@ -179,8 +179,8 @@ class SAGAN(L.LightningModule):
     def anomaly_map(self, images: Tensor) -> Tensor:
         """Per-pixel anomaly map ``|x - G(x)| / 2`` in ``[0, 1]``, shape ``(B, 1, H, W)``.
 
-        Example:
-            >>> model = SAGAN(image_size=32, base_channels=4, num_res_blocks=0, critic_downsamples=5)
+        Examples:
+            >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
             >>> model.anomaly_map(torch.zeros(1, 1, 32, 32)).shape
             torch.Size([1, 1, 32, 32])
         """
@@ -294,9 +294,7 @@ class SAGAN(L.LightningModule):
             corrupted, masks = self.synthesize(normal)
             b = normal.shape[0]
             restored = self.generator(torch.cat([unlabeled, normal, corrupted]))
-            fake, restored_normal, restored_corrupted = restored.split(
-                [unlabeled.shape[0], b, b]
-            )
+            fake, restored_normal, restored_corrupted = restored.split([unlabeled.shape[0], b, b])
         else:
             with torch.no_grad():
                 fake = self.generator(unlabeled)
@@ -326,21 +324,14 @@ class SAGAN(L.LightningModule):
     def _log_training(self, logs: dict[str, Tensor]) -> None:
         if "train/generator/loss" in logs:
             self._generator_logs = {k: v for k, v in logs.items() if "/generator/" in k}
+        # Lightning converts logged tensors to numbers (a device sync) only every
+        # `log_every_n_steps` iterations; a metric named "step" sets the loggers' x-axis.
+        self.log_dict({**logs, **self._generator_logs}, on_step=True, on_epoch=False)
+        self.log("step", float(self.iteration), on_step=True, on_epoch=False)
         bar = {"loss_d": logs["train/critic/loss"]}
         if self._generator_logs:
             bar["loss_g"] = self._generator_logs["train/generator/loss"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
-        # Converting to floats synchronises with the device: do it only every few iterations.
-        if self.iteration % max(1, self.trainer.log_every_n_steps) == 0:
-            logs = {**logs, **self._generator_logs}
-            self.log_to_loggers({k: float(v) for k, v in logs.items()})
-
-    def log_to_loggers(self, metrics: dict[str, float]) -> None:
-        """Log ``metrics`` to every Trainer logger with the iteration as step (rank 0 only)."""
-        if self._trainer is None or self.trainer.global_rank != 0:
-            return
-        for logger in self.loggers:
-            logger.log_metrics({**metrics, "iteration": self.iteration}, step=self.iteration)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self.iteration >= self.max_iterations:
@@ -400,10 +391,8 @@ class SAGAN(L.LightningModule):
         metrics = {f"{stage}/AUROC": auroc.compute(), f"{stage}/AP": ap.compute()}
         auroc.reset()
         ap.reset()
-        self.log_dict(metrics, prog_bar=True, logger=False)
-        self.log("iteration", float(self.iteration), logger=False)
-        if not self.trainer.sanity_checking:
-            self.log_to_loggers({k: float(v) for k, v in metrics.items()})
+        self.log_dict(metrics, prog_bar=True)
+        self.log_dict({"iteration": float(self.iteration), "step": float(self.iteration)})
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val", self.val_auroc, self.val_ap)

@@ -10,7 +10,7 @@ def anomaly_map(images: Tensor, restored: Tensor) -> Tensor:
 
     Images live in ``[-1, 1]``, so the map lies in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.zeros(1, 1, 2, 2)
         >>> anomaly_map(x, torch.ones(1, 1, 2, 2)).flatten().tolist()
@@ -26,7 +26,7 @@ def anomaly_map(images: Tensor, restored: Tensor) -> Tensor:
 def map_to_score(maps: Tensor) -> Tensor:
     """Image score from anomaly maps ``(B, 1, H, W)``: the mean over pixels (the paper's score).
 
-    Example:
+    Examples:
         >>> import torch
         >>> map_to_score(torch.full((3, 1, 4, 4), 0.25)).tolist()
         [0.25, 0.25, 0.25]
@@ -35,9 +35,9 @@ def map_to_score(maps: Tensor) -> Tensor:
 
 
 def anomaly_score(images: Tensor, restored: Tensor) -> Tensor:
-    """Image-level score ``mean |x - G(x)| / 2`` in ``[0, 1]``, shape ``(B,)``; higher = more abnormal.
+    """Image score ``mean |x - G(x)| / 2`` in ``[0, 1]``, shape ``(B,)``; higher = more abnormal.
 
-    Example:
+    Examples:
         >>> import torch
         >>> anomaly_score(torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4)).tolist()
         [0.5, 0.5]

@@ -44,7 +44,7 @@ class PatchBlendSynthesizer(Synthesizer):
         blend_min: lower bound of the blend weight.
         blend_max: upper bound of the blend weight.
 
-    Example:
+    Examples:
         >>> synth = PatchBlendSynthesizer()
         >>> images = torch.rand(4, 1, 64, 64) * 2 - 1
         >>> corrupted, masks = synth(images, torch.Generator().manual_seed(0))
@@ -66,10 +66,13 @@ class PatchBlendSynthesizer(Synthesizer):
                 f"max_half_width ({max_half_width}) <= 0.5"
             )
         if not 0.0 < center_fraction <= 1.0:
-            raise ValueError(f"PatchBlendSynthesizer: center_fraction={center_fraction} not in (0, 1]")
+            raise ValueError(
+                f"PatchBlendSynthesizer: center_fraction={center_fraction} not in (0, 1]"
+            )
         if not 0.0 <= blend_min < blend_max <= 1.0:
             raise ValueError(
-                f"PatchBlendSynthesizer: need 0 <= blend_min ({blend_min}) < blend_max ({blend_max}) <= 1"
+                f"PatchBlendSynthesizer: need 0 <= blend_min ({blend_min}) < "
+                f"blend_max ({blend_max}) <= 1"
             )
         self.min_half_width = min_half_width
         self.max_half_width = max_half_width

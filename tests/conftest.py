@@ -33,7 +33,7 @@ def write_medad_tree(
     size: int = 40,
     seed: int = 0,
 ) -> Path:
-    """A Med-AD folder of random PNGs: ``images/`` plus ``data.json``; abnormal images are brighter."""
+    """A Med-AD folder of random PNGs (``images/`` + ``data.json``); abnormals are brighter."""
     counts = counts or {"known": 12, "pool0": 8, "pool1": 10, "test0": 6, "test1": 6}
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)

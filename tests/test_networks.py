@@ -76,10 +76,14 @@ def test_eval_uses_instance_statistics_not_running_statistics():
 
 def _swap_quadrants(x: torch.Tensor) -> torch.Tensor:
     patches = to_patches(x, 2)
-    return from_patches(patches.reshape(-1, 4, *patches.shape[1:])[:, [1, 0, 3, 2]].flatten(0, 1), 2)
+    return from_patches(
+        patches.reshape(-1, 4, *patches.shape[1:])[:, [1, 0, 3, 2]].flatten(0, 1), 2
+    )
 
 
-@pytest.mark.parametrize(("mode", "matters"), [("film", True), ("reference", False), ("none", False)])
+@pytest.mark.parametrize(
+    ("mode", "matters"), [("film", True), ("reference", False), ("none", False)]
+)
 def test_position_encoding_changes_output_only_when_it_survives_the_norm(mode, matters):
     """Swapping two patches' positions must change their restoration when position is encoded."""
     torch.manual_seed(0)
@@ -99,7 +103,9 @@ def test_position_encoding_changes_output_only_when_it_survives_the_norm(mode, m
 
 def test_ablation_switches_remove_their_modules():
     full = Generator(image_size=32, base_channels=4)
-    plain = Generator(image_size=32, base_channels=4, attention_gates=False, multi_level_fusion=False)
+    plain = Generator(
+        image_size=32, base_channels=4, attention_gates=False, multi_level_fusion=False
+    )
     assert n_params(plain) < n_params(full)
     assert plain.gate1 is None
     assert not hasattr(plain, "fuse_levels")

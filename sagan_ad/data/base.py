@@ -56,7 +56,7 @@ class ImageSet:
 
 @dataclass
 class SplitData:
-    """What a DataModule's :meth:`AnomalyDataModule.load` returns.
+    """What a DataModule's `AnomalyDataModule.load` returns.
 
     Attributes:
         known_normal: the known-normal training images.
@@ -73,7 +73,7 @@ class SplitData:
 
 
 class AnomalyDataModule(L.LightningDataModule):
-    """Base class of the sagan_ad DataModules (subclass and implement :meth:`load`).
+    """Base class of the sagan_ad DataModules (subclass and implement `load`).
 
     It holds every image in memory as uint8 (a 64 px data set of thousands of images is a few MB),
     serves training as an endless stream of ``{"normal", "unlabeled"}`` batches with independent
@@ -136,7 +136,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     @abstractmethod
     def load(self) -> SplitData:
-        """Read the data set into memory (called once per process by :meth:`setup`)."""
+        """Read the data set into memory (called once per process by `setup`)."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.known_normal is not None:
@@ -163,7 +163,10 @@ class AnomalyDataModule(L.LightningDataModule):
     def summary(self) -> dict[str, int]:
         """Image counts of every part of the split (for logs and sanity checks)."""
         self.setup()
-        counts = {"train/known_normal": len(self.known_normal), "train/unlabeled": len(self.unlabeled)}
+        counts = {
+            "train/known_normal": len(self.known_normal),
+            "train/unlabeled": len(self.unlabeled),
+        }
         counts["train/unlabeled_abnormal"] = sum(1 for label in self.unlabeled.labels if label == 1)
         for part, data in (("val", self.val), ("test", self.test)):
             if data is not None:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 def to_model_range(images: Tensor) -> Tensor:
     """uint8 ``[0, 255]`` to float ``[-1, 1]`` (the models' input range).
 
-    Example:
+    Examples:
         >>> to_model_range(torch.tensor([0, 255], dtype=torch.uint8)).tolist()
         [-1.0, 1.0]
     """
@@ -22,7 +22,7 @@ def to_model_range(images: Tensor) -> Tensor:
 def permutation_stream(n: int, seed: int) -> Iterator[int]:
     """Endless indices: a fresh seeded permutation of ``range(n)`` after every pass.
 
-    Example:
+    Examples:
         >>> it = permutation_stream(3, seed=0)
         >>> sorted(next(it) for _ in range(3))
         [0, 1, 2]
@@ -46,12 +46,11 @@ class TrainingStream(IterableDataset):
 
     Args:
         normal: known-normal images, uint8 ``(N, C, H, W)``.
-        unlabeled: unlabeled images, uint8 ``(M, C, H, W)``; may be empty only if
-            ``allow_empty_unlabeled`` (then the key ``"unlabeled"`` carries an empty batch).
+        unlabeled: unlabeled images, uint8 ``(M, C, H, W)``; must not be empty.
         batch_size: images per stream per batch.
         seed: base seed.
 
-    Example:
+    Examples:
         >>> normal = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
         >>> batch = next(iter(TrainingStream(normal, normal, batch_size=4)))
         >>> batch["normal"].shape, batch["unlabeled"].shape
@@ -98,7 +97,7 @@ class LabelledImages(Dataset):
     Items are ``{"image": uint8 (C, H, W), "label": int, "index": int, "name": str}``; labels are
     ``-1`` when unknown (prediction on unlabelled data).
 
-    Example:
+    Examples:
         >>> ds = LabelledImages(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"])
         >>> ds[1]["label"], ds[1]["name"]
         (1, 'b')

@@ -33,7 +33,7 @@ def load_image(path: str | os.PathLike, image_size: int, in_channels: int = 1) -
     Returns:
         ``uint8`` array of shape ``(in_channels, image_size, image_size)``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "x.png"
         >>> Image.new("L", (100, 80), 128).save(p)
@@ -51,10 +51,7 @@ def load_image(path: str | os.PathLike, image_size: int, in_channels: int = 1) -
             img = img.convert("L" if in_channels == 1 else "RGB")
         img = img.resize((image_size, image_size), Image.BILINEAR)
         array = np.asarray(img, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return np.ascontiguousarray(array)
 
 
@@ -66,10 +63,10 @@ def load_images(
 ) -> np.ndarray:
     """Read many images in parallel into one ``(N, C, S, S)`` uint8 array.
 
-    Every file is tried; if any is missing or unreadable, one :class:`ImageReadError` lists all
+    Every file is tried; if any is missing or unreadable, one `ImageReadError` lists all
     of them, so a user can fix a data set in one pass.
 
-    Example:
+    Examples:
         >>> load_images([], 64).shape
         (0, 1, 64, 64)
     """

@@ -16,22 +16,23 @@ from sagan_ad.synthesis import Synthesizer
 class MedADDataModule(AnomalyDataModule):
     """A Med-AD data set folder (RSNA, VinCXR, LAG of the benchmark bundle, or your own).
 
-    ``root`` holds ``images/`` and ``data.json`` (schema in SAGAN.md section 1). The unlabeled
+    ``root`` holds ``images/`` and ``data.json`` (see `MedADSplit` for the schema). The unlabeled
     training set is built as in the benchmark: the first ``floor(N * anomaly_ratio)`` names of the
     abnormal pool followed by the first ``N - floor(N * anomaly_ratio)`` of the normal pool, with
     ``N = unlabeled_size`` (default: the number of known normals listed in ``data.json``). Images
     are decoded and resized once into memory. A ``val`` entry in ``data.json`` is used as the
     validation set; otherwise validation is carved from the known normals (see
-    :class:`~sagan_ad.data.base.AnomalyDataModule`).
+    `sagan_ad.data.base.AnomalyDataModule`).
 
     Args:
         root: the data set folder.
         anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
         unlabeled_size: size of the unlabeled set (default: number of known normals).
         image_dir: folder of the images, relative to ``root``.
-        **kwargs: see :class:`~sagan_ad.data.base.AnomalyDataModule`.
+        image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``.
 
-    Example:
+    Examples:
         >>> dm = MedADDataModule("data/RSNA", image_size=64, batch_size=32)  # doctest: +SKIP
         >>> dm.setup(); dm.summary()  # doctest: +SKIP
         {'train/known_normal': 3466, 'train/unlabeled': 3851, ...}

@@ -6,7 +6,7 @@ shadow, ribs, diaphragm domes) so that lesions placed inside the lungs are a mea
 "abnormal" class. Everything is plain numpy (plus OpenCV to locate the lungs for lesion
 placement), so the module is usable without torch.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> normal = make_chest_phantoms(4, 64, rng)
@@ -49,7 +49,7 @@ def make_chest_phantoms(n: int, size: int, rng: np.random.Generator) -> np.ndarr
     Raises:
         ValueError: If ``n`` is negative or ``size`` is smaller than 32.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> images = make_chest_phantoms(8, 128, np.random.default_rng(0))
         >>> images.shape, images.dtype
@@ -86,7 +86,7 @@ def add_lesions(
     body (the lung fields of a chest film), well away from the image border.
 
     Args:
-        images: ``uint8`` array of shape ``(n, H, W)``, e.g. from :func:`make_chest_phantoms`.
+        images: ``uint8`` array of shape ``(n, H, W)``, e.g. from `make_chest_phantoms`.
         rng: Source of randomness; the same seed gives identical lesions.
         max_lesions: Maximum number of lesions per image, ``>= 1``.
 
@@ -99,7 +99,7 @@ def add_lesions(
         ValueError: If ``images`` is not a 3-D ``uint8`` array with sides >= 32, or if
             ``max_lesions < 1``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> abnormal, masks = add_lesions(make_chest_phantoms(2, 64, rng), rng, max_lesions=3)
@@ -368,7 +368,7 @@ def _pick_centre(
 ) -> tuple[int, int]:
     """Sample a full-resolution lesion centre deep inside the lungs and clear of the border.
 
-    ``depth`` is :func:`_lung_depth` of the image downsampled by the integer ``factor``.
+    ``depth`` is `_lung_depth` of the image downsampled by the integer ``factor``.
     """
     h, w = shape
     # The 10 % contour of a blob reaches at most ~1.5 radii from its centre, so this margin

@@ -18,7 +18,7 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class MedADSplit:
-    """File names of a Med-AD ``data.json`` (SAGAN.md section 1).
+    """File names of a Med-AD ``data.json`` split file.
 
     Attributes:
         known_normal: ``train."0"``, the known normal images.
@@ -83,7 +83,7 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
     ``train."0"`` is required; the unlabeled pools and the test set may be empty or absent (then
     there is no unlabeled data or no test set); ``val`` is optional.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "data.json"
         >>> _ = p.write_text('{"train": {"0": ["a.png"]}}')
@@ -102,6 +102,8 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
         raise SplitError(f"{path} is not valid JSON: {err}") from err
     train = _child(data, "train", "", path)
     known = _names(_child(train, "0", "train", path), 'train."0"', path)
+    if not known:
+        raise SplitError(f'{path}: train."0" is empty: training needs known normal images')
     pools: dict[str, list[str]] = {"0": [], "1": []}
     unlabeled = _child(train, "unlabeled", "train", path, required=False)
     if unlabeled is not None:
@@ -142,12 +144,12 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
 
 
 def check_disjoint(groups: Mapping[str, Sequence[str]], source: str = "split") -> None:
-    """Raise :class:`SplitError` if a name is repeated inside a group or shared by two groups.
+    """Raise `SplitError` if a name is repeated inside a group or shared by two groups.
 
     A file in both training and test data leaks the answer into training; a duplicate inside a
     group silently re-weights the data.
 
-    Example:
+    Examples:
         >>> check_disjoint({"train": ["a", "b"], "test": ["c"]})
         >>> check_disjoint({"train": ["a"], "test": ["a"]})
         Traceback (most recent call last):
@@ -159,7 +161,11 @@ def check_disjoint(groups: Mapping[str, Sequence[str]], source: str = "split") -
     for group, names in groups.items():
         for name in names:
             if name in seen:
-                where = f"twice in {group}" if seen[name] == group else f"in both {seen[name]} and {group}"
+                where = (
+                    f"twice in {group}"
+                    if seen[name] == group
+                    else f"in both {seen[name]} and {group}"
+                )
                 problems.append(f"{name!r} is {where}")
             else:
                 seen[name] = group
@@ -175,7 +181,7 @@ def check_disjoint(groups: Mapping[str, Sequence[str]], source: str = "split") -
 def unlabeled_counts(size: int, anomaly_ratio: float) -> tuple[int, int]:
     """Abnormal and normal counts of an unlabeled set: ``floor(size * ratio)`` and the rest.
 
-    Example:
+    Examples:
         >>> unlabeled_counts(170, 0.6)
         (102, 68)
     """
@@ -199,7 +205,7 @@ def build_unlabeled(
     Returns:
         The names and their (hidden from training) labels, 1 = abnormal.
 
-    Example:
+    Examples:
         >>> build_unlabeled(["n1", "n2"], ["a1", "a2"], size=2, anomaly_ratio=0.5)
         (['a1', 'n1'], [1, 0])
     """
@@ -225,7 +231,7 @@ def holdout_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
     At least two images are held out when ``fraction > 0`` (a pseudo anomaly needs a second image
     as its source).
 
-    Example:
+    Examples:
         >>> keep, held = holdout_indices(10, 0.2, seed=0)
         >>> len(keep), len(held)
         (8, 2)

@@ -24,9 +24,12 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         anomaly_ratio: fraction of abnormal images in the unlabeled set.
         unlabeled_size: unlabeled images (default: ``num_known_normal``).
         num_test: test images, half normal and half abnormal.
-        **kwargs: see :class:`~sagan_ad.data.base.AnomalyDataModule`.
+        image_size: side of the generated images (at least 32).
+        in_channels: 1, or 3 (the grey phantom repeated).
+        batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
+            ``val_fraction``, ``val_synthesizer`` and ``seed`` (which also seeds the phantoms).
 
-    Example:
+    Examples:
         >>> dm = SyntheticCXRDataModule(num_known_normal=20, num_test=10, image_size=32)
         >>> dm.setup()
         >>> dm.summary()["test/abnormal"]

@@ -1,0 +1,165 @@
+"""End-to-end command-line runs at tiny size, and the shipped example configs."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import NIH_ROOT, requires_nih
+
+from sagan_ad.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+TINY = [
+    "--model=sagan_ad.SAGAN",
+    "--model.image_size=32",
+    "--model.base_channels=4",
+    "--model.num_res_blocks=1",
+    "--model.critic_base_channels=4",
+    "--model.critic_downsamples=5",
+    "--model.max_iterations=4",
+    "--data=sagan_ad.SyntheticCXRDataModule",
+    "--data.num_known_normal=16",
+    "--data.num_test=8",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--data.val_fraction=0.25",
+    "--trainer.val_check_interval=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def tiny_run(tmp_path: Path, *extra: str, subcommand: str = "fit") -> None:
+    main([subcommand, *TINY, f"--trainer.default_root_dir={tmp_path}", *extra])
+
+
+def metrics_rows(tmp_path: Path) -> list[dict[str, str]]:
+    files = sorted(tmp_path.glob("*/version_*/metrics.csv"))
+    assert files, "the CSV logger wrote no metrics"
+    with files[-1].open() as f:
+        return list(csv.DictReader(f))
+
+
+def logger_args(tmp_path: Path) -> list[str]:
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path}",
+    ]
+
+
+def test_fit_trains_validates_checkpoints_and_tests(tmp_path):
+    tiny_run(tmp_path, *logger_args(tmp_path))
+    checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    assert "last.ckpt" in checkpoints
+    assert any(name.startswith("best-iteration=") for name in checkpoints)
+    rows = metrics_rows(tmp_path)
+    # Losses and validation are logged against the iteration, and fit ended with a test.
+    steps = [int(r["step"]) for r in rows if r.get("val/AUROC")]
+    assert steps == [2, 4]
+    assert any(r.get("test/AUROC") for r in rows)
+    last = next(tmp_path.rglob("last.ckpt"))
+    assert torch.load(last, weights_only=False)["sagan_iteration"] == 4
+
+
+def test_rerun_into_the_same_directory_does_not_fail_on_the_saved_config(tmp_path):
+    tiny_run(tmp_path, "--test_after_fit=false")
+    tiny_run(tmp_path, "--test_after_fit=false")
+    assert len(list(tmp_path.rglob("config.yaml"))) >= 1
+
+
+def test_test_and_predict_from_a_checkpoint(tmp_path, capsys):
+    tiny_run(tmp_path, "--test_after_fit=false")
+    checkpoint = next(tmp_path.rglob("last.ckpt"))
+    capsys.readouterr()
+    tiny_run(tmp_path, f"--ckpt_path={checkpoint}", subcommand="test")
+    out = capsys.readouterr().out
+    assert "test/AUROC" in out and "test/AP" in out
+    tiny_run(tmp_path, f"--ckpt_path={checkpoint}", subcommand="predict")
+
+
+def test_misspelled_key_is_reported_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        tiny_run(tmp_path, "--model.base_chanels=8")
+    assert info.value.code != 0
+    assert "base_chanels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "quickstart.yaml",
+        "nih_cpu.yaml",
+        "medad_rsna.yaml",
+        "medad_vindr.yaml",
+        "medad_lag.yaml",
+    ],
+)
+def test_example_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", f"--config={EXAMPLES / config}", "--print_config"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: sagan_ad.SAGAN" in printed
+
+
+def test_wandb_logger_config_composes_with_a_main_config(capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                f"--config={EXAMPLES / 'quickstart.yaml'}",
+                f"--config={EXAMPLES / 'logger_wandb.yaml'}",
+                "--print_config",
+            ]
+        )
+    assert "WandbLogger" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [Path(sys.executable).parent / "sagan-ad", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    assert "--model" in result.stdout and "--test_after_fit" in result.stdout
+
+
+def test_subclassing_example_trains_and_tests():
+    spec = importlib.util.spec_from_file_location("subclass_sagan", EXAMPLES / "subclass_sagan.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    metrics = example.run(max_iterations=4, num_known_normal=16)
+    assert 0.0 <= metrics["test/AUROC"] <= 1.0
+    model = example.LesionFocusedSAGAN(
+        image_size=32, base_channels=4, num_res_blocks=1, critic_downsamples=5
+    )
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    top = model.anomaly_map(x).flatten(1).topk(51, dim=1).values.mean(dim=1)
+    assert torch.allclose(model.score(x), top)
+
+
+@requires_nih
+def test_nih_config_runs_on_real_chest_xrays(tmp_path):
+    main(
+        [
+            "fit",
+            f"--config={EXAMPLES / 'nih_cpu.yaml'}",
+            f"--data.root={NIH_ROOT}",
+            "--model.max_iterations=2",
+            "--trainer.val_check_interval=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            *logger_args(tmp_path),
+        ]
+    )
+    rows = metrics_rows(tmp_path)
+    test_row = next(r for r in rows if r.get("test/AUROC"))
+    assert 0.0 <= float(test_row["test/AUROC"]) <= 1.0

@@ -1,0 +1,107 @@
+"""The protocol split: data.json parsing, unlabeled mixture, hold-out, leakage checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from sagan_ad.data.split import (
+    SplitError,
+    build_unlabeled,
+    check_disjoint,
+    holdout_indices,
+    read_medad_split,
+    unlabeled_counts,
+)
+
+
+def test_unlabeled_mixture_takes_the_first_names_of_each_pool():
+    normal = [f"n{i}" for i in range(10)]
+    abnormal = [f"a{i}" for i in range(10)]
+    names, labels = build_unlabeled(normal, abnormal, size=10, anomaly_ratio=0.6)
+    assert names == ["a0", "a1", "a2", "a3", "a4", "a5", "n0", "n1", "n2", "n3"]
+    assert labels == [1] * 6 + [0] * 4
+
+
+@pytest.mark.parametrize(
+    ("size", "ratio", "expected"),
+    [(3851, 0.6, (2310, 1541)), (170, 0.6, (102, 68)), (10, 0.0, (0, 10)), (10, 1.0, (10, 0))],
+)
+def test_unlabeled_counts_floor_the_abnormal_share(size, ratio, expected):
+    assert unlabeled_counts(size, ratio) == expected
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.5])
+def test_anomaly_ratio_outside_unit_interval_is_rejected(ratio):
+    with pytest.raises(SplitError, match="anomaly_ratio"):
+        build_unlabeled(["n"], ["a"], 1, ratio)
+
+
+def test_pool_too_small_says_what_is_needed_and_available():
+    with pytest.raises(SplitError) as info:
+        build_unlabeled(["n"] * 5, ["a"] * 3, size=10, anomaly_ratio=0.6)
+    message = str(info.value)
+    assert "needs 6 abnormal images but the abnormal pool has 3" in message
+    assert "unlabeled_size" in message
+
+
+def test_holdout_is_seeded_disjoint_and_complete():
+    keep, held = holdout_indices(100, 0.1, seed=0)
+    again_keep, again_held = holdout_indices(100, 0.1, seed=0)
+    _, other_held = holdout_indices(100, 0.1, seed=1)
+    assert len(held) == 10 and len(keep) == 90
+    assert np.array_equal(held, again_held) and np.array_equal(keep, again_keep)
+    assert not np.array_equal(held, other_held)
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(100))
+    with pytest.raises(SplitError, match="val_fraction"):
+        holdout_indices(10, 1.0, seed=0)
+    with pytest.raises(SplitError, match="leaves"):
+        holdout_indices(3, 0.5, seed=0)
+
+
+def test_leakage_and_duplicates_are_reported():
+    with pytest.raises(SplitError, match="'x.png' is in both train and test"):
+        check_disjoint({"train": ["x.png", "y.png"], "test": ["x.png"]})
+    with pytest.raises(SplitError, match="twice in train"):
+        check_disjoint({"train": ["x.png", "x.png"]})
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_read_medad_split_round_trips(tmp_path):
+    data = {
+        "train": {"0": ["a"], "unlabeled": {"0": ["b"], "1": ["c"]}},
+        "test": {"0": ["d"], "1": ["e"]},
+    }
+    split = read_medad_split(write(tmp_path, data))
+    assert split.to_json() == data
+    assert not split.has_validation
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "missing key .'train'"),
+        ({"train": {}}, "missing key train.'0'"),
+        ({"train": {"0": "a.png"}}, 'train."0" must be a list'),
+        ({"train": {"0": ["a"]}, "test": {"0": ["b"]}}, "missing key test.'1'"),
+        ("{not json", "not valid JSON"),
+        ({"train": {"0": ["a"]}, "test": {"0": ["a"], "1": []}}, "in both"),
+    ],
+)
+def test_bad_split_files_name_the_file_and_the_problem(tmp_path, data, message):
+    path = write(tmp_path, data)
+    with pytest.raises(SplitError, match=message) as info:
+        read_medad_split(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_split_file(tmp_path):
+    with pytest.raises(SplitError, match="data.json does not exist"):
+        read_medad_split(tmp_path / "data.json")
