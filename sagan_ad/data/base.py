@@ -25,11 +25,20 @@ class ImageSet:
         images: uint8 tensor ``(N, C, H, W)``.
         labels: one label per image.
         names: one name per image (file name or generated id), used in outputs.
+        metadata: optional per-image columns (for example ``{"view": "PA", "sex": "F"}``),
+            carried to outputs and used for subgroup metrics.
+        boxes: optional per-image ground-truth boxes, float arrays ``(k, 4)`` of
+            ``x0, y0, x1, y1`` in the original image's pixel coordinates.
+        original_sizes: optional per-image ``(height, width)`` of the original image, the frame
+            of ``boxes`` and of full-resolution outputs.
     """
 
     images: Tensor
     labels: list[int]
     names: list[str]
+    metadata: list[dict[str, str]] | None = None
+    boxes: list[np.ndarray] | None = None
+    original_sizes: list[tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -42,6 +51,12 @@ class ImageSet:
                 f"ImageSet: {len(self.images)} images, {len(self.labels)} labels and "
                 f"{len(self.names)} names must match"
             )
+        for field_name in ("metadata", "boxes", "original_sizes"):
+            values = getattr(self, field_name)
+            if values is not None and len(values) != len(self.images):
+                raise ValueError(
+                    f"ImageSet.{field_name} has {len(values)} entries for {len(self.images)} images"
+                )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -49,8 +64,17 @@ class ImageSet:
     def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at ``indices``, in that order."""
         index = torch.as_tensor(indices, dtype=torch.long)
+
+        def pick(values: list | None) -> list | None:
+            return None if values is None else [values[i] for i in indices]
+
         return ImageSet(
-            self.images[index], [self.labels[i] for i in indices], [self.names[i] for i in indices]
+            self.images[index],
+            pick(self.labels),
+            pick(self.names),
+            pick(self.metadata),
+            pick(self.boxes),
+            pick(self.original_sizes),
         )
 
 
