@@ -139,7 +139,7 @@ class FolderDataModule(RawDataModule):
             pool_normal=[n for n in self._roles["unlabeled"] if n in records],
         )
 
-    def unlabeled(self, split: MedADSplit) -> tuple[list[str], list[int]]:
+    def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
         if split.pool_normal:
             return split.pool_normal, [-1] * len(split.pool_normal)
         return split.known_normal, [0] * len(split.known_normal)

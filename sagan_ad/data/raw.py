@@ -201,7 +201,7 @@ class RawDataModule(AnomalyDataModule):
         abnormal = [name for name, r in records.items() if r.label == 1]
         return protocol_split(normal, abnormal, self.split_counts, self.seed, str(self.root))
 
-    def unlabeled(self, split: MedADSplit) -> tuple[list[str], list[int]]:
+    def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
         """The unlabeled training set of the protocol (see `build_unlabeled`)."""
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
@@ -247,7 +247,7 @@ class RawDataModule(AnomalyDataModule):
     def load(self) -> SplitData:
         records = self._existing(self.records())
         split = self.assign(records)
-        unlabeled = self.unlabeled(split)
+        unlabeled = self.unlabeled_set(split)
         used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
         cache = ImageCache(
             self.cache_dir / "images", self.settings, self.cache_workers, self.progress
@@ -294,12 +294,12 @@ class RawDataModule(AnomalyDataModule):
         known = image_set(split.known_normal, [0] * len(split.known_normal))
         if known is None:
             raise SplitError(f"{type(self).__name__}: no readable known-normal image is left")
-        unlabeled_set = image_set(unlabeled_names, unlabeled_labels)
-        if unlabeled_set is None:
+        mixture = image_set(unlabeled_names, unlabeled_labels)
+        if mixture is None:
             raise SplitError(f"{type(self).__name__}: no readable unlabeled image is left")
         return SplitData(
             known_normal=known,
-            unlabeled=unlabeled_set,
+            unlabeled=mixture,
             test=image_set(tests, [0] * len(split.test_normal) + [1] * len(split.test_abnormal)),
         )
 
