@@ -9,6 +9,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import chest_phantom, write_dicom
 from PIL import Image
 
@@ -149,3 +150,15 @@ def test_a_crash_while_writing_leaves_no_partial_cache(tmp_path, monkeypatch):
     assert sorted(p.name for p in cache.folder.iterdir()) == ["settings.json"]
     monkeypatch.undo()
     assert cache.load(paths).images.shape == (3, 1, 8, 8)
+
+
+def test_medad_datamodule_reads_through_the_cache_identically(medad_root, tmp_path):
+    from sagan_ad import MedADDataModule
+
+    plain = MedADDataModule(medad_root, image_size=16, val_fraction=0.0)
+    cached = MedADDataModule(medad_root, image_size=16, val_fraction=0.0, cache_dir=tmp_path / "c")
+    plain.setup()
+    cached.setup()
+    assert torch.equal(plain.test.images, cached.test.images)
+    assert torch.equal(plain.known_normal.images, cached.known_normal.images)
+    assert any((tmp_path / "c").glob("*/shard-*.npy"))
