@@ -136,6 +136,20 @@ def test_undecodable_compressed_syntax_names_syntax_and_extra(tmp_path):
         load_image(path, 16)
 
 
+def test_compressed_file_without_decoder_plugins_names_syntax_and_extra(tmp_path, monkeypatch):
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import RLELossless
+
+    path = write_dicom(tmp_path / "rle.dcm", chest_phantom(), bits_stored=12, rle=True)
+    # As on a machine where no plugin for the syntax is installed.
+    monkeypatch.setattr(get_decoder(RLELossless), "_available", {})
+    with pytest.raises(ImageReadError) as info:
+        load_image(path, 16)
+    message = str(info.value)
+    assert "rle.dcm" in message and "RLE Lossless" in message
+    assert "pip install 'sagan-ad[dicom]'" in message
+
+
 def test_truncated_and_empty_dicom_files_are_named(tmp_path):
     path = write_dicom(tmp_path / "cut.dcm", chest_phantom(), bits_stored=12)
     path.write_bytes(path.read_bytes()[:-500])

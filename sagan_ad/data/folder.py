@@ -106,9 +106,6 @@ class FolderDataModule(RawDataModule):
         }
         self._roles: dict[str, list[str]] = {}
 
-    def require_root(self) -> None:
-        """The sources are checked one by one in `records`."""
-
     def records(self) -> list[Record]:
         records = []
         self._roles = {}
