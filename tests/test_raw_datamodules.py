@@ -326,3 +326,35 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
     assert len(alone.unlabeled) == 6 + 0 and alone.test is None
     with pytest.raises(ValueError, match="one role only"):
         FolderDataModule(normals, test_normal=normals, cache_dir=tmp_path / "c").setup()
+
+
+def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_path, monkeypatch):
+    import lightning as L
+    from conftest import TINY_MODEL
+
+    import sagan_ad.data.cache as cache_module
+    from sagan_ad import SAGAN
+
+    decoded = []
+    real = cache_module.load_image_and_size
+    monkeypatch.setattr(
+        cache_module, "load_image_and_size", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
+    )
+    dm = rsna(rsna_tree(tmp_path / "rsna"), tmp_path, image_size=32, val_fraction=0.25)
+    L.seed_everything(0)
+    model = SAGAN(**TINY_MODEL, max_iterations=2)
+    trainer = L.Trainer(
+        max_epochs=-1,
+        check_val_every_n_epoch=None,
+        val_check_interval=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(model, dm)
+    trainer.test(model, dm)
+    assert model.iteration == 2
+    assert len(decoded) == len(set(decoded)) == 12  # prepare_data decoded; setup only read

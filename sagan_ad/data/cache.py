@@ -138,7 +138,8 @@ class ImageCache:
     reuses stale pixels. Missing files are decoded in parallel over ``num_workers`` processes
     with a progress bar; every ``shard_size`` images a shard is written and the index replaced,
     both atomically, so an interrupted build keeps what it finished and never leaves a
-    half-written entry.
+    half-written entry. Two processes filling the same cache at once stay correct, but the
+    entries of the one that writes its index first are decoded again on the next run.
 
     Args:
         root: cache folder (created if needed).

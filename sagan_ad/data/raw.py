@@ -244,6 +244,11 @@ class RawDataModule(AnomalyDataModule):
                 f"{type(self).__name__} release folder"
             )
 
+    def prepare_data(self) -> None:
+        # Lightning runs this once per node before `setup` runs on every process: decoding
+        # here fills the cache once, so that the ranks of a multi-GPU run only read it.
+        self.load()
+
     def load(self) -> SplitData:
         records = self._existing(self.records())
         split = self.assign(records)
@@ -266,6 +271,7 @@ class RawDataModule(AnomalyDataModule):
                 bad_boxes.append(f"{record.name} ({record.path}): {problem}")
         self._fail_or_skip(bad_boxes, "image(s) with boxes outside the image")
         split = _without(split, set(used) - set(rows))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.split_path, json.dumps(self.split_json(split), indent=1))
         unlabeled_names, unlabeled_labels = (
             [n for n in unlabeled[0] if n in rows],
