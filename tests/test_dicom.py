@@ -50,6 +50,20 @@ def test_rescale_then_window_then_inversion(tmp_path):
     assert lung_contrast(read_dicom(path)) > 0
 
 
+def test_voi_lut_sequence_is_applied_and_scaled_by_its_output_range(tmp_path):
+    from pydicom.dataset import Dataset
+
+    chest = chest_phantom()
+    # A gamma-like 12-bit -> 10-bit LUT: display = round(1023 * (x / 4095) ** 0.5).
+    lut = np.round(1023 * np.sqrt(np.arange(4096) / 4095)).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 10]
+    item.LUTData = lut.tobytes()
+    item["LUTData"].VR = "OW"
+    path = write_dicom(tmp_path / "lut.dcm", chest, bits_stored=12, VOILUTSequence=[item])
+    np.testing.assert_allclose(read_dicom(path), lut[chest] / 1023.0, atol=1e-6)
+
+
 def test_presentation_lut_shape_inverse_inverts_monochrome2(tmp_path):
     chest = chest_phantom()
     plain = read_dicom(write_dicom(tmp_path / "a.dcm", chest, bits_stored=12))

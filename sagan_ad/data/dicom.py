@@ -145,12 +145,16 @@ def _voi(values: np.ndarray, ds: Dataset, options: DicomOptions) -> np.ndarray:
     if window == "header" and not has_voi:
         window = options.fallback_window
     if window == "header":
+        if "VOILUTSequence" in ds:
+            # A LUT is indexed by integer input values (pydicom prefers it over a window).
+            values = np.round(values).astype(np.int64)
+            extremes = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
+        else:
+            extremes = np.array([np.finfo(np.float32).min, np.finfo(np.float32).max])
         voi = apply_voi_lut(values, ds, index=0)
         # The output range of a window or LUT does not depend on the image: send the two
         # extreme inputs through the same transform to find it.
-        probe = apply_voi_lut(
-            np.array([np.finfo(np.float32).min, np.finfo(np.float32).max]), ds, index=0
-        ).astype(np.float64)
+        probe = apply_voi_lut(extremes, ds, index=0).astype(np.float64)
         low, high = float(probe.min()), float(probe.max())
         return (voi.astype(np.float64) - low) / max(high - low, 1e-12)
     if window == "percentile":
