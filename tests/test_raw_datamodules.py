@@ -297,6 +297,8 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
         Image.fromarray(np.full((20, 20), 60 + i, np.uint16) * 256).save(normals / f"n{i}.png")
     write_dicom(tmp_path / "ward" / "u0.dcm", chest_phantom(), bits_stored=12)
     write_dicom(tmp_path / "ward" / "sub" / "u1.dcm", chest_phantom(), bits_stored=12)
+    write_dicom(tmp_path / "ward" / "IM0002", chest_phantom(), bits_stored=12)  # PACS export
+    (tmp_path / "ward" / "notes.txt").write_text("not an image")
     test = tmp_path / "test"
     test.mkdir()
     Image.fromarray(np.full((20, 20), 200, np.uint8)).save(test / "t0.png")
@@ -315,11 +317,15 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
         progress=False,
     )
     dm.setup()
-    assert len(dm.known_normal) == 6 and dm.unlabeled.labels == [-1, -1]
+    assert len(dm.known_normal) == 6 and dm.unlabeled.labels == [-1, -1, -1]
     assert dm.test.labels == [0, 1] and [m["site"] for m in dm.test.metadata] == ["B", "A"]
     assert dm.known_normal.images[0].float().mean() == pytest.approx(60 * 256 / 65535 * 255, abs=1)
     split = json.loads(dm.split_path.read_text())
-    assert split["train"]["unlabeled"]["unknown"] == ["unlabeled/sub/u1.dcm", "unlabeled/u0.dcm"]
+    assert split["train"]["unlabeled"]["unknown"] == [
+        "unlabeled/IM0002",
+        "unlabeled/sub/u1.dcm",
+        "unlabeled/u0.dcm",
+    ]
     # Without an unlabeled pool the known normals serve as the unlabeled set.
     alone = FolderDataModule(normals, cache_dir=tmp_path / "cache", image_size=8, progress=False)
     alone.setup()

@@ -9,6 +9,7 @@ from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.image_io import (
     ImageReadError,
     decode_image,
+    find_images,
     load_image,
     load_image_and_size,
     load_images,
@@ -55,6 +56,7 @@ __all__ = [
     "build_unlabeled",
     "check_disjoint",
     "decode_image",
+    "find_images",
     "holdout_indices",
     "load_image",
     "load_image_and_size",

@@ -8,7 +8,7 @@ from typing import Literal
 
 from sagan_ad.data.cache import OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
-from sagan_ad.data.lag import find_images
+from sagan_ad.data.image_io import find_images
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
 from sagan_ad.data.split import MedADSplit
 from sagan_ad.synthesis import Synthesizer

@@ -35,6 +35,23 @@ def is_dicom(path: str | os.PathLike, force_dicom: bool = False) -> bool:
     return Path(path).is_file() and is_dicom_file(path)
 
 
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted: by suffix (`IMAGE_SUFFIXES`), plus
+    files without a suffix that carry the DICOM magic (PACS exports such as ``IM000001``).
+
+    Examples:
+        >>> import tempfile
+        >>> find_images(tempfile.mkdtemp())
+        []
+    """
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file()
+        and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom_file(p)))
+    )
+
+
 def _sixteen_bit_colour(img: Image.Image) -> bool:
     # PIL decodes 48/64-bit RGB(A) PNGs and TIFFs to 8-bit RGB; the raw mode still tells.
     return bool(img.tile) and ";16" in str(img.tile[0][3]) and img.mode in ("RGB", "RGBA")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from sagan_ad.data.image_io import IMAGE_SUFFIXES
+from sagan_ad.data.image_io import find_images
 from sagan_ad.data.raw import RawDataModule, Record
 
 CLASS_FOLDERS = {"non_glaucoma": 0, "suspicious_glaucoma": 1}
@@ -14,13 +14,6 @@ ATTENTION = "attention"
 
 def _is_attention(path: Path, top: Path) -> bool:
     return any(ATTENTION in part.lower() for part in path.relative_to(top).parts[:-1])
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
 
 
 class LAGDataModule(RawDataModule):
