@@ -57,3 +57,84 @@ def write_medad_tree(
 @pytest.fixture
 def medad_root(tmp_path: Path) -> Path:
     return write_medad_tree(tmp_path / "medad")
+
+
+DICOM_ROOT = SHARED_DATA / "dicom"
+
+requires_dicom_samples = pytest.mark.skipif(
+    not (DICOM_ROOT / "nema_wg04_RG1_UNCR_explicitLE.dcm").is_file(),
+    reason=f"real DICOM radiographs not found at {DICOM_ROOT} (only in the developers' checkout)",
+)
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    rle: bool = False,
+    file_meta: bool = True,
+    **tags: object,
+) -> Path:
+    """A small DICOM file (DX) holding ``pixels``; extra ``tags`` by keyword.
+
+    ``pixels=None`` writes a header without pixel data; ``rle`` compresses with RLE Lossless
+    (pydicom's own encoder); ``file_meta=False`` writes an old-style file without preamble and
+    file meta (implicit VR little endian).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "DX"
+    ds.PhotometricInterpretation = photometric
+    if pixels is not None:
+        colour = pixels.ndim == 3
+        ds.Rows, ds.Columns = pixels.shape[:2]
+        ds.SamplesPerPixel = 3 if colour else 1
+        if colour:
+            ds.PlanarConfiguration = 0
+        allocated = pixels.dtype.itemsize * 8
+        ds.BitsAllocated = allocated
+        ds.BitsStored = bits_stored or allocated
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = int(np.issubdtype(pixels.dtype, np.signedinteger))
+        ds.PixelData = pixels.tobytes()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not file_meta:
+        dcmwrite(path, ds, implicit_vr=True, little_endian=True)
+        return path
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if rle:
+        ds.compress(RLELossless, pixels)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def chest_phantom(height: int = 48, width: int = 40, high: int = 4095) -> np.ndarray:
+    """A crude chest in display values (bright spine band, dark lungs) as uint16 in 0..high."""
+    image = np.full((height, width), 0.5)
+    image[:, : width // 3] = 0.15  # right lung (image left)
+    image[:, 2 * width // 3 :] = 0.15  # left lung
+    image[:, width // 3 + 2 : 2 * width // 3 - 2] = 0.9  # mediastinum / spine
+    return np.round(image * high).astype(np.uint16)
+
+
+def lung_contrast(image: np.ndarray) -> float:
+    """Mean of a central vertical band minus the mean of the two lung boxes (positive for a
+    chest film shown with bone bright)."""
+    image = np.asarray(image, dtype=np.float64)
+    h, w = image.shape[-2:]
+    rows = slice(int(0.3 * h), int(0.6 * h))
+    centre = image[..., rows, int(0.45 * w) : int(0.55 * w)].mean()
+    left = image[..., rows, int(0.15 * w) : int(0.3 * w)].mean()
+    right = image[..., rows, int(0.7 * w) : int(0.85 * w)].mean()
+    return float(centre - (left + right) / 2)

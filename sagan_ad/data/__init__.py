@@ -1,35 +1,69 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.boxes import box_problem, scale_boxes
+from sagan_ad.data.cache import CachedImages, ImageCache, PreprocessSettings
 from sagan_ad.data.datasets import LabelledImages, TrainingStream, to_model_range
-from sagan_ad.data.image_io import ImageReadError, load_image, load_images
+from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
+from sagan_ad.data.folder import FolderDataModule
+from sagan_ad.data.image_io import (
+    ImageReadError,
+    decode_image,
+    find_images,
+    load_image,
+    load_image_and_size,
+    load_images,
+)
+from sagan_ad.data.lag import LAGDataModule
 from sagan_ad.data.medad import MedADDataModule
+from sagan_ad.data.raw import RawDataModule, Record
+from sagan_ad.data.rsna import RSNADataModule
 from sagan_ad.data.split import (
     MedADSplit,
     SplitError,
     build_unlabeled,
     check_disjoint,
     holdout_indices,
+    protocol_split,
     read_medad_split,
 )
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
+from sagan_ad.data.vindr import VinDrCXRDataModule
 
 __all__ = [
     "AnomalyDataModule",
+    "CachedImages",
+    "DicomOptions",
+    "DicomReadError",
+    "FolderDataModule",
+    "ImageCache",
     "ImageReadError",
     "ImageSet",
+    "LAGDataModule",
     "LabelledImages",
     "MedADDataModule",
     "MedADSplit",
+    "PreprocessSettings",
+    "RSNADataModule",
+    "RawDataModule",
+    "Record",
     "SplitData",
     "SplitError",
     "SyntheticCXRDataModule",
     "TrainingStream",
+    "VinDrCXRDataModule",
+    "box_problem",
     "build_unlabeled",
     "check_disjoint",
+    "decode_image",
+    "find_images",
     "holdout_indices",
     "load_image",
+    "load_image_and_size",
     "load_images",
+    "protocol_split",
+    "read_dicom",
     "read_medad_split",
+    "scale_boxes",
     "to_model_range",
 ]

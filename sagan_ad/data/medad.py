@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.cache import ImageCache, PreprocessSettings
 from sagan_ad.data.image_io import load_images
 from sagan_ad.data.split import MedADSplit, build_unlabeled, read_medad_split
 from sagan_ad.synthesis import Synthesizer
@@ -29,6 +30,9 @@ class MedADDataModule(AnomalyDataModule):
         anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
         unlabeled_size: size of the unlabeled set (default: number of known normals).
         image_dir: folder of the images, relative to ``root``.
+        cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
+            on every core; a later run reads them in seconds); otherwise they are decoded into
+            memory at every start.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``.
 
@@ -52,6 +56,7 @@ class MedADDataModule(AnomalyDataModule):
         val_fraction: float = 0.1,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -71,6 +76,7 @@ class MedADDataModule(AnomalyDataModule):
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size
         self.image_dir = image_dir
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     def read_split(self) -> MedADSplit:
         """The validated ``data.json`` of ``root``."""
@@ -102,13 +108,13 @@ class MedADDataModule(AnomalyDataModule):
         # One decoding pass over every file, so that all missing or broken files of every part
         # are reported together.
         all_names = [name for names, _ in parts.values() for name in names]
-        images = torch.from_numpy(
-            load_images(
-                [self.root / self.image_dir / name for name in all_names],
-                self.image_size,
-                self.in_channels,
-            )
-        )
+        paths = [self.root / self.image_dir / name for name in all_names]
+        if self.cache_dir is None:
+            array = load_images(paths, self.image_size, self.in_channels)
+        else:
+            settings = PreprocessSettings(self.image_size, self.in_channels)
+            array = ImageCache(self.cache_dir, settings).load(paths).images
+        images = torch.from_numpy(array)
         sets: dict[str, ImageSet | None] = {}
         start = 0
         for part, (names, labels) in parts.items():

@@ -248,3 +248,76 @@ def holdout_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
         )
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+SPLIT_PARTS = ("known_normal", "pool_normal", "pool_abnormal", "test_normal", "test_abnormal")
+"""The counts a protocol split takes (the columns of the Med-AD table)."""
+
+
+def protocol_split(
+    normal: Sequence[str],
+    abnormal: Sequence[str],
+    counts: Mapping[str, int],
+    seed: int,
+    source: str = "data set",
+) -> MedADSplit:
+    """Draw a Med-AD split from labelled names: seeded, deterministic and disjoint.
+
+    The names are sorted, then shuffled by ``seed``; the known normals, the unlabeled normal pool
+    and the normal test images are consecutive runs of the shuffled normals (likewise the
+    abnormal pool and the abnormal test images), so no name is in two parts and the same names
+    and seed always give the same split.
+
+    Args:
+        normal: names of the normal images.
+        abnormal: names of the abnormal images.
+        counts: images per part, keys `SPLIT_PARTS`.
+        seed: seed of the shuffle.
+        source: what the names come from, for error messages.
+
+    Examples:
+        >>> counts = dict(known_normal=2, pool_normal=1, pool_abnormal=1, test_normal=1,
+        ...               test_abnormal=1)
+        >>> split = protocol_split(list("abcd"), list("xy"), counts, seed=0)
+        >>> len(split.known_normal), len(split.test_abnormal)
+        (2, 1)
+    """
+    unknown = set(counts) - set(SPLIT_PARTS)
+    if unknown or set(SPLIT_PARTS) - set(counts):
+        raise SplitError(
+            f"split_counts={dict(counts)}: give exactly the keys {', '.join(SPLIT_PARTS)}"
+        )
+    if any(int(n) < 0 for n in counts.values()):
+        raise SplitError(f"split_counts={dict(counts)}: counts must be >= 0")
+    if counts["known_normal"] < 1:
+        raise SplitError("split_counts.known_normal must be >= 1: training needs known normals")
+    check_disjoint({"normal": normal, "abnormal": abnormal}, source=source)
+    need_normal = counts["known_normal"] + counts["pool_normal"] + counts["test_normal"]
+    need_abnormal = counts["pool_abnormal"] + counts["test_abnormal"]
+    short = []
+    if need_normal > len(normal):
+        short.append(f"{need_normal} normal images but it has {len(normal)}")
+    if need_abnormal > len(abnormal):
+        short.append(f"{need_abnormal} abnormal images but it has {len(abnormal)}")
+    if short:
+        raise SplitError(
+            f"{source}: split_counts={dict(counts)} needs " + " and ".join(short) + ": set "
+            "split_counts to what the data hold (the defaults are the Med-AD counts of the full "
+            "release)"
+        )
+    rng = np.random.default_rng(seed)
+    normal = sorted(normal)
+    normal = [normal[i] for i in rng.permutation(len(normal))]
+    abnormal = sorted(abnormal)
+    abnormal = [abnormal[i] for i in rng.permutation(len(abnormal))]
+    a, b = counts["known_normal"], counts["known_normal"] + counts["pool_normal"]
+    c = b + counts["test_normal"]
+    d = counts["pool_abnormal"]
+    e = d + counts["test_abnormal"]
+    return MedADSplit(
+        known_normal=normal[:a],
+        pool_normal=normal[a:b],
+        pool_abnormal=abnormal[:d],
+        test_normal=normal[b:c],
+        test_abnormal=abnormal[d:e],
+    )

@@ -1,0 +1,148 @@
+"""A user's own images: folders or CSV lists of known normals, unlabeled and test images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from sagan_ad.data.cache import OnError
+from sagan_ad.data.dicom import DicomMode, WindowMode
+from sagan_ad.data.image_io import find_images
+from sagan_ad.data.raw import RawDataModule, Record, read_csv
+from sagan_ad.data.split import MedADSplit
+from sagan_ad.synthesis import Synthesizer
+
+CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"
+
+
+def _source_records(source: Path, role: str, label: int) -> list[Record]:
+    if source.suffix.lower() == ".csv":
+        records = []
+        for row in read_csv(source, ("path",), CSV_LAYOUT):
+            path = Path(row["path"])
+            path = path if path.is_absolute() else source.parent / path
+            metadata = {k: v for k, v in row.items() if k != "path"}
+            records.append(Record(f"{role}/{row['path']}", path, label, metadata=metadata))
+        return records
+    if not source.is_dir():
+        raise FileNotFoundError(f"{role}={str(source)!r} is neither a folder nor a .csv file")
+    return [
+        Record(f"{role}/{p.relative_to(source).as_posix()}", p, label) for p in find_images(source)
+    ]
+
+
+class FolderDataModule(RawDataModule):
+    """Your own data: known normals, and optionally an unlabeled pool and labelled test images.
+
+    Each source is a folder (images found recursively: PNG / JPEG / TIFF at 8 or 16 bit, DICOM)
+    or a CSV with a ``path`` column (relative to the CSV's folder; the other columns are carried
+    as metadata). Without ``unlabeled`` the known normals also serve as the unlabeled set (plain
+    one-class training). The roles are taken as given (no drawing); the same file in two roles
+    is refused. The split used is written to ``<cache_dir>/data.json``.
+
+    Args:
+        normal: known normals (folder or CSV).
+        unlabeled: unlabeled pool, labels unknown (folder or CSV).
+        test_normal: normal test images (folder or CSV).
+        test_abnormal: abnormal test images (folder or CSV).
+        cache_dir: see `RawDataModule`; likewise the DICOM settings, ``dicom_tags``,
+            ``on_error``, ``cache_workers``, ``progress`` and the `AnomalyDataModule` arguments.
+
+    Examples:
+        >>> dm = FolderDataModule("normals/", unlabeled="ward_2024/",
+        ...                       test_abnormal="confirmed.csv")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        normal: str | os.PathLike,
+        unlabeled: str | os.PathLike | None = None,
+        test_normal: str | os.PathLike | None = None,
+        test_abnormal: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        dicom_mode: DicomMode = "standard",
+        window: WindowMode = "header",
+        fallback_window: Literal["percentile", "minmax"] = "minmax",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        dicom_tags: list[str] | None = None,
+        on_error: OnError = "raise",
+        cache_workers: int | None = None,
+        progress: bool = True,
+        image_size: int = 64,
+        in_channels: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        val_synthesizer: Synthesizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            root=normal,
+            cache_dir=cache_dir,
+            dicom_mode=dicom_mode,
+            window=window,
+            fallback_window=fallback_window,
+            percentiles=percentiles,
+            dicom_tags=dicom_tags,
+            on_error=on_error,
+            cache_workers=cache_workers,
+            progress=progress,
+            image_size=image_size,
+            in_channels=in_channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            val_synthesizer=val_synthesizer,
+            seed=seed,
+        )
+        self.sources = {
+            "normal": (Path(normal), 0),
+            "unlabeled": (None if unlabeled is None else Path(unlabeled), -1),
+            "test_normal": (None if test_normal is None else Path(test_normal), 0),
+            "test_abnormal": (None if test_abnormal is None else Path(test_abnormal), 1),
+        }
+        self._roles: dict[str, list[str]] = {}
+
+    def records(self) -> list[Record]:
+        records = []
+        self._roles = {}
+        for role, (source, label) in self.sources.items():
+            found = [] if source is None else _source_records(source, role, label)
+            if source is not None:
+                self._fail_or_skip(
+                    [] if found else [f"{role}={str(source)!r} lists no images"], "empty source(s)"
+                )
+            records += found
+            self._roles[role] = [r.name for r in found]
+        # The same file under two roles would leak test images into training.
+        paths: dict[Path, str] = {}
+        for record in records:
+            other = paths.setdefault(record.path.resolve(), record.name)
+            if other != record.name:
+                raise ValueError(
+                    f"{record.path} is both {other!r} and {record.name!r}: every file may have "
+                    "one role only"
+                )
+        return records
+
+    def assign(self, records: dict[str, Record]) -> MedADSplit:
+        return MedADSplit(
+            known_normal=[n for n in self._roles["normal"] if n in records],
+            test_normal=[n for n in self._roles["test_normal"] if n in records],
+            test_abnormal=[n for n in self._roles["test_abnormal"] if n in records],
+            pool_normal=[n for n in self._roles["unlabeled"] if n in records],
+        )
+
+    def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
+        if split.pool_normal:
+            return split.pool_normal, [-1] * len(split.pool_normal)
+        return split.known_normal, [0] * len(split.known_normal)
+
+    def split_json(self, split: MedADSplit) -> dict:
+        data = split.to_json()
+        # The user's unlabeled images have unknown labels: not the Med-AD "0" pool.
+        data["train"]["unlabeled"] = {"0": [], "1": [], "unknown": split.pool_normal}
+        return data

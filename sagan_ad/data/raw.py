@@ -1,0 +1,324 @@
+"""Shared machinery of the DataModules that read raw releases: split, cache, boxes, metadata."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.boxes import box_problem
+from sagan_ad.data.cache import ImageCache, OnError, PreprocessSettings, atomic_write_text
+from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
+from sagan_ad.data.image_io import ImageReadError, listing
+from sagan_ad.data.split import (
+    SPLIT_PARTS,
+    MedADSplit,
+    SplitError,
+    build_unlabeled,
+    check_disjoint,
+    protocol_split,
+    read_medad_split,
+)
+from sagan_ad.synthesis import Synthesizer
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_root() -> Path:
+    """``$SAGAN_AD_CACHE``, else ``~/.cache/sagan_ad``."""
+    return Path(os.environ.get("SAGAN_AD_CACHE", "~/.cache/sagan_ad")).expanduser()
+
+
+@dataclass
+class Record:
+    """One image of a raw release.
+
+    Attributes:
+        name: unique name of the image in the split file (``data.json``).
+        path: the image file.
+        label: 0 normal, 1 abnormal, -1 unknown.
+        boxes: ``(k, 4)`` ``x0, y0, x1, y1`` ground-truth boxes in original pixels, if any.
+        metadata: per-image columns carried to the outputs.
+    """
+
+    name: str
+    path: Path
+    label: int
+    boxes: np.ndarray | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
+    """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: expected {layout}")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames}); "
+                f"expected {layout}"
+            )
+        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+
+
+def number(text: str) -> float:
+    """A CSV coordinate; empty or non-numeric gives NaN, which `box_problem` reports."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+class RawDataModule(AnomalyDataModule):
+    """Base of the DataModules over raw files: subclasses implement `records`.
+
+    `load` draws the Med-AD protocol split from the records (seeded by ``seed``, counts
+    ``split_counts``, or the split file ``split_file``), decodes the images it uses through the
+    `ImageCache` at ``cache_dir``, checks the boxes against the original image sizes, writes the
+    split actually used as ``<cache_dir>/data.json`` (give it back as ``split_file`` to repeat a
+    run) and returns `ImageSet`s carrying boxes, original sizes and metadata.
+
+    Args:
+        root: the release folder.
+        cache_dir: cache folder (default: ``$SAGAN_AD_CACHE`` or ``~/.cache/sagan_ad``, then
+            one folder per DataModule class and root).
+        split_counts: images per split part (keys ``known_normal``, ``pool_normal``,
+            ``pool_abnormal``, ``test_normal``, ``test_abnormal``); default: the Med-AD counts.
+        split_file: a ``data.json`` to use instead of drawing a split.
+        anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
+        unlabeled_size: size of the unlabeled set (default: number of known normals).
+        dicom_mode: ``"standard"`` or ``"benchmark"`` (see `DicomOptions`).
+        window: ``"header"``, ``"percentile"`` or ``"minmax"`` (see `DicomOptions`).
+        fallback_window: window of files without window tags in ``"header"`` mode.
+        percentiles: low and high percentile of the percentile window.
+        dicom_tags: DICOM header keywords carried as metadata (for example ``ViewPosition``).
+        on_error: ``"raise"``: missing or unreadable files and bad boxes stop with one error
+            listing all of them; ``"skip"``: they are left out and logged.
+        cache_workers: decoding processes (default: every core).
+        progress: progress bar while decoding.
+        image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer`` and
+            ``seed`` (which also seeds the split).
+    """
+
+    default_counts: ClassVar[dict[str, int]] = {}
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        cache_dir: str | os.PathLike | None = None,
+        split_counts: dict[str, int] | None = None,
+        split_file: str | os.PathLike | None = None,
+        anomaly_ratio: float = 0.6,
+        unlabeled_size: int | None = None,
+        dicom_mode: DicomMode = "standard",
+        window: WindowMode = "header",
+        fallback_window: Literal["percentile", "minmax"] = "minmax",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        dicom_tags: list[str] | None = None,
+        on_error: OnError = "raise",
+        cache_workers: int | None = None,
+        progress: bool = True,
+        image_size: int = 64,
+        in_channels: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        val_synthesizer: Synthesizer | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            image_size=image_size,
+            in_channels=in_channels,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            val_synthesizer=val_synthesizer,
+            seed=seed,
+        )
+        if not 0.0 <= anomaly_ratio <= 1.0:
+            raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
+        if unlabeled_size is not None and unlabeled_size < 1:
+            raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+        self.root = Path(root).expanduser()
+        digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        self.cache_dir = (
+            Path(cache_dir).expanduser()
+            if cache_dir is not None
+            else default_cache_root() / f"{type(self).__name__}-{digest}"
+        )
+        self.split_counts = {**self.default_counts, **(split_counts or {})}
+        self.split_file = None if split_file is None else Path(split_file)
+        self.anomaly_ratio = anomaly_ratio
+        self.unlabeled_size = unlabeled_size
+        self.settings = PreprocessSettings(
+            image_size=image_size,
+            in_channels=in_channels,
+            dicom=DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles)),
+            dicom_tags=tuple(dicom_tags or ()),
+        )
+        self.on_error = on_error
+        self.cache_workers = cache_workers
+        self.progress = progress
+
+    @property
+    def split_path(self) -> Path:
+        """Where the split actually used is written: ``<cache_dir>/data.json``."""
+        return self.cache_dir / "data.json"
+
+    @abstractmethod
+    def records(self) -> list[Record]:
+        """Every labelled image of the release (labels 0 / 1), with boxes and metadata."""
+
+    def assign(self, records: dict[str, Record]) -> MedADSplit:
+        """The split: ``split_file`` if given, else drawn with `protocol_split`."""
+        if self.split_file is not None:
+            split = read_medad_split(self.split_file)
+            unknown = [n for part in _parts(split) for n in part if n not in records]
+            if unknown:
+                raise SplitError(
+                    f"split_file={str(self.split_file)!r} names {len(unknown)} image(s) that "
+                    f"are not in {self.root}: {', '.join(unknown[:10])}"
+                )
+            return split
+        normal = [name for name, r in records.items() if r.label == 0]
+        abnormal = [name for name, r in records.items() if r.label == 1]
+        return protocol_split(normal, abnormal, self.split_counts, self.seed, str(self.root))
+
+    def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
+        """The unlabeled training set of the protocol (see `build_unlabeled`)."""
+        size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
+        return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
+
+    def split_json(self, split: MedADSplit) -> dict:
+        """The content of the written ``data.json``."""
+        return split.to_json()
+
+    def _fail_or_skip(self, problems: list[str], what: str) -> None:
+        if not problems:
+            return
+        if self.on_error == "raise":
+            raise ImageReadError(
+                f"{type(self).__name__}: {len(problems)} {what}; fix them or set "
+                f"on_error='skip' to leave those images out:\n  {listing(problems)}"
+            )
+        log.warning(
+            "%s: skipped %d %s:\n  %s",
+            type(self).__name__,
+            len(problems),
+            what,
+            "\n  ".join(problems),
+        )
+
+    def _existing(self, records: list[Record]) -> dict[str, Record]:
+        check_disjoint({"images": [r.name for r in records]}, source=str(self.root))
+        missing = [r for r in records if not r.path.is_file()]
+        self._fail_or_skip(
+            [f"{r.name}: {r.path} does not exist" for r in missing],
+            "listed image(s) whose file does not exist",
+        )
+        gone = {id(r) for r in missing}
+        return {r.name: r for r in records if id(r) not in gone}
+
+    def require_root(self) -> None:
+        """Raise a clear error when ``root`` is not a folder."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"data.root={str(self.root)!r} is not a folder: point it at the "
+                f"{type(self).__name__} release folder"
+            )
+
+    def prepare_data(self) -> None:
+        # Lightning runs this once per node before `setup` runs on every process: decoding
+        # here fills the cache once, so that the ranks of a multi-GPU run only read it.
+        self.load()
+
+    def load(self) -> SplitData:
+        records = self._existing(self.records())
+        split = self.assign(records)
+        unlabeled = self.unlabeled_set(split)
+        used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
+        cache = ImageCache(
+            self.cache_dir / "images", self.settings, self.cache_workers, self.progress
+        )
+        cached = cache.load([records[n].path for n in used], on_error=self.on_error)
+        rows: dict[str, int] = {}
+        bad_boxes = []
+        for row, i in enumerate(cached.kept):
+            record = records[used[i]]
+            problem = None
+            if record.boxes is not None and len(record.boxes):
+                problem = box_problem(record.boxes, cached.original_sizes[row])
+            if problem is None:
+                rows[record.name] = row
+            else:
+                bad_boxes.append(f"{record.name} ({record.path}): {problem}")
+        self._fail_or_skip(bad_boxes, "image(s) with boxes outside the image")
+        split = _without(split, set(used) - set(rows))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.split_path, json.dumps(self.split_json(split), indent=1))
+        unlabeled_names, unlabeled_labels = (
+            [n for n in unlabeled[0] if n in rows],
+            [lab for n, lab in zip(*unlabeled, strict=True) if n in rows],
+        )
+
+        def image_set(names: list[str], labels: list[int]) -> ImageSet | None:
+            if not names:
+                return None
+            index = [rows[n] for n in names]
+            return ImageSet(
+                torch.from_numpy(cached.images[index]),
+                labels,
+                names,
+                metadata=[{**records[n].metadata, **cached.tags[rows[n]]} for n in names],
+                boxes=[
+                    np.zeros((0, 4), np.float32)
+                    if records[n].boxes is None
+                    else np.asarray(records[n].boxes, np.float32).reshape(-1, 4)
+                    for n in names
+                ],
+                original_sizes=[cached.original_sizes[rows[n]] for n in names],
+            )
+
+        tests = _tests(split)
+        known = image_set(split.known_normal, [0] * len(split.known_normal))
+        if known is None:
+            raise SplitError(f"{type(self).__name__}: no readable known-normal image is left")
+        mixture = image_set(unlabeled_names, unlabeled_labels)
+        if mixture is None:
+            raise SplitError(f"{type(self).__name__}: no readable unlabeled image is left")
+        return SplitData(
+            known_normal=known,
+            unlabeled=mixture,
+            test=image_set(tests, [0] * len(split.test_normal) + [1] * len(split.test_abnormal)),
+        )
+
+
+def _parts(split: MedADSplit) -> list[list[str]]:
+    return [getattr(split, part) for part in SPLIT_PARTS]
+
+
+def _tests(split: MedADSplit) -> list[str]:
+    return split.test_normal + split.test_abnormal
+
+
+def _without(split: MedADSplit, dropped: set[str]) -> MedADSplit:
+    return MedADSplit(
+        **{part: [n for n in getattr(split, part) if n not in dropped] for part in SPLIT_PARTS}
+    )

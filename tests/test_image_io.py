@@ -1,0 +1,164 @@
+"""Image reading at native depth, and the preprocessing cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import chest_phantom, write_dicom
+from PIL import Image
+
+from sagan_ad.data import (
+    DicomOptions,
+    ImageCache,
+    ImageReadError,
+    PreprocessSettings,
+    decode_image,
+    load_image,
+    load_images,
+)
+
+
+def test_sixteen_bit_grayscale_png_and_tiff_keep_their_depth(tmp_path):
+    # Values that 8-bit quantization before resizing would merge (all round to 0 or 1).
+    pixels = np.tile(np.array([0, 200], np.uint16), (16, 8))
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    cv2.imwrite(str(tmp_path / "a.tif"), pixels)
+    for name in ("a.png", "a.tif"):
+        decoded = decode_image(tmp_path / name)
+        assert decoded.dtype == np.uint16
+        np.testing.assert_array_equal(decoded, pixels)
+    full = np.full((16, 16), 65535, np.uint16)
+    Image.fromarray(full).save(tmp_path / "white.png")
+    assert load_image(tmp_path / "white.png", 8).min() == 255
+
+
+def test_sixteen_bit_rgb_is_read_in_rgb_order(tmp_path):
+    bgr = np.zeros((8, 8, 3), np.uint16)
+    bgr[..., 2] = 65535  # red, in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    decoded = decode_image(tmp_path / "red.png")
+    assert decoded.dtype == np.uint16 and decoded[..., 0].min() == 65535
+    image = load_image(tmp_path / "red.png", 4, in_channels=3)
+    assert image[0].min() == 255 and image[1:].max() == 0
+    assert load_image(tmp_path / "red.png", 4)[0, 0, 0] == round(0.299 * 255)
+
+
+def test_eight_bit_reading_is_unchanged(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    expected = np.asarray(Image.fromarray(rgb).convert("L").resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(load_image(tmp_path / "x.png", 32)[0], expected)
+    # The positional call signature other code uses.
+    assert load_images([tmp_path / "x.png"], 32, 3, 1).shape == (1, 3, 32, 32)
+
+
+def test_truncated_and_zero_byte_images_are_named(tmp_path):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "ok.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[:100])
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="zero.png \\(the file is empty\\)"):
+        load_image(tmp_path / "zero.png", 8)
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        load_image(tmp_path / "cut.jpg", 8)
+
+
+def dicom_files(folder, n=4):
+    return [
+        write_dicom(folder / f"{i}.dcm", chest_phantom() // (i + 1), bits_stored=12)
+        for i in range(n)
+    ]
+
+
+def test_cache_decodes_once_and_is_keyed_by_settings_and_file(tmp_path, monkeypatch):
+    paths = dicom_files(tmp_path / "raw")
+    cache = ImageCache(tmp_path / "cache", PreprocessSettings(16), num_workers=1, progress=False)
+    first = cache.load(paths)
+    assert first.images.shape == (4, 1, 16, 16) and first.original_sizes == [(48, 40)] * 4
+    np.testing.assert_array_equal(first.images[2], load_image(paths[2], 16))
+
+    calls = []
+    import sagan_ad.data.cache as cache_module
+
+    real = cache_module.load_image_and_size
+    monkeypatch.setattr(
+        cache_module, "load_image_and_size", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
+    again = ImageCache(tmp_path / "cache", PreprocessSettings(16), num_workers=1, progress=False)
+    np.testing.assert_array_equal(again.load(paths).images, first.images)
+    assert calls == []  # everything came from the cache
+    # A changed file is decoded again; the others are not.
+    write_dicom(paths[1], chest_phantom()[::-1].copy(), bits_stored=12)
+    os.utime(paths[1], ns=(1, 1))
+    changed = again.load(paths)
+    assert calls == [str(paths[1])]
+    np.testing.assert_array_equal(changed.images[1], load_image(paths[1], 16))
+    # Any changed setting is a different cache entry.
+    settings = PreprocessSettings(16, dicom=DicomOptions(mode="benchmark"))
+    ImageCache(tmp_path / "cache", settings, num_workers=1, progress=False).load(paths)
+    assert len(calls) == 5
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 2
+
+
+def test_cache_builds_in_parallel_with_tags_and_shards(tmp_path):
+    paths = dicom_files(tmp_path / "raw", 6)
+    settings = PreprocessSettings(8, dicom_tags=("Modality", "PatientSex"))
+    cache = ImageCache(tmp_path / "c", settings, num_workers=2, progress=False, shard_size=4)
+    result = cache.load(paths)
+    assert result.tags == [{"Modality": "DX", "PatientSex": ""}] * 6
+    assert len(list(cache.folder.glob("shard-*.npy"))) == 2
+    index = json.loads(cache.index_path.read_text())
+    assert len(index) == 6
+    serial = ImageCache(tmp_path / "s", settings, num_workers=1, progress=False).load(paths)
+    np.testing.assert_array_equal(result.images, serial.images)
+
+
+def test_cache_errors_list_everything_or_skip_with_a_log(tmp_path, caplog):
+    paths = dicom_files(tmp_path / "raw", 3)
+    (tmp_path / "raw" / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 10)
+    paths += [tmp_path / "raw" / "bad.dcm", tmp_path / "raw" / "gone.dcm"]
+    cache = ImageCache(tmp_path / "c", PreprocessSettings(8), num_workers=1, progress=False)
+    with pytest.raises(ImageReadError, match="2 image file") as info:
+        cache.load(paths)
+    assert "bad.dcm" in str(info.value) and "gone.dcm" in str(info.value)
+    with caplog.at_level(logging.WARNING):
+        result = cache.load(paths, on_error="skip")
+    assert result.kept == [0, 1, 2] and len(result.skipped) == 2
+    assert "bad.dcm" in caplog.text and "gone.dcm" in caplog.text
+
+
+def test_a_crash_while_writing_leaves_no_partial_cache(tmp_path, monkeypatch):
+    paths = dicom_files(tmp_path / "raw", 3)
+    cache = ImageCache(tmp_path / "c", PreprocessSettings(8), num_workers=1, progress=False)
+    import sagan_ad.data.cache as cache_module
+
+    def crash(path, array):
+        with open(path, "wb") as handle:
+            handle.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "_save_array", crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.load(paths)
+    assert not cache.index_path.exists()
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["settings.json"]
+    monkeypatch.undo()
+    assert cache.load(paths).images.shape == (3, 1, 8, 8)
+
+
+def test_medad_datamodule_reads_through_the_cache_identically(medad_root, tmp_path):
+    from sagan_ad import MedADDataModule
+
+    plain = MedADDataModule(medad_root, image_size=16, val_fraction=0.0)
+    cached = MedADDataModule(medad_root, image_size=16, val_fraction=0.0, cache_dir=tmp_path / "c")
+    plain.setup()
+    cached.setup()
+    assert torch.equal(plain.test.images, cached.test.images)
+    assert torch.equal(plain.known_normal.images, cached.known_normal.images)
+    assert any((tmp_path / "c").glob("*/shard-*.npy"))
