@@ -13,6 +13,7 @@ from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,
+    FolderPredictDataModule,
     ImageReadError,
     ImageSet,
     MedADDataModule,
@@ -20,31 +21,54 @@ from sagan_ad.data import (
     SplitError,
     SyntheticCXRDataModule,
 )
+from sagan_ad.evaluation import EvaluationReport, build_report
+from sagan_ad.export import AnomalyScorer, export_scorer
 from sagan_ad.generator import Generator
+from sagan_ad.localization import PixelMetrics, PointingGame
+from sagan_ad.metrics import ImageMetrics, SingleClassWarning, detection_metrics
 from sagan_ad.module import SAGAN, paper_adam
-from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score
+from sagan_ad.outputs import EvaluationWriter
+from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score, smooth_map
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
+from sagan_ad.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
+from sagan_ad.tracking import ValidationSampleLogger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SAGAN",
     "AnomalyDataModule",
+    "AnomalyScorer",
     "Critic",
+    "EvaluationReport",
+    "EvaluationWriter",
+    "FolderPredictDataModule",
     "Generator",
+    "ImageMetrics",
     "ImageReadError",
     "ImageSet",
     "IterationProgressBar",
     "MedADDataModule",
     "PatchBlendSynthesizer",
+    "PixelMetrics",
+    "PointingGame",
+    "SingleClassWarning",
     "SplitData",
     "SplitError",
     "Synthesizer",
     "SyntheticCXRDataModule",
+    "ThresholdPolicy",
+    "ValidationSampleLogger",
     "__version__",
     "anomaly_map",
     "anomaly_score",
+    "apply_threshold",
     "best_and_last_checkpoints",
+    "build_report",
+    "choose_threshold",
+    "detection_metrics",
+    "export_scorer",
     "map_to_score",
     "paper_adam",
+    "smooth_map",
 ]

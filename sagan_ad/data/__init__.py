@@ -4,6 +4,13 @@ from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.datasets import LabelledImages, TrainingStream, to_model_range
 from sagan_ad.data.image_io import ImageReadError, load_image, load_images
 from sagan_ad.data.medad import MedADDataModule
+from sagan_ad.data.predict import (
+    IMAGE_EXTENSIONS,
+    FolderPredictDataModule,
+    ImageFolder,
+    list_images,
+    original_size,
+)
 from sagan_ad.data.split import (
     MedADSplit,
     SplitError,
@@ -15,7 +22,10 @@ from sagan_ad.data.split import (
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "AnomalyDataModule",
+    "FolderPredictDataModule",
+    "ImageFolder",
     "ImageReadError",
     "ImageSet",
     "LabelledImages",
@@ -28,8 +38,10 @@ __all__ = [
     "build_unlabeled",
     "check_disjoint",
     "holdout_indices",
+    "list_images",
     "load_image",
     "load_images",
+    "original_size",
     "read_medad_split",
     "to_model_range",
 ]
