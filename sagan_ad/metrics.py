@@ -17,7 +17,6 @@ import warnings
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification import binary_average_precision
 
 FIXED_LEVELS = (0.90, 0.95)
 """The specificity and sensitivity levels of `detection_metrics`' operating points."""
@@ -141,7 +140,9 @@ def average_precision(scores: Tensor, labels: Tensor) -> float:
             "AP is undefined with no abnormal images: NaN", SingleClassWarning, stacklevel=2
         )
         return math.nan
-    return float(binary_average_precision(scores, labels))
+    _, tps, fps = curve_counts(scores, labels)
+    recall_steps = torch.diff(tps, prepend=torch.zeros(1, dtype=torch.float64)) / tps[-1]
+    return float((recall_steps * tps / (tps + fps)).sum())
 
 
 def f1_max(scores: Tensor, labels: Tensor) -> tuple[float, float]:
