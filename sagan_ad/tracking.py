@@ -92,7 +92,8 @@ class ValidationSampleLogger(Callback):
         with torch.no_grad():
             out = pl_module.infer(images, with_restored=True)
         grid = sample_grid(images, out["restored"], out["anomaly_map"])
-        step = int(getattr(pl_module, "iteration", trainer.global_step))
+        iteration = getattr(pl_module, "iteration", None)
+        step = int(trainer.global_step if iteration is None else iteration)
         logged = False
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
