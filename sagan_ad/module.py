@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
 from sagan_ad.critic import Critic
+from sagan_ad.data.base import ImageSet
 from sagan_ad.evaluation import EvaluationReport, build_report
 from sagan_ad.generator import Generator
 from sagan_ad.layers import PositionEncoding
@@ -61,6 +62,13 @@ class SAGAN(L.LightningModule):
     training data are an endless stream). Validation runs every ``val_check_interval``
     iterations (set ``check_val_every_n_epoch=None`` on the Trainer). Metrics are logged to the
     Trainer's loggers with the iteration as step (logged as the metric ``"step"``).
+
+    Validation and test log the metric suite of `sagan_ad.metrics` (``val/AUROC``,
+    ``val/AUROC_CI_low``, ``val/AP``, ...), per metadata subgroup and, where the data know masks or
+    boxes, pixel AUROC, AUPRO and the pointing game (`sagan_ad.localization`). Each validation
+    chooses the operating threshold by ``threshold_policy`` and stores it in the `threshold`
+    buffer (saved in checkpoints); predictions carry the score, the thresholded label and the
+    threshold. The latest `sagan_ad.EvaluationReport` of each stage is kept in ``reports``.
 
     Subclass to change a part without copying the training step: override
     `synthesize`, `critic_loss`, `generator_loss` (or the single terms
@@ -444,9 +452,10 @@ class SAGAN(L.LightningModule):
         out = {"score": self.score(images), "anomaly_map": self.anomaly_map(images)}
         return {**out, "restored": self.restore(images)} if with_restored else out
 
-    def _evaluation_set(self, stage: str) -> Any:
+    def _evaluation_set(self, stage: str) -> ImageSet | None:
         """The datamodule's `ImageSet` of ``stage`` when it has one (names, metadata, boxes)."""
-        return getattr(getattr(self.trainer, "datamodule", None), stage, None)
+        data = getattr(getattr(self.trainer, "datamodule", None), stage, None)
+        return data if isinstance(data, ImageSet) else None
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
         images, labels, indices = batch["image"], batch["label"], batch["index"]
@@ -461,7 +470,7 @@ class SAGAN(L.LightningModule):
                 truth = F.interpolate(truth, size=images.shape[-2:], mode="nearest")
             self.pixel_metrics[stage].update(out["anomaly_map"], truth > 0.5)
         data = self._evaluation_set(stage)
-        if getattr(data, "boxes", None) is not None:
+        if data is not None and data.boxes is not None:
             picked = indices.tolist()
             sizes = data.original_sizes
             peaks = map_peaks(out["anomaly_map"], [sizes[i] for i in picked] if sizes else None)
@@ -500,7 +509,7 @@ class SAGAN(L.LightningModule):
             )
         data = self._evaluation_set(stage)
         names = [data.names[i] if data is not None else self._names.get(i, str(i)) for i in indices]
-        metadata = getattr(data, "metadata", None)
+        metadata = data.metadata if data is not None else None
         report = build_report(
             stage,
             scores,
