@@ -174,3 +174,24 @@ def test_detection_metrics_keys():
     ):
         assert metrics[key] == pytest.approx(1.0)
     assert metrics["AUROC_CI_low"] == metrics["AUROC_CI_high"] == 1.0
+
+
+def test_image_metrics_under_ddp_sees_every_rank_once():
+    # Rank 1's states, as torchmetrics' gather would return them; its last sample (index 1) is
+    # the DistributedSampler's padding and repeats rank 0's image 1.
+    other_rank = {
+        "scores": torch.tensor([0.8, 0.2], dtype=torch.float64),
+        "labels": torch.tensor([1, 0]),
+        "indices": torch.tensor([2, 1]),
+    }
+    states = iter(["scores", "labels", "indices"])
+
+    def gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+        return [tensor, other_rank[next(states)]]
+
+    metric = ImageMetrics(dist_sync_fn=gather, distributed_available_fn=lambda: True)
+    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([0, 0]), torch.tensor([0, 1]))
+    out = metric.compute()
+    assert out["index"].tolist() == [0, 1, 2]
+    assert out["label"].tolist() == [0, 0, 1]
+    assert out["score"].tolist() == pytest.approx([0.1, 0.2, 0.8])
