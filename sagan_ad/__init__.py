@@ -15,6 +15,7 @@ from sagan_ad.data import (
     AnomalyDataModule,
     DicomOptions,
     FolderDataModule,
+    FolderPredictDataModule,
     ImageCache,
     ImageReadError,
     ImageSet,
@@ -28,9 +29,14 @@ from sagan_ad.data import (
     VinDrCXRDataModule,
     scale_boxes,
 )
+from sagan_ad.evaluation import EvaluationReport, build_report
+from sagan_ad.export import AnomalyScorer, export_scorer
 from sagan_ad.generator import Generator
+from sagan_ad.localization import PixelMetrics, PointingGame
+from sagan_ad.metrics import ImageMetrics, SingleClassWarning, detection_metrics
 from sagan_ad.module import SAGAN, paper_adam
-from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score
+from sagan_ad.outputs import EvaluationWriter
+from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score, smooth_map
 from sagan_ad.synthesis import (
     CutPasteSynthesizer,
     FPISynthesizer,
@@ -38,19 +44,26 @@ from sagan_ad.synthesis import (
     PerlinBlobSynthesizer,
     Synthesizer,
 )
+from sagan_ad.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
+from sagan_ad.tracking import ValidationSampleLogger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SAGAN",
     "AnomalyDataModule",
+    "AnomalyScorer",
     "Critic",
     "CutPasteSynthesizer",
     "DicomOptions",
+    "EvaluationReport",
+    "EvaluationWriter",
     "FPISynthesizer",
     "FolderDataModule",
+    "FolderPredictDataModule",
     "Generator",
     "ImageCache",
+    "ImageMetrics",
     "ImageReadError",
     "ImageSet",
     "IterationProgressBar",
@@ -58,18 +71,29 @@ __all__ = [
     "MedADDataModule",
     "PatchBlendSynthesizer",
     "PerlinBlobSynthesizer",
+    "PixelMetrics",
+    "PointingGame",
     "PreprocessSettings",
     "RSNADataModule",
+    "SingleClassWarning",
     "SplitData",
     "SplitError",
     "Synthesizer",
     "SyntheticCXRDataModule",
+    "ThresholdPolicy",
+    "ValidationSampleLogger",
     "VinDrCXRDataModule",
     "__version__",
     "anomaly_map",
     "anomaly_score",
+    "apply_threshold",
     "best_and_last_checkpoints",
+    "build_report",
+    "choose_threshold",
+    "detection_metrics",
+    "export_scorer",
     "map_to_score",
     "paper_adam",
     "scale_boxes",
+    "smooth_map",
 ]

@@ -8,17 +8,27 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
 
 from sagan_ad import losses
 from sagan_ad.critic import Critic
+from sagan_ad.data.base import ImageSet
+from sagan_ad.evaluation import EvaluationReport, build_report
 from sagan_ad.generator import Generator
 from sagan_ad.layers import PositionEncoding
-from sagan_ad.scoring import anomaly_map, map_to_score
+from sagan_ad.localization import PixelMetrics, PointingGame, map_peaks, pointing_game_hits
+from sagan_ad.metrics import ImageMetrics
+from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
+from sagan_ad.thresholds import (
+    THRESHOLD_POLICIES,
+    ThresholdPolicy,
+    apply_threshold,
+    choose_threshold,
+)
 
 OptimizerFactory = Callable[[Iterable], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -53,6 +63,13 @@ class SAGAN(L.LightningModule):
     iterations (set ``check_val_every_n_epoch=None`` on the Trainer). Metrics are logged to the
     Trainer's loggers with the iteration as step (logged as the metric ``"step"``).
 
+    Validation and test log the metric suite of `sagan_ad.metrics` (``val/AUROC``,
+    ``val/AUROC_CI_low``, ``val/AP``, ...), per metadata subgroup and, where the data know masks or
+    boxes, pixel AUROC, AUPRO and the pointing game (`sagan_ad.localization`). Each validation
+    chooses the operating threshold by ``threshold_policy`` and stores it in the `threshold`
+    buffer (saved in checkpoints); predictions carry the score, the thresholded label and the
+    threshold. The latest `sagan_ad.EvaluationReport` of each stage is kept in ``reports``.
+
     Subclass to change a part without copying the training step: override
     `synthesize`, `critic_loss`, `generator_loss` (or the single terms
     `identity_loss`, `restoration_loss`), `anomaly_map` or `score`.
@@ -82,7 +99,17 @@ class SAGAN(L.LightningModule):
         scheduler_d: optional factory of a critic LR scheduler, stepped per critic step.
         inference: ``"deterministic"`` (default) or ``"reference"``: the released code's random
             inference, which keeps the training-time residual mask on while scoring.
-        seed: seed of the synthesizer and gradient-penalty random draws.
+        seed: seed of the synthesizer and gradient-penalty random draws (and of the AUROC
+            bootstrap).
+        threshold_policy: how the operating threshold is chosen on each validation (see
+            `sagan_ad.thresholds`): ``"balanced"`` (sensitivity = specificity, the paper's code),
+            ``"youden"``, ``"f1"`` or ``"percentile"`` (of the normal validation scores; the only
+            one that works when validation has no abnormal images). The threshold is stored in
+            the `threshold` buffer, hence in checkpoints.
+        threshold_percentile: the percentile of ``"percentile"``.
+        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is the
+            mean of the smoothed map.
+        bootstrap_resamples: resamples of the 95% AUROC confidence interval (0 skips it).
 
     Examples:
         >>> model = SAGAN(image_size=32, base_channels=8, num_res_blocks=1,
@@ -116,6 +143,10 @@ class SAGAN(L.LightningModule):
         scheduler_d: SchedulerFactory | None = None,
         inference: Literal["deterministic", "reference"] = "deterministic",
         seed: int = 0,
+        threshold_policy: ThresholdPolicy = "balanced",
+        threshold_percentile: float = 95.0,
+        map_sigma: float = 0.0,
+        bootstrap_resamples: int = 1000,
     ) -> None:
         super().__init__()
         if n_critic < 1:
@@ -126,6 +157,14 @@ class SAGAN(L.LightningModule):
             raise ValueError("lambda_gp, lambda_identity and lambda_restoration must be >= 0")
         if inference not in ("deterministic", "reference"):
             raise ValueError(f"inference={inference!r}: choose 'deterministic' or 'reference'")
+        if threshold_policy not in THRESHOLD_POLICIES:
+            raise ValueError(
+                f"threshold_policy={threshold_policy!r}: choose one of {THRESHOLD_POLICIES}"
+            )
+        if not 0.0 < threshold_percentile < 100.0:
+            raise ValueError(f"threshold_percentile={threshold_percentile}: must be in (0, 100)")
+        if map_sigma < 0 or bootstrap_resamples < 0:
+            raise ValueError("map_sigma and bootstrap_resamples must be >= 0")
         if image_size < 2**critic_downsamples:
             raise ValueError(
                 f"image_size={image_size} is smaller than the critic's 2**critic_downsamples = "
@@ -167,8 +206,17 @@ class SAGAN(L.LightningModule):
         self._rng: torch.Generator | None = None
         self._rng_state: tuple[str, Tensor] | None = None
         self._generator_logs: dict[str, Tensor] = {}
-        self.val_auroc, self.val_ap = BinaryAUROC(), BinaryAveragePrecision()
-        self.test_auroc, self.test_ap = BinaryAUROC(), BinaryAveragePrecision()
+        self.threshold_policy = threshold_policy
+        self.threshold_percentile = threshold_percentile
+        self.map_sigma = map_sigma
+        self.bootstrap_resamples = bootstrap_resamples
+        # NaN until a validation chooses it; a buffer, so it travels with the weights.
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+        self.image_metrics = torch.nn.ModuleDict({s: ImageMetrics() for s in ("val", "test")})
+        self.pixel_metrics = torch.nn.ModuleDict({s: PixelMetrics() for s in ("val", "test")})
+        self.pointing_game = torch.nn.ModuleDict({s: PointingGame() for s in ("val", "test")})
+        self.reports: dict[str, EvaluationReport] = {}
+        self._names: dict[int, str] = {}
 
     # ----------------------------------------------------------------------------- inference
     def restore(self, images: Tensor) -> Tensor:
@@ -177,14 +225,15 @@ class SAGAN(L.LightningModule):
         return self.generator(images, residual_mask=self.inference == "reference")
 
     def anomaly_map(self, images: Tensor) -> Tensor:
-        """Per-pixel anomaly map ``|x - G(x)| / 2`` in ``[0, 1]``, shape ``(B, 1, H, W)``.
+        """Per-pixel anomaly map ``|x - G(x)| / 2`` in ``[0, 1]``, shape ``(B, 1, H, W)``,
+        smoothed when ``map_sigma > 0``.
 
         Examples:
             >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
             >>> model.anomaly_map(torch.zeros(1, 1, 32, 32)).shape
             torch.Size([1, 1, 32, 32])
         """
-        return anomaly_map(images, self.restore(images))
+        return smooth_map(anomaly_map(images, self.restore(images)), self.map_sigma)
 
     def score(self, images: Tensor) -> Tensor:
         """Image anomaly score in ``[0, 1]``, shape ``(B,)``; higher means more abnormal."""
@@ -344,7 +393,7 @@ class SAGAN(L.LightningModule):
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
 
-    def on_fit_start(self) -> None:
+    def _check_data_matches(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         for name in ("image_size", "in_channels"):
             theirs = getattr(datamodule, name, None)
@@ -353,6 +402,12 @@ class SAGAN(L.LightningModule):
                 raise ValueError(
                     f"model.{name}={ours} but data.{name}={theirs}: set both to the same value"
                 )
+
+    def on_predict_start(self) -> None:
+        self._check_data_matches()
+
+    def on_fit_start(self) -> None:
+        self._check_data_matches()
         if self.trainer.max_steps != -1:
             warnings.warn(
                 f"Trainer(max_steps={self.trainer.max_steps}) counts the steps of both optimizers;"
@@ -367,41 +422,131 @@ class SAGAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.iteration = int(checkpoint.get("sagan_iteration", 0))
+        # Checkpoints written before thresholds existed load with no threshold chosen.
+        checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
         # Restored lazily by `rng`, once the module is on its device; a state saved on another
         # device type cannot be transplanted and the seed is used instead.
         self._rng, self._rng_state = None, checkpoint.get("sagan_rng_state")
 
     # ----------------------------------------------------------------------------- evaluation
-    def _evaluate(self, batch: dict[str, Tensor], auroc: BinaryAUROC, ap: BinaryAveragePrecision):
-        scores = self.score(batch["image"])
-        labels = batch["label"]
+    def infer(self, images: Tensor, with_restored: bool = False) -> dict[str, Tensor]:
+        """Scores, anomaly maps and (optionally) restorations of ``images`` in one call.
+
+        Uses one generator pass when `anomaly_map` and `score` are SAGAN's own; a subclass that
+        overrides either is called through its overrides, so its scores are the ones evaluated.
+
+        Returns:
+            ``{"score": (B,), "anomaly_map": (B, 1, H, W)}``, plus ``"restored"`` on request.
+
+        Examples:
+            >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+            >>> sorted(model.infer(torch.zeros(1, 1, 32, 32), with_restored=True))
+            ['anomaly_map', 'restored', 'score']
+        """
+        own = type(self).anomaly_map is SAGAN.anomaly_map and type(self).score is SAGAN.score
+        if own:
+            restored = self.restore(images)
+            maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
+            out = {"score": map_to_score(maps), "anomaly_map": maps}
+            return {**out, "restored": restored} if with_restored else out
+        out = {"score": self.score(images), "anomaly_map": self.anomaly_map(images)}
+        return {**out, "restored": self.restore(images)} if with_restored else out
+
+    def _evaluation_set(self, stage: str) -> ImageSet | None:
+        """The datamodule's `ImageSet` of ``stage`` when it has one (names, metadata, boxes)."""
+        data = getattr(getattr(self.trainer, "datamodule", None), stage, None)
+        return data if isinstance(data, ImageSet) else None
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:
+        images, labels, indices = batch["image"], batch["label"], batch["index"]
         if (labels < 0).any():
             raise ValueError("evaluation batches need labels 0 (normal) or 1 (abnormal)")
-        auroc.update(scores.float(), labels)
-        ap.update(scores.float(), labels)
-        return scores
+        out = self.infer(images)
+        self.image_metrics[stage].update(out["score"].float(), labels, indices)
+        masks = getattr(getattr(self.trainer, "datamodule", None), f"{stage}_masks", None)
+        if isinstance(masks, Tensor):
+            truth = masks[indices.cpu()].to(self.device).float()
+            if truth.shape[-2:] != images.shape[-2:]:
+                truth = F.interpolate(truth, size=images.shape[-2:], mode="nearest")
+            self.pixel_metrics[stage].update(out["anomaly_map"], truth > 0.5)
+        data = self._evaluation_set(stage)
+        if data is not None and data.boxes is not None:
+            picked = indices.tolist()
+            sizes = data.original_sizes
+            peaks = map_peaks(out["anomaly_map"], [sizes[i] for i in picked] if sizes else None)
+            self.pointing_game[stage].update(
+                pointing_game_hits(peaks, [data.boxes[i] for i in picked])
+            )
+        self._names.update(zip(indices.tolist(), batch["name"], strict=True))
+        return out["score"]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, self.val_auroc, self.val_ap)
+    def on_validation_epoch_start(self) -> None:
+        self._names = {}
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._evaluate(batch, self.test_auroc, self.test_ap)
+    def on_test_epoch_start(self) -> None:
+        self._names = {}
 
-    def _finish_evaluation(self, stage: str, auroc: BinaryAUROC, ap: BinaryAveragePrecision):
-        metrics = {f"{stage}/AUROC": auroc.compute(), f"{stage}/AP": ap.compute()}
-        auroc.reset()
-        ap.reset()
-        self.log_dict(metrics, prog_bar=True)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._evaluate(batch, "test")
+
+    def _finish_evaluation(self, stage: str) -> None:
+        metrics = (self.image_metrics[stage], self.pixel_metrics[stage], self.pointing_game[stage])
+        if self.trainer.sanity_checking:
+            # A few batches of the validation set: no metric or threshold is worth keeping.
+            for metric in metrics:
+                metric.reset()
+            return
+        image_metrics, pixel_metrics, pointing_game = metrics
+        collected = image_metrics.compute()
+        scores, labels = collected["score"].cpu(), collected["label"].cpu()
+        indices = collected["index"].cpu().tolist()
+        if stage == "val" and len(indices):
+            self.threshold.fill_(
+                choose_threshold(scores, labels, self.threshold_policy, self.threshold_percentile)
+            )
+        data = self._evaluation_set(stage)
+        names = [data.names[i] if data is not None else self._names.get(i, str(i)) for i in indices]
+        metadata = data.metadata if data is not None else None
+        report = build_report(
+            stage,
+            scores,
+            labels,
+            names,
+            [metadata[i] for i in indices] if metadata else None,
+            threshold=float(self.threshold),
+            bootstrap_resamples=self.bootstrap_resamples,
+            seed=self.seed,
+        )
+        if pixel_metrics.update_called:
+            report.metrics.update(pixel_metrics.compute())
+        if pointing_game.update_called:
+            report.metrics["pointing_game"] = float(pointing_game.compute())
+        for metric in metrics:
+            metric.reset()
+        self.reports[stage] = report
+        logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}
+        main = {k: logged.pop(k) for k in (f"{stage}/AUROC", f"{stage}/AP")}
+        self.log_dict(main, prog_bar=True)
+        self.log_dict(logged)
         self.log_dict({"iteration": float(self.iteration), "step": float(self.iteration)})
 
     def on_validation_epoch_end(self) -> None:
-        self._finish_evaluation("val", self.val_auroc, self.val_ap)
+        self._finish_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._finish_evaluation("test", self.test_auroc, self.test_ap)
+        self._finish_evaluation("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        maps = self.anomaly_map(batch["image"])
-        out = {"score": map_to_score(maps), "anomaly_map": maps}
-        out.update({k: v for k, v in batch.items() if k in ("label", "index", "name")})
+        """Score a batch: ``score``, ``prediction`` (1 abnormal, 0 normal, -1 without a
+        threshold), ``threshold``, ``anomaly_map``, ``restored``, ``image`` and the batch's
+        ``label``, ``index``, ``name``, ``path`` and ``original_size`` entries where present."""
+        out = self.infer(batch["image"], with_restored=True)
+        out["prediction"] = apply_threshold(out["score"], self.threshold)
+        out["threshold"] = self.threshold.expand_as(out["score"]).clone()
+        out["image"] = batch["image"]
+        passed = ("label", "index", "name", "path", "original_size")
+        out.update({k: v for k, v in batch.items() if k in passed})
         return out

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -43,3 +47,32 @@ def anomaly_score(images: Tensor, restored: Tensor) -> Tensor:
         [0.5, 0.5]
     """
     return map_to_score(anomaly_map(images, restored))
+
+
+def smooth_map(maps: Tensor, sigma: float) -> Tensor:
+    """Gaussian smoothing of anomaly maps ``(B, 1, H, W)`` (reflecting borders); ``sigma`` in
+    pixels, 0 returns ``maps`` unchanged.
+
+    Single-pixel restoration noise is spread out and lesion-sized blobs stand out, which helps
+    the pointing game and the readability of heat maps.
+
+    Examples:
+        >>> import torch
+        >>> m = torch.zeros(1, 1, 9, 9); m[0, 0, 4, 4] = 1.0
+        >>> s = smooth_map(m, 1.0)
+        >>> round(float(s.sum()), 4), bool(s[0, 0, 4, 4] < 1)
+        (1.0, True)
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma={sigma}: must be >= 0")
+    if sigma == 0:
+        return maps
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, maps.shape[-1] - 1, maps.shape[-2] - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = maps.shape[1]
+    padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)

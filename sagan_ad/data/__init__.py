@@ -16,6 +16,13 @@ from sagan_ad.data.image_io import (
 )
 from sagan_ad.data.lag import LAGDataModule
 from sagan_ad.data.medad import MedADDataModule
+from sagan_ad.data.predict import (
+    IMAGE_EXTENSIONS,
+    FolderPredictDataModule,
+    ImageFolder,
+    list_images,
+    original_size,
+)
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.rsna import RSNADataModule
 from sagan_ad.data.split import (
@@ -31,12 +38,15 @@ from sagan_ad.data.synthetic import SyntheticCXRDataModule
 from sagan_ad.data.vindr import VinDrCXRDataModule
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "AnomalyDataModule",
     "CachedImages",
     "DicomOptions",
     "DicomReadError",
     "FolderDataModule",
+    "FolderPredictDataModule",
     "ImageCache",
+    "ImageFolder",
     "ImageReadError",
     "ImageSet",
     "LAGDataModule",
@@ -58,9 +68,11 @@ __all__ = [
     "decode_image",
     "find_images",
     "holdout_indices",
+    "list_images",
     "load_image",
     "load_image_and_size",
     "load_images",
+    "original_size",
     "protocol_split",
     "read_dicom",
     "read_medad_split",

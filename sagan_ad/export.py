@@ -1,0 +1,126 @@
+"""Deployable scorers: the generator, the score and the anomaly map as ONNX or TorchScript.
+
+The exported graph takes float images ``(B, C, S, S)`` in ``[-1, 1]`` (any batch size) and
+returns ``(scores (B,), anomaly_maps (B, 1, S, S))``, exactly what `SAGAN.infer` computes with
+SAGAN's own map and score: the patching of the image into the generator's grid is inside the
+generator. Scoring is deterministic (the released code's random inference is not exported).
+ONNX export needs the ``export`` extra (``pip install 'sagan-ad[export]'``: onnx, onnxscript,
+onnxruntime).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from sagan_ad.generator import Generator
+from sagan_ad.module import SAGAN
+from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
+
+ExportFormat = Literal["onnx", "torchscript"]
+
+
+class AnomalyScorer(nn.Module):
+    """The inference part of a trained SAGAN: ``images -> (scores, anomaly_maps)``.
+
+    Args:
+        generator: the trained generator (its training-time residual mask is never applied).
+        map_sigma: Gaussian smoothing of the map, as `SAGAN`'s ``map_sigma``.
+
+    Examples:
+        >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+        >>> scores, maps = AnomalyScorer.from_model(model)(torch.zeros(2, 1, 32, 32))
+        >>> scores.shape, maps.shape
+        (torch.Size([2]), torch.Size([2, 1, 32, 32]))
+    """
+
+    def __init__(self, generator: Generator, map_sigma: float = 0.0) -> None:
+        super().__init__()
+        self.generator = generator
+        self.map_sigma = float(map_sigma)
+
+    @classmethod
+    def from_model(cls, model: SAGAN) -> AnomalyScorer:
+        """The scorer of a `SAGAN` (which must score with its own map and score)."""
+        if model.inference != "deterministic":
+            raise ValueError(
+                "only deterministic inference can be exported; the model has "
+                f"inference={model.inference!r}"
+            )
+        if type(model).anomaly_map is not SAGAN.anomaly_map or type(model).score is not SAGAN.score:
+            raise ValueError(
+                f"{type(model).__name__} overrides anomaly_map or score; export a scorer module "
+                "of your own that reproduces the override"
+            )
+        return cls(model.generator, model.map_sigma)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        restored = self.generator(images, residual_mask=False)
+        maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
+        return map_to_score(maps), maps
+
+
+def export_scorer(
+    model: SAGAN | AnomalyScorer,
+    path: str | os.PathLike,
+    format: ExportFormat = "onnx",
+    batch_size: int = 2,
+) -> Path:
+    """Write ``model``'s scorer to ``path`` as ONNX or TorchScript.
+
+    The model is traced on a random batch of ``batch_size`` images of its size; the batch
+    dimension stays dynamic. Inputs are named ``images``, outputs ``scores`` and
+    ``anomaly_maps``.
+
+    Args:
+        model: a trained `SAGAN` (or an `AnomalyScorer`).
+        path: output file (``.onnx`` or ``.pt`` by convention).
+        format: ``"onnx"`` or ``"torchscript"``.
+        batch_size: batch size of the tracing example.
+
+    Returns:
+        The written path.
+
+    Examples:
+        >>> model = SAGAN.load_from_checkpoint("best.ckpt")  # doctest: +SKIP
+        >>> export_scorer(model, "sagan.onnx")  # doctest: +SKIP
+        >>> export_scorer(model, "sagan.pt", format="torchscript")  # doctest: +SKIP
+    """
+    scorer = model if isinstance(model, AnomalyScorer) else AnomalyScorer.from_model(model)
+    # A copy, so that exporting leaves the caller's model on its device and in its mode.
+    scorer = copy.deepcopy(scorer).cpu().eval()
+    generator = scorer.generator
+    example = torch.rand(
+        batch_size, generator.in_channels, generator.image_size, generator.image_size
+    )
+    example = example * 2 - 1
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        if format == "torchscript":
+            with warnings.catch_warnings():
+                # The traced shape checks compare the fixed channels and image size only; the
+                # batch dimension stays free (the tests run a traced scorer on other batches).
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(scorer, example)
+            torch.jit.save(traced, str(path))
+        elif format == "onnx":
+            torch.onnx.export(
+                scorer,
+                (example,),
+                str(path),
+                input_names=["images"],
+                output_names=["scores", "anomaly_maps"],
+                dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+                dynamo=True,
+                verbose=False,
+            )
+        else:
+            raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
+    return path

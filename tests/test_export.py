@@ -1,0 +1,68 @@
+"""Exported scorers (ONNX, TorchScript) reproduce the PyTorch scores and maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_MODEL
+
+from sagan_ad import SAGAN, AnomalyScorer, export_scorer
+
+
+@pytest.fixture(scope="module")
+def model() -> SAGAN:
+    torch.manual_seed(0)
+    # Smoothing on, so the exported graph includes it.
+    return SAGAN(**TINY_MODEL, map_sigma=1.0).eval()
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    # A batch size other than the tracing example's (2): the batch dimension must stay dynamic.
+    return torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def reference(model: SAGAN, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        out = model.infer(images)
+    return out["score"], out["anomaly_map"]
+
+
+def test_onnx_scorer_matches_pytorch(model, batch, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    path = export_scorer(model, tmp_path / "scorer.onnx", format="onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    scores, maps = session.run(["scores", "anomaly_maps"], {"images": batch.numpy()})
+    expected_scores, expected_maps = reference(model, batch)
+    assert abs(scores - expected_scores.numpy()).max() <= 1e-4
+    assert abs(maps - expected_maps.numpy()).max() <= 1e-4
+
+
+def test_torchscript_scorer_matches_pytorch(model, batch, tmp_path):
+    path = export_scorer(model, tmp_path / "scorer.pt", format="torchscript")
+    scores, maps = torch.jit.load(str(path))(batch)
+    expected_scores, expected_maps = reference(model, batch)
+    assert (scores - expected_scores).abs().max() <= 1e-4
+    assert (maps - expected_maps).abs().max() <= 1e-4
+
+
+def test_export_leaves_the_model_as_it_was(model, tmp_path):
+    model.train()
+    export_scorer(model, tmp_path / "scorer.pt", format="torchscript")
+    assert model.training and model.generator.training
+    model.eval()
+
+
+def test_random_inference_and_overridden_scores_are_not_exported(tmp_path):
+    with pytest.raises(ValueError, match="deterministic"):
+        AnomalyScorer.from_model(SAGAN(**TINY_MODEL, inference="reference"))
+
+    class TopScore(SAGAN):
+        def score(self, images: torch.Tensor) -> torch.Tensor:
+            return self.anomaly_map(images).flatten(1).max(dim=1).values
+
+    with pytest.raises(ValueError, match="overrides"):
+        export_scorer(TopScore(**TINY_MODEL), tmp_path / "x.pt", format="torchscript")
+    with pytest.raises(ValueError, match="format"):
+        export_scorer(SAGAN(**TINY_MODEL), tmp_path / "x.bin", format="tflite")
