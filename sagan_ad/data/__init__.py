@@ -3,7 +3,12 @@
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem, scale_boxes
 from sagan_ad.data.cache import CachedImages, ImageCache, PreprocessSettings
-from sagan_ad.data.datasets import LabelledImages, TrainingStream, to_model_range
+from sagan_ad.data.datasets import (
+    DeviceTrainingStream,
+    LabelledImages,
+    TrainingStream,
+    to_model_range,
+)
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
 from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.image_io import (
@@ -41,6 +46,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "AnomalyDataModule",
     "CachedImages",
+    "DeviceTrainingStream",
     "DicomOptions",
     "DicomReadError",
     "FolderDataModule",

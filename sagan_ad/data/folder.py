@@ -77,6 +77,7 @@ class FolderDataModule(RawDataModule):
         val_fraction: float = 0.1,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
+        data_on_device: bool = False,
     ) -> None:
         super().__init__(
             root=normal,
@@ -97,6 +98,7 @@ class FolderDataModule(RawDataModule):
             val_fraction=val_fraction,
             val_synthesizer=val_synthesizer,
             seed=seed,
+            data_on_device=data_on_device,
         )
         self.sources = {
             "normal": (Path(normal), 0),

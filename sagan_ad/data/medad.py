@@ -34,7 +34,8 @@ class MedADDataModule(AnomalyDataModule):
             on every core; a later run reads them in seconds); otherwise they are decoded into
             memory at every start.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``.
+            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``,
+            ``data_on_device``.
 
     Examples:
         >>> dm = MedADDataModule("data/RSNA", image_size=64, batch_size=32)  # doctest: +SKIP
@@ -56,6 +57,7 @@ class MedADDataModule(AnomalyDataModule):
         val_fraction: float = 0.1,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
+        data_on_device: bool = False,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__(
@@ -67,6 +69,7 @@ class MedADDataModule(AnomalyDataModule):
             val_fraction=val_fraction,
             val_synthesizer=val_synthesizer,
             seed=seed,
+            data_on_device=data_on_device,
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")

@@ -109,8 +109,8 @@ class RawDataModule(AnomalyDataModule):
         cache_workers: decoding processes (default: every core).
         progress: progress bar while decoding.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer`` and
-            ``seed`` (which also seeds the split).
+            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``,
+            ``data_on_device`` and ``seed`` (which also seeds the split).
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
@@ -139,6 +139,7 @@ class RawDataModule(AnomalyDataModule):
         val_fraction: float = 0.1,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
+        data_on_device: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -149,6 +150,7 @@ class RawDataModule(AnomalyDataModule):
             val_fraction=val_fraction,
             val_synthesizer=val_synthesizer,
             seed=seed,
+            data_on_device=data_on_device,
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")

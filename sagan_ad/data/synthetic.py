@@ -27,7 +27,8 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         image_size: side of the generated images (at least 32).
         in_channels: 1, or 3 (the grey phantom repeated).
         batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
-            ``val_fraction``, ``val_synthesizer`` and ``seed`` (which also seeds the phantoms).
+            ``val_fraction``, ``val_synthesizer``, ``data_on_device`` and ``seed`` (which also
+            seeds the phantoms).
 
     Examples:
         >>> dm = SyntheticCXRDataModule(num_known_normal=20, num_test=10, image_size=32)
@@ -50,6 +51,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         val_fraction: float = 0.1,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
+        data_on_device: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -60,6 +62,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             val_fraction=val_fraction,
             val_synthesizer=val_synthesizer,
             seed=seed,
+            data_on_device=data_on_device,
         )
         if num_known_normal < 2:
             raise ValueError(f"num_known_normal={num_known_normal}: must be >= 2")
