@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
@@ -27,7 +29,10 @@ def generator_adversarial_loss(fake_scores: Tensor) -> Tensor:
 
 
 def gradient_penalty(
-    critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator | None = None
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """WGAN-GP penalty ``E[(||grad D(x_hat)||_2 - 1)^2]`` at random interpolates, computed in fp32.
 
