@@ -401,7 +401,11 @@ class SAGAN(L.LightningModule):
         # Lightning converts logged tensors to numbers (a device sync) only every
         # `log_every_n_steps` iterations; a metric named "step" sets the loggers' x-axis.
         self.log_dict({**logs, **self._generator_logs}, on_step=True, on_epoch=False)
-        self.log("step", float(self.iteration), on_step=True, on_epoch=False)
+        # A Python number would be copied to the device by `self.log`, and that blocking copy
+        # waits for all queued GPU work at every step; `torch.full` writes it on the device.
+        step = torch.full((), self.iteration, dtype=torch.float32, device=self.device)
+        self.log("step", step, on_step=True, on_epoch=False)
+        # The progress bar converts these at each refresh: give it a `refresh_rate` of tens.
         bar = {"loss_d": logs["train/critic/loss"]}
         if self._generator_logs:
             bar["loss_g"] = self._generator_logs["train/generator/loss"]
