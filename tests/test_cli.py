@@ -99,6 +99,7 @@ def test_misspelled_key_is_reported_by_name(tmp_path, capsys):
         "medad_rsna.yaml",
         "medad_vindr.yaml",
         "medad_lag.yaml",
+        "multi_gpu.yaml",
     ],
 )
 def test_example_configs_parse(config, capsys):
