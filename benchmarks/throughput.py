@@ -1,0 +1,423 @@
+"""Training and inference throughput of SAGAN: our optimized path against the released code's.
+
+Usage (from the project root):
+
+    python benchmarks/throughput.py                       # CPU: narrow network, a few minutes
+    python benchmarks/throughput.py --device cuda --base-channels 64 --image-size 64 \\
+        --batch-size 32 --iterations 300                  # the issue's GPU targets
+    python benchmarks/throughput.py --device cuda --scale-batch --scale-image
+
+Both paths train the same `sagan_ad.SAGAN` through a Lightning Trainer on data from the real
+`sagan_ad.SyntheticCXRDataModule`:
+
+- (a) optimized: ``bf16-mixed`` on GPU (fp32 on CPU), training images resident on the device
+  (``data_on_device``), pseudo anomalies synthesized there in batches, no host-device syncs in
+  the step, ``channels_last`` on GPU, ``torch.compile`` with ``--compile``.
+- (b) released-like: fp32, eager, training pairs built by a one-worker ``DataLoader`` whose
+  ``__getitem__`` synthesizes one pseudo anomaly at a time on the CPU, and separate generator
+  forwards for the unlabeled, normal and corrupted images.
+
+It prints iterations/s and images/s (known normals + unlabeled images per second) of both, their
+ratio, the analytic FLOPs of one iteration (convolutions only; see `iteration_flops`), the
+fraction of the device's peak bf16 throughput, peak GPU memory, optional scaling with batch size
+and image size, batched inference images/s (scores + maps), and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
+from sagan_ad.data.datasets import to_model_range
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from NVIDIA's data sheets; matched
+# against torch.cuda.get_device_name in order, so the PCIe H100 comes before the generic one.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+)
+
+
+def machine(device: torch.device) -> str:
+    """The CPU, or the GPU, and the software versions, in one line."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    where = f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}; host {where}"
+    return (
+        f"{where}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"lightning {L.__version__}"
+    )
+
+
+def peak_tflops(device: torch.device, given: float | None) -> float | None:
+    """The device's dense bf16 peak: ``given``, else from `PEAK_BF16_TFLOPS`, else unknown."""
+    if given is not None:
+        return given
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def forward_flops(module: nn.Module, images: Tensor) -> float:
+    """FLOPs (2 per multiply-add) of the convolutions and linear layers in one forward."""
+    total = 0.0
+
+    def count(layer: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * layer.kernel_size[0]
+            per_output *= layer.kernel_size[1]
+            total += 2.0 * output.numel() * per_output
+        elif isinstance(layer, nn.ConvTranspose2d):
+            per_input = layer.out_channels // layer.groups * layer.kernel_size[0]
+            per_input *= layer.kernel_size[1]
+            total += 2.0 * inputs[0].numel() * per_input
+        elif isinstance(layer, nn.Linear):
+            total += 2.0 * output.numel() * layer.in_features
+
+    hooks = [m.register_forward_hook(count) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def iteration_flops(model: SAGAN, batch_size: int) -> float:
+    """Analytic FLOPs of one training iteration, averaged over a cycle of ``n_critic``.
+
+    Counting a forward as 1 and a backward as 2 (input and weight gradients): the critic step
+    runs the critic forward and backward on ``2B`` images (3 units) and the gradient penalty on
+    ``B`` (forward 1, input gradient 1, backward through both 4: 6 units); every iteration but
+    the generator's runs the generator forward on ``B`` (no graph). The generator iteration runs
+    the generator forward and backward on ``3B`` (3 units) and the critic forward and input
+    gradient on ``B`` (2 units; the critic's weights take no gradient there).
+    """
+    size, channels = model.hparams["image_size"], model.hparams["in_channels"]
+    one = torch.zeros(1, channels, size, size)
+    model.eval()
+    generator, critic = forward_flops(model.generator, one), forward_flops(model.critic, one)
+    model.train()
+    b, n = batch_size, model.n_critic
+    critic_step = 3 * critic * 2 * b + 6 * critic * b
+    plain = generator * b + critic_step
+    with_generator = 3 * generator * 3 * b + critic_step + 2 * critic * b
+    return ((n - 1) * plain + with_generator) / n
+
+
+class ReleasedLikePairs(Dataset):
+    """Training items as the released code makes them: one pseudo anomaly per ``__getitem__``.
+
+    Item ``i`` pairs known normal ``i`` with a random unlabeled image and corrupts the normal with
+    a patch of another random normal, synthesized for this one image on the CPU, in float.
+    """
+
+    def __init__(self, normal: Tensor, unlabeled: Tensor, seed: int = 0) -> None:
+        self.normal, self.unlabeled = normal, unlabeled
+        self.synthesizer = PatchBlendSynthesizer()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.normal)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        other = int(torch.randint(len(self.normal), (1,), generator=self.generator))
+        unlabeled = int(torch.randint(len(self.unlabeled), (1,), generator=self.generator))
+        pair = to_model_range(self.normal[[index, other]])
+        corrupted, masks = self.synthesizer(pair, self.generator)
+        return {
+            "normal": pair[0],
+            "unlabeled": to_model_range(self.unlabeled[unlabeled]),
+            "corrupted": corrupted[0],
+            "masks": masks[0],
+        }
+
+
+class ReleasedLikeData(SyntheticCXRDataModule):
+    """The real DataModule's images, served by the released code's one-worker loader."""
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            ReleasedLikePairs(self.known_normal.images, self.unlabeled.images, self.seed),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=1,
+            # Kept alive across epochs, which favours this baseline (the released loop restarts).
+            persistent_workers=True,
+        )
+
+
+class ReleasedLikeSAGAN(SAGAN):
+    """SAGAN's losses with the released code's data path and separate generator forwards."""
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        normal, unlabeled = batch["normal"], batch["unlabeled"]
+        opt_g, opt_d = self.optimizers()
+        update_g = self.is_generator_iteration()
+        if update_g:
+            fake = self.generator(unlabeled)
+        else:
+            with torch.no_grad():
+                fake = self.generator(unlabeled)
+        critic_terms = self.critic_loss(normal, fake.detach())
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(critic_terms["loss"])
+        opt_d.step()
+        logs = {f"train/critic/{k}": v.detach() for k, v in critic_terms.items()}
+        if update_g:
+            self.critic.requires_grad_(False)
+            terms = self.generator_loss(
+                fake,
+                normal,
+                self.generator(normal),
+                self.generator(batch["corrupted"]),
+                batch["masks"],
+            )
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(terms["loss"])
+            opt_g.step()
+            self.critic.requires_grad_(True)
+            logs.update({f"train/generator/{k}": v.detach() for k, v in terms.items()})
+        self._log_training(logs)
+
+
+class Timer(L.Callback):
+    """Wall time of the iterations after ``warmup`` (synchronizing the device at both ends)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.batches = 0
+        self.start: float | None = None
+        self.seconds = 0.0
+
+    @staticmethod
+    def _now(module: L.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+        return time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
+        self.batches += 1
+        if self.batches == self.warmup:
+            self.start = self._now(module)
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        self.seconds = self._now(module) - self.start
+
+
+def model_options(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+    return {
+        "image_size": image_size,
+        "base_channels": args.base_channels,
+        "num_res_blocks": args.res_blocks,
+        "max_iterations": args.warmup + args.iterations,
+    }
+
+
+def train_throughput(
+    args: argparse.Namespace, optimized: bool, batch_size: int, image_size: int
+) -> dict[str, float]:
+    """Iterations/s, images/s and peak memory of one path at one batch and image size."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    data_options = {
+        "num_known_normal": args.num_images,
+        "num_test": 0,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "val_fraction": 0.0,
+    }
+    torch.manual_seed(0)
+    if optimized:
+        data = SyntheticCXRDataModule(**data_options, data_on_device=True)
+        model = SAGAN(
+            **model_options(args, image_size),
+            channels_last=cuda if args.channels_last is None else args.channels_last,
+            compile=args.compile,
+        )
+        precision = "bf16-mixed" if cuda else "32-true"
+    else:
+        data = ReleasedLikeData(**data_options)
+        model = ReleasedLikeSAGAN(**model_options(args, image_size))
+        precision = "32-true"
+    timer = Timer(args.warmup)
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=precision,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        # The progress bar reads the logged losses at every refresh: a device sync per step.
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=50,
+        callbacks=[timer],
+    )
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = optimized
+        torch.backends.cudnn.allow_tf32 = optimized
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.fit(model, datamodule=data)
+    its = args.iterations / timer.seconds
+    return {
+        "it/s": its,
+        "img/s": its * 2 * batch_size,
+        "peak GiB": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
+        "precision": precision,
+    }
+
+
+def inference_throughput(args: argparse.Namespace) -> float:
+    """Images/s of batched scoring with anomaly maps (`SAGAN.infer`) on the device."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    torch.manual_seed(0)
+    model = SAGAN(**model_options(args, args.image_size), channels_last=cuda, compile=args.compile)
+    model = model.to(device).eval()
+    data = SyntheticCXRDataModule(
+        num_known_normal=2,
+        num_test=args.inference_batch_size,
+        image_size=args.image_size,
+        val_fraction=0.0,
+    )
+    data.setup()
+    images = to_model_range(data.test.images.to(device))
+    if cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
+    batches = max(1, args.inference_images // args.inference_batch_size)
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+    ):
+        for _ in range(3):
+            model.infer(images)
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(batches):
+            out = model.infer(images)
+        out["score"].sum().item()  # waits for the device: the timing covers all batches
+        seconds = time.perf_counter() - start
+    return batches * len(images) / seconds
+
+
+def percent_of_peak(flops: float, its: float, peak: float | None) -> str:
+    return (
+        "unknown (pass --peak-tflops)"
+        if peak is None
+        else f"{100 * flops * its / peak / 1e12:.2f}%"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--base-channels", type=int, help="network width (64 GPU / 8 CPU)")
+    parser.add_argument("--res-blocks", type=int, default=6, help="generator bottleneck blocks")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--iterations", type=int, help="timed iterations (300 GPU / 20 CPU)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed iterations first")
+    parser.add_argument(
+        "--num-images", type=int, default=1000, help="known normals (unlabeled too)"
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile both networks")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last in the optimized path (default: on GPU only)",
+    )
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak")
+    parser.add_argument("--skip-released", action="store_true", help="measure (a) only")
+    parser.add_argument("--scale-batch", action="store_true", help="(a) at batch 32..256")
+    parser.add_argument("--scale-image", action="store_true", help="(a) at 64, 128, 256 px")
+    parser.add_argument("--inference-images", type=int, help="images scored (20480 GPU / 512 CPU)")
+    parser.add_argument("--inference-batch-size", type=int, default=512)
+    args = parser.parse_args()
+    cuda = torch.device(args.device).type == "cuda"
+    args.base_channels = args.base_channels or (64 if cuda else 8)
+    args.iterations = args.iterations or (300 if cuda else 20)
+    args.inference_images = args.inference_images or (20480 if cuda else 512)
+    device = torch.device(args.device)
+    peak = peak_tflops(device, args.peak_tflops)
+
+    print(f"machine: {machine(device)}")
+    print(
+        f"setting: base width {args.base_channels}, {args.res_blocks} residual blocks, "
+        f"{args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations after "
+        f"{args.warmup}, {args.num_images} known normals; compile={args.compile}"
+    )
+    flops = iteration_flops(SAGAN(**model_options(args, args.image_size)), args.batch_size)
+    print(f"analytic FLOPs per iteration: {flops / 1e12:.4f} TFLOP (convolutions, n_critic 2)")
+    known = "unknown (give --peak-tflops)" if peak is None else f"{peak:g} TFLOP/s"
+    print(f"peak bf16 throughput: {known}")
+
+    ours = train_throughput(args, True, args.batch_size, args.image_size)
+    rows = [("(a) optimized", ours)]
+    if not args.skip_released:
+        rows.append(
+            ("(b) released-like", train_throughput(args, False, args.batch_size, args.image_size))
+        )
+    print(f"\n{'path':<20}{'precision':>12}{'it/s':>10}{'img/s':>10}{'% peak':>12}{'peak GiB':>10}")
+    for name, row in rows:
+        print(
+            f"{name:<20}{row['precision']:>12}{row['it/s']:>10.2f}{row['img/s']:>10.0f}"
+            f"{percent_of_peak(flops, row['it/s'], peak):>12}{row['peak GiB']:>10.2f}"
+        )
+    if len(rows) == 2:
+        print(f"ratio (a)/(b): {ours['it/s'] / rows[1][1]['it/s']:.2f}x")
+
+    scaling = [(b, args.image_size) for b in (32, 64, 128, 256)] if args.scale_batch else []
+    scaling += [(args.batch_size, s) for s in (64, 128, 256)] if args.scale_image else []
+    if scaling:
+        print("\nscaling of (a)")
+        print(f"{'batch':>6}{'px':>6}{'it/s':>10}{'img/s':>10}{'% peak':>12}{'peak GiB':>10}")
+    for batch_size, size in scaling:
+        row = train_throughput(args, True, batch_size, size)
+        step_flops = iteration_flops(SAGAN(**model_options(args, size)), batch_size)
+        print(
+            f"{batch_size:>6}{size:>6}{row['it/s']:>10.2f}{row['img/s']:>10.0f}"
+            f"{percent_of_peak(step_flops, row['it/s'], peak):>12}{row['peak GiB']:>10.2f}"
+        )
+
+    images_per_s = inference_throughput(args)
+    print(
+        f"\ninference (scores + maps, batch {args.inference_batch_size}, "
+        f"{'bf16' if cuda else 'fp32'}): {images_per_s:.0f} images/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
