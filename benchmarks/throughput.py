@@ -19,8 +19,10 @@ Both paths train the same `sagan_ad.SAGAN` through a Lightning Trainer on data f
 
 It prints iterations/s and images/s (known normals + unlabeled images per second) of both, their
 ratio, the analytic FLOPs of one iteration (convolutions only; see `iteration_flops`), the
-fraction of the device's peak bf16 throughput, peak GPU memory, optional scaling with batch size
-and image size, batched inference images/s (scores + maps), and the machine.
+fraction of the device's peak bf16 throughput, peak GPU memory, host-device synchronizations
+per timed iteration (CUDA only, counted with ``torch.cuda.set_sync_debug_mode``), optional
+scaling with batch size and image size, batched inference images/s (scores + maps), and the
+machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +212,11 @@ class ReleasedLikeSAGAN(SAGAN):
 
 
 class Timer(L.Callback):
-    """Wall time of the iterations after ``warmup`` (synchronizing the device at both ends)."""
+    """Wall time of the iterations after ``warmup`` (synchronizing the device at both ends).
+
+    On CUDA it also turns on ``torch.cuda.set_sync_debug_mode("warn")`` for the timed
+    iterations, so that every host-device synchronization there issues a warning to count.
+    """
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -227,8 +234,12 @@ class Timer(L.Callback):
         self.batches += 1
         if self.batches == self.warmup:
             self.start = self._now(module)
+            if module.device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
         self.seconds = self._now(module) - self.start
 
 
@@ -288,9 +299,13 @@ def train_throughput(
         torch.backends.cudnn.allow_tf32 = optimized
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
-    trainer.fit(model, datamodule=data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=data)
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
     its = args.iterations / timer.seconds
     return {
+        "syncs/it": syncs / args.iterations if cuda else float("nan"),
         "it/s": its,
         "img/s": its * 2 * batch_size,
         "peak GiB": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan"),
@@ -390,11 +405,15 @@ def main() -> None:
         rows.append(
             ("(b) released-like", train_throughput(args, False, args.batch_size, args.image_size))
         )
-    print(f"\n{'path':<20}{'precision':>12}{'it/s':>10}{'img/s':>10}{'% peak':>12}{'peak GiB':>10}")
+    print(
+        f"\n{'path':<20}{'precision':>12}{'it/s':>10}{'img/s':>10}{'% peak':>12}"
+        f"{'peak GiB':>10}{'syncs/it':>10}"
+    )
     for name, row in rows:
         print(
             f"{name:<20}{row['precision']:>12}{row['it/s']:>10.2f}{row['img/s']:>10.0f}"
             f"{percent_of_peak(flops, row['it/s'], peak):>12}{row['peak GiB']:>10.2f}"
+            f"{row['syncs/it']:>10.2f}"
         )
     if len(rows) == 2:
         print(f"ratio (a)/(b): {ours['it/s'] / rows[1][1]['it/s']:.2f}x")
