@@ -348,11 +348,8 @@ def inference_throughput(args: argparse.Namespace) -> float:
 
 
 def percent_of_peak(flops: float, its: float, peak: float | None) -> str:
-    return (
-        "unknown (pass --peak-tflops)"
-        if peak is None
-        else f"{100 * flops * its / peak / 1e12:.2f}%"
-    )
+    """``flops * its`` as a percentage of ``peak`` TFLOP/s (``"unknown"`` without a peak)."""
+    return "unknown" if peak is None else f"{100 * flops * its / peak / 1e12:.2f}%"
 
 
 def main() -> None:
