@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class SAGANCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the default checkpointing and progress bar unless the config brings its own."""
         config = self._get(self.config_init, "trainer", default={})
+        check_writable(Path(config.get("default_root_dir") or os.getcwd()))
         callbacks = list(config.get("callbacks") or [])
         options = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("enable_checkpointing") is not False and not any(
@@ -128,6 +130,24 @@ class SAGANCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with the folder's name, when the run's output folder cannot be written.
+
+    Examples:
+        >>> import tempfile
+        >>> check_writable(Path(tempfile.mkdtemp()) / "run")
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"the output folder {str(folder)!r} cannot be written ({err.strerror or err}): "
+            "choose another --trainer.default_root_dir"
+        ) from err
 
 
 def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
