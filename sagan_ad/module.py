@@ -9,6 +9,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -457,6 +458,17 @@ class SAGAN(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
+
+    def setup(self, stage: str) -> None:
+        # Runs before the strategy wraps the module in DistributedDataParallel. The alternating
+        # steps leave a network out of a backward pass on purpose (the generator in critic-only
+        # iterations, the critic, frozen, in the generator's), which plain DDP rejects as unused
+        # parameters; finding them costs one autograd-graph walk per backward. Parameters left
+        # out on every rank are left untouched by DDP, so each network's gradients are averaged
+        # only by its own optimizer's backward pass. Lightning has no public setter for this.
+        strategy = getattr(self._trainer, "strategy", None)
+        if isinstance(strategy, DDPStrategy) and stage == "fit":
+            strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
 
     def _check_data_matches(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
