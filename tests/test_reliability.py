@@ -69,8 +69,7 @@ def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
-    newest = max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
-    checkpoint = torch.load(newest, weights_only=True)
+    checkpoint = torch.load(newest_last(root), weights_only=True)
     assert checkpoint["sagan_iteration"] == 12
     return checkpoint["state_dict"]
 
@@ -83,29 +82,41 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     return final_weights(root)
 
 
-@pytest.mark.parametrize(
-    ("every", "resumed_from"),
-    [
-        (3, 6),  # the periodic last.ckpt of iteration 6 (not a validation iteration)
-        (None, 4),  # last.ckpt of the validation at iteration 4
-    ],
-)
-def test_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted, every, resumed_from):
-    kill = tmp_path / "kill.yaml"
-    kill.write_text(
+def kill_config(folder: Path, iteration: int) -> str:
+    path = folder / f"kill-{iteration}.yaml"
+    path.write_text(
         "trainer:\n  callbacks:\n    - class_path: reliability_helpers.KillAt\n"
-        "      init_args: {iteration: 7}\n"
+        f"      init_args: {{iteration: {iteration}}}\n"
     )
-    every_args = [] if every is None else [f"--last_every_n_iterations={every}"]
-    killed = cli_fit(tmp_path, f"--config={kill}", *every_args)
+    return f"--config={path}"
+
+
+def newest_last(root: Path) -> Path:
+    return max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_twice_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted):
+    every = "--last_every_n_iterations=5"
+    # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
+    killed = cli_fit(tmp_path, kill_config(tmp_path, 7), every)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    (last,) = tmp_path.rglob("last.ckpt")
-    assert torch.load(last, weights_only=True)["sagan_iteration"] == resumed_from
+    first = newest_last(tmp_path)
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
+    # Resumed (into a new version_* folder) and killed again at 9: the newest last.ckpt is the
+    # one written by the validation of iteration 8.
+    killed = cli_fit(tmp_path, kill_config(tmp_path, 9), every, "--ckpt_path=last")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
+    second = newest_last(tmp_path)
+    assert second != first
+    assert torch.load(second, weights_only=True)["sagan_iteration"] == 8
     assert not list(tmp_path.rglob("*.partial"))
 
-    resumed = cli_fit(tmp_path, "--ckpt_path=last", *every_args)
+    resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {last}" in resumed.stdout + resumed.stderr
+    assert (
+        f"Restoring states from the checkpoint path at {second}" in resumed.stdout + resumed.stderr
+    )
     weights = final_weights(tmp_path)
     assert weights.keys() == uninterrupted.keys()
     for name, value in uninterrupted.items():
