@@ -169,16 +169,27 @@ def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
 
 
-def _is_user_error(error: BaseException) -> bool:
-    """Whether ``error`` is the library's message about the user's input or run (not a bug)."""
-    if isinstance(error, DivergenceError | sagan_ad.ImageReadError):
-        return True
-    if not isinstance(error, ValueError | OSError):
-        return False
-    # Raised by sagan_ad's own code (its argument and data checks), not deep inside a dependency.
+def _user_error(error: BaseException) -> BaseException | None:
+    """The library's message about the user's input or run behind ``error``, if any (not a bug).
+
+    jsonargparse re-raises a model's or DataModule's ``ValueError`` wrapped in its own, so the
+    chain of causes is searched.
+    """
     package = str(Path(sagan_ad.__file__).parent)
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and frames[-1].filename.startswith(package)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError):
+            return cause
+        frames = traceback.extract_tb(cause.__traceback__)
+        # Raised by sagan_ad's own argument and data checks, not deep inside a dependency.
+        if (
+            isinstance(cause, ValueError | OSError)
+            and frames
+            and frames[-1].filename.startswith(package)
+        ):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def _import(dotted: str) -> type:
@@ -225,9 +236,10 @@ def main(args: list[str] | None = None) -> None:
     try:
         _main(args)
     except Exception as error:
-        if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or not _is_user_error(error):
+        found = _user_error(error)
+        if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {found}", file=sys.stderr)
         print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(2)
 

@@ -174,6 +174,11 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
         CLIError,
         r"^error: model\.in_channels=1 but data\.in_channels=3: set both to the same value",
     ),
+    "CLI: image size not divisible by the patch grid": (
+        lambda tmp: cli_fit(medad(tmp), "--model.image_size=40", "--data.image_size=40"),
+        CLIError,
+        r"^error: image_size=40 cannot be cut into a 2x2 patch grid .*patch_grid \* 8 = 16",
+    ),
     "CLI: missing data root": (
         lambda tmp: cli_fit(tmp / "nowhere"),
         CLIError,
