@@ -48,9 +48,9 @@ class SAGANCLI(LightningCLI):
     For crash safety, checkpoints are written atomically (`sagan_ad.AtomicCheckpointIO`, unless
     the config brings its own ``CheckpointIO`` plugin), ``last.ckpt`` is also rewritten every
     ``--last_every_n_iterations`` iterations, and ``fit --ckpt_path last`` resumes from the
-    newest ``last.ckpt`` under the run's root folder (all ``version_*`` folders of earlier runs
-    included; a fresh run starts when there is none), so a killed run restarts with the
-    command that started it plus ``--ckpt_path last``.
+    newest ``last.ckpt`` of the experiment (`find_last_checkpoint`: all ``version_*`` folders of
+    earlier runs included; a fresh run starts when there is none), so a killed run restarts with
+    the command that started it plus ``--ckpt_path last``.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -108,7 +108,7 @@ class SAGANCLI(LightningCLI):
         return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
     def before_fit(self) -> None:
-        """Resolve ``--ckpt_path last`` to the newest ``last*.ckpt`` under the run's root folder.
+        """Resolve ``--ckpt_path last`` to the experiment's newest ``last*.ckpt``.
 
         Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which the
         default logger numbers ``version_N+1``; the interrupted run's checkpoints are in an
@@ -151,19 +151,30 @@ def check_writable(folder: Path) -> None:
 
 
 def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest ``last.ckpt`` (or ``last-vN.ckpt``) under the Trainer's root and log folders.
+    """The newest ``last.ckpt`` (or ``last-vN.ckpt``) of the Trainer's experiment.
+
+    Searched: every ``version_*`` folder of each logger's experiment folder (``<save_dir>/<name>``),
+    ``<default_root_dir>/checkpoints`` when there is no logger, and the ``dirpath`` of each
+    checkpoint callback that sets one; other experiments under the same root are not searched.
 
     Examples:
         >>> find_last_checkpoint(L.Trainer(default_root_dir="/nonexistent", logger=False))
     """
-    roots = {Path(trainer.default_root_dir)}
-    roots |= {Path(logger.save_dir) for logger in trainer.loggers if logger.save_dir}
-    roots |= {Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)}
+    folders = [
+        (Path(getattr(log, "root_dir", None) or log.save_dir), "**/")
+        for log in trainer.loggers
+        if log.save_dir
+    ]
+    if not trainer.loggers:
+        folders.append((Path(trainer.default_root_dir) / "checkpoints", ""))
+    folders += [
+        (Path(c.dirpath), "") for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
+    ]
     found = {
         path
-        for root in roots
-        if root.is_dir()
-        for path in root.rglob("last*.ckpt")
+        for folder, depth in folders
+        if folder.is_dir()
+        for path in folder.glob(f"{depth}last*.ckpt")
         if path.is_file() and (path.stem == "last" or path.stem[5:].lstrip("v").isdigit())
     }
     return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
