@@ -10,6 +10,7 @@ Examples:
 """
 
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,
@@ -34,7 +35,7 @@ from sagan_ad.export import AnomalyScorer, export_scorer
 from sagan_ad.generator import Generator
 from sagan_ad.localization import PixelMetrics, PointingGame
 from sagan_ad.metrics import ImageMetrics, SingleClassWarning, detection_metrics
-from sagan_ad.module import SAGAN, paper_adam
+from sagan_ad.module import SAGAN, DivergenceError, paper_adam
 from sagan_ad.outputs import EvaluationWriter
 from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score, smooth_map
 from sagan_ad.synthesis import (
@@ -53,9 +54,11 @@ __all__ = [
     "SAGAN",
     "AnomalyDataModule",
     "AnomalyScorer",
+    "AtomicCheckpointIO",
     "Critic",
     "CutPasteSynthesizer",
     "DicomOptions",
+    "DivergenceError",
     "EvaluationReport",
     "EvaluationWriter",
     "FPISynthesizer",
@@ -68,6 +71,7 @@ __all__ = [
     "ImageSet",
     "IterationProgressBar",
     "LAGDataModule",
+    "LastCheckpoint",
     "MedADDataModule",
     "PatchBlendSynthesizer",
     "PerlinBlobSynthesizer",
@@ -92,6 +96,7 @@ __all__ = [
     "choose_threshold",
     "detection_metrics",
     "export_scorer",
+    "load_checkpoint",
     "map_to_score",
     "paper_adam",
     "scale_boxes",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from sagan_ad.checkpointing import LastCheckpoint
+
 
 class IterationProgressBar(TQDMProgressBar):
     """Progress bar over training *iterations* (``model.max_iterations``) rather than epochs.
@@ -29,13 +31,21 @@ class IterationProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_description("Training")
 
 
-def best_and_last_checkpoints(dirpath: str | None = None) -> list[ModelCheckpoint]:
+def best_and_last_checkpoints(
+    dirpath: str | None = None, last_every_n_iterations: int | None = None
+) -> list[ModelCheckpoint]:
     """Checkpointing for SAGAN runs: the best weights by ``val/AUROC`` and the latest weights.
 
     The best checkpoint (``best-iteration=N.ckpt``) is chosen on validation only, never on test.
     ``last.ckpt`` is rewritten at every validation so that a run can always be resumed (Lightning's
-    own ``save_last`` writes it only when a new best is found). List the best one first: it is the
-    Trainer's ``checkpoint_callback`` and the one ``ckpt_path="best"`` refers to.
+    own ``save_last`` writes it only when a new best is found) and, with
+    ``last_every_n_iterations``, also every that many iterations (see
+    `sagan_ad.LastCheckpoint`). List the best one first: it is the Trainer's
+    ``checkpoint_callback`` and the one ``ckpt_path="best"`` refers to.
+
+    Args:
+        dirpath: checkpoint folder (default: the logger's ``checkpoints/`` folder).
+        last_every_n_iterations: also rewrite ``last.ckpt`` every that many iterations.
 
     Examples:
         >>> best, last = best_and_last_checkpoints()
@@ -45,7 +55,5 @@ def best_and_last_checkpoints(dirpath: str | None = None) -> list[ModelCheckpoin
     best = ModelCheckpoint(
         dirpath=dirpath, monitor="val/AUROC", mode="max", filename="best-{iteration:.0f}"
     )
-    last = ModelCheckpoint(
-        dirpath=dirpath, monitor=None, filename="last", enable_version_counter=False
-    )
+    last = LastCheckpoint(dirpath=dirpath, every_n_iterations=last_every_n_iterations)
     return [best, last]

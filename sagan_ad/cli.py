@@ -2,22 +2,34 @@
 
 ``sagan-ad export --ckpt_path best.ckpt --output sagan.onnx [--format onnx|torchscript]`` writes
 the checkpoint's scorer (see `sagan_ad.export`).
+
+Errors the library raises about the user's data, configuration or run (`sagan_ad.SplitError`,
+`sagan_ad.ImageReadError`, `sagan_ad.DivergenceError`, a ``ValueError`` or ``OSError`` raised by
+sagan_ad code, ...) are printed as one ``error: <message>`` line on stderr with exit status 2;
+set ``SAGAN_AD_DEBUG=1`` to get the full traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
 from sagan_ad.export import export_scorer
-from sagan_ad.module import SAGAN
+from sagan_ad.module import SAGAN, DivergenceError
 from sagan_ad.outputs import EvaluationWriter
 from sagan_ad.tracking import ValidationSampleLogger
 
@@ -32,6 +44,13 @@ class SAGANCLI(LightningCLI):
     ``predict`` writes ``predict/predictions.csv`` and ``predict/overlays/``; turn off with
     ``--write_outputs=false``) and `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
     per validation, 0 for none).
+
+    For crash safety, checkpoints are written atomically (`sagan_ad.AtomicCheckpointIO`, unless
+    the config brings its own ``CheckpointIO`` plugin), ``last.ckpt`` is also rewritten every
+    ``--last_every_n_iterations`` iterations, and ``fit --ckpt_path last`` resumes from the
+    newest ``last.ckpt`` of the experiment (`find_last_checkpoint`: all ``version_*`` folders of
+    earlier runs included; a fresh run starts when there is none), so a killed run restarts with
+    the command that started it plus ``--ckpt_path last``.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -53,20 +72,28 @@ class SAGANCLI(LightningCLI):
             default=8,
             help="validation images logged as input | restored | heat map grids (0: none)",
         )
+        parser.add_argument(
+            "--last_every_n_iterations",
+            type=int | None,
+            default=None,
+            help="fit: also rewrite last.ckpt every that many iterations (default: at validations)",
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the default checkpointing and progress bar unless the config brings its own."""
         config = self._get(self.config_init, "trainer", default={})
+        check_writable(Path(config.get("default_root_dir") or os.getcwd()))
         callbacks = list(config.get("callbacks") or [])
+        options = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
-            callbacks = best_and_last_checkpoints() + callbacks
+            every = options.get("last_every_n_iterations")
+            callbacks = best_and_last_checkpoints(last_every_n_iterations=every) + callbacks
         if config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in callbacks
         ):
             callbacks.append(IterationProgressBar())
-        options = self.config[self.subcommand] if self.subcommand else self.config
         if options.get("write_outputs", True) and not any(
             isinstance(c, EvaluationWriter) for c in callbacks
         ):
@@ -74,7 +101,25 @@ class SAGANCLI(LightningCLI):
         samples = options.get("val_samples", 8)
         if samples and not any(isinstance(c, ValidationSampleLogger) for c in callbacks):
             callbacks.append(ValidationSampleLogger(num_samples=samples))
-        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+        plugins = config.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins] * bool(plugins)
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
+
+    def before_fit(self) -> None:
+        """Resolve ``--ckpt_path last`` to the experiment's newest ``last*.ckpt``.
+
+        Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which the
+        default logger numbers ``version_N+1``; the interrupted run's checkpoints are in an
+        earlier ``version_*`` folder.
+        """
+        options = self.config_init[self.subcommand]
+        if options.get("ckpt_path") != "last":
+            return
+        found = find_last_checkpoint(self.trainer)
+        if found is not None:
+            options["ckpt_path"] = str(found)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -85,6 +130,77 @@ class SAGANCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with the folder's name, when the run's output folder cannot be written.
+
+    Examples:
+        >>> import tempfile
+        >>> check_writable(Path(tempfile.mkdtemp()) / "run")
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"the output folder {str(folder)!r} cannot be written ({err.strerror or err}): "
+            "choose another --trainer.default_root_dir"
+        ) from err
+
+
+def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The newest ``last.ckpt`` (or ``last-vN.ckpt``) of the Trainer's experiment.
+
+    Searched: every ``version_*`` folder of each logger's experiment folder (``<save_dir>/<name>``),
+    ``<default_root_dir>/checkpoints`` when there is no logger, and the ``dirpath`` of each
+    checkpoint callback that sets one; other experiments under the same root are not searched.
+
+    Examples:
+        >>> find_last_checkpoint(L.Trainer(default_root_dir="/nonexistent", logger=False))
+    """
+    folders = [
+        (Path(getattr(log, "root_dir", None) or log.save_dir), "**/")
+        for log in trainer.loggers
+        if log.save_dir
+    ]
+    if not trainer.loggers:
+        folders.append((Path(trainer.default_root_dir) / "checkpoints", ""))
+    folders += [
+        (Path(c.dirpath), "") for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
+    ]
+    found = {
+        path
+        for folder, depth in folders
+        if folder.is_dir()
+        for path in folder.glob(f"{depth}last*.ckpt")
+        if path.is_file() and (path.stem == "last" or path.stem[5:].lstrip("v").isdigit())
+    }
+    return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The library's message about the user's input or run behind ``error``, if any (not a bug).
+
+    jsonargparse re-raises a model's or DataModule's ``ValueError`` wrapped in its own, so the
+    chain of causes is searched.
+    """
+    package = str(Path(sagan_ad.__file__).parent)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError):
+            return cause
+        frames = traceback.extract_tb(cause.__traceback__)
+        # Raised by sagan_ad's own argument and data checks, not deep inside a dependency.
+        if (
+            isinstance(cause, ValueError | OSError)
+            and frames
+            and frames[-1].filename.startswith(package)
+        ):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def _import(dotted: str) -> type:
@@ -113,14 +229,33 @@ def export_main(args: list[str]) -> None:
     parser.add_argument("--model", default="sagan_ad.SAGAN", help="the checkpoint's model class")
     parser.add_argument("--batch_size", type=int, default=2, help="batch of the tracing example")
     options = parser.parse_args(args)
-    model = _import(options.model).load_from_checkpoint(options.ckpt_path, map_location="cpu")
+    model = load_checkpoint(options.ckpt_path, _import(options.model))
     fmt = options.format or ("onnx" if options.output.endswith(".onnx") else "torchscript")
     path = export_scorer(model, options.output, format=fmt, batch_size=options.batch_size)
     print(f"wrote {fmt} scorer to {path}")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``sagan-ad`` console script."""
+    """Entry point of the ``sagan-ad`` console script.
+
+    The library's errors about the user's input end the program with ``error: <message>`` on
+    stderr and exit status 2 (``SAGAN_AD_DEBUG=1``: re-raised with the traceback).
+
+    Examples:
+        >>> main(["fit", "--config", "examples/quickstart.yaml"])  # doctest: +SKIP
+    """
+    try:
+        _main(args)
+    except Exception as error:
+        found = _user_error(error)
+        if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
+            raise
+        print(f"error: {found}", file=sys.stderr)
+        print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _main(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["export"]:
         export_main(argv[1:])

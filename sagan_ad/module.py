@@ -9,11 +9,13 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
+from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
 from sagan_ad.evaluation import EvaluationReport, build_report
@@ -37,6 +39,19 @@ PAPER_LR = 5e-5
 PAPER_BETAS = (0.5, 0.999)
 
 
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message names which and at
+    which iteration.
+
+    Raised before the poisoned optimizer step (or checkpoint), so every checkpoint on disk holds
+    finite weights and ``--ckpt_path last`` resumes from the last good state.
+
+    Examples:
+        >>> str(DivergenceError("critic loss 'wasserstein' is nan at iteration 7"))
+        "critic loss 'wasserstein' is nan at iteration 7"
+    """
+
+
 def paper_adam(params: Iterable) -> Optimizer:
     """The paper's optimizer for both networks: ``Adam(lr=5e-5, betas=(0.5, 0.999))``."""
     return Adam(params, lr=PAPER_LR, betas=PAPER_BETAS)
@@ -56,12 +71,20 @@ class SAGAN(L.LightningModule):
     The score of an image is ``mean |x - G(x)| / 2``; the anomaly map is ``|x - G(x)| / 2``.
 
     One *iteration* is one critic step (and, every ``n_critic`` iterations, one generator step);
-    `iteration` counts them and is saved in checkpoints, because Lightning's
-    ``global_step`` counts the steps of both optimizers. Training stops after
+    `iteration` counts them (advanced at the end of `training_step`) and is saved in
+    checkpoints, because Lightning's ``global_step`` counts the steps of both optimizers.
+    Training stops after
     ``max_iterations``; leave the Trainer's ``max_steps`` at -1 and set ``max_epochs=-1`` (the
     training data are an endless stream). Validation runs every ``val_check_interval``
     iterations (set ``check_val_every_n_epoch=None`` on the Trainer). Metrics are logged to the
     Trainer's loggers with the iteration as step (logged as the metric ``"step"``).
+
+    Reliability (see ``docs/reliability.md``): checkpoints carry the iteration, the synthesizer /
+    GP generator and the global torch, numpy and Python RNG states, restored before the first
+    resumed iteration, so a resumed run continues bit-identically on CPU. Every optimizer step
+    is preceded by a finiteness check of its losses and gradients (one device sync per step),
+    and checkpoints are refused for non-finite weights: a diverging run stops with a
+    `DivergenceError` and leaves the last good checkpoint untouched.
 
     Validation and test log the metric suite of `sagan_ad.metrics` (``val/AUROC``,
     ``val/AUROC_CI_low``, ``val/AP``, ...), per metadata subgroup and, where the data know masks or
@@ -225,6 +248,7 @@ class SAGAN(L.LightningModule):
         self.iteration = 0
         self._rng: torch.Generator | None = None
         self._rng_state: tuple[str, Tensor] | None = None
+        self._global_rng_state: dict[str, Any] | None = None
         self._generator_logs: dict[str, Tensor] = {}
         self.threshold_policy = threshold_policy
         self.threshold_percentile = threshold_percentile
@@ -377,6 +401,7 @@ class SAGAN(L.LightningModule):
         critic_terms = self.critic_loss(normal, fake.detach())
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(critic_terms["loss"])
+        self._check_finite("critic", critic_terms, self.critic)
         opt_d.step()
         self._step_scheduler(1)
         logs = {f"train/critic/{k}": v.detach() for k, v in critic_terms.items()}
@@ -389,11 +414,47 @@ class SAGAN(L.LightningModule):
             )
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(generator_terms["loss"])
+            self._check_finite("generator", generator_terms, self.generator)
             opt_g.step()
             self._step_scheduler(0)
             self.critic.requires_grad_(True)
             logs.update({f"train/generator/{k}": v.detach() for k, v in generator_terms.items()})
         self._log_training(logs)
+        # Counted here rather than in on_train_batch_end: callbacks' on_train_batch_end hooks
+        # (checkpoints among them) run before the module's and must see the finished iteration.
+        self.iteration += 1
+
+    def _check_finite(
+        self, network: str, terms: dict[str, Tensor], module: torch.nn.Module
+    ) -> None:
+        """Raise `DivergenceError` if a loss term or a gradient of ``module`` is not finite."""
+        values = [t.detach().float().reshape(1) for t in terms.values()]
+        # A gradient scaler (fp16 training) makes inf gradients on purpose and skips those
+        # steps itself; only the losses are checked then.
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads and scaler is None:
+            norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+            values.append(torch.linalg.vector_norm(norms).reshape(1))
+        # One device sync for all values; the loop below runs only on failure.
+        if bool(torch.isfinite(torch.cat(values)).all()):
+            return
+        advice = (
+            "training stopped before this step, and checkpoints hold only the weights before "
+            "it: resume from the last good one (--ckpt_path last) with a lower learning rate, "
+            "see docs/reliability.md"
+        )
+        # Name the culprit term before the weighted sum it poisons.
+        for name, value in sorted(terms.items(), key=lambda item: item[0] == "loss"):
+            if not bool(torch.isfinite(value.detach()).all()):
+                raise DivergenceError(
+                    f"{network} loss {name!r} is {value.detach().float().item()} at iteration "
+                    f"{self.iteration}: {advice}"
+                )
+        raise DivergenceError(
+            f"non-finite {network} gradients at iteration {self.iteration} (all {network} "
+            f"losses finite): {advice}"
+        )
 
     def _log_training(self, logs: dict[str, Tensor]) -> None:
         if "train/generator/loss" in logs:
@@ -412,15 +473,31 @@ class SAGAN(L.LightningModule):
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self._global_rng_state is not None:
+            # Restored here, right before the first resumed iteration, rather than at load time:
+            # Lightning draws from the global RNG in between (sanity check, DataLoader seeds).
+            if self._trainer is not None and self.trainer.ckpt_path is not None:
+                set_global_rng_state(self._global_rng_state)
+            self._global_rng_state = None
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
             return -1
         return None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.iteration += 1
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
+
+    def setup(self, stage: str) -> None:
+        # Runs before the strategy wraps the module in DistributedDataParallel. The alternating
+        # steps leave a network out of a backward pass on purpose (the generator in critic-only
+        # iterations, the critic, frozen, in the generator's), which plain DDP rejects as unused
+        # parameters; finding them costs one autograd-graph walk per backward. Parameters left
+        # out on every rank are left untouched by DDP, so each network's gradients are averaged
+        # only by its own optimizer's backward pass. Lightning has no public setter for this.
+        strategy = getattr(self._trainer, "strategy", None)
+        if isinstance(strategy, DDPStrategy) and stage == "fit":
+            strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
 
     def _check_data_matches(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -446,7 +523,15 @@ class SAGAN(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise DivergenceError(
+                f"non-finite weights at iteration {self.iteration} ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}): not saving a checkpoint; the last good one "
+                "is left as it was (see docs/reliability.md)"
+            )
         checkpoint["sagan_iteration"] = self.iteration
+        checkpoint["sagan_global_rng_state"] = global_rng_state()
         checkpoint["sagan_rng_state"] = (self.rng.device.type, self.rng.get_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -456,6 +541,7 @@ class SAGAN(L.LightningModule):
         # Restored lazily by `rng`, once the module is on its device; a state saved on another
         # device type cannot be transplanted and the seed is used instead.
         self._rng, self._rng_state = None, checkpoint.get("sagan_rng_state")
+        self._global_rng_state = checkpoint.get("sagan_global_rng_state")
 
     # ----------------------------------------------------------------------------- evaluation
     def infer(self, images: Tensor, with_restored: bool = False) -> dict[str, Tensor]:

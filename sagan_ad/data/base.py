@@ -106,11 +106,12 @@ class AnomalyDataModule(L.LightningDataModule):
 
     It holds every image in memory as uint8 (a 64 px data set of thousands of images is a few MB),
     serves training as an endless stream of ``{"normal", "unlabeled"}`` batches with independent
-    seeded shuffles, and converts batches to float ``[-1, 1]`` on the target device. Without a
-    labelled validation set it holds out ``val_fraction`` of the known normals and builds the
-    validation set from them: each held-out normal (label 0) and a pseudo-anomalous copy of it
-    (label 1) made once by ``val_synthesizer`` with a fixed seed, so the validation metric is
-    comparable across runs and never touches the test set.
+    seeded shuffles (started at the model's ``iteration``, so a resumed run sees the same
+    batches as an uninterrupted one), and converts batches to float ``[-1, 1]`` on the target
+    device. Without a labelled validation set it holds out ``val_fraction`` of the known normals
+    and builds the validation set from them: each held-out normal (label 0) and a
+    pseudo-anomalous copy of it (label 1) made once by ``val_synthesizer`` with a fixed seed, so
+    the validation metric is comparable across runs and never touches the test set.
 
     Batches: training ``{"normal": (B, C, H, W), "unlabeled": (B, C, H, W)}``; evaluation
     ``{"image", "label", "index", "name"}``; images float in ``[-1, 1]`` after transfer.
@@ -225,6 +226,11 @@ class AnomalyDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def train_dataloader(self) -> DataLoader:
+        # Each SAGAN iteration trains on exactly one batch, and a resumed module has restored its
+        # iteration counter before the loader is built: starting the stream there continues the
+        # data order of the interrupted run exactly.
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        start_batch = int(getattr(module, "iteration", 0))
         if self.data_on_device:
             device = self._training_device()
             stream: TrainingStream = DeviceTrainingStream(
@@ -232,10 +238,15 @@ class AnomalyDataModule(L.LightningDataModule):
                 self.unlabeled.images.to(device),
                 self.batch_size,
                 self.seed,
+                start_batch=start_batch,
             )
         else:
             stream = TrainingStream(
-                self.known_normal.images, self.unlabeled.images, self.batch_size, self.seed
+                self.known_normal.images,
+                self.unlabeled.images,
+                self.batch_size,
+                self.seed,
+                start_batch=start_batch,
             )
         return DataLoader(
             stream,

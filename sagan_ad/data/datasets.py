@@ -19,15 +19,25 @@ def to_model_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def permutation_stream(n: int, seed: int) -> Iterator[int]:
+def permutation_stream(n: int, seed: int, start: int = 0) -> Iterator[int]:
     """Endless indices: a fresh seeded permutation of ``range(n)`` after every pass.
+
+    ``start`` skips that many indices of the sequence (to resume it) without materialising
+    them: only the permutations of the skipped passes are drawn.
 
     Examples:
         >>> it = permutation_stream(3, seed=0)
         >>> sorted(next(it) for _ in range(3))
         [0, 1, 2]
+        >>> full, resumed = permutation_stream(3, seed=0), permutation_stream(3, seed=0, start=5)
+        >>> [next(full) for _ in range(8)][5:] == [next(resumed) for _ in range(3)]
+        True
     """
     generator = torch.Generator().manual_seed(seed)
+    passes, offset = divmod(start, n)
+    for _ in range(passes):
+        torch.randperm(n, generator=generator)
+    yield from torch.randperm(n, generator=generator).tolist()[offset:]
     while True:
         yield from torch.randperm(n, generator=generator).tolist()
 
@@ -42,6 +52,9 @@ class TrainingStream(IterableDataset):
     workers. Under ``torch.distributed`` each rank draws its own independently shuffled stream
     (derived from ``seed`` and the rank), so ranks see different batches.
 
+    Batch ``i`` depends only on ``seed``, the rank and ``i``, so a resumed run continues the
+    sequence exactly with ``start_batch`` set to the number of batches already trained on.
+
     Use with ``DataLoader(stream, batch_size=None)``.
 
     Args:
@@ -49,6 +62,7 @@ class TrainingStream(IterableDataset):
         unlabeled: unlabeled images, uint8 ``(M, C, H, W)``; must not be empty.
         batch_size: images per stream per batch.
         seed: base seed.
+        start_batch: position of the first batch yielded (0 for a fresh run).
 
     Examples:
         >>> normal = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
@@ -57,10 +71,19 @@ class TrainingStream(IterableDataset):
         (torch.Size([4, 1, 8, 8]), torch.Size([4, 1, 8, 8]))
     """
 
-    def __init__(self, normal: Tensor, unlabeled: Tensor, batch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        normal: Tensor,
+        unlabeled: Tensor,
+        batch_size: int,
+        seed: int = 0,
+        start_batch: int = 0,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        if start_batch < 0:
+            raise ValueError(f"start_batch={start_batch}: must be >= 0")
         if len(normal) == 0:
             raise ValueError("the training stream has no known-normal images")
         if len(unlabeled) == 0:
@@ -72,23 +95,32 @@ class TrainingStream(IterableDataset):
         self.unlabeled = unlabeled
         self.batch_size = batch_size
         self.seed = seed
+        self.start_batch = start_batch
 
-    def batches(self, rank: int = 0) -> Iterator[dict[str, Tensor]]:
-        """The endless batch sequence of one process (no worker sharding)."""
-        normal_ids = permutation_stream(len(self.normal), self.seed * 1000 + 2 * rank)
-        unlabeled_ids = permutation_stream(len(self.unlabeled), self.seed * 1000 + 2 * rank + 1)
+    def _indices(self, rank: int) -> Iterator[tuple[Tensor, Tensor]]:
+        skip = self.start_batch * self.batch_size
+        normal_ids = permutation_stream(len(self.normal), self.seed * 1000 + 2 * rank, skip)
+        unlabeled_ids = permutation_stream(
+            len(self.unlabeled), self.seed * 1000 + 2 * rank + 1, skip
+        )
         while True:
             n = torch.tensor([next(normal_ids) for _ in range(self.batch_size)])
             u = torch.tensor([next(unlabeled_ids) for _ in range(self.batch_size)])
+            yield n, u
+
+    def batches(self, rank: int = 0) -> Iterator[dict[str, Tensor]]:
+        """The endless batch sequence of one process from ``start_batch`` (no worker sharding)."""
+        for n, u in self._indices(rank):
             yield {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for i, batch in enumerate(self.batches(rank)):
+        for i, (n, u) in enumerate(self._indices(rank)):
+            # Only this worker's batches are gathered; the others' indices are just drawn.
             if i % workers == worker:
-                yield batch
+                yield {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
 
 
 class DeviceTrainingStream(TrainingStream):
@@ -110,9 +142,13 @@ class DeviceTrainingStream(TrainingStream):
     """
 
     def _device_ids(self, n: int, seed: int, device: torch.device) -> Iterator[Tensor]:
-        """Endless ``batch_size`` index tensors on ``device``, in `permutation_stream` order."""
+        """Endless ``batch_size`` index tensors on ``device``, in `permutation_stream` order
+        from ``start_batch``."""
         generator = torch.Generator().manual_seed(seed)
-        pending = torch.empty(0, dtype=torch.long, device=device)
+        passes, offset = divmod(self.start_batch * self.batch_size, n)
+        for _ in range(passes):
+            torch.randperm(n, generator=generator)
+        pending = torch.randperm(n, generator=generator)[offset:].to(device)
         while True:
             while len(pending) < self.batch_size:
                 order = torch.randperm(n, generator=generator)
@@ -123,8 +159,7 @@ class DeviceTrainingStream(TrainingStream):
             yield pending[: self.batch_size]
             pending = pending[self.batch_size :]
 
-    def batches(self, rank: int = 0) -> Iterator[dict[str, Tensor]]:
-        """The endless batch sequence of one process, gathered on the images' device."""
+    def _indices(self, rank: int) -> Iterator[tuple[Tensor, Tensor]]:
         normal_ids = self._device_ids(
             len(self.normal), self.seed * 1000 + 2 * rank, self.normal.device
         )
@@ -132,10 +167,7 @@ class DeviceTrainingStream(TrainingStream):
             len(self.unlabeled), self.seed * 1000 + 2 * rank + 1, self.unlabeled.device
         )
         while True:
-            yield {
-                "normal": self.normal[next(normal_ids)],
-                "unlabeled": self.unlabeled[next(unlabeled_ids)],
-            }
+            yield next(normal_ids), next(unlabeled_ids)
 
 
 class LabelledImages(Dataset):

@@ -97,6 +97,13 @@ def decode_image(
                 return array.astype(np.uint16)
             if img.mode in ("L", "RGB"):
                 return np.asarray(img)
+            if img.mode == "F":
+                # Converting to RGB below would silently turn NaN / Inf into ordinary pixels.
+                bad = int(np.count_nonzero(~np.isfinite(np.asarray(img))))
+                if bad:
+                    raise ValueError(
+                        f"{bad} float pixel(s) are NaN or Inf: fix or re-export the image"
+                    )
             return np.asarray(img.convert("RGB"))
     except DicomReadError as err:
         raise ImageReadError(str(err)) from err

@@ -1,0 +1,221 @@
+"""Crash-safe checkpoints: atomic writes, a periodic ``last`` checkpoint, safe loading, RNG state.
+
+A SAGAN run killed at any moment (SIGKILL, pre-emption, power loss) leaves only complete
+checkpoints behind, keeps a ``last.ckpt`` at most ``every_n_iterations`` iterations old, and resumes
+from it bit-identically on CPU (see ``docs/reliability.md``). Checkpoints are read with
+``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+PARTIAL_SUFFIX = ".partial"
+"""Suffix of a checkpoint being written; such a file is never read as a checkpoint."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint I/O that never leaves a half-written checkpoint and loads with ``weights_only``.
+
+    Saving writes ``<path>.partial`` in the checkpoint's own folder, flushes it to disk and then
+    renames it over ``<path>`` with `os.replace` (atomic on POSIX and Windows), so a process
+    killed mid-write leaves the previous checkpoint intact and at worst a stale ``.partial``
+    file, which is overwritten by the next save. Remote paths (``s3://`` ...) are written by
+    Lightning's own transactional save.
+
+    Loading defaults to ``torch.load(weights_only=True)``: tensors and plain Python values
+    only, so a crafted checkpoint cannot run code on unpickling (pass ``weights_only=False``
+    explicitly to load a trusted legacy checkpoint that needs more).
+
+    Examples:
+        >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        if storage_options is not None:
+            raise TypeError(
+                f"{type(self).__name__} takes no storage_options, got {storage_options}"
+            )
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        options = {"weights_only": True if weights_only is None else weights_only}
+        if map_location is not None:
+            options["map_location"] = map_location
+        return super().load_checkpoint(path, **options)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` ``obj`` to ``path`` so that ``path`` is either the old or the new file.
+
+    Examples:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "state.pt"
+        >>> atomic_save({"x": torch.ones(2)}, target)
+        >>> torch.load(target, weights_only=True)["x"].tolist()
+        [1.0, 1.0]
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target: os.replace is atomic only within one file system.
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    with partial.open("wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    # Make the rename itself durable (POSIX: the directory entry lives in the folder).
+    if hasattr(os, "O_DIRECTORY"):
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def load_checkpoint(
+    path: str | Path, model_class: type[L.LightningModule] | None = None, map_location: Any = "cpu"
+) -> L.LightningModule:
+    """Load a model from a checkpoint with ``torch.load(weights_only=True)``.
+
+    Unlike a plain pickle load, this refuses checkpoints that carry code (a pickled object whose
+    unpickling calls a function): such a file raises ``pickle.UnpicklingError``. Checkpoints
+    written by sagan_ad hold only tensors and plain values and load fine.
+
+    Args:
+        path: a ``.ckpt`` file written by ``sagan-ad fit`` or a Lightning Trainer.
+        model_class: the checkpoint's LightningModule class (default `sagan_ad.SAGAN`).
+        map_location: where to put the tensors (default CPU).
+
+    Returns:
+        The model, in eval mode.
+
+    Examples:
+        >>> model = load_checkpoint("best.ckpt")  # doctest: +SKIP
+    """
+    if model_class is None:
+        from sagan_ad.module import SAGAN
+
+        model_class = SAGAN
+    model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    return model.eval()
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and Python global RNG states, as tensors and plain values
+    (loadable with ``weights_only=True``).
+
+    Examples:
+        >>> state = global_rng_state()
+        >>> a = torch.rand(1); set_global_rng_state(state); torch.equal(a, torch.rand(1))
+        True
+    """
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states captured by `global_rng_state`.
+
+    Examples:
+        >>> set_global_rng_state(global_rng_state())
+    """
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, rewritten at every validation and every ``every_n_iterations`` iterations.
+
+    Lightning's ``every_n_train_steps`` counts optimizer steps, and a SAGAN iteration makes one
+    or two of them (critic, and generator every ``n_critic``-th), so this callback counts the
+    module's ``iteration`` instead. The periodic save happens at the end of a training batch
+    (where Lightning knows how to resume from) unless a validation follows it, in which case
+    the validation's own save covers it: the checkpoint then holds exactly ``iteration``
+    finished iterations and the RNG states the next one will use, which is what an exact resume
+    needs. With `AtomicCheckpointIO` (the ``sagan-ad`` default) a kill during the
+    save leaves the previous ``last.ckpt`` in place.
+
+    Args:
+        dirpath: checkpoint folder (default: the logger's ``checkpoints/`` folder).
+        every_n_iterations: iterations between periodic saves; ``None`` saves at validations
+            only.
+
+    Examples:
+        >>> LastCheckpoint(every_n_iterations=500).every_n_iterations
+        500
+    """
+
+    def __init__(self, dirpath: str | Path | None = None, every_n_iterations: int | None = None):
+        super().__init__(
+            dirpath=dirpath, monitor=None, filename="last", enable_version_counter=False
+        )
+        if every_n_iterations is not None and every_n_iterations < 1:
+            raise ValueError(f"every_n_iterations={every_n_iterations}: must be >= 1 (or None)")
+        self.every_n_iterations = every_n_iterations
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        iteration = getattr(pl_module, "iteration", None)
+        if (
+            not self.every_n_iterations
+            or not iteration
+            or iteration % self.every_n_iterations
+            or iteration >= getattr(pl_module, "max_iterations", float("inf"))
+            # A validation follows this batch and rewrites last.ckpt after it; saving here too
+            # would make a resumed run skip that validation (and the RNG draws it makes).
+            or trainer.fit_loop.epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+        ):
+            return
+        filepath = self.format_checkpoint_name({})
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self.last_model_path = self.best_model_path = filepath

@@ -1,0 +1,272 @@
+"""Reliability: exact resume after SIGKILL, atomic checkpoints, divergence guard, safe loading,
+determinism."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_MODEL
+
+from sagan_ad import (
+    SAGAN,
+    AtomicCheckpointIO,
+    DivergenceError,
+    LastCheckpoint,
+    MedADDataModule,
+    best_and_last_checkpoints,
+    load_checkpoint,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+RUN = [
+    "--model=sagan_ad.SAGAN",
+    "--model.image_size=32",
+    "--model.base_channels=4",
+    "--model.num_res_blocks=1",
+    "--model.critic_base_channels=4",
+    "--model.critic_downsamples=5",
+    "--model.max_iterations=12",
+    "--model.bootstrap_resamples=0",
+    "--data=sagan_ad.SyntheticCXRDataModule",
+    "--data.num_known_normal=16",
+    "--data.num_test=8",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--data.val_fraction=0.25",
+    "--trainer.val_check_interval=4",
+    "--trainer.accelerator=cpu",
+    "--trainer.deterministic=true",
+    "--trainer.enable_model_summary=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--test_after_fit=false",
+    "--val_samples=0",
+    "--write_outputs=false",
+]
+
+
+def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``sagan-ad fit`` of this checkout in a fresh process (so that it can be SIGKILLed)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, "-c", "from sagan_ad.cli import main; main()", "fit", *RUN]
+    command += [f"--trainer.default_root_dir={root}", f"--trainer.logger.save_dir={root}"]
+    return subprocess.run(
+        [*command, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def final_weights(root: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(newest_last(root), weights_only=True)
+    assert checkpoint["sagan_iteration"] == 12
+    return checkpoint["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    result = cli_fit(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return final_weights(root)
+
+
+def kill_config(folder: Path, iteration: int) -> str:
+    path = folder / f"kill-{iteration}.yaml"
+    path.write_text(
+        "trainer:\n  callbacks:\n    - class_path: reliability_helpers.KillAt\n"
+        f"      init_args: {{iteration: {iteration}}}\n"
+    )
+    return f"--config={path}"
+
+
+def newest_last(root: Path) -> Path:
+    return max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_twice_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted):
+    every = "--last_every_n_iterations=5"
+    # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
+    killed = cli_fit(tmp_path, kill_config(tmp_path, 7), every)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    first = newest_last(tmp_path)
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
+    # Resumed (into a new version_* folder) and killed again at 9: the newest last.ckpt is the
+    # one written by the validation of iteration 8.
+    killed = cli_fit(tmp_path, kill_config(tmp_path, 9), every, "--ckpt_path=last")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
+    second = newest_last(tmp_path)
+    assert second != first
+    assert torch.load(second, weights_only=True)["sagan_iteration"] == 8
+    assert not list(tmp_path.rglob("*.partial"))
+
+    resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        f"Restoring states from the checkpoint path at {second}" in resumed.stdout + resumed.stderr
+    )
+    weights = final_weights(tmp_path)
+    assert weights.keys() == uninterrupted.keys()
+    for name, value in uninterrupted.items():
+        assert torch.equal(weights[name], value), name
+
+
+def test_atomic_save_keeps_the_old_checkpoint_when_the_write_dies(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def dies_mid_write(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError("killed")
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(OSError, match="killed"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+
+
+def test_last_checkpoint_interval_must_be_positive():
+    with pytest.raises(ValueError, match="every_n_iterations"):
+        LastCheckpoint(every_n_iterations=0)
+
+
+def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
+    options = {
+        "max_epochs": -1,
+        "check_val_every_n_epoch": None,
+        "val_check_interval": 2,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": root,
+        "accelerator": "cpu",
+        "deterministic": True,
+        "plugins": [AtomicCheckpointIO()],
+    }
+    return L.Trainer(**{**options, **kwargs})
+
+
+class NaNCriticLoss(SAGAN):
+    """The critic's Wasserstein term turns NaN at iteration 3."""
+
+    def critic_loss(self, normal, fake):
+        terms = super().critic_loss(normal, fake)
+        if self.iteration == 3:
+            terms["wasserstein"] = terms["wasserstein"] * float("nan")
+            terms["loss"] = terms["wasserstein"] + self.lambda_gp * terms["gradient_penalty"]
+        return terms
+
+
+class NaNGeneratorGradient(SAGAN):
+    """A finite restoration loss whose gradient is NaN (``d sqrt(x^2) / dx`` at 0) at
+    iteration 3."""
+
+    def restoration_loss(self, normal, restored_corrupted, masks):
+        loss = super().restoration_loss(normal, restored_corrupted, masks)
+        if self.iteration == 3:
+            zero = restored_corrupted - restored_corrupted.detach()
+            loss = loss + torch.sqrt(zero.pow(2)).sum()
+        return loss
+
+
+@pytest.mark.parametrize(
+    ("model_class", "message"),
+    [
+        (NaNCriticLoss, "critic loss 'wasserstein' is nan at iteration 3"),
+        (NaNGeneratorGradient, "non-finite generator gradients at iteration 3"),
+    ],
+)
+def test_divergence_stops_with_the_loss_and_iteration_and_keeps_the_good_checkpoint(
+    medad_root, tmp_path, model_class, message
+):
+    L.seed_everything(0)
+    model = model_class(**TINY_MODEL, max_iterations=6)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    trainer = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
+    with pytest.raises(DivergenceError, match=re.escape(message)):
+        trainer.fit(model, data)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["sagan_iteration"] == 3
+    assert all(torch.isfinite(v).all() for k, v in checkpoint["state_dict"].items() if "." in k)
+
+
+def test_non_finite_weights_are_never_checkpointed():
+    model = SAGAN(**TINY_MODEL)
+    with torch.no_grad():
+        model.critic.head.weight.fill_(float("inf"))
+    with pytest.raises(DivergenceError, match=r"non-finite weights at iteration 0 \(critic"):
+        model.on_save_checkpoint({})
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_runs_code_on_unpickling_is_refused(tmp_path):
+    model = SAGAN(**TINY_MODEL)
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {**TINY_MODEL, "payload": RunsCode(marker)},
+            "pytorch-lightning_version": L.__version__,
+        },
+        crafted,
+    )
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(crafted)
+    with pytest.raises(pickle.UnpicklingError):
+        AtomicCheckpointIO().load_checkpoint(crafted)
+    assert not marker.exists()
+    # The same file unpickled the unsafe way does run the code: the test's payload is real.
+    torch.load(crafted, weights_only=False)
+    assert marker.exists()
+
+
+def test_trained_checkpoints_load_safely(medad_root, tmp_path):
+    L.seed_everything(0)
+    model = SAGAN(**TINY_MODEL, max_iterations=2)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path)).fit(model, data)
+    restored = load_checkpoint(tmp_path / "last.ckpt")
+    assert restored.iteration == 2 and not restored.training
+    assert all(
+        torch.equal(a, b) for a, b in zip(restored.parameters(), model.parameters(), strict=True)
+    )
+
+
+def test_same_seed_same_metrics(medad_root, tmp_path):
+    def run() -> tuple[dict, dict]:
+        L.seed_everything(0)
+        model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=20)
+        data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+        trainer = tiny_trainer(tmp_path, enable_checkpointing=False)
+        trainer.fit(model, data)
+        val = dict(model.reports["val"].metrics)
+        trainer.test(model, data, verbose=False)
+        return val, dict(model.reports["test"].metrics)
+
+    first, second = run(), run()
+    assert first == second
+    assert set(first[0]) >= {"AUROC", "AP"}
