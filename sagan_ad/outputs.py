@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.evaluation import EvaluationReport
 from sagan_ad.visualization import comparison_panel, plot_roc_pr, save_png
 
@@ -50,7 +51,7 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    with Path(path).open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
@@ -70,7 +71,8 @@ def write_report(report: EvaluationReport, directory: str | os.PathLike, **conte
         **{k: _plain(v) for k, v in context.items()},
         "metrics": {k: _plain(v) for k, v in report.metrics.items()},
     }
-    (directory / "metrics.json").write_text(json.dumps(payload, indent=2, sort_keys=False))
+    with atomic_path(directory / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
     if report.labels.numel() and 0 < int(report.labels.sum()) < report.labels.numel():
         plot_roc_pr(
             report.scores,

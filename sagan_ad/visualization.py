@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.metrics import auroc, average_precision, curve_counts, roc_points
 
 
@@ -166,8 +167,9 @@ def sample_grid(
 
 def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write a ``uint8`` RGB array as a PNG file."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
 
 
 def plot_roc_pr(
@@ -198,7 +200,8 @@ def plot_roc_pr(
     axes.set(xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(roc_path)
+    with atomic_path(roc_path) as tmp:
+        figure.savefig(tmp)
 
     figure = Figure(figsize=(4.5, 4.5), dpi=120)
     axes = figure.subplots()
@@ -213,4 +216,5 @@ def plot_roc_pr(
     axes.set(xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="lower left")
     figure.tight_layout()
-    figure.savefig(pr_path)
+    with atomic_path(pr_path) as tmp:
+        figure.savefig(tmp)
