@@ -95,14 +95,13 @@ class PatchBlendSynthesizer(Synthesizer):
     def __call__(
         self, images: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        if images.ndim != 4:
-            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(images.shape)}")
+        _check_batch(
+            images,
+            "PatchBlendSynthesizer",
+            min_batch=2,
+            why="the blended square comes from another image",
+        )
         b, _, h, w = images.shape
-        if b < 2:
-            raise ValueError(
-                "PatchBlendSynthesizer needs at least 2 images per batch: the blended square comes "
-                "from another image"
-            )
         device = images.device
         half = _uniform_int(*self.half_width_range(min(h, w)), b, generator, device)
         cy = _uniform_int(*self.center_range(h), b, generator, device)
@@ -122,11 +121,12 @@ class PatchBlendSynthesizer(Synthesizer):
         return (1 - weight) * images + weight * source, masks
 
 
-def _check_batch(images: Tensor, name: str, min_batch: int = 1) -> None:
+def _check_batch(images: Tensor, name: str, min_batch: int = 1, why: str = "") -> None:
     if images.ndim != 4:
         raise ValueError(f"{name}: expected images (B, C, H, W), got {tuple(images.shape)}")
     if images.shape[0] < min_batch:
-        raise ValueError(f"{name} needs at least {min_batch} images per batch")
+        reason = f": {why}" if why else ""
+        raise ValueError(f"{name} needs at least {min_batch} images per batch{reason}")
 
 
 def _uniform(low: float, high: float, n: int, generator, device) -> Tensor:
