@@ -272,6 +272,7 @@ def train_throughput(
             **model_options(args, image_size),
             channels_last=cuda if args.channels_last is None else args.channels_last,
             compile=args.compile,
+            divergence_check_interval=50,
         )
         precision = "bf16-mixed" if cuda else "32-true"
     else:

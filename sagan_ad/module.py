@@ -57,6 +57,12 @@ def paper_adam(params: Iterable) -> Optimizer:
     return Adam(params, lr=PAPER_LR, betas=PAPER_BETAS)
 
 
+_DIVERGENCE_ADVICE = (
+    "no checkpoint holds weights from after it: resume from the last good one (--ckpt_path "
+    "last) with a lower learning rate, see docs/reliability.md"
+)
+
+
 class SAGAN(L.LightningModule):
     """SAGAN for semi-supervised anomaly detection (Zhang et al., MICCAI 2024).
 
@@ -81,10 +87,12 @@ class SAGAN(L.LightningModule):
 
     Reliability (see ``docs/reliability.md``): checkpoints carry the iteration, the synthesizer /
     GP generator and the global torch, numpy and Python RNG states, restored before the first
-    resumed iteration, so a resumed run continues bit-identically on CPU. Every optimizer step
-    is preceded by a finiteness check of its losses and gradients (one device sync per step),
-    and checkpoints are refused for non-finite weights: a diverging run stops with a
-    `DivergenceError` and leaves the last good checkpoint untouched.
+    resumed iteration, so a resumed run continues bit-identically on CPU. The losses and
+    gradients of every optimizer step are checked for finiteness; by default before the step is
+    applied (one device sync per step), or, with ``divergence_check_interval=N``, accumulated on
+    the device and read every N iterations (no sync in between). Checkpoints are refused for
+    non-finite weights: a diverging run stops with a `DivergenceError` naming the first bad
+    iteration and leaves the last good checkpoint untouched.
 
     Validation and test log the metric suite of `sagan_ad.metrics` (``val/AUROC``,
     ``val/AUROC_CI_low``, ``val/AP``, ...), per metadata subgroup and, where the data know masks or
@@ -140,6 +148,11 @@ class SAGAN(L.LightningModule):
             compiled graphs do not support the double backward it needs.
         compile_options: keyword arguments of ``torch.compile`` (default ``{"dynamic": False}``:
             one specialised graph per batch shape; the training step uses two).
+        divergence_check_interval: iterations between host-side reads of the finiteness checks.
+            1 (default) stops before a non-finite step is applied, at the cost of one
+            host-device sync per optimizer step; on a GPU, tens keep the step sync-free, and a
+            bad step is still named exactly (its weights may then be non-finite, but they are
+            never checkpointed).
 
     Examples:
         >>> model = SAGAN(image_size=32, base_channels=8, num_res_blocks=1,
@@ -180,6 +193,7 @@ class SAGAN(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_options: dict[str, Any] | None = None,
+        divergence_check_interval: int = 1,
     ) -> None:
         super().__init__()
         if n_critic < 1:
@@ -198,6 +212,10 @@ class SAGAN(L.LightningModule):
             raise ValueError(f"threshold_percentile={threshold_percentile}: must be in (0, 100)")
         if map_sigma < 0 or bootstrap_resamples < 0:
             raise ValueError("map_sigma and bootstrap_resamples must be >= 0")
+        if isinstance(divergence_check_interval, bool) or divergence_check_interval < 1:
+            raise ValueError(
+                f"divergence_check_interval={divergence_check_interval!r}: must be an integer >= 1"
+            )
         if image_size < 2**critic_downsamples:
             raise ValueError(
                 f"image_size={image_size} is smaller than the critic's 2**critic_downsamples = "
@@ -246,6 +264,10 @@ class SAGAN(L.LightningModule):
         self.inference = inference
         self.seed = seed
         self.iteration = 0
+        self.divergence_check_interval = int(divergence_check_interval)
+        # First iteration with a non-finite value per network, -1 while none; device tensors so
+        # that recording costs no sync (see `_check_finite`).
+        self._first_bad: dict[str, Tensor] = {}
         self._rng: torch.Generator | None = None
         self._rng_state: tuple[str, Tensor] | None = None
         self._global_rng_state: dict[str, Any] | None = None
@@ -423,11 +445,21 @@ class SAGAN(L.LightningModule):
         # Counted here rather than in on_train_batch_end: callbacks' on_train_batch_end hooks
         # (checkpoints among them) run before the module's and must see the finished iteration.
         self.iteration += 1
+        if self.divergence_check_interval > 1 and (
+            self.iteration % self.divergence_check_interval == 0
+            or self.iteration >= self.max_iterations
+        ):
+            self._raise_if_diverged()
 
     def _check_finite(
         self, network: str, terms: dict[str, Tensor], module: torch.nn.Module
     ) -> None:
-        """Raise `DivergenceError` if a loss term or a gradient of ``module`` is not finite."""
+        """Check a step's losses and ``module``'s gradients for finiteness.
+
+        With ``divergence_check_interval == 1`` a failure raises `DivergenceError` at once, before
+        the optimizer step; otherwise it is recorded on the device and raised by
+        `_raise_if_diverged` at the next scheduled read.
+        """
         values = [t.detach().float().reshape(1) for t in terms.values()]
         # A gradient scaler (fp16 training) makes inf gradients on purpose and skips those
         # steps itself; only the losses are checked then.
@@ -436,25 +468,40 @@ class SAGAN(L.LightningModule):
         if grads and scaler is None:
             norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
             values.append(torch.linalg.vector_norm(norms).reshape(1))
-        # One device sync for all values; the loop below runs only on failure.
-        if bool(torch.isfinite(torch.cat(values)).all()):
+        finite = torch.isfinite(torch.cat(values)).all()
+        if self.divergence_check_interval > 1:
+            first = self._first_bad.get(network)
+            if first is None:
+                first = torch.full((), -1, dtype=torch.long, device=finite.device)
+            self._first_bad[network] = torch.where(
+                finite | (first >= 0), first, torch.full_like(first, self.iteration)
+            )
             return
-        advice = (
-            "training stopped before this step, and checkpoints hold only the weights before "
-            "it: resume from the last good one (--ckpt_path last) with a lower learning rate, "
-            "see docs/reliability.md"
-        )
+        if bool(finite):
+            return
         # Name the culprit term before the weighted sum it poisons.
         for name, value in sorted(terms.items(), key=lambda item: item[0] == "loss"):
             if not bool(torch.isfinite(value.detach()).all()):
                 raise DivergenceError(
                     f"{network} loss {name!r} is {value.detach().float().item()} at iteration "
-                    f"{self.iteration}: {advice}"
+                    f"{self.iteration}: {_DIVERGENCE_ADVICE}"
                 )
         raise DivergenceError(
             f"non-finite {network} gradients at iteration {self.iteration} (all {network} "
-            f"losses finite): {advice}"
+            f"losses finite): {_DIVERGENCE_ADVICE}"
         )
+
+    def _raise_if_diverged(self) -> None:
+        """Read the device-side records of `_check_finite` (one sync) and raise on a failure."""
+        bad = {name: int(first) for name, first in self._first_bad.items()}
+        bad = {name: first for name, first in bad.items() if first >= 0}
+        if bad:
+            network, first = min(bad.items(), key=lambda item: item[1])
+            raise DivergenceError(
+                f"non-finite {network} loss or gradients first at iteration {first} (found at "
+                f"the check after iteration {self.iteration - 1}, divergence_check_interval="
+                f"{self.divergence_check_interval}): {_DIVERGENCE_ADVICE}"
+            )
 
     def _log_training(self, logs: dict[str, Tensor]) -> None:
         if "train/generator/loss" in logs:
@@ -523,6 +570,8 @@ class SAGAN(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A failure recorded since the last scheduled read must not reach a checkpoint either.
+        self._raise_if_diverged()
         bad = [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
             raise DivergenceError(

@@ -155,3 +155,21 @@ def test_real_nih_data_loads_with_the_protocol_counts():
     images = dm.test.images.float()
     # Real radiographs use the intensity range and are not blank.
     assert images.std() > 20 and images.max() > 200
+
+
+def test_synthetic_lesion_ranges_reach_the_abnormal_images_and_are_checked():
+    def lesion_energy(**kwargs):
+        dm = SyntheticCXRDataModule(num_known_normal=4, num_test=40, image_size=32, **kwargs)
+        dm.setup()
+        test = dm.test
+        abnormal = test.images[torch.tensor(test.labels) == 1].float()
+        return abnormal.mean().item()
+
+    # Same seed, same phantoms: larger and brighter lesions can only raise the mean intensity.
+    subtle = lesion_energy(lesion_radius=(0.04, 0.05), lesion_contrast=(20.0, 30.0))
+    obvious = lesion_energy(lesion_radius=(0.15, 0.2), lesion_contrast=(80.0, 100.0))
+    assert obvious > subtle + 1.0
+    with pytest.raises(ValueError, match=r"^lesion_radius must satisfy"):
+        SyntheticCXRDataModule(lesion_radius=(0.1, 0.5))
+    with pytest.raises(ValueError, match=r"^lesion_contrast must satisfy"):
+        SyntheticCXRDataModule(lesion_contrast=(-1.0, 10.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 import pytest
 import torch
@@ -132,3 +134,47 @@ def test_bf16_autocast_iteration_matches_fp32() -> None:
         for a, b in zip(fp32_grads, bf16_grads, strict=True)
     ]
     assert cosine[0] >= 0.99 and cosine[1] >= 0.9, cosine
+
+
+class CountsHostReads(SAGAN):
+    """Counts tensor reads on the host (the operations that sync with a GPU) per training step."""
+
+    def training_step(self, batch, batch_idx):
+        reads = 0
+        originals = {name: getattr(torch.Tensor, name) for name in _HOST_READS}
+
+        def counting(name):
+            def read(*args, **kwargs):
+                nonlocal reads
+                # torch.optim keeps Adam's step counter on the host (unless capturable or
+                # fused), so its reads never wait for the device.
+                if "torch/optim/" not in sys._getframe(1).f_code.co_filename.replace("\\", "/"):
+                    reads += 1
+                return originals[name](*args, **kwargs)
+
+            return read
+
+        for name in _HOST_READS:
+            setattr(torch.Tensor, name, counting(name))
+        try:
+            super().training_step(batch, batch_idx)
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+        self.reads_per_step.append(reads)
+
+
+_HOST_READS = ("__bool__", "__int__", "__float__", "item", "tolist", "numpy")
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"), [(1, [1, 2, 1, 2, 1, 2]), (3, [0, 0, 2, 0, 0, 2])]
+)
+def test_training_step_reads_the_host_only_at_divergence_checks(interval, expected) -> None:
+    torch.manual_seed(0)
+    model = CountsHostReads(**TINY_MODEL, max_iterations=6, divergence_check_interval=interval)
+    model.reads_per_step = []
+    _trainer().fit(model, datamodule=_data(data_on_device=True))
+    # Interval 1: one read per optimizer step (critic every iteration, generator every 2nd).
+    # Interval 3: none in the step except one read per network at each scheduled check.
+    assert model.reads_per_step == expected

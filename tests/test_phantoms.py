@@ -263,8 +263,30 @@ def test_lesions_on_blank_images_still_fit() -> None:
         ([[[0]]], {}, r"^images must"),
         (np.zeros((2, 64, 64), dtype=np.uint8), {"max_lesions": 0}, r"^max_lesions must"),
         (np.zeros((2, 64, 64), dtype=np.uint8), {"max_lesions": 1.5}, r"^max_lesions must"),
+        (np.zeros((2, 64, 64), dtype=np.uint8), {"radius": (0.2, 0.1)}, r"^radius must"),
+        (np.zeros((2, 64, 64), dtype=np.uint8), {"radius": (0.1, 0.3)}, r"^radius must"),
+        (np.zeros((2, 64, 64), dtype=np.uint8), {"contrast": (0.0, 9.0)}, r"^contrast must"),
+        (np.zeros((2, 64, 64), dtype=np.uint8), {"contrast": "bright"}, r"^contrast must"),
     ],
 )
 def test_lesion_bad_arguments(images: object, kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         add_lesions(images, np.random.default_rng(0), **kwargs)  # type: ignore[arg-type]
+
+
+def test_lesion_radius_and_contrast_ranges_control_size_and_brightness() -> None:
+    normal = make_chest_phantoms(40, 64, np.random.default_rng(12))
+    kwargs = {"max_lesions": 1}
+    small, small_masks = add_lesions(
+        normal, np.random.default_rng(13), radius=(0.04, 0.05), contrast=(30.0, 30.0), **kwargs
+    )
+    large, large_masks = add_lesions(
+        normal, np.random.default_rng(13), radius=(0.15, 0.2), contrast=(80.0, 80.0), **kwargs
+    )
+    # Area grows with the square of the radius: (0.15 / 0.05)^2 = 9 at least, minus rounding.
+    assert large_masks.sum() > 5 * small_masks.sum()
+    small_peak = (small.astype(int) - normal).max(axis=(1, 2))
+    large_peak = (large.astype(int) - normal).max(axis=(1, 2))
+    # Peaks are the contrast up to rounding and the clip at 255.
+    assert np.all(np.abs(small_peak - 30) <= 1)
+    assert np.all(large_peak <= 81) and np.median(large_peak) >= 79

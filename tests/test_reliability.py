@@ -204,6 +204,43 @@ def test_divergence_stops_with_the_loss_and_iteration_and_keeps_the_good_checkpo
     assert all(torch.isfinite(v).all() for k, v in checkpoint["state_dict"].items() if "." in k)
 
 
+def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp_path):
+    # With the check read every 4 iterations, the NaN at iteration 3 is reported at the read
+    # after it, and no checkpoint is written from the poisoned weights in between.
+    L.seed_everything(0)
+    model = NaNCriticLoss(**TINY_MODEL, max_iterations=12, divergence_check_interval=4)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    trainer = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
+    with pytest.raises(
+        DivergenceError,
+        match=r"non-finite critic loss or gradients first at "
+        r"iteration 3 \(found at the check after iteration 3, "
+        r"divergence_check_interval=4\)",
+    ):
+        trainer.fit(model, data)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["sagan_iteration"] <= 3
+    assert all(torch.isfinite(v).all() for k, v in checkpoint["state_dict"].items() if "." in k)
+
+
+def test_deferred_divergence_check_reads_nothing_between_checks(medad_root):
+    model = SAGAN(**TINY_MODEL, divergence_check_interval=3)
+    terms = {"loss": torch.tensor(float("nan"))}
+    model._check_finite("critic", terms, model.critic)
+    model.iteration = 1
+    model._check_finite("critic", {"loss": torch.tensor(1.0)}, model.critic)
+    # Recorded on the device, not raised: the first failure (iteration 0) is kept.
+    assert int(model._first_bad["critic"]) == 0
+    with pytest.raises(DivergenceError, match="first at iteration 0"):
+        model._raise_if_diverged()
+
+
+@pytest.mark.parametrize("interval", [0, -2, True])
+def test_divergence_check_interval_must_be_positive(interval):
+    with pytest.raises(ValueError, match=r"^divergence_check_interval=.*must be an integer >= 1"):
+        SAGAN(**TINY_MODEL, divergence_check_interval=interval)
+
+
 def test_non_finite_weights_are_never_checkpointed():
     model = SAGAN(**TINY_MODEL)
     with torch.no_grad():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["add_lesions", "make_chest_phantoms"]
+__all__ = ["add_lesions", "check_range", "make_chest_phantoms"]
 
 _MIN_SIZE = 32
 # Rendering is chunked so that peak memory stays at a few tens of MB even for 1000 x 256 px.
@@ -75,20 +75,30 @@ def make_chest_phantoms(n: int, size: int, rng: np.random.Generator) -> np.ndarr
 
 
 def add_lesions(
-    images: np.ndarray, rng: np.random.Generator, *, max_lesions: int = 2
+    images: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_lesions: int = 2,
+    radius: tuple[float, float] = (0.04, 0.15),
+    contrast: tuple[float, float] = (25.0, 90.0),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add soft, irregular, lesion-like opacities inside the lung fields.
 
     Every image receives between 1 and ``max_lesions`` blobs. Each blob is a sum of 2-4
-    overlapping anisotropic Gaussians (so it is never an axis-aligned square), with a radius of
-    roughly 4-15 % of the image size and a peak added brightness between 25 and 90 grey levels,
-    giving a mix of subtle and obvious findings. Centres are drawn from the dark interior of the
+    overlapping anisotropic Gaussians (so it is never an axis-aligned square), with a radius
+    drawn log-uniformly from ``radius`` (by default roughly 4-15 % of the image size) and a peak
+    added brightness drawn uniformly from ``contrast`` (by default 25 to 90 grey levels), giving
+    a mix of subtle and obvious findings. Centres are drawn from the dark interior of the
     body (the lung fields of a chest film), well away from the image border.
 
     Args:
         images: ``uint8`` array of shape ``(n, H, W)``, e.g. from `make_chest_phantoms`.
         rng: Source of randomness; the same seed gives identical lesions.
         max_lesions: Maximum number of lesions per image, ``>= 1``.
+        radius: ``(low, high)`` lesion radius as a fraction of the image side,
+            ``0 < low <= high <= 0.25``; small radii favour subtle findings.
+        contrast: ``(low, high)`` peak added brightness in grey levels,
+            ``0 < low <= high <= 255``.
 
     Returns:
         ``(abnormal, masks)``: the ``uint8`` images with lesions added (never darker than the
@@ -96,8 +106,8 @@ def add_lesions(
         of its peak brightness.
 
     Raises:
-        ValueError: If ``images`` is not a 3-D ``uint8`` array with sides >= 32, or if
-            ``max_lesions < 1``.
+        ValueError: If ``images`` is not a 3-D ``uint8`` array with sides >= 32, if
+            ``max_lesions < 1``, or if ``radius`` or ``contrast`` is out of range.
 
     Examples:
         >>> import numpy as np
@@ -121,15 +131,36 @@ def add_lesions(
         raise ValueError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
     if max_lesions < 1:
         raise ValueError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
+    radius = check_range("radius", radius, 0.25)
+    contrast = check_range("contrast", contrast, 255.0)
 
     abnormal = np.empty_like(images)
     masks = np.zeros(images.shape, dtype=bool)
     for i, image in enumerate(images):
-        added, masks[i] = _lesion_layer(image, rng, int(max_lesions))
+        added, masks[i] = _lesion_layer(image, rng, int(max_lesions), radius, contrast)
         # Lesions are non-negative and the input is integral, so rounding never darkens a pixel
         # and every pixel where less than half a grey level is added stays exactly unchanged.
         abnormal[i] = np.clip(np.rint(image + added), 0, 255).astype(np.uint8)
     return abnormal, masks
+
+
+def check_range(name: str, bounds: tuple[float, float], upper: float) -> tuple[float, float]:
+    """Return ``bounds`` as floats after checking ``0 < low <= high <= upper``.
+
+    Raises:
+        ValueError: naming ``name`` if ``bounds`` is not such a pair.
+
+    Examples:
+        >>> check_range("radius", (0.05, 0.1), 0.25)
+        (0.05, 0.1)
+    """
+    try:
+        low, high = (float(v) for v in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {bounds!r}") from None
+    if not 0.0 < low <= high <= upper:
+        raise ValueError(f"{name} must satisfy 0 < low <= high <= {upper:g}, got {bounds!r}")
+    return low, high
 
 
 def _draw_anatomy(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -392,7 +423,11 @@ def _pick_centre(
 
 
 def _lesion_layer(
-    image: np.ndarray, rng: np.random.Generator, max_lesions: int
+    image: np.ndarray,
+    rng: np.random.Generator,
+    max_lesions: int,
+    radius_range: tuple[float, float],
+    contrast_range: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Added-brightness map and mask for the lesions of one image."""
     h, w = image.shape
@@ -409,8 +444,8 @@ def _lesion_layer(
     cols = np.arange(w, dtype=np.float32)[None, :]
     for _ in range(int(rng.integers(1, max_lesions + 1))):
         # Log-uniform radius favours small, subtle findings without excluding large ones.
-        radius = ref * float(np.exp(rng.uniform(np.log(0.04), np.log(0.15))))
-        peak = float(rng.uniform(25.0, 90.0))
+        radius = ref * float(np.exp(rng.uniform(*np.log(radius_range))))
+        peak = float(rng.uniform(*contrast_range))
         cy, cx = _pick_centre(depth, factor, (h, w), radius, rng)
 
         n_parts = int(rng.integers(2, 5))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.phantoms import add_lesions, make_chest_phantoms
+from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
 from sagan_ad.data.split import unlabeled_counts
 from sagan_ad.synthesis import Synthesizer
 
@@ -26,6 +26,9 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         num_test: test images, half normal and half abnormal.
         image_size: side of the generated images (at least 32).
         in_channels: 1, or 3 (the grey phantom repeated).
+        lesion_radius: ``(low, high)`` lesion radius as a fraction of the image side (see
+            `sagan_ad.data.phantoms.add_lesions`); raise it for an easier task.
+        lesion_contrast: ``(low, high)`` peak added brightness of a lesion in grey levels.
         batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
             ``val_fraction``, ``val_synthesizer``, ``data_on_device`` and ``seed`` (which also
             seeds the phantoms).
@@ -45,6 +48,8 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         num_test: int = 200,
         image_size: int = 64,
         in_channels: int = 1,
+        lesion_radius: tuple[float, float] = (0.04, 0.15),
+        lesion_contrast: tuple[float, float] = (25.0, 90.0),
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -75,13 +80,17 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         )
         self.anomaly_ratio = anomaly_ratio
         self.num_test = num_test
+        self.lesion_radius = check_range("lesion_radius", lesion_radius, 0.25)
+        self.lesion_contrast = check_range("lesion_contrast", lesion_contrast, 255.0)
 
     def _images(self, normal: int, abnormal: int, stream: int, prefix: str) -> ImageSet:
         # One random stream per part, so changing one part's size leaves the others unchanged.
         rng = np.random.default_rng([self.seed, stream])
         phantoms = make_chest_phantoms(normal + abnormal, self.image_size, rng)
         if abnormal:
-            phantoms[normal:], _ = add_lesions(phantoms[normal:], rng)
+            phantoms[normal:], _ = add_lesions(
+                phantoms[normal:], rng, radius=self.lesion_radius, contrast=self.lesion_contrast
+            )
         images = torch.from_numpy(phantoms).unsqueeze(1).expand(-1, self.in_channels, -1, -1)
         labels = [0] * normal + [1] * abnormal
         names = [f"{prefix}_{i:05d}" for i in range(normal + abnormal)]
