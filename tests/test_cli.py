@@ -96,6 +96,7 @@ def test_misspelled_key_is_reported_by_name(tmp_path, capsys):
     [
         "quickstart.yaml",
         "nih_cpu.yaml",
+        "nih_gpu.yaml",
         "medad_rsna.yaml",
         "medad_vindr.yaml",
         "medad_lag.yaml",

@@ -1,0 +1,549 @@
+"""Detection quality of SAGAN on a Med-AD data set, against trivial baselines, over seeds.
+
+Usage (from the project root; the default data set is the NIH pneumonia split):
+
+    python benchmarks/quality.py --configs full --seeds 0 1 2
+    python benchmarks/quality.py --configs full no_unlabeled no_restoration --iterations 600
+    python benchmarks/quality.py --configs ratio_0.0 ratio_0.2 ratio_0.4 ratio_0.6 ratio_0.8 \\
+        --plot-ratio docs/img/anomaly_ratio.png
+
+Every configuration starts from ``examples/nih_cpu.yaml`` (model and data arguments) with the
+overrides of `CONFIGS`, is trained for ``--iterations`` iterations per seed and scored on the
+test set with the last weights. For each it reports, as mean and standard deviation over seeds:
+
+- test AUROC, with the stratified bootstrap 95% interval averaged over seeds, and AP;
+- AUROC per view (``view_position`` of ``labels.csv`` when the data set has one);
+- AUROC on the **intensity-matched** subset: each abnormal image paired with an unused normal of
+  the same view whose mean intensity is within ``--match-tolerance``; brightness alone scores
+  about 0.5 there, so what survives is not brightness;
+- the Pearson correlation of the score with the image's mean intensity;
+- the training time per run.
+
+Score variants (the paper's mean ``|x - G(x)|``, the mean of the top 5% of the Gaussian-smoothed
+map, and the mean ``|x - G(x)|`` after standardizing both images, which no global brightness or
+contrast change can drive) are evaluated on the same trained models; the default is the variant
+with the best *validation* AUROC (held-out normals against pseudo anomalies), never the test's.
+
+The same run trains and scores the baselines from the issue, so every table carries its own
+floor: mean image intensity (darker = more abnormal, the direction that separates the NIH
+classes), and a plain convolutional autoencoder trained with the same
+iteration budget on the known normals (and on known normals plus the unlabeled mixture).
+
+The table goes to standard output and, with ``--output``, to a markdown file; ``--json`` keeps
+every per-run number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from torch import Tensor, nn
+
+from sagan_ad import SAGAN, MedADDataModule
+from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
+from sagan_ad.scoring import anomaly_map, smooth_map
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
+BASE_CONFIG = REPO / "examples" / "nih_cpu.yaml"
+
+#: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``.
+CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "full": ({}, {}),
+    "position_none": ({"position_encoding": "none"}, {}),
+    "position_reference": ({"position_encoding": "reference"}, {}),
+    "no_attention": ({"attention_gates": False}, {}),
+    "no_fusion": ({"multi_level_fusion": False}, {}),
+    "no_restoration": ({"lambda_restoration": 0.0}, {}),
+    "no_identity": ({"lambda_identity": 0.0}, {}),
+    "no_unlabeled": ({}, {}),
+    "reference_inference": ({"inference": "reference"}, {}),
+    "grid_1": ({"patch_grid": 1}, {}),
+    "grid_4": ({"patch_grid": 4}, {}),
+    "size_128": ({"image_size": 128}, {"image_size": 128}),
+    # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
+    # normals), so that only the mixture changes along the curve.
+    **{
+        f"ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 74})
+        for r in (0.0, 0.2, 0.4, 0.6, 0.8)
+    },
+}
+
+SCORE_VARIANTS = ("mean", "top5_smoothed", "standardized")
+
+
+class KnownNormalsOnly(SAGAN):
+    """The "unlabeled data off" ablation: the critic's fakes are restored known normals.
+
+    The unlabeled batch is replaced by the normal batch rolled by one, so the critic compares
+    known normals with G of other known normals and never sees the unlabeled mixture.
+    """
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        normal = batch["normal"]
+        return super().training_step({**batch, "unlabeled": normal.roll(1, 0)}, batch_idx)
+
+
+class AutoEncoder(nn.Module):
+    """A plain convolutional autoencoder (4 stride-2 stages each way), the issue's baseline."""
+
+    def __init__(self, channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        widths = [channels, width, 2 * width, 4 * width, 8 * width]
+        down: list[nn.Module] = []
+        up: list[nn.Module] = []
+        for a, b in itertools.pairwise(widths):
+            down += [nn.Conv2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+        for a, b in itertools.pairwise(widths[::-1]):
+            up += [nn.ConvTranspose2d(a, b, 4, 2, 1)]
+            up += [nn.BatchNorm2d(b), nn.ReLU()] if b != channels else [nn.Tanh()]
+        self.net = nn.Sequential(*down, *up)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def machine() -> str:
+    """The CPU (or GPU) and software versions, in one line."""
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    where = f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
+    if torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name()}; host {where}"
+    return f"{where}; torch {torch.__version__}, lightning {L.__version__}"
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 images to ``[-1, 1]`` floats, as the LightningModule sees them."""
+    return images.float().div(127.5).sub(1.0)
+
+
+def views(root: Path, names: list[str]) -> list[str] | None:
+    """``view_position`` of each image from ``root/labels.csv``, or None without that column."""
+    table = root / "labels.csv"
+    if not table.is_file():
+        return None
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "view_position" not in rows[0]:
+        return None
+    by_file = {row["file"]: row["view_position"] for row in rows if "file" in row}
+    return [by_file.get(Path(name).name, "unknown") for name in names]
+
+
+def matched_subset(
+    intensity: Tensor, labels: Tensor, view: list[str] | None, tolerance: float
+) -> Tensor:
+    """Indices of abnormal images each paired with an unused normal of the same view whose mean
+    intensity is within ``tolerance`` (greedy, closest first; unpaired abnormals are dropped)."""
+    view = view or ["all"] * len(labels)
+    used: set[int] = set()
+    keep: list[int] = []
+    normals = [i for i in range(len(labels)) if labels[i] == 0]
+    for i in sorted(range(len(labels)), key=lambda k: float(intensity[k])):
+        if labels[i] != 1:
+            continue
+        candidates = [
+            j
+            for j in normals
+            if j not in used
+            and view[j] == view[i]
+            and abs(float(intensity[j] - intensity[i])) <= tolerance
+        ]
+        if candidates:
+            j = min(candidates, key=lambda k: abs(float(intensity[k] - intensity[i])))
+            used.add(j)
+            keep += [i, j]
+    return torch.tensor(sorted(keep), dtype=torch.long)
+
+
+def score_variants(images: Tensor, restored: Tensor) -> dict[str, Tensor]:
+    """The three image scores compared in this study, each of shape ``(B,)``."""
+    maps = anomaly_map(images, restored)
+    smoothed = smooth_map(maps, 2.0).flatten(1)
+    k = max(1, math.ceil(0.05 * smoothed.shape[1]))
+
+    def standardize(x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        return (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-6)
+
+    return {
+        "mean": maps.flatten(1).mean(1),
+        "top5_smoothed": smoothed.topk(k, dim=1).values.mean(1),
+        "standardized": (standardize(images) - standardize(restored)).abs().mean(1) / 2,
+    }
+
+
+@torch.no_grad()
+def restore_all(net: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
+    return torch.cat([net(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def evaluate(
+    scores: Tensor,
+    labels: Tensor,
+    intensity: Tensor,
+    view: list[str] | None,
+    matched: Tensor,
+    resamples: int,
+) -> dict[str, float]:
+    """All numbers of one run's test scores."""
+    low, high = bootstrap_auroc_ci(scores, labels, num_resamples=resamples)
+    out = {
+        "auroc": auroc(scores, labels),
+        "ci_low": low,
+        "ci_high": high,
+        "ap": average_precision(scores, labels),
+        "matched_auroc": auroc(scores[matched], labels[matched]) if len(matched) else math.nan,
+        "intensity_corr": float(torch.corrcoef(torch.stack([scores, intensity]))[0, 1]),
+    }
+    for name in sorted(set(view or [])):
+        index = torch.tensor([v == name for v in view])
+        if labels[index].unique().numel() == 2:
+            out[f"auroc_{name}"] = auroc(scores[index], labels[index])
+    return out
+
+
+def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
+    config = yaml.safe_load(BASE_CONFIG.read_text())
+    return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
+
+
+def make_data(root: Path, overrides: dict[str, Any], seed: int) -> MedADDataModule:
+    _, data_args = load_base()
+    data_args.update(root=str(root), seed=seed, **overrides)
+    data = MedADDataModule(**data_args)
+    data.setup("fit")
+    return data
+
+
+def train_sagan(
+    name: str, data: MedADDataModule, seed: int, iterations: int, accelerator: str
+) -> tuple[SAGAN, float]:
+    model_args, _ = load_base()
+    overrides, _ = CONFIGS[name]
+    model_args.update(max_iterations=iterations, seed=seed, bootstrap_resamples=0, **overrides)
+    L.seed_everything(seed, verbose=False)
+    model = (KnownNormalsOnly if name == "no_unlabeled" else SAGAN)(**model_args)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    return model.eval(), time.perf_counter() - start
+
+
+def train_autoencoder(
+    images: Tensor, seed: int, iterations: int, batch_size: int, device: torch.device
+) -> tuple[nn.Module, float]:
+    torch.manual_seed(seed)
+    net = AutoEncoder(images.shape[1]).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        batch = images[torch.randint(len(images), (batch_size,), generator=generator)].to(device)
+        loss = (net(batch) - batch).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return net.eval(), time.perf_counter() - start
+
+
+def summarize(runs: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    keys = sorted({k for run in runs for k in run})
+    out = {}
+    for key in keys:
+        values = torch.tensor([run.get(key, math.nan) for run in runs], dtype=torch.float64)
+        values = values[~values.isnan()]
+        if len(values):
+            std = float(values.std()) if len(values) > 1 else 0.0
+            out[key] = (float(values.mean()), std)
+    return out
+
+
+def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) -> str:
+    """One row per configuration: mean ± std over seeds (CI bounds averaged over seeds)."""
+
+    def cell(stats: dict[str, tuple[float, float]], key: str) -> str:
+        if key not in stats:
+            return "n/a"
+        mean, std = stats[key]
+        return f"{mean:.3f} ± {std:.3f}"
+
+    header = ["configuration", "seeds", "test AUROC", "95% CI", "AP"]
+    header += [f"AUROC {v}" for v in view_names]
+    header += ["matched AUROC", "corr(score, intensity)", "train s / run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, runs in results.items():
+        stats = summarize(runs)
+        ci = f"{stats['ci_low'][0]:.2f}–{stats['ci_high'][0]:.2f}" if "ci_low" in stats else "n/a"
+        row = [name, str(len(runs)), cell(stats, "auroc"), ci, cell(stats, "ap")]
+        row += [cell(stats, f"auroc_{v}") for v in view_names]
+        row += [cell(stats, "matched_auroc"), cell(stats, "intensity_corr")]
+        row.append(f"{stats['train_s'][0]:.0f}" if "train_s" in stats else "0")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_ratio(results: dict[str, list[dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(
+        (float(name.split("_")[1]), summarize(runs)["auroc"])
+        for name, runs in results.items()
+        if name.startswith("ratio_")
+    )
+    if not points:
+        raise SystemExit("--plot-ratio needs ratio_* configurations in --configs")
+    matched = sorted(
+        (float(name.split("_")[1]), summarize(runs)["matched_auroc"])
+        for name, runs in results.items()
+        if name.startswith("ratio_")
+    )
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=120)
+    for series, label, style in (
+        (points, "SAGAN, whole test set", "o-"),
+        (matched, "SAGAN, intensity-matched subset", "s:"),
+    ):
+        ax.errorbar(
+            [r for r, _ in series],
+            [m for _, (m, _) in series],
+            yerr=[s for _, (_, s) in series],
+            fmt=style,
+            capsize=3,
+            label=label,
+        )
+    floor = results.get("baseline: darkness (1 - mean intensity)")
+    if floor:
+        ax.axhline(summarize(floor)["auroc"][0], color="grey", ls="--", label="darkness baseline")
+    ax.axhline(0.5, color="black", lw=0.5)
+    ax.set_xlabel("anomaly ratio of the unlabeled set")
+    ax.set_ylabel("test AUROC")
+    ax.set_ylim(0.3, 1.0)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="Med-AD style data set")
+    parser.add_argument("--configs", nargs="+", default=["full"], choices=sorted(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=None, help="default: the YAML's")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--match-tolerance", type=float, default=0.01)
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--output", type=Path, help="also write the markdown here")
+    parser.add_argument("--json", type=Path, help="write every per-run number here")
+    parser.add_argument("--plot-ratio", type=Path, help="PNG of AUROC against anomaly ratio")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="rebuild the tables and plot from earlier --json runs (merged in order)",
+    )
+    args = parser.parse_args(argv)
+    if args.from_json:
+        saved = merge([json.loads(path.read_text()) for path in args.from_json])
+        report = saved["header"] + "\n\n" + tables(saved["results"], saved["variants"])
+        finish(args, report, saved)
+        return
+    if not (args.root / "data.json").is_file():
+        raise SystemExit(f"error: no data.json under --root {args.root}")
+    warnings.filterwarnings("ignore", module="lightning")
+    model_args, data_args = load_base()
+    iterations = args.iterations or int(model_args["max_iterations"])
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+
+    results: dict[str, list[dict[str, float]]] = {}
+    variants: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        data_cache: dict[str, MedADDataModule] = {}
+        trained: dict[str, tuple[SAGAN, float]] = {}
+        for name in args.configs:
+            data_overrides = CONFIGS[name][1]
+            key = json.dumps(data_overrides, sort_keys=True)
+            if key not in data_cache:
+                data_cache[key] = make_data(args.root, data_overrides, seed)
+            data = data_cache[key]
+            test_images = to_float(data.test.images)
+            labels = torch.tensor(data.test.labels)
+            # Intensity in [0, 1] at the evaluation size, as in the issue's matching rule.
+            intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
+            view = views(args.root, data.test.names)
+            matched = matched_subset(intensity, labels, view, args.match_tolerance)
+
+            # Inference mode does not change training: configurations that differ only in it
+            # share one trained model (same seed, same data), and its training time.
+            model_overrides, _ = CONFIGS[name]
+            trained_key = json.dumps(
+                [
+                    {k: v for k, v in model_overrides.items() if k != "inference"},
+                    key,
+                    name if name == "no_unlabeled" else "",
+                ],
+                sort_keys=True,
+            )
+            if trained_key not in trained:
+                trained[trained_key] = train_sagan(name, data, seed, iterations, args.accelerator)
+            model, seconds = trained[trained_key]
+            model = model.to(device)
+            model.inference = model_overrides.get("inference", "deterministic")
+            test = score_variants(
+                test_images.to(device), restore_all(model.restore, test_images.to(device))
+            )
+            val_images = to_float(data.val.images).to(device)
+            val_labels = torch.tensor(data.val.labels)
+            val = score_variants(val_images, restore_all(model.restore, val_images))
+            best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
+            run = evaluate(test["mean"].cpu(), labels, intensity, view, matched, args.resamples)
+            run["train_s"] = seconds
+            results.setdefault(name, []).append(run)
+            for variant in SCORE_VARIANTS:
+                variants.setdefault(f"{name}: {variant}", []).append(
+                    {
+                        "val_auroc": auroc(val[variant].cpu(), val_labels),
+                        "auroc": auroc(test[variant].cpu(), labels),
+                        "matched_auroc": auroc(test[variant].cpu()[matched], labels[matched]),
+                        "chosen_on_val": float(variant == best),
+                    }
+                )
+            print(
+                f"seed {seed} {name}: AUROC {run['auroc']:.3f} matched "
+                f"{run['matched_auroc']:.3f} ({seconds:.0f} s; best score on val: {best})",
+                flush=True,
+            )
+
+        if not args.no_baselines:
+            # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
+            base_key = json.dumps({}, sort_keys=True)
+            if base_key not in data_cache:
+                data_cache[base_key] = make_data(args.root, {}, seed)
+            data = data_cache[base_key]
+            labels = torch.tensor(data.test.labels)
+            intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
+            view = views(args.root, data.test.names)
+            matched = matched_subset(intensity, labels, view, args.match_tolerance)
+            # Abnormal films are darker in the NIH release: darkness is the issue's 0.78 floor.
+            run = evaluate(1.0 - intensity, labels, intensity, view, matched, args.resamples)
+            results.setdefault("baseline: darkness (1 - mean intensity)", []).append(run)
+            test_images = to_float(data.test.images)
+            pools = {
+                "baseline: autoencoder, known normals": data.known_normal.images,
+                "baseline: autoencoder, + unlabeled": torch.cat(
+                    [data.known_normal.images, data.unlabeled.images]
+                ),
+            }
+            for label, pool in pools.items():
+                net, seconds = train_autoencoder(
+                    to_float(pool), seed, iterations, int(data_args["batch_size"]), device
+                )
+                restored = restore_all(net, test_images.to(device)).cpu()
+                scores = score_variants(test_images, restored)["mean"]
+                run = evaluate(scores, labels, intensity, view, matched, args.resamples)
+                run["train_s"] = seconds
+                results.setdefault(label, []).append(run)
+
+    header = "\n".join(
+        [
+            f"Machine: {machine()}",
+            f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
+            f"intensity-matched subset: {len(matched) // 2} abnormal/normal pairs "
+            f"(tolerance {args.match_tolerance})",
+        ]
+    )
+    saved = {"header": header, "results": results, "variants": variants}
+    finish(args, header + "\n\n" + tables(results, variants), saved)
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several saved runs as one: per-run lists of the same configuration are concatenated."""
+    merged: dict[str, Any] = {"header": "\n".join(run["header"] for run in runs)}
+    for part in ("results", "variants"):
+        merged[part] = {}
+        for run in runs:
+            for name, values in run[part].items():
+                merged[part].setdefault(name, []).extend(values)
+    return merged
+
+
+def tables(
+    results: dict[str, list[dict[str, float]]], variants: dict[str, list[dict[str, float]]]
+) -> str:
+    """The configuration table and the score-variant table, in markdown."""
+    views = sorted(
+        {
+            k[len("auroc_") :]
+            for runs in results.values()
+            for r in runs
+            for k in r
+            if k.startswith("auroc_")
+        }
+    )
+    text = [
+        markdown(results, views),
+        "",
+        "Score variants (the default is the best on validation):",
+        "",
+        "| configuration: score | val AUROC | test AUROC | matched AUROC | chosen on val |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in variants.items():
+        stats = summarize(runs)
+        text.append(
+            f"| {name} | {stats['val_auroc'][0]:.3f} ± {stats['val_auroc'][1]:.3f} | "
+            f"{stats['auroc'][0]:.3f} ± {stats['auroc'][1]:.3f} | "
+            f"{stats['matched_auroc'][0]:.3f} ± {stats['matched_auroc'][1]:.3f} | "
+            f"{int(sum(r['chosen_on_val'] for r in runs))}/{len(runs)} |"
+        )
+    return "\n".join(text)
+
+
+def finish(args: argparse.Namespace, report: str, saved: dict[str, Any]) -> None:
+    print(report)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(report + "\n")
+    if args.json and not args.from_json:
+        args.json.write_text(json.dumps(saved, indent=1))
+    if args.plot_ratio:
+        plot_ratio(saved["results"], args.plot_ratio)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
