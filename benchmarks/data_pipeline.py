@@ -15,9 +15,7 @@ every core, images/s for reading the cache at 64 and 256 px, the ratio of cache 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -26,30 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import describe
+
 from sagan_ad.data.cache import ImageCache, PreprocessSettings
 from sagan_ad.data.dicom import read_dataset
 
+DECODERS = ("numpy", "pydicom", "pillow", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg")
 DEFAULT_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = []
-    for package in ("numpy", "pydicom", "pillow", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg"):
-        try:
-            versions.append(f"{package} {importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{package} absent")
-    return (
-        f"{cpu}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, " + ", ".join(versions)
-    )
 
 
 def synthetic_films(folder: Path) -> list[Path]:
@@ -114,7 +95,7 @@ def main() -> None:
             "uncompressed": replicate(plain, args.copies, tmp_path / "plain"),
             "compressed": replicate(compressed, args.copies, tmp_path / "compressed"),
         }
-        print(f"machine: {machine()}")
+        print(f"machine: {describe(packages=DECODERS)}")
         print(f"files: {source}; {args.copies} copies each")
         for name, paths in groups.items():
             kinds = sorted({read_dataset(p, True).file_meta.TransferSyntaxUID.name for p in paths})

@@ -40,8 +40,6 @@ import csv
 import itertools
 import json
 import math
-import os
-import platform
 import sys
 import time
 import warnings
@@ -51,6 +49,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from machine import describe
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
@@ -115,21 +114,6 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-
-def machine() -> str:
-    """The CPU (or GPU) and software versions, in one line."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    where = f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
-    if torch.cuda.is_available():
-        where = f"{torch.cuda.get_device_name()}; host {where}"
-    return f"{where}; torch {torch.__version__}, lightning {L.__version__}"
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -481,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
 
     header = "\n".join(
         [
-            f"Machine: {machine()}",
+            f"Machine: {describe(torch.cuda.get_device_name() if device.type == 'cuda' else None)}",
             f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
             f"intensity-matched subset: {len(matched) // 2} abnormal/normal pairs "
             f"(tolerance {args.match_tolerance})",

@@ -28,8 +28,6 @@ machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 import warnings
@@ -42,6 +40,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import describe
 
 from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
 from sagan_ad.data.datasets import to_model_range
@@ -59,20 +59,7 @@ PEAK_BF16_TFLOPS = (
 
 def machine(device: torch.device) -> str:
     """The CPU, or the GPU, and the software versions, in one line."""
-    cpu = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    where = f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
-    if device.type == "cuda":
-        where = f"{torch.cuda.get_device_name(device)}; host {where}"
-    return (
-        f"{where}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"lightning {L.__version__}"
-    )
+    return describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
 
 
 def peak_tflops(device: torch.device, given: float | None) -> float | None:
