@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import describe
+from harness import describe
 
 from sagan_ad.data.cache import ImageCache, PreprocessSettings
 from sagan_ad.data.dicom import read_dataset

@@ -49,7 +49,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from machine import describe
+from harness import describe, training_only_trainer
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
@@ -228,17 +228,7 @@ def train_sagan(
     model_args.update(max_iterations=iterations, seed=seed, bootstrap_resamples=0, **overrides)
     L.seed_everything(seed, verbose=False)
     model = (KnownNormalsOnly if name == "no_unlabeled" else SAGAN)(**model_args)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = training_only_trainer(accelerator)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     return model.eval(), time.perf_counter() - start

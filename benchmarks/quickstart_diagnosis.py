@@ -28,7 +28,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
-from machine import describe
+from harness import describe, training_only_trainer
 from torch import Tensor
 
 from sagan_ad import SAGAN, SyntheticCXRDataModule
@@ -105,16 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         **NETWORK,
     )
     start = time.perf_counter()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = training_only_trainer()
     if args.generator_only:
         train_generator_only(model, data, args)
     else:

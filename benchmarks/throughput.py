@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import describe
+from harness import describe, training_only_trainer
 
 from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
 from sagan_ad.data.datasets import to_model_range
@@ -196,6 +196,7 @@ class ReleasedLikeSAGAN(SAGAN):
             self.critic.requires_grad_(True)
             logs.update({f"train/generator/{k}": v.detach() for k, v in terms.items()})
         self._log_training(logs)
+        self.iteration += 1
 
 
 class Timer(L.Callback):
@@ -267,20 +268,8 @@ def train_throughput(
         model = ReleasedLikeSAGAN(**model_options(args, image_size))
         precision = "32-true"
     timer = Timer(args.warmup)
-    trainer = L.Trainer(
-        accelerator=device.type,
-        devices=1,
-        precision=precision,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        # The progress bar reads the logged losses at every refresh: a device sync per step.
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        log_every_n_steps=50,
-        callbacks=[timer],
+    trainer = training_only_trainer(
+        device.type, precision=precision, log_every_n_steps=50, callbacks=[timer]
     )
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = optimized

@@ -15,7 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 @pytest.fixture(scope="module")
 def quality():
-    # The benchmark scripts import their shared helpers (machine.py) from their own folder.
+    # The benchmark scripts import their shared helpers (harness.py) from their own folder.
     sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""One-line description of the machine a benchmark ran on, shared by the benchmark scripts."""
+"""What the benchmark scripts share: the machine description and a training-only Trainer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
+from typing import Any
+
+import lightning as L
 
 
 def cpu_name() -> str:
@@ -34,3 +37,23 @@ def describe(gpu: str | None = None, packages: tuple[str, ...] = ("torch", "ligh
     return f"{where}; {platform.system()}, Python {platform.python_version()}, " + ", ".join(
         versions
     )
+
+
+def training_only_trainer(accelerator: str = "cpu", **kwargs: Any) -> L.Trainer:
+    """A one-device Trainer that only trains: no logger, checkpoints, validation or progress bar.
+
+    The progress bar and loggers read the logged losses back from the device, which would add
+    host-device syncs to timed steps; ``kwargs`` override or add Trainer arguments.
+    """
+    options: dict[str, Any] = {
+        "accelerator": accelerator,
+        "devices": 1,
+        "max_epochs": -1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    return L.Trainer(**{**options, **kwargs})
