@@ -220,6 +220,10 @@ def make_data(root: Path, overrides: dict[str, Any], seed: int) -> MedADDataModu
     return data
 
 
+def model_class(name: str) -> type[SAGAN]:
+    return KnownNormalsOnly if name == "no_unlabeled" else SAGAN
+
+
 def train_sagan(
     name: str, data: MedADDataModule, seed: int, iterations: int, accelerator: str
 ) -> tuple[SAGAN, float]:
@@ -227,7 +231,7 @@ def train_sagan(
     overrides, _ = CONFIGS[name]
     model_args.update(max_iterations=iterations, seed=seed, bootstrap_resamples=0, **overrides)
     L.seed_everything(seed, verbose=False)
-    model = (KnownNormalsOnly if name == "no_unlabeled" else SAGAN)(**model_args)
+    model = model_class(name)(**model_args)
     trainer = training_only_trainer(accelerator)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
@@ -385,13 +389,9 @@ def main(argv: list[str] | None = None) -> None:
             # Inference mode does not change training: configurations that differ only in it
             # share one trained model (same seed, same data), and its training time.
             model_overrides, _ = CONFIGS[name]
-            trained_key = json.dumps(
-                [
-                    {k: v for k, v in model_overrides.items() if k != "inference"},
-                    key,
-                    name if name == "no_unlabeled" else "",
-                ],
-                sort_keys=True,
+            training = {k: v for k, v in model_overrides.items() if k != "inference"}
+            trained_key = (
+                f"{model_class(name).__name__} {json.dumps(training, sort_keys=True)} {key}"
             )
             if trained_key not in trained:
                 trained[trained_key] = train_sagan(name, data, seed, iterations, args.accelerator)

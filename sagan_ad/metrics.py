@@ -202,6 +202,18 @@ def roc_points(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return fpr, tpr, torch.cat([torch.full((1,), math.inf, dtype=torch.float64), thresholds])
 
 
+def _best_rate_given(
+    best: str, given: str, minimum: float, scores: Tensor, labels: Tensor
+) -> float:
+    """Highest ``best`` rate over the ROC thresholds whose ``given`` rate is >= ``minimum``."""
+    scores, labels = _check(scores, labels)
+    if not _has_both_classes(labels, f"{best} at {given} {minimum}"):
+        return math.nan
+    fpr, tpr, _ = roc_points(scores, labels)
+    rates = {"sensitivity": tpr, "specificity": 1 - fpr}
+    return float(rates[best][rates[given] >= minimum - 1e-12].max())
+
+
 def sensitivity_at_specificity(scores: Tensor, labels: Tensor, specificity: float) -> float:
     """Highest sensitivity among thresholds whose specificity is at least ``specificity``.
 
@@ -210,11 +222,7 @@ def sensitivity_at_specificity(scores: Tensor, labels: Tensor, specificity: floa
         >>> sensitivity_at_specificity(s, y, 0.9)
         1.0
     """
-    scores, labels = _check(scores, labels)
-    if not _has_both_classes(labels, f"sensitivity at specificity {specificity}"):
-        return math.nan
-    fpr, tpr, _ = roc_points(scores, labels)
-    return float(tpr[1 - fpr >= specificity - 1e-12].max())
+    return _best_rate_given("sensitivity", "specificity", specificity, scores, labels)
 
 
 def specificity_at_sensitivity(scores: Tensor, labels: Tensor, sensitivity: float) -> float:
@@ -225,11 +233,7 @@ def specificity_at_sensitivity(scores: Tensor, labels: Tensor, sensitivity: floa
         >>> specificity_at_sensitivity(s, y, 0.9)
         0.5
     """
-    scores, labels = _check(scores, labels)
-    if not _has_both_classes(labels, f"specificity at sensitivity {sensitivity}"):
-        return math.nan
-    fpr, tpr, _ = roc_points(scores, labels)
-    return float((1 - fpr)[tpr >= sensitivity - 1e-12].max())
+    return _best_rate_given("specificity", "sensitivity", sensitivity, scores, labels)
 
 
 def detection_metrics(

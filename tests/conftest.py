@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,6 +17,23 @@ requires_nih = pytest.mark.skipif(
     not (NIH_ROOT / "data.json").is_file(),
     reason=f"real NIH chest X-rays not found at {NIH_ROOT} (only in the developers' checkout)",
 )
+
+
+def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
+    """A quiet CPU Trainer for tiny runs: validation every 2 iterations, no logger or bar;
+    ``kwargs`` override or add Trainer arguments."""
+    options = {
+        "max_epochs": -1,
+        "check_val_every_n_epoch": None,
+        "val_check_interval": 2,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": root,
+        "accelerator": "cpu",
+    }
+    return L.Trainer(**{**options, **kwargs})
+
 
 TINY_MODEL = {
     "image_size": 32,

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, tiny_trainer
 
 from sagan_ad import SAGAN, EvaluationWriter, SyntheticCXRDataModule
 from sagan_ad.data import ImageSet, SplitData
@@ -44,19 +44,7 @@ class NormalOnlyValidation(SyntheticCXRDataModule):
 
 
 def quick_trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = {
-        "max_epochs": -1,
-        "check_val_every_n_epoch": None,
-        "val_check_interval": 2,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-        "default_root_dir": tmp_path,
-        "accelerator": "cpu",
-    }
-    options.update(kwargs)
-    return L.Trainer(**options)
+    return tiny_trainer(tmp_path, **{"enable_checkpointing": False, **kwargs})
 
 
 def phantoms(cls=SyntheticCXRDataModule, **kwargs):

@@ -5,25 +5,10 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, tiny_trainer
 
 from sagan_ad import SAGAN, MedADDataModule, best_and_last_checkpoints
 from sagan_ad.losses import gradient_penalty
-
-
-def trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = {
-        "max_epochs": -1,
-        "check_val_every_n_epoch": None,
-        "val_check_interval": 2,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-        "accelerator": "cpu",
-    }
-    options.update(kwargs)
-    return L.Trainer(**options)
 
 
 def datamodule(root, **kwargs) -> MedADDataModule:
@@ -38,7 +23,7 @@ def test_critic_steps_every_iteration_generator_every_n_critic(medad_root, tmp_p
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=1, n_critic=2)
     g0, d0 = flat(model.generator), flat(model.critic)
-    t = trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0)
+    t = tiny_trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0)
     t.fit(model, datamodule(medad_root))
     assert model.iteration == 1
     assert torch.equal(flat(model.generator), g0)
@@ -46,7 +31,7 @@ def test_critic_steps_every_iteration_generator_every_n_critic(medad_root, tmp_p
     assert not torch.equal(d1, d0)
 
     model.max_iterations = 2
-    t = trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0)
+    t = tiny_trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0)
     t.fit(model, datamodule(medad_root))
     assert model.iteration == 2
     assert not torch.equal(flat(model.generator), g0)
@@ -58,7 +43,7 @@ def test_fit_validates_tests_and_checkpoints_the_iteration(medad_root, tmp_path)
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=4)
     dm = datamodule(medad_root)
-    t = trainer(tmp_path, callbacks=best_and_last_checkpoints())
+    t = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints())
     t.fit(model, dm)
     assert model.iteration == 4
     assert 0.0 <= float(t.callback_metrics["val/AUROC"]) <= 1.0
@@ -135,7 +120,9 @@ def test_score_and_map_are_deterministic_and_bounded():
 def test_bf16_mixed_precision_trains(medad_root, tmp_path):
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=2)
-    t = trainer(tmp_path, precision="bf16-mixed", enable_checkpointing=False, limit_val_batches=0)
+    t = tiny_trainer(
+        tmp_path, precision="bf16-mixed", enable_checkpointing=False, limit_val_batches=0
+    )
     t.fit(model, datamodule(medad_root))
     assert model.iteration == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -151,7 +138,7 @@ def test_subclass_overrides_a_loss_without_copying_the_step(medad_root, tmp_path
             return (weight * (normal - restored_corrupted) ** 2).mean()
 
     model = Weighted(**TINY_MODEL, max_iterations=4)
-    trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(
+    tiny_trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(
         model, datamodule(medad_root)
     )
     assert Weighted.calls == 2  # once per generator step
@@ -161,7 +148,7 @@ def test_model_and_data_sizes_must_agree(medad_root, tmp_path):
     model = SAGAN(**TINY_MODEL)
     dm = MedADDataModule(medad_root, image_size=64, batch_size=4)
     with pytest.raises(ValueError, match="model.image_size=32 but data.image_size=64"):
-        trainer(tmp_path).fit(model, dm)
+        tiny_trainer(tmp_path).fit(model, dm)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, tiny_trainer
 
 from sagan_ad import (
     SAGAN,
@@ -144,20 +144,10 @@ def test_last_checkpoint_interval_must_be_positive():
         LastCheckpoint(every_n_iterations=0)
 
 
-def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
-    options = {
-        "max_epochs": -1,
-        "check_val_every_n_epoch": None,
-        "val_check_interval": 2,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": root,
-        "accelerator": "cpu",
-        "deterministic": True,
-        "plugins": [AtomicCheckpointIO()],
-    }
-    return L.Trainer(**{**options, **kwargs})
+def atomic_trainer(root: Path, **kwargs) -> L.Trainer:
+    return tiny_trainer(
+        root, **{"deterministic": True, "plugins": [AtomicCheckpointIO()], **kwargs}
+    )
 
 
 class NaNCriticLoss(SAGAN):
@@ -196,7 +186,7 @@ def test_divergence_stops_with_the_loss_and_iteration_and_keeps_the_good_checkpo
     L.seed_everything(0)
     model = model_class(**TINY_MODEL, max_iterations=6)
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
-    trainer = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
+    trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(DivergenceError, match=re.escape(message)):
         trainer.fit(model, data)
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
@@ -210,7 +200,7 @@ def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp
     L.seed_everything(0)
     model = NaNCriticLoss(**TINY_MODEL, max_iterations=12, divergence_check_interval=4)
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
-    trainer = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
+    trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(
         DivergenceError,
         match=r"non-finite critic loss or gradients first at "
@@ -285,7 +275,7 @@ def test_trained_checkpoints_load_safely(medad_root, tmp_path):
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=2)
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
-    tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path)).fit(model, data)
+    atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path)).fit(model, data)
     restored = load_checkpoint(tmp_path / "last.ckpt")
     assert restored.iteration == 2 and not restored.training
     assert all(
@@ -298,7 +288,7 @@ def test_same_seed_same_metrics(medad_root, tmp_path):
         L.seed_everything(0)
         model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=20)
         data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
-        trainer = tiny_trainer(tmp_path, enable_checkpointing=False)
+        trainer = atomic_trainer(tmp_path, enable_checkpointing=False)
         trainer.fit(model, data)
         val = dict(model.reports["val"].metrics)
         trainer.test(model, data, verbose=False)
