@@ -37,10 +37,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -53,12 +56,20 @@ from harness import describe, training_only_trainer
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
+from sagan_ad.data import read_medad_split
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
+from sagan_ad.module import PAPER_BETAS
 from sagan_ad.scoring import anomaly_map, smooth_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
 BASE_CONFIG = REPO / "examples" / "nih_cpu.yaml"
+
+
+def adam(lr: float) -> functools.partial:
+    """An optimizer factory like `sagan_ad.paper_adam` with another learning rate."""
+    return functools.partial(torch.optim.Adam, lr=lr, betas=PAPER_BETAS)
+
 
 #: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``.
 CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -74,6 +85,10 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "grid_1": ({"patch_grid": 1}, {}),
     "grid_4": ({"patch_grid": 4}, {}),
     "size_128": ({"image_size": 128}, {"image_size": 128}),
+    # Candidates for tuning examples/nih_cpu.yaml (choose on --labelled-val, not on test).
+    "lr_2e-4": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-4)}, {}),
+    "n_critic_1": ({"n_critic": 1}, {}),
+    "width_16": ({"base_channels": 16, "critic_base_channels": 32}, {}),
     # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
     # normals), so that only the mixture changes along the curve.
     **{
@@ -212,8 +227,31 @@ def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
-def make_data(root: Path, overrides: dict[str, Any], seed: int) -> MedADDataModule:
+def labelled_val_root(root: Path, num_abnormal: int, seed: int, workdir: Path) -> Path:
+    """A copy of ``root``'s split (images linked, not copied) with a labelled validation set.
+
+    See `MedADSplit.with_labelled_validation`: the validation normals are the known normals that
+    ``val_fraction`` holds out anyway, the abnormals the unused end of the unlabeled pool.
+    """
     _, data_args = load_base()
+    split = read_medad_split(root / "data.json").with_labelled_validation(
+        float(data_args["val_fraction"]), num_abnormal, seed
+    )
+    out = workdir / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data.json").write_text(json.dumps(split.to_json()))
+    if not (out / "images").exists():
+        (out / "images").symlink_to((root / "images").resolve(), target_is_directory=True)
+    return out
+
+
+def make_data(
+    root: Path, overrides: dict[str, Any], seed: int, unlabeled_size: int | None = None
+) -> MedADDataModule:
+    """The base DataModule with ``overrides``; ``unlabeled_size`` replaces the default size."""
+    _, data_args = load_base()
+    if unlabeled_size is not None:
+        data_args["unlabeled_size"] = unlabeled_size
     data_args.update(root=str(root), seed=seed, **overrides)
     data = MedADDataModule(**data_args)
     data.setup("fit")
@@ -267,18 +305,19 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def cell(stats: dict[str, tuple[float, float]], key: str) -> str:
+    """``mean ± std`` of one summarized number, ``n/a`` where no run has it."""
+    if key not in stats:
+        return "n/a"
+    mean, std = stats[key]
+    return f"{mean:.3f} ± {std:.3f}"
+
+
 def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) -> str:
     """One row per configuration: mean ± std over seeds (CI bounds averaged over seeds)."""
-
-    def cell(stats: dict[str, tuple[float, float]], key: str) -> str:
-        if key not in stats:
-            return "n/a"
-        mean, std = stats[key]
-        return f"{mean:.3f} ± {std:.3f}"
-
     header = ["configuration", "seeds", "test AUROC", "95% CI", "AP"]
     header += [f"AUROC {v}" for v in view_names]
-    header += ["matched AUROC", "corr(score, intensity)", "train s / run"]
+    header += ["matched AUROC", "corr(score, intensity)", "val AUROC", "train s / run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in results.items():
         stats = summarize(runs)
@@ -286,6 +325,7 @@ def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) 
         row = [name, str(len(runs)), cell(stats, "auroc"), ci, cell(stats, "ap")]
         row += [cell(stats, f"auroc_{v}") for v in view_names]
         row += [cell(stats, "matched_auroc"), cell(stats, "intensity_corr")]
+        row.append(cell(stats, "val_auroc"))
         row.append(f"{stats['train_s'][0]:.0f}" if "train_s" in stats else "0")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -346,6 +386,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--match-tolerance", type=float, default=0.01)
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument(
+        "--labelled-val",
+        type=int,
+        metavar="N",
+        help="validate on held-out known normals and N unused pool abnormals (real labels from "
+        "the training data) instead of pseudo anomalies; choose settings on this, never on test",
+    )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write every per-run number here")
     parser.add_argument("--plot-ratio", type=Path, help="PNG of AUROC against anomaly ratio")
@@ -370,14 +417,21 @@ def main(argv: list[str] | None = None) -> None:
 
     results: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, float]]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="sagan_quality_"))
     for seed in args.seeds:
+        data_root, unlabeled_size = args.root, None
+        if args.labelled_val:
+            data_root = labelled_val_root(args.root, args.labelled_val, seed, workdir)
+            # Same unlabeled set as without the carve-out: its default size is the number of
+            # known normals, which the carve-out lowers.
+            unlabeled_size = len(read_medad_split(args.root / "data.json").known_normal)
         data_cache: dict[str, MedADDataModule] = {}
         trained: dict[str, tuple[SAGAN, float]] = {}
         for name in args.configs:
             data_overrides = CONFIGS[name][1]
             key = json.dumps(data_overrides, sort_keys=True)
             if key not in data_cache:
-                data_cache[key] = make_data(args.root, data_overrides, seed)
+                data_cache[key] = make_data(data_root, data_overrides, seed, unlabeled_size)
             data = data_cache[key]
             test_images = to_float(data.test.images)
             labels = torch.tensor(data.test.labels)
@@ -391,7 +445,8 @@ def main(argv: list[str] | None = None) -> None:
             model_overrides, _ = CONFIGS[name]
             training = {k: v for k, v in model_overrides.items() if k != "inference"}
             trained_key = (
-                f"{model_class(name).__name__} {json.dumps(training, sort_keys=True)} {key}"
+                f"{model_class(name).__name__} {json.dumps(training, sort_keys=True, default=repr)}"
+                f" {key}"
             )
             if trained_key not in trained:
                 trained[trained_key] = train_sagan(name, data, seed, iterations, args.accelerator)
@@ -407,13 +462,18 @@ def main(argv: list[str] | None = None) -> None:
             best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
             run = evaluate(test["mean"].cpu(), labels, intensity, view, matched, args.resamples)
             run["train_s"] = seconds
+            run["val_auroc"] = auroc(val["mean"].cpu(), val_labels)
             results.setdefault(name, []).append(run)
             for variant in SCORE_VARIANTS:
                 variants.setdefault(f"{name}: {variant}", []).append(
                     {
                         "val_auroc": auroc(val[variant].cpu(), val_labels),
                         "auroc": auroc(test[variant].cpu(), labels),
-                        "matched_auroc": auroc(test[variant].cpu()[matched], labels[matched]),
+                        "matched_auroc": (
+                            auroc(test[variant].cpu()[matched], labels[matched])
+                            if len(matched)
+                            else math.nan
+                        ),
                         "chosen_on_val": float(variant == best),
                     }
                 )
@@ -427,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
             # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
             base_key = json.dumps({}, sort_keys=True)
             if base_key not in data_cache:
-                data_cache[base_key] = make_data(args.root, {}, seed)
+                data_cache[base_key] = make_data(data_root, {}, seed, unlabeled_size)
             data = data_cache[base_key]
             labels = torch.tensor(data.test.labels)
             intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
@@ -453,12 +513,19 @@ def main(argv: list[str] | None = None) -> None:
                 run["train_s"] = seconds
                 results.setdefault(label, []).append(run)
 
+    shutil.rmtree(workdir)
     header = "\n".join(
         [
             f"Machine: {describe(torch.cuda.get_device_name() if device.type == 'cuda' else None)}",
             f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
             f"intensity-matched subset: {len(matched) // 2} abnormal/normal pairs "
             f"(tolerance {args.match_tolerance})",
+            "Validation: "
+            + (
+                f"labelled, held-out known normals and {args.labelled_val} unused pool abnormals"
+                if args.labelled_val
+                else "held-out known normals and their pseudo anomalies"
+            ),
         ]
     )
     saved = {"header": header, "results": results, "variants": variants}
@@ -500,9 +567,8 @@ def tables(
     for name, runs in variants.items():
         stats = summarize(runs)
         text.append(
-            f"| {name} | {stats['val_auroc'][0]:.3f} ± {stats['val_auroc'][1]:.3f} | "
-            f"{stats['auroc'][0]:.3f} ± {stats['auroc'][1]:.3f} | "
-            f"{stats['matched_auroc'][0]:.3f} ± {stats['matched_auroc'][1]:.3f} | "
+            f"| {name} | {cell(stats, 'val_auroc')} | {cell(stats, 'auroc')} | "
+            f"{cell(stats, 'matched_auroc')} | "
             f"{int(sum(r['chosen_on_val'] for r in runs))}/{len(runs)} |"
         )
     return "\n".join(text)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import NIH_ROOT, requires_nih
+from conftest import NIH_ROOT, requires_nih, write_medad_tree
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
@@ -92,6 +93,25 @@ def test_quality_study_runs_end_to_end_on_nih(quality, tmp_path, capsys):
     darkness = next(line for line in table.splitlines() if "darkness" in line)
     assert 0.74 < float(darkness.split("|")[3].split("±")[0]) < 0.82
     assert "Machine:" in capsys.readouterr().out
+
+
+def test_labelled_validation_and_tuning_candidates(quality, tmp_path):
+    root = write_medad_tree(tmp_path / "medad", size=64)
+    before = (root / "data.json").read_text()
+    saved = tmp_path / "runs.json"
+    quality.main(
+        ["--root", str(root), "--iterations", "2", "--seeds", "0", "--no-baselines"]
+        + ["--configs", "full", "lr_2e-4", "--labelled-val", "3", "--resamples", "10"]
+        + ["--json", str(saved)]
+    )
+    runs = json.loads(saved.read_text())
+    assert (
+        "Validation: labelled, held-out known normals and 3 unused pool abnormals"
+        in (runs["header"])
+    )
+    for name in ("full", "lr_2e-4"):
+        assert 0.0 <= runs["results"][name][0]["val_auroc"] <= 1.0
+    assert (root / "data.json").read_text() == before
 
 
 def test_saved_runs_merge_into_one_table_and_ratio_plot(quality, tmp_path):

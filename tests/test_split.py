@@ -6,8 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_medad_tree
 
+from sagan_ad import MedADDataModule
 from sagan_ad.data.split import (
+    MedADSplit,
     SplitError,
     build_unlabeled,
     check_disjoint,
@@ -105,3 +108,65 @@ def test_bad_split_files_name_the_file_and_the_problem(tmp_path, data, message):
 def test_missing_split_file(tmp_path):
     with pytest.raises(SplitError, match="data.json does not exist"):
         read_medad_split(tmp_path / "data.json")
+
+
+def _split(n_known: int = 10, n_pool_abnormal: int = 6) -> MedADSplit:
+    return MedADSplit(
+        known_normal=[f"k{i}" for i in range(n_known)],
+        pool_normal=["p0", "p1"],
+        pool_abnormal=[f"a{i}" for i in range(n_pool_abnormal)],
+        test_normal=["t0"],
+        test_abnormal=["t1"],
+    )
+
+
+def test_labelled_validation_comes_from_training_data_nobody_trains_on():
+    split = _split()
+    carved = split.with_labelled_validation(0.2, num_abnormal=2, seed=3)
+    keep, held = holdout_indices(10, 0.2, seed=3)
+    # The same normals as the pseudo-anomaly hold-out, so training known normals do not change.
+    assert carved.known_normal == [f"k{i}" for i in keep]
+    assert carved.val_normal == [f"k{i}" for i in held]
+    # The mixture takes the first pool names: the last ones are the unused ones.
+    assert carved.val_abnormal == ["a4", "a5"]
+    assert carved.pool_abnormal == ["a0", "a1", "a2", "a3"]
+    assert (carved.test_normal, carved.test_abnormal) == (["t0"], ["t1"])
+    assert carved.to_json()["val"] == {"0": carved.val_normal, "1": ["a4", "a5"]}
+    check_disjoint(
+        {
+            "known": carved.known_normal,
+            "val": carved.val_normal + carved.val_abnormal,
+            "pool": carved.pool_normal + carved.pool_abnormal,
+            "test": carved.test_normal + carved.test_abnormal,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"val_fraction": 0.0, "num_abnormal": 2}, "val_fraction"),
+        ({"val_fraction": 0.2, "num_abnormal": 0}, "num_abnormal=0"),
+        ({"val_fraction": 0.2, "num_abnormal": 6}, "6 pool abnormals"),
+    ],
+)
+def test_labelled_validation_rejects_impossible_requests(kwargs, message):
+    with pytest.raises(SplitError, match=message):
+        _split().with_labelled_validation(**kwargs)
+
+
+def test_labelled_validation_is_not_carved_twice():
+    carved = _split().with_labelled_validation(0.2, num_abnormal=2)
+    with pytest.raises(SplitError, match="already has a labelled validation"):
+        carved.with_labelled_validation(0.2, num_abnormal=1)
+
+
+def test_datamodule_validates_on_the_carved_labelled_set(tmp_path):
+    root = write_medad_tree(tmp_path / "medad")
+    carved = read_medad_split(root / "data.json").with_labelled_validation(0.25, 3)
+    (root / "data.json").write_text(json.dumps(carved.to_json()))
+    data = MedADDataModule(root, image_size=32, batch_size=4, unlabeled_size=6)
+    data.setup("fit")
+    assert data.val.labels == [0] * 3 + [1] * 3
+    assert data.val.names == carved.val_normal + carved.val_abnormal
+    assert len(data.known_normal) == 9

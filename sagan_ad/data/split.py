@@ -56,6 +56,56 @@ class MedADSplit:
             data["val"] = {"0": self.val_normal, "1": self.val_abnormal}
         return data
 
+    def with_labelled_validation(
+        self, val_fraction: float, num_abnormal: int, seed: int = 0
+    ) -> MedADSplit:
+        """This split with a labelled validation set carved from its *training* data.
+
+        Pseudo anomalies can be a poor proxy for a real disease (on the NIH pneumonia films they
+        score at chance for every model), so hyperparameters and score variants chosen on them
+        are chosen at random. Benchmark splits label their unlabeled pool, and the mixture uses
+        only the *first* names of each pool, so the last ``num_abnormal`` abnormal names are
+        training data that no run trains on. They become ``val."1"``; ``val."0"`` is the same
+        seeded hold-out of the known normals that ``val_fraction`` takes without a labelled
+        validation (`holdout_indices`), so the training known normals do not change. The test
+        set is never touched.
+
+        Args:
+            val_fraction: fraction of the known normals held out, in ``(0, 1)``.
+            num_abnormal: abnormal validation images taken from the end of the abnormal pool.
+            seed: seed of the known-normal hold-out (the DataModule's ``seed``).
+
+        Raises:
+            SplitError: if the split already has a validation set, or the pool or the known
+                normals are too small.
+
+        Examples:
+            >>> split = MedADSplit(known_normal=list("abcdefghij"), pool_normal=["n"],
+            ...                    pool_abnormal=["x", "y", "z"])
+            >>> carved = split.with_labelled_validation(0.2, num_abnormal=2)
+            >>> len(carved.known_normal), carved.val_abnormal, carved.pool_abnormal
+            (8, ['y', 'z'], ['x'])
+        """
+        if self.has_validation:
+            raise SplitError("the split already has a labelled validation set (val)")
+        if not 0.0 < val_fraction < 1.0:
+            raise SplitError(f"val_fraction={val_fraction}: must be in (0, 1)")
+        if not 1 <= num_abnormal < len(self.pool_abnormal):
+            raise SplitError(
+                f"num_abnormal={num_abnormal}: must be at least 1 and leave some of the "
+                f"{len(self.pool_abnormal)} pool abnormals for the unlabeled mixture"
+            )
+        keep, held = holdout_indices(len(self.known_normal), val_fraction, seed)
+        return MedADSplit(
+            known_normal=[self.known_normal[i] for i in keep],
+            pool_normal=list(self.pool_normal),
+            pool_abnormal=self.pool_abnormal[:-num_abnormal],
+            test_normal=list(self.test_normal),
+            test_abnormal=list(self.test_abnormal),
+            val_normal=[self.known_normal[i] for i in held],
+            val_abnormal=self.pool_abnormal[-num_abnormal:],
+        )
+
 
 def _names(node: object, where: str, path: Path) -> list[str]:
     if not isinstance(node, list) or not all(isinstance(n, str) for n in node):
