@@ -173,3 +173,25 @@ def test_synthetic_lesion_ranges_reach_the_abnormal_images_and_are_checked():
         SyntheticCXRDataModule(lesion_radius=(0.1, 0.5))
     with pytest.raises(ValueError, match=r"^lesion_contrast must satisfy"):
         SyntheticCXRDataModule(lesion_contrast=(-1.0, 10.0))
+
+
+def test_synthetic_validation_has_real_lesions_by_default():
+    kwargs = {"num_known_normal": 20, "num_test": 10, "image_size": 32, "val_fraction": 0.2}
+    lesions = SyntheticCXRDataModule(**kwargs)
+    pseudo = SyntheticCXRDataModule(validation="pseudo", **kwargs)
+    lesions.setup()
+    pseudo.setup()
+    # Same known normals and the same held-out normals in both modes.
+    assert torch.equal(lesions.known_normal.images, pseudo.known_normal.images)
+    assert lesions.val.labels == pseudo.val.labels == [0] * 4 + [1] * 4
+    assert torch.equal(lesions.val.images[:4], pseudo.val.images[:4])
+    # Lesion validation images are fresh phantoms, in neither training nor test.
+    abnormal = lesions.val.images[4:]
+    for other in (lesions.known_normal, lesions.unlabeled, lesions.test):
+        assert not (abnormal[:, None] == other.images[None]).flatten(2).all(2).any()
+    assert all(name.startswith("val_") for name in lesions.val.names[4:])
+    with pytest.raises(ValueError, match="validation='labelled'"):
+        SyntheticCXRDataModule(validation="labelled")
+    no_val = SyntheticCXRDataModule(**{**kwargs, "val_fraction": 0.0})
+    no_val.setup()
+    assert no_val.val is None and len(no_val.known_normal) == 20

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
-from sagan_ad.data.split import unlabeled_counts
+from sagan_ad.data.split import holdout_indices, unlabeled_counts
 from sagan_ad.synthesis import Synthesizer
 
 
@@ -29,6 +31,12 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         lesion_radius: ``(low, high)`` lesion radius as a fraction of the image side (see
             `sagan_ad.data.phantoms.add_lesions`); raise it for an easier task.
         lesion_contrast: ``(low, high)`` peak added brightness of a lesion in grey levels.
+        validation: ``"lesions"`` (default): the held-out ``val_fraction`` of the known normals
+            and as many fresh phantoms with lesions, drawn like the test set but never trained
+            or tested on, so that ``val/AUROC`` (hence the best checkpoint) measures the task.
+            ``"pseudo"``: those normals and their pseudo anomalies from ``val_synthesizer``, as
+            for data sets without labelled validation; on these phantoms SAGAN's patch blend is
+            nearly invisible and ``val/AUROC`` stays near 0.5.
         batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
             ``val_fraction``, ``val_synthesizer``, ``data_on_device`` and ``seed`` (which also
             seeds the phantoms).
@@ -50,6 +58,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         in_channels: int = 1,
         lesion_radius: tuple[float, float] = (0.04, 0.15),
         lesion_contrast: tuple[float, float] = (25.0, 90.0),
+        validation: Literal["lesions", "pseudo"] = "lesions",
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -73,6 +82,9 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             raise ValueError(f"num_known_normal={num_known_normal}: must be >= 2")
         if num_test < 0:
             raise ValueError(f"num_test={num_test}: must be >= 0")
+        if validation not in ("lesions", "pseudo"):
+            raise ValueError(f"validation={validation!r}: must be 'lesions' or 'pseudo'")
+        self.validation = validation
         self.num_known_normal = num_known_normal
         self.unlabeled_size = num_known_normal if unlabeled_size is None else unlabeled_size
         self.n_unlabeled_abnormal, self.n_unlabeled_normal = unlabeled_counts(
@@ -98,8 +110,22 @@ class SyntheticCXRDataModule(AnomalyDataModule):
 
     def load(self) -> SplitData:
         test_abnormal = self.num_test // 2
+        known_normal = self._images(self.num_known_normal, 0, 0, "known_normal")
+        val = None
+        if self.validation == "lesions" and self.val_fraction > 0:
+            # The same normals that the pseudo-anomaly validation would hold out.
+            keep, held = holdout_indices(self.num_known_normal, self.val_fraction, self.seed)
+            val_normal = known_normal.subset(held)
+            lesioned = self._images(0, len(held), 3, "val")
+            known_normal = known_normal.subset(keep)
+            val = ImageSet(
+                torch.cat([val_normal.images, lesioned.images]),
+                val_normal.labels + lesioned.labels,
+                val_normal.names + lesioned.names,
+            )
         return SplitData(
-            known_normal=self._images(self.num_known_normal, 0, 0, "known_normal"),
+            known_normal=known_normal,
+            val=val,
             unlabeled=self._images(
                 self.n_unlabeled_normal, self.n_unlabeled_abnormal, 1, "unlabeled"
             ),
