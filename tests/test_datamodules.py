@@ -190,6 +190,13 @@ def test_synthetic_validation_has_real_lesions_by_default():
     for other in (lesions.known_normal, lesions.unlabeled, lesions.test):
         assert not (abnormal[:, None] == other.images[None]).flatten(2).all(2).any()
     assert all(name.startswith("val_") for name in lesions.val.names[4:])
+    # Masks mark the lesions of the abnormal images only, for the pixel-level metrics.
+    assert lesions.val_masks.shape == (8, 1, 32, 32) and lesions.val_masks.dtype == torch.bool
+    assert lesions.test_masks.shape == (10, 1, 32, 32)
+    labels = torch.tensor(lesions.test.labels)
+    has_lesion = lesions.test_masks.flatten(1).any(1)
+    assert torch.equal(has_lesion, labels == 1)
+    assert not lesions.val_masks[:4].any() and lesions.val_masks[4:].flatten(1).any(1).all()
     with pytest.raises(ValueError, match="validation='labelled'"):
         SyntheticCXRDataModule(validation="labelled")
     no_val = SyntheticCXRDataModule(**{**kwargs, "val_fraction": 0.0})

@@ -171,6 +171,7 @@ class AnomalyDataModule(L.LightningDataModule):
         self.val: ImageSet | None = None
         self.val_masks: Tensor | None = None
         self.test: ImageSet | None = None
+        self.test_masks: Tensor | None = None
 
     @abstractmethod
     def load(self) -> SplitData:

@@ -6,6 +6,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
@@ -95,41 +96,47 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         self.lesion_radius = check_range("lesion_radius", lesion_radius, 0.25)
         self.lesion_contrast = check_range("lesion_contrast", lesion_contrast, 255.0)
 
-    def _images(self, normal: int, abnormal: int, stream: int, prefix: str) -> ImageSet:
+    def _images(
+        self, normal: int, abnormal: int, stream: int, prefix: str
+    ) -> tuple[ImageSet, Tensor]:
+        """``normal`` phantoms then ``abnormal`` lesioned ones, with lesion masks (N, 1, H, W)."""
         # One random stream per part, so changing one part's size leaves the others unchanged.
         rng = np.random.default_rng([self.seed, stream])
         phantoms = make_chest_phantoms(normal + abnormal, self.image_size, rng)
+        masks = np.zeros(phantoms.shape, dtype=bool)
         if abnormal:
-            phantoms[normal:], _ = add_lesions(
+            phantoms[normal:], masks[normal:] = add_lesions(
                 phantoms[normal:], rng, radius=self.lesion_radius, contrast=self.lesion_contrast
             )
         images = torch.from_numpy(phantoms).unsqueeze(1).expand(-1, self.in_channels, -1, -1)
         labels = [0] * normal + [1] * abnormal
         names = [f"{prefix}_{i:05d}" for i in range(normal + abnormal)]
-        return ImageSet(images.contiguous(), labels, names)
+        return ImageSet(images.contiguous(), labels, names), torch.from_numpy(masks).unsqueeze(1)
 
     def load(self) -> SplitData:
-        test_abnormal = self.num_test // 2
-        known_normal = self._images(self.num_known_normal, 0, 0, "known_normal")
+        # The lesion masks are known, so pixel-level metrics (val/ and test/pixel_AUROC, AUPRO)
+        # are computed on real lesions; the model reads them as ``<stage>_masks``.
+        known_normal, _ = self._images(self.num_known_normal, 0, 0, "known_normal")
         val = None
         if self.validation == "lesions" and self.val_fraction > 0:
             # The same normals that the pseudo-anomaly validation would hold out.
             keep, held = holdout_indices(self.num_known_normal, self.val_fraction, self.seed)
             val_normal = known_normal.subset(held)
-            lesioned = self._images(0, len(held), 3, "val")
+            lesioned, lesion_masks = self._images(0, len(held), 3, "val")
             known_normal = known_normal.subset(keep)
             val = ImageSet(
                 torch.cat([val_normal.images, lesioned.images]),
                 val_normal.labels + lesioned.labels,
                 val_normal.names + lesioned.names,
             )
-        return SplitData(
-            known_normal=known_normal,
-            val=val,
-            unlabeled=self._images(
-                self.n_unlabeled_normal, self.n_unlabeled_abnormal, 1, "unlabeled"
-            ),
-            test=self._images(self.num_test - test_abnormal, test_abnormal, 2, "test")
-            if self.num_test
-            else None,
+            self.val_masks = torch.cat([torch.zeros_like(lesion_masks), lesion_masks])
+        test = None
+        if self.num_test:
+            test_abnormal = self.num_test // 2
+            test, self.test_masks = self._images(
+                self.num_test - test_abnormal, test_abnormal, 2, "test"
+            )
+        unlabeled, _ = self._images(
+            self.n_unlabeled_normal, self.n_unlabeled_abnormal, 1, "unlabeled"
         )
+        return SplitData(known_normal=known_normal, unlabeled=unlabeled, test=test, val=val)
