@@ -59,7 +59,7 @@ from sagan_ad import SAGAN, MedADDataModule
 from sagan_ad.data import read_medad_split
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
 from sagan_ad.module import PAPER_BETAS
-from sagan_ad.scoring import anomaly_map, smooth_map
+from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
@@ -87,6 +87,7 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "size_128": ({"image_size": 128}, {"image_size": 128}),
     # Candidates for tuning examples/nih_cpu.yaml (choose on --labelled-val, not on test).
     "lr_2e-4": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-4)}, {}),
+    "ttur": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(1e-3)}, {}),
     "n_critic_1": ({"n_critic": 1}, {}),
     "width_16": ({"base_channels": 16, "critic_base_channels": 32}, {}),
     # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
@@ -178,8 +179,6 @@ def matched_subset(
 def score_variants(images: Tensor, restored: Tensor) -> dict[str, Tensor]:
     """The three image scores compared in this study, each of shape ``(B,)``."""
     maps = anomaly_map(images, restored)
-    smoothed = smooth_map(maps, 2.0).flatten(1)
-    k = max(1, math.ceil(0.05 * smoothed.shape[1]))
 
     def standardize(x: Tensor) -> Tensor:
         flat = x.flatten(1)
@@ -187,7 +186,7 @@ def score_variants(images: Tensor, restored: Tensor) -> dict[str, Tensor]:
 
     return {
         "mean": maps.flatten(1).mean(1),
-        "top5_smoothed": smoothed.topk(k, dim=1).values.mean(1),
+        "top5_smoothed": map_to_score(smooth_map(maps, 2.0), top_fraction=0.05),
         "standardized": (standardize(images) - standardize(restored)).abs().mean(1) / 2,
     }
 

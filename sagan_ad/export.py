@@ -32,6 +32,8 @@ class AnomalyScorer(nn.Module):
     Args:
         generator: the trained generator (its training-time residual mask is never applied).
         map_sigma: Gaussian smoothing of the map, as `SAGAN`'s ``map_sigma``.
+        score_top_fraction: share of the largest map values averaged into the score, as
+            `SAGAN`'s ``score_top_fraction``.
 
     Examples:
         >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
@@ -40,10 +42,15 @@ class AnomalyScorer(nn.Module):
         (torch.Size([2]), torch.Size([2, 1, 32, 32]))
     """
 
-    def __init__(self, generator: Generator, map_sigma: float = 0.0) -> None:
+    def __init__(
+        self, generator: Generator, map_sigma: float = 0.0, score_top_fraction: float = 1.0
+    ) -> None:
         super().__init__()
+        if not 0.0 < score_top_fraction <= 1.0:
+            raise ValueError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
         self.generator = generator
         self.map_sigma = float(map_sigma)
+        self.score_top_fraction = float(score_top_fraction)
 
     @classmethod
     def from_model(cls, model: SAGAN) -> AnomalyScorer:
@@ -58,12 +65,12 @@ class AnomalyScorer(nn.Module):
                 f"{type(model).__name__} overrides anomaly_map or score; export a scorer module "
                 "of your own that reproduces the override"
             )
-        return cls(model.generator, model.map_sigma)
+        return cls(model.generator, model.map_sigma, model.score_top_fraction)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         restored = self.generator(images, residual_mask=False)
         maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
-        return map_to_score(maps), maps
+        return map_to_score(maps, self.score_top_fraction), maps
 
 
 def export_scorer(

@@ -138,8 +138,11 @@ class SAGAN(L.LightningModule):
             one that works when validation has no abnormal images). The threshold is stored in
             the `threshold` buffer, hence in checkpoints.
         threshold_percentile: the percentile of ``"percentile"``.
-        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is the
-            mean of the smoothed map.
+        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is
+            computed from the smoothed map.
+        score_top_fraction: the score is the mean of this fraction of the largest map values
+            (`sagan_ad.scoring.map_to_score`); 1 (default) is the paper's mean over all pixels.
+            Choose it on a labelled validation set, never on the test set.
         bootstrap_resamples: resamples of the 95% AUROC confidence interval (0 skips it).
         channels_last: keep both networks' weights and the training batches in channels-last
             memory format, which GPU convolutions (cuDNN, bf16 tensor cores) run faster.
@@ -189,6 +192,7 @@ class SAGAN(L.LightningModule):
         threshold_policy: ThresholdPolicy = "balanced",
         threshold_percentile: float = 95.0,
         map_sigma: float = 0.0,
+        score_top_fraction: float = 1.0,
         bootstrap_resamples: int = 1000,
         channels_last: bool = False,
         compile: bool = False,
@@ -212,6 +216,8 @@ class SAGAN(L.LightningModule):
             raise ValueError(f"threshold_percentile={threshold_percentile}: must be in (0, 100)")
         if map_sigma < 0 or bootstrap_resamples < 0:
             raise ValueError("map_sigma and bootstrap_resamples must be >= 0")
+        if not 0.0 < score_top_fraction <= 1.0:
+            raise ValueError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
         if isinstance(divergence_check_interval, bool) or divergence_check_interval < 1:
             raise ValueError(
                 f"divergence_check_interval={divergence_check_interval!r}: must be an integer >= 1"
@@ -275,6 +281,7 @@ class SAGAN(L.LightningModule):
         self.threshold_policy = threshold_policy
         self.threshold_percentile = threshold_percentile
         self.map_sigma = map_sigma
+        self.score_top_fraction = score_top_fraction
         self.bootstrap_resamples = bootstrap_resamples
         # NaN until a validation chooses it; a buffer, so it travels with the weights.
         self.register_buffer("threshold", torch.tensor(float("nan")))
@@ -303,7 +310,7 @@ class SAGAN(L.LightningModule):
 
     def score(self, images: Tensor) -> Tensor:
         """Image anomaly score in ``[0, 1]``, shape ``(B,)``; higher means more abnormal."""
-        return map_to_score(self.anomaly_map(images))
+        return map_to_score(self.anomaly_map(images), self.score_top_fraction)
 
     def forward(self, images: Tensor) -> Tensor:
         """Anomaly scores of ``images`` (``(B, C, H, W)`` in ``[-1, 1]``)."""
@@ -611,7 +618,7 @@ class SAGAN(L.LightningModule):
         if own:
             restored = self.restore(images)
             maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
-            out = {"score": map_to_score(maps), "anomaly_map": maps}
+            out = {"score": map_to_score(maps, self.score_top_fraction), "anomaly_map": maps}
             return {**out, "restored": restored} if with_restored else out
         out = {"score": self.score(images), "anomaly_map": self.anomaly_map(images)}
         return {**out, "restored": self.restore(images)} if with_restored else out

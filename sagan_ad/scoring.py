@@ -27,15 +27,29 @@ def anomaly_map(images: Tensor, restored: Tensor) -> Tensor:
     return (images - restored).abs().mean(dim=1, keepdim=True) / 2
 
 
-def map_to_score(maps: Tensor) -> Tensor:
-    """Image score from anomaly maps ``(B, 1, H, W)``: the mean over pixels (the paper's score).
+def map_to_score(maps: Tensor, top_fraction: float = 1.0) -> Tensor:
+    """Image score from anomaly maps ``(B, 1, H, W)``: the mean of the largest ``top_fraction``
+    of each map's values (at least one).
+
+    ``1.0`` (default) is the mean over all pixels, the paper's score. A small fraction scores
+    a local finding by its own pixels instead of diluting it over the whole image; smoothing the
+    map first (`smooth_map`) keeps single noisy pixels from filling the top.
 
     Examples:
         >>> import torch
         >>> map_to_score(torch.full((3, 1, 4, 4), 0.25)).tolist()
         [0.25, 0.25, 0.25]
+        >>> m = torch.zeros(1, 1, 4, 4); m[0, 0, 0, :2] = 1.0
+        >>> map_to_score(m).item(), map_to_score(m, top_fraction=0.125).item()
+        (0.125, 1.0)
     """
-    return maps.mean(dim=(1, 2, 3))
+    if not 0.0 < top_fraction <= 1.0:
+        raise ValueError(f"top_fraction={top_fraction}: must be in (0, 1]")
+    flat = maps.flatten(1)
+    if top_fraction == 1.0:
+        return flat.mean(dim=1)
+    k = max(1, math.ceil(top_fraction * flat.shape[1]))
+    return flat.topk(k, dim=1).values.mean(dim=1)
 
 
 def anomaly_score(images: Tensor, restored: Tensor) -> Tensor:

@@ -9,11 +9,11 @@ from conftest import TINY_MODEL
 from sagan_ad import SAGAN, AnomalyScorer, export_scorer
 
 
-@pytest.fixture(scope="module")
-def model() -> SAGAN:
+@pytest.fixture(scope="module", params=[1.0, 0.05], ids=["mean", "top5"])
+def model(request) -> SAGAN:
     torch.manual_seed(0)
-    # Smoothing on, so the exported graph includes it.
-    return SAGAN(**TINY_MODEL, map_sigma=1.0).eval()
+    # Smoothing on, so the exported graph includes it; and both score reductions.
+    return SAGAN(**TINY_MODEL, map_sigma=1.0, score_top_fraction=request.param).eval()
 
 
 @pytest.fixture(scope="module")

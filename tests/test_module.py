@@ -117,6 +117,22 @@ def test_score_and_map_are_deterministic_and_bounded():
     assert not torch.equal(reference.anomaly_map(x), reference.anomaly_map(x))
 
 
+def test_top_fraction_score_averages_the_largest_map_values():
+    torch.manual_seed(0)
+    model = SAGAN(**TINY_MODEL, map_sigma=1.0, score_top_fraction=0.05).eval()
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    maps = model.anomaly_map(x).flatten(1)
+    k = 52  # ceil(0.05 * 1024)
+    expected = maps.sort(dim=1, descending=True).values[:, :k].mean(1)
+    assert torch.allclose(model.score(x), expected)
+    assert torch.allclose(model.infer(x)["score"], expected)
+    # The top of a map can only exceed its mean, and the one-pass and two-pass paths agree.
+    assert (model.score(x) > maps.mean(1)).all()
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="score_top_fraction"):
+            SAGAN(**TINY_MODEL, score_top_fraction=bad)
+
+
 def test_bf16_mixed_precision_trains(medad_root, tmp_path):
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=2)
