@@ -87,7 +87,7 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "size_128": ({"image_size": 128}, {"image_size": 128}),
     # Candidates for tuning examples/nih_cpu.yaml (choose on --labelled-val, not on test).
     "lr_2e-4": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-4)}, {}),
-    "ttur": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(1e-3)}, {}),
+    "ttur": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-3)}, {}),
     "n_critic_1": ({"n_critic": 1}, {}),
     "width_16": ({"base_channels": 16, "critic_base_channels": 32}, {}),
     # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74

@@ -165,3 +165,29 @@ def test_nih_config_runs_on_real_chest_xrays(tmp_path):
     rows = metrics_rows(tmp_path)
     test_row = next(r for r in rows if r.get("test/AUROC"))
     assert 0.0 <= float(test_row["test/AUROC"]) <= 1.0
+
+
+def test_each_network_gets_its_optimizer_and_scheduler_from_yaml(tmp_path):
+    config = tmp_path / "optimizers.yaml"
+    config.write_text(
+        "model:\n"
+        "  init_args:\n"
+        "    optimizer_g:\n"
+        "      class_path: torch.optim.Adam\n"
+        "      init_args: {lr: 0.0001, betas: [0.5, 0.999]}\n"
+        "    optimizer_d:\n"
+        "      class_path: torch.optim.RMSprop\n"
+        "      init_args: {lr: 0.0003}\n"
+        "    scheduler_g:\n"
+        "      class_path: torch.optim.lr_scheduler.StepLR\n"
+        "      init_args: {step_size: 1, gamma: 0.5}\n"
+    )
+    tiny_run(tmp_path, f"--config={config}", "--test_after_fit=false")
+    state = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
+    generator, critic = state["optimizer_states"]
+    # 4 iterations = 4 critic steps and 2 generator steps (n_critic=2): the generator lr is
+    # halved twice, the critic lr (no scheduler) stays.
+    assert generator["param_groups"][0]["lr"] == pytest.approx(1e-4 / 2**2)
+    assert generator["param_groups"][0]["betas"] == (0.5, 0.999)
+    assert critic["param_groups"][0]["lr"] == pytest.approx(3e-4)
+    assert "alpha" in critic["param_groups"][0]  # RMSprop's, so the class came from the YAML
