@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import NIH_ROOT, requires_nih, write_medad_tree
 
+from sagan_ad import SAGAN
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 
@@ -100,9 +102,11 @@ def test_labelled_validation_and_tuning_candidates(quality, tmp_path):
     before = (root / "data.json").read_text()
     saved = tmp_path / "runs.json"
     quality.main(
-        ["--root", str(root), "--iterations", "2", "--seeds", "0", "--no-baselines"]
-        + ["--configs", "full", "lr_2e-4", "--labelled-val", "3", "--resamples", "10"]
-        + ["--json", str(saved)]
+        [
+            *("--root", str(root), "--iterations", "2", "--seeds", "0", "--no-baselines"),
+            *("--configs", "full", "lr_2e-4", "--labelled-val", "3", "--resamples", "10"),
+            *("--json", str(saved)),
+        ]
     )
     runs = json.loads(saved.read_text())
     assert (
@@ -148,3 +152,17 @@ def test_saved_runs_merge_into_one_table_and_ratio_plot(quality, tmp_path):
     assert "| ratio_0.0 | 2 | 0.605 ± 0.007 |" in table
     assert "| ratio_0.0: mean | 0.500 ± 0.000 | 0.600 ± 0.000 | 0.500 ± 0.000 | 2/2 |" in table
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_main_table_scores_with_the_models_own_settings(quality):
+    torch.manual_seed(0)
+    model = SAGAN(
+        image_size=32,
+        base_channels=4,
+        critic_downsamples=5,
+        map_sigma=1.0,
+        score_top_fraction=0.05,
+    ).eval()
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    restored = quality.restore_all(model.restore, images)
+    assert torch.allclose(quality.own_score(model, images, restored), model.score(images))
