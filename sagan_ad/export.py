@@ -65,7 +65,7 @@ class AnomalyScorer(nn.Module):
                 f"{type(model).__name__} overrides anomaly_map or score; export a scorer module "
                 "of your own that reproduces the override"
             )
-        return cls(model.generator, model.map_sigma, model.score_top_fraction)
+        return cls(model.inference_generator, model.map_sigma, model.score_top_fraction)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         restored = self.generator(images, residual_mask=False)

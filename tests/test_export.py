@@ -66,3 +66,11 @@ def test_random_inference_and_overridden_scores_are_not_exported(tmp_path):
         export_scorer(TopScore(**TINY_MODEL), tmp_path / "x.pt", format="torchscript")
     with pytest.raises(ValueError, match="format"):
         export_scorer(SAGAN(**TINY_MODEL), tmp_path / "x.bin", format="tflite")
+
+
+def test_the_weight_averaged_generator_is_the_one_exported():
+    model = SAGAN(**TINY_MODEL, generator_ema=0.99)
+    with torch.no_grad():
+        for p in model.generator_ema.parameters():
+            p.mul_(0.5)
+    assert AnomalyScorer.from_model(model).generator is model.generator_ema

@@ -181,3 +181,47 @@ def test_bad_hyperparameters_are_named(kwargs, message):
     options = {**TINY_MODEL, **kwargs}
     with pytest.raises(ValueError, match=message):
         SAGAN(**options)
+
+
+def test_generator_weight_average_follows_the_trained_generator(medad_root, tmp_path):
+    L.seed_everything(0)
+    model = SAGAN(**TINY_MODEL, max_iterations=6, generator_ema=0.9)
+    assert model.generator_ema is not None and model.inference_generator is model.generator_ema
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    averaged, trained = [flat(model.generator)], [flat(model.generator)]
+    steps = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            if module.iteration % module.n_critic == 0:  # a generator step just ran
+                averaged.append(flat(module.generator_ema))
+                trained.append(flat(module.generator))
+                steps.append(module.iteration // module.n_critic)
+
+    tiny_trainer(tmp_path, callbacks=[Record()], enable_checkpointing=False).fit(
+        model, datamodule(medad_root)
+    )
+    assert steps == [1, 2, 3]
+    # After k generator steps: average <- average + (1 - d) (trained - average), with the
+    # warm-up decay d = min(0.9, (1 + k) / (10 + k)).
+    for k in steps:
+        decay = min(0.9, (1 + k) / (10 + k))
+        expected = averaged[k - 1] + (1 - decay) * (trained[k] - averaged[k - 1])
+        assert torch.allclose(averaged[k], expected, atol=1e-6)
+        assert not torch.equal(averaged[k], trained[k])
+    # Scoring and export use the average; the trained weights stay what they are.
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.restore(x), model.generator_ema(x))
+        assert not torch.equal(model.restore(x), model.generator(x))
+
+
+def test_generator_weight_average_is_checkpointed_and_optional(tmp_path):
+    model = SAGAN(**TINY_MODEL, generator_ema=0.99)
+    assert any(k.startswith("generator_ema.") for k in model.state_dict())
+    plain = SAGAN(**TINY_MODEL)
+    assert plain.generator_ema is None and plain.inference_generator is plain.generator
+    assert not any(k.startswith("generator_ema.") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="generator_ema=1.0"):
+        SAGAN(**TINY_MODEL, generator_ema=1.0)
