@@ -66,7 +66,9 @@ def read_metrics(root: Path) -> dict[str, float]:
     }
 
 
-def run(variant: str, seed: int, threads: int | None, workdir: Path) -> dict[str, float]:
+def run(
+    variant: str, seed: int, threads: int | None, workdir: Path, iterations: int | None = None
+) -> dict[str, float]:
     root = workdir / f"{variant}_seed{seed}"
     extra = root / "overlay.yaml"
     root.mkdir(parents=True)
@@ -83,6 +85,11 @@ def run(variant: str, seed: int, threads: int | None, workdir: Path) -> dict[str
         f"--trainer.logger.init_args.save_dir={root}",
         "--trainer.enable_progress_bar=false",
     ]
+    if iterations:
+        command += [
+            f"--model.init_args.max_iterations={iterations}",
+            f"--trainer.val_check_interval={min(iterations, 50)}",
+        ]
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", type=int, help="torch threads per run (default: all)")
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
+    parser.add_argument("--iterations", type=int, help="max_iterations (default: the YAML's)")
     args = parser.parse_args(argv)
     if args.threads:
         # So that the machine line below reports the runs' thread count.
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sagan_quickstart_") as workdir:
         for variant in args.variants:
             for seed in args.seeds:
-                result = run(variant, seed, args.threads, Path(workdir))
+                result = run(variant, seed, args.threads, Path(workdir), args.iterations)
                 results.setdefault(variant, []).append(result)
                 print(
                     f"{variant} seed {seed}: test AUROC {result['test_auroc']:.3f}, best val "

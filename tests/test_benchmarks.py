@@ -57,3 +57,41 @@ def test_quickstart_diagnosis_reports_removal_and_ceiling(extra):
     out = run("quickstart_diagnosis.py", "--iterations", "2", *extra)
     for line in ("test AUROC", "fraction of lesion brightness removed", "ceiling"):
         assert line in out
+
+
+def test_quickstart_seeds_runs_the_command_line_with_each_variant(tmp_path):
+    table = tmp_path / "quickstart.md"
+    out = run(
+        "quickstart_seeds.py",
+        *("--iterations", "2", "--seeds", "0", "--threads", "1"),
+        *("--variants", "quickstart", "paper_optimizers", "--output", str(table)),
+    )
+    assert "quickstart seed 0: test AUROC" in out and "paper_optimizers seed 0" in out
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| quickstart", "| paper_optimizers"]
+    assert "1 torch threads" in table.read_text()
+
+
+@pytest.mark.parametrize("variant", ["paper_optimizers", "mean_score", "no_ema", "subtle_lesions"])
+def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
+    sys.path.insert(0, str(BENCHMARKS))
+    import quickstart_seeds
+    import yaml
+
+    from sagan_ad.cli import main
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(quickstart_seeds.overlay(variant)))
+    with pytest.raises(SystemExit) as info:
+        quickstart = f"--config={quickstart_seeds.QUICKSTART}"
+        main(["fit", quickstart, f"--config={overlay}", "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+
+    def contains(full, expected) -> bool:  # printed configs list every default as well
+        if isinstance(expected, dict):
+            return all(contains(full[key], value) for key, value in expected.items())
+        return full == expected
+
+    for part, settings in quickstart_seeds.VARIANTS[variant].items():
+        assert contains(printed[part]["init_args"], settings)
