@@ -59,7 +59,7 @@ from sagan_ad import SAGAN, MedADDataModule
 from sagan_ad.data import read_medad_split
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
 from sagan_ad.module import PAPER_BETAS
-from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
+from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
@@ -193,8 +193,7 @@ def score_variants(images: Tensor, restored: Tensor) -> dict[str, Tensor]:
 
 def own_score(model: SAGAN, images: Tensor, restored: Tensor) -> Tensor:
     """``model.score`` from already restored images (its ``map_sigma``, ``score_top_fraction``)."""
-    maps = smooth_map(anomaly_map(images, restored), model.map_sigma)
-    return map_to_score(maps, model.score_top_fraction)
+    return score_and_map(images, restored, model.map_sigma, model.score_top_fraction)[0]
 
 
 @torch.no_grad()

@@ -37,7 +37,13 @@ from sagan_ad.localization import PixelMetrics, PointingGame
 from sagan_ad.metrics import ImageMetrics, SingleClassWarning, detection_metrics
 from sagan_ad.module import SAGAN, DivergenceError, paper_adam
 from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.scoring import anomaly_map, anomaly_score, map_to_score, smooth_map
+from sagan_ad.scoring import (
+    anomaly_map,
+    anomaly_score,
+    map_to_score,
+    score_and_map,
+    smooth_map,
+)
 from sagan_ad.synthesis import (
     CutPasteSynthesizer,
     FPISynthesizer,
@@ -100,5 +106,6 @@ __all__ = [
     "map_to_score",
     "paper_adam",
     "scale_boxes",
+    "score_and_map",
     "smooth_map",
 ]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from sagan_ad.generator import Generator
 from sagan_ad.module import SAGAN
-from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
+from sagan_ad.scoring import score_and_map
 
 ExportFormat = Literal["onnx", "torchscript"]
 
@@ -69,8 +69,7 @@ class AnomalyScorer(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         restored = self.generator(images, residual_mask=False)
-        maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
-        return map_to_score(maps, self.score_top_fraction), maps
+        return score_and_map(images, restored, self.map_sigma, self.score_top_fraction)
 
 
 def export_scorer(

@@ -24,7 +24,7 @@ from sagan_ad.generator import Generator
 from sagan_ad.layers import PositionEncoding
 from sagan_ad.localization import PixelMetrics, PointingGame, map_peaks, pointing_game_hits
 from sagan_ad.metrics import ImageMetrics
-from sagan_ad.scoring import anomaly_map, map_to_score, smooth_map
+from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 from sagan_ad.thresholds import (
     THRESHOLD_POLICIES,
@@ -652,8 +652,8 @@ class SAGAN(L.LightningModule):
         own = type(self).anomaly_map is SAGAN.anomaly_map and type(self).score is SAGAN.score
         if own:
             restored = self.restore(images)
-            maps = smooth_map(anomaly_map(images, restored), self.map_sigma)
-            out = {"score": map_to_score(maps, self.score_top_fraction), "anomaly_map": maps}
+            score, maps = score_and_map(images, restored, self.map_sigma, self.score_top_fraction)
+            out = {"score": score, "anomaly_map": maps}
             return {**out, "restored": restored} if with_restored else out
         out = {"score": self.score(images), "anomaly_map": self.anomaly_map(images)}
         return {**out, "restored": self.restore(images)} if with_restored else out

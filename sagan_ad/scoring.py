@@ -90,3 +90,19 @@ def smooth_map(maps: Tensor, sigma: float) -> Tensor:
     padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def score_and_map(
+    images: Tensor, restored: Tensor, map_sigma: float = 0.0, top_fraction: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Image scores ``(B,)`` and anomaly maps ``(B, 1, H, W)`` as `sagan_ad.SAGAN` computes them:
+    the map smoothed with ``map_sigma``, the score the mean of its largest ``top_fraction``.
+
+    Examples:
+        >>> import torch
+        >>> scores, maps = score_and_map(torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4))
+        >>> scores.tolist(), maps.shape
+        ([0.5, 0.5], torch.Size([2, 1, 4, 4]))
+    """
+    maps = smooth_map(anomaly_map(images, restored), map_sigma)
+    return map_to_score(maps, top_fraction), maps
