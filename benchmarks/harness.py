@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 
 def cpu_name() -> str:
@@ -23,8 +25,6 @@ def cpu_name() -> str:
 
 def describe(gpu: str | None = None, packages: tuple[str, ...] = ("torch", "lightning")) -> str:
     """CPU, logical cores, torch threads, the GPU if given, Python and package versions."""
-    import torch
-
     where = f"{cpu_name()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
     if gpu:
         where = f"{gpu}; host {where}"
@@ -37,6 +37,13 @@ def describe(gpu: str | None = None, packages: tuple[str, ...] = ("torch", "ligh
     return f"{where}; {platform.system()}, Python {platform.python_version()}, " + ", ".join(
         versions
     )
+
+
+def adam(lr: float) -> functools.partial:
+    """An optimizer factory like `sagan_ad.paper_adam` (betas 0.5, 0.999) with another lr."""
+    from sagan_ad.module import PAPER_BETAS
+
+    return functools.partial(torch.optim.Adam, lr=lr, betas=PAPER_BETAS)
 
 
 def training_only_trainer(accelerator: str = "cpu", **kwargs: Any) -> L.Trainer:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import itertools
 import json
 import math
@@ -52,23 +51,17 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from harness import describe, training_only_trainer
+from harness import adam, describe, training_only_trainer
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
-from sagan_ad.data import read_medad_split
+from sagan_ad.data import MedADSplit, read_medad_split
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
-from sagan_ad.module import PAPER_BETAS
 from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
 BASE_CONFIG = REPO / "examples" / "nih_cpu.yaml"
-
-
-def adam(lr: float) -> functools.partial:
-    """An optimizer factory like `sagan_ad.paper_adam` with another learning rate."""
-    return functools.partial(torch.optim.Adam, lr=lr, betas=PAPER_BETAS)
 
 
 #: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``.
@@ -231,19 +224,19 @@ def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
-def labelled_val_root(root: Path, num_abnormal: int, seed: int, workdir: Path) -> Path:
-    """A copy of ``root``'s split (images linked, not copied) with a labelled validation set.
+def labelled_val_root(
+    root: Path, split: MedADSplit, num_abnormal: int, seed: int, workdir: Path
+) -> Path:
+    """A copy of ``root`` (its ``split``; images linked, not copied) with a labelled validation set.
 
     See `MedADSplit.with_labelled_validation`: the validation normals are the known normals that
     ``val_fraction`` holds out anyway, the abnormals the unused end of the unlabeled pool.
     """
     _, data_args = load_base()
-    split = read_medad_split(root / "data.json").with_labelled_validation(
-        float(data_args["val_fraction"]), num_abnormal, seed
-    )
+    carved = split.with_labelled_validation(float(data_args["val_fraction"]), num_abnormal, seed)
     out = workdir / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "data.json").write_text(json.dumps(split.to_json()))
+    (out / "data.json").write_text(json.dumps(carved.to_json()))
     if not (out / "images").exists():
         (out / "images").symlink_to((root / "images").resolve(), target_is_directory=True)
     return out
@@ -422,13 +415,14 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, float]]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="sagan_quality_"))
+    split = read_medad_split(args.root / "data.json") if args.labelled_val else None
     for seed in args.seeds:
         data_root, unlabeled_size = args.root, None
-        if args.labelled_val:
-            data_root = labelled_val_root(args.root, args.labelled_val, seed, workdir)
+        if split is not None:
+            data_root = labelled_val_root(args.root, split, args.labelled_val, seed, workdir)
             # Same unlabeled set as without the carve-out: its default size is the number of
             # known normals, which the carve-out lowers.
-            unlabeled_size = len(read_medad_split(args.root / "data.json").known_normal)
+            unlabeled_size = len(split.known_normal)
         data_cache: dict[str, MedADDataModule] = {}
         trained: dict[str, tuple[SAGAN, float]] = {}
         for name in args.configs:

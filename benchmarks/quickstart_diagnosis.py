@@ -32,7 +32,7 @@ import time
 import lightning as L
 import numpy as np
 import torch
-from harness import describe, training_only_trainer
+from harness import adam, describe, training_only_trainer
 from torch import Tensor
 
 from sagan_ad import SAGAN, SyntheticCXRDataModule
@@ -52,7 +52,7 @@ def train_generator_only(model: SAGAN, data: SyntheticCXRDataModule, args) -> No
     """Identity + restoration losses only: no critic, no unlabeled data."""
     data.setup("fit")
     normals = to_float(data.known_normal.images[:, 0].numpy())
-    optimizer = torch.optim.Adam(model.generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    optimizer = adam(args.lr)(model.generator.parameters())
     generator = torch.Generator().manual_seed(args.seed)
     for _ in range(args.iterations):
         x = normals[torch.randint(len(normals), (args.batch_size,), generator=generator)]
@@ -93,9 +93,6 @@ def main(argv: list[str] | None = None) -> None:
         lesion_radius=lesions["radius"],
         lesion_contrast=lesions["contrast"],
     )
-
-    def adam(lr: float):
-        return lambda params: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
 
     L.seed_everything(args.seed, verbose=False)
     synthesizer = PerlinBlobSynthesizer() if args.synthesizer == "perlin" else None
