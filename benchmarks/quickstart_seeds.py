@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "no_ema": {"model": {"generator_ema": 0.0}},
     "pseudo_validation": {"data": {"validation": "pseudo"}},
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
+    "critic_1x1": {"model": {"critic_downsamples": 5}},
+    "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
 }
 
 
