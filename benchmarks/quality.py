@@ -40,9 +40,7 @@ import csv
 import itertools
 import json
 import math
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -55,7 +53,6 @@ from harness import adam, describe, training_only_trainer
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
-from sagan_ad.data import MedADSplit, read_medad_split
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
 from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 
@@ -224,32 +221,12 @@ def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
-def labelled_val_root(
-    root: Path, split: MedADSplit, num_abnormal: int, seed: int, workdir: Path
-) -> Path:
-    """A copy of ``root`` (its ``split``; images linked, not copied) with a labelled validation set.
-
-    See `MedADSplit.with_labelled_validation`: the validation normals are the known normals that
-    ``val_fraction`` holds out anyway, the abnormals the unused end of the unlabeled pool.
-    """
-    _, data_args = load_base()
-    carved = split.with_labelled_validation(float(data_args["val_fraction"]), num_abnormal, seed)
-    out = workdir / f"seed{seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data.json").write_text(json.dumps(carved.to_json()))
-    if not (out / "images").exists():
-        (out / "images").symlink_to((root / "images").resolve(), target_is_directory=True)
-    return out
-
-
 def make_data(
-    root: Path, overrides: dict[str, Any], seed: int, unlabeled_size: int | None = None
+    root: Path, overrides: dict[str, Any], seed: int, val_abnormal: int
 ) -> MedADDataModule:
-    """The base DataModule with ``overrides``; ``unlabeled_size`` replaces the default size."""
+    """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`)."""
     _, data_args = load_base()
-    if unlabeled_size is not None:
-        data_args["unlabeled_size"] = unlabeled_size
-    data_args.update(root=str(root), seed=seed, **overrides)
+    data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
     data = MedADDataModule(**data_args)
     data.setup("fit")
     return data
@@ -388,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         metavar="N",
         help="validate on held-out known normals and N unused pool abnormals (real labels from "
-        "the training data) instead of pseudo anomalies; choose settings on this, never on test",
+        "the training data; 0: pseudo anomalies instead); default: the YAML's data.val_abnormal. "
+        "Choose settings on this, never on test",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write every per-run number here")
@@ -410,26 +388,21 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", module="lightning")
     model_args, data_args = load_base()
     iterations = args.iterations or int(model_args["max_iterations"])
+    val_abnormal = (
+        data_args.get("val_abnormal", 0) if args.labelled_val is None else args.labelled_val
+    )
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
 
     results: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, float]]] = {}
-    workdir = Path(tempfile.mkdtemp(prefix="sagan_quality_"))
-    split = read_medad_split(args.root / "data.json") if args.labelled_val else None
     for seed in args.seeds:
-        data_root, unlabeled_size = args.root, None
-        if split is not None:
-            data_root = labelled_val_root(args.root, split, args.labelled_val, seed, workdir)
-            # Same unlabeled set as without the carve-out: its default size is the number of
-            # known normals, which the carve-out lowers.
-            unlabeled_size = len(split.known_normal)
         data_cache: dict[str, MedADDataModule] = {}
         trained: dict[str, tuple[SAGAN, float]] = {}
         for name in args.configs:
             data_overrides = CONFIGS[name][1]
             key = json.dumps(data_overrides, sort_keys=True)
             if key not in data_cache:
-                data_cache[key] = make_data(data_root, data_overrides, seed, unlabeled_size)
+                data_cache[key] = make_data(args.root, data_overrides, seed, val_abnormal)
             data = data_cache[key]
             test_images = to_float(data.test.images)
             labels = torch.tensor(data.test.labels)
@@ -488,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
             # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
             base_key = json.dumps({}, sort_keys=True)
             if base_key not in data_cache:
-                data_cache[base_key] = make_data(data_root, {}, seed, unlabeled_size)
+                data_cache[base_key] = make_data(args.root, {}, seed, val_abnormal)
             data = data_cache[base_key]
             labels = torch.tensor(data.test.labels)
             intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
@@ -514,7 +487,6 @@ def main(argv: list[str] | None = None) -> None:
                 run["train_s"] = seconds
                 results.setdefault(label, []).append(run)
 
-    shutil.rmtree(workdir)
     header = "\n".join(
         [
             f"Machine: {describe(torch.cuda.get_device_name() if device.type == 'cuda' else None)}",
@@ -523,8 +495,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(tolerance {args.match_tolerance})",
             "Validation: "
             + (
-                f"labelled, held-out known normals and {args.labelled_val} unused pool abnormals"
-                if args.labelled_val
+                f"labelled, held-out known normals and {val_abnormal} unused pool abnormals"
+                if val_abnormal
                 else "held-out known normals and their pseudo anomalies"
             ),
         ]

@@ -10,7 +10,7 @@ import torch
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.cache import ImageCache, PreprocessSettings
 from sagan_ad.data.image_io import load_images
-from sagan_ad.data.split import MedADSplit, build_unlabeled, read_medad_split
+from sagan_ad.data.split import MedADSplit, SplitError, build_unlabeled, read_medad_split
 from sagan_ad.synthesis import Synthesizer
 
 
@@ -22,7 +22,8 @@ class MedADDataModule(AnomalyDataModule):
     abnormal pool followed by the first ``N - floor(N * anomaly_ratio)`` of the normal pool, with
     ``N = unlabeled_size`` (default: the number of known normals listed in ``data.json``). Images
     are decoded and resized once into memory. A ``val`` entry in ``data.json`` is used as the
-    validation set; otherwise validation is carved from the known normals (see
+    validation set; otherwise ``val_abnormal`` > 0 carves a labelled one from the training data,
+    and ``val_abnormal=0`` validates on pseudo anomalies of held-out known normals (see
     `sagan_ad.data.base.AnomalyDataModule`).
 
     Args:
@@ -30,6 +31,12 @@ class MedADDataModule(AnomalyDataModule):
         anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
         unlabeled_size: size of the unlabeled set (default: number of known normals).
         image_dir: folder of the images, relative to ``root``.
+        val_abnormal: for a ``data.json`` without ``val``: validate on the ``val_fraction``
+            held-out known normals and this many abnormal images from the end of the unlabeled
+            pool, which the mixture never uses (`MedADSplit.with_labelled_validation`). The
+            training and test sets stay the same. Where pseudo anomalies are a poor proxy for the
+            disease (on the NIH pneumonia films they score at chance), this is what makes the
+            best checkpoint by ``val/AUROC`` meaningful.
         cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
             on every core; a later run reads them in seconds); otherwise they are decoded into
             memory at every start.
@@ -59,6 +66,7 @@ class MedADDataModule(AnomalyDataModule):
         seed: int = 0,
         data_on_device: bool = False,
         cache_dir: str | os.PathLike | None = None,
+        val_abnormal: int = 0,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -75,6 +83,9 @@ class MedADDataModule(AnomalyDataModule):
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
         if unlabeled_size is not None and unlabeled_size < 1:
             raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+        if val_abnormal < 0:
+            raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
+        self.val_abnormal = val_abnormal
         self.root = Path(root)
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size
@@ -90,9 +101,29 @@ class MedADDataModule(AnomalyDataModule):
             )
         return read_medad_split(self.root / "data.json")
 
+    def _carve_validation(self, split: MedADSplit) -> MedADSplit:
+        where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
+        if split.has_validation:
+            raise ValueError(
+                f"{where}: data.json already has a labelled validation set (val); set "
+                "val_abnormal to 0 to use it"
+            )
+        if self.val_fraction <= 0:
+            raise ValueError(
+                f"{where}: the validation normals are the val_fraction held-out known normals, "
+                f"but val_fraction={self.val_fraction}; set it above 0"
+            )
+        try:
+            return split.with_labelled_validation(self.val_fraction, self.val_abnormal, self.seed)
+        except SplitError as err:
+            raise ValueError(f"{where}: {err}") from err
+
     def load(self) -> SplitData:
         split = self.read_split()
+        # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
+        if self.val_abnormal:
+            split = self._carve_validation(split)
         unlabeled_names, unlabeled_labels = build_unlabeled(
             split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio
         )
