@@ -12,6 +12,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from sagan_ad.module import PAPER_BETAS
+
 
 def cpu_name() -> str:
     """The CPU model from ``/proc/cpuinfo`` where there is one, else the platform's guess."""
@@ -41,8 +43,6 @@ def describe(gpu: str | None = None, packages: tuple[str, ...] = ("torch", "ligh
 
 def adam(lr: float) -> functools.partial:
     """An optimizer factory like `sagan_ad.paper_adam` (betas 0.5, 0.999) with another lr."""
-    from sagan_ad.module import PAPER_BETAS
-
     return functools.partial(torch.optim.Adam, lr=lr, betas=PAPER_BETAS)
 
 

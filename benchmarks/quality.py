@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
             if key not in data_cache:
                 data_cache[key] = make_data(args.root, data_overrides, seed, val_abnormal)
             data = data_cache[key]
-            test_images = to_float(data.test.images)
+            test_images = to_float(data.test.images).to(device)
             labels = torch.tensor(data.test.labels)
             # Intensity in [0, 1] at the evaluation size, as in the matching rule.
             intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
@@ -424,8 +424,8 @@ def main(argv: list[str] | None = None) -> None:
             model, seconds = trained[trained_key]
             model = model.to(device)
             model.inference = model_overrides.get("inference", "deterministic")
-            restored = restore_all(model.restore, test_images.to(device))
-            test = score_variants(test_images.to(device), restored)
+            restored = restore_all(model.restore, test_images)
+            test = score_variants(test_images, restored)
             val_images = to_float(data.val.images).to(device)
             val_labels = torch.tensor(data.val.labels)
             val_restored = restore_all(model.restore, val_images)
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
             best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
             # The main table scores with the model's own settings (the paper's mean unless the
             # configuration sets map_sigma / score_top_fraction).
-            own = own_score(model, test_images.to(device), restored).cpu()
+            own = own_score(model, test_images, restored).cpu()
             run = evaluate(own, labels, intensity, view, matched, args.resamples)
             run["train_s"] = seconds
             run["val_auroc"] = auroc(own_score(model, val_images, val_restored).cpu(), val_labels)
