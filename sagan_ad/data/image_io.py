@@ -425,16 +425,60 @@ def read_image(
     return ReadImage(image, (int(array.shape[0]), int(array.shape[1])), bits)
 
 
+def data_set_depth(bits: Sequence[int | None], bit_depth: BitDepth, where: str) -> int | None:
+    """The depth the 16-bit images of one data set are brought to, saying so once.
+
+    With ``"auto"``: the largest `used_bits` of the images (logged; a warning when they
+    differ, since then a few deep files set the scale of all). With ``"dtype"``: ``None``, and
+    a warning when the files use fewer than 16 bits (12-bit exports lose contrast that way).
+    An explicit depth: ``None`` (nothing to bring together).
+
+    Args:
+        bits: `used_bits` of each image (``None`` for images that are not 16-bit).
+        bit_depth: the setting the images were read with.
+        where: the data set, for the messages.
+
+    Examples:
+        >>> data_set_depth([12, None, 12], "auto", "demo")
+        12
+    """
+    depths = Counter(b for b in bits if b is not None)
+    if not depths:
+        return None
+    listed = ", ".join(f"{n} use {b} bits" for b, n in sorted(depths.items()))
+    top = max(depths)
+    if bit_depth == "dtype" and top < 16:
+        log_once(
+            f"{where}: of the 16-bit files, {listed}; bit_depth='dtype' scales them by 65535, "
+            "so they lose contrast: set bit_depth='auto' or the depth they were exported with "
+            f"(for example {top})"
+        )
+    if bit_depth != "auto":
+        return None
+    if len(depths) > 1:
+        log_once(
+            f"{where}: of the 16-bit files, {listed}; bit_depth='auto' scales them all by the "
+            f"largest depth ({2**top - 1} is white): if the deeper files are outliers, remove "
+            "them or set bit_depth to the export depth"
+        )
+    else:
+        log_once(
+            f"{where}: the 16-bit files use {top} bits: scaled by {2**top - 1} "
+            f"(bit_depth='auto'; pass bit_depth={top} to read other images of this data set "
+            "alike)",
+            logging.INFO,
+        )
+    return top
+
+
 def unify_bit_depth(
     images: np.ndarray, bits: Sequence[int | None], bit_depth: BitDepth, where: str
 ) -> int | None:
-    """Bring the 16-bit images of one data set to one scale, and say what was done, once.
+    """Bring the 16-bit images of one data set to the `data_set_depth`, in place.
 
-    With ``"auto"`` each image was scaled by its own `used_bits`; the data set's depth is the
-    largest of them, and the images that use fewer bits are rescaled to it in place (within one
-    grey level of scaling them by it directly), so that the same value is the same grey in
-    every image. With ``"dtype"``, files that use fewer than 16 bits (12-bit exports) lose
-    contrast: a warning says so. An explicit depth needs nothing.
+    With ``"auto"`` each image was scaled by its own `used_bits`; those that use fewer bits
+    than the data set's depth are rescaled to it (within one grey level of scaling them by it
+    directly), so that the same value is the same grey in every image.
 
     Args:
         images: uint8 ``(N, C, S, S)``, changed in place.
@@ -450,38 +494,12 @@ def unify_bit_depth(
         >>> unify_bit_depth(images, [12, 14], "auto", "demo"), images.ravel().tolist()
         (14, [64, 255])
     """
-    depths = Counter(b for b in bits if b is not None)
-    if not depths:
-        return None
-    listed = ", ".join(f"{n} use {b} bits" for b, n in sorted(depths.items()))
-    top = max(depths)
-    if bit_depth == "dtype":
-        if top < 16:
-            log_once(
-                f"{where}: of the 16-bit files, {listed}; bit_depth='dtype' scales them by "
-                "65535, so they lose contrast: set bit_depth='auto' or the depth they were "
-                f"exported with (for example {top})"
-            )
-        return None
-    if bit_depth != "auto":
-        return None
-    for i, b in enumerate(bits):
-        if b is not None and b < top:
-            factor = (2.0**b - 1.0) / (2.0**top - 1.0)
-            images[i] = np.round(images[i] * factor).astype(np.uint8)
-    if len(depths) > 1:
-        log_once(
-            f"{where}: of the 16-bit files, {listed}; bit_depth='auto' scales them all by the "
-            f"largest depth ({2**top - 1} is white): if the deeper files are outliers, remove "
-            "them or set bit_depth to the export depth"
-        )
-    else:
-        log_once(
-            f"{where}: the 16-bit files use {top} bits: scaled by {2**top - 1} "
-            f"(bit_depth='auto'; pass bit_depth={top} to read other images of this data set "
-            "alike)",
-            logging.INFO,
-        )
+    top = data_set_depth(bits, bit_depth, where)
+    if top is not None:
+        for i, b in enumerate(bits):
+            if b is not None and b < top:
+                factor = (2.0**b - 1.0) / (2.0**top - 1.0)
+                images[i] = np.round(images[i] * factor).astype(np.uint8)
     return top
 
 

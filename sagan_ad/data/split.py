@@ -9,13 +9,18 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Literal
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+LeakageCheck = Literal["raise", "warn", "ignore"]
 
 
 class SplitError(ValueError):
@@ -703,3 +708,56 @@ def holdout_groups(
         )
     keep = np.setdiff1d(np.arange(count), held)
     return keep, np.sort(np.array(held, dtype=np.int64))
+
+
+def check_leakage(
+    sides: Mapping[str, Sequence[str]],
+    identities: Mapping[str, Mapping[str, str]],
+    mode: LeakageCheck = "raise",
+    source: str = "split",
+) -> list[str]:
+    """Find patients or images on two sides of a split (training, validation, test).
+
+    Args:
+        sides: image names by side.
+        identities: per image name, the values that identify its patient or image (for
+            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``); empty values are
+            unknown and never match.
+        mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
+        source: the data set, for the message.
+
+    Returns:
+        One line per value found on two sides.
+
+    Examples:
+        >>> ids = {"a": {"PatientID": "P1"}, "b": {"PatientID": "P1"}, "c": {"PatientID": "P2"}}
+        >>> check_leakage({"training": ["a", "c"], "test": ["b"]}, ids, mode="warn")
+        ["PatientID 'P1' in training (1) and test (1)"]
+    """
+    if mode == "ignore":
+        return []
+    found: dict[tuple[str, str], Counter] = {}
+    for side, names in sides.items():
+        for name in dict.fromkeys(names):
+            for kind, value in identities.get(name, {}).items():
+                if value:
+                    found.setdefault((kind, value), Counter())[side] += 1
+    problems = [
+        f"{kind} {value!r} in " + " and ".join(f"{side} ({n})" for side, n in where.items())
+        for (kind, value), where in found.items()
+        if len(where) > 1
+    ]
+    if not problems:
+        return []
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    message = (
+        f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
+        f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
+        "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
+        "each patient on one side, or remove the duplicates from the split; leakage='warn' "
+        "only reports this"
+    )
+    if mode == "raise":
+        raise SplitError(message)
+    log.warning(message)
+    return problems
