@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -294,18 +294,27 @@ def file_identity(path: str | os.PathLike) -> tuple:
     return ("inode", stat.st_dev, stat.st_ino)
 
 
-def outside_root(name: str) -> bool:
-    """Whether a ``data.json`` name leaves the image folder (absolute, or ``..`` past its top).
+def outside_root(name: str, root: str | os.PathLike) -> bool:
+    """Whether a ``data.json`` name leaves the folder ``root`` it is relative to.
 
-    The name is judged as written: a symbolic link inside the folder that points elsewhere is
-    inside (data sets are often assembled from links).
+    Inside are names that stay in ``root`` as written (``a/../x.png``, ``../images/x.png`` when
+    ``root`` is ``images``, an absolute path into ``root``) and names whose file really lies in
+    ``root``; a symbolic link inside ``root`` that points elsewhere is inside (data sets are
+    often assembled from links).
 
     Examples:
-        >>> outside_root("a/../x.png"), outside_root("../images/x.png"), outside_root("/x.png")
-        (False, True, True)
+        >>> root = "/data/images"
+        >>> outside_root("a/../x.png", root), outside_root("../images/x.png", root)
+        (False, False)
+        >>> outside_root("../x.png", root), outside_root("/etc/passwd", root)
+        (True, True)
     """
-    pure = PurePath(name)
-    return pure.is_absolute() or bool(pure.drive) or os.path.normpath(name).startswith("..")
+    top = os.path.abspath(root)
+    written = os.path.normpath(os.path.join(top, name))
+    if os.path.commonpath([top, written]) == top:
+        return False
+    real_top = os.path.realpath(top)
+    return os.path.commonpath([real_top, os.path.realpath(written)]) != real_top
 
 
 def check_split_files(
@@ -316,9 +325,10 @@ def check_split_files(
 ) -> None:
     """Check the names of a split against the files they name under ``image_root``.
 
-    Names are compared as files, not as strings: ``x.png``, ``./x.png``, ``sub/../x.png``, an
-    absolute path, a link to it are one file, and one file may appear once in the split. Names
-    that leave ``image_root`` (absolute, or ``..`` past it) are refused unless
+    Names are compared as files, not as strings: ``x.png``, ``./x.png``, ``sub/../x.png``,
+    ``../images/x.png``, an absolute path, a symbolic or hard link to it (and, on a
+    case-insensitive file system, ``X.PNG``) are one file, and one file may appear once in the
+    split. Names that leave ``image_root`` (see `outside_root`) are refused unless
     ``allow_outside_root``. Empty names and names with a NUL character are refused.
 
     Raises:
@@ -341,7 +351,7 @@ def check_split_files(
             if not name.strip() or "\0" in name:
                 bad.append(f"{name!r} ({part})")
                 continue
-            if outside_root(name) and not allow_outside_root:
+            if not allow_outside_root and outside_root(name, image_root):
                 outside.append(f"{name!r} ({part})")
                 continue
             identity = file_identity(image_root / name)
