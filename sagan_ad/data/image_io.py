@@ -142,6 +142,8 @@ def discover_images(
             else:
                 found.other.append(path)
     found.images.sort()
+    found.junk.sort()
+    found.other.sort()
     return found
 
 
@@ -230,22 +232,14 @@ def _opaque(alpha: np.ndarray, opaque: int) -> np.ndarray:
     return alpha
 
 
-def _pil_pixels(img: Image.Image) -> np.ndarray:
-    img.load()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img).astype(np.uint16)
-    if img.mode == "I":
-        array = np.asarray(img)
-        if array.min() < 0 or array.max() > 65535:
-            raise ValueError(
-                f"32-bit integer pixels from {array.min()} to {array.max()}, outside 0..65535: "
-                "export as 8 or 16-bit unsigned integers"
-            )
-        return array.astype(np.uint16)
-    if img.mode in ("L", "RGB"):
-        return np.asarray(img)
-    if img.mode == "F":
-        array = np.asarray(img, dtype=np.float32)
+def _checked_values(array: np.ndarray) -> np.ndarray:
+    """Decoded pixels as uint8, uint16 or float32 in ``[0, 1]``; anything else is refused."""
+    if array.dtype in (np.uint8, np.uint16):
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
         # Converting to 8 bits would silently turn NaN / Inf into ordinary pixels and floats
         # in [0, 1] into a black image.
         bad = int(np.count_nonzero(~np.isfinite(array)))
@@ -258,6 +252,22 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
                 "or export as 8 or 16-bit integers"
             )
         return array
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError(
+                f"{array.dtype.itemsize * 8}-bit integer pixels from {array.min()} to "
+                f"{array.max()}, outside 0..65535: export as 8 or 16-bit unsigned integers"
+            )
+        return array.astype(np.uint16)
+    raise ValueError(f"pixels of type {array.dtype} are not supported: export as 8 or 16 bit")
+
+
+def _pil_pixels(img: Image.Image) -> np.ndarray:
+    img.load()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode in ("I", "F", "L", "RGB"):
+        return _checked_values(np.asarray(img))
     if img.mode in ("1", "LA", "La"):
         if img.mode != "1":
             _opaque(np.asarray(img.getchannel("A")), 255)
@@ -267,6 +277,19 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
         _opaque(np.asarray(rgba.getchannel("A")), 255)
         return np.asarray(rgba.convert("RGB"))
     return np.asarray(img.convert("RGB"))
+
+
+def _opencv_pixels(path: str | os.PathLike) -> np.ndarray:
+    """The stored pixels as OpenCV decodes them: full depth, no orientation applied."""
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ValueError("OpenCV could not decode the image")
+    if array.ndim == 3:
+        if array.shape[2] == 4:
+            opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
+            _opaque(array[..., 3], opaque)
+        array = array[..., 2::-1] if array.shape[2] >= 3 else array[..., 0]
+    return _checked_values(np.ascontiguousarray(array))
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -289,8 +312,9 @@ def decode_image(
 ) -> np.ndarray:
     """Decode a file at its native depth, as a viewer shows it: ``(H, W)`` or ``(H, W, 3)``.
 
-    The EXIF / TIFF orientation tag is applied. Files holding several images (multi-page TIFF,
-    animated PNG), transparent pixels, or float pixels outside ``[0, 1]`` are refused.
+    The EXIF / TIFF orientation tag is applied (TIFFs turned by a quarter are refused: the
+    decoders at hand get them wrong). Files holding several images (multi-page TIFF, animated
+    PNG), transparent pixels, or float pixels outside ``[0, 1]`` are refused.
 
     Returns:
         uint8 or uint16 for PNG / JPEG / TIFF (float32 in ``[0, 1]`` for float TIFF), float32
@@ -318,16 +342,24 @@ def decode_image(
                 )
             # Before anything loads the pixels: loading clears the raw mode that tells.
             sixteen_bit_colour = _sixteen_bit_colour(img)
-            orientation = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+            tiff = img.format == "TIFF"
+            tags = img.tag_v2 if tiff else img.getexif()
+            orientation = int(tags.get(EXIF_ORIENTATION, 1) or 1)
+            if tiff and orientation in (5, 6, 7, 8):
+                # PIL (some versions) decodes these with width and height swapped, and OpenCV
+                # refuses them: no reader here gives their pixels reliably.
+                raise ValueError(
+                    f"TIFF orientation {orientation} (a quarter turn) is not supported: save the "
+                    "image upright"
+                )
             if sixteen_bit_colour:
-                array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-                if array is None:
-                    raise ValueError("OpenCV could not decode the 16-bit colour image")
-                if array.ndim == 3 and array.shape[2] == 4:
-                    _opaque(array[..., 3], 65535 if array.dtype == np.uint16 else 255)
-                array = array[..., 2::-1]
+                # PIL reduces 16-bit colour to 8 bits per channel.
+                array = _opencv_pixels(path)
             else:
                 array = _pil_pixels(img)
+                tags = img.tag_v2 if tiff else img.getexif()
+                if EXIF_ORIENTATION not in tags:
+                    orientation = 1  # PIL applied it while loading (TIFF, in recent versions)
         return _orient(array, orientation)
     except DicomReadError as err:
         raise ImageReadError(str(err)) from err

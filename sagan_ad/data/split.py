@@ -164,7 +164,9 @@ def _check_keys(node: Mapping, where: str, path: Path) -> None:
         if key in allowed:
             continue
         place = f"{where}.{key!r}" if where else repr(key)
-        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.4)
+        lower = str(key).lower()
+        close = [k for k in allowed if len(k) > 1 and lower.startswith(k)]
+        close = close or difflib.get_close_matches(lower, allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         inside = f"in {where}" if where else "at the top"
         raise SplitError(
@@ -287,11 +289,15 @@ def file_identity(path: str | os.PathLike) -> tuple:
         >>> file_identity("/no/such/dir/./x.png") == file_identity("/no/such/x.png/../dir/x.png")
         True
     """
-    try:
-        stat = os.stat(path)
-    except (OSError, ValueError):
-        return ("path", os.path.normcase(os.path.normpath(os.path.abspath(path))))
-    return ("inode", stat.st_dev, stat.st_ino)
+    written = os.path.normcase(os.path.normpath(os.path.abspath(path)))
+    # As written first (links in the path count), then normalised (``missing/../x.png``).
+    for candidate in (path, written):
+        try:
+            stat = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        return ("inode", stat.st_dev, stat.st_ino)
+    return ("path", written)
 
 
 def outside_root(name: str, root: str | os.PathLike) -> bool:
