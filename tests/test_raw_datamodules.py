@@ -329,7 +329,9 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
     # Without an unlabeled pool the known normals serve as the unlabeled set.
     alone = FolderDataModule(normals, cache_dir=tmp_path / "cache", image_size=8, progress=False)
     alone.setup()
-    assert len(alone.unlabeled) == 6 + 0 and alone.test is None
+    # Less the validation hold-out, which is never trained on.
+    assert alone.unlabeled.names == alone.known_normal.names and alone.test is None
+    assert len(alone.known_normal) == 4 and len(alone.val) == 2 * 2
     with pytest.raises(ValueError, match=r"same file, and every file may appear once \(one role"):
         FolderDataModule(normals, test_normal=normals, cache_dir=tmp_path / "c").setup()
 

@@ -39,9 +39,10 @@ class FolderDataModule(RawDataModule):
     DICOM; hidden and system files are skipped and counted in one warning) or a CSV with a
     ``path`` column (relative to the CSV's folder; the other columns are carried as metadata,
     and one of them can be ``group_by``). Without ``unlabeled`` the known normals also serve as
-    the unlabeled set (plain one-class training). The roles are taken as given (no drawing);
-    the same file in two roles is refused, and a patient in two (``group_by``, PatientID) is
-    caught by the leakage check. The split used is written to ``<cache_dir>/data.json``.
+    the unlabeled set (plain one-class training), less those held out for validation. The roles
+    are taken as given (no drawing); the same file in two roles is refused, and a patient in
+    two (``group_by``, PatientID) is caught by the leakage check. The split used is written to
+    ``<cache_dir>/data.json``.
 
     Args:
         normal: known normals (folder or CSV).
@@ -160,7 +161,8 @@ class FolderDataModule(RawDataModule):
             f"{role}={str(source)!r}" for role, (source, _) in self.sources.items() if source
         )
         grouping = f", group_by={self.group_by!r}" if self.group_by else ""
-        return f"roles as given ({roles}{grouping}); {self._validation_source()}"
+        held = self._validation_source(self._known_names)
+        return f"roles as given ({roles}{grouping}); {held}"
 
     def split_json(self, split: MedADSplit) -> dict:
         data = split.to_json()

@@ -243,6 +243,7 @@ class RawDataModule(AnomalyDataModule):
         self.groups: dict[str, str] = {}
         self.identities: dict[str, dict[str, str]] = {}
         self._manifest: dict | None = None
+        self._known_names: list[str] = []
 
     @property
     def split_path(self) -> Path:
@@ -394,6 +395,7 @@ class RawDataModule(AnomalyDataModule):
             name: {**cached.identities[row], **self._group_identity(name)}
             for name, row in rows.items()
         }
+        self._known_names = list(split.known_normal)
         written = self.split_json(split)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.split_path, json.dumps(written, indent=1))
@@ -459,13 +461,19 @@ class RawDataModule(AnomalyDataModule):
         size = "the number of known normals" if self.unlabeled_size is None else self.unlabeled_size
         return (
             f"{where}; unlabeled set: the first names of each pool, anomaly_ratio="
-            f"{self.anomaly_ratio}, unlabeled_size={size}; {self._validation_source()}"
+            f"{self.anomaly_ratio}, unlabeled_size={size}; "
+            f"{self._validation_source(self._known_names)}"
         )
 
-    def _validation_source(self) -> str:
+    def _grouped(self, known_names: list[str]) -> bool:
+        """Whether the hold-out goes by group: some group has several known normals."""
+        counts = Counter(g for g in (self.groups.get(n, "") for n in known_names) if g)
+        return bool(counts) and max(counts.values()) > 1
+
+    def _validation_source(self, known_names: list[str]) -> str:
         if self.val_fraction == 0:
             return "no validation set"
-        grouping = " by group" if any(self.groups.values()) else ""
+        grouping = " by group" if self._grouped(known_names) else ""
         return (
             f"validation: val_fraction={self.val_fraction} of the known normals held out"
             f"{grouping} (seed={self.seed}) with pseudo anomalies"
@@ -478,17 +486,23 @@ class RawDataModule(AnomalyDataModule):
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """The validation hold-out of the known normals: by whole groups when some group has
         several known normals (so no patient is in both training and validation)."""
-        groups = [self.groups.get(name, "") for name in known.names]
-        counts = Counter(g for g in groups if g)
-        if counts and max(counts.values()) > 1:
+        if self._grouped(known.names):
+            groups = [self.groups.get(name, "") for name in known.names]
             return holdout_groups(groups, self.val_fraction, self.seed)
         return holdout_indices(len(known), self.val_fraction, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         checked = self.known_normal is not None
         super().setup(stage)
-        if not checked:
-            check_leakage(self.sides(), self.identities, self.leakage, type(self).__name__)
+        if checked:
+            return
+        # Known normals that also serve as the unlabeled set (FolderDataModule without an
+        # unlabeled source) must not bring the validation images back into training.
+        held = set(self.sides()["validation"])
+        if held & set(self.unlabeled.names):
+            keep = [i for i, name in enumerate(self.unlabeled.names) if name not in held]
+            self.unlabeled = self.unlabeled.subset(np.array(keep, dtype=np.int64))
+        check_leakage(self.sides(), self.identities, self.leakage, type(self).__name__)
 
 
 def _parts(split: MedADSplit) -> list[list[str]]:
