@@ -219,8 +219,10 @@ def test_group_by_patient_keeps_every_patient_on_one_side_of_a_drawn_split(tmp_p
     assert not sides["training"] & sides["test"]
     assert not sides["training"] & sides["validation"]
     assert not sides["validation"] & sides["test"]
+    # P05's normal and abnormal films are drawn on one side (or left unused).
     split = parts_of(dm.split_manifest()["split"])
-    assert ("test" in split.get("p010.dcm", "test")) == ("test" in split.get("p011.dcm", "test"))
+    sides_of_p05 = {split[n].startswith("test") for n in ("p010.dcm", "p011.dcm") if n in split}
+    assert len(sides_of_p05) <= 1
     assert "group_by='PatientID'" in dm.split_manifest()["source"]
     # Without grouping the same draw puts some patient on two sides, and is refused.
     with pytest.raises(SplitError, match=r"PatientID 'P\d\d' in training \(\d\) and test"):

@@ -261,7 +261,10 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _read_json(path: Path) -> object:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SplitError(f"{path} cannot be read ({err.strerror}): check its permissions") from err
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is harmless.
         text = raw.decode("utf-8-sig")
