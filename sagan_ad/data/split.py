@@ -525,11 +525,12 @@ def stable_draw(
     Each key has a seeded `hash_position` in ``[0, 1)``, and ``[0, 1)`` is cut into one region
     per part, as wide as its share of the counts. A part takes, in order of position, the keys
     of its own region that still fit; a part left short then takes the nearest keys no part
-    took, going on from its region's end. A key's place depends on its own hash and not on the
-    other keys, so adding a key moves only that key, plus at most one key of the part it joins
-    when that part is full (that one becomes unused), and removing one lets at most one unused
-    key in. ``pinned`` keys go to the part given (if they fit; else they stay unused) before
-    the others are drawn.
+    took, going down from its region's start. A key's place depends on its own hash, not on
+    the other keys: adding a key moves that key and, when the part it joins is full, the one
+    key that part no longer has room for (it becomes unused); removing one lets one unused key
+    in. Only a part so short that it took every spare key below its region can pass a change
+    on further. ``pinned`` keys go to the part given (if they fit; else they stay unused)
+    before the others are drawn.
 
     Returns:
         The keys of each part, in order of position. Parts may fall short only when whole
@@ -564,10 +565,12 @@ def stable_draw(
         region = parts[bisect.bisect_right(starts, position[key]) - 1] if parts else None
         if region is None or not take(key, region):
             leftover.append(key)
+    # A short part takes the leftovers nearest below its region first (wrapping round): a file
+    # just pushed out of a full part is the lowest leftover of its region, so it is taken last
+    # and does not push out the file a short part took before.
     for i, part in enumerate(parts):
-        end = starts[i + 1] if i + 1 < len(parts) else 1.0
         used = set()
-        for key in sorted(leftover, key=lambda k: ((position[k] - end) % 1.0, k)):
+        for key in sorted(leftover, key=lambda k: ((starts[i] - position[k]) % 1.0, k)):
             if room[part] == 0:
                 break
             if take(key, part):
@@ -595,7 +598,8 @@ def protocol_split(
     Each image, or each group of images (``groups`` maps a name to its group, for example its
     patient; names without one are groups of their own), goes to its part by `stable_draw`:
     by a seeded hash of its key, so the same names and seed always give the same split, and one
-    image added or lost moves that image and at most one other. The normals fill the known
+    image added or lost moves that image and (almost always) at most one other. The normals
+    fill the known
     normals, the unlabeled normal pool and the normal test set; the abnormals fill the abnormal
     pool and the abnormal test set; the images left over are not used. A group is never on two
     sides: a patient whose normal images went to training (or test) has its abnormal images
