@@ -18,6 +18,7 @@ from sagan_ad.data.split import (
     MedADSplit,
     SplitError,
     build_unlabeled,
+    check_data_options,
     check_leakage,
     check_split_files,
     read_medad_split,
@@ -115,8 +116,7 @@ class MedADDataModule(AnomalyDataModule):
             raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
         if val_abnormal < 0:
             raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
-        if leakage not in ("raise", "warn", "ignore"):
-            raise ValueError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
+        check_data_options(leakage, cache_identity, cache_save_interval)
         self.val_abnormal = val_abnormal
         self.root = Path(root)
         self.anomaly_ratio = anomaly_ratio
@@ -218,23 +218,14 @@ class MedADDataModule(AnomalyDataModule):
             metadata = tags[start:stop] if self.settings.dicom_tags else None
             sets[part] = ImageSet(images[start:stop], labels, names, metadata) if names else None
             start = stop
-        carve = (
-            f"; val carved from the training data: val_abnormal={self.val_abnormal} last names "
-            f"of the abnormal pool and val_fraction={self.val_fraction} of the known normals "
-            f"(seed={self.seed})"
-            if self.val_abnormal
-            else ""
+        unlabeled = (
+            'train.unlabeled."unknown"'
+            if split.pool_unknown
+            else f"the first names of each pool, anomaly_ratio={self.anomaly_ratio}"
         )
-        if not self.val_abnormal and not split.has_validation:
-            carve = (
-                f"; validation: val_fraction={self.val_fraction} of the known normals held out "
-                f"(seed={self.seed}) with pseudo anomalies"
-                if self.val_fraction
-                else "; no validation set"
-            )
         self._manifest = {
-            "source": f"read from {source}; unlabeled set: the first names of each pool, "
-            f"anomaly_ratio={self.anomaly_ratio}, unlabeled_size={size}{carve}",
+            "source": f"read from {source}; unlabeled set: {unlabeled}, unlabeled_size="
+            f"{len(unlabeled_names)}; {self._validation_note(split)}",
             "split": original.to_json(),
         }
         return SplitData(
@@ -243,6 +234,22 @@ class MedADDataModule(AnomalyDataModule):
             test=sets["test"],
             val=sets["val"],
         )
+
+    def _validation_note(self, split: MedADSplit) -> str:
+        if self.val_abnormal:
+            return (
+                f"val carved from the training data: val_abnormal={self.val_abnormal} last "
+                f"names of the abnormal pool and val_fraction={self.val_fraction} of the known "
+                f"normals (seed={self.seed})"
+            )
+        if split.has_validation:
+            return "validation: val of data.json"
+        if self.val_fraction:
+            return (
+                f"validation: val_fraction={self.val_fraction} of the known normals held out "
+                f"(seed={self.seed}) with pseudo anomalies"
+            )
+        return "no validation set"
 
     def _decode(
         self, paths: list[Path]

@@ -20,6 +20,7 @@ from pydicom.datadict import tag_for_keyword
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import (
+    IDENTITY_TAGS,
     CacheIdentity,
     ImageCache,
     OnError,
@@ -28,13 +29,14 @@ from sagan_ad.data.cache import (
     header_tags,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import BitDepth, ImageReadError, listing
+from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once
 from sagan_ad.data.split import (
     SPLIT_PARTS,
     LeakageCheck,
     MedADSplit,
     SplitError,
     build_unlabeled,
+    check_data_options,
     check_disjoint,
     check_leakage,
     file_identity,
@@ -206,14 +208,7 @@ class RawDataModule(AnomalyDataModule):
             raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
-        if leakage not in ("raise", "warn", "ignore"):
-            raise ValueError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
-        if cache_identity not in ("stat", "verify", "content"):
-            raise ValueError(
-                f"cache_identity={cache_identity!r}: must be 'stat', 'verify' or 'content'"
-            )
-        if not cache_save_interval > 0:
-            raise ValueError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")
+        check_data_options(leakage, cache_identity, cache_save_interval)
         self.root = Path(root).expanduser()
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         self.cache_dir = (
@@ -294,13 +289,9 @@ class RawDataModule(AnomalyDataModule):
         groups = {name: found.get(column, "") for name, found in zip(names, values, strict=True)}
         lacking = sum(1 for value in groups.values() if not value)
         if lacking:
-            log.warning(
-                "%s: %d of %d images have no %s (not DICOM, or the tag is empty): each is a "
-                "group of its own",
-                type(self).__name__,
-                lacking,
-                len(groups),
-                column,
+            log_once(
+                f"{type(self).__name__}: {lacking} of {len(groups)} images have no {column} "
+                "(not DICOM, or the tag is empty): each is a group of its own"
             )
         return groups
 
@@ -443,7 +434,9 @@ class RawDataModule(AnomalyDataModule):
 
     def _group_identity(self, name: str) -> dict[str, str]:
         group = self.groups.get(name, "")
-        return {f"group ({self.group_by or 'patient key'})": group} if group else {}
+        if not group or self.group_by in IDENTITY_TAGS:
+            return {}  # a DICOM identity tag is compared as such already
+        return {f"group ({self.group_by or 'patient key'})": group}
 
     def split_source(self) -> str:
         """One line saying where the split comes from (see `split_manifest`)."""

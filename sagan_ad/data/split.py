@@ -784,3 +784,23 @@ def check_leakage(
         raise SplitError(message)
     log.warning(message)
     return problems
+
+
+def check_data_options(leakage: str, cache_identity: str, cache_save_interval: float) -> None:
+    """Raise a `ValueError` naming the DataModule option that has no meaning.
+
+    Examples:
+        >>> check_data_options("warn", "stat", 60.0)
+        >>> check_data_options("maybe", "stat", 60.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: leakage='maybe': must be 'raise', 'warn' or 'ignore'
+    """
+    if leakage not in ("raise", "warn", "ignore"):
+        raise ValueError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
+    if cache_identity not in ("stat", "verify", "content"):
+        raise ValueError(
+            f"cache_identity={cache_identity!r}: must be 'stat', 'verify' or 'content'"
+        )
+    if not cache_save_interval > 0:
+        raise ValueError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")
