@@ -86,9 +86,9 @@ def test_cache_decodes_once_and_is_keyed_by_settings_and_file(tmp_path, monkeypa
     calls = []
     import sagan_ad.data.cache as cache_module
 
-    real = cache_module.load_image_and_size
+    real = cache_module.read_image
     monkeypatch.setattr(
-        cache_module, "load_image_and_size", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+        cache_module, "read_image", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
     )
     again = ImageCache(tmp_path / "cache", PreprocessSettings(16), num_workers=1, progress=False)
     np.testing.assert_array_equal(again.load(paths).images, first.images)

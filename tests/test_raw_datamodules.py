@@ -329,8 +329,10 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
     # Without an unlabeled pool the known normals serve as the unlabeled set.
     alone = FolderDataModule(normals, cache_dir=tmp_path / "cache", image_size=8, progress=False)
     alone.setup()
-    assert len(alone.unlabeled) == 6 + 0 and alone.test is None
-    with pytest.raises(ValueError, match="one role only"):
+    # Less the validation hold-out, which is never trained on.
+    assert alone.unlabeled.names == alone.known_normal.names and alone.test is None
+    assert len(alone.known_normal) == 4 and len(alone.val) == 2 * 2
+    with pytest.raises(ValueError, match=r"same file, and every file may appear once \(one role"):
         FolderDataModule(normals, test_normal=normals, cache_dir=tmp_path / "c").setup()
 
 
@@ -342,9 +344,9 @@ def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_
     from sagan_ad import SAGAN
 
     decoded = []
-    real = cache_module.load_image_and_size
+    real = cache_module.read_image
     monkeypatch.setattr(
-        cache_module, "load_image_and_size", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
+        cache_module, "read_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
     )
     dm = rsna(rsna_tree(tmp_path / "rsna"), tmp_path, image_size=32, val_fraction=0.25)
     L.seed_everything(0)

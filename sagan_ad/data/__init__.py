@@ -2,7 +2,13 @@
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem, scale_boxes
-from sagan_ad.data.cache import CachedImages, ImageCache, PreprocessSettings
+from sagan_ad.data.cache import (
+    CachedImages,
+    ImageCache,
+    PreprocessSettings,
+    content_digest,
+    header_tags,
+)
 from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
@@ -12,12 +18,19 @@ from sagan_ad.data.datasets import (
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
 from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.image_io import (
+    IMAGE_SUFFIXES,
+    Discovery,
     ImageReadError,
+    ReadImage,
+    data_set_depth,
     decode_image,
+    discover_images,
     find_images,
     load_image,
     load_image_and_size,
     load_images,
+    read_image,
+    unify_bit_depth,
 )
 from sagan_ad.data.lag import LAGDataModule
 from sagan_ad.data.medad import MedADDataModule
@@ -35,20 +48,28 @@ from sagan_ad.data.split import (
     SplitError,
     build_unlabeled,
     check_disjoint,
+    check_leakage,
+    check_split_files,
+    file_identity,
+    hash_position,
+    holdout_groups,
     holdout_indices,
     protocol_split,
     read_medad_split,
+    stable_draw,
 )
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
 from sagan_ad.data.vindr import VinDrCXRDataModule
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "IMAGE_SUFFIXES",
     "AnomalyDataModule",
     "CachedImages",
     "DeviceTrainingStream",
     "DicomOptions",
     "DicomReadError",
+    "Discovery",
     "FolderDataModule",
     "FolderPredictDataModule",
     "ImageCache",
@@ -62,6 +83,7 @@ __all__ = [
     "PreprocessSettings",
     "RSNADataModule",
     "RawDataModule",
+    "ReadImage",
     "Record",
     "SplitData",
     "SplitError",
@@ -71,8 +93,17 @@ __all__ = [
     "box_problem",
     "build_unlabeled",
     "check_disjoint",
+    "check_leakage",
+    "check_split_files",
+    "content_digest",
+    "data_set_depth",
     "decode_image",
+    "discover_images",
+    "file_identity",
     "find_images",
+    "hash_position",
+    "header_tags",
+    "holdout_groups",
     "holdout_indices",
     "list_images",
     "load_image",
@@ -81,7 +112,10 @@ __all__ = [
     "original_size",
     "protocol_split",
     "read_dicom",
+    "read_image",
     "read_medad_split",
     "scale_boxes",
+    "stable_draw",
     "to_model_range",
+    "unify_bit_depth",
 ]

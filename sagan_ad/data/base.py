@@ -185,9 +185,40 @@ class AnomalyDataModule(L.LightningDataModule):
         if data.val is not None or self.val_fraction == 0.0:
             self.known_normal, self.val = data.known_normal, data.val
             return
-        keep, held = holdout_indices(len(data.known_normal), self.val_fraction, self.seed)
+        keep, held = self.holdout(data.known_normal)
         self.known_normal = data.known_normal.subset(keep)
         self.val, self.val_masks = self._pseudo_anomaly_validation(data.known_normal.subset(held))
+
+    def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the known normals kept for training and held out for validation
+        (`holdout_indices`; DataModules that know patients hold out whole patients)."""
+        return holdout_indices(len(known), self.val_fraction, self.seed)
+
+    def sides(self) -> dict[str, list[str]]:
+        """The names of the images on each side of the split once set up: ``training`` (known
+        normals and the unlabeled set), ``validation`` (a pseudo anomaly counts as the image it
+        was made from) and ``test``; for leakage checks."""
+        val = [] if self.val is None else self.val.names
+        return {
+            "training": self.known_normal.names + self.unlabeled.names,
+            "validation": [name.removesuffix("#pseudo_anomaly") for name in val],
+            "test": [] if self.test is None else self.test.names,
+        }
+
+    def split_manifest(self) -> dict[str, Any] | None:
+        """Where the split used came from and what it is, after `setup`, for the run's records.
+
+        Returns:
+            ``{"source": <one line: drawn with which seed, counts and grouping, or read from
+            which file>, "split": <the data.json dict actually used>}``, or ``None`` where there
+            is no split file to speak of (synthetic data).
+
+        Examples:
+            >>> dm = MedADDataModule("data/RSNA")  # doctest: +SKIP
+            >>> dm.setup(); dm.split_manifest()["source"]  # doctest: +SKIP
+            'read from data/RSNA/data.json; ...'
+        """
+        return None
 
     def _pseudo_anomaly_validation(self, normals: ImageSet) -> tuple[ImageSet, Tensor]:
         generator = torch.Generator().manual_seed(self.seed)

@@ -9,9 +9,10 @@ import logging
 import multiprocessing
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,13 +21,25 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sagan_ad.data.dicom import DicomOptions, read_tags
-from sagan_ad.data.image_io import ImageReadError, is_dicom, listing, load_image_and_size
+from sagan_ad.data.image_io import (
+    BitDepth,
+    ImageReadError,
+    check_bit_depth,
+    is_dicom,
+    listing,
+    read_image,
+    unify_bit_depth,
+)
 
 log = logging.getLogger(__name__)
 
-# Bumped whenever decoding changes in a way that settings do not capture.
-CACHE_FORMAT = 1
+# Bumped whenever decoding changes in a way that settings do not capture (2: float TIFF,
+# orientation, alpha and DICOM padding rules; identity tags and content digests stored).
+CACHE_FORMAT = 2
 OnError = Literal["raise", "skip"]
+CacheIdentity = Literal["stat", "verify", "content"]
+IDENTITY_TAGS = ("PatientID", "SOPInstanceUID")
+"""DICOM header values kept with every cached image for the leakage check."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class PreprocessSettings:
         force_dicom: read every file as DICOM (files without suffix nor preamble).
         dicom_tags: DICOM header keywords stored with each image (for example
             ``("ViewPosition", "PatientSex")``), carried as metadata.
+        bit_depth: how 16-bit PNG / TIFF are scaled (see `sagan_ad.data.image_io.scale_bits`).
     """
 
     image_size: int
@@ -47,6 +61,10 @@ class PreprocessSettings:
     dicom: DicomOptions = field(default_factory=DicomOptions)
     force_dicom: bool = False
     dicom_tags: tuple[str, ...] = ()
+    bit_depth: BitDepth = "auto"
+
+    def __post_init__(self) -> None:
+        check_bit_depth(self.bit_depth)
 
     def key(self) -> str:
         """A digest of every setting and the cache format.
@@ -69,6 +87,7 @@ class CachedImages:
         original_sizes: ``(height, width)`` of each original image.
         tags: the requested DICOM header values of each image (empty for other formats).
         skipped: ``(path, reason)`` of each file left out with ``on_error="skip"``.
+        identities: the `IDENTITY_TAGS` of each image (empty for other formats).
     """
 
     images: np.ndarray
@@ -76,34 +95,64 @@ class CachedImages:
     original_sizes: list[tuple[int, int]]
     tags: list[dict[str, str]]
     skipped: list[tuple[str, str]]
+    identities: list[dict[str, str]] = field(default_factory=list)
 
 
 def file_key(path: str | os.PathLike) -> str:
-    """Identity of a file's current content: absolute path, size and modification time."""
+    """Identity of a file by its path, size and modification time (what ``"stat"`` compares)."""
     stat = os.stat(path)
     text = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-Decoded = tuple[np.ndarray, tuple[int, int], dict[str, str]]
+def content_digest(path: str | os.PathLike) -> str:
+    """A BLAKE2b digest of the file's bytes (what ``"verify"`` and ``"content"`` compare).
+
+    Examples:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x"
+        >>> _ = p.write_bytes(b"abc")
+        >>> content_digest(p)[:12]
+        '384264f676f3'
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Decoded:
+    """One file decoded by a cache worker: its pixels and what the index keeps about it."""
+
+    image: np.ndarray
+    size: tuple[int, int]
+    tags: dict[str, str]
+    bits: int | None
+    digest: str
 
 
 def _decode(job: tuple[str, PreprocessSettings]) -> Decoded | str:
     path, settings = job
     try:
-        image, size = load_image_and_size(
+        read = read_image(
             path,
             settings.image_size,
             settings.in_channels,
             dicom=settings.dicom,
             force_dicom=settings.force_dicom,
+            bit_depth=settings.bit_depth,
         )
-        tags = read_tags(path, settings.dicom_tags) if is_dicom(path, settings.force_dicom) else {}
+        keywords = tuple(dict.fromkeys(settings.dicom_tags + IDENTITY_TAGS))
+        dicom = is_dicom(path, settings.force_dicom)
+        tags = read_tags(path, keywords) if dicom else {}
+        digest = content_digest(path)
     except ImageReadError as err:
         return str(err)
     except Exception as err:
         return f"{path}: {type(err).__name__}: {err}"
-    return image, size, tags
+    return Decoded(read.image, read.original_size, tags, read.bits, digest)
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -133,20 +182,35 @@ class ImageCache:
     """Memory-mappable cache of preprocessed images, keyed by file identity and settings.
 
     Layout: ``root/<settings key>/`` holds ``settings.json``, shards ``shard-*.npy`` of uint8
-    ``(n, C, S, S)`` arrays and ``index.json`` mapping each file key (path, size, mtime) to its
-    shard row, original size and header values. A changed file or setting therefore never
-    reuses stale pixels. Missing files are decoded in parallel over ``num_workers`` processes
-    with a progress bar; every ``shard_size`` images a shard is written and the index replaced,
-    both atomically, so an interrupted build keeps what it finished and never leaves a
-    half-written entry. Two processes filling the same cache at once stay correct, but the
-    entries of the one that writes its index first are decoded again on the next run.
+    ``(n, C, S, S)`` arrays and ``index.json`` mapping each file key (absolute path, size,
+    modification time) to its shard row, original size, header values, used bit depth and a
+    digest of the file's bytes. A changed setting never reuses stale pixels; what counts as a
+    changed file is ``identity``:
+
+    - ``"stat"`` (default, free): a new path, size or modification time. A file rewritten with
+      the same size and its old modification time (``cp -p``, ``rsync -t``, an archive
+      extracted again, a clock or file system with coarse times) is **not** detected.
+    - ``"verify"``: as ``"stat"``, and a file whose path, size and time match an entry is read
+      and hashed, and decoded again when its bytes changed. Every change of content is
+      detected, at the cost of reading every file at every start.
+    - ``"content"``: a file is known by its bytes alone, whatever its path or times: moved or
+      copied files reuse their entry. Every file is read and hashed at every start.
+
+    Missing files are decoded in parallel over ``num_workers`` processes with a progress bar;
+    every ``shard_size`` images, and at least every ``save_interval`` seconds, a shard is
+    written and the index replaced, both atomically, so an interrupted build keeps what it
+    finished (the next build starts from there) and never leaves a half-written entry. Two
+    processes filling the same cache at once stay correct, but the entries of the one that
+    writes its index first are decoded again on the next run.
 
     Args:
         root: cache folder (created if needed).
         settings: the preprocessing settings.
         num_workers: decoding processes (default: every CPU core).
         progress: show a progress bar while decoding.
-        shard_size: images per shard file.
+        shard_size: most images per shard file.
+        identity: ``"stat"``, ``"verify"`` or ``"content"`` (see above).
+        save_interval: seconds between saves of a running build.
 
     Examples:
         >>> import tempfile
@@ -162,9 +226,19 @@ class ImageCache:
         num_workers: int | None = None,
         progress: bool = True,
         shard_size: int = 4096,
+        identity: CacheIdentity = "stat",
+        save_interval: float = 60.0,
     ) -> None:
         if num_workers is not None and num_workers < 1:
             raise ValueError(f"cache num_workers={num_workers}: must be >= 1")
+        if identity not in ("stat", "verify", "content"):
+            raise ValueError(f"cache identity={identity!r}: must be 'stat', 'verify' or 'content'")
+        if not save_interval > 0 or shard_size < 1:
+            raise ValueError(
+                f"cache save_interval={save_interval}, shard_size={shard_size}: must be > 0"
+            )
+        self.identity = identity
+        self.save_interval = float(save_interval)
         self.settings = settings
         self.folder = Path(root).expanduser() / settings.key()
         self.num_workers = num_workers or os.cpu_count() or 1
@@ -207,16 +281,19 @@ class ImageCache:
             text = json.dumps(dataclasses.asdict(self.settings), indent=1, sort_keys=True)
             atomic_write_text(settings_file, text)
         errors: dict[str, str] = {}
-        pending: list[tuple[str, np.ndarray, tuple[int, int], dict]] = []
+        pending: list[tuple[str, Decoded]] = []
+        saved = time.monotonic()
 
         def flush() -> None:
+            nonlocal saved
+            saved = time.monotonic()
             if not pending:
                 return
             name = f"shard-{uuid.uuid4().hex}.npy"
-            stack = np.stack([item[1] for item in pending])
+            stack = np.stack([item.image for _, item in pending])
             _atomic_write(self.folder / name, lambda tmp: _save_array(tmp, stack))
-            for row, (key, _, size, tags) in enumerate(pending):
-                index[key] = [name, row, list(size), tags]
+            for row, (key, item) in enumerate(pending):
+                index[key] = [name, row, list(item.size), item.tags, item.bits, item.digest]
             atomic_write_text(self.index_path, json.dumps(index))
             pending.clear()
 
@@ -231,8 +308,9 @@ class ImageCache:
                 if isinstance(result, str):
                     errors[key] = result
                 else:
-                    pending.append((key, *result))
-                    if len(pending) >= self.shard_size:
+                    pending.append((key, result))
+                    due = time.monotonic() - saved >= self.save_interval
+                    if len(pending) >= self.shard_size or due:
                         flush()
                 bar.update()
             flush()
@@ -240,6 +318,9 @@ class ImageCache:
 
     def load(self, paths: Sequence[str | os.PathLike], on_error: OnError = "raise") -> CachedImages:
         """The preprocessed images of ``paths``, decoding the files not yet cached.
+
+        The paths are one data set: with ``bit_depth="auto"`` their 16-bit images are scaled
+        by the largest depth any of them uses (see `sagan_ad.data.image_io.unify_bit_depth`).
 
         Args:
             paths: image files.
@@ -258,13 +339,16 @@ class ImageCache:
             else:
                 problems[i] = f"{path}: file does not exist"
         index = self._read_index()
-        todo = [i for i in keys if keys[i] not in index]
+        entry = self._entries(paths, keys, index)
+        todo = [i for i in keys if i not in entry]
         todo_keys = list(dict.fromkeys(keys[i] for i in todo))
         first_path = {keys[i]: paths[i] for i in reversed(todo)}
         errors = self._build([first_path[k] for k in todo_keys], todo_keys, index) if todo else {}
         for i in todo:
             if keys[i] in errors:
                 problems[i] = errors[keys[i]]
+            else:
+                entry[i] = keys[i]
         if problems and on_error == "raise":
             raise ImageReadError(
                 f"{len(problems)} image file(s) are missing or could not be decoded; fix or "
@@ -279,10 +363,87 @@ class ImageCache:
         kept = [i for i in range(len(paths)) if i not in problems]
         s, c = self.settings.image_size, self.settings.in_channels
         images = np.empty((len(kept), c, s, s), dtype=np.uint8)
-        sizes, tags = [], []
+        sizes, tags, identities, bits = [], [], [], []
         for out_row, i in enumerate(kept):
-            shard, row, size, values = index[keys[i]]
+            shard, row, size, values, depth, _ = index[entry[i]]
             images[out_row] = self._shard(shard)[row]
             sizes.append((int(size[0]), int(size[1])))
-            tags.append(dict(values))
-        return CachedImages(images, kept, sizes, tags, [(paths[i], problems[i]) for i in problems])
+            tags.append({k: values.get(k, "") for k in self.settings.dicom_tags} if values else {})
+            identities.append({k: values[k] for k in IDENTITY_TAGS if k in values})
+            bits.append(depth)
+        if kept:
+            where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])
+            unify_bit_depth(images, bits, self.settings.bit_depth, where)
+        skipped = [(paths[i], problems[i]) for i in problems]
+        return CachedImages(images, kept, sizes, tags, skipped, identities)
+
+    def _entries(self, paths: list[str], keys: dict[int, str], index: dict) -> dict[int, str]:
+        """The index entry of each path whose cached pixels are current, by ``identity``."""
+        if self.identity == "stat":
+            return {i: key for i, key in keys.items() if key in index}
+        if self.identity == "verify":
+            candidates = [i for i, key in keys.items() if key in index]
+        else:
+            candidates = list(keys)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            digests = dict(
+                zip(
+                    candidates,
+                    pool.map(content_digest, [paths[i] for i in candidates]),
+                    strict=True,
+                )
+            )
+        if self.identity == "verify":
+            return {i: keys[i] for i in candidates if index[keys[i]][5] == digests[i]}
+        by_digest = {value[5]: key for key, value in index.items()}
+        return {i: by_digest[d] for i, d in digests.items() if d in by_digest}
+
+
+def header_tags(
+    paths: Sequence[str | os.PathLike],
+    keywords: Sequence[str],
+    store: str | os.PathLike | None = None,
+    force_dicom: bool = False,
+) -> list[dict[str, str]]:
+    """DICOM header values of many files (``""`` where absent, ``{}`` for other formats), read
+    without the pixel data, on every core, and kept in the JSON file ``store`` (by file key:
+    path, size, modification time) so that the next call reads only new or changed files.
+
+    What the raw DataModules read to group images by a DICOM tag before drawing the split.
+
+    Examples:
+        >>> header_tags([], ["PatientID"])
+        []
+    """
+    keywords = tuple(keywords)
+    store = None if store is None else Path(store)
+    known: dict[str, dict[str, str]] = {}
+    if store is not None and store.is_file():
+        known = json.loads(store.read_text())
+    keys = [file_key(p) for p in paths]
+
+    def stale(key: str) -> bool:
+        entry = known.get(key)
+        return entry is None or (entry["dicom"] and not set(keywords) <= set(entry["tags"]))
+
+    todo = [i for i, key in enumerate(keys) if stale(key)]
+
+    def read(i: int) -> dict:
+        if not is_dicom(paths[i], force_dicom):
+            return {"dicom": False, "tags": {}}
+        try:
+            return {"dicom": True, "tags": read_tags(paths[i], keywords)}
+        except Exception as err:
+            raise ImageReadError(f"{paths[i]}: {err}") from err
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, found in zip(todo, pool.map(read, todo), strict=True):
+            old = known.get(keys[i], {}).get("tags", {})
+            known[keys[i]] = {"dicom": found["dicom"], "tags": {**old, **found["tags"]}}
+    if todo and store is not None:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(store, json.dumps(known))
+    return [
+        {k: known[key]["tags"].get(k, "") for k in keywords} if known[key]["dicom"] else {}
+        for key in keys
+    ]

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
@@ -18,6 +19,7 @@ WindowMode = Literal["header", "percentile", "minmax"]
 
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+UNDEFINED_LENGTH = 0xFFFFFFFF
 PLUGIN_HINT = (
     "install the decoders with: pip install 'sagan-ad[dicom]' (pylibjpeg, pylibjpeg-libjpeg, "
     "pylibjpeg-openjpeg; python-gdcm also works)"
@@ -39,9 +41,12 @@ class DicomOptions:
             numbers used: stored values, MONOCHROME1 inverted, per-image min-max to 8 bit, nothing
             else.
         window: standard mode only. ``"header"``: the file's VOI LUT or first Window
-            Center/Width, files without either fall back to ``fallback_window``; ``"percentile"``:
-            always clip to the ``percentiles`` of the image; ``"minmax"``: the image's full range.
-        fallback_window: ``"percentile"`` or ``"minmax"``, for files without window tags.
+            Center/Width; files without either, or whose Window Width is invalid (below 1, or
+            not above 0 for ``LINEAR_EXACT``), fall back to ``fallback_window``;
+            ``"percentile"``: always clip to the ``percentiles`` of the image; ``"minmax"``: the
+            image's full range. Pixels marked by Pixel Padding Value (and Range Limit) are
+            left out of the percentiles and the range, and shown black.
+        fallback_window: ``"percentile"`` or ``"minmax"``, for files without a usable window.
         percentiles: low and high percentile of the percentile window.
     """
 
@@ -85,15 +90,26 @@ def read_dataset(path: str | os.PathLike, header_only: bool = False) -> Dataset:
     A file without file meta gets the transfer syntax its encoding implies, so that its pixel
     data can be decoded. ``header_only`` stops before the pixel data (fast metadata reads).
     """
+    size = os.path.getsize(path)
+    # A DICOM file cut inside its 128-byte preamble has lost its whole header as well.
+    cut = f" (the file has only {size} bytes: truncated?)" if size < 132 else ""
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=header_only)
     except InvalidDicomError:
         try:
             ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
         except Exception as err:
-            raise DicomReadError(f"{path}: not a DICOM file ({err})") from err
-        if len(ds) == 0:
-            raise DicomReadError(f"{path}: not a DICOM file (no data elements found)") from None
+            raise DicomReadError(f"{path}: not a DICOM file{cut} ({err})") from err
+        # Zero bytes parse as elements of group 0, which no DICOM data set holds.
+        if all(element.tag.group == 0 for element in ds.elements()):
+            raise DicomReadError(
+                f"{path}: not a DICOM file{cut} (no data elements found)"
+            ) from None
+    problem = _truncation(ds, size, header_only)
+    if problem:
+        raise DicomReadError(
+            f"{path}: the DICOM file is truncated: {problem}; copy or export it again"
+        )
     if "TransferSyntaxUID" not in ds.file_meta:
         implicit, little = ds.original_encoding
         if implicit is None:
@@ -104,6 +120,40 @@ def read_dataset(path: str | os.PathLike, header_only: bool = False) -> Dataset:
             else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
         )
     return ds
+
+
+def _truncation(ds: Dataset, size: int, header_only: bool) -> str | None:
+    """How the file behind ``ds`` is cut short, or ``None``.
+
+    pydicom stops quietly where a file ends, so a file cut inside its header would otherwise
+    look like a file without pixel data.
+    """
+    group_length = ds.file_meta.get("FileMetaInformationGroupLength")
+    if group_length in ("", b""):
+        return f"it ends at byte {size}, inside the file meta header"
+    if group_length is not None:
+        start = 0 if getattr(ds, "preamble", None) is None else 132
+        meta_end = start + 12 + int(group_length)
+        if meta_end > size:
+            return f"it ends at byte {size}, inside the file meta header (which ends at {meta_end})"
+    if len(ds) == 0:
+        return f"it ends at byte {size}, before the first data element"
+    end = None
+    for element in ds.elements():
+        if not isinstance(element, RawDataElement) or element.length == UNDEFINED_LENGTH:
+            end = None
+            continue
+        got = 0 if element.value is None else len(element.value)
+        if got < element.length:
+            return (
+                f"it ends at byte {size}, inside element {element.tag} which needs "
+                f"{element.length} bytes and has {got}"
+            )
+        end = element.value_tell + element.length
+    # Fewer bytes than an element header (8) after the last element: a header cut short.
+    if not header_only and end is not None and 0 < size - end < 8:
+        return f"it ends at byte {size}, inside the header of an element"
+    return None
 
 
 def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
@@ -138,9 +188,49 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
         ) from err
 
 
-def _voi(values: np.ndarray, ds: Dataset, options: DicomOptions) -> np.ndarray:
+def _first(value: object) -> object:
+    return value[0] if isinstance(value, pydicom.multival.MultiValue) else value
+
+
+def _usable_window(ds: Dataset) -> bool:
+    """Whether the header's first Window Center / Width can be applied (PS3.3 C.11.2.1.2)."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center in (None, "") or width in (None, ""):
+        return False
+    try:
+        width = float(_first(width))
+    except (TypeError, ValueError):
+        return False
+    exact = str(ds.get("VOILUTFunction", "")).strip().upper() == "LINEAR_EXACT"
+    return width > 0 if exact else width >= 1
+
+
+def _padding(ds: Dataset, pixels: np.ndarray) -> np.ndarray | None:
+    """Pixels marked by Pixel Padding Value (and Range Limit), compared with stored values."""
+    value = ds.get("PixelPaddingValue")
+    if value in (None, b"", "") or pixels.ndim != 2:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    ends = [_stored_number(value, ds)]
+    if limit not in (None, b"", ""):
+        ends.append(_stored_number(limit, ds))
+    mask = (pixels >= min(ends)) & (pixels <= max(ends))
+    return mask if mask.any() else None
+
+
+def _stored_number(value: object, ds: Dataset) -> int:
+    # "US or SS" elements read without a known Pixel Representation stay raw bytes.
+    if isinstance(value, bytes):
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        return int.from_bytes(value[:2], "little", signed=signed)
+    return int(_first(value))
+
+
+def _voi(
+    values: np.ndarray, ds: Dataset, options: DicomOptions, padding: np.ndarray | None = None
+) -> np.ndarray:
     """The VOI step: modality values to display values in ``[0, 1]``."""
-    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    has_voi = "VOILUTSequence" in ds or _usable_window(ds)
     window = options.window
     if window == "header" and not has_voi:
         window = options.fallback_window
@@ -151,16 +241,18 @@ def _voi(values: np.ndarray, ds: Dataset, options: DicomOptions) -> np.ndarray:
             extremes = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
         else:
             extremes = np.array([np.finfo(np.float32).min, np.finfo(np.float32).max])
-        voi = apply_voi_lut(values, ds, index=0)
+        voi = apply_voi_lut(values, ds, index=0, prefer_lut="VOILUTSequence" in ds)
         # The output range of a window or LUT does not depend on the image: send the two
         # extreme inputs through the same transform to find it.
-        probe = apply_voi_lut(extremes, ds, index=0).astype(np.float64)
+        probe = apply_voi_lut(extremes, ds, index=0, prefer_lut="VOILUTSequence" in ds)
+        probe = probe.astype(np.float64)
         low, high = float(probe.min()), float(probe.max())
         return (voi.astype(np.float64) - low) / max(high - low, 1e-12)
+    image = values if padding is None else values[~padding]
     if window == "percentile":
-        low, high = np.percentile(values, options.percentiles)
+        low, high = np.percentile(image, options.percentiles)
     else:
-        low, high = float(values.min()), float(values.max())
+        low, high = float(image.min()), float(image.max())
     return (np.clip(values, low, high) - low) / max(float(high - low), 1e-12)
 
 
@@ -195,19 +287,55 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
     shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
     invert = photometric == "MONOCHROME1" or shape == "INVERSE"
     if options.mode == "benchmark":
+        _not_blank(pixels, path)
         stored = pixels.astype(np.float64)
         scaled = (stored - stored.min()) / max(float(np.ptp(stored)), 1e-12)
         out = np.round(scaled * 255.0)
         return (255 - out if invert else out).astype(np.uint8)
+    padding = _padding(ds, pixels)
+    image = pixels if padding is None else pixels[~padding]
+    if image.size == 0:
+        raise DicomReadError(
+            f"{path}: every pixel is padding (Pixel Padding Value {ds.PixelPaddingValue}): the "
+            "image is empty; remove it from the data set"
+        )
+    _not_blank(image, path)
     values = apply_modality_lut(pixels, ds).astype(np.float64)
-    display = _voi(values, ds, options)
+    kept = values if padding is None else values[~padding]
+    if not np.isfinite(kept).all() or np.ptp(kept) == 0:
+        slope, intercept = ds.get("RescaleSlope", "(none)"), ds.get("RescaleIntercept", "(none)")
+        raise DicomReadError(
+            f"{path}: the modality LUT (RescaleSlope {slope}, RescaleIntercept {intercept}"
+            f"{', Modality LUT Sequence' if 'ModalityLUTSequence' in ds else ''}) maps every "
+            f"pixel to {kept.flat[0]:g}, so the image would be blank: the header is wrong; fix "
+            "those tags or remove the file"
+        )
+    display = _voi(values, ds, options, padding)
+    shown = display if padding is None else display[~padding]
+    if np.ptp(shown) == 0:
+        raise DicomReadError(
+            f"{path}: the header's {'VOI LUT' if 'VOILUTSequence' in ds else 'window'} "
+            f"(Window Center {ds.get('WindowCenter', '-')}, Width {ds.get('WindowWidth', '-')}) "
+            "maps every pixel to one grey, so the image would be blank: set window='percentile' "
+            "or window='minmax' to window by the image's own values"
+        )
     if "PresentationLUTSequence" in ds:
         # A Presentation LUT maps to P-values itself, including any inversion.
         lut_bits = int(ds.PresentationLUTSequence[0].LUTDescriptor[2])
         display = apply_presentation_lut(display, ds).astype(np.float64) / (2**lut_bits - 1)
     elif invert:
         display = 1.0 - display
+    if padding is not None:
+        display[padding] = 0.0
     return np.clip(display, 0.0, 1.0).astype(np.float32)
+
+
+def _not_blank(stored: np.ndarray, path: str | os.PathLike) -> None:
+    if stored.size and stored.min() == stored.max():
+        raise DicomReadError(
+            f"{path}: every pixel has the stored value {stored.flat[0]}: a blank image; remove "
+            "it from the data set"
+        )
 
 
 def read_tags(path: str | os.PathLike, keywords: tuple[str, ...]) -> dict[str, str]:

@@ -6,17 +6,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from sagan_ad.data.cache import OnError
+from sagan_ad.data.cache import CacheIdentity, OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
-from sagan_ad.data.image_io import find_images
+from sagan_ad.data.image_io import BitDepth, discover_images
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
-from sagan_ad.data.split import MedADSplit
+from sagan_ad.data.split import LeakageCheck, MedADSplit
 from sagan_ad.synthesis import Synthesizer
 
 CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"
 
 
-def _source_records(source: Path, role: str, label: int) -> list[Record]:
+def _source_records(source: Path, role: str, label: int, force_dicom: bool) -> list[Record]:
     if source.suffix.lower() == ".csv":
         records = []
         for row in read_csv(source, ("path",), CSV_LAYOUT):
@@ -27,19 +27,22 @@ def _source_records(source: Path, role: str, label: int) -> list[Record]:
         return records
     if not source.is_dir():
         raise FileNotFoundError(f"{role}={str(source)!r} is neither a folder nor a .csv file")
-    return [
-        Record(f"{role}/{p.relative_to(source).as_posix()}", p, label) for p in find_images(source)
-    ]
+    found = discover_images(source, force_dicom=force_dicom)
+    found.log_skipped(source)
+    return [Record(f"{role}/{p.relative_to(source).as_posix()}", p, label) for p in found.images]
 
 
 class FolderDataModule(RawDataModule):
     """Your own data: known normals, and optionally an unlabeled pool and labelled test images.
 
-    Each source is a folder (images found recursively: PNG / JPEG / TIFF at 8 or 16 bit, DICOM)
-    or a CSV with a ``path`` column (relative to the CSV's folder; the other columns are carried
-    as metadata). Without ``unlabeled`` the known normals also serve as the unlabeled set (plain
-    one-class training). The roles are taken as given (no drawing); the same file in two roles
-    is refused. The split used is written to ``<cache_dir>/data.json``.
+    Each source is a folder (images found recursively: PNG / JPEG / TIFF / BMP at 8 or 16 bit,
+    DICOM; hidden and system files are skipped and counted in one warning) or a CSV with a
+    ``path`` column (relative to the CSV's folder; the other columns are carried as metadata,
+    and one of them can be ``group_by``). Without ``unlabeled`` the known normals also serve as
+    the unlabeled set (plain one-class training), less those held out for validation. The roles
+    are taken as given (no drawing); the same file in two roles is refused, and a patient in
+    two (``group_by``, PatientID) is caught by the leakage check. The split used is written to
+    ``<cache_dir>/data.json``.
 
     Args:
         normal: known normals (folder or CSV).
@@ -47,7 +50,10 @@ class FolderDataModule(RawDataModule):
         test_normal: normal test images (folder or CSV).
         test_abnormal: abnormal test images (folder or CSV).
         cache_dir: see `RawDataModule`; likewise the DICOM settings, ``dicom_tags``,
-            ``on_error``, ``cache_workers``, ``progress`` and the `AnomalyDataModule` arguments.
+            ``on_error``, ``cache_workers``, ``progress``, the `AnomalyDataModule` arguments,
+            ``force_dicom``, ``bit_depth``, ``group_by`` (a CSV column or a DICOM keyword; it
+            also makes the validation hold-out keep patients whole), ``leakage``,
+            ``cache_identity`` and ``cache_save_interval``.
 
     Examples:
         >>> dm = FolderDataModule("normals/", unlabeled="ward_2024/",
@@ -78,6 +84,12 @@ class FolderDataModule(RawDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        force_dicom: bool = False,
+        bit_depth: BitDepth = "auto",
+        group_by: str | None = None,
+        leakage: LeakageCheck = "raise",
+        cache_identity: CacheIdentity = "stat",
+        cache_save_interval: float = 60.0,
     ) -> None:
         super().__init__(
             root=normal,
@@ -99,6 +111,12 @@ class FolderDataModule(RawDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            force_dicom=force_dicom,
+            bit_depth=bit_depth,
+            group_by=group_by,
+            leakage=leakage,
+            cache_identity=cache_identity,
+            cache_save_interval=cache_save_interval,
         )
         self.sources = {
             "normal": (Path(normal), 0),
@@ -112,22 +130,17 @@ class FolderDataModule(RawDataModule):
         records = []
         self._roles = {}
         for role, (source, label) in self.sources.items():
-            found = [] if source is None else _source_records(source, role, label)
+            found = (
+                []
+                if source is None
+                else _source_records(source, role, label, self.settings.force_dicom)
+            )
             if source is not None:
                 self._fail_or_skip(
                     [] if found else [f"{role}={str(source)!r} lists no images"], "empty source(s)"
                 )
             records += found
             self._roles[role] = [r.name for r in found]
-        # The same file under two roles would leak test images into training.
-        paths: dict[Path, str] = {}
-        for record in records:
-            other = paths.setdefault(record.path.resolve(), record.name)
-            if other != record.name:
-                raise ValueError(
-                    f"{record.path} is both {other!r} and {record.name!r}: every file may have "
-                    "one role only"
-                )
         return records
 
     def assign(self, records: dict[str, Record]) -> MedADSplit:
@@ -142,6 +155,14 @@ class FolderDataModule(RawDataModule):
         if split.pool_normal:
             return split.pool_normal, [-1] * len(split.pool_normal)
         return split.known_normal, [0] * len(split.known_normal)
+
+    def split_source(self) -> str:
+        roles = ", ".join(
+            f"{role}={str(source)!r}" for role, (source, _) in self.sources.items() if source
+        )
+        grouping = f", group_by={self.group_by!r}" if self.group_by else ""
+        held = self._validation_source(self._known_names)
+        return f"roles as given ({roles}{grouping}); {held}"
 
     def split_json(self, split: MedADSplit) -> dict:
         data = split.to_json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from sagan_ad.data.image_io import find_images
+from sagan_ad.data.image_io import Discovery, discover_images
 from sagan_ad.data.raw import RawDataModule, Record
 
 CLASS_FOLDERS = {"non_glaucoma": 0, "suspicious_glaucoma": 1}
@@ -20,9 +20,11 @@ class LAGDataModule(RawDataModule):
     """LAG (Li et al., CVPR 2019) from its release folders, split as in Med-AD.
 
     The class comes from the top folder (``non_glaucoma/`` normal, ``suspicious_glaucoma/``
-    abnormal); images are found recursively beneath it, except in folders whose name contains
-    ``attention`` (the attention maps). An attention map with the same file stem as an image
-    is recorded in the image's metadata as ``attention_map`` (a path), for localization.
+    abnormal); images are found recursively beneath it (hidden and system files, such as the
+    ``._name.jpg`` files a macOS copy leaves, are skipped and counted in one warning), except
+    in folders whose name contains ``attention`` (the attention maps). An attention map with the
+    same file stem as an image is recorded in the image's metadata as ``attention_map`` (a
+    path), for localization.
     1 channel by default, as in the paper; ``in_channels=3`` keeps colour. Default counts
     (Med-AD): 1500 known normals, pools of 832 normal / 900 abnormal, test 811 / 811.
     Arguments: see `RawDataModule`.
@@ -44,6 +46,7 @@ class LAGDataModule(RawDataModule):
     def records(self) -> list[Record]:
         self.require_root()
         records, empty = [], []
+        skipped = Discovery([])
         for folder_name, label in CLASS_FOLDERS.items():
             folder = self.root / folder_name
             if not folder.is_dir():
@@ -51,7 +54,10 @@ class LAGDataModule(RawDataModule):
                     f"{folder} does not exist: the LAG release has the class folders "
                     f"{', '.join(CLASS_FOLDERS)} under data.root"
                 )
-            files = find_images(folder)
+            found = discover_images(folder, force_dicom=self.settings.force_dicom)
+            skipped.junk += found.junk
+            skipped.other += found.other
+            files = found.images
             maps = {p.stem: p for p in files if _is_attention(p, folder)}
             images = [p for p in files if not _is_attention(p, folder)]
             if not images:
@@ -66,5 +72,7 @@ class LAGDataModule(RawDataModule):
                         metadata=metadata,
                     )
                 )
+        skipped.images = [r.path for r in records]
+        skipped.log_skipped(self.root)
         self._fail_or_skip(empty, "empty class folder(s)")
         return records

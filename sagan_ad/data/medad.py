@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.cache import ImageCache, PreprocessSettings
-from sagan_ad.data.image_io import load_images
-from sagan_ad.data.split import MedADSplit, SplitError, build_unlabeled, read_medad_split
+from sagan_ad.data.cache import IDENTITY_TAGS, CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
+from sagan_ad.data.image_io import BitDepth, is_dicom, load_images
+from sagan_ad.data.split import (
+    LeakageCheck,
+    MedADSplit,
+    SplitError,
+    build_unlabeled,
+    check_data_options,
+    check_leakage,
+    check_split_files,
+    read_medad_split,
+)
 from sagan_ad.synthesis import Synthesizer
 
 
 class MedADDataModule(AnomalyDataModule):
     """A Med-AD data set folder (RSNA, VinCXR, LAG of the benchmark bundle, or your own).
 
-    ``root`` holds ``images/`` and ``data.json`` (see `MedADSplit` for the schema). The unlabeled
+    ``root`` holds ``images/`` and ``data.json`` (see `MedADSplit` for the schema; unknown keys,
+    duplicate keys and names that are one file written two ways are refused). The unlabeled
     training set is built as in the benchmark: the first ``floor(N * anomaly_ratio)`` names of the
     abnormal pool followed by the first ``N - floor(N * anomaly_ratio)`` of the normal pool, with
     ``N = unlabeled_size`` (default: the number of known normals listed in ``data.json``). Images
@@ -40,6 +53,13 @@ class MedADDataModule(AnomalyDataModule):
         cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
             on every core; a later run reads them in seconds); otherwise they are decoded into
             memory at every start.
+        allow_outside_root: read ``data.json`` names that leave ``image_dir`` (absolute, or
+            ``..`` past it); refused by default, so a split file cannot reach other folders.
+        dicom_mode: for DICOM images: see `sagan_ad.data.RawDataModule`; likewise ``window``,
+            ``fallback_window``, ``percentiles``, ``force_dicom``, ``dicom_tags`` (carried as
+            metadata), ``bit_depth`` (16-bit PNG / TIFF), ``leakage`` (a PatientID or
+            SOPInstanceUID of DICOM images on two sides), ``cache_identity`` and
+            ``cache_save_interval`` (with ``cache_dir``).
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``,
             ``data_on_device``.
@@ -67,6 +87,17 @@ class MedADDataModule(AnomalyDataModule):
         data_on_device: bool = False,
         cache_dir: str | os.PathLike | None = None,
         val_abnormal: int = 0,
+        allow_outside_root: bool = False,
+        dicom_mode: DicomMode = "standard",
+        window: WindowMode = "header",
+        fallback_window: Literal["percentile", "minmax"] = "minmax",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        force_dicom: bool = False,
+        dicom_tags: list[str] | None = None,
+        bit_depth: BitDepth = "auto",
+        leakage: LeakageCheck = "raise",
+        cache_identity: CacheIdentity = "stat",
+        cache_save_interval: float = 60.0,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -85,12 +116,27 @@ class MedADDataModule(AnomalyDataModule):
             raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
         if val_abnormal < 0:
             raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
+        check_data_options(leakage, cache_identity, cache_save_interval)
         self.val_abnormal = val_abnormal
         self.root = Path(root)
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size
         self.image_dir = image_dir
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.allow_outside_root = allow_outside_root
+        self.settings = PreprocessSettings(
+            image_size=image_size,
+            in_channels=in_channels,
+            dicom=DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles)),
+            force_dicom=force_dicom,
+            dicom_tags=tuple(dicom_tags or ()),
+            bit_depth=bit_depth,
+        )
+        self.leakage = leakage
+        self.cache_identity = cache_identity
+        self.cache_save_interval = cache_save_interval
+        self.identities: dict[str, dict[str, str]] = {}
+        self._manifest: dict | None = None
 
     def read_split(self) -> MedADSplit:
         """The validated ``data.json`` of ``root``."""
@@ -99,7 +145,10 @@ class MedADDataModule(AnomalyDataModule):
                 f"data.root={str(self.root)!r} is not a folder: point it at a Med-AD data set "
                 "folder holding images/ and data.json"
             )
-        return read_medad_split(self.root / "data.json")
+        path = self.root / "data.json"
+        split = read_medad_split(path)
+        check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
+        return split
 
     def _carve_validation(self, split: MedADSplit) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
@@ -118,15 +167,31 @@ class MedADDataModule(AnomalyDataModule):
         except SplitError as err:
             raise ValueError(f"{where}: {err}") from err
 
+    def _unlabeled(self, split: MedADSplit, size: int) -> tuple[list[str], list[int]]:
+        if not split.pool_unknown:
+            return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
+        where = f'{self.root / "data.json"}: train.unlabeled."unknown"'
+        if split.pool_normal or split.pool_abnormal:
+            raise SplitError(
+                f'{where} lists images of unknown label beside the labelled pools "0" / '
+                '"1": keep one kind of unlabeled pool'
+            )
+        size = len(split.pool_unknown) if self.unlabeled_size is None else size
+        if size > len(split.pool_unknown):
+            raise SplitError(
+                f"unlabeled_size={size} but {where} lists {len(split.pool_unknown)} images: "
+                "lower unlabeled_size"
+            )
+        return split.pool_unknown[:size], [-1] * size
+
     def load(self) -> SplitData:
-        split = self.read_split()
+        source = self.root / "data.json"
+        split = original = self.read_split()
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         if self.val_abnormal:
             split = self._carve_validation(split)
-        unlabeled_names, unlabeled_labels = build_unlabeled(
-            split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio
-        )
+        unlabeled_names, unlabeled_labels = self._unlabeled(split, size)
         parts = {
             "known_normal": (split.known_normal, [0] * len(split.known_normal)),
             "unlabeled": (unlabeled_names, unlabeled_labels),
@@ -143,21 +208,85 @@ class MedADDataModule(AnomalyDataModule):
         # are reported together.
         all_names = [name for names, _ in parts.values() for name in names]
         paths = [self.root / self.image_dir / name for name in all_names]
-        if self.cache_dir is None:
-            array = load_images(paths, self.image_size, self.in_channels)
-        else:
-            settings = PreprocessSettings(self.image_size, self.in_channels)
-            array = ImageCache(self.cache_dir, settings).load(paths).images
+        array, tags, identities = self._decode(paths)
+        self.identities = dict(zip(all_names, identities, strict=True))
         images = torch.from_numpy(array)
         sets: dict[str, ImageSet | None] = {}
         start = 0
         for part, (names, labels) in parts.items():
             stop = start + len(names)
-            sets[part] = ImageSet(images[start:stop], labels, names) if names else None
+            metadata = tags[start:stop] if self.settings.dicom_tags else None
+            sets[part] = ImageSet(images[start:stop], labels, names, metadata) if names else None
             start = stop
+        unlabeled = (
+            'train.unlabeled."unknown"'
+            if split.pool_unknown
+            else f"the first names of each pool, anomaly_ratio={self.anomaly_ratio}"
+        )
+        self._manifest = {
+            "source": f"read from {source}; unlabeled set: {unlabeled}, unlabeled_size="
+            f"{len(unlabeled_names)}; {self._validation_note(split)}",
+            "split": original.to_json(),
+        }
         return SplitData(
             known_normal=sets["known_normal"],
             unlabeled=sets["unlabeled"],
             test=sets["test"],
             val=sets["val"],
         )
+
+    def _validation_note(self, split: MedADSplit) -> str:
+        if self.val_abnormal:
+            return (
+                f"val carved from the training data: val_abnormal={self.val_abnormal} last "
+                f"names of the abnormal pool and val_fraction={self.val_fraction} of the known "
+                f"normals (seed={self.seed})"
+            )
+        if split.has_validation:
+            return "validation: val of data.json"
+        if self.val_fraction:
+            return (
+                f"validation: val_fraction={self.val_fraction} of the known normals held out "
+                f"(seed={self.seed}) with pseudo anomalies"
+            )
+        return "no validation set"
+
+    def _decode(
+        self, paths: list[Path]
+    ) -> tuple[np.ndarray, list[dict[str, str]], list[dict[str, str]]]:
+        """The images of ``paths`` with their requested header values and identities."""
+        settings = self.settings
+        if self.cache_dir is not None:
+            cached = ImageCache(
+                self.cache_dir,
+                settings,
+                identity=self.cache_identity,
+                save_interval=self.cache_save_interval,
+            ).load(paths)
+            return cached.images, cached.tags, cached.identities
+        array = load_images(
+            paths,
+            settings.image_size,
+            settings.in_channels,
+            dicom=settings.dicom,
+            force_dicom=settings.force_dicom,
+            bit_depth=settings.bit_depth,
+        )
+        keywords = tuple(dict.fromkeys(settings.dicom_tags + IDENTITY_TAGS))
+        headers = [
+            read_tags(path, keywords) if is_dicom(path, settings.force_dicom) else {}
+            for path in paths
+        ]
+        tags = [{k: h.get(k, "") for k in settings.dicom_tags} if h else {} for h in headers]
+        identities = [{k: h[k] for k in IDENTITY_TAGS if k in h} for h in headers]
+        return array, tags, identities
+
+    def split_manifest(self) -> dict | None:
+        """Where the split came from (``data.json`` and any carve-out) and that file's split."""
+        return self._manifest
+
+    def setup(self, stage: str | None = None) -> None:
+        checked = self.known_normal is not None
+        super().setup(stage)
+        if not checked:
+            check_leakage(self.sides(), self.identities, self.leakage, str(self.root))

@@ -5,25 +5,42 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
-import pydicom
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad.data.datasets import to_model_range
-from sagan_ad.data.image_io import load_image
+from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_dataset
+from sagan_ad.data.image_io import (
+    EXIF_ORIENTATION,
+    IMAGE_SUFFIXES,
+    BitDepth,
+    ImageReadError,
+    check_bit_depth,
+    data_set_depth,
+    decode_image,
+    discover_images,
+    is_dicom,
+    read_image,
+    used_bits,
+)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-"""File extensions `FolderPredictDataModule` lists by default (case-insensitive)."""
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+"""File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
+training reads (`sagan_ad.data.image_io.IMAGE_SUFFIXES`), plus files without a suffix that carry
+the DICOM magic."""
 
 
-def original_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(height, width)`` of an image file, read from its header.
+def original_size(path: str | os.PathLike, force_dicom: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of an image file as a viewer shows it, read from its header.
 
-    PIL reads PNG/JPEG (and most raster formats) headers; DICOM files fall back to their
-    ``Rows`` / ``Columns`` attributes.
+    DICOM files (by suffix, magic, or ``force_dicom``; old ACR-NEMA files without file meta
+    included) give their ``Rows`` / ``Columns``; other images PIL's size, swapped when the EXIF
+    orientation turns the picture by a quarter.
 
     Examples:
         >>> import tempfile
@@ -33,19 +50,26 @@ def original_size(path: str | os.PathLike) -> tuple[int, int]:
         (80, 100)
     """
     try:
+        if is_dicom(path, force_dicom):
+            header = read_dataset(path, header_only=True)
+            return int(header.Rows), int(header.Columns)
         with Image.open(path) as img:
-            return img.height, img.width
-    except UnidentifiedImageError:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        return int(header.Rows), int(header.Columns)
+            turned = int(img.getexif().get(EXIF_ORIENTATION, 1) or 1) in (5, 6, 7, 8)
+            return (img.width, img.height) if turned else (img.height, img.width)
+    except Exception as err:
+        raise ImageReadError(f"{path}: cannot read the image size: {err}") from err
 
 
 def list_images(
     root: str | os.PathLike,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
     recursive: bool = True,
+    force_dicom: bool = False,
 ) -> list[Path]:
-    """Image files under ``root`` with one of ``extensions``, sorted by relative path.
+    """Image files under ``root``, sorted by relative path: those with one of ``extensions``,
+    files without a suffix that carry the DICOM magic, or every file with ``force_dicom``;
+    hidden and system files never (`sagan_ad.data.image_io.discover_images`). What was skipped
+    is logged once, as counts.
 
     Examples:
         >>> list_images(Path("does-not-exist"))  # doctest: +ELLIPSIS
@@ -56,12 +80,21 @@ def list_images(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder of images")
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        (p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in wanted),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    found = discover_images(root, extensions, recursive, force_dicom)
+    found.log_skipped(root)
+    return sorted(found.images, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _is_sixteen_bit(path: Path, force_dicom: bool) -> bool:
+    if is_dicom(path, force_dicom):
+        return False
+    try:
+        with Image.open(path) as img:
+            raw = str(img.tile[0][3]) if img.tile else ""
+            return img.mode.startswith("I") or ";16" in raw
+    except Exception:
+        # Unreadable files are reported when they are read.
+        return False
 
 
 class ImageFolder(Dataset):
@@ -69,7 +102,10 @@ class ImageFolder(Dataset):
 
     Items are ``{"image": uint8 (C, S, S), "label": -1, "index", "name", "path",
     "original_size": (height, width)}``; ``name`` is the path relative to ``root``, so output file
-    names can be traced back to the input.
+    names can be traced back to the input. Files are read exactly as training reads them
+    (`sagan_ad.data.read_image`). With ``bit_depth="auto"`` the folder is one data set: the
+    16-bit files are read once here to find the largest depth they use, and every file is
+    scaled by it.
 
     Examples:
         >>> import tempfile
@@ -87,38 +123,64 @@ class ImageFolder(Dataset):
         in_channels: int = 1,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
+        *,
+        dicom: DicomOptions | None = None,
+        force_dicom: bool = False,
+        bit_depth: BitDepth = "auto",
     ) -> None:
+        check_bit_depth(bit_depth)
         self.root = Path(root)
-        self.paths = list_images(self.root, extensions, recursive)
+        self.paths = list_images(self.root, extensions, recursive, force_dicom)
         if not self.paths:
             raise FileNotFoundError(
-                f"no image files ({', '.join(extensions)}) found in {self.root}"
+                f"no image files ({', '.join(extensions)}, or DICOM without suffix) found in "
+                f"{self.root}"
             )
         self.image_size = image_size
         self.in_channels = in_channels
+        self.dicom = dicom
+        self.force_dicom = force_dicom
+        self.bit_depth = bit_depth
+        if bit_depth == "auto":
+            deep = [p for p in self.paths if _is_sixteen_bit(p, force_dicom)]
+            bits = []
+            for path in deep:
+                array = decode_image(path, dicom, force_dicom)
+                bits.append(used_bits(array) if array.dtype == np.uint16 else None)
+            self.bit_depth = data_set_depth(bits, "auto", str(self.root)) or "auto"
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        image = load_image(path, self.image_size, self.in_channels)
+        read = read_image(
+            path,
+            self.image_size,
+            self.in_channels,
+            dicom=self.dicom,
+            force_dicom=self.force_dicom,
+            bit_depth=self.bit_depth,
+        )
         return {
-            "image": torch.tensor(image),
+            "image": torch.from_numpy(read.image),
             "label": -1,
             "index": index,
             "name": path.relative_to(self.root).as_posix(),
             "path": str(path),
-            "original_size": original_size(path),
+            "original_size": read.original_size,
         }
 
 
 class FolderPredictDataModule(L.LightningDataModule):
-    """Predict-only DataModule over a folder of PNG / JPEG / DICOM files (no labels needed).
+    """Predict-only DataModule over a folder of image files (no labels needed).
 
-    Files are decoded lazily by `sagan_ad.data.load_image` (grayscale or RGB, bilinear resize to
-    ``image_size``), and each batch carries the file's relative name, its path and its original
-    ``(height, width)``, from which outputs are drawn at full size.
+    It lists every format training reads (PNG, JPEG, TIFF, BMP, DICOM with or without suffix;
+    hidden and system files skipped) and decodes them lazily exactly as training does
+    (`sagan_ad.data.read_image`: grayscale or RGB, bilinear resize to ``image_size``, the same
+    DICOM and bit-depth settings); each batch carries the file's relative name, its path and its
+    original ``(height, width)``, from which outputs are drawn at full size. Use the DICOM and
+    ``bit_depth`` settings the model was trained with.
 
     Args:
         root: the folder; subfolders are searched when ``recursive``.
@@ -128,6 +190,8 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: DataLoader workers decoding files.
         extensions: file extensions to include.
         recursive: also list files in subfolders.
+        dicom_mode: see `sagan_ad.data.RawDataModule`; likewise ``window``,
+            ``fallback_window``, ``percentiles``, ``force_dicom`` and ``bit_depth``.
 
     Examples:
         >>> dm = FolderPredictDataModule("scans/", image_size=64)  # doctest: +SKIP
@@ -143,12 +207,19 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
+        dicom_mode: DicomMode = "standard",
+        window: WindowMode = "header",
+        fallback_window: Literal["percentile", "minmax"] = "minmax",
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        force_dicom: bool = False,
+        bit_depth: BitDepth = "auto",
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        check_bit_depth(bit_depth)
         self.root = Path(root)
         self.image_size = image_size
         self.in_channels = in_channels
@@ -156,12 +227,22 @@ class FolderPredictDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.extensions = tuple(extensions)
         self.recursive = recursive
+        self.dicom = DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles))
+        self.force_dicom = force_dicom
+        self.bit_depth = bit_depth
         self.dataset: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
             self.dataset = ImageFolder(
-                self.root, self.image_size, self.in_channels, self.extensions, self.recursive
+                self.root,
+                self.image_size,
+                self.in_channels,
+                self.extensions,
+                self.recursive,
+                dicom=self.dicom,
+                force_dicom=self.force_dicom,
+                bit_depth=self.bit_depth,
             )
 
     def predict_dataloader(self) -> DataLoader:

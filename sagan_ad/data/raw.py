@@ -8,24 +8,40 @@ import json
 import logging
 import os
 from abc import abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem
-from sagan_ad.data.cache import ImageCache, OnError, PreprocessSettings, atomic_write_text
+from sagan_ad.data.cache import (
+    IDENTITY_TAGS,
+    CacheIdentity,
+    ImageCache,
+    OnError,
+    PreprocessSettings,
+    atomic_write_text,
+    header_tags,
+)
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import ImageReadError, listing
+from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once
 from sagan_ad.data.split import (
     SPLIT_PARTS,
+    LeakageCheck,
     MedADSplit,
     SplitError,
     build_unlabeled,
+    check_data_options,
     check_disjoint,
+    check_leakage,
+    file_identity,
+    holdout_groups,
+    holdout_indices,
     protocol_split,
     read_medad_split,
 )
@@ -49,6 +65,8 @@ class Record:
         label: 0 normal, 1 abnormal, -1 unknown.
         boxes: ``(k, 4)`` ``x0, y0, x1, y1`` ground-truth boxes in original pixels, if any.
         metadata: per-image columns carried to the outputs.
+        group: the data set's own patient key, where it has one (RSNA's ``patientId``);
+            empty: the image is a group of its own unless ``group_by`` says otherwise.
     """
 
     name: str
@@ -56,21 +74,30 @@ class Record:
     label: int
     boxes: np.ndarray | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    group: str = ""
 
 
 def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
     """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: expected {layout}")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames}); "
-                f"expected {layout}"
-            )
-        return [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames}); "
+                    f"expected {layout}"
+                )
+            return [
+                {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
+            ]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
+            f"{err.start}): save it as UTF-8"
+        ) from None
 
 
 def number(text: str) -> float:
@@ -111,6 +138,23 @@ class RawDataModule(AnomalyDataModule):
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``,
             ``data_on_device`` and ``seed`` (which also seeds the split).
+        force_dicom: read every file as DICOM (files without suffix nor preamble).
+        bit_depth: how 16-bit PNG / TIFF are scaled: ``"auto"`` (the largest depth the data
+            set's files use, so 12-bit exports keep their contrast), ``"dtype"`` (by 65535, as
+            version 0.1 did) or a number of bits (see `sagan_ad.data.image_io.scale_bits`).
+        group_by: what keeps images together on one side of the split, of the validation
+            hold-out and of the leakage check: a column of the data (a CSV column, a metadata
+            key) or a DICOM keyword read from each header (for example ``"PatientID"``).
+            Default: the data set's own patient key where it has one (RSNA: ``patientId``),
+            else none.
+        leakage: what to do when a group (``group_by``), a PatientID or a SOPInstanceUID is
+            on two sides (training, validation, test): ``"raise"`` (default), ``"warn"`` or
+            ``"ignore"``.
+        cache_identity: how the cache recognises an unchanged file: ``"stat"`` (path, size
+            and modification time), ``"verify"`` (and the same bytes) or ``"content"`` (the
+            bytes alone); see `ImageCache`.
+        cache_save_interval: seconds between saves of a running cache build (an interrupted
+            build resumes from the last save).
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
@@ -140,6 +184,12 @@ class RawDataModule(AnomalyDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        force_dicom: bool = False,
+        bit_depth: BitDepth = "auto",
+        group_by: str | None = None,
+        leakage: LeakageCheck = "raise",
+        cache_identity: CacheIdentity = "stat",
+        cache_save_interval: float = 60.0,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -158,6 +208,7 @@ class RawDataModule(AnomalyDataModule):
             raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+        check_data_options(leakage, cache_identity, cache_save_interval)
         self.root = Path(root).expanduser()
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         self.cache_dir = (
@@ -173,11 +224,21 @@ class RawDataModule(AnomalyDataModule):
             image_size=image_size,
             in_channels=in_channels,
             dicom=DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles)),
+            force_dicom=force_dicom,
             dicom_tags=tuple(dicom_tags or ()),
+            bit_depth=bit_depth,
         )
         self.on_error = on_error
         self.cache_workers = cache_workers
         self.progress = progress
+        self.group_by = group_by
+        self.leakage = leakage
+        self.cache_identity = cache_identity
+        self.cache_save_interval = cache_save_interval
+        self.groups: dict[str, str] = {}
+        self.identities: dict[str, dict[str, str]] = {}
+        self._manifest: dict | None = None
+        self._known_names: list[str] = []
 
     @property
     def split_path(self) -> Path:
@@ -201,7 +262,38 @@ class RawDataModule(AnomalyDataModule):
             return split
         normal = [name for name, r in records.items() if r.label == 0]
         abnormal = [name for name, r in records.items() if r.label == 1]
-        return protocol_split(normal, abnormal, self.split_counts, self.seed, str(self.root))
+        return protocol_split(
+            normal, abnormal, self.split_counts, self.seed, str(self.root), groups=self.groups
+        )
+
+    def group_keys(self, records: dict[str, Record]) -> dict[str, str]:
+        """The group of each image by ``group_by`` (empty: a group of its own)."""
+        if self.group_by is None:
+            return {name: r.group for name, r in records.items()}
+        column = self.group_by
+        if any(column in r.metadata for r in records.values()):
+            return {name: r.metadata.get(column, "") for name, r in records.items()}
+        if tag_for_keyword(column) is None:
+            columns = sorted({k for r in records.values() for k in r.metadata})
+            raise ValueError(
+                f"group_by={column!r} is neither a column of the data (columns: "
+                f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
+            )
+        names = list(records)
+        values = header_tags(
+            [records[n].path for n in names],
+            [column],
+            self.cache_dir / "headers.json",
+            self.settings.force_dicom,
+        )
+        groups = {name: found.get(column, "") for name, found in zip(names, values, strict=True)}
+        lacking = sum(1 for value in groups.values() if not value)
+        if lacking:
+            log_once(
+                f"{type(self).__name__}: {lacking} of {len(groups)} images have no {column} "
+                "(not DICOM, or the tag is empty): each is a group of its own"
+            )
+        return groups
 
     def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
         """The unlabeled training set of the protocol (see `build_unlabeled`)."""
@@ -230,6 +322,17 @@ class RawDataModule(AnomalyDataModule):
 
     def _existing(self, records: list[Record]) -> dict[str, Record]:
         check_disjoint({"images": [r.name for r in records]}, source=str(self.root))
+        # Two names of one file (a link, a CSV row written two ways, a file given two roles)
+        # would put the same image on both sides of the split.
+        seen: dict[tuple, Record] = {}
+        for record in records:
+            other = seen.setdefault(file_identity(record.path), record)
+            if other is not record:
+                raise ValueError(
+                    f"{record.path} is both {other.name!r} and {record.name!r}: they are the "
+                    "same file, and every file may appear once (one role, one class): remove "
+                    "one of them"
+                )
         missing = [r for r in records if not r.path.is_file()]
         self._fail_or_skip(
             [f"{r.name}: {r.path} does not exist" for r in missing],
@@ -253,11 +356,17 @@ class RawDataModule(AnomalyDataModule):
 
     def load(self) -> SplitData:
         records = self._existing(self.records())
+        self.groups = self.group_keys(records)
         split = self.assign(records)
         unlabeled = self.unlabeled_set(split)
         used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
         cache = ImageCache(
-            self.cache_dir / "images", self.settings, self.cache_workers, self.progress
+            self.cache_dir / "images",
+            self.settings,
+            self.cache_workers,
+            self.progress,
+            identity=self.cache_identity,
+            save_interval=self.cache_save_interval,
         )
         cached = cache.load([records[n].path for n in used], on_error=self.on_error)
         rows: dict[str, int] = {}
@@ -273,8 +382,20 @@ class RawDataModule(AnomalyDataModule):
                 bad_boxes.append(f"{record.name} ({record.path}): {problem}")
         self._fail_or_skip(bad_boxes, "image(s) with boxes outside the image")
         split = _without(split, set(used) - set(rows))
+        self.identities = {
+            name: {**cached.identities[row], **self._group_identity(name)}
+            for name, row in rows.items()
+        }
+        self._known_names = list(split.known_normal)
+        written = self.split_json(split)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.split_path, json.dumps(self.split_json(split), indent=1))
+        atomic_write_text(self.split_path, json.dumps(written, indent=1))
+        left_out = len(used) - len(rows)
+        self._manifest = {
+            "source": self.split_source()
+            + (f"; {left_out} unreadable image(s) left out (on_error='skip')" if left_out else ""),
+            "split": written,
+        }
         unlabeled_names, unlabeled_labels = (
             [n for n in unlabeled[0] if n in rows],
             [lab for n, lab in zip(*unlabeled, strict=True) if n in rows],
@@ -310,6 +431,71 @@ class RawDataModule(AnomalyDataModule):
             unlabeled=mixture,
             test=image_set(tests, [0] * len(split.test_normal) + [1] * len(split.test_abnormal)),
         )
+
+    def _group_identity(self, name: str) -> dict[str, str]:
+        group = self.groups.get(name, "")
+        if not group or self.group_by in IDENTITY_TAGS:
+            return {}  # a DICOM identity tag is compared as such already
+        return {f"group ({self.group_by or 'patient key'})": group}
+
+    def split_source(self) -> str:
+        """One line saying where the split comes from (see `split_manifest`)."""
+        if self.split_file is not None:
+            where = f"read from {self.split_file}"
+        else:
+            grouping = f", group_by={self.group_by!r}" if self.group_by else ""
+            if self.group_by is None and any(self.groups.values()):
+                grouping = ", grouped by the data set's patient key"
+            where = (
+                f"drawn by {type(self).__name__} from {self.root} with seed={self.seed}, "
+                f"split_counts={self.split_counts}{grouping} (seeded hash of each image or "
+                "group)"
+            )
+        size = "the number of known normals" if self.unlabeled_size is None else self.unlabeled_size
+        return (
+            f"{where}; unlabeled set: the first names of each pool, anomaly_ratio="
+            f"{self.anomaly_ratio}, unlabeled_size={size}; "
+            f"{self._validation_source(self._known_names)}"
+        )
+
+    def _grouped(self, known_names: list[str]) -> bool:
+        """Whether the hold-out goes by group: some group has several known normals."""
+        counts = Counter(g for g in (self.groups.get(n, "") for n in known_names) if g)
+        return bool(counts) and max(counts.values()) > 1
+
+    def _validation_source(self, known_names: list[str]) -> str:
+        if self.val_fraction == 0:
+            return "no validation set"
+        grouping = " by group" if self._grouped(known_names) else ""
+        return (
+            f"validation: val_fraction={self.val_fraction} of the known normals held out"
+            f"{grouping} (seed={self.seed}) with pseudo anomalies"
+        )
+
+    def split_manifest(self) -> dict | None:
+        """Where the split came from and the ``data.json`` written, once set up."""
+        return self._manifest
+
+    def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        """The validation hold-out of the known normals: by whole groups when some group has
+        several known normals (so no patient is in both training and validation)."""
+        if self._grouped(known.names):
+            groups = [self.groups.get(name, "") for name in known.names]
+            return holdout_groups(groups, self.val_fraction, self.seed)
+        return holdout_indices(len(known), self.val_fraction, self.seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        checked = self.known_normal is not None
+        super().setup(stage)
+        if checked:
+            return
+        # Known normals that also serve as the unlabeled set (FolderDataModule without an
+        # unlabeled source) must not bring the validation images back into training.
+        held = set(self.sides()["validation"])
+        if held & set(self.unlabeled.names):
+            keep = [i for i, name in enumerate(self.unlabeled.names) if name not in held]
+            self.unlabeled = self.unlabeled.subset(np.array(keep, dtype=np.int64))
+        check_leakage(self.sides(), self.identities, self.leakage, type(self).__name__)
 
 
 def _parts(split: MedADSplit) -> list[list[str]]:

@@ -22,6 +22,8 @@ class RSNADataModule(RawDataModule):
     Normal = class ``Normal``, abnormal = ``Lung Opacity``; ``No Lung Opacity / Not Normal`` is
     left out. The opacity boxes of ``stage_2_train_labels.csv`` (``x, y, width, height``) become
     ``x0, y0, x1, y1`` boxes in original pixels; the class is carried as metadata ``class``.
+    ``patientId`` is the patient key: the split, the validation hold-out and the leakage check
+    keep each patient on one side (``group_by`` chooses another key).
     Default counts (Med-AD): 3851 known normals, pools of 4000 normal / 5012 abnormal, test
     1000 / 1000. Arguments: see `RawDataModule`.
 
@@ -69,6 +71,7 @@ class RSNADataModule(RawDataModule):
                     label=int(cls == ABNORMAL),
                     boxes=np.array(boxes.get(pid, []), np.float64).reshape(-1, 4),
                     metadata={"class": cls},
+                    group=pid,
                 )
             )
         return records

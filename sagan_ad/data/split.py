@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import bisect
+import difflib
+import hashlib
 import json
+import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+LeakageCheck = Literal["raise", "warn", "ignore"]
 
 
 class SplitError(ValueError):
@@ -28,6 +39,8 @@ class MedADSplit:
         test_abnormal: ``test."1"``.
         val_normal: optional labelled validation normals (``val."0"``).
         val_abnormal: optional labelled validation abnormals (``val."1"``).
+        pool_unknown: ``train.unlabeled."unknown"``, unlabeled images whose labels nobody
+            knows (what `sagan_ad.data.FolderDataModule` writes for its unlabeled source).
     """
 
     known_normal: list[str]
@@ -37,6 +50,7 @@ class MedADSplit:
     test_abnormal: list[str] = field(default_factory=list)
     val_normal: list[str] = field(default_factory=list)
     val_abnormal: list[str] = field(default_factory=list)
+    pool_unknown: list[str] = field(default_factory=list)
 
     @property
     def has_validation(self) -> bool:
@@ -52,9 +66,29 @@ class MedADSplit:
             },
             "test": {"0": self.test_normal, "1": self.test_abnormal},
         }
+        if self.pool_unknown:
+            data["train"]["unlabeled"]["unknown"] = self.pool_unknown
         if self.has_validation:
             data["val"] = {"0": self.val_normal, "1": self.val_abnormal}
         return data
+
+    def parts(self) -> dict[str, list[str]]:
+        """Every list of the split by its place in ``data.json`` (for checks and messages).
+
+        Examples:
+            >>> list(MedADSplit(known_normal=["a"]).parts())[:2]
+            ['train."0"', 'train.unlabeled."0"']
+        """
+        return {
+            'train."0"': self.known_normal,
+            'train.unlabeled."0"': self.pool_normal,
+            'train.unlabeled."1"': self.pool_abnormal,
+            'train.unlabeled."unknown"': self.pool_unknown,
+            'test."0"': self.test_normal,
+            'test."1"': self.test_abnormal,
+            'val."0"': self.val_normal,
+            'val."1"': self.val_abnormal,
+        }
 
     def with_labelled_validation(
         self, val_fraction: float, num_abnormal: int, seed: int = 0
@@ -104,6 +138,7 @@ class MedADSplit:
             test_abnormal=list(self.test_abnormal),
             val_normal=[self.known_normal[i] for i in held],
             val_abnormal=self.pool_abnormal[-num_abnormal:],
+            pool_unknown=list(self.pool_unknown),
         )
 
 
@@ -113,9 +148,39 @@ def _names(node: object, where: str, path: Path) -> list[str]:
     return list(node)
 
 
+SPLIT_KEYS: dict[str, tuple[str, ...]] = {
+    "": ("train", "test", "val"),
+    "train": ("0", "unlabeled"),
+    "train.unlabeled": ("0", "1", "unknown"),
+    "test": ("0", "1"),
+    "val": ("0", "1"),
+}
+"""The keys a ``data.json`` object may hold, by its place in the file (``""``: the top)."""
+
+
+def _check_keys(node: Mapping, where: str, path: Path) -> None:
+    allowed = SPLIT_KEYS[where]
+    for key in node:
+        if key in allowed:
+            continue
+        place = f"{where}.{key!r}" if where else repr(key)
+        lower = str(key).lower()
+        close = [k for k in allowed if len(k) > 1 and lower.startswith(k)]
+        close = close or difflib.get_close_matches(lower, allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        inside = f"in {where}" if where else "at the top"
+        raise SplitError(
+            f"{path}: unknown key {place}{hint} (the keys allowed {inside} are "
+            f"{', '.join(repr(k) for k in allowed)}); a Med-AD data.json has "
+            '{"train": {"0": [...], "unlabeled": {"0": [...], "1": [...]}}, '
+            '"test": {"0": [...], "1": [...]}, "val": {"0": [...], "1": [...]}}'
+        )
+
+
 def _child(node: object, key: str, where: str, path: Path, required: bool = True) -> object:
     if not isinstance(node, Mapping):
         raise SplitError(f"{path}: {where} must be an object")
+    _check_keys(node, where, path)
     if key not in node:
         if not required:
             return None
@@ -146,20 +211,20 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
             f"{path} does not exist: a Med-AD dataset folder holds images/ and data.json "
             "(see the README, 'Your own data')"
         )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SplitError(f"{path} is not valid JSON: {err}") from err
+    data = _read_json(path)
     train = _child(data, "train", "", path)
     known = _names(_child(train, "0", "train", path), 'train."0"', path)
     if not known:
         raise SplitError(f'{path}: train."0" is empty: training needs known normal images')
     pools: dict[str, list[str]] = {"0": [], "1": []}
     unlabeled = _child(train, "unlabeled", "train", path, required=False)
+    unknown: list[str] = []
     if unlabeled is not None:
         for label in pools:
             node = _child(unlabeled, label, "train.unlabeled", path, required=False)
             pools[label] = [] if node is None else _names(node, f"train.unlabeled.{label!r}", path)
+        node = _child(unlabeled, "unknown", "train.unlabeled", path, required=False)
+        unknown = [] if node is None else _names(node, 'train.unlabeled."unknown"', path)
     sets: dict[str, dict[str, list[str]]] = {}
     for part in ("test", "val"):
         node = _child(data, part, "", path, required=False)
@@ -177,20 +242,154 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
         test_abnormal=sets["test"]["1"],
         val_normal=sets["val"]["0"],
         val_abnormal=sets["val"]["1"],
+        pool_unknown=unknown,
     )
-    check_disjoint(
-        {
-            'train."0"': split.known_normal,
-            'train.unlabeled."0"': split.pool_normal,
-            'train.unlabeled."1"': split.pool_abnormal,
-            'test."0"': split.test_normal,
-            'test."1"': split.test_abnormal,
-            'val."0"': split.val_normal,
-            'val."1"': split.val_abnormal,
-        },
-        source=str(path),
-    )
+    check_disjoint(split.parts(), source=str(path))
     return split
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise SplitError(
+                f"key {key!r} appears twice in one object, and JSON keeps only the last: merge "
+                "the two lists under one key"
+            )
+        seen.add(key)
+    return dict(pairs)
+
+
+def _read_json(path: Path) -> object:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SplitError(f"{path} cannot be read ({err.strerror}): check its permissions") from err
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is harmless.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        guess = " (it looks like UTF-16)" if utf16 else ""
+        raise SplitError(
+            f"{path} is not UTF-8 text{guess}: byte 0x{raw[err.start]:02x} at position "
+            f"{err.start} cannot be decoded; save the file as UTF-8"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
+        raise SplitError(f"{path} is not valid JSON: {err}") from err
+    except SplitError as err:
+        raise SplitError(f"{path}: {err}") from None
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """What makes two paths the same file: device and inode when the file exists (so symbolic
+    and hard links and, on case-insensitive file systems, case variants match), else the
+    normalised absolute path.
+
+    Examples:
+        >>> file_identity("/no/such/dir/./x.png") == file_identity("/no/such/x.png/../dir/x.png")
+        True
+    """
+    written = os.path.normcase(os.path.normpath(os.path.abspath(path)))
+    # As written first (links in the path count), then normalised (``missing/../x.png``).
+    for candidate in (path, written):
+        try:
+            stat = os.stat(candidate)
+        except (OSError, ValueError):
+            continue
+        return ("inode", stat.st_dev, stat.st_ino)
+    return ("path", written)
+
+
+def outside_root(name: str, root: str | os.PathLike) -> bool:
+    """Whether a ``data.json`` name leaves the folder ``root`` it is relative to.
+
+    Inside are names that stay in ``root`` as written (``a/../x.png``, ``../images/x.png`` when
+    ``root`` is ``images``, an absolute path into ``root``) and names whose file really lies in
+    ``root``; a symbolic link inside ``root`` that points elsewhere is inside (data sets are
+    often assembled from links).
+
+    Examples:
+        >>> root = "/data/images"
+        >>> outside_root("a/../x.png", root), outside_root("../images/x.png", root)
+        (False, False)
+        >>> outside_root("../x.png", root), outside_root("/etc/passwd", root)
+        (True, True)
+    """
+    top = os.path.abspath(root)
+    written = os.path.normpath(os.path.join(top, name))
+    if os.path.commonpath([top, written]) == top:
+        return False
+    real_top = os.path.realpath(top)
+    return os.path.commonpath([real_top, os.path.realpath(written)]) != real_top
+
+
+def check_split_files(
+    split: MedADSplit,
+    image_root: str | os.PathLike,
+    source: str,
+    allow_outside_root: bool = False,
+) -> None:
+    """Check the names of a split against the files they name under ``image_root``.
+
+    Names are compared as files, not as strings: ``x.png``, ``./x.png``, ``sub/../x.png``,
+    ``../images/x.png``, an absolute path, a symbolic or hard link to it (and, on a
+    case-insensitive file system, ``X.PNG``) are one file, and one file may appear once in the
+    split. Names that leave ``image_root`` (see `outside_root`) are refused unless
+    ``allow_outside_root``. Empty names and names with a NUL character are refused.
+
+    Raises:
+        SplitError: naming the lists and the names, and what to do.
+
+    Examples:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = (root / "x.png").write_bytes(b"")
+        >>> check_split_files(MedADSplit(["x.png"], test_normal=["./x.png"]), root, "data.json")
+        Traceback (most recent call last):
+        ...
+        sagan_ad.data.split.SplitError: data.json: './x.png' (test."0") and 'x.png' ...
+    """
+    image_root = Path(image_root)
+    bad, outside, same = [], [], []
+    seen: dict[tuple, tuple[str, str]] = {}
+    for part, names in split.parts().items():
+        for name in names:
+            if not name.strip() or "\0" in name:
+                bad.append(f"{name!r} ({part})")
+                continue
+            if not allow_outside_root and outside_root(name, image_root):
+                outside.append(f"{name!r} ({part})")
+                continue
+            identity = file_identity(image_root / name)
+            if identity in seen:
+                first_name, first_part = seen[identity]
+                same.append(
+                    f"{name!r} ({part}) and {first_name!r} ({first_part}) are the same file "
+                    f"{os.path.realpath(image_root / name)}"
+                )
+            else:
+                seen[identity] = (name, part)
+    if bad:
+        raise SplitError(
+            f"{source}: {', '.join(bad[:10])}: not a file name (empty, blank or with a NUL "
+            "character); remove or correct these entries"
+        )
+    if outside:
+        more = f" and {len(outside) - 10} more" if len(outside) > 10 else ""
+        raise SplitError(
+            f"{source}: {len(outside)} name(s) point outside {image_root}: "
+            f"{', '.join(outside[:10])}{more}; names are relative to that folder: move the "
+            "files into it, or set allow_outside_root=True to read them where they are"
+        )
+    if same:
+        more = f" (and {len(same) - 10} more)" if len(same) > 10 else ""
+        raise SplitError(
+            f"{source}: {'; '.join(same[:10])}{more} ... every file may appear once: remove "
+            "the duplicates so that no test image is seen in training"
+        )
 
 
 def check_disjoint(groups: Mapping[str, Sequence[str]], source: str = "split") -> None:
@@ -304,26 +503,118 @@ SPLIT_PARTS = ("known_normal", "pool_normal", "pool_abnormal", "test_normal", "t
 """The counts a protocol split takes (the columns of the Med-AD table)."""
 
 
+def hash_position(seed: int, key: str) -> float:
+    """Where ``key`` falls in ``[0, 1)`` for ``seed``: a hash, so it depends on nothing else.
+
+    Examples:
+        >>> hash_position(0, "a.png") == hash_position(0, "a.png") != hash_position(1, "a.png")
+        True
+    """
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def stable_draw(
+    sizes: Mapping[str, int],
+    counts: Mapping[str, int],
+    seed: int,
+    pinned: Mapping[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Assign keys (images or groups of ``sizes[key]`` images) to parts of ``counts`` images.
+
+    Each key has a seeded `hash_position` in ``[0, 1)``, and ``[0, 1)`` is cut into one region
+    per part, as wide as its share of the counts. A part takes, in order of position, the keys
+    of its own region that still fit; a part left short then takes the nearest keys no part
+    took, going down from its region's start. A key's place depends on its own hash, not on
+    the other keys: adding a key moves that key and, when the part it joins is full, the one
+    key that part no longer has room for (it becomes unused); removing one lets one unused key
+    in. Only a part so short that it took every spare key below its region can pass a change
+    on further. ``pinned`` keys go to the part given (if they fit; else they stay unused)
+    before the others are drawn.
+
+    Returns:
+        The keys of each part, in order of position. Parts may fall short only when whole
+        groups do not fit, or there are too few keys.
+
+    Examples:
+        >>> stable_draw({"a": 1, "b": 1, "c": 1}, {"x": 1, "y": 2}, seed=0)
+        {'x': ['c'], 'y': ['a', 'b']}
+    """
+    position = {key: hash_position(seed, key) for key in sizes}
+    room = {part: int(count) for part, count in counts.items()}
+    taken: dict[str, list[str]] = {part: [] for part in counts}
+
+    def take(key: str, part: str) -> bool:
+        if sizes[key] > room[part]:
+            return False
+        taken[part].append(key)
+        room[part] -= sizes[key]
+        return True
+
+    pinned = pinned or {}
+    for key in sorted(pinned, key=lambda k: (position[k], k)):
+        take(key, pinned[key])
+    parts = [part for part in counts if counts[part] > 0]
+    total = sum(counts[part] for part in parts)
+    starts, edge = [], 0
+    for part in parts:
+        starts.append(edge / max(total, 1))
+        edge += counts[part]
+    leftover = []
+    for key in sorted((k for k in sizes if k not in pinned), key=lambda k: (position[k], k)):
+        region = parts[bisect.bisect_right(starts, position[key]) - 1] if parts else None
+        if region is None or not take(key, region):
+            leftover.append(key)
+    # A short part takes the leftovers nearest below its region first (wrapping round): a file
+    # just pushed out of a full part is the lowest leftover of its region, so it is taken last
+    # and does not push out the file a short part took before.
+    for i, part in enumerate(parts):
+        used = set()
+        for key in sorted(leftover, key=lambda k: ((starts[i] - position[k]) % 1.0, k)):
+            if room[part] == 0:
+                break
+            if take(key, part):
+                used.add(key)
+        leftover = [key for key in leftover if key not in used]
+    return {part: sorted(keys, key=lambda k: (position[k], k)) for part, keys in taken.items()}
+
+
+def _group_of(name: str, groups: Mapping[str, str]) -> str:
+    # Prefixed so that a group value can never equal another image's name.
+    value = groups.get(name, "")
+    return f"group:{value}" if value else f"image:{name}"
+
+
 def protocol_split(
     normal: Sequence[str],
     abnormal: Sequence[str],
     counts: Mapping[str, int],
     seed: int,
     source: str = "data set",
+    groups: Mapping[str, str] | None = None,
 ) -> MedADSplit:
-    """Draw a Med-AD split from labelled names: seeded, deterministic and disjoint.
+    """Draw a Med-AD split from labelled names: seeded, stable, disjoint, patient-aware.
 
-    The names are sorted, then shuffled by ``seed``; the known normals, the unlabeled normal pool
-    and the normal test images are consecutive runs of the shuffled normals (likewise the
-    abnormal pool and the abnormal test images), so no name is in two parts and the same names
-    and seed always give the same split.
+    Each image, or each group of images (``groups`` maps a name to its group, for example its
+    patient; names without one are groups of their own), goes to its part by `stable_draw`:
+    by a seeded hash of its key, so the same names and seed always give the same split, and one
+    image added or lost moves that image and (almost always) at most one other. The normals
+    fill the known
+    normals, the unlabeled normal pool and the normal test set; the abnormals fill the abnormal
+    pool and the abnormal test set; the images left over are not used. A group is never on two
+    sides: a patient whose normal images went to training (or test) has its abnormal images
+    drawn into the training pool (or the test set), or left unused.
+
+    Version 0.1 shuffled the sorted names with ``numpy``'s generator instead, so the same seed
+    draws another split than it did then; a ``data.json`` written then still loads unchanged.
 
     Args:
         normal: names of the normal images.
         abnormal: names of the abnormal images.
         counts: images per part, keys `SPLIT_PARTS`.
-        seed: seed of the shuffle.
+        seed: seed of the hash.
         source: what the names come from, for error messages.
+        groups: the group of each name (for example its PatientID); default: none.
 
     Examples:
         >>> counts = dict(known_normal=2, pool_normal=1, pool_abnormal=1, test_normal=1,
@@ -355,19 +646,161 @@ def protocol_split(
             "split_counts to what the data hold (the defaults are the Med-AD counts of the full "
             "release)"
         )
-    rng = np.random.default_rng(seed)
-    normal = sorted(normal)
-    normal = [normal[i] for i in rng.permutation(len(normal))]
-    abnormal = sorted(abnormal)
-    abnormal = [abnormal[i] for i in rng.permutation(len(abnormal))]
-    a, b = counts["known_normal"], counts["known_normal"] + counts["pool_normal"]
-    c = b + counts["test_normal"]
-    d = counts["pool_abnormal"]
-    e = d + counts["test_abnormal"]
-    return MedADSplit(
-        known_normal=normal[:a],
-        pool_normal=normal[a:b],
-        pool_abnormal=abnormal[:d],
-        test_normal=normal[b:c],
-        test_abnormal=abnormal[d:e],
+    groups = groups or {}
+    members: dict[str, dict[str, list[str]]] = {"normal": {}, "abnormal": {}}
+    for label, names in (("normal", normal), ("abnormal", abnormal)):
+        for name in names:
+            members[label].setdefault(_group_of(name, groups), []).append(name)
+    normal_parts = ("known_normal", "pool_normal", "test_normal")
+    drawn = stable_draw(
+        {key: len(names) for key, names in members["normal"].items()},
+        {part: counts[part] for part in normal_parts},
+        seed,
     )
+    side = {key: part == "test_normal" for part in normal_parts for key in drawn[part]}
+    pinned = {
+        key: "test_abnormal" if side[key] else "pool_abnormal"
+        for key in members["abnormal"]
+        if key in side
+    }
+    drawn.update(
+        stable_draw(
+            {key: len(names) for key, names in members["abnormal"].items()},
+            {part: counts[part] for part in ("pool_abnormal", "test_abnormal")},
+            seed,
+            pinned,
+        )
+    )
+    label_of = {part: "normal" if part in normal_parts else "abnormal" for part in SPLIT_PARTS}
+    parts = {
+        part: [
+            name
+            for key in drawn[part]
+            for name in sorted(
+                members[label_of[part]][key], key=lambda n: (hash_position(seed, n), n)
+            )
+        ]
+        for part in SPLIT_PARTS
+    }
+    short = [
+        f"{part} {len(parts[part])} of {counts[part]}"
+        for part in SPLIT_PARTS
+        if len(parts[part]) < counts[part]
+    ]
+    if short:
+        log.warning(
+            "%s: whole groups do not fill every part exactly: %s images (each group stays on "
+            "one side of the split)",
+            source,
+            ", ".join(short),
+        )
+    return MedADSplit(**parts)
+
+
+def holdout_groups(
+    groups: Sequence[str], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`holdout_indices` by group: whole groups (for example patients) are held out, in order
+    of their seeded `hash_position`, until ``fraction`` of the images is held.
+
+    ``groups`` holds the group of each index; an empty string is a group of its own.
+
+    Examples:
+        >>> keep, held = holdout_groups(["p1", "p1", "p2", "p2", "p3", "p3"], 0.3, seed=0)
+        >>> len(held), len({["p1", "p1", "p2", "p2", "p3", "p3"][i] for i in held})
+        (2, 1)
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise SplitError(f"val_fraction={fraction}: must be in [0, 1)")
+    count = len(groups)
+    if fraction == 0.0:
+        return np.arange(count), np.arange(0)
+    target = max(2, round(count * fraction))
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(f"group:{group}" if group else f"index:{i}", []).append(i)
+    held: list[int] = []
+    for key in sorted(members, key=lambda k: (hash_position(seed, k), k)):
+        if len(held) >= target:
+            break
+        held += members[key]
+    if count - len(held) < 2:
+        raise SplitError(
+            f"val_fraction={fraction} of {count} known normals in {len(members)} groups leaves "
+            f"{count - len(held)} for training: add known normals or lower val_fraction"
+        )
+    keep = np.setdiff1d(np.arange(count), held)
+    return keep, np.sort(np.array(held, dtype=np.int64))
+
+
+def check_leakage(
+    sides: Mapping[str, Sequence[str]],
+    identities: Mapping[str, Mapping[str, str]],
+    mode: LeakageCheck = "raise",
+    source: str = "split",
+) -> list[str]:
+    """Find patients or images on two sides of a split (training, validation, test).
+
+    Args:
+        sides: image names by side.
+        identities: per image name, the values that identify its patient or image (for
+            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``); empty values are
+            unknown and never match.
+        mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
+        source: the data set, for the message.
+
+    Returns:
+        One line per value found on two sides.
+
+    Examples:
+        >>> ids = {"a": {"PatientID": "P1"}, "b": {"PatientID": "P1"}, "c": {"PatientID": "P2"}}
+        >>> check_leakage({"training": ["a", "c"], "test": ["b"]}, ids, mode="warn")
+        ["PatientID 'P1' in training (1) and test (1)"]
+    """
+    if mode == "ignore":
+        return []
+    found: dict[tuple[str, str], Counter] = {}
+    for side, names in sides.items():
+        for name in dict.fromkeys(names):
+            for kind, value in identities.get(name, {}).items():
+                if value:
+                    found.setdefault((kind, value), Counter())[side] += 1
+    problems = [
+        f"{kind} {value!r} in " + " and ".join(f"{side} ({n})" for side, n in where.items())
+        for (kind, value), where in found.items()
+        if len(where) > 1
+    ]
+    if not problems:
+        return []
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    message = (
+        f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
+        f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
+        "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
+        "each patient on one side, or remove the duplicates from the split; leakage='warn' "
+        "only reports this"
+    )
+    if mode == "raise":
+        raise SplitError(message)
+    log.warning(message)
+    return problems
+
+
+def check_data_options(leakage: str, cache_identity: str, cache_save_interval: float) -> None:
+    """Raise a `ValueError` naming the DataModule option that has no meaning.
+
+    Examples:
+        >>> check_data_options("warn", "stat", 60.0)
+        >>> check_data_options("maybe", "stat", 60.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: leakage='maybe': must be 'raise', 'warn' or 'ignore'
+    """
+    if leakage not in ("raise", "warn", "ignore"):
+        raise ValueError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
+    if cache_identity not in ("stat", "verify", "content"):
+        raise ValueError(
+            f"cache_identity={cache_identity!r}: must be 'stat', 'verify' or 'content'"
+        )
+    if not cache_save_interval > 0:
+        raise ValueError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")
