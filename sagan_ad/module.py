@@ -546,11 +546,14 @@ class SAGAN(L.LightningModule):
             )
 
     def _log_training(self, logs: dict[str, Tensor]) -> None:
-        if "train/generator/loss" in logs:
-            self._generator_logs = {k: v for k, v in logs.items() if "/generator/" in k}
+        generator = {k: v for k, v in logs.items() if "/generator/" in k}
+        if generator:
+            self._generator_logs = generator
+            self._log_generator(generator)
         # Lightning converts logged tensors to numbers (a device sync) only every
         # `log_every_n_steps` iterations; a metric named "step" sets the loggers' x-axis.
-        self.log_dict({**logs, **self._generator_logs}, on_step=True, on_epoch=False)
+        critic = {k: v for k, v in logs.items() if k not in generator}
+        self.log_dict(critic, on_step=True, on_epoch=False)
         # A Python number would be copied to the device by `self.log`, and that blocking copy
         # waits for all queued GPU work at every step; `torch.full` writes it on the device.
         step = torch.full((), self.iteration, dtype=torch.float32, device=self.device)
@@ -560,6 +563,23 @@ class SAGAN(L.LightningModule):
         if self._generator_logs:
             bar["loss_g"] = self._generator_logs["train/generator/loss"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def _log_generator(self, values: dict[str, Tensor]) -> None:
+        """Send a generator iteration's losses to the loggers, at the first generator iteration
+        at or after each logging iteration (every ``log_every_n_steps``) and at the last one.
+
+        Not through `log`: Lightning re-sends a step metric's last value at every logging
+        iteration until it is logged again, which drew step-shaped generator curves from the
+        critic-only iterations.
+        """
+        every = self.trainer.log_every_n_steps
+        done = self.iteration + 1
+        last = done >= self.max_iterations
+        if every < 1 or (done // every == max(done - self.n_critic, 0) // every and not last):
+            return
+        numbers = {k: float(v) for k, v in values.items()}
+        for logger in self.loggers:
+            logger.log_metrics(numbers, step=self.iteration)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self._global_rng_state is not None:

@@ -72,7 +72,9 @@ def test_a_file_of_that_name_wins_and_other_values_pass_through(tmp_path, monkey
     assert resolved[4] == "--model.lr=1"
 
 
-def test_an_unknown_name_is_one_error_line_that_suggests_the_right_one(tmp_path, monkeypatch, capsys):
+def test_an_unknown_name_is_one_error_line_that_suggests_the_right_one(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", "quikstart"])
