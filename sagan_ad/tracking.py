@@ -36,26 +36,33 @@ def save_run_files(trainer: L.Trainer, paths: Sequence[str | os.PathLike]) -> No
     relative to `run_dir` (``test/metrics.json``; see `WANDB_OWN_FILES` for the exception);
     other loggers keep the files where they are.
 
+    The files are copied into the W&B run as they are now, so the W&B run keeps them even if
+    the run's folder is removed before an offline run is synced.
+
     Examples:
         >>> save_run_files(trainer, [run_dir(trainer) / "data.json"])  # doctest: +SKIP
     """
     loggers = [log for log in trainer.loggers if isinstance(log, WandbLogger)]
-    if not loggers:
+    if not loggers or not trainer.is_global_zero:
         return
     base = run_dir(trainer)
     for logger in loggers:
+        files = Path(logger.experiment.dir)
         for path in map(Path, paths):
-            if path.name in WANDB_OWN_FILES and path.parent == base:
-                copy = Path(logger.experiment.dir) / f"sagan_ad_{path.name}"
-                shutil.copyfile(path, copy)
-                logger.experiment.save(str(copy), base_path=str(copy.parent), policy="now")
-            else:
-                logger.experiment.save(str(path), base_path=str(base), policy="now")
+            relative = path.relative_to(base)
+            if relative.as_posix() in WANDB_OWN_FILES:
+                relative = relative.with_name(f"sagan_ad_{relative.name}")
+            copy = files / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+            logger.experiment.save(str(copy), base_path=str(files), policy="now")
 
 
 def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> None:
     """Log per-image rows (``predictions.csv``) as a W&B table named ``key``; columns are the
     union of the rows' keys, a missing value is empty."""
+    if not trainer.is_global_zero:
+        return
     columns = list(dict.fromkeys(k for row in rows for k in row))
     data = [[row.get(c) for c in columns] for row in rows]
     for logger in trainer.loggers:
@@ -65,6 +72,8 @@ def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> N
 
 def log_pictures(trainer: L.Trainer, pictures: dict[str, str | os.PathLike]) -> None:
     """Log PNG files (ROC / PR curves) as W&B images, one key each."""
+    if not trainer.is_global_zero:
+        return
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             for key, path in pictures.items():
