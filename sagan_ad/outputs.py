@@ -171,7 +171,8 @@ class EvaluationWriter(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Decided here, on every rank: the rank-zero-only hooks below only read it.
-        run_dir(trainer)
+        if self.dirpath is None:
+            run_dir(trainer)
 
     def output_dir(self, trainer: L.Trainer, stage: str) -> Path:
         """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``."""

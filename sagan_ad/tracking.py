@@ -151,7 +151,8 @@ class ValidationSampleLogger(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Decided here, on every rank: the rank-zero-only hooks below only read it.
-        run_dir(trainer)
+        if self.dirpath is None:
+            run_dir(trainer)
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
