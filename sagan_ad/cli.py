@@ -65,10 +65,11 @@ class SAGANCLI(LightningCLI):
     Models and DataModules are given by ``class_path`` (subclass mode), so a user's own
     ``SAGAN`` subclass or DataModule works from YAML. Unless the config brings its own, the
     Trainer gets `sagan_ad.EvaluationWriter` (``test`` writes ``test/predictions.csv``,
-    ``test/metrics.json``, ``test/roc.png`` and ``test/pr.png`` into the run's log folder;
+    ``test/metrics.json``, ``test/roc.png`` and ``test/pr.png`` into the run's own folder;
     ``predict`` writes ``predict/predictions.csv`` and ``predict/overlays/``; turn off with
-    ``--write_outputs=false``) and `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
-    per validation, 0 for none).
+    ``--write_outputs=false``), `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
+    per validation, 0 for none) and `sagan_ad.SplitRecorder`. The resolved config goes into the
+    run's own folder and to every logger (`sagan_ad.run_config.RunConfigSaver`).
 
     For crash safety, checkpoints are written atomically (`sagan_ad.AtomicCheckpointIO`, unless
     the config brings its own ``CheckpointIO`` plugin), ``last.ckpt`` is also rewritten every
@@ -371,7 +372,7 @@ def check_class_paths(argv: list[str]) -> None:
         >>> check_class_paths(["fit", "--model=my_modul.MySAGAN"])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: --model my_modul.MySAGAN: there is no module 'my_modul' ...
+        ValueError: --model my_modul.MySAGAN: there is no module 'my_modul'; put my_modul.py ...
     """
     for i, arg in enumerate(argv):
         key, _, value = arg.partition("=")

@@ -549,7 +549,10 @@ class SAGAN(L.LightningModule):
         generator = {k: v for k, v in logs.items() if "/generator/" in k}
         if generator:
             self._generator_logs = generator
-            self._log_generator(generator)
+            # Kept from Lightning's logger path, which re-sends a step metric's last value at
+            # every logging iteration (step-shaped curves from critic-only iterations):
+            # `_send_generator_logs` sends them, from generator iterations only.
+            self.log_dict(generator, logger=False, on_step=True, on_epoch=False)
         # Lightning converts logged tensors to numbers (a device sync) only every
         # `log_every_n_steps` iterations; a metric named "step" sets the loggers' x-axis.
         critic = {k: v for k, v in logs.items() if k not in generator}
@@ -564,22 +567,21 @@ class SAGAN(L.LightningModule):
             bar["loss_g"] = self._generator_logs["train/generator/loss"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
-    def _log_generator(self, values: dict[str, Tensor]) -> None:
-        """Send a generator iteration's losses to the loggers, at the first generator iteration
-        at or after each logging iteration (every ``log_every_n_steps``) and at the last one.
-
-        Not through `log`: Lightning re-sends a step metric's last value at every logging
-        iteration until it is logged again, which drew step-shaped generator curves from the
-        critic-only iterations.
-        """
+    def _send_generator_logs(self) -> None:
+        """Send the generator losses of the iteration just finished to the loggers, if it was a
+        generator iteration: the first one at or after each logging iteration (every
+        ``log_every_n_steps``), and the last one. Like Lightning's own logging, this reads the
+        device only at those iterations."""
+        done = self.iteration
         every = self.trainer.log_every_n_steps
-        done = self.iteration + 1
-        last = done >= self.max_iterations
-        if every < 1 or (done // every == max(done - self.n_critic, 0) // every and not last):
+        if not self._generator_logs or done % self.n_critic or every < 1:
             return
-        numbers = {k: float(v) for k, v in values.items()}
+        last = done >= self.max_iterations
+        if done // every == max(done - self.n_critic, 0) // every and not last:
+            return
+        numbers = {k: float(v) for k, v in self._generator_logs.items()}
         for logger in self.loggers:
-            logger.log_metrics(numbers, step=self.iteration)
+            logger.log_metrics(numbers, step=done - 1)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self._global_rng_state is not None:
@@ -594,6 +596,7 @@ class SAGAN(L.LightningModule):
         return None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._send_generator_logs()
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
 

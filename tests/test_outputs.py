@@ -155,7 +155,8 @@ def test_predict_on_a_folder_writes_the_csv_and_overlays(fitted, tmp_path):
         # The film (small ones enlarged by a whole factor) under the text, the colour bar beside.
         factor = -(-512 // max(h, w))
         assert overlay.size[1] > h * factor and overlay.size[0] > w * factor
-    assert sorted(p.relative_to(out / "overlays").as_posix() for p in out.rglob("*.png.png")) == [
+    overlays = out / "overlays"
+    assert sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.png")) == [
         "a.png.png",
         "b.jpg.png",
         "d.PNG.png",
