@@ -43,7 +43,8 @@ def config_hyperparameters(config: dict[str, Any], logged: dict[str, Any]) -> di
 
 class RunConfigSaver(SaveConfigCallback):
     """Save the resolved config as ``config.yaml`` in the run's own folder (`run_dir`) and log
-    the whole configuration to every logger, the W&B run getting ``config.yaml`` as a file.
+    the whole configuration to every logger (`config_hyperparameters`); a W&B run also gets the
+    file, as ``sagan_ad_config.yaml``.
 
     The CLI uses it in place of Lightning's `SaveConfigCallback`, which writes into
     ``trainer.log_dir``: the folder every W&B run of a ``save_dir`` shares.

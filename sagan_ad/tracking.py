@@ -60,7 +60,11 @@ def save_run_files(trainer: L.Trainer, paths: Sequence[str | os.PathLike]) -> No
 
 def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> None:
     """Log per-image rows (``predictions.csv``) as a W&B table named ``key``; columns are the
-    union of the rows' keys, a missing value is empty."""
+    union of the rows' keys, a missing value is empty.
+
+    Examples:
+        >>> log_table(trainer, "test/predictions", report.rows)  # doctest: +SKIP
+    """
     if not trainer.is_global_zero:
         return
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -71,7 +75,11 @@ def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> N
 
 
 def log_pictures(trainer: L.Trainer, pictures: dict[str, str | os.PathLike]) -> None:
-    """Log PNG files (ROC / PR curves) as W&B images, one key each."""
+    """Log PNG files (ROC / PR curves) as W&B images, one key each.
+
+    Examples:
+        >>> log_pictures(trainer, {"test/roc": "runs/x/test/roc.png"})  # doctest: +SKIP
+    """
     if not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
