@@ -1,8 +1,9 @@
 """Subclassing SAGAN: change a loss and the score without copying the training step.
 
-Run it:        python examples/subclass_sagan.py
-Or from YAML:  PYTHONPATH=examples sagan-ad fit --config examples/quickstart.yaml \
-                   --model subclass_sagan.LesionFocusedSAGAN
+Get it:        sagan-ad configs --copy subclass_sagan     (writes ./subclass_sagan.py)
+Run it:        python subclass_sagan.py
+Or from YAML:  sagan-ad fit --config quickstart --model subclass_sagan.LesionFocusedSAGAN
+               (in the folder that holds subclass_sagan.py)
 
 ``LesionFocusedSAGAN`` weights the restoration loss inside the pseudo-anomaly mask (the paper's
 loss ignores the mask) and scores an image by the mean of its most abnormal pixels, which keeps a

@@ -52,7 +52,7 @@ from sagan_ad.synthesis import (
     Synthesizer,
 )
 from sagan_ad.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
-from sagan_ad.tracking import ValidationSampleLogger
+from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
 
 __version__ = "0.1.0"
 
@@ -88,6 +88,7 @@ __all__ = [
     "SingleClassWarning",
     "SplitData",
     "SplitError",
+    "SplitRecorder",
     "Synthesizer",
     "SyntheticCXRDataModule",
     "ThresholdPolicy",

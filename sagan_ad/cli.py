@@ -1,7 +1,11 @@
-"""The ``sagan-ad`` command line: LightningCLI with fit / validate / test / predict, and export.
+"""The ``sagan-ad`` command line: LightningCLI with fit / validate / test / predict, export, and
+configs.
 
 ``sagan-ad export --ckpt_path best.ckpt --output sagan.onnx [--format onnx|torchscript]`` writes
-the checkpoint's scorer (see `sagan_ad.export`).
+the checkpoint's scorer (see `sagan_ad.export`). ``sagan-ad configs`` lists the example configs
+shipped with the package and copies one out (``--copy quickstart``); ``--config`` takes their
+bare names (``sagan-ad fit --config quickstart``, see `sagan_ad.configs`). Modules in the current
+folder can be named by ``class_path`` (``--model my_module.MySAGAN``).
 
 Errors the library raises about the user's data, configuration or run (`sagan_ad.SplitError`,
 `sagan_ad.ImageReadError`, `sagan_ad.DivergenceError`, a ``ValueError`` or ``OSError`` raised by
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +34,29 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
+from sagan_ad.configs import (
+    copy_example,
+    describe,
+    is_bare_name,
+    resolve_config_arguments,
+    shipped_file,
+    shipped_files,
+)
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
 from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.tracking import ValidationSampleLogger
+from sagan_ad.run_config import RunConfigSaver
+from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
+
+SUBCOMMANDS = {
+    "fit": "train from a config, validating as it goes, then test the best checkpoint",
+    "validate": "evaluate a checkpoint on the validation data",
+    "test": "evaluate a checkpoint on the test set: metrics, per-image CSV, ROC / PR curves",
+    "predict": "score a folder of images: per-image CSV and heat maps on the original films",
+    "export": "write a checkpoint's scorer as ONNX or TorchScript",
+    "configs": "list the example configs shipped with sagan-ad, or copy one out to edit",
+}
+"""Every ``sagan-ad`` subcommand with its one-line description (``sagan-ad --help``)."""
 
 
 class SAGANCLI(LightningCLI):
@@ -40,10 +65,11 @@ class SAGANCLI(LightningCLI):
     Models and DataModules are given by ``class_path`` (subclass mode), so a user's own
     ``SAGAN`` subclass or DataModule works from YAML. Unless the config brings its own, the
     Trainer gets `sagan_ad.EvaluationWriter` (``test`` writes ``test/predictions.csv``,
-    ``test/metrics.json``, ``test/roc.png`` and ``test/pr.png`` into the run's log folder;
+    ``test/metrics.json``, ``test/roc.png`` and ``test/pr.png`` into the run's own folder;
     ``predict`` writes ``predict/predictions.csv`` and ``predict/overlays/``; turn off with
-    ``--write_outputs=false``) and `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
-    per validation, 0 for none).
+    ``--write_outputs=false``), `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
+    per validation, 0 for none) and `sagan_ad.SplitRecorder`. The resolved config goes into the
+    run's own folder and to every logger (`sagan_ad.run_config.RunConfigSaver`).
 
     For crash safety, checkpoints are written atomically (`sagan_ad.AtomicCheckpointIO`, unless
     the config brings its own ``CheckpointIO`` plugin), ``last.ckpt`` is also rewritten every
@@ -98,6 +124,8 @@ class SAGANCLI(LightningCLI):
             isinstance(c, EvaluationWriter) for c in callbacks
         ):
             callbacks.append(EvaluationWriter())
+        if not any(isinstance(c, SplitRecorder) for c in callbacks):
+            callbacks.append(SplitRecorder())
         samples = options.get("val_samples", 8)
         if samples and not any(isinstance(c, ValidationSampleLogger) for c in callbacks):
             callbacks.append(ValidationSampleLogger(num_samples=samples))
@@ -235,6 +263,140 @@ def export_main(args: list[str]) -> None:
     print(f"wrote {fmt} scorer to {path}")
 
 
+def overview() -> str:
+    """What ``sagan-ad --help`` prints: what the tool is, every subcommand, where to start.
+
+    Examples:
+        >>> "export" in overview() and "configs" in overview()
+        True
+    """
+    commands = "\n".join(f"  {name:<10} {text}" for name, text in SUBCOMMANDS.items())
+    return f"""sagan-ad {sagan_ad.__version__}: SAGAN (Spatial-aware Attention GAN, MICCAI 2024) for
+semi-supervised anomaly detection in medical images. It trains on known normal images plus an
+unlabeled mix, scores new images, and draws heat maps of where they look abnormal.
+
+usage: sagan-ad <subcommand> [options]    (sagan-ad <subcommand> --help lists its options)
+
+subcommands:
+{commands}
+
+start here:
+  sagan-ad fit --config quickstart    train and test on synthetic chest phantoms (minutes, CPU)
+  sagan-ad configs                    the other shipped configs: real data, GPUs, W&B logging
+
+options:
+  -h, --help    show this overview and exit
+  --version     show the version and exit
+"""
+
+
+def configs_main(args: list[str]) -> None:
+    """``sagan-ad configs``: list the shipped example configs, or copy one out to edit.
+
+    Examples:
+        >>> configs_main(["--copy", "quickstart"])  # doctest: +SKIP
+        wrote quickstart.yaml: edit it, then run sagan-ad fit --config quickstart.yaml
+    """
+    parser = argparse.ArgumentParser(prog="sagan-ad configs", description=SUBCOMMANDS["configs"])
+    parser.add_argument("--copy", metavar="NAME", help="copy this config (or example) out")
+    parser.add_argument("--to", default=".", metavar="FOLDER", help="where --copy writes")
+    parser.add_argument("--force", action="store_true", help="let --copy overwrite a file")
+    parser.add_argument("--show", metavar="NAME", help="print this config")
+    options = parser.parse_args(args)
+    files = shipped_files()
+    if options.copy:
+        target = copy_example(options.copy, options.to, overwrite=options.force)
+        run = f"sagan-ad fit --config {target}" if target.suffix != ".py" else f"python {target}"
+        print(f"wrote {target}: edit it, then run {run}")
+        return
+    if options.show:
+        print(shipped_file(options.show).read_text(encoding="utf-8"), end="")
+        return
+    width = max(len(name) for name in files) + 2
+    print("Configs shipped with sagan-ad (pass the name: sagan-ad fit --config quickstart):")
+    for name, path in files.items():
+        if path.suffix != ".py":
+            print(f"  {name:<{width}}{describe(path)}")
+    print("\nPython examples:")
+    for name, path in files.items():
+        if path.suffix == ".py":
+            print(f"  {name:<{width}}{describe(path)}")
+    print(
+        "\nCopy one out to edit: sagan-ad configs --copy quickstart (writes ./quickstart.yaml); "
+        "print one: sagan-ad configs --show quickstart"
+    )
+
+
+def _front_door(argv: list[str]) -> bool:
+    """Answer ``--help``, ``--version``, no subcommand and an unknown subcommand; whether done."""
+    first = argv[0] if argv else None
+    if first in ("-h", "--help"):
+        print(overview(), end="")
+        return True
+    if first == "--version":
+        print(f"sagan-ad {sagan_ad.__version__}")
+        return True
+    if first is None:
+        print(overview(), end="", file=sys.stderr)
+        print(
+            f"error: no subcommand given: choose one of {', '.join(SUBCOMMANDS)}", file=sys.stderr
+        )
+        sys.exit(2)
+    if not first.startswith("-") and first not in SUBCOMMANDS:
+        print(
+            f"error: unknown subcommand {first!r}: choose one of {', '.join(SUBCOMMANDS)} "
+            "(sagan-ad --help describes them)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return False
+
+
+def _use_working_folder() -> None:
+    """Let ``class_path`` name modules of the current folder (``--model my_module.MySAGAN``),
+    as ``python -m`` would; appended, so a local file never shadows an installed package."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+
+
+def check_class_paths(argv: list[str]) -> None:
+    """Check the ``--model`` / ``--data`` classes named on the command line before parsing, so
+    that a missing module is one sentence saying where to put it.
+
+    Raises:
+        ValueError: the module cannot be found or lacks the class.
+
+    Examples:
+        >>> check_class_paths(["fit", "--model", "sagan_ad.SAGAN"])
+        >>> check_class_paths(["fit", "--model=my_modul.MySAGAN"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --model my_modul.MySAGAN: there is no module 'my_modul'; put my_modul.py ...
+    """
+    for i, arg in enumerate(argv):
+        key, _, value = arg.partition("=")
+        if key not in ("--model", "--data", "--model.class_path", "--data.class_path"):
+            continue
+        value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+        module, _, name = value.rpartition(".")
+        if not module or not is_bare_name(value) or Path(value).exists():
+            continue
+        flag = key.removesuffix(".class_path")
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ValueError(
+                f"{flag} {value}: there is no module {module!r}; put {module.split('.')[0]}.py "
+                f"in the current folder ({os.getcwd()}) or in a folder on PYTHONPATH, or install "
+                "the package that provides it"
+            )
+        if not hasattr(importlib.import_module(module), name):
+            raise ValueError(f"{flag} {value}: module {module!r} has no class {name!r}")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``sagan-ad`` console script.
 
@@ -257,16 +419,33 @@ def main(args: list[str] | None = None) -> None:
 
 def _main(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else args
+    if _front_door(argv):
+        return
+    _use_working_folder()
+    if argv[:1] == ["configs"]:
+        configs_main(argv[1:])
+        return
     if argv[:1] == ["export"]:
         export_main(argv[1:])
         return
+    check_class_paths(argv)
+    with warnings.catch_warnings():
+        # The arguments always come as `args` (config names resolved), which LightningCLI takes
+        # for a mistake when sys.argv holds arguments too.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        _lightning_cli(resolve_config_arguments(argv))
+
+
+def _lightning_cli(args: list[str]) -> None:
     SAGANCLI(
         SAGAN,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={name: {"description": SUBCOMMANDS[name]} for name in SAGANCLI.subcommands()},
         trainer_defaults={"max_epochs": -1, "check_val_every_n_epoch": None},
         args=args,
     )

@@ -546,11 +546,17 @@ class SAGAN(L.LightningModule):
             )
 
     def _log_training(self, logs: dict[str, Tensor]) -> None:
-        if "train/generator/loss" in logs:
-            self._generator_logs = {k: v for k, v in logs.items() if "/generator/" in k}
+        generator = {k: v for k, v in logs.items() if "/generator/" in k}
+        if generator:
+            self._generator_logs = generator
+            # Kept from Lightning's logger path, which re-sends a step metric's last value at
+            # every logging iteration (step-shaped curves from critic-only iterations):
+            # `_send_generator_logs` sends them, from generator iterations only.
+            self.log_dict(generator, logger=False, on_step=True, on_epoch=False)
         # Lightning converts logged tensors to numbers (a device sync) only every
         # `log_every_n_steps` iterations; a metric named "step" sets the loggers' x-axis.
-        self.log_dict({**logs, **self._generator_logs}, on_step=True, on_epoch=False)
+        critic = {k: v for k, v in logs.items() if k not in generator}
+        self.log_dict(critic, on_step=True, on_epoch=False)
         # A Python number would be copied to the device by `self.log`, and that blocking copy
         # waits for all queued GPU work at every step; `torch.full` writes it on the device.
         step = torch.full((), self.iteration, dtype=torch.float32, device=self.device)
@@ -560,6 +566,22 @@ class SAGAN(L.LightningModule):
         if self._generator_logs:
             bar["loss_g"] = self._generator_logs["train/generator/loss"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    def _send_generator_logs(self) -> None:
+        """Send the generator losses of the iteration just finished to the loggers, if it was a
+        generator iteration: the first one at or after each logging iteration (every
+        ``log_every_n_steps``), and the last one. Like Lightning's own logging, this reads the
+        device only at those iterations."""
+        done = self.iteration
+        every = self.trainer.log_every_n_steps
+        if not self._generator_logs or done % self.n_critic or every < 1:
+            return
+        last = done >= self.max_iterations
+        if done // every == max(done - self.n_critic, 0) // every and not last:
+            return
+        numbers = {k: float(v) for k, v in self._generator_logs.items()}
+        for logger in self.loggers:
+            logger.log_metrics(numbers, step=done - 1)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         if self._global_rng_state is not None:
@@ -574,6 +596,7 @@ class SAGAN(L.LightningModule):
         return None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._send_generator_logs()
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
 

@@ -1,14 +1,17 @@
 """Files a run leaves behind: per-image CSVs, a metrics JSON, ROC / PR plots and overlays.
 
-`EvaluationWriter` writes, under ``dirpath`` (default: the Trainer's ``log_dir``, e.g.
-``runs/<name>/version_N/``):
+`EvaluationWriter` writes, under ``dirpath`` (default: the run's own folder,
+`sagan_ad.runs.run_dir`, e.g. ``runs/<name>/version_N/``, never a folder another run shares):
 
 - after ``test``: ``test/predictions.csv`` (one row per image: name, score, label, prediction,
-  threshold, metadata columns), ``test/metrics.json`` and ``test/roc.png`` / ``test/pr.png``;
-- after ``predict``: ``predict/predictions.csv`` (name, path, score, prediction, threshold, and the
-  label where known) and ``predict/overlays/<name>.png``, one ``input | restored | heat map``
-  panel with a colour bar per image at its original size, named after the input file (its path
-  relative to the predicted folder, with ``/`` turned into ``__``).
+  threshold, metadata columns), ``test/metrics.json`` and ``test/roc.png`` / ``test/pr.png``
+  (the operating point marked); a W&B run gets the curves as images, the table, and the files;
+- after ``predict``: ``predict/predictions.csv`` (name, path, score, prediction, threshold,
+  overlay, and the label where known) and one overlay per image in ``predict/overlays/``: the
+  heat map on the original film at its own resolution, with the name, score, prediction,
+  threshold and colour scale written on it (`sagan_ad.visualization.overlay_picture`). Overlays
+  keep the input's relative path (``sub/c.dcm`` gives ``overlays/sub/c.dcm.png``), so every
+  overlay maps back to one input and no two inputs share one.
 """
 
 from __future__ import annotations
@@ -22,13 +25,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from sagan_ad.atomic import atomic_path
+from sagan_ad.data.dicom import DicomOptions
+from sagan_ad.data.image_io import decode_image
 from sagan_ad.evaluation import EvaluationReport
-from sagan_ad.visualization import comparison_panel, plot_roc_pr, save_png
+from sagan_ad.runs import run_dir
+from sagan_ad.tracking import log_pictures, log_table, save_run_files
+from sagan_ad.visualization import (
+    OVERLAY_STYLES,
+    film_to_rgb,
+    overlay_picture,
+    plot_roc_pr,
+    save_png,
+    to_uint8_image,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -80,29 +95,52 @@ def write_report(report: EvaluationReport, directory: str | os.PathLike, **conte
             directory / "roc.png",
             directory / "pr.png",
             title=f"({report.stage}, n={report.labels.numel()})",
+            threshold=report.metrics.get("threshold"),
         )
     return directory
 
 
 def overlay_name(name: str) -> str:
-    """File name of an image's overlay: its relative path with separators flattened, plus
-    ``.png``, so every overlay maps back to exactly one input file.
+    """Relative path of an image's overlay: the image's own relative path plus ``.png``.
+
+    Folders are kept (not flattened), so two inputs never map to one name; ``.`` and empty parts
+    are dropped and ``..`` is spelt ``%2E%2E``, so an overlay stays inside the overlays folder.
 
     Examples:
-        >>> overlay_name("patient1/view 2.dcm")
-        'patient1__view 2.dcm.png'
+        >>> overlay_name("patient1/view 2.dcm"), overlay_name("patient1__view 2.dcm")
+        ('patient1/view 2.dcm.png', 'patient1__view 2.dcm.png')
+        >>> overlay_name("../x.png")
+        '%2E%2E/x.png.png'
     """
-    return name.replace("\\", "/").strip("/").replace("/", "__") + ".png"
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join("%2E%2E" if p == ".." else p for p in parts) + ".png"
+
+
+def read_film(path: str, datamodule: object = None) -> np.ndarray:
+    """The original image file at its own resolution as ``uint8`` RGB, read as the DataModule
+    reads it (its ``dicom`` options and ``force_dicom`` flag, where it has them).
+
+    Examples:
+        >>> read_film("scans/a.dcm", trainer.datamodule).shape  # doctest: +SKIP
+        (2048, 2500, 3)
+    """
+    options = getattr(datamodule, "dicom", None)
+    force = getattr(datamodule, "force_dicom", False)
+    options = options if isinstance(options, DicomOptions) else None
+    return film_to_rgb(decode_image(path, options, force_dicom=force is True))
 
 
 class EvaluationWriter(Callback):
-    """Write test reports and prediction files to disk (see the module docstring for the files).
+    """Write test reports and prediction files into the run's folder (see the module docstring).
 
     Args:
-        dirpath: output folder; default the Trainer's ``log_dir``.
+        dirpath: output folder; default the run's own folder (`sagan_ad.runs.run_dir`).
         overlays: write one overlay PNG per predicted image.
-        overlay_vmax: top of the overlays' colour scale; default each map's own maximum (the
-            colour bar shows the values either way).
+        overlay_vmax: top of the overlays' colour scale, the same for every image so that they
+            compare; default each map's own maximum (the picture says which).
+        overlay_style: ``"blend"`` (the heat map on the film) or ``"panels"`` (film | restored |
+            heat map side by side).
+        overlay_alpha: opacity of the heat map at the top of its scale (``"blend"``).
 
     Examples:
         >>> trainer = L.Trainer(callbacks=[EvaluationWriter()])  # doctest: +SKIP
@@ -114,16 +152,31 @@ class EvaluationWriter(Callback):
         dirpath: str | os.PathLike | None = None,
         overlays: bool = True,
         overlay_vmax: float | None = None,
+        overlay_style: str = "blend",
+        overlay_alpha: float = 0.6,
     ) -> None:
+        if overlay_style not in OVERLAY_STYLES:
+            raise ValueError(f"overlay_style={overlay_style!r}: choose one of {OVERLAY_STYLES}")
+        if overlay_vmax is not None and not overlay_vmax > 0:
+            raise ValueError(f"overlay_vmax={overlay_vmax}: must be > 0 (or None: per image)")
+        if not 0.0 < overlay_alpha <= 1.0:
+            raise ValueError(f"overlay_alpha={overlay_alpha}: must be in (0, 1]")
         self.dirpath = dirpath
         self.overlays = overlays
         self.overlay_vmax = overlay_vmax
+        self.overlay_style = overlay_style
+        self.overlay_alpha = overlay_alpha
         self._rows: list[dict[str, Any]] = []
+        self._taken: set[str] = set()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Decided here, on every rank: the rank-zero-only hooks below only read it.
+        if self.dirpath is None:
+            run_dir(trainer)
 
     def output_dir(self, trainer: L.Trainer, stage: str) -> Path:
-        """Where ``stage``'s files go: ``<dirpath or trainer.log_dir>/<stage>``."""
-        root = self.dirpath or trainer.log_dir or trainer.default_root_dir
-        return Path(root) / stage
+        """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``."""
+        return Path(self.dirpath or run_dir(trainer)) / stage
 
     def _suffix(self, trainer: L.Trainer) -> str:
         # Each process of a multi-device predict writes its own part of the table.
@@ -134,16 +187,20 @@ class EvaluationWriter(Callback):
         report = getattr(pl_module, "reports", {}).get("test")
         if report is None:
             return
-        write_report(
+        directory = write_report(
             report,
             self.output_dir(trainer, "test"),
             checkpoint=str(trainer.ckpt_path) if trainer.ckpt_path else None,
             iteration=getattr(pl_module, "iteration", None),
             threshold_policy=getattr(pl_module, "threshold_policy", None),
         )
+        log_pictures(trainer, {"test/roc": directory / "roc.png", "test/pr": directory / "pr.png"})
+        log_table(trainer, "test/predictions", report.rows)
+        save_run_files(trainer, sorted(p for p in directory.iterdir() if p.is_file()))
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
+        self._taken = set()
         threshold = getattr(pl_module, "threshold", None)
         if isinstance(threshold, torch.Tensor) and bool(threshold.isnan()):
             rank_zero_warn(
@@ -152,6 +209,38 @@ class EvaluationWriter(Callback):
             )
         directory = self.output_dir(trainer, "predict")
         (directory / "overlays" if self.overlays else directory).mkdir(parents=True, exist_ok=True)
+
+    def _unique(self, name: str) -> str:
+        """``overlay_name(name)``, numbered ``~2``, ``~3``, ... if another image of this predict
+        already has that name (compared case-insensitively, as macOS and Windows folders do)."""
+        relative = overlay_name(name)
+        stem, count = relative[: -len(".png")], 1
+        while relative.casefold() in self._taken:
+            count += 1
+            relative = f"{stem}~{count}.png"
+        self._taken.add(relative.casefold())
+        return relative
+
+    def _overlay(
+        self, trainer: L.Trainer, outputs: dict[str, Any], i: int, name: str, path: str
+    ) -> np.ndarray:
+        if path:
+            film = read_film(path, trainer.datamodule)
+        else:
+            # No file behind the image (an in-memory set): the model input is all there is.
+            film = to_uint8_image(outputs["image"][i])
+            name = f"{name} (model input, no file)"
+        return overlay_picture(
+            film,
+            outputs["anomaly_map"][i],
+            title=name,
+            score=float(outputs["score"][i]),
+            threshold=float(outputs["threshold"][i]),
+            vmax=self.overlay_vmax,
+            style=self.overlay_style,
+            restored=outputs["restored"][i],
+            alpha=self.overlay_alpha,
+        )
 
     def on_predict_batch_end(
         self,
@@ -166,7 +255,6 @@ class EvaluationWriter(Callback):
         count = len(outputs["score"])
         names = outputs.get("name") or [str(int(i)) for i in outputs["index"]]
         paths = outputs.get("path") or [""] * count
-        sizes = outputs.get("original_size") or [None] * count
         labels = outputs.get("label", torch.full((count,), -1)).tolist()
         scores = outputs["score"].tolist()
         predictions = outputs["prediction"].tolist()
@@ -177,18 +265,16 @@ class EvaluationWriter(Callback):
             if labels[i] >= 0:
                 row["label"] = labels[i]
             if self.overlays:
-                panel = comparison_panel(
-                    outputs["image"][i],
-                    outputs["restored"][i],
-                    outputs["anomaly_map"][i],
-                    size=tuple(sizes[i]) if sizes[i] is not None else None,
-                    vmax=self.overlay_vmax,
-                )
-                overlay = directory / "overlays" / overlay_name(names[i])
-                save_png(overlay, panel)
-                row["overlay"] = str(overlay.relative_to(directory))
+                relative = self._unique(names[i])
+                overlay = directory / "overlays" / relative
+                overlay.parent.mkdir(parents=True, exist_ok=True)
+                save_png(overlay, self._overlay(trainer, outputs, i, names[i], paths[i]))
+                row["overlay"] = f"overlays/{relative}"
             self._rows.append(row)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         directory = self.output_dir(trainer, "predict")
-        write_csv(directory / f"predictions{self._suffix(trainer)}.csv", self._rows)
+        table = directory / f"predictions{self._suffix(trainer)}.csv"
+        write_csv(table, self._rows)
+        log_table(trainer, "predict/predictions", self._rows)
+        save_run_files(trainer, [table])

@@ -1,9 +1,15 @@
-"""Experiment tracking: fixed validation samples as images, and the data split as parameters."""
+"""Experiment tracking: fixed validation samples as images, the data split (its counts as
+parameters, its ``data.json`` as a file of the run), and a run's output files in W&B."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,8 +19,107 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.data.datasets import to_model_range
+from sagan_ad.runs import run_dir
 from sagan_ad.visualization import sample_grid, save_png
+
+WANDB_OWN_FILES = frozenset(
+    {"config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log", "requirements.txt"}
+)
+"""Names W&B writes into a run's files itself: a run file of that name goes in as
+``sagan_ad_<name>`` (W&B writing its ``config.yaml`` would otherwise replace ours)."""
+
+
+def save_run_files(trainer: L.Trainer, paths: Sequence[str | os.PathLike]) -> None:
+    """Attach files of the run's folder to every W&B run of the Trainer, under their path
+    relative to `run_dir` (``test/metrics.json``; see `WANDB_OWN_FILES` for the exception);
+    other loggers keep the files where they are.
+
+    The files are copied into the W&B run as they are now, so the W&B run keeps them even if
+    the run's folder is removed before an offline run is synced.
+
+    Examples:
+        >>> save_run_files(trainer, [run_dir(trainer) / "data.json"])  # doctest: +SKIP
+    """
+    loggers = [log for log in trainer.loggers if isinstance(log, WandbLogger)]
+    if not loggers or not trainer.is_global_zero:
+        return
+    base = run_dir(trainer)
+    for logger in loggers:
+        files = Path(logger.experiment.dir)
+        for path in map(Path, paths):
+            relative = path.relative_to(base)
+            if relative.as_posix() in WANDB_OWN_FILES:
+                relative = relative.with_name(f"sagan_ad_{relative.name}")
+            copy = files / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+            logger.experiment.save(str(copy), base_path=str(files), policy="now")
+
+
+def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Log per-image rows (``predictions.csv``) as a W&B table named ``key``; columns are the
+    union of the rows' keys, a missing value is empty.
+
+    Examples:
+        >>> log_table(trainer, "test/predictions", report.rows)  # doctest: +SKIP
+    """
+    if not trainer.is_global_zero:
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    data = [[row.get(c) for c in columns] for row in rows]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and rows:
+            logger.log_table(key=key, columns=columns, data=data)
+
+
+def log_pictures(trainer: L.Trainer, pictures: dict[str, str | os.PathLike]) -> None:
+    """Log PNG files (ROC / PR curves) as W&B images, one key each.
+
+    Examples:
+        >>> log_pictures(trainer, {"test/roc": "runs/x/test/roc.png"})  # doctest: +SKIP
+    """
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            for key, path in pictures.items():
+                if Path(path).is_file():
+                    logger.log_image(key=key, images=[str(path)])
+
+
+class SplitRecorder(Callback):
+    """Keep the data split a run used with the run: ``data.json`` and ``split_source.txt`` in its
+    folder (`sagan_ad.runs.run_dir`), and both as files of the W&B run.
+
+    Works with any DataModule that offers ``split_manifest() -> {"source": str, "split": dict}``
+    (``None`` when it has no split to record); the split is the ``data.json`` schema, the
+    source says where it came from (a file given by the user, a split drawn and cached, ...).
+    Recorded once per Trainer, at the first stage's setup, when the DataModule has made it.
+
+    Examples:
+        >>> trainer = L.Trainer(callbacks=[SplitRecorder()])  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._recorded: weakref.WeakSet[L.Trainer] = weakref.WeakSet()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        folder = run_dir(trainer)
+        if trainer in self._recorded:
+            return
+        self._recorded.add(trainer)
+        manifest = getattr(trainer.datamodule, "split_manifest", None)
+        manifest = manifest() if callable(manifest) else None
+        if not isinstance(manifest, dict) or not trainer.is_global_zero:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "data.json") as tmp:
+            tmp.write_text(json.dumps(manifest["split"], indent=1), encoding="utf-8")
+        with atomic_path(folder / "split_source.txt") as tmp:
+            tmp.write_text(f"{manifest['source']}\n", encoding="utf-8")
+        save_run_files(trainer, [folder / "data.json", folder / "split_source.txt"])
 
 
 class ValidationSampleLogger(Callback):
@@ -25,7 +130,7 @@ class ValidationSampleLogger(Callback):
     images of the first validation batch. Each validation adds one grid, with the SAGAN
     iteration as step, to every logger that takes images: W&B (``log_image``), TensorBoard
     (``add_image``). Without such a logger the grid is written as
-    ``<dirpath or trainer.log_dir>/val_samples/iteration_NNNNNNN.png``.
+    ``<dirpath or the run's folder>/val_samples/iteration_NNNNNNN.png`` (`sagan_ad.runs.run_dir`).
 
     At the start of fit it also logs the DataModule's ``summary()`` (the image counts of the
     split) as hyper-parameters ``data/<part>`` to every logger.
@@ -51,6 +156,11 @@ class ValidationSampleLogger(Callback):
         self.key = key
         self.dirpath = dirpath
         self.samples: Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Decided here, on every rank: the rank-zero-only hooks below only read it.
+        if self.dirpath is None:
+            run_dir(trainer)
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -103,7 +213,7 @@ class ValidationSampleLogger(Callback):
                 logger.experiment.add_image(self.key, grid, global_step=step, dataformats="HWC")
                 logged = True
         if not logged:
-            root = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
+            root = Path(self.dirpath or run_dir(trainer))
             directory = root / "val_samples"
             directory.mkdir(parents=True, exist_ok=True)
             save_png(directory / f"iteration_{step:07d}.png", grid)

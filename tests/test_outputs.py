@@ -149,15 +149,18 @@ def test_predict_on_a_folder_writes_the_csv_and_overlays(fitted, tmp_path):
         assert 0.0 <= float(row["score"]) <= 1.0
         assert int(row["prediction"]) == int(float(row["score"]) >= float(row["threshold"]))
         assert "label" not in row
+        assert row["overlay"] == f"overlays/{row['name']}.png"
         overlay = Image.open(out / row["overlay"])
         h, w = sizes[row["name"]]
-        # input | restored | heat map at the original size, plus the colour bar.
-        assert overlay.size[1] == h and overlay.size[0] > 3 * w
-    assert sorted(p.name for p in (out / "overlays").iterdir()) == [
+        # The film (small ones enlarged by a whole factor) under the text, the colour bar beside.
+        factor = -(-512 // max(h, w))
+        assert overlay.size[1] > h * factor and overlay.size[0] > w * factor
+    overlays = out / "overlays"
+    assert sorted(p.relative_to(overlays).as_posix() for p in overlays.rglob("*.png")) == [
         "a.png.png",
         "b.jpg.png",
         "d.PNG.png",
-        "sub__c.jpeg.png",
+        "sub/c.jpeg.png",
     ]
 
 

@@ -42,7 +42,7 @@ def _model(**kwargs) -> SAGAN:
 def _train(model: SAGAN, data: SyntheticCXRDataModule) -> dict[str, float]:
     trainer = _trainer()
     trainer.fit(model, datamodule=data)
-    return {k: float(v) for k, v in trainer.logged_metrics.items() if k.startswith("train/")}
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
 
 
 def test_device_stream_yields_the_batches_of_the_host_stream() -> None:

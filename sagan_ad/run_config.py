@@ -1,0 +1,78 @@
+"""The resolved command-line config, kept with the run and handed to its loggers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+
+from sagan_ad.runs import run_dir
+from sagan_ad.tracking import save_run_files
+
+
+def _plain_config(parser: Any, config: Any) -> dict[str, Any]:
+    dumped = yaml.safe_load(parser.dump(config, skip_none=False, skip_link_targets=False))
+    subcommand = dumped.get("subcommand")
+    return dumped[subcommand] if subcommand else dumped
+
+
+def config_hyperparameters(config: dict[str, Any], logged: dict[str, Any]) -> dict[str, Any]:
+    """What a run's loggers get beside the model's own hyper-parameters (``logged``): the model
+    class, the model arguments the model does not record (optimizers, schedulers,
+    synthesizer), and the data, trainer and seed settings.
+
+    Examples:
+        >>> config = {"model": {"class_path": "sagan_ad.SAGAN", "init_args": {"image_size": 32,
+        ...           "optimizer_g": {"class_path": "torch.optim.Adam"}}},
+        ...           "data": {"class_path": "sagan_ad.SyntheticCXRDataModule"},
+        ...           "seed_everything": 0}
+        >>> sorted(config_hyperparameters(config, {"image_size": 32}))
+        ['data', 'model_class', 'optimizer_g', 'seed_everything']
+    """
+    model = config.get("model") or {}
+    extra: dict[str, Any] = {}
+    if isinstance(model, dict) and "class_path" in model:
+        extra["model_class"] = model["class_path"]
+        arguments = {**(model.get("init_args") or {}), **(model.get("dict_kwargs") or {})}
+        extra.update({k: v for k, v in arguments.items() if k not in logged})
+    extra.update({k: config[k] for k in ("data", "trainer", "seed_everything") if k in config})
+    return extra
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Save the resolved config as ``config.yaml`` in the run's own folder (`run_dir`) and log
+    the whole configuration to every logger (`config_hyperparameters`); a W&B run also gets the
+    file, as ``sagan_ad_config.yaml``.
+
+    The CLI uses it in place of Lightning's `SaveConfigCallback`, which writes into
+    ``trainer.log_dir``: the folder every W&B run of a ``save_dir`` shares.
+
+    Examples:
+        >>> SAGANCLI(SAGAN, save_config_callback=RunConfigSaver)  # doctest: +SKIP
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        folder = run_dir(trainer)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config,
+                folder / self.config_filename,
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        config = _plain_config(self.parser, self.config)
+        extra = config_hyperparameters(config, dict(getattr(pl_module, "hparams", {})))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(extra)
+        save_run_files(trainer, [run_dir(trainer) / self.config_filename])
