@@ -159,9 +159,10 @@ NO_FILE_META = "fuji_CR-MONO1-10-chest_no_meta.dcm"
 
 @requires_dicom_samples
 def test_predict_on_real_dicoms_draws_each_film_at_its_own_resolution(validated, tmp_path):
-    # The ACR-NEMA file without file meta is left to the predict reader's own tests (its header
-    # probe is the data side's); the film reader of the overlays is checked on it below.
-    files = sorted(p for p in DICOM_ROOT.glob("*.dcm") if p.name != NO_FILE_META)
+    # The ACR-NEMA file without file meta included: the predict reader and the film reader of
+    # the overlays must both read it.
+    files = sorted(DICOM_ROOT.glob("*.dcm"))
+    assert NO_FILE_META in [p.name for p in files]
     scans = tmp_path / "scans"
     scans.mkdir()
     for path in files:
