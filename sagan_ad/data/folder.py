@@ -9,6 +9,11 @@ from typing import Literal
 from sagan_ad.data.cache import OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
 from sagan_ad.data.image_io import find_images
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+    NormalizationMethod,
+)
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
 from sagan_ad.data.split import MedADSplit
 from sagan_ad.synthesis import Synthesizer
@@ -78,6 +83,8 @@ class FolderDataModule(RawDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        normalization: NormalizationMethod | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
             root=normal,
@@ -99,6 +106,8 @@ class FolderDataModule(RawDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            normalization=normalization,
+            augment=augment,
         )
         self.sources = {
             "normal": (Path(normal), 0),

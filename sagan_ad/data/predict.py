@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.data.image_io import load_image
+from sagan_ad.data.intensity import IntensityNormalization, NormalizationMethod
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive)."""
@@ -128,6 +129,9 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: DataLoader workers decoding files.
         extensions: file extensions to include.
         recursive: also list files in subfolders.
+        normalization: intensity normalisation of the images (see
+            `sagan_ad.data.IntensityNormalization`); None (default) applies the one the model
+            was trained with, as its checkpoint records it.
 
     Examples:
         >>> dm = FolderPredictDataModule("scans/", image_size=64)  # doctest: +SKIP
@@ -143,6 +147,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
+        normalization: NormalizationMethod | IntensityNormalization | None = None,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -156,6 +161,9 @@ class FolderPredictDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.extensions = tuple(extensions)
         self.recursive = recursive
+        self.normalization = (
+            None if normalization is None else IntensityNormalization.parse(normalization)
+        )
         self.dataset: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -173,6 +181,19 @@ class FolderPredictDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_collate,
         )
+
+    def applied_normalization(self) -> IntensityNormalization:
+        """``normalization``, or else the model's recorded one (``"none"`` without either)."""
+        if self.normalization is not None:
+            return self.normalization
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return IntensityNormalization.parse(getattr(module, "hparams", {}).get("normalization"))
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        normalization = self.applied_normalization()
+        if normalization.method != "none" and batch["image"].dtype == torch.uint8:
+            batch["image"] = normalization.apply(batch["image"])
+        return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if batch["image"].dtype == torch.uint8:

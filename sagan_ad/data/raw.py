@@ -20,6 +20,11 @@ from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import ImageCache, OnError, PreprocessSettings, atomic_write_text
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.image_io import ImageReadError, listing
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+    NormalizationMethod,
+)
 from sagan_ad.data.split import (
     SPLIT_PARTS,
     MedADSplit,
@@ -110,7 +115,8 @@ class RawDataModule(AnomalyDataModule):
         progress: progress bar while decoding.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``,
-            ``data_on_device`` and ``seed`` (which also seeds the split).
+            ``data_on_device``, ``normalization``, ``augment`` and ``seed`` (which also seeds
+            the split).
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
@@ -140,6 +146,8 @@ class RawDataModule(AnomalyDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        normalization: NormalizationMethod | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -151,6 +159,8 @@ class RawDataModule(AnomalyDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            normalization=normalization,
+            augment=augment,
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
