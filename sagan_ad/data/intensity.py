@@ -72,7 +72,7 @@ class IntensityNormalization:
 
     Examples:
         >>> IntensityNormalization.parse("clahe").describe()
-        'clahe(clip_limit=2.0, tile_grid=8)'
+        'clahe(clip_limit=2, tile_grid=8)'
         >>> images = torch.tensor([[[[10, 20], [30, 40]]]], dtype=torch.uint8)
         >>> IntensityNormalization("percentile", percentiles=(0.0, 100.0)).apply(images).flatten()
         tensor([  0,  85, 170, 255], dtype=torch.uint8)
@@ -193,6 +193,51 @@ class IntensityNormalization:
         return torch.from_numpy(out.reshape(images.shape))
 
 
+def fitted_normalization(recorded: Mapping[str, Any] | None, datamodule: object) -> dict | None:
+    """What a model records at the start of fit: the DataModule's ``normalization``.
+
+    A model that already records one (resumed, or set by hand) must be fitted on data normalised
+    the same way.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> data = SimpleNamespace(normalization=IntensityNormalization("equalize"))
+        >>> fitted_normalization(None, data)
+        {'method': 'equalize'}
+    """
+    theirs = getattr(datamodule, "normalization", None)
+    if not isinstance(theirs, IntensityNormalization):
+        return None if recorded is None else dict(recorded)
+    if recorded is None:
+        return theirs.record()
+    check_normalization(recorded, datamodule, "fit")
+    return dict(recorded)
+
+
+def check_normalization(
+    recorded: Mapping[str, Any] | None, datamodule: object, stage: str = "this evaluation"
+) -> None:
+    """Refuse a DataModule whose ``normalization`` differs from the model's record (a model
+    without one was trained on images as decoded); DataModules without the attribute, or with
+    None (follow the model), pass.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> check_normalization({"method": "clahe"}, SimpleNamespace(normalization=None))
+    """
+    theirs = getattr(datamodule, "normalization", None)
+    if not isinstance(theirs, IntensityNormalization):
+        return
+    ours = IntensityNormalization.parse(recorded)
+    if ours.record() != theirs.record():
+        raise ValueError(
+            f"the model was trained on images with intensity normalisation {ours.describe()} "
+            f"(its checkpoint records {ours.record()}), but data.normalization is "
+            f"{theirs.describe()}: set data.normalization to {ours.record()} so that {stage} "
+            "sees images prepared like the training images"
+        )
+
+
 def to_uint8(images: Tensor) -> Tensor:
     """Model-range images ``[-1, 1]`` back to uint8 grey levels (rounded).
 
@@ -214,8 +259,9 @@ class IntensityNormalizer(nn.Module):
 
     Examples:
         >>> norm = IntensityNormalizer(IntensityNormalization("zscore"))
-        >>> norm(torch.linspace(-1, 1, 16).view(1, 1, 4, 4)).std() > 0.5
-        tensor(True)
+        >>> out = norm(torch.linspace(-0.5, 0.5, 16).view(1, 1, 4, 4))
+        >>> round(out.mean().item(), 2), out.min() > -1
+        (0.0, tensor(True))
     """
 
     def __init__(self, normalization: IntensityNormalization) -> None:
