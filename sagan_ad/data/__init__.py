@@ -19,6 +19,13 @@ from sagan_ad.data.image_io import (
     load_image_and_size,
     load_images,
 )
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+    IntensityNormalizer,
+    image_statistics,
+    normalize_images,
+)
 from sagan_ad.data.lag import LAGDataModule
 from sagan_ad.data.medad import MedADDataModule
 from sagan_ad.data.predict import (
@@ -55,6 +62,9 @@ __all__ = [
     "ImageFolder",
     "ImageReadError",
     "ImageSet",
+    "IntensityAugmentation",
+    "IntensityNormalization",
+    "IntensityNormalizer",
     "LAGDataModule",
     "LabelledImages",
     "MedADDataModule",
@@ -74,10 +84,12 @@ __all__ = [
     "decode_image",
     "find_images",
     "holdout_indices",
+    "image_statistics",
     "list_images",
     "load_image",
     "load_image_and_size",
     "load_images",
+    "normalize_images",
     "original_size",
     "protocol_split",
     "read_dicom",
