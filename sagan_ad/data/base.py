@@ -272,7 +272,15 @@ class AnomalyDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
+
+    def _loader_generator(self) -> torch.Generator:
+        # Each new loader iterator draws its workers' base seed from this generator instead of
+        # the global RNG. Persistent workers start their iterator once, at the first batch,
+        # which a resumed run reaches at another iteration: a draw from the global RNG would
+        # then shift every later random number of training (the generator's residual mask).
+        return torch.Generator().manual_seed(self.seed)
 
     def _training_device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -307,6 +315,7 @@ class AnomalyDataModule(L.LightningDataModule):
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
 
     def val_dataloader(self) -> DataLoader | list:
