@@ -196,13 +196,8 @@ def test_intensity_settings_run_with_a_view_balanced_validation(quality, tmp_pat
         "full norm=equalize aug=none",
         "full norm=equalize aug=brightness",
     ]
-    for (run,) in runs["results"].values():
-        assert {
-            "val_auroc",
-            "intensity_spearman",
-            "input_mean_auroc",
-            "input_contrast_auroc",
-        } <= set(run)
+    columns = {"val_auroc", "intensity_spearman", "input_mean_auroc", "input_contrast_auroc"}
+    assert all(columns <= set(run) for (run,) in runs["results"].values())
     # The fake abnormal images are brighter: a perfect brightness cue on the decoded inputs,
     # which equalisation takes away; the decoded-intensity columns stay the same.
     plain, equalized = runs["results"]["full"][0], runs["results"]["full norm=equalize aug=none"][0]
