@@ -3,6 +3,7 @@ record of the normalisation, predict and export."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import cv2
@@ -14,7 +15,18 @@ from conftest import TINY_MODEL, tiny_trainer, write_medad_tree
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from sagan_ad import SAGAN, AnomalyScorer, FolderPredictDataModule, MedADDataModule, export_scorer
+from sagan_ad import (
+    SAGAN,
+    AnomalyScorer,
+    FolderDataModule,
+    FolderPredictDataModule,
+    LAGDataModule,
+    MedADDataModule,
+    RSNADataModule,
+    SyntheticCXRDataModule,
+    VinDrCXRDataModule,
+    export_scorer,
+)
 from sagan_ad.cli import main
 from sagan_ad.data import (
     DeviceTrainingStream,
@@ -210,6 +222,41 @@ def test_datamodule_augments_training_streams_only(medad_root):
     assert MedADDataModule(medad_root, augment={"brightness": 0.0}).augment is None
 
 
+@pytest.mark.parametrize(
+    "datamodule",
+    [
+        MedADDataModule,
+        SyntheticCXRDataModule,
+        FolderDataModule,
+        RSNADataModule,
+        VinDrCXRDataModule,
+        LAGDataModule,
+    ],
+)
+def test_every_datamodule_takes_the_intensity_options(datamodule):
+    # From YAML a DataModule only gets the options its own signature lists.
+    parameters = inspect.signature(datamodule).parameters
+    assert parameters["normalization"].default == "none"
+    assert parameters["augment"].default is None
+
+
+def test_folder_datamodule_normalises_and_augments(tmp_path):
+    normals = write_folder(tmp_path / "normal", 6)
+    tests = write_folder(tmp_path / "abnormal", 2)
+    options = {"test_abnormal": tests, "cache_dir": tmp_path / "cache", "progress": False}
+    options.update(image_size=32, batch_size=2, val_fraction=0.34)
+    plain = FolderDataModule(normals, **options)
+    changed = FolderDataModule(
+        normals, normalization="zscore", augment={"gamma": [0.5, 2]}, **options
+    )
+    plain.setup()
+    changed.setup()
+    assert torch.equal(changed.test.images, normalize_images(plain.test.images, "zscore"))
+    assert torch.equal(changed.test.decoded_stats, plain.test.decoded_stats)
+    a, b = next(iter(plain.train_dataloader())), next(iter(changed.train_dataloader()))
+    assert not torch.equal(normalize_images(a["normal"], "zscore"), b["normal"])
+
+
 def test_augmentation_is_refused_on_the_device_stream(medad_root):
     with pytest.raises(ValueError, match=r"data_on_device=True with augment \(brightness=0\.2\)"):
         MedADDataModule(medad_root, data_on_device=True, augment={"brightness": 0.2})
@@ -255,13 +302,15 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
     assert saved == {"method": "zscore", "zscore_range": 2.0}
     fresh = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
     other = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="zscore")
-    with pytest.raises(
-        ValueError,
-        match=r"trained on images with intensity normalisation zscore\(zscore_range=2\) \(its "
+    message = (
+        r"trained on images with intensity normalisation zscore\(zscore_range=2\) \(its "
         r"checkpoint records .*\), but data\.normalization is zscore\(zscore_range=3\): set "
-        r"data\.normalization to",
-    ):
+        r"data\.normalization to"
+    )
+    with pytest.raises(ValueError, match=message):
         tiny_trainer(tmp_path).test(fresh, other, ckpt_path=path, verbose=False)
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(tmp_path).validate(fresh, other, ckpt_path=path, verbose=False)
     same = MedADDataModule(
         medad_root,
         image_size=32,
