@@ -85,10 +85,10 @@ class AnomalyScorer(nn.Module):
         normalization = IntensityNormalization.parse(model.hparams.get("normalization"))
         if not (input_normalized or normalization.graph_expressible):
             raise ValueError(
-                f"the model was trained on {normalization.describe()}-normalised images, which "
+                f"the model was trained on {normalization.spec()}-normalised images, which "
                 "the exported graph cannot compute: export with input_normalized=True (command "
                 "line: --input_normalized) and apply sagan_ad.data.normalize_images(images, "
-                f"{normalization.record()}) to the uint8 images before scoring"
+                f"{normalization.spec()!r}) to the uint8 images before scoring"
             )
         normalizer = None
         if not input_normalized and normalization.method != "none":

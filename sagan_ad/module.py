@@ -167,9 +167,9 @@ class SAGAN(L.LightningModule):
             bad step is still named exactly (its weights may then be non-finite, but they are
             never checkpointed).
         normalization: the intensity normalisation of the images the model is trained on (the
-            record of `sagan_ad.data.IntensityNormalization`). Leave it None: fit records the
-            DataModule's ``normalization`` here, so it is saved in every checkpoint, and
-            validate, test and predict refuse data normalised otherwise.
+            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
+            it None: fit records the DataModule's ``normalization`` here, so it is saved in every
+            checkpoint, and validate, test and predict refuse data normalised otherwise.
         shortcut_audit: thresholds of the shortcut audit of every validation and test (the
             fields of `sagan_ad.audit.AuditThresholds`, for example ``{"margin": 0.05}``).
         subgroup_columns: the metadata columns that make subgroup metrics; default: those that
@@ -218,7 +218,7 @@ class SAGAN(L.LightningModule):
         compile_options: dict[str, Any] | None = None,
         divergence_check_interval: int = 1,
         generator_ema: float = 0.0,
-        normalization: dict[str, Any] | None = None,
+        normalization: str | None = None,
         shortcut_audit: dict[str, float] | None = None,
         subgroup_columns: list[str] | None = None,
     ) -> None:
@@ -658,7 +658,7 @@ class SAGAN(L.LightningModule):
         # The data the checkpoint was trained on, whatever this instance was built with;
         # checkpoints from before normalisation existed were trained on decoded images.
         hparams = checkpoint.get("hyper_parameters") or {}
-        self.hparams["normalization"] = hparams.get("normalization", {"method": "none"})
+        self.hparams["normalization"] = hparams.get("normalization", "none")
         # Checkpoints written before thresholds existed load with no threshold chosen.
         checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
         # Restored lazily by `rng`, once the module is on its device; a state saved on another

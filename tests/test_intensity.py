@@ -113,13 +113,20 @@ def test_bad_normalisation_settings_are_named(spec, message):
         IntensityNormalization.parse(spec)
 
 
-def test_records_compare_only_what_the_method_reads():
-    assert IntensityNormalization("none", clip_limit=9.0).record() == {"method": "none"}
-    record = IntensityNormalization("percentile", percentiles=(2, 98)).record()
-    assert record == {"method": "percentile", "percentiles": [2.0, 98.0]}
-    assert IntensityNormalization.parse(record) == IntensityNormalization(
+def test_specs_name_only_what_the_method_reads_and_parse_back():
+    assert IntensityNormalization("none", clip_limit=9.0).spec() == "none"
+    spec = IntensityNormalization("percentile", percentiles=[2, 98]).spec()
+    assert spec == "percentile(percentiles=(2.0, 98.0))"
+    assert IntensityNormalization.parse(spec) == IntensityNormalization(
         "percentile", percentiles=(2.0, 98.0)
     )
+    odd = IntensityNormalization("clahe", clip_limit=2.123456789, tile_grid=4)
+    assert IntensityNormalization.parse(odd.spec()) == odd
+    assert IntensityNormalization.parse({"method": "clahe", "clip_limit": 2}).spec() == (
+        "clahe(clip_limit=2.0, tile_grid=8)"
+    )
+    with pytest.raises(ValueError, match=r"data\.normalization='clahe\(3\)': give a method name"):
+        IntensityNormalization.parse("clahe(3)")
 
 
 def test_statistics_are_of_the_decoded_images():
@@ -294,18 +301,18 @@ def fitted(root, tmp_path, normalization="zscore", **data) -> tuple[SAGAN, L.Tra
 def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_data(
     medad_root, tmp_path
 ):
-    model, trainer = fitted(medad_root, tmp_path, {"method": "zscore", "zscore_range": 2.0})
-    assert model.hparams["normalization"] == {"method": "zscore", "zscore_range": 2.0}
+    model, trainer = fitted(medad_root, tmp_path, "zscore(zscore_range=2)")
+    assert model.hparams["normalization"] == "zscore(zscore_range=2.0)"
     path = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(path)
     saved = torch.load(path, weights_only=True)["hyper_parameters"]["normalization"]
-    assert saved == {"method": "zscore", "zscore_range": 2.0}
+    assert saved == "zscore(zscore_range=2.0)"
     fresh = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
     other = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="zscore")
     message = (
-        r"trained on images with intensity normalisation zscore\(zscore_range=2\) \(its "
-        r"checkpoint records .*\), but data\.normalization is zscore\(zscore_range=3\): set "
-        r"data\.normalization to"
+        r"trained on images with intensity normalisation zscore\(zscore_range=2\.0\) \(as its "
+        r"checkpoint records\), but data\.normalization is zscore\(zscore_range=3\.0\): set "
+        r"data\.normalization to 'zscore\(zscore_range=2\.0\)'"
     )
     with pytest.raises(ValueError, match=message):
         tiny_trainer(tmp_path).test(fresh, other, ckpt_path=path, verbose=False)
@@ -339,7 +346,7 @@ def test_checkpoints_from_before_normalisation_count_as_none(medad_root, tmp_pat
     del checkpoint["hyper_parameters"]["normalization"]
     torch.save(checkpoint, path)
     loaded = SAGAN.load_from_checkpoint(path, weights_only=True)
-    assert loaded.hparams["normalization"] == {"method": "none"}
+    assert loaded.hparams["normalization"] == "none"
     dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="clahe")
     with pytest.raises(ValueError, match="normalisation none"):
         tiny_trainer(tmp_path).test(loaded, dm, verbose=False)
@@ -375,7 +382,7 @@ def test_predict_follows_the_models_normalisation_unless_told_otherwise(medad_ro
 def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, normalization={"method": method}).eval()
+    model = SAGAN(**TINY_MODEL, normalization=method).eval()
     raw = radiographs(5)
     with torch.no_grad():
         expected = model.infer(to_model_range(normalize_images(raw, method)))
@@ -391,10 +398,10 @@ def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
 
 def test_clahe_export_needs_the_callers_normalisation(tmp_path):
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, normalization={"method": "clahe", "clip_limit": 3.0}).eval()
+    model = SAGAN(**TINY_MODEL, normalization="clahe(clip_limit=3.0)").eval()
     with pytest.raises(
         ValueError,
-        match=r"clahe\(clip_limit=3, tile_grid=8\)-normalised images.*"
+        match=r"clahe\(clip_limit=3\.0, tile_grid=8\)-normalised images.*"
         r"input_normalized=True.*normalize_images",
     ):
         export_scorer(model, tmp_path / "s.pt", format="torchscript")
@@ -431,7 +438,7 @@ def test_command_line_normalisation_reaches_the_checkpoint_and_export(tmp_path, 
     main(["fit", *args])
     checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
     record = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["normalization"]
-    assert record == {"method": "clahe", "clip_limit": 2.0, "tile_grid": 8}
+    assert record == "clahe(clip_limit=2.0, tile_grid=8)"
     metrics = json.loads(next((tmp_path / "run").rglob("test/metrics.json")).read_text())
     assert "audit/AUROC_mean_intensity" in metrics["metrics"]
     with pytest.raises(SystemExit) as exit_info:

@@ -21,7 +21,6 @@ from sagan_ad.data.datasets import (
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
-    NormalizationMethod,
     image_statistics,
 )
 from sagan_ad.data.split import holdout_indices
@@ -171,7 +170,7 @@ class AnomalyDataModule(L.LightningDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
-        normalization: NormalizationMethod | IntensityNormalization = "none",
+        normalization: str | IntensityNormalization = "none",
         augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__()

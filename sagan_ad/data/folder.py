@@ -12,7 +12,6 @@ from sagan_ad.data.image_io import find_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
-    NormalizationMethod,
 )
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
 from sagan_ad.data.split import MedADSplit
@@ -83,7 +82,7 @@ class FolderDataModule(RawDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
-        normalization: NormalizationMethod | IntensityNormalization = "none",
+        normalization: str | IntensityNormalization = "none",
         augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(

@@ -19,6 +19,7 @@ disease (see ``docs/results.md``). Two tools take the cue away:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
@@ -71,8 +72,10 @@ class IntensityNormalization:
         percentiles: the low and high percentile of the percentile window, in ``[0, 100]``.
 
     Examples:
-        >>> IntensityNormalization.parse("clahe").describe()
-        'clahe(clip_limit=2, tile_grid=8)'
+        >>> IntensityNormalization.parse("clahe").spec()
+        'clahe(clip_limit=2.0, tile_grid=8)'
+        >>> IntensityNormalization.parse("clahe(clip_limit=3)").clip_limit
+        3.0
         >>> images = torch.tensor([[[[10, 20], [30, 40]]]], dtype=torch.uint8)
         >>> IntensityNormalization("percentile", percentiles=(0.0, 100.0)).apply(images).flatten()
         tensor([  0,  85, 170, 255], dtype=torch.uint8)
@@ -102,25 +105,30 @@ class IntensityNormalization:
             raise ValueError(
                 f"{where}.percentiles={tuple(self.percentiles)}: need 0 <= low < high <= 100"
             )
-        # YAML gives lists; a tuple keeps the object hashable and its record stable.
+        # YAML gives lists and integers; fixed types keep the object hashable and its spec
+        # string the same however the values were written.
         object.__setattr__(self, "percentiles", (low, high))
+        object.__setattr__(self, "clip_limit", float(self.clip_limit))
+        object.__setattr__(self, "tile_grid", int(self.tile_grid))
+        object.__setattr__(self, "zscore_range", float(self.zscore_range))
 
     @classmethod
     def parse(
         cls, spec: str | Mapping[str, Any] | IntensityNormalization | None
     ) -> IntensityNormalization:
-        """A normalisation from its name, a mapping of its fields, or itself (None: ``"none"``).
+        """A normalisation from its `spec` string (a method name, with or without parameters),
+        a mapping of its fields, or itself (None: ``"none"``).
 
         Examples:
-            >>> IntensityNormalization.parse({"method": "zscore", "zscore_range": 2}).describe()
-            'zscore(zscore_range=2)'
+            >>> IntensityNormalization.parse({"method": "zscore", "zscore_range": 2}).spec()
+            'zscore(zscore_range=2.0)'
         """
         if spec is None:
             return cls()
         if isinstance(spec, cls):
             return spec
         if isinstance(spec, str):
-            return cls(method=spec)  # type: ignore[arg-type]
+            return cls(**_spec_fields(spec))
         if isinstance(spec, Mapping):
             known = {f.name for f in dataclasses.fields(cls)}
             unknown = sorted(set(spec) - known)
@@ -135,29 +143,21 @@ class IntensityNormalization:
             "or a mapping such as {method: clahe, clip_limit: 2.0}"
         )
 
-    def record(self) -> dict[str, Any]:
-        """The method and the parameters it reads, as plain types (what checkpoints store).
+    def spec(self) -> str:
+        """The method and the parameters it reads as one string, which `parse` reads back
+        exactly: what checkpoints store, and what two normalisations are compared by.
 
         Examples:
-            >>> IntensityNormalization("zscore", clip_limit=9.0).record()
-            {'method': 'zscore', 'zscore_range': 3.0}
+            >>> IntensityNormalization("zscore", clip_limit=9.0).spec()
+            'zscore(zscore_range=3.0)'
+            >>> IntensityNormalization("percentile").spec()
+            'percentile(percentiles=(1.0, 99.0))'
         """
-        out: dict[str, Any] = {"method": self.method}
-        for name in _PARAMETERS[self.method]:
-            value = getattr(self, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    def describe(self) -> str:
-        """The record as one short string, for messages and table rows."""
-        record = self.record()
-        method = record.pop("method")
-        if not record:
-            return method
-        inner = ", ".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-        )
-        return f"{method}({inner})"
+        names = _PARAMETERS[self.method]
+        if not names:
+            return self.method
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{self.method}({inner})"
 
     @property
     def graph_expressible(self) -> bool:
@@ -193,8 +193,27 @@ class IntensityNormalization:
         return torch.from_numpy(out.reshape(images.shape))
 
 
-def fitted_normalization(recorded: Mapping[str, Any] | None, datamodule: object) -> dict | None:
-    """What a model records at the start of fit: the DataModule's ``normalization``.
+def _spec_fields(spec: str) -> dict[str, Any]:
+    """The fields of a spec string: ``"clahe"`` or ``"clahe(clip_limit=3.0, tile_grid=8)"``."""
+    try:
+        call = ast.parse(spec.strip(), mode="eval").body
+        if isinstance(call, ast.Name):
+            return {"method": call.id}
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and not call.args):
+            raise ValueError(spec)
+        fields = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"data.normalization={spec!r}: give a method name "
+            f"({', '.join(NORMALIZATION_METHODS)}), optionally with parameters such as "
+            "'clahe(clip_limit=3.0)', or a mapping such as {method: clahe, clip_limit: 3.0}"
+        ) from err
+    return {"method": call.func.id, **fields}
+
+
+def fitted_normalization(recorded: str | None, datamodule: object) -> str | None:
+    """What a model records at the start of fit: the `spec` of the DataModule's
+    ``normalization``.
 
     A model that already records one (resumed, or set by hand) must be fitted on data normalised
     the same way.
@@ -203,19 +222,19 @@ def fitted_normalization(recorded: Mapping[str, Any] | None, datamodule: object)
         >>> from types import SimpleNamespace
         >>> data = SimpleNamespace(normalization=IntensityNormalization("equalize"))
         >>> fitted_normalization(None, data)
-        {'method': 'equalize'}
+        'equalize'
     """
     theirs = getattr(datamodule, "normalization", None)
     if not isinstance(theirs, IntensityNormalization):
-        return None if recorded is None else dict(recorded)
+        return recorded
     if recorded is None:
-        return theirs.record()
+        return theirs.spec()
     check_normalization(recorded, datamodule, "fit")
-    return dict(recorded)
+    return IntensityNormalization.parse(recorded).spec()
 
 
 def check_normalization(
-    recorded: Mapping[str, Any] | None, datamodule: object, stage: str = "this evaluation"
+    recorded: str | None, datamodule: object, stage: str = "this evaluation"
 ) -> None:
     """Refuse a DataModule whose ``normalization`` differs from the model's record (a model
     without one was trained on images as decoded); DataModules without the attribute, or with
@@ -223,18 +242,18 @@ def check_normalization(
 
     Examples:
         >>> from types import SimpleNamespace
-        >>> check_normalization({"method": "clahe"}, SimpleNamespace(normalization=None))
+        >>> check_normalization("clahe", SimpleNamespace(normalization=None))
     """
     theirs = getattr(datamodule, "normalization", None)
     if not isinstance(theirs, IntensityNormalization):
         return
     ours = IntensityNormalization.parse(recorded)
-    if ours.record() != theirs.record():
+    if ours.spec() != theirs.spec():
         raise ValueError(
-            f"the model was trained on images with intensity normalisation {ours.describe()} "
-            f"(its checkpoint records {ours.record()}), but data.normalization is "
-            f"{theirs.describe()}: set data.normalization to {ours.record()} so that {stage} "
-            "sees images prepared like the training images"
+            f"the model was trained on images with intensity normalisation {ours.spec()} (as "
+            f"its checkpoint records), but data.normalization is {theirs.spec()}: set "
+            f"data.normalization to {ours.spec()!r} so that {stage} sees images prepared like "
+            "the training images"
         )
 
 
@@ -268,7 +287,7 @@ class IntensityNormalizer(nn.Module):
         super().__init__()
         if not normalization.graph_expressible:
             raise ValueError(
-                f"{normalization.describe()} cannot be computed inside the exported graph: apply "
+                f"{normalization.spec()} cannot be computed inside the exported graph: apply "
                 "sagan_ad.data.normalize_images to the images before scoring"
             )
         self.method = normalization.method

@@ -14,7 +14,6 @@ from sagan_ad.data.image_io import load_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
-    NormalizationMethod,
 )
 from sagan_ad.data.split import (
     MedADSplit,
@@ -86,7 +85,7 @@ class MedADDataModule(AnomalyDataModule):
         data_on_device: bool = False,
         cache_dir: str | os.PathLike | None = None,
         val_abnormal: int = 0,
-        normalization: NormalizationMethod | IntensityNormalization = "none",
+        normalization: str | IntensityNormalization = "none",
         augment: IntensityAugmentation | None = None,
         metadata_csv: str | os.PathLike | None = None,
         val_balance_by: str | None = None,

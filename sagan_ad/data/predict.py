@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.data.image_io import load_image
-from sagan_ad.data.intensity import IntensityNormalization, NormalizationMethod
+from sagan_ad.data.intensity import IntensityNormalization
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive)."""
@@ -147,7 +147,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
-        normalization: NormalizationMethod | IntensityNormalization | None = None,
+        normalization: str | IntensityNormalization | None = None,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):

@@ -23,7 +23,6 @@ from sagan_ad.data.image_io import ImageReadError, listing
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
-    NormalizationMethod,
 )
 from sagan_ad.data.split import (
     SPLIT_PARTS,
@@ -146,7 +145,7 @@ class RawDataModule(AnomalyDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
-        normalization: NormalizationMethod | IntensityNormalization = "none",
+        normalization: str | IntensityNormalization = "none",
         augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(

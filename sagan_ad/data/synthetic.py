@@ -12,7 +12,6 @@ from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
-    NormalizationMethod,
 )
 from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
@@ -75,7 +74,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
-        normalization: NormalizationMethod | IntensityNormalization = "none",
+        normalization: str | IntensityNormalization = "none",
         augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
