@@ -6,6 +6,8 @@ Usage (from the project root; the default data set is the NIH pneumonia split):
     python benchmarks/quality.py --configs full no_unlabeled no_restoration --iterations 600
     python benchmarks/quality.py --configs ratio_0.0 ratio_0.2 ratio_0.4 ratio_0.6 ratio_0.8 \\
         --plot-ratio docs/img/anomaly_ratio.png
+    python benchmarks/quality.py --configs full --normalizations none equalize clahe \\
+        --augmentations none brightness bcg --balance-val-by view_position
 
 Every configuration starts from ``examples/nih_cpu.yaml`` (model and data arguments) with the
 overrides of `CONFIGS`, is trained for ``--iterations`` iterations per seed and scored on the
@@ -16,8 +18,19 @@ test set with the last weights. For each it reports, as mean and standard deviat
 - AUROC on the **intensity-matched** subset: each abnormal image paired with an unused normal of
   the same view whose mean intensity is within ``--match-tolerance``; brightness alone scores
   about 0.5 there, so what survives is not brightness;
-- the Pearson correlation of the score with the image's mean intensity;
+- the Pearson (and Spearman) correlation of the score with the image's mean intensity;
 - the training time per run.
+
+``--normalizations`` and ``--augmentations`` run every configuration once per intensity
+normalisation (``data.normalization``: none, equalize, clahe, zscore, percentile) and
+augmentation preset (`AUGMENTATIONS`, ``data.augment``); settings other than none/none are named
+``<config> norm=<n> aug=<a>``. Their rows add the AUROC of the trivial statistics (mean and
+standard deviation, better direction) of the *normalised* test inputs: what a brightness or
+contrast shortcut could still reach after normalisation. The intensity-matched subset, the
+correlation and the darkness floor are always those of the images as decoded, so every setting
+is measured on the same pairs. ``--balance-val-by view_position`` balances the labelled
+validation carve-out by view (``MedADDataModule(val_balance_by=...)``), so that choosing on
+validation cannot choose on view.
 
 Score variants (the paper's mean ``|x - G(x)|``, the mean of the top 5% of the Gaussian-smoothed
 map, and the mean ``|x - G(x)|`` after standardizing both images, which no global brightness or
@@ -53,6 +66,9 @@ from harness import adam, describe, training_only_trainer
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule
+from sagan_ad.audit import spearman, trivial_auroc
+from sagan_ad.data import image_statistics
+from sagan_ad.data.intensity import NORMALIZATION_METHODS
 from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
 from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 
@@ -89,6 +105,29 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 SCORE_VARIANTS = ("mean", "top5_smoothed", "standardized")
+
+#: Intensity augmentation presets (``data.augment``) of the study. The brightness shift of 0.2
+#: (about 50 grey levels) is larger than the mean-intensity difference between the NIH classes,
+#: so it drowns that cue; gamma 0.67-1.5 moves the mid-tones and keeps each film's order of grey
+#: levels.
+AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "brightness": {"brightness": 0.2},
+    "gamma": {"gamma": [0.67, 1.5]},
+    "bcg": {"brightness": 0.2, "contrast": 0.2, "gamma": [0.67, 1.5]},
+}
+
+
+def setting_name(config: str, normalization: str, augmentation: str) -> str:
+    """The row name of a configuration under an intensity setting (the plain name for none/none).
+
+    Examples:
+        >>> setting_name("full", "clahe", "none")
+        'full norm=clahe aug=none'
+    """
+    if normalization == "none" and augmentation == "none":
+        return config
+    return f"{config} norm={normalization} aug={augmentation}"
 
 
 class KnownNormalsOnly(SAGAN):
@@ -208,6 +247,7 @@ def evaluate(
         "ap": average_precision(scores, labels),
         "matched_auroc": auroc(scores[matched], labels[matched]) if len(matched) else math.nan,
         "intensity_corr": float(torch.corrcoef(torch.stack([scores, intensity]))[0, 1]),
+        "intensity_spearman": spearman(scores, intensity),
     }
     for name in sorted(set(view or [])):
         index = torch.tensor([v == name for v in view])
@@ -221,12 +261,28 @@ def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
+def input_shortcuts(images: Tensor, labels: Tensor) -> dict[str, float]:
+    """AUROC (better direction) of the mean and the standard deviation of the model's inputs."""
+    stats = image_statistics(images)
+    return {
+        "input_mean_auroc": trivial_auroc(stats[:, 0], labels)[0],
+        "input_contrast_auroc": trivial_auroc(stats[:, 1], labels)[0],
+    }
+
+
 def make_data(
-    root: Path, overrides: dict[str, Any], seed: int, val_abnormal: int
+    root: Path,
+    overrides: dict[str, Any],
+    seed: int,
+    val_abnormal: int,
+    balance_by: str | None = None,
 ) -> MedADDataModule:
-    """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`)."""
+    """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`); with
+    ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``."""
     _, data_args = load_base()
     data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
+    if balance_by:
+        data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
     data = MedADDataModule(**data_args)
     data.setup("fit")
     return data
@@ -291,7 +347,18 @@ def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) 
     """One row per configuration: mean ± std over seeds (CI bounds averaged over seeds)."""
     header = ["configuration", "seeds", "test AUROC", "95% CI", "AP"]
     header += [f"AUROC {v}" for v in view_names]
-    header += ["matched AUROC", "corr(score, intensity)", "val AUROC", "train s / run"]
+    header += ["matched AUROC", "corr(score, intensity)"]
+    # The intensity study's columns, in the tables of runs that have them.
+    shortcut_keys = {
+        "intensity_spearman": "Spearman(score, intensity)",
+        "input_mean_auroc": "trivial AUROC: input mean",
+        "input_contrast_auroc": "trivial AUROC: input std",
+    }
+    shortcuts = [
+        key for key in shortcut_keys if any(key in r for runs in results.values() for r in runs)
+    ]
+    header += [shortcut_keys[key] for key in shortcuts]
+    header += ["val AUROC", "train s / run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in results.items():
         stats = summarize(runs)
@@ -299,6 +366,7 @@ def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) 
         row = [name, str(len(runs)), cell(stats, "auroc"), ci, cell(stats, "ap")]
         row += [cell(stats, f"auroc_{v}") for v in view_names]
         row += [cell(stats, "matched_auroc"), cell(stats, "intensity_corr")]
+        row += [cell(stats, key) for key in shortcuts]
         row.append(cell(stats, "val_auroc"))
         row.append(f"{stats['train_s'][0]:.0f}" if "train_s" in stats else "0")
         lines.append("| " + " | ".join(row) + " |")
@@ -368,6 +436,26 @@ def main(argv: list[str] | None = None) -> None:
         "the training data; 0: pseudo anomalies instead); default: the YAML's data.val_abnormal. "
         "Choose settings on this, never on test",
     )
+    parser.add_argument(
+        "--normalizations",
+        nargs="+",
+        default=["none"],
+        choices=NORMALIZATION_METHODS,
+        help="data.normalization of each setting (default: none, the paper)",
+    )
+    parser.add_argument(
+        "--augmentations",
+        nargs="+",
+        default=["none"],
+        choices=sorted(AUGMENTATIONS),
+        help="data.augment preset of each setting (see AUGMENTATIONS)",
+    )
+    parser.add_argument(
+        "--balance-val-by",
+        metavar="COLUMN",
+        help="balance the labelled validation carve-out by this column of <root>/labels.csv "
+        "(view_position on NIH)",
+    )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write every per-run number here")
     parser.add_argument("--plot-ratio", type=Path, help="PNG of AUROC against anomaly ratio")
@@ -393,34 +481,51 @@ def main(argv: list[str] | None = None) -> None:
     )
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
 
+    if args.balance_val_by and not val_abnormal:
+        raise SystemExit("error: --balance-val-by needs a labelled validation (--labelled-val N)")
+    settings = [
+        (config, normalization, augmentation)
+        for config in args.configs
+        for normalization in args.normalizations
+        for augmentation in args.augmentations
+    ]
+
     results: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
         data_cache: dict[str, MedADDataModule] = {}
         trained: dict[str, tuple[SAGAN, float]] = {}
-        for name in args.configs:
-            data_overrides = CONFIGS[name][1]
+        for config, normalization, augmentation in settings:
+            name = setting_name(config, normalization, augmentation)
+            data_overrides = dict(CONFIGS[config][1])
+            if normalization != "none":
+                data_overrides["normalization"] = normalization
+            if AUGMENTATIONS[augmentation] is not None:
+                data_overrides["augment"] = AUGMENTATIONS[augmentation]
             key = json.dumps(data_overrides, sort_keys=True)
             if key not in data_cache:
-                data_cache[key] = make_data(args.root, data_overrides, seed, val_abnormal)
+                data_cache[key] = make_data(
+                    args.root, data_overrides, seed, val_abnormal, args.balance_val_by
+                )
             data = data_cache[key]
             test_images = to_float(data.test.images).to(device)
             labels = torch.tensor(data.test.labels)
-            # Intensity in [0, 1] at the evaluation size, as in the issue's matching rule.
-            intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
+            # Intensity in [0, 1] of the images as decoded at the evaluation size, as in the
+            # issue's matching rule: the same pairs for every normalisation.
+            intensity = data.test.decoded_stats[:, 0].double()
             view = views(args.root, data.test.names)
             matched = matched_subset(intensity, labels, view, args.match_tolerance)
 
             # Inference mode does not change training: configurations that differ only in it
             # share one trained model (same seed, same data), and its training time.
-            model_overrides, _ = CONFIGS[name]
+            model_overrides, _ = CONFIGS[config]
             training = {k: v for k, v in model_overrides.items() if k != "inference"}
             trained_key = (
-                f"{model_class(name).__name__} {json.dumps(training, sort_keys=True, default=repr)}"
-                f" {key}"
+                f"{model_class(config).__name__} "
+                f"{json.dumps(training, sort_keys=True, default=repr)} {key}"
             )
             if trained_key not in trained:
-                trained[trained_key] = train_sagan(name, data, seed, iterations, args.accelerator)
+                trained[trained_key] = train_sagan(config, data, seed, iterations, args.accelerator)
             model, seconds = trained[trained_key]
             model = model.to(device)
             model.inference = model_overrides.get("inference", "deterministic")
@@ -435,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
             # configuration sets map_sigma / score_top_fraction).
             own = own_score(model, test_images, restored).cpu()
             run = evaluate(own, labels, intensity, view, matched, args.resamples)
+            run.update(input_shortcuts(data.test.images, labels))
             run["train_s"] = seconds
             run["val_auroc"] = auroc(own_score(model, val_images, val_restored).cpu(), val_labels)
             results.setdefault(name, []).append(run)
@@ -453,7 +559,8 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(
                 f"seed {seed} {name}: AUROC {run['auroc']:.3f} matched "
-                f"{run['matched_auroc']:.3f} ({seconds:.0f} s; best score on val: {best})",
+                f"{run['matched_auroc']:.3f} val {run['val_auroc']:.3f} ({seconds:.0f} s, "
+                f"{seconds / iterations:.3f} s/it; best score on val: {best})",
                 flush=True,
             )
 
@@ -461,10 +568,12 @@ def main(argv: list[str] | None = None) -> None:
             # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
             base_key = json.dumps({}, sort_keys=True)
             if base_key not in data_cache:
-                data_cache[base_key] = make_data(args.root, {}, seed, val_abnormal)
+                data_cache[base_key] = make_data(
+                    args.root, {}, seed, val_abnormal, args.balance_val_by
+                )
             data = data_cache[base_key]
             labels = torch.tensor(data.test.labels)
-            intensity = data.test.images.float().mean((1, 2, 3)) / 255.0
+            intensity = data.test.decoded_stats[:, 0].double()
             view = views(args.root, data.test.names)
             matched = matched_subset(intensity, labels, view, args.match_tolerance)
             # Abnormal films are darker in the NIH release: darkness is the issue's 0.78 floor.
@@ -498,8 +607,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"labelled, held-out known normals and {val_abnormal} unused pool abnormals"
                 if val_abnormal
                 else "held-out known normals and their pseudo anomalies"
-            ),
+            )
+            + (f", balanced by {args.balance_val_by}" if args.balance_val_by else ""),
         ]
+        + (
+            [
+                "Intensity settings: normalisations "
+                f"{' '.join(args.normalizations)}; augmentations "
+                + "; ".join(f"{a} = {AUGMENTATIONS[a]}" for a in args.augmentations)
+            ]
+            if args.normalizations != ["none"] or args.augmentations != ["none"]
+            else []
+        )
     )
     saved = {"header": header, "results": results, "variants": variants}
     finish(args, header + "\n\n" + tables(results, variants), saved)

@@ -9,6 +9,7 @@ Examples:
     ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
 """
 
+from sagan_ad.audit import AuditThresholds, ShortcutWarning, shortcut_audit
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
 from sagan_ad.critic import Critic
@@ -20,6 +21,8 @@ from sagan_ad.data import (
     ImageCache,
     ImageReadError,
     ImageSet,
+    IntensityAugmentation,
+    IntensityNormalization,
     LAGDataModule,
     MedADDataModule,
     PreprocessSettings,
@@ -28,6 +31,7 @@ from sagan_ad.data import (
     SplitError,
     SyntheticCXRDataModule,
     VinDrCXRDataModule,
+    normalize_images,
     scale_boxes,
 )
 from sagan_ad.evaluation import EvaluationReport, build_report
@@ -61,6 +65,7 @@ __all__ = [
     "AnomalyDataModule",
     "AnomalyScorer",
     "AtomicCheckpointIO",
+    "AuditThresholds",
     "Critic",
     "CutPasteSynthesizer",
     "DicomOptions",
@@ -75,6 +80,8 @@ __all__ = [
     "ImageMetrics",
     "ImageReadError",
     "ImageSet",
+    "IntensityAugmentation",
+    "IntensityNormalization",
     "IterationProgressBar",
     "LAGDataModule",
     "LastCheckpoint",
@@ -85,6 +92,7 @@ __all__ = [
     "PointingGame",
     "PreprocessSettings",
     "RSNADataModule",
+    "ShortcutWarning",
     "SingleClassWarning",
     "SplitData",
     "SplitError",
@@ -105,8 +113,10 @@ __all__ = [
     "export_scorer",
     "load_checkpoint",
     "map_to_score",
+    "normalize_images",
     "paper_adam",
     "scale_boxes",
     "score_and_map",
+    "shortcut_audit",
     "smooth_map",
 ]

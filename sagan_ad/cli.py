@@ -256,10 +256,22 @@ def export_main(args: list[str]) -> None:
     )
     parser.add_argument("--model", default="sagan_ad.SAGAN", help="the checkpoint's model class")
     parser.add_argument("--batch_size", type=int, default=2, help="batch of the tracing example")
+    parser.add_argument(
+        "--input_normalized",
+        action="store_true",
+        help="leave the model's intensity normalisation out of the graph: the caller applies it "
+        "(needed for CLAHE, see sagan_ad.data.normalize_images)",
+    )
     options = parser.parse_args(args)
     model = load_checkpoint(options.ckpt_path, _import(options.model))
     fmt = options.format or ("onnx" if options.output.endswith(".onnx") else "torchscript")
-    path = export_scorer(model, options.output, format=fmt, batch_size=options.batch_size)
+    path = export_scorer(
+        model,
+        options.output,
+        format=fmt,
+        batch_size=options.batch_size,
+        input_normalized=options.input_normalized,
+    )
     print(f"wrote {fmt} scorer to {path}")
 
 

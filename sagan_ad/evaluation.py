@@ -1,17 +1,38 @@
-"""The report of one evaluation: metrics overall, at the threshold and per subgroup, and the
-per-image table that `sagan_ad.outputs.EvaluationWriter` writes to disk."""
+"""The report of one evaluation: metrics overall, at the threshold and per subgroup, the
+shortcut audit, and the per-image table that `sagan_ad.outputs.EvaluationWriter` writes to disk."""
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from sagan_ad.audit import AuditThresholds, shortcut_audit
 from sagan_ad.metrics import SingleClassWarning, detection_metrics
 from sagan_ad.thresholds import apply_threshold
+
+MAX_GROUPS = 10
+"""A metadata column with more distinct values than this is not a categorical subgroup."""
+
+NUMERIC_BINS = 5
+"""Numeric columns with more than `MAX_GROUPS` values are cut into at most this many bins."""
+
+LABEL_LIKE = frozenset(
+    {"class", "classes", "label", "labels", "target", "targets", "finding", "findings"}
+    | {"diagnosis", "abnormal", "abnormality", "outcome", "truth", "ground"}
+)
+"""Name tokens of columns that restate the label (RSNA's ``class``): never subgroups."""
+
+ID_LIKE = frozenset({"id", "ids", "uid", "uuid", "path", "paths", "file", "filename", "filepath"})
+"""Name tokens of per-image identifiers (``PatientID``, ``attention_map_path``): never subgroups."""
+
+MISSING = "missing"
+"""The group of images without a value in a subgroup column."""
 
 
 @dataclass
@@ -25,6 +46,7 @@ class EvaluationReport:
             ``threshold`` and the image's metadata columns.
         scores: the scores, in row order.
         labels: the labels, in row order.
+        warnings: the shortcut audit's warnings (`sagan_ad.audit`), one sentence each.
     """
 
     stage: str
@@ -32,6 +54,100 @@ class EvaluationReport:
     rows: list[dict[str, object]] = field(default_factory=list)
     scores: Tensor = field(default_factory=lambda: torch.zeros(0))
     labels: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    warnings: list[str] = field(default_factory=list)
+
+
+def _tokens(column: str) -> set[str]:
+    # "SOPInstanceUID" -> {"sopinstance", "uid"}, "patient_age" -> {"patient", "age"}.
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", column)
+    return {t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t}
+
+
+def _number(text: str) -> float | None:
+    """A numeric metadata value, DICOM ages (``045Y``, ``006M``) in years; None otherwise."""
+    age = re.fullmatch(r"(\d{1,3})([DWMY])", text.strip().upper())
+    if age:
+        per_year = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}[age.group(2)]
+        return int(age.group(1)) / per_year
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _bins(values: list[float | None]) -> list[str]:
+    """Numeric values as ``[low,high)`` bins of a round width (at most `NUMERIC_BINS`)."""
+    present = [v for v in values if v is not None]
+    low, high = min(present), max(present)
+    raw = (high - low) / NUMERIC_BINS or 1.0
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    width = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    start = math.floor(low / width) * width
+    if math.floor((high - start) / width) >= NUMERIC_BINS:
+        width *= 2
+        start = math.floor(low / width) * width
+    # Enough decimals for the width (2.5 needs one more than its magnitude).
+    decimals = max(0, -math.floor(math.log10(width)) + (width / magnitude % 1 != 0))
+    labels = []
+    for v in values:
+        if v is None:
+            labels.append(MISSING)
+            continue
+        edge = start + math.floor((v - start) / width + 1e-9) * width
+        labels.append(f"[{edge:.{decimals}f},{edge + width:.{decimals}f})")
+    return labels
+
+
+def subgroups(
+    metadata: Sequence[dict[str, str]], columns: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """The subgroup of every image for each metadata column that makes subgroups.
+
+    By default (``columns=None``) a column makes subgroups when:
+
+    - its name is not label-like (`LABEL_LIKE` tokens, such as RSNA's ``class``) nor an
+      identifier (`ID_LIKE` tokens, such as ``PatientID`` or ``file``), and no value looks like
+      a path;
+    - it has 2 to `MAX_GROUPS` distinct values (categorical, such as the view or the sex), or
+      its values are numbers (DICOM ages such as ``045Y`` included) with more distinct values,
+      which are then cut into at most `NUMERIC_BINS` bins of a round width (``[40,60)``).
+
+    Per-image values (paths, ids, free text) never make subgroups: one group per image is no
+    subgroup analysis, and on a large test set it makes thousands of metrics. With ``columns``
+    exactly those columns are used (numbers binned as above); images without a value form the
+    group ``missing``.
+
+    Examples:
+        >>> meta = [{"view": "AP" if a % 2 else "PA", "class": "Normal", "age": str(a),
+        ...          "path": f"/x/{a}.png"} for a in range(20, 86, 5)]
+        >>> groups = subgroups(meta)
+        >>> sorted(groups), groups["age"][:3]
+        (['age', 'view'], ['[20,40)', '[20,40)', '[20,40)'])
+    """
+    names = (
+        sorted({key for entry in metadata for key in entry}) if columns is None else list(columns)
+    )
+    out: dict[str, list[str]] = {}
+    for column in names:
+        values = [str(entry.get(column, "")).strip() for entry in metadata]
+        present = {v for v in values if v}
+        if columns is None:
+            tokens = _tokens(column)
+            if tokens & LABEL_LIKE or tokens & ID_LIKE:
+                continue
+            if any("/" in v or "\\" in v for v in present) or len(present) < 2:
+                continue
+        numbers = [_number(v) if v else None for v in values]
+        numeric = all(n is not None for n, v in zip(numbers, values, strict=True) if v)
+        if len(present) > MAX_GROUPS:
+            if numeric:
+                out[column] = _bins(numbers)
+            elif columns is not None:
+                out[column] = [v or MISSING for v in values]
+            continue
+        out[column] = [v or MISSING for v in values]
+    return out
 
 
 def operating_point(scores: Tensor, labels: Tensor, threshold: float) -> dict[str, float]:
@@ -72,11 +188,20 @@ def build_report(
     threshold: float = math.nan,
     bootstrap_resamples: int = 1000,
     seed: int = 0,
+    statistics: Tensor | None = None,
+    audit: AuditThresholds | None = None,
+    subgroup_columns: Sequence[str] | None = None,
 ) -> EvaluationReport:
-    """Metrics of the whole set, at ``threshold``, and for every metadata subgroup.
+    """Metrics of the whole set, at ``threshold``, for every metadata subgroup, and the
+    shortcut audit.
 
-    Subgroup metrics are keyed ``"<metric>/<column>=<value>"`` (``"AUROC/view=AP"``); a subgroup
-    with a single class gets NaN for the metrics that need both (one warning for all of them).
+    Subgroups are chosen by `subgroups` (``subgroup_columns``: which columns; default the
+    low-cardinality, non-identifier, non-label columns). Their metrics are keyed
+    ``"<metric>/<column>=<value>"`` (``"AUROC/view=AP"``); a subgroup with a single class gets
+    NaN for the metrics that need both (one warning for all of them). With ``statistics`` (the
+    ``(N, 2)`` mean and standard deviation of each image as decoded), the shortcut audit of
+    `sagan_ad.audit.shortcut_audit` adds its ``audit/...`` numbers and flags (thresholds
+    ``audit``) and its warnings to the report.
 
     Examples:
         >>> r = build_report("test", torch.tensor([0.1, 0.9, 0.2, 0.8]), torch.tensor([0, 1, 0, 1]),
@@ -90,17 +215,23 @@ def build_report(
     metrics = detection_metrics(scores, labels, bootstrap_resamples, seed)
     metrics["threshold"] = threshold
     metrics.update(operating_point(scores, labels, threshold))
-    if metadata:
-        columns = sorted({key for entry in metadata for key in entry})
+    groups = subgroups(metadata, subgroup_columns) if metadata else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingleClassWarning)
+        for column, values in groups.items():
+            for value in sorted(set(values)):
+                keep = torch.tensor([v == value for v in values])
+                group = detection_metrics(scores[keep], labels[keep], bootstrap_resamples, seed)
+                group.update(operating_point(scores[keep], labels[keep], threshold))
+                metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
+    messages: list[str] = []
+    if statistics is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SingleClassWarning)
-            for column in columns:
-                values = [str(entry.get(column, "")) for entry in metadata]
-                for value in sorted(set(values)):
-                    keep = torch.tensor([v == value for v in values])
-                    group = detection_metrics(scores[keep], labels[keep], bootstrap_resamples, seed)
-                    group.update(operating_point(scores[keep], labels[keep], threshold))
-                    metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
+            found, messages = shortcut_audit(
+                scores, labels, statistics, metrics["AUROC"], groups, audit, stage
+            )
+        metrics.update(found)
     predictions = apply_threshold(scores, threshold).tolist()
     rows = []
     for i, name in enumerate(names):
@@ -114,4 +245,4 @@ def build_report(
         if metadata:
             row.update(metadata[i])
         rows.append(row)
-    return EvaluationReport(stage, metrics, rows, scores, labels)
+    return EvaluationReport(stage, metrics, rows, scores, labels, messages)

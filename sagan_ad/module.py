@@ -11,14 +11,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
+from sagan_ad.audit import AuditThresholds, ShortcutWarning
 from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
+from sagan_ad.data.intensity import check_normalization, fitted_normalization
 from sagan_ad.evaluation import EvaluationReport, build_report
 from sagan_ad.generator import Generator
 from sagan_ad.layers import PositionEncoding
@@ -163,6 +166,15 @@ class SAGAN(L.LightningModule):
             host-device sync per optimizer step; on a GPU, tens keep the step sync-free, and a
             bad step is still named exactly (its weights may then be non-finite, but they are
             never checkpointed).
+        normalization: the intensity normalisation of the images the model is trained on (the
+            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
+            it None: fit records the DataModule's ``normalization`` here, so it is saved in every
+            checkpoint, and validate, test and predict refuse data normalised otherwise.
+        shortcut_audit: thresholds of the shortcut audit of every validation and test (the
+            fields of `sagan_ad.audit.AuditThresholds`, for example ``{"margin": 0.05}``).
+        subgroup_columns: the metadata columns that make subgroup metrics; default: those that
+            `sagan_ad.evaluation.subgroups` picks (categorical, binned numbers; never
+            identifiers, paths or label-like columns).
 
     Examples:
         >>> model = SAGAN(image_size=32, base_channels=8, num_res_blocks=1,
@@ -206,6 +218,9 @@ class SAGAN(L.LightningModule):
         compile_options: dict[str, Any] | None = None,
         divergence_check_interval: int = 1,
         generator_ema: float = 0.0,
+        normalization: str | None = None,
+        shortcut_audit: dict[str, float] | None = None,
+        subgroup_columns: list[str] | None = None,
     ) -> None:
         super().__init__()
         if n_critic < 1:
@@ -299,6 +314,8 @@ class SAGAN(L.LightningModule):
         self.map_sigma = map_sigma
         self.score_top_fraction = score_top_fraction
         self.bootstrap_resamples = bootstrap_resamples
+        self.audit_thresholds = AuditThresholds.parse(shortcut_audit)
+        self.subgroup_columns = subgroup_columns
         # NaN until a validation chooses it; a buffer, so it travels with the weights.
         self.register_buffer("threshold", torch.tensor(float("nan")))
         self.image_metrics = torch.nn.ModuleDict({s: ImageMetrics() for s in ("val", "test")})
@@ -620,11 +637,22 @@ class SAGAN(L.LightningModule):
                 raise ValueError(
                     f"model.{name}={ours} but data.{name}={theirs}: set both to the same value"
                 )
+        check_normalization(self.hparams.get("normalization"), datamodule)
 
     def on_predict_start(self) -> None:
         self._check_data_matches()
 
+    def on_validation_start(self) -> None:
+        self._check_data_matches()
+
+    def on_test_start(self) -> None:
+        self._check_data_matches()
+
     def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.hparams["normalization"] = fitted_normalization(
+            self.hparams.get("normalization"), datamodule
+        )
         self._check_data_matches()
         if self.trainer.max_steps != -1:
             warnings.warn(
@@ -650,6 +678,10 @@ class SAGAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.iteration = int(checkpoint.get("sagan_iteration", 0))
+        # The data the checkpoint was trained on, whatever this instance was built with;
+        # checkpoints from before normalisation existed were trained on decoded images.
+        hparams = checkpoint.get("hyper_parameters") or {}
+        self.hparams["normalization"] = hparams.get("normalization", "none")
         # Checkpoints written before thresholds existed load with no threshold chosen.
         checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
         # Restored lazily by `rng`, once the module is on its device; a state saved on another
@@ -748,7 +780,12 @@ class SAGAN(L.LightningModule):
             threshold=float(self.threshold),
             bootstrap_resamples=self.bootstrap_resamples,
             seed=self.seed,
+            statistics=data.statistics()[indices] if data is not None else None,
+            audit=self.audit_thresholds,
+            subgroup_columns=self.subgroup_columns,
         )
+        for message in report.warnings:
+            rank_zero_warn(message, category=ShortcutWarning)
         if pixel_metrics.update_called:
             report.metrics.update(pixel_metrics.compute())
         if pointing_game.update_called:

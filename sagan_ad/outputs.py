@@ -85,6 +85,7 @@ def write_report(report: EvaluationReport, directory: str | os.PathLike, **conte
         "stage": report.stage,
         **{k: _plain(v) for k, v in context.items()},
         "metrics": {k: _plain(v) for k, v in report.metrics.items()},
+        "warnings": list(report.warnings),
     }
     with atomic_path(directory / "metrics.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_MODEL, tiny_trainer
 
-from sagan_ad import SAGAN, EvaluationWriter, SyntheticCXRDataModule
+from sagan_ad import SAGAN, EvaluationWriter, SyntheticCXRDataModule, build_report
 from sagan_ad.data import ImageSet, SplitData
 
 
@@ -140,3 +140,69 @@ def test_old_checkpoints_without_a_threshold_still_load(tmp_path):
     torch.save(checkpoint, path)
     restored = SAGAN.load_from_checkpoint(path)
     assert math.isnan(float(restored.threshold))
+
+
+def subgroup_columns_of(metrics: dict[str, float]) -> set[str]:
+    return {key.split("/", 1)[1].split("=")[0] for key in metrics if key.startswith("AUROC/")}
+
+
+def test_per_image_values_never_make_subgroups():
+    # LAG: an attention-map path for most images made one "subgroup" per image.
+    n = 40
+    metadata = [
+        {"attention_map": f"/data/LAG/suspicious_glaucoma/attention/{i}.jpg"} if i % 5 else {}
+        for i in range(n)
+    ]
+    report = build_report(
+        "test",
+        torch.rand(n),
+        torch.tensor([0, 1] * (n // 2)),
+        [str(i) for i in range(n)],
+        metadata,
+        bootstrap_resamples=0,
+    )
+    assert subgroup_columns_of(report.metrics) == set()
+    # The values still reach the per-image table.
+    assert report.rows[1]["attention_map"].endswith("/1.jpg")
+
+
+def test_rsna_like_metadata_keeps_view_sex_and_binned_age_but_never_the_label():
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = torch.tensor([i % 2 for i in range(n)])
+    metadata = [
+        {
+            "class": "Lung Opacity" if labels[i] else "Normal",
+            "ViewPosition": "AP" if rng.random() < 0.5 else "PA",
+            "PatientSex": "F" if rng.random() < 0.5 else "M",
+            "PatientAge": f"{int(rng.integers(18, 90)):03d}Y",
+            "PatientID": f"p{i}",
+        }
+        for i in range(n)
+    ]
+    report = build_report(
+        "test", torch.rand(n), labels, [str(i) for i in range(n)], metadata, bootstrap_resamples=0
+    )
+    assert subgroup_columns_of(report.metrics) == {"ViewPosition", "PatientSex", "PatientAge"}
+    ages = {key.split("=", 1)[1] for key in report.metrics if key.startswith("AUROC/PatientAge")}
+    assert ages <= {"[0,20)", "[20,40)", "[40,60)", "[60,80)", "[80,100)"} and len(ages) >= 3
+    # Twenty metrics per group: the whole report stays small however many images there are.
+    assert len(report.metrics) < 200
+
+
+def test_subgroup_columns_are_configurable():
+    metadata = [{"site": f"s{i}", "view": "AP" if i % 2 else "PA", "note": ""} for i in range(12)]
+    report = build_report(
+        "test",
+        torch.rand(12),
+        torch.tensor([0, 1] * 6),
+        list("abcdefghijkl"),
+        metadata,
+        bootstrap_resamples=0,
+        subgroup_columns=["site", "scanner"],
+    )
+    # Asked for: used even with one value per image; a column nobody has is one "missing" group.
+    assert subgroup_columns_of(report.metrics) == {"site", "scanner"}
+    assert report.metrics["num_normal/scanner=missing"] == 6.0
+    model = SAGAN(**TINY_MODEL, subgroup_columns=["view"])
+    assert model.subgroup_columns == ["view"]

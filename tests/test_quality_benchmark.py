@@ -166,3 +166,52 @@ def test_main_table_scores_with_the_models_own_settings(quality):
     images = torch.rand(3, 1, 32, 32) * 2 - 1
     restored = quality.restore_all(model.restore, images)
     assert torch.allclose(quality.own_score(model, images, restored), model.score(images))
+
+
+def with_views(root: Path) -> Path:
+    """``labels.csv`` with a view per image of a fake Med-AD tree (alternating AP / PA)."""
+    split = json.loads((root / "data.json").read_text())
+    names = split["train"]["0"] + split["train"]["unlabeled"]["0"]
+    names += split["train"]["unlabeled"]["1"] + split["test"]["0"] + split["test"]["1"]
+    lines = ["file,view_position"] + [f"{n},{'AP' if i % 2 else 'PA'}" for i, n in enumerate(names)]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_intensity_settings_run_with_a_view_balanced_validation(quality, tmp_path):
+    root = with_views(write_medad_tree(tmp_path / "medad", size=64))
+    saved, output = tmp_path / "runs.json", tmp_path / "table.md"
+    quality.main(
+        [
+            *("--root", str(root), "--iterations", "2", "--seeds", "0", "--no-baselines"),
+            *("--configs", "full", "--labelled-val", "3", "--balance-val-by", "view_position"),
+            *("--normalizations", "none", "equalize", "--augmentations", "none", "brightness"),
+            *("--resamples", "10", "--json", str(saved), "--output", str(output)),
+        ]
+    )
+    runs = json.loads(saved.read_text())
+    assert list(runs["results"]) == [
+        "full",
+        "full norm=none aug=brightness",
+        "full norm=equalize aug=none",
+        "full norm=equalize aug=brightness",
+    ]
+    columns = {"val_auroc", "intensity_spearman", "input_mean_auroc", "input_contrast_auroc"}
+    assert all(columns <= set(run) for (run,) in runs["results"].values())
+    # The fake abnormal images are brighter: a perfect brightness cue on the decoded inputs,
+    # which equalisation takes away; the decoded-intensity columns stay the same.
+    plain, equalized = runs["results"]["full"][0], runs["results"]["full norm=equalize aug=none"][0]
+    assert plain["input_mean_auroc"] == 1.0 and equalized["input_mean_auroc"] < 0.9
+    assert "balanced by view_position" in runs["header"]
+    assert (
+        "Intensity settings: normalisations none equalize; augmentations none = None"
+        in (runs["header"])
+    )
+    table = output.read_text()
+    assert "| trivial AUROC: input mean | trivial AUROC: input std | val AUROC |" in table
+
+
+def test_balanced_validation_needs_a_labelled_one(quality, tmp_path):
+    root = with_views(write_medad_tree(tmp_path / "medad", size=64))
+    with pytest.raises(SystemExit, match="--balance-val-by needs a labelled validation"):
+        quality.main(["--root", str(root), "--labelled-val", "0", "--balance-val-by", "view"])

@@ -123,6 +123,36 @@ def test_twice_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted):
         assert torch.equal(weights[name], value), name
 
 
+AUGMENT = ("--data.augment.brightness=0.3", "--data.augment.gamma=[0.7, 1.4]")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_augmented(tmp_path_factory) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("uninterrupted_augmented")
+    result = cli_fit(root, *AUGMENT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return final_weights(root)
+
+
+def test_sigkilled_augmented_run_resumes_bit_identically_on_workers(
+    tmp_path, uninterrupted_augmented, uninterrupted
+):
+    # The uninterrupted run loads in the main process, the killed and resumed one in two
+    # persistent workers: each image's augmentation depends on its stream position only, and
+    # the loaders draw nothing from the global RNG, which the checkpoint restores.
+    options = ("--last_every_n_iterations=5", "--data.num_workers=2", *AUGMENT)
+    killed = cli_fit(tmp_path, kill_config(tmp_path, 7), *options)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert torch.load(newest_last(tmp_path), weights_only=True)["sagan_iteration"] == 5
+    resumed = cli_fit(tmp_path, *options, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights = final_weights(tmp_path)
+    for name, value in uninterrupted_augmented.items():
+        assert torch.equal(weights[name], value), name
+    # The augmentation did change training.
+    assert not all(torch.equal(weights[k], v) for k, v in uninterrupted.items())
+
+
 def test_atomic_save_keeps_the_old_checkpoint_when_the_write_dies(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

@@ -32,6 +32,13 @@ from sagan_ad.data.image_io import (
     read_image,
     unify_bit_depth,
 )
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+    IntensityNormalizer,
+    image_statistics,
+    normalize_images,
+)
 from sagan_ad.data.lag import LAGDataModule
 from sagan_ad.data.medad import MedADDataModule
 from sagan_ad.data.predict import (
@@ -76,6 +83,9 @@ __all__ = [
     "ImageFolder",
     "ImageReadError",
     "ImageSet",
+    "IntensityAugmentation",
+    "IntensityNormalization",
+    "IntensityNormalizer",
     "LAGDataModule",
     "LabelledImages",
     "MedADDataModule",
@@ -105,10 +115,12 @@ __all__ = [
     "header_tags",
     "holdout_groups",
     "holdout_indices",
+    "image_statistics",
     "list_images",
     "load_image",
     "load_image_and_size",
     "load_images",
+    "normalize_images",
     "original_size",
     "protocol_split",
     "read_dicom",

@@ -18,6 +18,11 @@ from sagan_ad.data.datasets import (
     TrainingStream,
     to_model_range,
 )
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+    image_statistics,
+)
 from sagan_ad.data.split import holdout_indices
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 
@@ -36,6 +41,9 @@ class ImageSet:
             ``x0, y0, x1, y1`` in the original image's pixel coordinates.
         original_sizes: optional per-image ``(height, width)`` of the original image, the frame
             of ``boxes`` and of full-resolution outputs.
+        decoded_stats: optional ``(N, 2)`` float mean and standard deviation of each image as
+            decoded, in ``[0, 1]``, taken before any intensity normalisation (what the shortcut
+            audit compares the model with); see `statistics`.
     """
 
     images: Tensor
@@ -44,6 +52,7 @@ class ImageSet:
     metadata: list[dict[str, str]] | None = None
     boxes: list[np.ndarray] | None = None
     original_sizes: list[tuple[int, int]] | None = None
+    decoded_stats: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -56,7 +65,7 @@ class ImageSet:
                 f"ImageSet: {len(self.images)} images, {len(self.labels)} labels and "
                 f"{len(self.names)} names must match"
             )
-        for field_name in ("metadata", "boxes", "original_sizes"):
+        for field_name in ("metadata", "boxes", "original_sizes", "decoded_stats"):
             values = getattr(self, field_name)
             if values is not None and len(values) != len(self.images):
                 raise ValueError(
@@ -65,6 +74,16 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def statistics(self) -> Tensor:
+        """``decoded_stats``, or the statistics of ``images`` as held when it was never set.
+
+        Examples:
+            >>> s = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), [0, 1], ["a", "b"])
+            >>> s.statistics().shape
+            torch.Size([2, 2])
+        """
+        return image_statistics(self.images) if self.decoded_stats is None else self.decoded_stats
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         """The images at ``indices``, in that order."""
@@ -80,6 +99,7 @@ class ImageSet:
             pick(self.metadata),
             pick(self.boxes),
             pick(self.original_sizes),
+            None if self.decoded_stats is None else self.decoded_stats[index],
         )
 
 
@@ -128,8 +148,15 @@ class AnomalyDataModule(L.LightningDataModule):
         seed: seed of the hold-out, the validation pseudo anomalies and the training order.
         data_on_device: keep the uint8 training images on the Trainer's device and gather the
             batches there (`DeviceTrainingStream`): no host-to-device copy per step. The same
-            batches as without it; needs ``num_workers=0``. The data must fit in device memory
-            (uint8: 10,000 images of 256 px take 0.66 GB).
+            batches as without it; needs ``num_workers=0`` and no ``augment``. The data must fit in
+            device memory (uint8: 10,000 images of 256 px take 0.66 GB).
+        normalization: intensity normalisation of every image (a method name or the fields of
+            `sagan_ad.data.IntensityNormalization`), applied once in `setup` after the per-image
+            statistics of the decoded images are taken; ``"none"`` (default) is the paper. The
+            model records it when it is fitted and refuses data prepared otherwise.
+        augment: random intensity changes of the training streams (the fields of
+            `sagan_ad.data.IntensityAugmentation`), drawn per image from the stream position, so
+            a resumed run and any number of workers see the same images; None for none.
     """
 
     def __init__(
@@ -143,6 +170,8 @@ class AnomalyDataModule(L.LightningDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        normalization: str | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -157,6 +186,14 @@ class AnomalyDataModule(L.LightningDataModule):
             raise ValueError("data_on_device needs num_workers=0: workers cannot hold its tensors")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1)")
+        self.normalization = IntensityNormalization.parse(normalization)
+        self.augment = IntensityAugmentation.parse(augment)
+        if data_on_device and self.augment is not None:
+            raise ValueError(
+                f"data_on_device=True with augment ({self.augment.describe()}): the augmentation "
+                "runs on the CPU while the batches are gathered, so set data_on_device to false, "
+                "or turn augment off"
+            )
         self.image_size = image_size
         self.in_channels = in_channels
         self.batch_size = batch_size
@@ -184,10 +221,24 @@ class AnomalyDataModule(L.LightningDataModule):
         self.unlabeled, self.test = data.unlabeled, data.test
         if data.val is not None or self.val_fraction == 0.0:
             self.known_normal, self.val = data.known_normal, data.val
-            return
-        keep, held = self.holdout(data.known_normal)
-        self.known_normal = data.known_normal.subset(keep)
-        self.val, self.val_masks = self._pseudo_anomaly_validation(data.known_normal.subset(held))
+        else:
+            keep, held = self.holdout(data.known_normal)
+            self.known_normal = data.known_normal.subset(keep)
+            self.val, self.val_masks = self._pseudo_anomaly_validation(
+                data.known_normal.subset(held)
+            )
+        self._normalize_intensity()
+
+    def _normalize_intensity(self) -> None:
+        """Record each image's decoded statistics, then apply ``normalization`` to every set."""
+        for part in ("known_normal", "unlabeled", "val", "test"):
+            data = getattr(self, part)
+            if data is None:
+                continue
+            if data.decoded_stats is None:
+                data.decoded_stats = image_statistics(data.images)
+            if self.normalization.method != "none":
+                data.images = self.normalization.apply(data.images)
 
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the known normals kept for training and held out for validation
@@ -251,7 +302,15 @@ class AnomalyDataModule(L.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
+
+    def _loader_generator(self) -> torch.Generator:
+        # Each new loader iterator draws its workers' base seed from this generator instead of
+        # the global RNG. Persistent workers start their iterator once, at the first batch,
+        # which a resumed run reaches at another iteration: a draw from the global RNG would
+        # then shift every later random number of training (the generator's residual mask).
+        return torch.Generator().manual_seed(self.seed)
 
     def _training_device(self) -> torch.device:
         trainer = getattr(self, "trainer", None)
@@ -279,12 +338,14 @@ class AnomalyDataModule(L.LightningDataModule):
                 self.batch_size,
                 self.seed,
                 start_batch=start_batch,
+                augment=self.augment,
             )
         return DataLoader(
             stream,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
 
     def val_dataloader(self) -> DataLoader | list:

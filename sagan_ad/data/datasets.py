@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from sagan_ad.data.intensity import stream_seed
 
 
 def to_model_range(images: Tensor) -> Tensor:
@@ -53,7 +55,9 @@ class TrainingStream(IterableDataset):
     (derived from ``seed`` and the rank), so ranks see different batches.
 
     Batch ``i`` depends only on ``seed``, the rank and ``i``, so a resumed run continues the
-    sequence exactly with ``start_batch`` set to the number of batches already trained on.
+    sequence exactly with ``start_batch`` set to the number of batches already trained on. An
+    ``augment`` callable (`sagan_ad.data.IntensityAugmentation`) is applied to each stream's batch
+    with a seed drawn from ``(seed, rank, stream, i)``, so augmented batches keep that property.
 
     Use with ``DataLoader(stream, batch_size=None)``.
 
@@ -63,6 +67,7 @@ class TrainingStream(IterableDataset):
         batch_size: images per stream per batch.
         seed: base seed.
         start_batch: position of the first batch yielded (0 for a fresh run).
+        augment: optional ``augment(images, seed) -> images`` on uint8 batches.
 
     Examples:
         >>> normal = torch.zeros(10, 1, 8, 8, dtype=torch.uint8)
@@ -78,6 +83,7 @@ class TrainingStream(IterableDataset):
         batch_size: int,
         seed: int = 0,
         start_batch: int = 0,
+        augment: Callable[[Tensor, int], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -96,6 +102,7 @@ class TrainingStream(IterableDataset):
         self.batch_size = batch_size
         self.seed = seed
         self.start_batch = start_batch
+        self.augment = augment
 
     def _indices(self, rank: int) -> Iterator[tuple[Tensor, Tensor]]:
         skip = self.start_batch * self.batch_size
@@ -108,10 +115,18 @@ class TrainingStream(IterableDataset):
             u = torch.tensor([next(unlabeled_ids) for _ in range(self.batch_size)])
             yield n, u
 
+    def _batch(self, n: Tensor, u: Tensor, rank: int, position: int) -> dict[str, Tensor]:
+        batch = {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
+        if self.augment is not None:
+            for stream, key in enumerate(("normal", "unlabeled")):
+                seed = stream_seed([self.seed, rank, stream, position])
+                batch[key] = self.augment(batch[key], seed)
+        return batch
+
     def batches(self, rank: int = 0) -> Iterator[dict[str, Tensor]]:
         """The endless batch sequence of one process from ``start_batch`` (no worker sharding)."""
-        for n, u in self._indices(rank):
-            yield {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
+        for i, (n, u) in enumerate(self._indices(rank)):
+            yield self._batch(n, u, rank, self.start_batch + i)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -120,7 +135,7 @@ class TrainingStream(IterableDataset):
         for i, (n, u) in enumerate(self._indices(rank)):
             # Only this worker's batches are gathered; the others' indices are just drawn.
             if i % workers == worker:
-                yield {"normal": self.normal[n], "unlabeled": self.unlabeled[u]}
+                yield self._batch(n, u, rank, self.start_batch + i)
 
 
 class DeviceTrainingStream(TrainingStream):
@@ -140,6 +155,14 @@ class DeviceTrainingStream(TrainingStream):
         >>> torch.equal(ours["normal"], theirs["normal"])
         True
     """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.augment is not None:
+            raise ValueError(
+                "DeviceTrainingStream cannot augment: the augmentation runs on the CPU; use "
+                "TrainingStream"
+            )
 
     def _device_ids(self, n: int, seed: int, device: torch.device) -> Iterator[Tensor]:
         """Endless ``batch_size`` index tensors on ``device``, in `permutation_stream` order

@@ -9,6 +9,10 @@ from typing import Literal
 from sagan_ad.data.cache import CacheIdentity, OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
 from sagan_ad.data.image_io import BitDepth, discover_images
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+)
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
 from sagan_ad.data.split import LeakageCheck, MedADSplit
 from sagan_ad.synthesis import Synthesizer
@@ -90,6 +94,8 @@ class FolderDataModule(RawDataModule):
         leakage: LeakageCheck = "raise",
         cache_identity: CacheIdentity = "stat",
         cache_save_interval: float = 60.0,
+        normalization: str | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
             root=normal,
@@ -117,6 +123,8 @@ class FolderDataModule(RawDataModule):
             leakage=leakage,
             cache_identity=cache_identity,
             cache_save_interval=cache_save_interval,
+            normalization=normalization,
+            augment=augment,
         )
         self.sources = {
             "normal": (Path(normal), 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,10 @@ from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.cache import IDENTITY_TAGS, CacheIdentity, ImageCache, PreprocessSettings
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
 from sagan_ad.data.image_io import BitDepth, is_dicom, load_images
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+)
 from sagan_ad.data.split import (
     LeakageCheck,
     MedADSplit,
@@ -22,6 +27,7 @@ from sagan_ad.data.split import (
     check_leakage,
     check_split_files,
     read_medad_split,
+    unlabeled_counts,
 )
 from sagan_ad.synthesis import Synthesizer
 
@@ -60,9 +66,16 @@ class MedADDataModule(AnomalyDataModule):
             metadata), ``bit_depth`` (16-bit PNG / TIFF), ``leakage`` (a PatientID or
             SOPInstanceUID of DICOM images on two sides), ``cache_identity`` and
             ``cache_save_interval`` (with ``cache_dir``).
+        metadata_csv: a CSV file (relative to ``root``, or absolute) with a ``file`` column naming
+            images as ``data.json`` does; its other columns become each image's metadata
+            (subgroup metrics and the shortcut audit). Images it does not list get none.
+        val_balance_by: with ``val_abnormal``: a ``metadata_csv`` column (for example
+            ``view_position``) by which the abnormal validation images are balanced against the
+            held-out normals, so that the group cannot tell the validation classes apart
+            (`MedADSplit.with_labelled_validation`); the unlabeled mixture stays the same.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``,
-            ``data_on_device``.
+            ``data_on_device``, ``normalization`` and ``augment``.
 
     Examples:
         >>> dm = MedADDataModule("data/RSNA", image_size=64, batch_size=32)  # doctest: +SKIP
@@ -98,6 +111,10 @@ class MedADDataModule(AnomalyDataModule):
         leakage: LeakageCheck = "raise",
         cache_identity: CacheIdentity = "stat",
         cache_save_interval: float = 60.0,
+        normalization: str | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
+        metadata_csv: str | os.PathLike | None = None,
+        val_balance_by: str | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -109,6 +126,8 @@ class MedADDataModule(AnomalyDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            normalization=normalization,
+            augment=augment,
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
@@ -117,7 +136,14 @@ class MedADDataModule(AnomalyDataModule):
         if val_abnormal < 0:
             raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
         check_data_options(leakage, cache_identity, cache_save_interval)
+        if val_balance_by is not None and (metadata_csv is None or not val_abnormal):
+            raise ValueError(
+                f"val_balance_by={val_balance_by!r} balances the labelled validation carve-out "
+                "by a metadata_csv column: set val_abnormal > 0 and metadata_csv too"
+            )
         self.val_abnormal = val_abnormal
+        self.val_balance_by = val_balance_by
+        self.metadata_csv = None if metadata_csv is None else Path(metadata_csv)
         self.root = Path(root)
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size
@@ -150,7 +176,34 @@ class MedADDataModule(AnomalyDataModule):
         check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
         return split
 
-    def _carve_validation(self, split: MedADSplit) -> MedADSplit:
+    def read_metadata(self) -> dict[str, dict[str, str]]:
+        """The rows of ``metadata_csv`` by image name (empty without one)."""
+        if self.metadata_csv is None:
+            return {}
+        path = self.root / self.metadata_csv  # an absolute metadata_csv stays as it is
+        if not path.is_file():
+            raise FileNotFoundError(f"metadata_csv={str(path)!r} does not exist")
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if "file" not in columns:
+                raise ValueError(
+                    f"metadata_csv {path} has no 'file' column (has {columns}): name each image "
+                    "as data.json does in a column called file"
+                )
+            if self.val_balance_by is not None and self.val_balance_by not in columns:
+                raise ValueError(
+                    f"val_balance_by={self.val_balance_by!r} is not a column of {path} (has "
+                    f"{columns})"
+                )
+            return {
+                row["file"]: {
+                    k: (v or "").strip() for k, v in row.items() if k not in ("file", None)
+                }
+                for row in reader
+            }
+
+    def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
         if split.has_validation:
             raise ValueError(
@@ -162,8 +215,16 @@ class MedADDataModule(AnomalyDataModule):
                 f"{where}: the validation normals are the val_fraction held-out known normals, "
                 f"but val_fraction={self.val_fraction}; set it above 0"
             )
+        groups = None
+        reserve = 0
+        if self.val_balance_by is not None:
+            where += f", balanced by {self.val_balance_by}"
+            groups = {name: row.get(self.val_balance_by, "") for name, row in metadata.items()}
+            reserve = unlabeled_counts(size, self.anomaly_ratio)[0]
         try:
-            return split.with_labelled_validation(self.val_fraction, self.val_abnormal, self.seed)
+            return split.with_labelled_validation(
+                self.val_fraction, self.val_abnormal, self.seed, groups=groups, reserve=reserve
+            )
         except SplitError as err:
             raise ValueError(f"{where}: {err}") from err
 
@@ -187,10 +248,11 @@ class MedADDataModule(AnomalyDataModule):
     def load(self) -> SplitData:
         source = self.root / "data.json"
         split = original = self.read_split()
+        metadata = self.read_metadata()
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         if self.val_abnormal:
-            split = self._carve_validation(split)
+            split = self._carve_validation(split, metadata, size)
         unlabeled_names, unlabeled_labels = self._unlabeled(split, size)
         parts = {
             "known_normal": (split.known_normal, [0] * len(split.known_normal)),
@@ -215,8 +277,13 @@ class MedADDataModule(AnomalyDataModule):
         start = 0
         for part, (names, labels) in parts.items():
             stop = start + len(names)
-            metadata = tags[start:stop] if self.settings.dicom_tags else None
-            sets[part] = ImageSet(images[start:stop], labels, names, metadata) if names else None
+            rows = None
+            if metadata or self.settings.dicom_tags:
+                rows = [
+                    {**metadata.get(name, {}), **(tags[i] if self.settings.dicom_tags else {})}
+                    for i, name in enumerate(names, start)
+                ]
+            sets[part] = ImageSet(images[start:stop], labels, names, rows) if names else None
             start = stop
         unlabeled = (
             'train.unlabeled."unknown"'

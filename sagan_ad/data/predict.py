@@ -28,6 +28,7 @@ from sagan_ad.data.image_io import (
     read_image,
     used_bits,
 )
+from sagan_ad.data.intensity import IntensityNormalization
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
@@ -192,6 +193,9 @@ class FolderPredictDataModule(L.LightningDataModule):
         recursive: also list files in subfolders.
         dicom_mode: see `sagan_ad.data.RawDataModule`; likewise ``window``,
             ``fallback_window``, ``percentiles``, ``force_dicom`` and ``bit_depth``.
+        normalization: intensity normalisation of the images (see
+            `sagan_ad.data.IntensityNormalization`); None (default) applies the one the model
+            was trained with, as its checkpoint records it.
 
     Examples:
         >>> dm = FolderPredictDataModule("scans/", image_size=64)  # doctest: +SKIP
@@ -213,6 +217,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         percentiles: tuple[float, float] = (0.5, 99.5),
         force_dicom: bool = False,
         bit_depth: BitDepth = "auto",
+        normalization: str | IntensityNormalization | None = None,
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -230,6 +235,9 @@ class FolderPredictDataModule(L.LightningDataModule):
         self.dicom = DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles))
         self.force_dicom = force_dicom
         self.bit_depth = bit_depth
+        self.normalization = (
+            None if normalization is None else IntensityNormalization.parse(normalization)
+        )
         self.dataset: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -254,6 +262,19 @@ class FolderPredictDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_collate,
         )
+
+    def applied_normalization(self) -> IntensityNormalization:
+        """``normalization``, or else the model's recorded one (``"none"`` without either)."""
+        if self.normalization is not None:
+            return self.normalization
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return IntensityNormalization.parse(getattr(module, "hparams", {}).get("normalization"))
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        normalization = self.applied_normalization()
+        if normalization.method != "none" and batch["image"].dtype == torch.uint8:
+            batch["image"] = normalization.apply(batch["image"])
+        return batch
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if batch["image"].dtype == torch.uint8:

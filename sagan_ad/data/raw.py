@@ -30,6 +30,10 @@ from sagan_ad.data.cache import (
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+)
 from sagan_ad.data.split import (
     SPLIT_PARTS,
     LeakageCheck,
@@ -137,7 +141,8 @@ class RawDataModule(AnomalyDataModule):
         progress: progress bar while decoding.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``,
-            ``data_on_device`` and ``seed`` (which also seeds the split).
+            ``data_on_device``, ``normalization``, ``augment`` and ``seed`` (which also seeds
+            the split).
         force_dicom: read every file as DICOM (files without suffix nor preamble).
         bit_depth: how 16-bit PNG / TIFF are scaled: ``"auto"`` (the largest depth the data
             set's files use, so 12-bit exports keep their contrast), ``"dtype"`` (by 65535, as
@@ -190,6 +195,8 @@ class RawDataModule(AnomalyDataModule):
         leakage: LeakageCheck = "raise",
         cache_identity: CacheIdentity = "stat",
         cache_save_interval: float = 60.0,
+        normalization: str | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -201,6 +208,8 @@ class RawDataModule(AnomalyDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            normalization=normalization,
+            augment=augment,
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")

@@ -91,7 +91,12 @@ class MedADSplit:
         }
 
     def with_labelled_validation(
-        self, val_fraction: float, num_abnormal: int, seed: int = 0
+        self,
+        val_fraction: float,
+        num_abnormal: int,
+        seed: int = 0,
+        groups: Mapping[str, str] | None = None,
+        reserve: int = 0,
     ) -> MedADSplit:
         """This split with a labelled validation set carved from its *training* data.
 
@@ -104,10 +109,19 @@ class MedADSplit:
         validation (`holdout_indices`), so the training known normals do not change. The test
         set is never touched.
 
+        With ``groups`` (a group per name, for example the radiographic view) the abnormals are
+        balanced against the held-out normals: each group gets the same share of the abnormals
+        as of the normals (largest remainders), taken from the end of the pool but never from
+        its first ``reserve`` names (the part the unlabeled mixture uses). A validation set whose
+        classes differ by group lets the group choose the checkpoint instead of the disease.
+        Names without a group form the group ``""``.
+
         Args:
             val_fraction: fraction of the known normals held out, in ``(0, 1)``.
             num_abnormal: abnormal validation images taken from the end of the abnormal pool.
             seed: seed of the known-normal hold-out (the DataModule's ``seed``).
+            groups: optional group of each name, to balance the abnormals by.
+            reserve: with ``groups``: leading pool abnormals that are never taken.
 
         Raises:
             SplitError: if the split already has a validation set, or the pool or the known
@@ -119,6 +133,11 @@ class MedADSplit:
             >>> carved = split.with_labelled_validation(0.2, num_abnormal=2)
             >>> len(carved.known_normal), carved.val_abnormal, carved.pool_abnormal
             (8, ['y', 'z'], ['x'])
+            >>> views = {"x": "AP", "y": "PA", "z": "PA", **dict.fromkeys("abcdefghij", "AP")}
+            >>> split.with_labelled_validation(0.2, 2, groups=views).val_abnormal
+            Traceback (most recent call last):
+            ...
+            sagan_ad.data.split.SplitError: cannot balance the 2 validation abnormals by group ...
         """
         if self.has_validation:
             raise SplitError("the split already has a labelled validation set (val)")
@@ -130,16 +149,53 @@ class MedADSplit:
                 f"{len(self.pool_abnormal)} pool abnormals for the unlabeled mixture"
             )
         keep, held = holdout_indices(len(self.known_normal), val_fraction, seed)
+        val_normal = [self.known_normal[i] for i in held]
+        if groups is None:
+            taken = set(self.pool_abnormal[-num_abnormal:])
+        else:
+            taken = _balanced_tail(
+                [groups.get(n, "") for n in val_normal],
+                [(n, groups.get(n, "")) for n in self.pool_abnormal[reserve:]],
+                num_abnormal,
+            )
         return MedADSplit(
             known_normal=[self.known_normal[i] for i in keep],
             pool_normal=list(self.pool_normal),
-            pool_abnormal=self.pool_abnormal[:-num_abnormal],
+            pool_abnormal=[n for n in self.pool_abnormal if n not in taken],
             test_normal=list(self.test_normal),
             test_abnormal=list(self.test_abnormal),
-            val_normal=[self.known_normal[i] for i in held],
-            val_abnormal=self.pool_abnormal[-num_abnormal:],
+            val_normal=val_normal,
+            val_abnormal=[n for n in self.pool_abnormal if n in taken],
             pool_unknown=list(self.pool_unknown),
         )
+
+
+def _balanced_tail(
+    reference: Sequence[str], candidates: Sequence[tuple[str, str]], count: int
+) -> set[str]:
+    """``count`` candidate names, taken from the end, whose groups follow the shares of the
+    ``reference`` groups (largest-remainder quotas)."""
+    shares = Counter(reference)
+    exact = {g: count * n / len(reference) for g, n in shares.items()}
+    quota = {g: math.floor(q) for g, q in exact.items()}
+    by_remainder = sorted(exact, key=lambda g: (quota[g] - exact[g], g))
+    for g in by_remainder[: count - sum(quota.values())]:
+        quota[g] += 1
+    taken: set[str] = set()
+    have: Counter[str] = Counter()
+    for name, group in reversed(candidates):
+        if have[group] < quota.get(group, 0):
+            taken.add(name)
+            have[group] += 1
+    short = {g: (q, have[g]) for g, q in sorted(quota.items()) if have[g] < q}
+    if short:
+        detail = ", ".join(f"{q} {g!r} but only {h} are available" for g, (q, h) in short.items())
+        raise SplitError(
+            f"cannot balance the {count} validation abnormals by group like the "
+            f"{len(reference)} held-out normals: need {detail} outside the unlabeled mixture; "
+            "lower val_abnormal or drop the balancing"
+        )
+    return taken
 
 
 def _names(node: object, where: str, path: Path) -> list[str]:

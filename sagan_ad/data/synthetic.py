@@ -9,6 +9,10 @@ import torch
 from torch import Tensor
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.intensity import (
+    IntensityAugmentation,
+    IntensityNormalization,
+)
 from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
 from sagan_ad.synthesis import Synthesizer
@@ -42,8 +46,8 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             for data sets without labelled validation; on these phantoms SAGAN's patch blend is
             nearly invisible and ``val/AUROC`` stays near 0.5.
         batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
-            ``val_fraction``, ``val_synthesizer``, ``data_on_device`` and ``seed`` (which also
-            seeds the phantoms).
+            ``val_fraction``, ``val_synthesizer``, ``data_on_device``, ``normalization``,
+            ``augment`` and ``seed`` (which also seeds the phantoms).
 
     Examples:
         >>> dm = SyntheticCXRDataModule(num_known_normal=20, num_test=10, image_size=32)
@@ -70,6 +74,8 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
+        normalization: str | IntensityNormalization = "none",
+        augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -81,6 +87,8 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             val_synthesizer=val_synthesizer,
             seed=seed,
             data_on_device=data_on_device,
+            normalization=normalization,
+            augment=augment,
         )
         if num_known_normal < 2:
             raise ValueError(f"num_known_normal={num_known_normal}: must be >= 2")

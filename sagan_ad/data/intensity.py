@@ -1,0 +1,499 @@
+"""Intensity normalisation and intensity augmentation of the images a model sees.
+
+On real radiographs the global brightness of a film often follows the scanner, the view or the
+patient's condition rather than the finding, and a detector can learn that instead of the
+disease (see ``docs/results.md``). Two tools take the cue away:
+
+- `IntensityNormalization`: one fixed per-image mapping, applied to every image of every stage
+  (fit, validate, test, predict) and recorded in the model's checkpoint, so that a model is never
+  scored on images prepared otherwise. Histogram equalisation and CLAHE are OpenCV's; the
+  per-image z-score and percentile window are `IntensityNormalizer`, the same torch module that
+  the exported scorer runs, so both give identical grey levels.
+- `IntensityAugmentation`: random brightness, contrast and gamma changes (albumentations) of the
+  training streams only, seeded by the stream position so that a resumed run draws exactly the
+  augmentations of an uninterrupted one.
+
+`image_statistics` gives the per-image mean and standard deviation that the shortcut audit
+(`sagan_ad.audit`) compares the model with.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    import albumentations as A
+
+NormalizationMethod = Literal["none", "equalize", "clahe", "zscore", "percentile"]
+NORMALIZATION_METHODS: tuple[str, ...] = ("none", "equalize", "clahe", "zscore", "percentile")
+
+# The parameters each method reads; the others do not change its output.
+_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "equalize": (),
+    "clahe": ("clip_limit", "tile_grid"),
+    "zscore": ("zscore_range",),
+    "percentile": ("percentiles",),
+}
+
+
+@dataclass(frozen=True)
+class IntensityNormalization:
+    """A per-image intensity normalisation of uint8 images (each channel on its own).
+
+    Methods:
+
+    - ``"none"``: the images as decoded (the paper).
+    - ``"equalize"``: global histogram equalisation (``cv2.equalizeHist``): every film gets a
+      flat grey-level histogram, so its mean brightness is about the same for all films.
+    - ``"clahe"``: contrast-limited adaptive histogram equalisation (``cv2.createCLAHE``) on a
+      ``tile_grid`` x ``tile_grid`` grid with ``clip_limit``: equalises locally, keeps more of
+      each region's own contrast.
+    - ``"zscore"``: per-image standardisation, ``mean ± zscore_range`` standard deviations mapped
+      to the full range (clipped beyond).
+    - ``"percentile"``: per-image window from the ``percentiles[0]``-th to the
+      ``percentiles[1]``-th percentile mapped to the full range (clipped beyond).
+
+    Args:
+        method: one of the methods above.
+        clip_limit: CLAHE's contrast limit (OpenCV's ``clipLimit``).
+        tile_grid: CLAHE's tiles per side.
+        zscore_range: standard deviations on each side of the mean that the z-score keeps.
+        percentiles: the low and high percentile of the percentile window, in ``[0, 100]``.
+
+    Examples:
+        >>> IntensityNormalization.parse("clahe").spec()
+        'clahe(clip_limit=2.0, tile_grid=8)'
+        >>> IntensityNormalization.parse("clahe(clip_limit=3)").clip_limit
+        3.0
+        >>> images = torch.tensor([[[[10, 20], [30, 40]]]], dtype=torch.uint8)
+        >>> IntensityNormalization("percentile", percentiles=(0.0, 100.0)).apply(images).flatten()
+        tensor([  0,  85, 170, 255], dtype=torch.uint8)
+    """
+
+    method: NormalizationMethod = "none"
+    clip_limit: float = 2.0
+    tile_grid: int = 8
+    zscore_range: float = 3.0
+    percentiles: tuple[float, float] = (1.0, 99.0)
+
+    def __post_init__(self) -> None:
+        where = "data.normalization"
+        if self.method not in NORMALIZATION_METHODS:
+            raise ValueError(
+                f"{where}.method={self.method!r}: choose one of {', '.join(NORMALIZATION_METHODS)}"
+            )
+        if self.clip_limit <= 0 or self.tile_grid < 1:
+            raise ValueError(
+                f"{where}: clip_limit={self.clip_limit} must be > 0 and tile_grid="
+                f"{self.tile_grid} >= 1"
+            )
+        if self.zscore_range <= 0:
+            raise ValueError(f"{where}.zscore_range={self.zscore_range}: must be > 0")
+        low, high = (float(p) for p in self.percentiles)
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(
+                f"{where}.percentiles={tuple(self.percentiles)}: need 0 <= low < high <= 100"
+            )
+        # YAML gives lists and integers; fixed types keep the object hashable and its spec
+        # string the same however the values were written.
+        object.__setattr__(self, "percentiles", (low, high))
+        object.__setattr__(self, "clip_limit", float(self.clip_limit))
+        object.__setattr__(self, "tile_grid", int(self.tile_grid))
+        object.__setattr__(self, "zscore_range", float(self.zscore_range))
+
+    @classmethod
+    def parse(
+        cls, spec: str | Mapping[str, Any] | IntensityNormalization | None
+    ) -> IntensityNormalization:
+        """A normalisation from its `spec` string (a method name, with or without parameters),
+        a mapping of its fields, or itself (None: ``"none"``).
+
+        Examples:
+            >>> IntensityNormalization.parse({"method": "zscore", "zscore_range": 2}).spec()
+            'zscore(zscore_range=2.0)'
+        """
+        if spec is None:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, str):
+            return cls(**_spec_fields(spec))
+        if isinstance(spec, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(spec) - known)
+            if unknown:
+                raise ValueError(
+                    f"data.normalization has unknown field(s) {', '.join(unknown)}: the fields "
+                    f"are {', '.join(sorted(known))}"
+                )
+            return cls(**spec)
+        raise ValueError(
+            f"data.normalization={spec!r}: give a method name ({', '.join(NORMALIZATION_METHODS)}) "
+            "or a mapping such as {method: clahe, clip_limit: 2.0}"
+        )
+
+    def spec(self) -> str:
+        """The method and the parameters it reads as one string, which `parse` reads back
+        exactly: what checkpoints store, and what two normalisations are compared by.
+
+        Examples:
+            >>> IntensityNormalization("zscore", clip_limit=9.0).spec()
+            'zscore(zscore_range=3.0)'
+            >>> IntensityNormalization("percentile").spec()
+            'percentile(percentiles=(1.0, 99.0))'
+        """
+        names = _PARAMETERS[self.method]
+        if not names:
+            return self.method
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{self.method}({inner})"
+
+    @property
+    def graph_expressible(self) -> bool:
+        """Whether `IntensityNormalizer` computes it from model-range images (all but CLAHE)."""
+        return self.method != "clahe"
+
+    def apply(self, images: Tensor) -> Tensor:
+        """Normalise uint8 images ``(N, C, H, W)``; returns a new uint8 tensor.
+
+        Examples:
+            >>> flat = torch.full((1, 1, 4, 4), 90, dtype=torch.uint8)
+            >>> IntensityNormalization("zscore").apply(flat).unique().tolist()
+            [128]
+        """
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"intensity normalisation takes uint8 (N, C, H, W) images, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
+        if self.method == "none" or len(images) == 0:
+            return images.clone()
+        if self.method in ("zscore", "percentile"):
+            normalized = IntensityNormalizer(self)(images.float().div(127.5).sub(1.0))
+            return to_uint8(normalized)
+        planes = np.ascontiguousarray(images.numpy()).reshape(-1, *images.shape[-2:])
+        if self.method == "equalize":
+            out = np.stack([cv2.equalizeHist(plane) for plane in planes])
+        else:
+            clahe = cv2.createCLAHE(
+                clipLimit=float(self.clip_limit), tileGridSize=(self.tile_grid, self.tile_grid)
+            )
+            out = np.stack([clahe.apply(plane) for plane in planes])
+        return torch.from_numpy(out.reshape(images.shape))
+
+
+def _spec_fields(spec: str) -> dict[str, Any]:
+    """The fields of a spec string: ``"clahe"`` or ``"clahe(clip_limit=3.0, tile_grid=8)"``."""
+    try:
+        call = ast.parse(spec.strip(), mode="eval").body
+        if isinstance(call, ast.Name):
+            return {"method": call.id}
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and not call.args):
+            raise ValueError(spec)
+        fields = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"data.normalization={spec!r}: give a method name "
+            f"({', '.join(NORMALIZATION_METHODS)}), optionally with parameters such as "
+            "'clahe(clip_limit=3.0)', or a mapping such as {method: clahe, clip_limit: 3.0}"
+        ) from err
+    return {"method": call.func.id, **fields}
+
+
+def fitted_normalization(recorded: str | None, datamodule: object) -> str | None:
+    """What a model records at the start of fit: the `spec` of the DataModule's
+    ``normalization``.
+
+    A model that already records one (resumed, or set by hand) must be fitted on data normalised
+    the same way.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> data = SimpleNamespace(normalization=IntensityNormalization("equalize"))
+        >>> fitted_normalization(None, data)
+        'equalize'
+    """
+    theirs = getattr(datamodule, "normalization", None)
+    if not isinstance(theirs, IntensityNormalization):
+        return recorded
+    if recorded is None:
+        return theirs.spec()
+    check_normalization(recorded, datamodule, "fit")
+    return IntensityNormalization.parse(recorded).spec()
+
+
+def check_normalization(
+    recorded: str | None, datamodule: object, stage: str = "this evaluation"
+) -> None:
+    """Refuse a DataModule whose ``normalization`` differs from the model's record (a model
+    without one was trained on images as decoded); DataModules without the attribute, or with
+    None (follow the model), pass.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> check_normalization("clahe", SimpleNamespace(normalization=None))
+    """
+    theirs = getattr(datamodule, "normalization", None)
+    if not isinstance(theirs, IntensityNormalization):
+        return
+    ours = IntensityNormalization.parse(recorded)
+    if ours.spec() != theirs.spec():
+        raise ValueError(
+            f"the model was trained on images with intensity normalisation {ours.spec()} (as "
+            f"its checkpoint records), but data.normalization is {theirs.spec()}: set "
+            f"data.normalization to {ours.spec()!r} so that {stage} sees images prepared like "
+            "the training images"
+        )
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """Model-range images ``[-1, 1]`` back to uint8 grey levels (rounded).
+
+    Examples:
+        >>> to_uint8(torch.tensor([-1.0, 0.0, 1.0])).tolist()
+        [0, 128, 255]
+    """
+    return images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class IntensityNormalizer(nn.Module):
+    """`IntensityNormalization` as a torch module on model-range images ``(B, C, H, W)``.
+
+    It computes exactly the grey levels of `IntensityNormalization.apply` (the input is read as
+    grey levels, the output rounded to grey levels), from operations that ONNX and TorchScript
+    export: per-image mean and standard deviation (z-score), a sort (percentile window), and a
+    histogram with its cumulative sum (equalisation, OpenCV's formula). CLAHE has no such
+    expression and is refused.
+
+    Examples:
+        >>> norm = IntensityNormalizer(IntensityNormalization("zscore"))
+        >>> out = norm(torch.linspace(-0.5, 0.5, 16).view(1, 1, 4, 4))
+        >>> round(out.mean().item(), 2), out.min() > -1
+        (0.0, tensor(True))
+    """
+
+    def __init__(self, normalization: IntensityNormalization) -> None:
+        super().__init__()
+        if not normalization.graph_expressible:
+            raise ValueError(
+                f"{normalization.spec()} cannot be computed inside the exported graph: apply "
+                "sagan_ad.data.normalize_images to the images before scoring"
+            )
+        self.method = normalization.method
+        self.zscore_range = float(normalization.zscore_range)
+        self.percentiles = tuple(float(p) for p in normalization.percentiles)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.method == "none":
+            return images
+        levels = images.add(1.0).mul(127.5).round()
+        flat = levels.flatten(2)
+        if self.method == "zscore":
+            mean = flat.mean(-1, keepdim=True)
+            std = flat.std(-1, unbiased=False, keepdim=True).clamp_min(1e-6)
+            out = 127.5 + (flat - mean) / std * (127.5 / self.zscore_range)
+        elif self.method == "percentile":
+            low, high = (self._quantile(flat, p / 100.0) for p in self.percentiles)
+            out = (flat - low) / (high - low).clamp_min(1.0) * 255.0
+        else:
+            out = self._equalize(flat)
+        out = out.round().clamp(0.0, 255.0)
+        return out.view_as(images).div(127.5).sub(1.0)
+
+    @staticmethod
+    def _quantile(flat: Tensor, q: float) -> Tensor:
+        # Linear interpolation between the two nearest order statistics, as torch.quantile does.
+        n = flat.shape[-1]
+        position = q * (n - 1)
+        below = int(np.floor(position))
+        above = min(below + 1, n - 1)
+        ordered = flat.sort(-1).values
+        low, high = ordered[..., below : below + 1], ordered[..., above : above + 1]
+        return low + (high - low) * (position - below)
+
+    @staticmethod
+    def _equalize(flat: Tensor) -> Tensor:
+        # cv2.equalizeHist: lut[v] = round((cdf[v] - cdf[min]) * 255 / (n - cdf[min])), and a
+        # constant image keeps its value.
+        index = flat.long()
+        histogram = torch.zeros(*flat.shape[:-1], 256, dtype=flat.dtype, device=flat.device)
+        histogram = histogram.scatter_add(-1, index, torch.ones_like(flat))
+        cdf = histogram.cumsum(-1)
+        first = cdf.gather(-1, index.min(-1, keepdim=True).values)
+        total = float(flat.shape[-1])
+        # A tensor numerator: `255.0 / t` is computed as `t.reciprocal() * 255`, which rounds
+        # differently from OpenCV's float division.
+        scale = torch.full_like(first, 255.0) / (total - first).clamp_min(1.0)
+        lut = ((cdf - first) * scale).round()
+        equalized = lut.gather(-1, index)
+        return torch.where(first == total, flat, equalized)
+
+
+def normalize_images(
+    images: Tensor, normalization: str | Mapping[str, Any] | IntensityNormalization | None
+) -> Tensor:
+    """Apply an intensity normalisation (a name, a mapping or an `IntensityNormalization`) to
+    uint8 images ``(N, C, H, W)``: what the DataModules do, for callers of an exported scorer.
+
+    Examples:
+        >>> images = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4)
+        >>> normalize_images(images, "equalize").flatten()[:4].tolist()
+        [0, 17, 34, 51]
+    """
+    return IntensityNormalization.parse(normalization).apply(images)
+
+
+def image_statistics(images: Tensor) -> Tensor:
+    """Per-image mean and standard deviation of uint8 images, in ``[0, 1]``: ``(N, 2)`` float32.
+
+    Examples:
+        >>> image_statistics(torch.tensor([[[[0, 255]]]], dtype=torch.uint8)).tolist()
+        [[0.5, 0.5]]
+    """
+    flat = images.flatten(1).float().div_(255.0)
+    return torch.stack([flat.mean(1), flat.std(1, unbiased=False)], dim=1)
+
+
+@dataclass(frozen=True)
+class IntensityAugmentation:
+    """Random intensity changes of the training images (albumentations), one draw per image.
+
+    Each transform is applied with probability ``p``:
+
+    - ``brightness``: a shift of every pixel by ``U(-brightness, brightness)`` of the full range
+      (``A.RandomBrightnessContrast``, additive): the film's mean changes, its contrast does not;
+    - ``contrast``: a gain of ``1 + U(-contrast, contrast)`` on the grey levels;
+    - ``gamma``: ``x ** g`` on ``[0, 1]`` grey levels with ``g`` drawn from ``gamma``
+      (``A.RandomGamma``): a monotone tone change that moves the mid-tones, keeps black and white
+      and the order of the grey levels.
+
+    Applied to the known normals and the unlabeled images of the training streams, never to
+    validation, test or predict images. With all three off, nothing is applied.
+
+    Args:
+        brightness: largest shift, a fraction of the full range, in ``[0, 1]``.
+        contrast: largest relative gain change, in ``[0, 1)``.
+        gamma: ``(low, high)`` range of the exponent, ``0 < low <= high``; None for no gamma.
+        p: probability of each transform per image.
+
+    Examples:
+        >>> augment = IntensityAugmentation(brightness=0.2, gamma=(0.7, 1.4))
+        >>> batch = torch.full((2, 1, 8, 8), 100, dtype=torch.uint8)
+        >>> torch.equal(augment(batch, seed=3), augment(batch, seed=3))
+        True
+    """
+
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma: tuple[float, float] | None = None
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        where = "data.augment"
+        if not 0.0 <= self.brightness <= 1.0:
+            raise ValueError(f"{where}.brightness={self.brightness}: must be in [0, 1]")
+        if not 0.0 <= self.contrast < 1.0:
+            raise ValueError(f"{where}.contrast={self.contrast}: must be in [0, 1)")
+        if self.gamma is not None:
+            low, high = (float(g) for g in self.gamma)
+            if not 0.0 < low <= high:
+                raise ValueError(f"{where}.gamma={tuple(self.gamma)}: need 0 < low <= high")
+            object.__setattr__(self, "gamma", (low, high))
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"{where}.p={self.p}: must be in [0, 1]")
+
+    @classmethod
+    def parse(
+        cls, spec: Mapping[str, Any] | IntensityAugmentation | None
+    ) -> IntensityAugmentation | None:
+        """An augmentation from a mapping of its fields (or itself); None when nothing is on.
+
+        Examples:
+            >>> IntensityAugmentation.parse({"brightness": 0.2}).describe()
+            'brightness=0.2'
+            >>> IntensityAugmentation.parse({}) is None
+            True
+        """
+        if spec is None:
+            return None
+        if isinstance(spec, Mapping):
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(spec) - known)
+            if unknown:
+                raise ValueError(
+                    f"data.augment has unknown field(s) {', '.join(unknown)}: the fields are "
+                    f"{', '.join(sorted(known))}"
+                )
+            spec = cls(**spec)
+        if not isinstance(spec, cls):
+            raise ValueError(
+                f"data.augment={spec!r}: give a mapping such as {{brightness: 0.2, gamma: [0.7, "
+                "1.4]}"
+            )
+        return spec if spec.active else None
+
+    @property
+    def active(self) -> bool:
+        """Whether any transform can change an image."""
+        return self.p > 0 and (self.brightness > 0 or self.contrast > 0 or self.gamma is not None)
+
+    def describe(self) -> str:
+        """The active settings as one short string."""
+        parts = [f"brightness={self.brightness:g}"] * (self.brightness > 0)
+        parts += [f"contrast={self.contrast:g}"] * (self.contrast > 0)
+        if self.gamma is not None:
+            parts.append(f"gamma={self.gamma[0]:g}-{self.gamma[1]:g}")
+        if self.p < 1:
+            parts.append(f"p={self.p:g}")
+        return ", ".join(parts) or "none"
+
+    @functools.cached_property
+    def compose(self) -> A.Compose:
+        """The albumentations pipeline (seeded per call by `__call__`)."""
+        # Imported here: albumentations takes a noticeable share of `import sagan_ad`.
+        import albumentations as A
+
+        transforms: list[A.BasicTransform] = []
+        if self.brightness > 0 or self.contrast > 0:
+            transforms.append(
+                A.RandomBrightnessContrast(
+                    brightness_limit=(-self.brightness, self.brightness),
+                    contrast_limit=(-self.contrast, self.contrast),
+                    brightness_by_max=True,
+                    p=self.p,
+                )
+            )
+        if self.gamma is not None:
+            # albumentations takes the exponent in percent.
+            limits = (100.0 * self.gamma[0], 100.0 * self.gamma[1])
+            transforms.append(A.RandomGamma(gamma_limit=limits, p=self.p))
+        return A.Compose(transforms, seed=0)
+
+    def __call__(self, images: Tensor, seed: int) -> Tensor:
+        """Augment uint8 images ``(B, C, H, W)``; the result depends only on them and ``seed``."""
+        compose = self.compose
+        compose.set_random_seed(int(seed))
+        planes = images.permute(0, 2, 3, 1).numpy()
+        out = np.stack([compose(image=np.ascontiguousarray(plane))["image"] for plane in planes])
+        return torch.from_numpy(out.reshape(planes.shape)).permute(0, 3, 1, 2).contiguous()
+
+
+def stream_seed(key: Sequence[int]) -> int:
+    """A 32-bit seed from a stream position (base seed, rank, stream, batch index).
+
+    Examples:
+        >>> stream_seed([0, 0, 1, 5]) == stream_seed([0, 0, 1, 5]) != stream_seed([0, 0, 1, 6])
+        True
+    """
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
