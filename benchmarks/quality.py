@@ -49,6 +49,7 @@ every per-run number.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import itertools
 import json
@@ -63,9 +64,10 @@ import lightning as L
 import torch
 import yaml
 from harness import adam, describe, training_only_trainer
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from sagan_ad import SAGAN, MedADDataModule
+from sagan_ad import SAGAN, MedADDataModule, ShortcutWarning
 from sagan_ad.audit import spearman, trivial_auroc
 from sagan_ad.data import image_statistics
 from sagan_ad.data.intensity import NORMALIZATION_METHODS
@@ -261,6 +263,31 @@ def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
+def best_checkpoint_numbers(
+    model: SAGAN,
+    best: BestValidationWeights,
+    images: Tensor,
+    labels: Tensor,
+    intensity: Tensor,
+    matched: Tensor,
+) -> dict[str, float]:
+    """Test AUROC, matched AUROC and correlation of the best validation's weights (the
+    checkpoint ``sagan-ad fit`` tests), scored with the model's own settings."""
+    chosen = copy.deepcopy(model)
+    chosen.load_state_dict(best.state)
+    chosen.eval()
+    scores = own_score(chosen, images, restore_all(chosen.restore, images)).cpu()
+    return {
+        "best_val_auroc": best.best_auroc,
+        "best_iteration": float(best.iteration),
+        "best_auroc": auroc(scores, labels),
+        "best_matched_auroc": auroc(scores[matched], labels[matched]) if len(matched) else math.nan,
+        "best_intensity_corr": float(
+            torch.corrcoef(torch.stack([scores.double(), intensity]))[0, 1]
+        ),
+    }
+
+
 def input_shortcuts(images: Tensor, labels: Tensor) -> dict[str, float]:
     """AUROC (better direction) of the mean and the standard deviation of the model's inputs."""
     stats = image_statistics(images)
@@ -292,18 +319,55 @@ def model_class(name: str) -> type[SAGAN]:
     return KnownNormalsOnly if name == "no_unlabeled" else SAGAN
 
 
+class BestValidationWeights(Callback):
+    """Keep, in memory, the weights of the validation with the best ``val/AUROC``: what
+    ``sagan-ad fit`` tests (its best checkpoint), without writing checkpoints."""
+
+    def __init__(self) -> None:
+        self.best_auroc = -math.inf
+        self.iteration = 0
+        self.state: dict[str, Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/AUROC")
+        if trainer.sanity_checking or value is None or float(value) <= self.best_auroc:
+            return
+        self.best_auroc = float(value)
+        self.iteration = int(pl_module.iteration)
+        self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
 def train_sagan(
-    name: str, data: MedADDataModule, seed: int, iterations: int, accelerator: str
-) -> tuple[SAGAN, float]:
+    name: str,
+    data: MedADDataModule,
+    seed: int,
+    iterations: int,
+    accelerator: str,
+    val_every: int | None = None,
+) -> tuple[SAGAN, float, BestValidationWeights | None]:
+    """Train one configuration; with ``val_every`` also validate every that many iterations
+    and keep the best validation's weights (returned beside the last ones)."""
     model_args, _ = load_base()
     overrides, _ = CONFIGS[name]
     model_args.update(max_iterations=iterations, seed=seed, bootstrap_resamples=0, **overrides)
     L.seed_everything(seed, verbose=False)
     model = model_class(name)(**model_args)
-    trainer = training_only_trainer(accelerator)
+    best = BestValidationWeights() if val_every else None
+    extra: dict[str, Any] = {}
+    if best is not None:
+        extra = {
+            "limit_val_batches": None,
+            "val_check_interval": val_every,
+            "check_val_every_n_epoch": None,
+            "callbacks": [best],
+        }
+    trainer = training_only_trainer(accelerator, **extra)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
-    return model.eval(), time.perf_counter() - start
+    with warnings.catch_warnings():
+        # The audit's warnings are this study's subject; its columns report them.
+        warnings.simplefilter("ignore", ShortcutWarning)
+        trainer.fit(model, datamodule=data)
+    return model.eval(), time.perf_counter() - start, best
 
 
 def train_autoencoder(
@@ -359,6 +423,16 @@ def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) 
     ]
     header += [shortcut_keys[key] for key in shortcuts]
     header += ["val AUROC", "train s / run"]
+    # With --val-every: the weights of the best validation, which `sagan-ad fit` tests.
+    best_keys = {
+        "best_val_auroc": "best val AUROC",
+        "best_iteration": "its iteration",
+        "best_auroc": "test AUROC at best val",
+        "best_matched_auroc": "matched AUROC at best val",
+        "best_intensity_corr": "corr at best val",
+    }
+    chosen = [key for key in best_keys if any(key in r for runs in results.values() for r in runs)]
+    header += [best_keys[key] for key in chosen]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, runs in results.items():
         stats = summarize(runs)
@@ -369,6 +443,10 @@ def markdown(results: dict[str, list[dict[str, float]]], view_names: list[str]) 
         row += [cell(stats, key) for key in shortcuts]
         row.append(cell(stats, "val_auroc"))
         row.append(f"{stats['train_s'][0]:.0f}" if "train_s" in stats else "0")
+        row += [
+            f"{stats[key][0]:.0f}" if key == "best_iteration" and key in stats else cell(stats, key)
+            for key in chosen
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -456,6 +534,13 @@ def main(argv: list[str] | None = None) -> None:
         help="balance the labelled validation carve-out by this column of <root>/labels.csv "
         "(view_position on NIH)",
     )
+    parser.add_argument(
+        "--val-every",
+        type=int,
+        metavar="N",
+        help="also validate every N iterations and report the test numbers of the best "
+        "validation's weights, the checkpoint that `sagan-ad fit` tests",
+    )
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="write every per-run number here")
     parser.add_argument("--plot-ratio", type=Path, help="PNG of AUROC against anomaly ratio")
@@ -525,8 +610,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"{json.dumps(training, sort_keys=True, default=repr)} {key}"
             )
             if trained_key not in trained:
-                trained[trained_key] = train_sagan(config, data, seed, iterations, args.accelerator)
-            model, seconds = trained[trained_key]
+                trained[trained_key] = train_sagan(
+                    config, data, seed, iterations, args.accelerator, args.val_every
+                )
+            model, seconds, best_weights = trained[trained_key]
             model = model.to(device)
             model.inference = model_overrides.get("inference", "deterministic")
             restored = restore_all(model.restore, test_images)
@@ -543,6 +630,12 @@ def main(argv: list[str] | None = None) -> None:
             run.update(input_shortcuts(data.test.images, labels))
             run["train_s"] = seconds
             run["val_auroc"] = auroc(own_score(model, val_images, val_restored).cpu(), val_labels)
+            if best_weights is not None and best_weights.state is not None:
+                run.update(
+                    best_checkpoint_numbers(
+                        model, best_weights, test_images, labels, intensity, matched
+                    )
+                )
             results.setdefault(name, []).append(run)
             for variant in SCORE_VARIANTS:
                 variants.setdefault(f"{name}: {variant}", []).append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -215,3 +216,42 @@ def test_balanced_validation_needs_a_labelled_one(quality, tmp_path):
     root = with_views(write_medad_tree(tmp_path / "medad", size=64))
     with pytest.raises(SystemExit, match="--balance-val-by needs a labelled validation"):
         quality.main(["--root", str(root), "--labelled-val", "0", "--balance-val-by", "view"])
+
+
+def test_val_every_reports_the_best_validation_weights(quality, tmp_path):
+    root = write_medad_tree(tmp_path / "medad", size=64)
+    saved, output = tmp_path / "runs.json", tmp_path / "table.md"
+    quality.main(
+        [
+            *("--root", str(root), "--iterations", "4", "--val-every", "2", "--seeds", "0"),
+            *("--no-baselines", "--configs", "full", "--labelled-val", "3", "--resamples", "10"),
+            *("--json", str(saved), "--output", str(output)),
+        ]
+    )
+    (run,) = runs = json.loads(saved.read_text())["results"]["full"]
+    assert len(runs) == 1
+    # Validated at iterations 2 and 4; the kept weights are those of the better one.
+    assert run["best_iteration"] in (2.0, 4.0)
+    # The fake abnormals are brighter than every normal: no intensity-matched pair exists.
+    assert 0.0 <= run["best_auroc"] <= 1.0 and math.isnan(run["best_matched_auroc"])
+    assert run["best_val_auroc"] >= run["val_auroc"] - 1e-9
+    assert "| test AUROC at best val | matched AUROC at best val |" in output.read_text()
+
+
+def test_best_validation_weights_keeps_the_best_and_its_iteration(quality):
+    class Module:
+        iteration = 0
+
+        def state_dict(self):
+            return {"w": torch.tensor([float(self.iteration)])}
+
+    class Trainer:
+        sanity_checking = False
+
+    keeper, module, trainer = quality.BestValidationWeights(), Module(), Trainer()
+    for iteration, value in ((2, 0.6), (4, 0.8), (6, 0.7)):
+        module.iteration = iteration
+        trainer.callback_metrics = {"val/AUROC": torch.tensor(value)}
+        keeper.on_validation_end(trainer, module)
+    assert keeper.iteration == 4 and keeper.best_auroc == pytest.approx(0.8)
+    assert keeper.state["w"].item() == 4.0
