@@ -3,6 +3,7 @@ determinism."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -48,9 +49,7 @@ RUN = [
     "--trainer.enable_model_summary=false",
     "--trainer.enable_progress_bar=false",
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-    "--test_after_fit=false",
     "--val_samples=0",
-    "--write_outputs=false",
 ]
 
 
@@ -74,12 +73,26 @@ def final_weights(root: Path) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
+def final_report(root: Path) -> dict[str, object]:
+    """What the run's final test reported, with the run's own folder taken out of the paths."""
+    (run,) = (root / "lightning_logs").iterdir()
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(root))
+    return {
+        "folder": run.name,
+        "metrics.json": metrics,
+        "predictions.csv": (run / "test" / "predictions.csv").read_text(),
+        "metrics.csv": (run / "metrics.csv").read_text(),
+        "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
+    }
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+def uninterrupted(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
     root = tmp_path_factory.mktemp("uninterrupted")
     result = cli_fit(root)
     assert result.returncode == 0, result.stderr[-3000:]
-    return final_weights(root)
+    return final_weights(root), final_report(root)
 
 
 def kill_config(folder: Path, iteration: int) -> str:
@@ -95,32 +108,35 @@ def newest_last(root: Path) -> Path:
     return max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
 
 
-def test_twice_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted):
+def test_twice_sigkilled_run_resumes_as_the_same_run(tmp_path, uninterrupted):
     every = "--last_every_n_iterations=5"
     # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
     killed = cli_fit(tmp_path, kill_config(tmp_path, 7), every)
     assert killed.returncode == -9, killed.stderr[-3000:]
     first = newest_last(tmp_path)
     assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
-    # Resumed (into a new version_* folder) and killed again at 9: the newest last.ckpt is the
-    # one written by the validation of iteration 8.
+    # A write killed half-way leaves a .partial file; the resumed run removes it.
+    (first.parent / "best-iteration=8.ckpt.partial").write_bytes(b"half a checkpoint")
+    # Resumed in the same version folder and killed again at 9: last.ckpt is now the one
+    # written by the validation of iteration 8.
     killed = cli_fit(tmp_path, kill_config(tmp_path, 9), every, "--ckpt_path=last")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
-    second = newest_last(tmp_path)
-    assert second != first
-    assert torch.load(second, weights_only=True)["sagan_iteration"] == 8
+    assert newest_last(tmp_path) == first
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 8
     assert not list(tmp_path.rglob("*.partial"))
 
     resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (
-        f"Restoring states from the checkpoint path at {second}" in resumed.stdout + resumed.stderr
-    )
+    assert f"Restoring states from the checkpoint path at {first}" in resumed.stdout + resumed.stderr
+    expected_weights, expected_report = uninterrupted
     weights = final_weights(tmp_path)
-    assert weights.keys() == uninterrupted.keys()
-    for name, value in uninterrupted.items():
+    assert weights.keys() == expected_weights.keys()
+    for name, value in expected_weights.items():
         assert torch.equal(weights[name], value), name
+    # The same run: one version folder, the same best checkpoint tested, the same test report
+    # and the same metrics log (rows of the re-run iterations logged once).
+    assert final_report(tmp_path) == expected_report
 
 
 def test_atomic_save_keeps_the_old_checkpoint_when_the_write_dies(tmp_path, monkeypatch):
