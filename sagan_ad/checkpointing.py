@@ -55,6 +55,7 @@ def read_checkpoint(
     map_location: Any = None,
     weights_only: bool = True,
     mmap: bool = False,
+    lightning: bool = True,
 ) -> dict[str, Any]:
     """Read a Lightning checkpoint with ``torch.load(weights_only=True)``, or explain why not.
 
@@ -63,6 +64,8 @@ def read_checkpoint(
         map_location: as `torch.load`.
         weights_only: refuse pickled code (keep ``True`` unless the file is trusted).
         mmap: map the tensors instead of reading them (cheap for reading metadata).
+        lightning: also require a Lightning checkpoint (``state_dict`` and the Lightning
+            version); ``False`` reads any safe PyTorch file.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -112,11 +115,8 @@ def read_checkpoint(
             f"checkpoint {name} cannot be read as a PyTorch checkpoint "
             f"({type(err).__name__}: {_first_line(err)}): {_PASS_ANOTHER}"
         ) from err
-    missing = [
-        key
-        for key in ("state_dict", "pytorch-lightning_version")
-        if not isinstance(checkpoint, dict) or key not in checkpoint
-    ]
+    required = ("state_dict", "pytorch-lightning_version") if lightning else ()
+    missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         kind = f"dict with keys {sorted(checkpoint)[:5]}" if isinstance(checkpoint, dict) else ""
         raise CheckpointError(
@@ -291,7 +291,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().load_checkpoint(
                 path, map_location=map_location, weights_only=weights_only is not False
             )
-        return read_checkpoint(path, map_location, weights_only=weights_only is not False)
+        return read_checkpoint(
+            path, map_location, weights_only=weights_only is not False, lightning=False
+        )
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
