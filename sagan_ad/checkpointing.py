@@ -118,7 +118,7 @@ def read_checkpoint(
     required = ("state_dict", "pytorch-lightning_version") if lightning else ()
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
-        kind = f"dict with keys {sorted(checkpoint)[:5]}" if isinstance(checkpoint, dict) else ""
+        kind = f"dict of {len(checkpoint)} entries" if isinstance(checkpoint, dict) else ""
         raise CheckpointError(
             f"checkpoint {name} is not a Lightning checkpoint (a "
             f"{kind or type(checkpoint).__name__} without {' and '.join(map(repr, missing))}): "

@@ -24,6 +24,7 @@ import lightning as L
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
@@ -37,7 +38,12 @@ from sagan_ad.checkpointing import (
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
 from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.resume import continue_run, find_last_checkpoint, resolve_checkpoint
+from sagan_ad.resume import (
+    SPECIAL_PATHS,
+    continue_run,
+    find_last_checkpoint,
+    resolve_checkpoint,
+)
 from sagan_ad.tracking import ValidationSampleLogger
 
 __all__ = ["SAGANCLI", "check_output_folder", "check_writable", "find_last_checkpoint", "main"]
@@ -123,6 +129,18 @@ class SAGANCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
+    def _parse_ckpt_path(self) -> None:
+        """Read a ``--ckpt_path`` file with clear errors and build the model from its settings.
+
+        Lightning's own version builds the model from the checkpoint's hyper-parameters without
+        a word when they differ from the configuration, and fails with a traceback on a file it
+        cannot read; ``last`` and ``best`` are resolved later, by `prepare_run`.
+        """
+        stage = self.config.get("subcommand")
+        path = self.config[stage].get("ckpt_path") if stage else None
+        if isinstance(path, str) and path not in (*SPECIAL_PATHS, "hpc") and "://" not in path:
+            adopt_checkpoint_settings(self, read_checkpoint(path, mmap=True), path)
+
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path`` (a resumed run continues in its own folder); check outputs.
 
@@ -190,12 +208,53 @@ def prepare_run(cli: LightningCLI) -> None:
     requested = options.get("ckpt_path")
     resolved = resolve_checkpoint(cli.trainer, requested, stage)
     if isinstance(resolved, str) and resolved != "hpc" and "://" not in resolved:
+        checkpoint = read_checkpoint(resolved, mmap=True)
+        # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed
+        # fit keeps the configuration it was restarted with (a longer max_iterations, say).
+        adopt = requested in SPECIAL_PATHS and stage != "fit"
+        if adopt and adopt_checkpoint_settings(cli, checkpoint, resolved):
+            cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
+        if isinstance(cli.model, SAGAN):
+            cli.model.allow_untrained = bool(options.get("allow_untrained", False))
         source = f"checkpoint {resolved!r} (--ckpt_path)"
-        check_model_class(read_checkpoint(resolved, mmap=True), type(cli.model), source)
+        check_model_class(checkpoint, type(cli.model), source)
         if stage == "fit" and requested == "last":
             continue_run(cli.trainer, resolved)
     options["ckpt_path"] = resolved
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
+
+
+def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:
+    """Take the model's class and settings from ``checkpoint``'s hyper-parameters, as Lightning
+    does for ``--ckpt_path``, and warn about each that differs from the configuration.
+
+    Returns whether anything differed (the model must then be built again).
+    """
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    stage = cli.config["subcommand"]
+    current = cli.config[stage].get("model")
+    if not hparams or current is None:
+        return False
+    recorded = hparams.pop("_class_path", None)
+    configured = current.get("init_args") or {}
+    differences = [
+        f"{key}={value!r} (configuration: {configured.get(key)!r})"
+        for key, value in hparams.items()
+        if key in configured and configured.get(key) != value
+    ]
+    if recorded is not None and recorded != current.get("class_path"):
+        differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
+    model = {"class_path": recorded, "dict_kwargs": hparams} if recorded else hparams
+    merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    # In place: the callback that saves config.yaml holds this namespace.
+    cli.config[stage]["model"] = merged[stage]["model"]
+    if differences:
+        rank_zero_warn(
+            f"--ckpt_path {path}: the model is built with the checkpoint's settings, which differ "
+            f"from the configuration: {', '.join(differences)}"
+        )
+    return bool(differences)
 
 
 def check_output_folder(folder: str | os.PathLike, setting: str) -> None:

@@ -76,8 +76,9 @@ def find_best_checkpoint(trainer: L.Trainer) -> Path | None:
     """The best checkpoint of the experiment's newest run, as its checkpoint callback recorded it.
 
     The newest checkpoint of the experiment (`checkpoint_folders`; ``last.ckpt`` first) holds the
-    state of the run's monitoring `ModelCheckpoint` (``best_model_path``, chosen on validation);
-    when the run folder was moved, the recorded file is looked up by name beside that checkpoint.
+    state of the run's monitoring `ModelCheckpoint` (``best_model_path``, chosen on validation).
+    The recorded file is looked up by name beside that checkpoint first (so a moved or copied run
+    folder uses its own copy), then at the recorded path.
     With several monitoring callbacks, the one matching the Trainer's ``checkpoint_callback`` is
     used. ``None`` when no checkpoint records a best one (no validation ran yet).
 
@@ -102,7 +103,7 @@ def find_best_checkpoint(trainer: L.Trainer) -> Path | None:
         recorded = _recorded_best(checkpoint, trainer)
         if recorded is None:
             continue
-        for candidate in (Path(recorded), path.parent / Path(recorded).name):
+        for candidate in (path.parent / Path(recorded).name, Path(recorded)):
             if candidate.is_file():
                 return candidate
         raise CheckpointError(
