@@ -128,7 +128,8 @@ def test_twice_sigkilled_run_resumes_as_the_same_run(tmp_path, uninterrupted):
 
     resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {first}" in resumed.stdout + resumed.stderr
+    restored = f"Restoring states from the checkpoint path at {first}"
+    assert restored in resumed.stdout + resumed.stderr
     expected_weights, expected_report = uninterrupted
     weights = final_weights(tmp_path)
     assert weights.keys() == expected_weights.keys()
