@@ -310,10 +310,22 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    with partial.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with partial.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:
+        partial.unlink(missing_ok=True)
+        # torch's writer reports a full disk as "enforce fail at inline_container.cc".
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err):
+            raise
+        reason = err.strerror if isinstance(err, OSError) else None
+        reason = reason or "the write stopped part-way"
+        raise OSError(
+            f"cannot write checkpoint {str(path)!r} ({reason}): is the disk full or the folder "
+            "not writable? The previous checkpoint, if any, is left as it was"
+        ) from err
     os.replace(partial, path)
     # Make the rename itself durable (POSIX: the directory entry lives in the folder).
     if hasattr(os, "O_DIRECTORY"):

@@ -292,6 +292,10 @@ def check_output_folders(
         if logger.save_dir:
             check_output_folder(logger.save_dir, "--trainer.logger.init_args.save_dir")
     check_output_folder(trainer.log_dir or trainer.default_root_dir, "--trainer.default_root_dir")
+    if stage == "fit":
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None):
+                check_output_folder(callback.dirpath, f"dirpath of {type(callback).__name__}")
     cache = getattr(datamodule, "cache_dir", None)
     if cache is not None:
         check_output_folder(cache, "--data.init_args.cache_dir")

@@ -651,9 +651,11 @@ class SAGAN(L.LightningModule):
     def on_validation_start(self) -> None:
         if self.trainer.state.fn != TrainerFn.FITTING:
             self._check_trained("validate")
+            self._check_data_matches()
 
     def on_test_start(self) -> None:
         self._check_trained("test")
+        self._check_data_matches()
 
     def on_predict_start(self) -> None:
         self._check_trained("predict")

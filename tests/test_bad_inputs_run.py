@@ -7,11 +7,13 @@ file or setting and says what to pass, or in the correct result."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from sagan_ad import SAGAN, SyntheticCXRDataModule, load_checkpoint
 from sagan_ad.checkpointing import CheckpointError, UnsafeCheckpointError
 from sagan_ad.cli import main
 from sagan_ad.resume import find_best_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL = ["--model=sagan_ad.SAGAN", *(f"--model.{k}={v}" for k, v in TINY_MODEL.items())]
 DATA = [
@@ -391,6 +395,27 @@ def test_a_cache_folder_that_is_a_file_is_named(tmp_path, medad_root):
     assert "a_file' is a file" in message
 
 
+def test_a_checkpoint_folder_that_is_a_file_is_named(tmp_path):
+    blocker = in_the_way(tmp_path)
+    config = tmp_path / "checkpoints.yaml"
+    config.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {blocker / 'checkpoints'}}}\n"
+    )
+    message = cli_error("fit", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--config={config}")
+    assert message.startswith("error: dirpath of ModelCheckpoint: the output folder")
+    assert "a_file' is a file" in message
+
+
+def test_evaluating_data_of_another_size_names_both_settings(fitted):
+    message = cli_error(
+        "test", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--data.image_size=64"
+    )
+    assert message == (
+        "error: model.image_size=32 but data.image_size=64: set both to the same value"
+    )
+
+
 # --------------------------------------------------------------- optimizer settings
 @pytest.mark.parametrize(
     ("setting", "init_args", "expected"),
@@ -427,21 +452,64 @@ def test_export_target_in_a_file_or_a_folder_is_named(tmp_path, source_checkpoin
     assert message.startswith(f"error: export target '{tmp_path}' is a folder")
 
 
-@pytest.mark.parametrize("output", ["scorer.onnx", "scorer.pt"])
-def test_a_full_disk_during_export_is_an_error_and_leaves_no_file(
-    tmp_path, source_checkpoint, monkeypatch, output
-):
-    def full(self, data):
-        self.open("wb").close()
-        raise OSError(errno.ENOSPC, "No space left on device")
+FULL_DISK = """
+import resource, signal, sys
+# The file size limit makes every write past it fail as a full disk would (EFBIG).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+from sagan_ad.cli import main
+main(sys.argv[1:])
+"""
 
-    monkeypatch.setattr(Path, "write_bytes", full)
-    message = cli_error(
-        "export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path / output}"
+
+def on_a_full_disk(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    return subprocess.run(
+        [sys.executable, "-c", FULL_DISK, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        check=False,
     )
-    assert message.startswith(f"error: cannot write the exported scorer to '{tmp_path / output}'")
-    assert "No space left on device" in message
-    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
+@pytest.mark.parametrize("output", ["scorer.onnx", "scorer.pt"])
+def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_checkpoint, output):
+    result = on_a_full_disk(
+        "export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/{output}"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: cannot write the exported scorer to '{tmp_path}/{output}' (File too large)" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
+def test_a_full_disk_while_checkpointing_is_an_error_message(tmp_path):
+    result = on_a_full_disk(
+        "fit",
+        *MODEL,
+        *DATA,
+        *QUIET,
+        *logger(tmp_path),
+        "--model.max_iterations=2",
+        "--trainer.val_check_interval=2",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: cannot write checkpoint '" in result.stderr
+    assert "is the disk full or the folder not writable?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt*"))
+
+
+def test_an_export_batch_size_below_one_is_refused(tmp_path, source_checkpoint):
+    message = cli_error(
+        "export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/s.pt", "--batch_size=0"
+    )
+    assert message == "error: batch_size=0: must be >= 1"
 
 
 def test_missing_onnx_extras_are_named(tmp_path, source_checkpoint, monkeypatch):
