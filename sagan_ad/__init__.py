@@ -10,7 +10,14 @@ Examples:
 """
 
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
+from sagan_ad.checkpointing import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    LastCheckpoint,
+    UnsafeCheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+)
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,
@@ -61,6 +68,7 @@ __all__ = [
     "AnomalyDataModule",
     "AnomalyScorer",
     "AtomicCheckpointIO",
+    "CheckpointError",
     "Critic",
     "CutPasteSynthesizer",
     "DicomOptions",
@@ -91,6 +99,7 @@ __all__ = [
     "Synthesizer",
     "SyntheticCXRDataModule",
     "ThresholdPolicy",
+    "UnsafeCheckpointError",
     "ValidationSampleLogger",
     "VinDrCXRDataModule",
     "__version__",
@@ -105,6 +114,7 @@ __all__ = [
     "load_checkpoint",
     "map_to_score",
     "paper_adam",
+    "read_checkpoint",
     "scale_boxes",
     "score_and_map",
     "smooth_map",
