@@ -5,8 +5,9 @@ the checkpoint's scorer (see `sagan_ad.export`).
 
 Errors the library raises about the user's data, configuration or run (`sagan_ad.SplitError`,
 `sagan_ad.ImageReadError`, `sagan_ad.DivergenceError`, `sagan_ad.CheckpointError`, a
-``ValueError``, ``OSError`` or ``ImportError`` raised by sagan_ad code, ...) are printed as one ``error: <message>`` line on stderr with exit status 2;
-set ``SAGAN_AD_DEBUG=1`` to get the full traceback instead.
+``ValueError``, ``OSError`` or ``ImportError`` raised by sagan_ad code, ...) are printed as one
+``error: <message>`` line on stderr with exit status 2; set ``SAGAN_AD_DEBUG=1`` to get the full
+traceback instead.
 """
 
 from __future__ import annotations

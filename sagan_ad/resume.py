@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from sagan_ad.checkpointing import CheckpointError, read_checkpoint, remove_stale_partials
 
@@ -187,14 +188,18 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
     folder = checkpoint.parent
     version_dir = folder.parent
     iteration = int(read_checkpoint(checkpoint, mmap=True).get("sagan_iteration", -1))
+    # Every process takes the version; only the first edits files. Under DDP the processes
+    # launched by the first one run this too, before the Trainer knows their rank (the
+    # environment variables Lightning sets for them do say it).
+    first = trainer.is_global_zero and rank_zero_only.rank == 0
     for logger in trainer.loggers:
         if _experiment_root(trainer, logger).resolve() != version_dir.parent.resolve():
             continue
         if folder.name != "checkpoints" or not _set_version(logger, version_dir.name):
             continue
-        if isinstance(logger, CSVLogger) and iteration >= 0 and trainer.is_global_zero:
+        if isinstance(logger, CSVLogger) and iteration >= 0 and first:
             _continue_csv_log(logger, iteration)
-    if not trainer.is_global_zero:
+    if not first:
         return
     removed = remove_stale_partials(folder)
     removed += _remove_later_checkpoints(checkpoint, iteration)
