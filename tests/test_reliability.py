@@ -53,7 +53,7 @@ RUN = [
 ]
 
 
-def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
+def start_fit(root: Path, *extra: str) -> subprocess.Popen:
     """``sagan-ad fit`` of this checkout in a fresh process (so that it can be SIGKILLed)."""
     env = {
         **os.environ,
@@ -62,9 +62,23 @@ def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
     }
     command = [sys.executable, "-c", "from sagan_ad.cli import main; main()", "fit", *RUN]
     command += [f"--trainer.default_root_dir={root}", f"--trainer.logger.save_dir={root}"]
-    return subprocess.run(
-        [*command, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    return subprocess.Popen(
+        [*command, *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return finish(start_fit(root, *extra))
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -87,14 +101,6 @@ def final_report(root: Path) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    root = tmp_path_factory.mktemp("uninterrupted")
-    result = cli_fit(root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return final_weights(root), final_report(root)
-
-
 def kill_config(folder: Path, iteration: int) -> str:
     path = folder / f"kill-{iteration}.yaml"
     path.write_text(
@@ -108,36 +114,50 @@ def newest_last(root: Path) -> Path:
     return max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
 
 
-def test_twice_sigkilled_run_resumes_as_the_same_run(tmp_path, uninterrupted):
+def test_twice_sigkilled_run_resumes_as_the_same_run(tmp_path):
     every = "--last_every_n_iterations=5"
-    # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
-    killed = cli_fit(tmp_path, kill_config(tmp_path, 7), every)
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    first = newest_last(tmp_path)
-    assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
-    # A write killed half-way leaves a .partial file; the resumed run removes it.
-    (first.parent / "best-iteration=8.ckpt.partial").write_bytes(b"half a checkpoint")
-    # Resumed in the same version folder and killed again at 9: last.ckpt is now the one
-    # written by the validation of iteration 8.
-    killed = cli_fit(tmp_path, kill_config(tmp_path, 9), every, "--ckpt_path=last")
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
-    assert newest_last(tmp_path) == first
-    assert torch.load(first, weights_only=True)["sagan_iteration"] == 8
-    assert not list(tmp_path.rglob("*.partial"))
-
-    resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    restored = f"Restoring states from the checkpoint path at {first}"
-    assert restored in resumed.stdout + resumed.stderr
-    expected_weights, expected_report = uninterrupted
-    weights = final_weights(tmp_path)
+    # The uninterrupted run to compare with, meanwhile in a process of its own.
+    reference = tmp_path / "uninterrupted"
+    uninterrupted = start_fit(reference, every)
+    try:
+        killed_twice_and_resumed(tmp_path / "killed", every)
+        result = finish(uninterrupted)
+    finally:
+        uninterrupted.kill()
+    assert result.returncode == 0, result.stderr[-3000:]
+    killed = tmp_path / "killed"
+    expected_weights = final_weights(reference)
+    weights = final_weights(killed)
     assert weights.keys() == expected_weights.keys()
     for name, value in expected_weights.items():
         assert torch.equal(weights[name], value), name
     # The same run: one version folder, the same best checkpoint tested, the same test report
     # and the same metrics log (rows of the re-run iterations logged once).
-    assert final_report(tmp_path) == expected_report
+    assert final_report(killed) == final_report(reference)
+
+
+def killed_twice_and_resumed(root: Path, every: str) -> None:
+    root.mkdir()
+    # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
+    killed = cli_fit(root, kill_config(root, 7), every)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    first = newest_last(root)
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
+    # A write killed half-way leaves a .partial file; the resumed run removes it.
+    (first.parent / "best-iteration=8.ckpt.partial").write_bytes(b"half a checkpoint")
+    # Resumed in the same version folder and killed again at 9: last.ckpt is now the one
+    # written by the validation of iteration 8.
+    killed = cli_fit(root, kill_config(root, 9), every, "--ckpt_path=last")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
+    assert newest_last(root) == first
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 8
+    assert not list(root.rglob("*.partial"))
+
+    resumed = cli_fit(root, every, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    restored = f"Restoring states from the checkpoint path at {first}"
+    assert restored in resumed.stdout + resumed.stderr
 
 
 def test_atomic_save_keeps_the_old_checkpoint_when_the_write_dies(tmp_path, monkeypatch):
