@@ -204,8 +204,6 @@ def prepare_run(cli: LightningCLI) -> None:
     model class), continue a resumed run in its own folder, and check the output folders."""
     stage = cli.subcommand
     options = cli.config_init[stage]
-    if isinstance(cli.model, SAGAN):
-        cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     requested = options.get("ckpt_path")
     resolved = resolve_checkpoint(cli.trainer, requested, stage)
     if isinstance(resolved, str) and resolved != "hpc" and "://" not in resolved:
@@ -215,13 +213,13 @@ def prepare_run(cli: LightningCLI) -> None:
         adopt = requested in SPECIAL_PATHS and stage != "fit"
         if adopt and adopt_checkpoint_settings(cli, checkpoint, resolved):
             cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
-        if isinstance(cli.model, SAGAN):
-            cli.model.allow_untrained = bool(options.get("allow_untrained", False))
         source = f"checkpoint {resolved!r} (--ckpt_path)"
         check_model_class(checkpoint, type(cli.model), source)
         if stage == "fit" and requested == "last":
             continue_run(cli.trainer, resolved)
     options["ckpt_path"] = resolved
+    if isinstance(cli.model, SAGAN):
+        cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
 
 

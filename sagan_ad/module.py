@@ -67,8 +67,7 @@ def _build(setting: str, factory: Callable[[Any], Any], argument: Any) -> Any:
         return factory(argument)
     except (ValueError, TypeError) as err:
         raise ValueError(
-            f"model.{setting}: {err}; fix the init_args of model.init_args.{setting} in the "
-            "config (for example lr must be > 0)"
+            f"model.{setting}: {err}; fix the init_args of model.init_args.{setting} in the config"
         ) from err
 
 
