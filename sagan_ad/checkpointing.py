@@ -52,7 +52,7 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 def read_checkpoint(
     path: str | Path,
-    map_location: Any = None,
+    map_location: Any = "cpu",
     weights_only: bool = True,
     mmap: bool = False,
     lightning: bool = True,
@@ -61,7 +61,8 @@ def read_checkpoint(
 
     Args:
         path: the checkpoint file.
-        map_location: as `torch.load`.
+        map_location: as `torch.load`; the default, CPU, also reads checkpoints saved on a GPU
+            on machines without one (Lightning moves the weights to the model's device).
         weights_only: refuse pickled code (keep ``True`` unless the file is trusted).
         mmap: map the tensors instead of reading them (cheap for reading metadata).
         lightning: also require a Lightning checkpoint (``state_dict`` and the Lightning
@@ -287,13 +288,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        # On the CPU first, as Lightning's own default: a checkpoint saved on a GPU also loads
+        # on a machine without one, and Lightning moves the state to the model's device.
+        location = "cpu" if map_location is None else map_location
+        safe = weights_only is not False
         if "://" in str(path):
-            return super().load_checkpoint(
-                path, map_location=map_location, weights_only=weights_only is not False
-            )
-        return read_checkpoint(
-            path, map_location, weights_only=weights_only is not False, lightning=False
-        )
+            return super().load_checkpoint(path, map_location=location, weights_only=safe)
+        return read_checkpoint(path, location, weights_only=safe, lightning=False)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -320,7 +321,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         # torch's writer reports a full disk as "enforce fail at inline_container.cc".
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):
             raise
-        reason = err.strerror if isinstance(err, OSError) else None
+        reason = (err.strerror or str(err)) if isinstance(err, OSError) else None
         reason = reason or "the write stopped part-way"
         raise OSError(
             f"cannot write checkpoint {str(path)!r} ({reason}): is the disk full or the folder "

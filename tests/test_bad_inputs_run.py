@@ -248,6 +248,35 @@ def test_a_recorded_class_that_cannot_be_imported_is_named(tmp_path):
     assert message.startswith("error: --model 'nope.Nope' cannot be imported")
 
 
+def test_a_checkpoint_saved_on_a_gpu_is_used_on_a_machine_without_one(tmp_path, monkeypatch):
+    # Tensors tagged with a device this machine lacks, as a GPU run's checkpoint is on a CPU-only
+    # machine: read without map_location, they fail as CUDA tensors do there.
+    saving = {"on": False}
+
+    def tag(storage):
+        return "absent_gpu" if saving["on"] else None
+
+    def restore(storage, location):
+        if location == "absent_gpu":
+            raise RuntimeError("Attempting to deserialize object on a CUDA device")
+        return None
+
+    registry = torch.serialization._package_registry
+    monkeypatch.setattr(torch.serialization, "_package_registry", [(-1, tag, restore), *registry])
+    checkpoint = torch.load(trained(tmp_path / "plain.ckpt"), weights_only=True)
+    saving["on"] = True
+    torch.save(checkpoint, tmp_path / "gpu.ckpt")
+    saving["on"] = False
+    with pytest.raises(RuntimeError, match="CUDA device"):
+        torch.load(tmp_path / "gpu.ckpt", weights_only=True)
+
+    assert load_checkpoint(tmp_path / "gpu.ckpt").iteration == 2
+    run("test", tmp_path / "run", f"--ckpt_path={tmp_path / 'gpu.ckpt'}")
+    (report,) = (tmp_path / "run").rglob("test/metrics.json")
+    assert json.loads(report.read_text())["iteration"] == 2
+    main(["export", f"--ckpt_path={tmp_path / 'gpu.ckpt'}", f"--output={tmp_path / 's.pt'}"])
+
+
 # --------------------------------------------------------------- unusable checkpoint files
 def truncated(folder: Path, source: Path) -> Path:
     path = folder / "cut.ckpt"
