@@ -205,9 +205,9 @@ def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
     assert "--model test_bad_inputs_run.DoubledScore" in message
 
 
-def test_sagan_checkpoints_record_the_public_class_name(tmp_path):
-    checkpoint = trained(tmp_path / "plain.ckpt")
-    assert torch.load(checkpoint, weights_only=True)["sagan_model_class"] == "sagan_ad.SAGAN"
+def test_sagan_checkpoints_record_the_public_class_name(source_checkpoint):
+    recorded = torch.load(source_checkpoint, weights_only=True)["sagan_model_class"]
+    assert recorded == "sagan_ad.SAGAN"
 
 
 def test_export_loads_the_recorded_class(tmp_path, monkeypatch):
