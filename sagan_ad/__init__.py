@@ -10,14 +10,8 @@ Examples:
 """
 
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpointing import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    LastCheckpoint,
-    UnsafeCheckpointError,
-    load_checkpoint,
-    read_checkpoint,
-)
+from sagan_ad.checkpoint_files import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,

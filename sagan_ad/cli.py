@@ -29,13 +29,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpointing import (
-    AtomicCheckpointIO,
-    CheckpointError,
-    check_model_class,
-    load_checkpoint,
-    read_checkpoint,
-)
+from sagan_ad.checkpoint_files import CheckpointError, check_model_class, read_checkpoint
+from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
 from sagan_ad.outputs import EvaluationWriter

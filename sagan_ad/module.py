@@ -17,12 +17,8 @@ from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
-from sagan_ad.checkpointing import (
-    check_model_class,
-    global_rng_state,
-    model_class_name,
-    set_global_rng_state,
-)
+from sagan_ad.checkpoint_files import check_model_class, model_class_name
+from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
 from sagan_ad.evaluation import EvaluationReport, build_report

@@ -23,8 +23,13 @@ import torch
 from conftest import TINY_MODEL, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule, load_checkpoint
-from sagan_ad.checkpointing import CheckpointError, UnsafeCheckpointError
+from sagan_ad import (
+    SAGAN,
+    CheckpointError,
+    SyntheticCXRDataModule,
+    UnsafeCheckpointError,
+    load_checkpoint,
+)
 from sagan_ad.cli import main
 from sagan_ad.resume import find_best_checkpoint
 
