@@ -29,7 +29,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpoint_files import CheckpointError, check_model_class, read_checkpoint
+from sagan_ad.checkpoint_files import (
+    MODEL_CLASS_KEY,
+    CheckpointError,
+    check_model_class,
+    import_model_class,
+    read_checkpoint,
+)
 from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
@@ -230,6 +236,12 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     current = cli.config[stage].get("model")
     if not hparams or current is None:
         return False
+    if checkpoint.get(MODEL_CLASS_KEY) is not None:
+        # The class the checkpoint records must be the configured one (refused otherwise, with
+        # what to pass); only checkpoints without that record take Lightning's _class_path.
+        configured_class = import_model_class(current.get("class_path"), "--model")
+        check_model_class(checkpoint, configured_class, f"checkpoint {path!r} (--ckpt_path)")
+        hparams.pop("_class_path", None)
     recorded = hparams.pop("_class_path", None)
     configured = current.get("init_args") or {}
     differences = [
@@ -239,7 +251,7 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     ]
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
-    model = {"class_path": recorded, "dict_kwargs": hparams} if recorded else hparams
+    model = {"class_path": recorded or current.get("class_path"), "dict_kwargs": hparams}
     merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
     # In place: the callback that saves config.yaml holds this namespace.
     cli.config[stage]["model"] = merged[stage]["model"]

@@ -92,6 +92,15 @@ class Renamed(SAGAN):
     """A subclass that scores like SAGAN (exportable), to check the class a load picks."""
 
 
+class WithGain(SAGAN):
+    """A subclass with a setting of its own, saved in its checkpoints' hyper-parameters."""
+
+    def __init__(self, gain: float = 2.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.gain = gain
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> Path:
     """A tiny ``sagan-ad fit`` with a CSV logger: 4 iterations, validation every 2."""
@@ -100,9 +109,9 @@ def fitted(tmp_path_factory) -> Path:
     return root
 
 
-def trained(path: Path, model_class: type[SAGAN] = SAGAN, iterations: int = 2) -> Path:
+def trained(path: Path, model_class: type[SAGAN] = SAGAN, iterations: int = 2, **extra) -> Path:
     L.seed_everything(0)
-    model = model_class(**TINY_MODEL, max_iterations=iterations, bootstrap_resamples=0)
+    model = model_class(**TINY_MODEL, max_iterations=iterations, bootstrap_resamples=0, **extra)
     data = SyntheticCXRDataModule(
         num_known_normal=16, num_test=8, image_size=32, batch_size=4, val_fraction=0.25
     )
@@ -208,6 +217,21 @@ def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
     )
     assert "doubled.ckpt' (--ckpt_path) was written by model class" in message
     assert "--model test_bad_inputs_run.DoubledScore" in message
+
+
+def test_the_command_line_builds_the_checkpoints_class_only_when_configured(tmp_path):
+    checkpoint = trained(tmp_path / "gain.ckpt", WithGain, gain=3.0)
+    message = cli_error(
+        "test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"
+    )
+    assert "gain.ckpt' (--ckpt_path) was written by model class 'test_bad_inputs_run.WithGain'" in (
+        message
+    )
+    assert "--model test_bad_inputs_run.WithGain" in message
+    run("test", tmp_path, "--model=test_bad_inputs_run.WithGain", f"--ckpt_path={checkpoint}")
+    (config,) = tmp_path.rglob("config.yaml")
+    assert "class_path: test_bad_inputs_run.WithGain" in config.read_text()
+    assert "gain: 3.0" in config.read_text()
 
 
 def test_sagan_checkpoints_record_the_public_class_name(source_checkpoint):
