@@ -222,3 +222,46 @@ def check_model_class(
         "to put the weights into another class on purpose, use "
         "model.load_state_dict(torch.load(path, weights_only=True)['state_dict'])"
     )
+
+
+def check_weights_fit(
+    checkpoint: dict[str, Any], model: torch.nn.Module, source: str = "the checkpoint"
+) -> None:
+    """Refuse a checkpoint whose weights do not fit ``model`` (another architecture), naming the
+    settings that differ, before a strict load fails on it.
+
+    Examples:
+        >>> from sagan_ad.module import SAGAN
+        >>> small = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+        >>> wide = SAGAN(image_size=32, base_channels=8, critic_downsamples=5)
+        >>> checkpoint = {"state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
+        >>> check_weights_fit(checkpoint, small)
+        >>> check_weights_fit(checkpoint, wide)
+        Traceback (most recent call last):
+        ...
+        sagan_ad.checkpoint_files.CheckpointError: the checkpoint does not fit the model: ...
+    """
+    theirs, ours = checkpoint.get("state_dict") or {}, model.state_dict()
+    # Checkpoints from before the threshold buffer load without one (SAGAN.on_load_checkpoint).
+    missing = sorted(set(ours) - set(theirs) - {"threshold"})
+    unexpected = sorted(set(theirs) - set(ours))
+    shapes = [
+        f"{key}: {tuple(theirs[key].shape)} in the checkpoint, {tuple(ours[key].shape)} here"
+        for key in sorted(set(ours) & set(theirs))
+        if tuple(theirs[key].shape) != tuple(ours[key].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    hparams = getattr(model, "hparams", {})
+    settings = [
+        f"{key}={value!r} (model: {hparams[key]!r})"
+        for key, value in (checkpoint.get("hyper_parameters") or {}).items()
+        if key in hparams and hparams[key] != value
+    ]
+    found = shapes[:2] + [f"{len(missing)} weights missing"] * bool(missing)
+    found += [f"{len(unexpected)} unexpected weights"] * bool(unexpected)
+    raise CheckpointError(
+        f"{source} does not fit the model: {'; '.join(found)}. "
+        + (f"It was trained with {', '.join(settings)}: " if settings else "")
+        + "build the model with the settings the checkpoint was trained with"
+    )

@@ -33,6 +33,7 @@ from sagan_ad.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
     check_model_class,
+    check_weights_fit,
     import_model_class,
     read_checkpoint,
 )
@@ -216,6 +217,7 @@ def prepare_run(cli: LightningCLI) -> None:
             cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
         source = f"checkpoint {resolved!r} (--ckpt_path)"
         check_model_class(checkpoint, type(cli.model), source)
+        check_weights_fit(checkpoint, cli.model, source)
         if stage == "fit" and requested == "last":
             continue_run(cli.trainer, resolved)
     options["ckpt_path"] = resolved

@@ -195,6 +195,16 @@ def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
     tiny_trainer(tmp_path).test(model, data, verbose=False)
 
 
+def test_resuming_with_another_architecture_names_the_setting(fitted):
+    before = sorted(p.name for p in fitted.rglob("*") if p.is_file())
+    message = cli_error(
+        "fit", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--model.base_channels=8"
+    )
+    assert "last.ckpt' (--ckpt_path) does not fit the model: generator." in message
+    assert "It was trained with base_channels=4 (model: 8)" in message
+    assert sorted(p.name for p in fitted.rglob("*") if p.is_file()) == before
+
+
 # --------------------------------------------------------------- the model class of a checkpoint
 def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
     checkpoint = trained(tmp_path / "doubled.ckpt", DoubledScore)
