@@ -11,6 +11,7 @@ Examples:
 
 from sagan_ad.audit import AuditThresholds, ShortcutWarning, shortcut_audit
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.checkpoint_files import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
@@ -66,6 +67,7 @@ __all__ = [
     "AnomalyScorer",
     "AtomicCheckpointIO",
     "AuditThresholds",
+    "CheckpointError",
     "Critic",
     "CutPasteSynthesizer",
     "DicomOptions",
@@ -100,6 +102,7 @@ __all__ = [
     "Synthesizer",
     "SyntheticCXRDataModule",
     "ThresholdPolicy",
+    "UnsafeCheckpointError",
     "ValidationSampleLogger",
     "VinDrCXRDataModule",
     "__version__",
@@ -115,6 +118,7 @@ __all__ = [
     "map_to_score",
     "normalize_images",
     "paper_adam",
+    "read_checkpoint",
     "scale_boxes",
     "score_and_map",
     "shortcut_audit",

@@ -3,7 +3,9 @@
 A SAGAN run killed at any moment (SIGKILL, pre-emption, power loss) leaves only complete
 checkpoints behind, keeps a ``last.ckpt`` at most ``every_n_iterations`` iterations old, and resumes
 from it bit-identically on CPU (see ``docs/reliability.md``). Checkpoints are read with
-``torch.load(weights_only=True)``, which refuses pickled code.
+``torch.load(weights_only=True)``, which refuses pickled code; a file that cannot be used (missing,
+empty, truncated, not a Lightning checkpoint, holding pickled code, written by another model class)
+raises a `CheckpointError` that names it and says what to do (see `sagan_ad.checkpoint_files`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,53 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from sagan_ad.checkpoint_files import (
+    MODEL_CLASS_KEY,
+    CheckpointError,
+    UnsafeCheckpointError,
+    check_model_class,
+    import_model_class,
+    read_checkpoint,
+)
+
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "LastCheckpoint",
+    "UnsafeCheckpointError",
+    "atomic_save",
+    "global_rng_state",
+    "load_checkpoint",
+    "read_checkpoint",
+    "remove_stale_partials",
+    "set_global_rng_state",
+]
+
 PARTIAL_SUFFIX = ".partial"
 """Suffix of a checkpoint being written; such a file is never read as a checkpoint."""
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the ``*.partial`` files that killed checkpoint writes left in ``folder``.
+
+    Call it only for a folder no other live process is writing checkpoints to (the run's own
+    checkpoint folder at the start of ``fit``). Returns the removed files.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "last.ckpt.partial").write_bytes(b"half")
+        >>> [p.name for p in remove_stale_partials(folder)]
+        ['last.ckpt.partial']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = sorted(p for p in folder.glob(f"*{PARTIAL_SUFFIX}") if p.is_file())
+    for partial in removed:
+        partial.unlink(missing_ok=True)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -33,8 +80,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own transactional save.
 
     Loading defaults to ``torch.load(weights_only=True)``: tensors and plain Python values
-    only, so a crafted checkpoint cannot run code on unpickling (pass ``weights_only=False``
-    explicitly to load a trusted legacy checkpoint that needs more).
+    only, so a crafted checkpoint cannot run code on unpickling; unusable files raise
+    `CheckpointError` naming them (see `read_checkpoint`).
 
     Examples:
         >>> trainer = L.Trainer(plugins=[AtomicCheckpointIO()])  # doctest: +SKIP
@@ -55,10 +102,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        options = {"weights_only": True if weights_only is None else weights_only}
-        if map_location is not None:
-            options["map_location"] = map_location
-        return super().load_checkpoint(path, **options)
+        # On the CPU first, as Lightning's own default: a checkpoint saved on a GPU also loads
+        # on a machine without one, and Lightning moves the state to the model's device.
+        location = "cpu" if map_location is None else map_location
+        safe = weights_only is not False
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=location, weights_only=safe)
+        return read_checkpoint(path, location, weights_only=safe, lightning=False)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -75,10 +125,22 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    with partial.open("wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with partial.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as err:
+        partial.unlink(missing_ok=True)
+        # torch's writer reports a full disk as "enforce fail at inline_container.cc".
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err):
+            raise
+        reason = (err.strerror or str(err)) if isinstance(err, OSError) else None
+        reason = reason or "the write stopped part-way"
+        raise OSError(
+            f"cannot write checkpoint {str(path)!r} ({reason}): is the disk full or the folder "
+            "not writable? The previous checkpoint, if any, is left as it was"
+        ) from err
     os.replace(partial, path)
     # Make the rename itself durable (POSIX: the directory entry lives in the folder).
     if hasattr(os, "O_DIRECTORY"):
@@ -92,15 +154,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def load_checkpoint(
     path: str | Path, model_class: type[L.LightningModule] | None = None, map_location: Any = "cpu"
 ) -> L.LightningModule:
-    """Load a model from a checkpoint with ``torch.load(weights_only=True)``.
+    """Load a model from a checkpoint with ``torch.load(weights_only=True)``, as its own class.
 
     Unlike a plain pickle load, this refuses checkpoints that carry code (a pickled object whose
-    unpickling calls a function): such a file raises ``pickle.UnpicklingError``. Checkpoints
-    written by sagan_ad hold only tensors and plain values and load fine.
+    unpickling calls a function): such a file raises `UnsafeCheckpointError` (a
+    ``pickle.UnpicklingError``). Checkpoints written by sagan_ad hold only tensors and plain
+    values and load fine. The model class is the one the checkpoint records (imported by its
+    dotted name, never unpickled); checkpoints written before classes were recorded load as
+    `sagan_ad.SAGAN`.
 
     Args:
         path: a ``.ckpt`` file written by ``sagan-ad fit`` or a Lightning Trainer.
-        model_class: the checkpoint's LightningModule class (default `sagan_ad.SAGAN`).
+        model_class: the checkpoint's LightningModule class (default: the recorded one); a
+            different class than the recorded one is refused with a `CheckpointError`.
         map_location: where to put the tensors (default CPU).
 
     Returns:
@@ -109,10 +175,12 @@ def load_checkpoint(
     Examples:
         >>> model = load_checkpoint("best.ckpt")  # doctest: +SKIP
     """
+    source = f"checkpoint {str(path)!r}"
+    checkpoint = read_checkpoint(path, mmap=True)
     if model_class is None:
-        from sagan_ad.module import SAGAN
-
-        model_class = SAGAN
+        model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
+    check_model_class(checkpoint, model_class, source)
+    del checkpoint
     model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     return model.eval()
 
@@ -195,6 +263,12 @@ class LastCheckpoint(ModelCheckpoint):
         if every_n_iterations is not None and every_n_iterations < 1:
             raise ValueError(f"every_n_iterations={every_n_iterations}: must be >= 1 (or None)")
         self.every_n_iterations = every_n_iterations
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Also delete the ``.partial`` files that killed writes left in the checkpoint folder."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and "://" not in str(self.dirpath):
+            remove_stale_partials(self.dirpath)
 
     def on_train_batch_end(
         self,

@@ -8,9 +8,10 @@ bare names (``sagan-ad fit --config quickstart``, see `sagan_ad.configs`). Modul
 folder can be named by ``class_path`` (``--model my_module.MySAGAN``).
 
 Errors the library raises about the user's data, configuration or run (`sagan_ad.SplitError`,
-`sagan_ad.ImageReadError`, `sagan_ad.DivergenceError`, a ``ValueError`` or ``OSError`` raised by
-sagan_ad code, ...) are printed as one ``error: <message>`` line on stderr with exit status 2;
-set ``SAGAN_AD_DEBUG=1`` to get the full traceback instead.
+`sagan_ad.ImageReadError`, `sagan_ad.DivergenceError`, `sagan_ad.CheckpointError`, a
+``ValueError``, ``OSError`` or ``ImportError`` raised by sagan_ad code, ...) are printed as one
+``error: <message>`` line on stderr with exit status 2; set ``SAGAN_AD_DEBUG=1`` to get the full
+traceback instead.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ import lightning as L
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 import sagan_ad
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.checkpoint_files import (
+    MODEL_CLASS_KEY,
+    CheckpointError,
+    check_model_class,
+    check_weights_fit,
+    import_model_class,
+    read_checkpoint,
+)
 from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
 from sagan_ad.configs import (
     copy_example,
@@ -45,6 +55,12 @@ from sagan_ad.configs import (
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
 from sagan_ad.outputs import EvaluationWriter
+from sagan_ad.resume import (
+    SPECIAL_PATHS,
+    continue_run,
+    find_last_checkpoint,
+    resolve_checkpoint,
+)
 from sagan_ad.run_config import RunConfigSaver
 from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
 
@@ -57,6 +73,8 @@ SUBCOMMANDS = {
     "configs": "list the example configs shipped with sagan-ad, or copy one out to edit",
 }
 """Every ``sagan-ad`` subcommand with its one-line description (``sagan-ad --help``)."""
+
+__all__ = ["SAGANCLI", "check_output_folder", "check_writable", "find_last_checkpoint", "main"]
 
 
 class SAGANCLI(LightningCLI):
@@ -76,7 +94,13 @@ class SAGANCLI(LightningCLI):
     ``--last_every_n_iterations`` iterations, and ``fit --ckpt_path last`` resumes from the
     newest ``last.ckpt`` of the experiment (`find_last_checkpoint`: all ``version_*`` folders of
     earlier runs included; a fresh run starts when there is none), so a killed run restarts with
-    the command that started it plus ``--ckpt_path last``.
+    the command that started it plus ``--ckpt_path last``, and continues in the killed run's own
+    version folder (`sagan_ad.resume.continue_run`).
+
+    ``--ckpt_path last`` and ``best`` mean the same in every subcommand
+    (`sagan_ad.resume.resolve_checkpoint`); validate, test and predict refuse an untrained model
+    unless ``--allow_untrained true``; a checkpoint written by another model class than
+    ``--model`` is refused, and output folders that cannot be written are reported before the run.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -104,6 +128,7 @@ class SAGANCLI(LightningCLI):
             default=None,
             help="fit: also rewrite last.ckpt every that many iterations (default: at validations)",
         )
+        add_checkpoint_arguments(parser)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the default checkpointing and progress bar unless the config brings its own."""
@@ -135,19 +160,35 @@ class SAGANCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
 
+    def _parse_ckpt_path(self) -> None:
+        """Read a ``--ckpt_path`` file with clear errors and build the model from its settings.
+
+        Lightning's own version builds the model from the checkpoint's hyper-parameters without
+        a word when they differ from the configuration, and fails with a traceback on a file it
+        cannot read; ``last`` and ``best`` are resolved later, by `prepare_run`.
+        """
+        stage = self.config.get("subcommand")
+        path = self.config[stage].get("ckpt_path") if stage else None
+        if isinstance(path, str) and path not in (*SPECIAL_PATHS, "hpc") and "://" not in path:
+            adopt_checkpoint_settings(self, read_checkpoint(path, mmap=True), path)
+
     def before_fit(self) -> None:
-        """Resolve ``--ckpt_path last`` to the experiment's newest ``last*.ckpt``.
+        """Resolve ``--ckpt_path`` (a resumed run continues in its own folder); check outputs.
 
         Lightning looks for ``last`` only in the checkpoint folder of the *new* run, which the
         default logger numbers ``version_N+1``; the interrupted run's checkpoints are in an
         earlier ``version_*`` folder.
         """
-        options = self.config_init[self.subcommand]
-        if options.get("ckpt_path") != "last":
-            return
-        found = find_last_checkpoint(self.trainer)
-        if found is not None:
-            options["ckpt_path"] = str(found)
+        prepare_run(self)
+
+    def before_validate(self) -> None:
+        prepare_run(self)
+
+    def before_test(self) -> None:
+        prepare_run(self)
+
+    def before_predict(self) -> None:
+        prepare_run(self)
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -178,34 +219,130 @@ def check_writable(folder: Path) -> None:
         ) from err
 
 
-def find_last_checkpoint(trainer: L.Trainer) -> Path | None:
-    """The newest ``last.ckpt`` (or ``last-vN.ckpt``) of the Trainer's experiment.
+def add_checkpoint_arguments(parser: LightningArgumentParser) -> None:
+    """The checkpoint options of every subcommand."""
+    parser.add_argument(
+        "--allow_untrained",
+        type=bool,
+        default=False,
+        help="validate / test / predict: evaluate a model that has no trained weights on purpose",
+    )
 
-    Searched: every ``version_*`` folder of each logger's experiment folder (``<save_dir>/<name>``),
-    ``<default_root_dir>/checkpoints`` when there is no logger, and the ``dirpath`` of each
-    checkpoint callback that sets one; other experiments under the same root are not searched.
+
+def prepare_run(cli: LightningCLI) -> None:
+    """Before a subcommand runs: resolve ``--ckpt_path last|best``, check the checkpoint (file,
+    model class), continue a resumed run in its own folder, and check the output folders."""
+    stage = cli.subcommand
+    options = cli.config_init[stage]
+    requested = options.get("ckpt_path")
+    resolved = resolve_checkpoint(cli.trainer, requested, stage)
+    if isinstance(resolved, str) and resolved != "hpc" and "://" not in resolved:
+        checkpoint = read_checkpoint(resolved, mmap=True)
+        # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed
+        # fit keeps the configuration it was restarted with (a longer max_iterations, say).
+        adopt = requested in SPECIAL_PATHS and stage != "fit"
+        if adopt and adopt_checkpoint_settings(cli, checkpoint, resolved):
+            cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
+        source = f"checkpoint {resolved!r} (--ckpt_path)"
+        check_model_class(checkpoint, type(cli.model), source)
+        check_weights_fit(checkpoint, cli.model, source)
+        if stage == "fit" and requested == "last":
+            continue_run(cli.trainer, resolved)
+    options["ckpt_path"] = resolved
+    if isinstance(cli.model, SAGAN):
+        cli.model.allow_untrained = bool(options.get("allow_untrained", False))
+    check_output_folders(cli.trainer, cli.datamodule, stage, options)
+
+
+def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:
+    """Take the model's class and settings from ``checkpoint``'s hyper-parameters, as Lightning
+    does for ``--ckpt_path``, and warn about each that differs from the configuration.
+
+    Returns whether anything differed (the model must then be built again).
+    """
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    stage = cli.config["subcommand"]
+    current = cli.config[stage].get("model")
+    if not hparams or current is None:
+        return False
+    if checkpoint.get(MODEL_CLASS_KEY) is not None:
+        # The class the checkpoint records must be the configured one (refused otherwise, with
+        # what to pass); only checkpoints without that record take Lightning's _class_path.
+        configured_class = import_model_class(current.get("class_path"), "--model")
+        check_model_class(checkpoint, configured_class, f"checkpoint {path!r} (--ckpt_path)")
+        hparams.pop("_class_path", None)
+    recorded = hparams.pop("_class_path", None)
+    configured = current.get("init_args") or {}
+    differences = [
+        f"{key}={value!r} (configuration: {configured.get(key)!r})"
+        for key, value in hparams.items()
+        if key in configured and configured.get(key) != value
+    ]
+    if recorded is not None and recorded != current.get("class_path"):
+        differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
+    model = {"class_path": recorded or current.get("class_path"), "dict_kwargs": hparams}
+    merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    # In place: the callback that saves config.yaml holds this namespace.
+    cli.config[stage]["model"] = merged[stage]["model"]
+    if differences:
+        rank_zero_warn(
+            f"--ckpt_path {path}: the model is built with the checkpoint's settings, which differ "
+            f"from the configuration: {', '.join(differences)}"
+        )
+    return bool(differences)
+
+
+def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
+    """Fail, naming ``setting``, when ``folder`` cannot be created or written (without creating
+    it).
 
     Examples:
-        >>> find_last_checkpoint(L.Trainer(default_root_dir="/nonexistent", logger=False))
+        >>> check_output_folder("/etc/hostname/run", "--trainer.default_root_dir")
+        Traceback (most recent call last):
+        ...
+        NotADirectoryError: --trainer.default_root_dir: the output folder '/etc/hostname/run' ...
     """
-    folders = [
-        (Path(getattr(log, "root_dir", None) or log.save_dir), "**/")
-        for log in trainer.loggers
-        if log.save_dir
-    ]
-    if not trainer.loggers:
-        folders.append((Path(trainer.default_root_dir) / "checkpoints", ""))
-    folders += [
-        (Path(c.dirpath), "") for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
-    ]
-    found = {
-        path
-        for folder, depth in folders
-        if folder.is_dir()
-        for path in folder.glob(f"{depth}last*.ckpt")
-        if path.is_file() and (path.stem == "last" or path.stem[5:].lstrip("v").isdigit())
-    }
-    return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem, error = f"{str(existing)!r} is a file, not a folder", NotADirectoryError
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem, error = f"{str(existing)!r} is not writable", PermissionError
+    if problem is not None:
+        raise error(
+            f"{setting}: the output folder {str(folder)!r} cannot be created or written "
+            f"({problem}): choose another folder with {setting}"
+        )
+
+
+def check_output_folders(
+    trainer: L.Trainer, datamodule: Any, stage: str, options: Any = None
+) -> None:
+    """Check, before a run, every folder it will write: the loggers', the run's, the evaluation
+    outputs' and the data cache."""
+    for logger in trainer.loggers:
+        if logger.save_dir:
+            check_output_folder(logger.save_dir, "--trainer.logger.init_args.save_dir")
+    check_output_folder(trainer.log_dir or trainer.default_root_dir, "--trainer.default_root_dir")
+    if stage == "fit":
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None):
+                check_output_folder(callback.dirpath, f"dirpath of {type(callback).__name__}")
+    cache = getattr(datamodule, "cache_dir", None)
+    if cache is not None:
+        check_output_folder(cache, "--data.init_args.cache_dir")
+    writes = {"test": "test", "predict": "predict/overlays"}
+    if stage == "fit" and (options is None or options.get("test_after_fit", True)):
+        stage = "test"
+    for writer in trainer.callbacks:
+        if isinstance(writer, EvaluationWriter) and stage in writes:
+            folder = writer.output_dir(trainer, stage).parent / writes[stage]
+            setting = "dirpath of the EvaluationWriter" if writer.dirpath else "the run folder"
+            check_output_folder(folder, f"--trainer.default_root_dir ({setting})")
 
 
 def _user_error(error: BaseException) -> BaseException | None:
@@ -217,12 +354,13 @@ def _user_error(error: BaseException) -> BaseException | None:
     package = str(Path(sagan_ad.__file__).parent)
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError):
+        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError | CheckpointError):
             return cause
         frames = traceback.extract_tb(cause.__traceback__)
-        # Raised by sagan_ad's own argument and data checks, not deep inside a dependency.
+        # Raised by sagan_ad's own argument and data checks, not deep inside a dependency (an
+        # ImportError from sagan_ad names the missing optional extra).
         if (
-            isinstance(cause, ValueError | OSError)
+            isinstance(cause, ValueError | OSError | ImportError)
             and frames
             and frames[-1].filename.startswith(package)
         ):
@@ -233,7 +371,25 @@ def _user_error(error: BaseException) -> BaseException | None:
 
 def _import(dotted: str) -> type:
     module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"--model {dotted!r} cannot be imported ({type(err).__name__}: {err}): pass the "
+            "dotted path of the checkpoint's model class (for example mypackage.MySAGAN), or "
+            "leave --model out to use the class the checkpoint records"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, L.LightningModule)):
+        raise ValueError(f"--model {dotted!r} is not a LightningModule class")
+    return found
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: pass true or false")
 
 
 def export_main(args: list[str]) -> None:
@@ -254,7 +410,12 @@ def export_main(args: list[str]) -> None:
         default=None,
         help="default: from the output's extension (.onnx, else torchscript)",
     )
-    parser.add_argument("--model", default="sagan_ad.SAGAN", help="the checkpoint's model class")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the checkpoint's model class (default: the class it records; sagan_ad.SAGAN for "
+        "checkpoints written before classes were recorded)",
+    )
     parser.add_argument("--batch_size", type=int, default=2, help="batch of the tracing example")
     parser.add_argument(
         "--input_normalized",
@@ -262,8 +423,22 @@ def export_main(args: list[str]) -> None:
         help="leave the model's intensity normalisation out of the graph: the caller applies it "
         "(needed for CLAHE, see sagan_ad.data.normalize_images)",
     )
+    parser.add_argument(
+        "--allow_untrained",
+        type=_flag,
+        nargs="?",
+        const=True,
+        default=False,
+        help="export a checkpoint of an untrained model (iteration 0) on purpose",
+    )
     options = parser.parse_args(args)
-    model = load_checkpoint(options.ckpt_path, _import(options.model))
+    model_class = _import(options.model) if options.model else None
+    model = load_checkpoint(options.ckpt_path, model_class)
+    if getattr(model, "iteration", None) == 0 and not options.allow_untrained:
+        raise CheckpointError(
+            f"checkpoint {options.ckpt_path!r} holds an untrained model (iteration 0): export a "
+            "trained checkpoint, or pass --allow_untrained true to export it on purpose"
+        )
     fmt = options.format or ("onnx" if options.output.endswith(".onnx") else "torchscript")
     path = export_scorer(
         model,
@@ -273,6 +448,12 @@ def export_main(args: list[str]) -> None:
         input_normalized=options.input_normalized,
     )
     print(f"wrote {fmt} scorer to {path}")
+    sidecar = path.with_name(path.name + ".data")
+    if fmt == "onnx" and sidecar.is_file():
+        print(
+            f"its weights exceed the 2 GB protobuf limit and are in {sidecar}: keep the two files "
+            "together (see docs/evaluation.md)"
+        )
 
 
 def overview() -> str:

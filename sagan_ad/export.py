@@ -1,32 +1,54 @@
 """Deployable scorers: the generator, the score and the anomaly map as ONNX or TorchScript.
 
-The exported graph takes float images ``(B, C, S, S)`` in ``[-1, 1]`` (any batch size) and
+The exported graph takes float32 images ``(B, C, S, S)`` in ``[-1, 1]`` (any batch size) and
 returns ``(scores (B,), anomaly_maps (B, 1, S, S))``, exactly what `SAGAN.infer` computes with
 SAGAN's own map and score: the patching of the image into the generator's grid is inside the
 generator. Scoring is deterministic (the released code's random inference is not exported).
+
+Both formats refuse what the model refuses: another rank, channel count or image size, and
+another dtype than float32, raise an error naming what was expected and what came (ONNX Runtime
+checks the graph's fixed input shape; the TorchScript module checks in TorchScript before the
+traced graph runs). An exported graph cannot raise on values, so an image with values outside
+``[-1, 1]`` (see `sagan_ad.inputs`), NaN or infinity gets a NaN score and a NaN map instead of a
+number that looks valid. Files are written atomically; an ONNX file holds its weights unless
+they exceed the 2 GB protobuf limit (`ONNX_INLINE_LIMIT`), then they go into ``<file>.data``
+beside it.
+
 A model trained on intensity-normalised images (``data.normalization``) carries its
 normalisation inside the graph, so the input stays the image as decoded; CLAHE has no graph
 expression, and its export needs ``input_normalized=True``: the caller then normalises with
 `sagan_ad.data.normalize_images` first.
+
 ONNX export needs the ``export`` extra (``pip install 'sagan-ad[export]'``: onnx, onnxscript,
 onnxruntime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 import os
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
 from sagan_ad.generator import Generator
+from sagan_ad.inputs import images_in_range
 from sagan_ad.module import SAGAN
 from sagan_ad.scoring import score_and_map
+
+ONNX_INLINE_LIMIT = 2**31 - 2**26
+"""Weights (bytes) above which an ONNX export keeps them in a ``.data`` file beside the model:
+the 2 GiB protobuf limit less room for the graph."""
 
 ExportFormat = Literal["onnx", "torchscript"]
 
@@ -96,10 +118,56 @@ class AnomalyScorer(nn.Module):
         return cls(model.inference_generator, model.map_sigma, model.score_top_fraction, normalizer)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Scores and maps of ``images``; NaN for images outside ``[-1, 1]`` (in the graph)."""
+        # Judged on the input as given: the normalised image is the graph's own business.
+        valid = images_in_range(images)
         if self.normalizer is not None:
             images = self.normalizer(images)
         restored = self.generator(images, residual_mask=False)
-        return score_and_map(images, restored, self.map_sigma, self.score_top_fraction)
+        scores, maps = score_and_map(images, restored, self.map_sigma, self.score_top_fraction)
+        scores = torch.where(valid, scores, torch.full_like(scores, float("nan")))
+        maps = torch.where(valid.view(-1, 1, 1, 1), maps, torch.full_like(maps, float("nan")))
+        return scores, maps
+
+
+class CheckedScorer(nn.Module):
+    """A traced scorer behind the shape and dtype checks that tracing drops (for TorchScript).
+
+    Scripted, so the checks stay in the saved module and raise ``ValueError`` (seen as
+    ``torch.jit.Error`` by the caller) with the expected and the received shape.
+
+    Examples:
+        >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+        >>> checked = CheckedScorer(AnomalyScorer.from_model(model), channels=1, size=32)
+        >>> checked(torch.zeros(1, 1, 64, 64))
+        Traceback (most recent call last):
+        ...
+        ValueError: images must have shape (B, 1, 32, 32), got [1, 1, 64, 64]
+    """
+
+    def __init__(self, scorer: nn.Module, channels: int, size: int) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.channels = channels
+        self.size = size
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        if (
+            images.dim() != 4
+            or images.shape[1] != self.channels
+            or images.shape[2] != self.size
+            or images.shape[3] != self.size
+        ):
+            raise ValueError(
+                f"images must have shape (B, {self.channels}, {self.size}, {self.size}), got "
+                f"{list(images.shape)}"
+            )
+        if images.dtype != torch.float32:
+            raise ValueError(
+                "images must be float32 in [-1, 1]: convert uint8 images with "
+                "sagan_ad.data.to_model_range(images)"
+            )
+        return self.scorer(images)
 
 
 def export_scorer(
@@ -112,8 +180,12 @@ def export_scorer(
     """Write ``model``'s scorer to ``path`` as ONNX or TorchScript.
 
     The model is traced on a random batch of ``batch_size`` images of its size; the batch
-    dimension stays dynamic. Inputs are named ``images``, outputs ``scores`` and
-    ``anomaly_maps``.
+    dimension stays dynamic, channels and size are fixed and checked. Inputs are named
+    ``images``, outputs ``scores`` and ``anomaly_maps`` (NaN for images outside ``[-1, 1]``).
+    The file is written atomically (a failed or interrupted export leaves no partial file); a
+    write that fails (full disk, unwritable folder) raises ``OSError`` naming the path. ONNX
+    files hold their weights, unless those exceed `ONNX_INLINE_LIMIT`: then they are written to
+    ``<path>.data``, which must stay beside the ``.onnx`` file.
 
     Args:
         model: a trained `SAGAN` (or an `AnomalyScorer`).
@@ -131,39 +203,110 @@ def export_scorer(
         >>> export_scorer(model, "sagan.onnx")  # doctest: +SKIP
         >>> export_scorer(model, "sagan.pt", format="torchscript")  # doctest: +SKIP
     """
+    if format not in ("onnx", "torchscript"):
+        raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
     scorer = (
         model
         if isinstance(model, AnomalyScorer)
         else AnomalyScorer.from_model(model, input_normalized)
     )
     # A copy, so that exporting leaves the caller's model on its device and in its mode.
-    scorer = copy.deepcopy(scorer).cpu().eval()
+    scorer = copy.deepcopy(scorer).cpu().eval().requires_grad_(False)
     generator = scorer.generator
-    example = torch.rand(
-        batch_size, generator.in_channels, generator.image_size, generator.image_size
-    )
-    example = example * 2 - 1
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    channels, size = generator.in_channels, generator.image_size
+    example = torch.rand(batch_size, channels, size, size) * 2 - 1
+    path = _output_path(path)
+    with torch.no_grad(), _writing(path):
         if format == "torchscript":
             with warnings.catch_warnings():
-                # The traced shape checks compare the fixed channels and image size only; the
-                # batch dimension stays free (the tests run a traced scorer on other batches).
+                # The traced shape checks compare the fixed channels and image size only, and
+                # CheckedScorer repeats them in TorchScript; the batch dimension stays free.
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 traced = torch.jit.trace(scorer, example)
-            torch.jit.save(traced, str(path))
-        elif format == "onnx":
-            torch.onnx.export(
+            buffer = io.BytesIO()
+            torch.jit.save(torch.jit.script(CheckedScorer(traced, channels, size)), buffer)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
+        else:
+            _write_onnx(scorer, example, path)
+    return path
+
+
+def _output_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"export target {str(path)!r} is a folder: give a file name, such as "
+            f"{str(path / 'sagan.onnx')!r}"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(
+            f"export target {str(path)!r}: its folder cannot be created ({err.strerror or err}): "
+            "choose another output path"
+        ) from err
+    return path
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Name the target in write failures (full disk, no permission): torch's own say neither."""
+    try:
+        yield
+    except OSError as err:
+        raise type(err)(
+            f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): free "
+            "some space or choose another output path; no partial file was left"
+        ) from err
+
+
+class _NoTorchvisionNotice(logging.Filter):
+    """Drops the ONNX exporter's notices that torchvision (which sagan_ad never uses) is absent."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("torchvision is not installed")
+
+
+def _write_onnx(scorer: AnomalyScorer, example: Tensor, path: Path) -> None:
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    quiet = _NoTorchvisionNotice()
+    registration.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            program = torch.onnx.export(
                 scorer,
                 (example,),
-                str(path),
                 input_names=["images"],
                 output_names=["scores", "anomaly_maps"],
                 dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
                 dynamo=True,
                 verbose=False,
             )
-        else:
-            raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
-    return path
+    except ImportError as err:
+        raise ImportError(
+            f"ONNX export needs the export extra ({err.name or err} is missing): pip install "
+            "'sagan-ad[export]'"
+        ) from err
+    finally:
+        registration.removeFilter(quiet)
+    sidecar = path.with_name(path.name + ".data")
+    weights = sum(t.numel() * t.element_size() for t in scorer.state_dict().values())
+    if weights <= ONNX_INLINE_LIMIT:
+        data = program.model_proto.SerializeToString()
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+        # A sidecar beside the new file belongs to an earlier export it replaces.
+        sidecar.unlink(missing_ok=True)
+        return
+    staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        staging.mkdir()
+        program.save(staging / path.name, external_data=True)
+        os.replace(staging / sidecar.name, sidecar)
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Adam, Optimizer
@@ -18,12 +19,14 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
 from sagan_ad.audit import AuditThresholds, ShortcutWarning
+from sagan_ad.checkpoint_files import check_model_class, model_class_name
 from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
 from sagan_ad.data.intensity import check_normalization, fitted_normalization
 from sagan_ad.evaluation import EvaluationReport, build_report
 from sagan_ad.generator import Generator
+from sagan_ad.inputs import check_images
 from sagan_ad.layers import PositionEncoding
 from sagan_ad.localization import PixelMetrics, PointingGame, map_peaks, pointing_game_hits
 from sagan_ad.metrics import ImageMetrics
@@ -54,6 +57,17 @@ class DivergenceError(RuntimeError):
         >>> str(DivergenceError("critic loss 'wasserstein' is nan at iteration 7"))
         "critic loss 'wasserstein' is nan at iteration 7"
     """
+
+
+def _build(setting: str, factory: Callable[[Any], Any], argument: Any) -> Any:
+    """Call an optimizer or scheduler factory; its own refusal (a negative learning rate, betas
+    outside [0, 1), ...) names the model setting that holds it."""
+    try:
+        return factory(argument)
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"model.{setting}: {err}; fix the init_args of model.init_args.{setting} in the config"
+        ) from err
 
 
 def paper_adam(params: Iterable) -> Optimizer:
@@ -104,6 +118,14 @@ class SAGAN(L.LightningModule):
     chooses the operating threshold by ``threshold_policy`` and stores it in the `threshold`
     buffer (saved in checkpoints); predictions carry the score, the thresholded label and the
     threshold. The latest `sagan_ad.EvaluationReport` of each stage is kept in ``reports``.
+
+    Validation, test and predict refuse an untrained model (no finished iteration and no weights
+    loaded from a checkpoint or state dict), which would score a random network: load a
+    checkpoint (``ckpt_path=`` of the Trainer, `sagan_ad.load_checkpoint`), or set
+    ``model.allow_untrained = True`` to evaluate it on purpose. `score`, `anomaly_map`, `infer` and
+    ``forward`` refuse images of another shape, integer images and values outside ``[-1, 1]``
+    (`sagan_ad.inputs.check_images`). Checkpoints record the model's class (``sagan_model_class``)
+    and refuse to load into another class.
 
     Subclass to change a part without copying the training step: override
     `synthesize`, `critic_loss`, `generator_loss` (or the single terms
@@ -318,6 +340,9 @@ class SAGAN(L.LightningModule):
         self.subgroup_columns = subgroup_columns
         # NaN until a validation chooses it; a buffer, so it travels with the weights.
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        self.allow_untrained = False
+        self._weights_loaded = False
+        self.register_load_state_dict_post_hook(SAGAN._mark_weights_loaded)
         self.image_metrics = torch.nn.ModuleDict({s: ImageMetrics() for s in ("val", "test")})
         self.pixel_metrics = torch.nn.ModuleDict({s: PixelMetrics() for s in ("val", "test")})
         self.pointing_game = torch.nn.ModuleDict({s: PointingGame() for s in ("val", "test")})
@@ -332,8 +357,10 @@ class SAGAN(L.LightningModule):
 
     def restore(self, images: Tensor) -> Tensor:
         """``G(images)``: the normal-looking restoration, deterministic unless ``inference`` is
-        ``"reference"``."""
-        return self.inference_generator(images, residual_mask=self.inference == "reference")
+        ``"reference"``; ``images`` must be float ``(B, C, S, S)`` in ``[-1, 1]``."""
+        generator = self.inference_generator
+        check_images(images, generator.in_channels, generator.image_size)
+        return generator(images, residual_mask=self.inference == "reference")
 
     def anomaly_map(self, images: Tensor) -> Tensor:
         """Per-pixel anomaly map ``|x - G(x)| / 2`` in ``[0, 1]``, shape ``(B, 1, H, W)``,
@@ -421,14 +448,17 @@ class SAGAN(L.LightningModule):
     # ----------------------------------------------------------------------------- training
     def configure_optimizers(self) -> list[dict[str, Any]]:
         configs = []
-        for factory, scheduler, params in (
-            (self.optimizer_g, self.scheduler_g, self.generator.parameters()),
-            (self.optimizer_d, self.scheduler_d, self.critic.parameters()),
+        for setting, factory, scheduler, params in (
+            ("optimizer_g", self.optimizer_g, self.scheduler_g, self.generator.parameters()),
+            ("optimizer_d", self.optimizer_d, self.scheduler_d, self.critic.parameters()),
         ):
-            optimizer = factory(params)
+            optimizer = _build(setting, factory, params)
             config: dict[str, Any] = {"optimizer": optimizer}
             if scheduler is not None:
-                config["lr_scheduler"] = {"scheduler": scheduler(optimizer), "interval": "step"}
+                config["lr_scheduler"] = {
+                    "scheduler": _build(f"scheduler_{setting[-1]}", scheduler, optimizer),
+                    "interval": "step",
+                }
             configs.append(config)
         return configs
 
@@ -639,13 +669,32 @@ class SAGAN(L.LightningModule):
                 )
         check_normalization(self.hparams.get("normalization"), datamodule)
 
-    def on_predict_start(self) -> None:
-        self._check_data_matches()
+    @staticmethod
+    def _mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
+        module._weights_loaded = True
+
+    def _check_trained(self, stage: str) -> None:
+        if self.iteration > 0 or self._weights_loaded or self.allow_untrained:
+            return
+        raise ValueError(
+            f"{stage} refused: the model is untrained (iteration 0, no checkpoint loaded), so it "
+            "would score a random network. Pass the trained weights (sagan-ad: --ckpt_path last, "
+            "best or a .ckpt file; Python: ckpt_path= of the Trainer, or "
+            "sagan_ad.load_checkpoint(path)), or --allow_untrained true (Python: "
+            "model.allow_untrained = True) to evaluate the untrained network on purpose"
+        )
 
     def on_validation_start(self) -> None:
-        self._check_data_matches()
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            self._check_trained("validate")
+            self._check_data_matches()
 
     def on_test_start(self) -> None:
+        self._check_trained("test")
+        self._check_data_matches()
+
+    def on_predict_start(self) -> None:
+        self._check_trained("predict")
         self._check_data_matches()
 
     def on_fit_start(self) -> None:
@@ -673,10 +722,12 @@ class SAGAN(L.LightningModule):
                 "is left as it was (see docs/reliability.md)"
             )
         checkpoint["sagan_iteration"] = self.iteration
+        checkpoint["sagan_model_class"] = model_class_name(type(self))
         checkpoint["sagan_global_rng_state"] = global_rng_state()
         checkpoint["sagan_rng_state"] = (self.rng.device.type, self.rng.get_state())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_model_class(checkpoint, type(self))
         self.iteration = int(checkpoint.get("sagan_iteration", 0))
         # The data the checkpoint was trained on, whatever this instance was built with;
         # checkpoints from before normalisation existed were trained on decoded images.

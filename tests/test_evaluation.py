@@ -101,6 +101,7 @@ def test_test_reports_subgroups_pointing_game_and_metadata_columns(tmp_path):
     L.seed_everything(0)
     model = SAGAN(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
     model.threshold.fill_(0.01)
+    model.allow_untrained = True  # the report's structure is tested, not the weights
     trainer = quick_trainer(tmp_path, callbacks=[EvaluationWriter(dirpath=tmp_path / "out")])
     results = trainer.test(model, phantoms(AnnotatedPhantoms), verbose=False)[0]
     for key in ("test/AUROC/view=AP", "test/AUROC/view=PA", "test/AP/view=AP"):
@@ -124,6 +125,7 @@ def test_pointing_game_counts_peaks_inside_boxes(tmp_path):
             return maps
 
     model = RightHalfMap(**TINY_MODEL)
+    model.allow_untrained = True  # its map ignores the weights
     trainer = quick_trainer(tmp_path)
     results = trainer.test(model, phantoms(AnnotatedPhantoms), verbose=False)[0]
     assert results["test/pointing_game"] == 1.0

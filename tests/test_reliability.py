@@ -3,6 +3,7 @@ determinism."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -48,13 +49,11 @@ RUN = [
     "--trainer.enable_model_summary=false",
     "--trainer.enable_progress_bar=false",
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-    "--test_after_fit=false",
     "--val_samples=0",
-    "--write_outputs=false",
 ]
 
 
-def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
+def start_fit(root: Path, *extra: str) -> subprocess.Popen:
     """``sagan-ad fit`` of this checkout in a fresh process (so that it can be SIGKILLed)."""
     env = {
         **os.environ,
@@ -63,9 +62,23 @@ def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
     }
     command = [sys.executable, "-c", "from sagan_ad.cli import main; main()", "fit", *RUN]
     command += [f"--trainer.default_root_dir={root}", f"--trainer.logger.save_dir={root}"]
-    return subprocess.run(
-        [*command, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    return subprocess.Popen(
+        [*command, *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def cli_fit(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return finish(start_fit(root, *extra))
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -74,12 +87,18 @@ def final_weights(root: Path) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
-    root = tmp_path_factory.mktemp("uninterrupted")
-    result = cli_fit(root)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return final_weights(root)
+def final_report(root: Path) -> dict[str, object]:
+    """What the run's final test reported, with the run's own folder taken out of the paths."""
+    (run,) = (root / "lightning_logs").iterdir()
+    metrics = json.loads((run / "test" / "metrics.json").read_text())
+    metrics["checkpoint"] = str(Path(metrics["checkpoint"]).relative_to(root))
+    return {
+        "folder": run.name,
+        "metrics.json": metrics,
+        "predictions.csv": (run / "test" / "predictions.csv").read_text(),
+        "metrics.csv": (run / "metrics.csv").read_text(),
+        "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
+    }
 
 
 def kill_config(folder: Path, iteration: int) -> str:
@@ -95,32 +114,50 @@ def newest_last(root: Path) -> Path:
     return max(root.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime_ns)
 
 
-def test_twice_sigkilled_run_resumes_bit_identically(tmp_path, uninterrupted):
+def test_twice_sigkilled_run_resumes_as_the_same_run(tmp_path):
     every = "--last_every_n_iterations=5"
+    # The uninterrupted run to compare with, meanwhile in a process of its own.
+    reference = tmp_path / "uninterrupted"
+    uninterrupted = start_fit(reference, every)
+    try:
+        killed_twice_and_resumed(tmp_path / "killed", every)
+        result = finish(uninterrupted)
+    finally:
+        uninterrupted.kill()
+    assert result.returncode == 0, result.stderr[-3000:]
+    killed = tmp_path / "killed"
+    expected_weights = final_weights(reference)
+    weights = final_weights(killed)
+    assert weights.keys() == expected_weights.keys()
+    for name, value in expected_weights.items():
+        assert torch.equal(weights[name], value), name
+    # The same run: one version folder, the same best checkpoint tested, the same test report
+    # and the same metrics log (rows of the re-run iterations logged once).
+    assert final_report(killed) == final_report(reference)
+
+
+def killed_twice_and_resumed(root: Path, every: str) -> None:
+    root.mkdir()
     # Killed at iteration 7: the newest last.ckpt is the periodic one of iteration 5.
-    killed = cli_fit(tmp_path, kill_config(tmp_path, 7), every)
+    killed = cli_fit(root, kill_config(root, 7), every)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    first = newest_last(tmp_path)
+    first = newest_last(root)
     assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
-    # Resumed (into a new version_* folder) and killed again at 9: the newest last.ckpt is the
-    # one written by the validation of iteration 8.
-    killed = cli_fit(tmp_path, kill_config(tmp_path, 9), every, "--ckpt_path=last")
+    # A write killed half-way leaves a .partial file; the resumed run removes it.
+    (first.parent / "best-iteration=8.ckpt.partial").write_bytes(b"half a checkpoint")
+    # Resumed in the same version folder and killed again at 9: last.ckpt is now the one
+    # written by the validation of iteration 8.
+    killed = cli_fit(root, kill_config(root, 9), every, "--ckpt_path=last")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
-    second = newest_last(tmp_path)
-    assert second != first
-    assert torch.load(second, weights_only=True)["sagan_iteration"] == 8
-    assert not list(tmp_path.rglob("*.partial"))
+    assert newest_last(root) == first
+    assert torch.load(first, weights_only=True)["sagan_iteration"] == 8
+    assert not list(root.rglob("*.partial"))
 
-    resumed = cli_fit(tmp_path, every, "--ckpt_path=last")
+    resumed = cli_fit(root, every, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (
-        f"Restoring states from the checkpoint path at {second}" in resumed.stdout + resumed.stderr
-    )
-    weights = final_weights(tmp_path)
-    assert weights.keys() == uninterrupted.keys()
-    for name, value in uninterrupted.items():
-        assert torch.equal(weights[name], value), name
+    restored = f"Restoring states from the checkpoint path at {first}"
+    assert restored in resumed.stdout + resumed.stderr
 
 
 AUGMENT = ("--data.augment.brightness=0.3", "--data.augment.gamma=[0.7, 1.4]")

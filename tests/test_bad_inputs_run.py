@@ -1,0 +1,590 @@
+"""The run side of bad inputs: which weights get evaluated, checkpoints that cannot be used,
+output folders that cannot be written, optimizer settings torch refuses, and ``sagan-ad export``.
+
+Each case must end in one ``error: <message>`` line (exit status 2, no traceback) that names the
+file or setting and says what to pass, or in the correct result."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_MODEL, tiny_trainer
+from lightning.pytorch.loggers import CSVLogger
+
+from sagan_ad import (
+    SAGAN,
+    CheckpointError,
+    SyntheticCXRDataModule,
+    UnsafeCheckpointError,
+    load_checkpoint,
+)
+from sagan_ad.cli import main
+from sagan_ad.resume import find_best_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+MODEL = ["--model=sagan_ad.SAGAN", *(f"--model.{k}={v}" for k, v in TINY_MODEL.items())]
+DATA = [
+    "--data=sagan_ad.SyntheticCXRDataModule",
+    "--data.num_known_normal=16",
+    "--data.num_test=8",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--data.val_fraction=0.25",
+]
+QUIET = [
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_model_summary=false",
+    "--trainer.enable_progress_bar=false",
+    "--val_samples=0",
+]
+
+
+class CLIError(Exception):
+    """What ``sagan-ad`` printed on stderr when it exited with status 2."""
+
+
+def cli_error(*args: str) -> str:
+    """Run ``sagan-ad`` expecting ``error: ...`` with exit status 2; return the message."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as info:
+        main(list(args))
+    printed = stderr.getvalue()
+    assert info.value.code == 2, printed
+    assert "Traceback" not in printed
+    lines = [line for line in printed.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, printed
+    return lines[0]
+
+
+def logger(root: Path) -> list[str]:
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def run(subcommand: str, root: Path, *extra: str) -> None:
+    main([subcommand, *MODEL, *DATA, *QUIET, *logger(root), *extra])
+
+
+class DoubledScore(SAGAN):
+    """A subclass that scores differently: loading its weights as a plain SAGAN changes scores."""
+
+    def score(self, images: torch.Tensor) -> torch.Tensor:
+        return 2 * super().score(images)
+
+
+class Renamed(SAGAN):
+    """A subclass that scores like SAGAN (exportable), to check the class a load picks."""
+
+
+class WithGain(SAGAN):
+    """A subclass with a setting of its own, saved in its checkpoints' hyper-parameters."""
+
+    def __init__(self, gain: float = 2.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.gain = gain
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    """A tiny ``sagan-ad fit`` with a CSV logger: 4 iterations, validation every 2."""
+    root = tmp_path_factory.mktemp("fitted")
+    run("fit", root, "--model.max_iterations=4", "--trainer.val_check_interval=2")
+    return root
+
+
+def trained(path: Path, model_class: type[SAGAN] = SAGAN, iterations: int = 2, **extra) -> Path:
+    L.seed_everything(0)
+    model = model_class(**TINY_MODEL, max_iterations=iterations, bootstrap_resamples=0, **extra)
+    data = SyntheticCXRDataModule(
+        num_known_normal=16, num_test=8, image_size=32, batch_size=4, val_fraction=0.25
+    )
+    trainer = tiny_trainer(path.parent, enable_checkpointing=False)
+    trainer.fit(model, data)
+    trainer.save_checkpoint(path)
+    return path
+
+
+# --------------------------------------------------------------- which weights are evaluated
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_test_resolves_last_and_best_to_the_trained_run(fitted, tmp_path, which):
+    run("test", fitted, f"--ckpt_path={which}")
+    newest = max(fitted.rglob("test/metrics.json"), key=lambda p: p.stat().st_mtime_ns)
+    report = json.loads(newest.read_text())
+    (checkpoints,) = {p.parent for p in fitted.rglob("*.ckpt")}
+    recorded = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    state = next(s for k, s in recorded["callbacks"].items() if "val/AUROC" in k)
+    expected = checkpoints / "last.ckpt" if which == "last" else Path(state["best_model_path"])
+    assert report["checkpoint"] == str(expected)
+    assert report["iteration"] == torch.load(expected, weights_only=True)["sagan_iteration"] > 0
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_validate_and_predict_resolve_last_and_best_the_same_way(fitted, subcommand, which, caplog):
+    run(subcommand, fitted, f"--ckpt_path={which}")
+    (checkpoints,) = {p.parent for p in fitted.rglob("*.ckpt")}
+    names = {"last": "last.ckpt", "best": "best-iteration="}
+    restored = [r.getMessage() for r in caplog.records if "Restoring states" in r.getMessage()]
+    assert restored and str(checkpoints / names[which]) in restored[-1]
+
+
+def test_best_is_found_by_name_when_the_run_folder_moved(fitted, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(fitted / "lightning_logs" / "version_0", moved / "lightning_logs" / "version_0")
+    trainer = L.Trainer(logger=CSVLogger(moved), default_root_dir=moved)
+    best = find_best_checkpoint(trainer)
+    assert best is not None and best.parent == moved / "lightning_logs/version_0/checkpoints"
+    assert best.name.startswith("best-iteration=")
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_last_and_best_without_a_trained_run_are_errors(tmp_path, subcommand, which):
+    message = cli_error(
+        subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={which}"
+    )
+    assert message.startswith(f"error: --ckpt_path {which}: no checkpoint of this experiment")
+    assert str(tmp_path / "lightning_logs") in message and "sagan-ad fit" in message
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_an_untrained_model_is_refused_unless_asked(tmp_path, subcommand):
+    message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path))
+    assert message.startswith(f"error: {subcommand} refused: the model is untrained")
+    assert "--ckpt_path" in message and "--allow_untrained true" in message
+    run(subcommand, tmp_path, "--allow_untrained=true")
+
+
+def test_a_checkpoint_of_iteration_zero_is_not_exported_unless_asked(tmp_path):
+    checkpoint = tmp_path / "untrained.ckpt"
+    trainer = tiny_trainer(tmp_path)
+    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.save_checkpoint(checkpoint)
+    output = tmp_path / "scorer.pt"
+    message = cli_error("export", f"--ckpt_path={checkpoint}", f"--output={output}")
+    assert "untrained.ckpt' holds an untrained model" in message
+    assert "--allow_untrained true" in message and not output.exists()
+    main(["export", f"--ckpt_path={checkpoint}", f"--output={output}", "--allow_untrained"])
+    assert output.is_file()
+
+
+def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
+    model = SAGAN(**TINY_MODEL)
+    data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
+    with pytest.raises(ValueError, match=r"^test refused: the model is untrained"):
+        tiny_trainer(tmp_path).test(model, data, verbose=False)
+    # Weights from a state dict count as trained.
+    model.load_state_dict(SAGAN(**TINY_MODEL).state_dict())
+    tiny_trainer(tmp_path).test(model, data, verbose=False)
+
+
+def test_resuming_with_another_architecture_names_the_setting(fitted):
+    before = sorted(p.name for p in fitted.rglob("*") if p.is_file())
+    message = cli_error(
+        "fit", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--model.base_channels=8"
+    )
+    assert "last.ckpt' (--ckpt_path) does not fit the model: generator." in message
+    assert "It was trained with base_channels=4 (model: 8)" in message
+    assert sorted(p.name for p in fitted.rglob("*") if p.is_file()) == before
+
+
+# --------------------------------------------------------------- the model class of a checkpoint
+def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
+    checkpoint = trained(tmp_path / "doubled.ckpt", DoubledScore)
+    assert torch.load(checkpoint, weights_only=True)["sagan_model_class"] == (
+        "test_bad_inputs_run.DoubledScore"
+    )
+    model = load_checkpoint(checkpoint)
+    assert type(model) is DoubledScore
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    plain = SAGAN(**TINY_MODEL)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(model.score(images), 2 * plain.eval().score(images))
+    with pytest.raises(CheckpointError, match=r"model class 'test_bad_inputs_run\.DoubledScore'"):
+        load_checkpoint(checkpoint, SAGAN)
+    with pytest.raises(CheckpointError, match=r"not 'sagan_ad\.SAGAN'"):
+        SAGAN.load_from_checkpoint(checkpoint, weights_only=True)
+    message = cli_error(
+        "test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"
+    )
+    assert "doubled.ckpt' (--ckpt_path) was written by model class" in message
+    assert "--model test_bad_inputs_run.DoubledScore" in message
+
+
+def test_the_command_line_builds_the_checkpoints_class_only_when_configured(tmp_path):
+    checkpoint = trained(tmp_path / "gain.ckpt", WithGain, gain=3.0)
+    message = cli_error(
+        "test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"
+    )
+    assert "gain.ckpt' (--ckpt_path) was written by model class 'test_bad_inputs_run.WithGain'" in (
+        message
+    )
+    assert "--model test_bad_inputs_run.WithGain" in message
+    run("test", tmp_path, "--model=test_bad_inputs_run.WithGain", f"--ckpt_path={checkpoint}")
+    (config,) = tmp_path.rglob("config.yaml")
+    assert "class_path: test_bad_inputs_run.WithGain" in config.read_text()
+    assert "gain: 3.0" in config.read_text()
+
+
+def test_sagan_checkpoints_record_the_public_class_name(source_checkpoint):
+    recorded = torch.load(source_checkpoint, weights_only=True)["sagan_model_class"]
+    assert recorded == "sagan_ad.SAGAN"
+
+
+def test_export_loads_the_recorded_class(tmp_path, monkeypatch):
+    checkpoint = trained(tmp_path / "renamed.ckpt", Renamed)
+    loaded = []
+    import sagan_ad.export
+
+    original = sagan_ad.export.AnomalyScorer.from_model
+    monkeypatch.setattr(
+        sagan_ad.export.AnomalyScorer,
+        "from_model",
+        classmethod(lambda cls, model: loaded.append(type(model)) or original(model)),
+    )
+    main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'scorer.pt'}"])
+    assert loaded == [Renamed]
+    message = cli_error(
+        "export",
+        f"--ckpt_path={checkpoint}",
+        f"--output={tmp_path / 'x.pt'}",
+        "--model=sagan_ad.SAGAN",
+    )
+    assert "was written by model class 'test_bad_inputs_run.Renamed'" in message
+
+
+def test_a_recorded_class_that_cannot_be_imported_is_named(tmp_path):
+    checkpoint = torch.load(trained(tmp_path / "gone.ckpt"), weights_only=True)
+    checkpoint["sagan_model_class"] = "my_lab_models.MySAGAN"
+    torch.save(checkpoint, tmp_path / "gone.ckpt")
+    expected = r"'my_lab_models\.MySAGAN', which cannot be imported here \(ModuleNotFoundError"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(tmp_path / "gone.ckpt")
+    message = cli_error("export", f"--ckpt_path={tmp_path / 'gone.ckpt'}", "--output=x.onnx")
+    assert "gone.ckpt' was written by model class 'my_lab_models.MySAGAN'" in message
+    assert "PYTHONPATH" in message and "--model my_lab_models.MySAGAN" in message
+    message = cli_error(
+        "export", f"--ckpt_path={tmp_path / 'gone.ckpt'}", "--output=x.onnx", "--model=nope.Nope"
+    )
+    assert message.startswith("error: --model 'nope.Nope' cannot be imported")
+
+
+def test_a_checkpoint_saved_on_a_gpu_is_used_on_a_machine_without_one(tmp_path, monkeypatch):
+    # Tensors tagged with a device this machine lacks, as a GPU run's checkpoint is on a CPU-only
+    # machine: read without map_location, they fail as CUDA tensors do there.
+    saving = {"on": False}
+
+    def tag(storage):
+        return "absent_gpu" if saving["on"] else None
+
+    def restore(storage, location):
+        if location == "absent_gpu":
+            raise RuntimeError("Attempting to deserialize object on a CUDA device")
+        return None
+
+    registry = torch.serialization._package_registry
+    monkeypatch.setattr(torch.serialization, "_package_registry", [(-1, tag, restore), *registry])
+    checkpoint = torch.load(trained(tmp_path / "plain.ckpt"), weights_only=True)
+    saving["on"] = True
+    torch.save(checkpoint, tmp_path / "gpu.ckpt")
+    saving["on"] = False
+    with pytest.raises(RuntimeError, match="CUDA device"):
+        torch.load(tmp_path / "gpu.ckpt", weights_only=True)
+
+    assert load_checkpoint(tmp_path / "gpu.ckpt").iteration == 2
+    run("test", tmp_path / "run", f"--ckpt_path={tmp_path / 'gpu.ckpt'}")
+    (report,) = (tmp_path / "run").rglob("test/metrics.json")
+    assert json.loads(report.read_text())["iteration"] == 2
+    main(["export", f"--ckpt_path={tmp_path / 'gpu.ckpt'}", f"--output={tmp_path / 's.pt'}"])
+
+
+# --------------------------------------------------------------- unusable checkpoint files
+def truncated(folder: Path, source: Path) -> Path:
+    path = folder / "cut.ckpt"
+    path.write_bytes(source.read_bytes()[:3000])
+    return path
+
+
+def not_a_torch_file(folder: Path, source: Path) -> Path:
+    path = folder / "notes.ckpt"
+    path.write_text("hello, not a checkpoint")
+    return path
+
+
+def bare_state_dict(folder: Path, source: Path) -> Path:
+    path = folder / "weights.pt"
+    torch.save(torch.load(source, weights_only=True)["state_dict"], path)
+    return path
+
+
+class RunsCode:
+    """Unpickling this object creates ``marker``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def pickled_code(folder: Path, source: Path) -> Path:
+    path = folder / "crafted.ckpt"
+    checkpoint = torch.load(source, weights_only=True)
+    checkpoint["hyper_parameters"]["payload"] = RunsCode(folder / "code-ran")
+    torch.save(checkpoint, path)
+    return path
+
+
+CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
+    "missing": (lambda folder, source: folder / "nope.ckpt", r"nope\.ckpt' does not exist"),
+    "folder": (lambda folder, source: folder, r"is a folder, not a file"),
+    "empty": (
+        lambda folder, source: (folder / "empty.ckpt").touch() or folder / "empty.ckpt",
+        r"empty\.ckpt' is empty \(0 bytes\)",
+    ),
+    "truncated": (truncated, r"cut\.ckpt' is truncated or corrupt \(an incomplete zip archive"),
+    "not a PyTorch file": (not_a_torch_file, r"notes\.ckpt' cannot be read as a PyTorch"),
+    "bare state dict": (bare_state_dict, r"weights\.pt' is not a Lightning checkpoint"),
+    "pickled code": (
+        pickled_code,
+        r"crafted\.ckpt' was refused by safe loading .*pickled Python code "
+        r"\(getattr\)",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def source_checkpoint(tmp_path_factory) -> Path:
+    return trained(tmp_path_factory.mktemp("source") / "good.ckpt")
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINTS))
+@pytest.mark.parametrize("subcommand", ["test", "fit", "export"])
+def test_unusable_checkpoints_are_one_clear_error(tmp_path, source_checkpoint, case, subcommand):
+    make, expected = CHECKPOINTS[case]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    path = make(folder, source_checkpoint)
+    if subcommand == "export":
+        message = cli_error("export", f"--ckpt_path={path}", f"--output={tmp_path / 'x.onnx'}")
+    else:
+        message = cli_error(
+            subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path / "run"), f"--ckpt_path={path}"
+        )
+    assert message.startswith("error: checkpoint ")
+    assert re.search(expected, message), message
+    assert "weights_only=False" not in message
+    assert not (folder / "code-ran").exists()
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINTS))
+def test_unusable_checkpoints_raise_checkpoint_errors_in_python(tmp_path, source_checkpoint, case):
+    make, expected = CHECKPOINTS[case]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    path = make(folder, source_checkpoint)
+    error = FileNotFoundError if case == "missing" else CheckpointError
+    if case == "pickled code":
+        error = UnsafeCheckpointError
+    with pytest.raises(error, match=expected):
+        load_checkpoint(path)
+
+
+# --------------------------------------------------------------- output folders
+def in_the_way(tmp_path: Path) -> Path:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    return blocker
+
+
+def test_a_logger_folder_that_is_a_file_is_named(tmp_path):
+    blocker = in_the_way(tmp_path)
+    message = cli_error(
+        "fit",
+        *MODEL,
+        *DATA,
+        *QUIET,
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={blocker / 'logs'}",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+    )
+    assert message.startswith("error: --trainer.logger.init_args.save_dir: the output folder")
+    assert "a_file' is a file, not a folder" in message
+
+
+def test_a_test_output_folder_that_is_a_file_is_named(tmp_path, source_checkpoint):
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "test").write_text("not a folder")
+    message = cli_error(
+        "test",
+        *MODEL,
+        *DATA,
+        *QUIET,
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+        f"--ckpt_path={source_checkpoint}",
+    )
+    assert "the output folder" in message and "run/test' is a file" in message
+
+
+def test_a_cache_folder_that_is_a_file_is_named(tmp_path, medad_root):
+    blocker = in_the_way(tmp_path)
+    message = cli_error(
+        "fit",
+        *MODEL,
+        "--data=sagan_ad.MedADDataModule",
+        f"--data.root={medad_root}",
+        "--data.image_size=32",
+        f"--data.cache_dir={blocker / 'cache'}",
+        *QUIET,
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+    )
+    assert message.startswith("error: --data.init_args.cache_dir: the output folder")
+    assert "a_file' is a file" in message
+
+
+def test_a_checkpoint_folder_that_is_a_file_is_named(tmp_path):
+    blocker = in_the_way(tmp_path)
+    config = tmp_path / "checkpoints.yaml"
+    config.write_text(
+        "trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        f"      init_args: {{dirpath: {blocker / 'checkpoints'}}}\n"
+    )
+    message = cli_error("fit", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--config={config}")
+    assert message.startswith("error: dirpath of ModelCheckpoint: the output folder")
+    assert "a_file' is a file" in message
+
+
+def test_evaluating_data_of_another_size_names_both_settings(fitted):
+    message = cli_error(
+        "test", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--data.image_size=64"
+    )
+    assert message == (
+        "error: model.image_size=32 but data.image_size=64: set both to the same value"
+    )
+
+
+# --------------------------------------------------------------- optimizer settings
+@pytest.mark.parametrize(
+    ("setting", "init_args", "expected"),
+    [
+        ("optimizer_g", "{lr: -0.001}", r"model\.optimizer_g: Invalid learning rate: -0\.001"),
+        ("optimizer_d", "{betas: [1.5, 0.9]}", r"model\.optimizer_d: Invalid beta parameter"),
+    ],
+)
+def test_optimizer_arguments_torch_refuses_name_the_setting(tmp_path, setting, init_args, expected):
+    config = tmp_path / "optimizer.yaml"
+    config.write_text(
+        f"model:\n  init_args:\n    {setting}:\n      class_path: torch.optim.Adam\n"
+        f"      init_args: {init_args}\n"
+    )
+    message = cli_error(
+        "fit",
+        *MODEL,
+        f"--config={config}",
+        *DATA,
+        *QUIET,
+        *logger(tmp_path),
+        "--model.max_iterations=2",
+    )
+    assert re.search(expected, message), message
+    assert f"model.init_args.{setting}" in message
+
+
+# --------------------------------------------------------------- export targets
+def test_export_target_in_a_file_or_a_folder_is_named(tmp_path, source_checkpoint):
+    blocker = in_the_way(tmp_path)
+    message = cli_error("export", f"--ckpt_path={source_checkpoint}", f"--output={blocker}/s.pt")
+    assert message.startswith(f"error: export target '{blocker}/s.pt': its folder cannot be")
+    message = cli_error("export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}")
+    assert message.startswith(f"error: export target '{tmp_path}' is a folder")
+
+
+FULL_DISK = """
+import resource, signal, sys
+# The file size limit makes every write past it fail as a full disk would (EFBIG).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (150_000, 150_000))
+from sagan_ad.cli import main
+main(sys.argv[1:])
+"""
+
+
+def on_a_full_disk(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    return subprocess.run(
+        [sys.executable, "-c", FULL_DISK, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
+@pytest.mark.parametrize("output", ["scorer.onnx", "scorer.pt"])
+def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_checkpoint, output):
+    result = on_a_full_disk(
+        "export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/{output}"
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: cannot write the exported scorer to '{tmp_path}/{output}' (File too large)" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
+def test_a_full_disk_while_checkpointing_is_an_error_message(tmp_path):
+    result = on_a_full_disk(
+        "fit",
+        *MODEL,
+        *DATA,
+        *QUIET,
+        *logger(tmp_path),
+        "--model.max_iterations=2",
+        "--trainer.val_check_interval=2",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: cannot write checkpoint '" in result.stderr
+    assert "is the disk full or the folder not writable?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt*"))
+
+
+def test_an_export_batch_size_below_one_is_refused(tmp_path, source_checkpoint):
+    message = cli_error(
+        "export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/s.pt", "--batch_size=0"
+    )
+    assert message == "error: batch_size=0: must be >= 1"
+
+
+def test_missing_onnx_extras_are_named(tmp_path, source_checkpoint, monkeypatch):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'onnxscript'", name="onnxscript")
+
+    monkeypatch.setattr(torch.onnx, "export", missing)
+    message = cli_error("export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/s.onnx")
+    assert "ONNX export needs the export extra (onnxscript is missing)" in message
+    assert "pip install 'sagan-ad[export]'" in message
