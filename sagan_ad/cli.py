@@ -62,6 +62,7 @@ from sagan_ad.resume import (
     resolve_checkpoint,
 )
 from sagan_ad.run_config import RunConfigSaver
+from sagan_ad.runs import planned_run_dir
 from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
 
 SUBCOMMANDS = {
@@ -340,7 +341,8 @@ def check_output_folders(
         stage = "test"
     for writer in trainer.callbacks:
         if isinstance(writer, EvaluationWriter) and stage in writes:
-            folder = writer.output_dir(trainer, stage).parent / writes[stage]
+            # Not the run folder itself: deciding it now would fix a W&B run's name too early.
+            folder = Path(writer.dirpath or planned_run_dir(trainer)) / writes[stage]
             setting = "dirpath of the EvaluationWriter" if writer.dirpath else "the run folder"
             check_output_folder(folder, f"--trainer.default_root_dir ({setting})")
 

@@ -54,10 +54,11 @@ def run_dir(trainer: L.Trainer) -> Path:
     if found is not None:
         return found
     if trainer.loggers:
-        logger = trainer.loggers[0]
-        version = logger.version
-        version = version if isinstance(version, str) else f"version_{version}"
-        folder = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+        folder = _named_run_dir(trainer)
+        if folder is None:
+            # A W&B run is named when its experiment starts: start it, then ask again.
+            _ = trainer.loggers[0].experiment
+            folder = _named_run_dir(trainer) or _logger_root(trainer)
     elif trainer.is_global_zero:
         folder = _claim_version(Path(trainer.default_root_dir))
     else:
@@ -65,3 +66,35 @@ def run_dir(trainer: L.Trainer) -> Path:
     folder = Path(trainer.strategy.broadcast(str(folder)))
     _RUN_DIRS[trainer] = folder
     return folder
+
+
+def _logger_root(trainer: L.Trainer) -> Path:
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name)
+
+
+def _named_run_dir(trainer: L.Trainer) -> Path | None:
+    """The first logger's run folder, or None while the logger has not named its run yet."""
+    version = trainer.loggers[0].version
+    if version is None:
+        return None
+    return _logger_root(trainer) / (version if isinstance(version, str) else f"version_{version}")
+
+
+def planned_run_dir(trainer: L.Trainer) -> Path:
+    """Where the run's folder is or will be, as far as is known before the run starts, without
+    claiming or fixing it (for checks of the output folders): the run's own folder once decided
+    or named by the logger, else the folder it will be created in.
+
+    Examples:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> planned_run_dir(L.Trainer(default_root_dir=root, logger=False)) == Path(root)
+        True
+    """
+    found = _RUN_DIRS.get(trainer)
+    if found is not None:
+        return found
+    if trainer.loggers:
+        return _named_run_dir(trainer) or _logger_root(trainer)
+    return Path(trainer.default_root_dir)

@@ -258,7 +258,7 @@ def test_export_loads_the_recorded_class(tmp_path, monkeypatch):
     monkeypatch.setattr(
         sagan_ad.export.AnomalyScorer,
         "from_model",
-        classmethod(lambda cls, model: loaded.append(type(model)) or original(model)),
+        classmethod(lambda cls, model, *args: loaded.append(type(model)) or original(model, *args)),
     )
     main(["export", f"--ckpt_path={checkpoint}", f"--output={tmp_path / 'scorer.pt'}"])
     assert loaded == [Renamed]
@@ -431,19 +431,22 @@ def test_a_logger_folder_that_is_a_file_is_named(tmp_path):
 
 
 def test_a_test_output_folder_that_is_a_file_is_named(tmp_path, source_checkpoint):
-    root = tmp_path / "run"
-    root.mkdir()
-    (root / "test").write_text("not a folder")
+    # The run's own folder is <save_dir>/<name>/<version>; its test/ is a file.
+    run = tmp_path / "logs" / "run" / "version_0"
+    run.mkdir(parents=True)
+    (run / "test").write_text("not a folder")
     message = cli_error(
         "test",
         *MODEL,
         *DATA,
         *QUIET,
-        "--trainer.logger=false",
-        f"--trainer.default_root_dir={root}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={tmp_path / 'logs'}",
+        "--trainer.logger.name=run",
+        "--trainer.logger.version=0",
         f"--ckpt_path={source_checkpoint}",
     )
-    assert "the output folder" in message and "run/test' is a file" in message
+    assert "the output folder" in message and "version_0/test' is a file" in message
 
 
 def test_a_cache_folder_that_is_a_file_is_named(tmp_path, medad_root):

@@ -116,7 +116,9 @@ def test_overlay_names_keep_folders_and_stay_inside(name, expected):
 def validated(tmp_path_factory) -> SAGAN:
     from sagan_ad import SyntheticCXRDataModule
 
+    # Untrained on purpose: these tests are about the pictures, not the scores.
     model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model.allow_untrained = True
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
     tiny_trainer(tmp_path_factory.mktemp("val")).validate(model, data)
     assert torch.isfinite(model.threshold)

@@ -164,6 +164,14 @@ AUGMENT = ("--data.augment.brightness=0.3", "--data.augment.gamma=[0.7, 1.4]")
 
 
 @pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    result = cli_fit(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return final_weights(root)
+
+
+@pytest.fixture(scope="module")
 def uninterrupted_augmented(tmp_path_factory) -> dict[str, torch.Tensor]:
     root = tmp_path_factory.mktemp("uninterrupted_augmented")
     result = cli_fit(root, *AUGMENT)

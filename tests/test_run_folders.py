@@ -279,7 +279,9 @@ def test_the_split_is_written_into_the_run_folder_and_the_wandb_run(tmp_path, of
         tmp_path, logger=logger, callbacks=[SplitRecorder()], enable_checkpointing=False
     )
     data = SplitPhantoms(MANIFEST, num_known_normal=16, num_test=8, image_size=32, batch_size=4)
-    trainer.validate(SAGAN(**TINY_MODEL, bootstrap_resamples=0), data)
+    model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model.allow_untrained = True  # the split's files are the subject, not the scores
+    trainer.validate(model, data)
     folder = run_dir(trainer)
     assert folder == tmp_path / "sagan-ad-tests" / logger.experiment.id
     assert json.loads((folder / "data.json").read_text()) == MANIFEST["split"]
@@ -310,6 +312,7 @@ def test_the_cli_records_the_split(tmp_path):
             "--data.image_size=32",
             f"--trainer.default_root_dir={tmp_path}",
             "--trainer.logger=false",
+            "--allow_untrained=true",
         ]
     )
     assert json.loads((tmp_path / "version_0" / "data.json").read_text()) == MANIFEST["split"]
@@ -318,6 +321,7 @@ def test_the_cli_records_the_split(tmp_path):
 def test_evaluation_writer_writes_into_the_run_folder_of_a_plain_trainer(tmp_path):
     trainer = tiny_trainer(tmp_path, callbacks=[EvaluationWriter()])
     model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model.allow_untrained = True  # where the files go is the subject, not the scores
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
     trainer.validate(model, data)
     trainer.test(model, data)
