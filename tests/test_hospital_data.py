@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from conftest import chest_phantom, write_dicom, write_medad_tree
@@ -430,7 +431,9 @@ def test_files_of_different_depths_share_the_largest_and_say_so(tmp_path, caplog
 def rewrite_keeping_size_and_time(path: Path, pixels: np.ndarray) -> None:
     """What ``cp -p`` or ``rsync -t`` of other content does: new bytes, same size and mtime."""
     stat = path.stat()
-    write_dicom(path, pixels, bits_stored=12)
+    # A fresh random UID can differ in length; keep the old one so only the pixels change.
+    uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    write_dicom(path, pixels, bits_stored=12, SOPInstanceUID=uid)
     assert path.stat().st_size == stat.st_size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
