@@ -575,6 +575,34 @@ def main(argv: list[str] | None = None) -> None:
         for augmentation in args.augmentations
     ]
 
+    gpu_name = torch.cuda.get_device_name() if device.type == "cuda" else None
+
+    def header(pairs: int) -> str:
+        return "\n".join(
+            [
+                f"Machine: {describe(gpu_name)}",
+                f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
+                f"intensity-matched subset: {pairs} abnormal/normal pairs "
+                f"(tolerance {args.match_tolerance})",
+                "Validation: "
+                + (
+                    f"labelled, held-out known normals and {val_abnormal} unused pool abnormals"
+                    if val_abnormal
+                    else "held-out known normals and their pseudo anomalies"
+                )
+                + (f", balanced by {args.balance_val_by}" if args.balance_val_by else ""),
+            ]
+            + (
+                [
+                    "Intensity settings: normalisations "
+                    f"{' '.join(args.normalizations)}; augmentations "
+                    + "; ".join(f"{a} = {AUGMENTATIONS[a]}" for a in args.augmentations)
+                ]
+                if args.normalizations != ["none"] or args.augmentations != ["none"]
+                else []
+            )
+        )
+
     results: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, float]]] = {}
     for seed in args.seeds:
@@ -656,6 +684,12 @@ def main(argv: list[str] | None = None) -> None:
                 f"{seconds / iterations:.3f} s/it; best score on val: {best})",
                 flush=True,
             )
+            if args.json:
+                # A study runs for hours: keep what is done if it is stopped.
+                save_json(
+                    args.json,
+                    {"header": header(len(matched) // 2), "results": results, "variants": variants},
+                )
 
         if not args.no_baselines:
             # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
@@ -689,32 +723,8 @@ def main(argv: list[str] | None = None) -> None:
                 run["train_s"] = seconds
                 results.setdefault(label, []).append(run)
 
-    header = "\n".join(
-        [
-            f"Machine: {describe(torch.cuda.get_device_name() if device.type == 'cuda' else None)}",
-            f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
-            f"intensity-matched subset: {len(matched) // 2} abnormal/normal pairs "
-            f"(tolerance {args.match_tolerance})",
-            "Validation: "
-            + (
-                f"labelled, held-out known normals and {val_abnormal} unused pool abnormals"
-                if val_abnormal
-                else "held-out known normals and their pseudo anomalies"
-            )
-            + (f", balanced by {args.balance_val_by}" if args.balance_val_by else ""),
-        ]
-        + (
-            [
-                "Intensity settings: normalisations "
-                f"{' '.join(args.normalizations)}; augmentations "
-                + "; ".join(f"{a} = {AUGMENTATIONS[a]}" for a in args.augmentations)
-            ]
-            if args.normalizations != ["none"] or args.augmentations != ["none"]
-            else []
-        )
-    )
-    saved = {"header": header, "results": results, "variants": variants}
-    finish(args, header + "\n\n" + tables(results, variants), saved)
+    saved = {"header": header(len(matched) // 2), "results": results, "variants": variants}
+    finish(args, saved["header"] + "\n\n" + tables(results, variants), saved)
 
 
 def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -759,13 +769,21 @@ def tables(
     return "\n".join(text)
 
 
+def save_json(path: Path, saved: dict[str, Any]) -> None:
+    """Write ``saved`` atomically: a stopped study never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(saved, indent=1))
+    partial.replace(path)
+
+
 def finish(args: argparse.Namespace, report: str, saved: dict[str, Any]) -> None:
     print(report)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(report + "\n")
     if args.json and not args.from_json:
-        args.json.write_text(json.dumps(saved, indent=1))
+        save_json(args.json, saved)
     if args.plot_ratio:
         plot_ratio(saved["results"], args.plot_ratio)
 

@@ -255,3 +255,30 @@ def test_best_validation_weights_keeps_the_best_and_its_iteration(quality):
         keeper.on_validation_end(trainer, module)
     assert keeper.iteration == 4 and keeper.best_auroc == pytest.approx(0.8)
     assert keeper.state["w"].item() == 4.0
+
+
+def test_a_stopped_study_keeps_the_runs_it_finished(quality, tmp_path, monkeypatch):
+    root = write_medad_tree(tmp_path / "medad", size=64)
+    saved = tmp_path / "runs.json"
+    real = quality.train_sagan
+    calls = []
+
+    def stopped_on_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "train_sagan", stopped_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        quality.main(
+            [
+                *("--root", str(root), "--iterations", "2", "--seeds", "0", "1"),
+                *("--no-baselines", "--configs", "full", "--labelled-val", "3"),
+                *("--resamples", "10", "--json", str(saved)),
+            ]
+        )
+    runs = json.loads(saved.read_text())
+    assert [len(v) for v in runs["results"].values()] == [1]
+    assert "seeds [0, 1]" in runs["header"]
+    assert not list(tmp_path.glob("*.partial"))
