@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sagan_ad.instance_norm import keeps_layout, to_channels_last
+from sagan_ad.cpu_kernels import to_channels_last, uses_cpu_kernels
 from sagan_ad.layers import (
     AttentionGate,
     FusionBlock,
@@ -162,9 +162,9 @@ class Generator(nn.Module):
     def residual(self, images: Tensor) -> Tensor:
         """The head's residual ``r`` for whole images (before masking and ``tanh``)."""
         x = to_patches(images, self.patch_grid)
-        if keeps_layout(x):
+        if uses_cpu_kernels(x):
             # oneDNN runs these narrow convolutions channels-last without reordering them to
-            # its blocked layout and back; the norms keep the layout (sagan_ad.instance_norm).
+            # its blocked layout and back; the norms keep the layout (sagan_ad.cpu_kernels).
             x = to_channels_last(x)
         index = torch.arange(self.num_patches, device=x.device).repeat(images.shape[0])
 
