@@ -180,7 +180,10 @@ class SingleWindowConv2d(nn.Conv2d):
         amounts: list[int] = []
         # F.pad lists the last dimension first.
         for size, kernel, stride, pad in zip(
-            input.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], self.padding[::-1],
+            input.shape[:1:-1],
+            self.kernel_size[::-1],
+            self.stride[::-1],
+            self.padding[::-1],
             strict=True,
         ):
             if (size + 2 * pad - kernel) // stride != 0 or size + pad > kernel:
