@@ -21,14 +21,38 @@ PyTorch's own operators, so exported graphs hold plain convolutions and instance
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+_enabled = True
+
+
+@contextmanager
+def pytorch_kernels() -> Iterator[None]:
+    """Run the networks on PyTorch's own operators on the CPU too, within the block: the
+    reference these kernels are tested and benchmarked against.
+
+    Examples:
+        >>> with pytorch_kernels():
+        ...     uses_cpu_kernels(torch.zeros(1, 1, 2, 2))
+        False
+    """
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
 
 def uses_cpu_kernels(x: Tensor) -> bool:
-    """Whether the CPU kernels apply to ``x``: a float32 tensor on the CPU, in eager mode.
+    """Whether the CPU kernels apply to ``x``: a float32 tensor on the CPU, in eager mode,
+    outside `pytorch_kernels`.
 
     Examples:
         >>> uses_cpu_kernels(torch.zeros(1, 1, 2, 2))
@@ -37,7 +61,8 @@ def uses_cpu_kernels(x: Tensor) -> bool:
         False
     """
     return (
-        x.device.type == "cpu"
+        _enabled
+        and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()

@@ -18,6 +18,7 @@ from sagan_ad.cpu_kernels import (
     InstanceNorm2d,
     SingleWindowConv2d,
     instance_norm,
+    pytorch_kernels,
     to_channels_last,
     uses_cpu_kernels,
 )
@@ -27,10 +28,6 @@ def _kernels(monkeypatch: pytest.MonkeyPatch, rule) -> None:
     """Decide for every network where the CPU kernels run (the generator imports the rule)."""
     monkeypatch.setattr(cpu_kernels, "uses_cpu_kernels", rule)
     monkeypatch.setattr(generator_module, "uses_cpu_kernels", rule)
-
-
-def _plain(monkeypatch: pytest.MonkeyPatch) -> None:
-    _kernels(monkeypatch, lambda x: False)
 
 
 def _kernels_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +151,7 @@ def _tiny_model_and_batches(dtype: torch.dtype):
 
 def test_networks_with_cpu_kernels_compute_the_plain_functions_exactly_in_float64(monkeypatch):
     model, images, fake = _tiny_model_and_batches(torch.float64)
-    _plain(monkeypatch)
+    # float64 runs PyTorch's operators unless the kernels are let in.
     expected, expected_grads = _outputs_and_gradients(model, images, fake)
     _kernels_in_float64(monkeypatch)
     got, grads = _outputs_and_gradients(model, images, fake)
@@ -165,13 +162,13 @@ def test_networks_with_cpu_kernels_compute_the_plain_functions_exactly_in_float6
         torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-8, atol=1e-10)
 
 
-def test_networks_with_cpu_kernels_are_as_accurate_in_float32_as_the_plain_networks(monkeypatch):
+def test_networks_with_cpu_kernels_are_as_accurate_in_float32_as_the_plain_networks():
     """Against the float64 networks, the float32 kernels err as little as PyTorch's own float32
     kernels (the instance norms of the 2x2 bottleneck amplify the rounding of both)."""
     model, images, fake = _tiny_model_and_batches(torch.float32)
     fast, fast_grads = _outputs_and_gradients(model, images, fake)
-    _plain(monkeypatch)
-    plain, plain_grads = _outputs_and_gradients(model, images, fake)
+    with pytorch_kernels():
+        plain, plain_grads = _outputs_and_gradients(model, images, fake)
     exact, exact_grads = _outputs_and_gradients(
         copy.deepcopy(model).double(), images.double(), fake.double()
     )
