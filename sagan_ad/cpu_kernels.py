@@ -16,7 +16,8 @@ of the training step on the networks of the CPU configs (narrow, at 64 px):
 
 `uses_cpu_kernels` decides, per call: float32 tensors on the CPU in eager mode. On a GPU,
 in other precisions, and under tracing, export or ``torch.compile``, the networks run
-PyTorch's own operators, so exported graphs hold plain convolutions and instance norms.
+PyTorch's own operators, so exported graphs hold plain convolutions and instance norms;
+`pytorch_kernels` does the same for a block of code (the reference of tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 _enabled = True
+# torch.compiler.is_compiling arrived in PyTorch 2.3; before it, compiling runs the kernels.
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
 @contextmanager
@@ -65,7 +68,7 @@ def uses_cpu_kernels(x: Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
+        and not _compiling()
     )
 
 

@@ -71,7 +71,12 @@ def paper_adam(params: Iterable) -> Optimizer:
     on_cpu = bool(params) and all(
         isinstance(p, Tensor) and p.device.type == "cpu" and p.is_floating_point() for p in params
     )
-    return Adam(params, lr=PAPER_LR, betas=PAPER_BETAS, fused=True if on_cpu else None)
+    if on_cpu:
+        try:
+            return Adam(params, lr=PAPER_LR, betas=PAPER_BETAS, fused=True)
+        except RuntimeError:
+            pass  # PyTorch before 2.4 fuses CUDA parameters only
+    return Adam(params, lr=PAPER_LR, betas=PAPER_BETAS)
 
 
 _DIVERGENCE_ADVICE = (
