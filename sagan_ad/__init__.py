@@ -13,6 +13,7 @@ from sagan_ad.audit import AuditThresholds, ShortcutWarning, shortcut_audit
 from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.checkpoint_files import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
+from sagan_ad.cpu_kernels import pytorch_kernels, uses_cpu_kernels
 from sagan_ad.critic import Critic
 from sagan_ad.data import (
     AnomalyDataModule,
@@ -118,9 +119,11 @@ __all__ = [
     "map_to_score",
     "normalize_images",
     "paper_adam",
+    "pytorch_kernels",
     "read_checkpoint",
     "scale_boxes",
     "score_and_map",
     "shortcut_audit",
     "smooth_map",
+    "uses_cpu_kernels",
 ]

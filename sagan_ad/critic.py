@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from sagan_ad.cpu_kernels import SingleWindowConv2d
+
 
 class Critic(nn.Module):
     """WGAN critic of the paper: stride-2 4x4 convs with LeakyReLU, then a 3x3 conv.
@@ -38,10 +40,12 @@ class Critic(nn.Module):
         layers: list[nn.Module] = []
         channels_in, channels_out = in_channels, base_channels
         for _ in range(num_downsamples):
-            layers += [nn.Conv2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.01)]
+            # The deepest convolutions see maps that fit in one kernel window (see
+            # sagan_ad.cpu_kernels): a matrix product on the CPU.
+            layers += [SingleWindowConv2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.01)]
             channels_in, channels_out = channels_out, channels_out * 2
         self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(channels_in, 1, 3, 1, 1, bias=False)
+        self.head = SingleWindowConv2d(channels_in, 1, 3, 1, 1, bias=False)
 
     def forward(self, images: Tensor) -> Tensor:
         """Critic value per image, shape ``(B,)``; higher means "looks like a known normal"."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.cpu_kernels import to_channels_last, uses_cpu_kernels
 from sagan_ad.layers import (
     AttentionGate,
     FusionBlock,
@@ -161,6 +162,10 @@ class Generator(nn.Module):
     def residual(self, images: Tensor) -> Tensor:
         """The head's residual ``r`` for whole images (before masking and ``tanh``)."""
         x = to_patches(images, self.patch_grid)
+        if uses_cpu_kernels(x):
+            # oneDNN runs these narrow convolutions channels-last without reordering them to
+            # its blocked layout and back; the norms keep the layout (sagan_ad.cpu_kernels).
+            x = to_channels_last(x)
         index = torch.arange(self.num_patches, device=x.device).repeat(images.shape[0])
 
         s1 = self.position1(self.down1(self.stem(x)), index)

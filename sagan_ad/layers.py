@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.cpu_kernels import InstanceNorm2d
+
 PositionEncoding = Literal["film", "reference", "none"]
 """How patch position enters the generator.
 
@@ -27,9 +29,10 @@ PositionEncoding = Literal["film", "reference", "none"]
 POSITION_ENCODINGS: tuple[str, ...] = ("film", "reference", "none")
 
 
-def instance_norm(channels: int, affine: bool = True) -> nn.InstanceNorm2d:
-    """InstanceNorm2d that always normalises with the statistics of the instance at hand."""
-    return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)
+def instance_norm(channels: int, affine: bool = True) -> InstanceNorm2d:
+    """InstanceNorm2d that always normalises with the statistics of the instance at hand (and
+    keeps the channels-last layout of the generator's CPU path)."""
+    return InstanceNorm2d(channels, affine=affine, track_running_stats=False)
 
 
 def conv_norm_relu(

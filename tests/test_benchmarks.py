@@ -49,7 +49,51 @@ def test_throughput_benchmark_compares_both_paths():
     )
     assert "(a) optimized" in out and "(b) released-like" in out
     assert "ratio (a)/(b):" in out and "machine: " in out
+    # On the CPU the optimized path is also measured on PyTorch's kernels (the step before them).
+    assert "(c) PyTorch kernels" in out and "ratio (a)/(c):" in out
     assert "inference (scores + maps" in out
+
+
+def test_throughput_preset_threads_and_repeats():
+    out = run(
+        "throughput.py",
+        "--preset",
+        "nih_cpu",
+        # Explicit flags override the preset's networks and batch.
+        "--base-channels",
+        "4",
+        "--critic-base-channels",
+        "4",
+        "--res-blocks",
+        "1",
+        "--batch-size",
+        "4",
+        "--skip-released",
+        "--repeats",
+        "2",
+        "--threads",
+        "1",
+        "--iterations",
+        "1",
+        "--warmup",
+        "1",
+        "--num-images",
+        "32",
+        "--inference-images",
+        "8",
+        "--inference-batch-size",
+        "8",
+    )
+    assert "1 torch threads" in out and "load average at start" in out
+    setting = next(line for line in out.splitlines() if line.startswith("setting:"))
+    assert "preset nih_cpu, base width 4, critic width 4, 1 residual blocks, 64 px" in setting
+    assert "batch 4" in setting and "2 repeat(s) of each path" in setting
+    rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if line.startswith("(")}
+    assert set(rows) == {"(a) optimized", "(c) PyTorch kernels"}
+    # The range of the repeats: low-high.
+    low, high = (float(v) for v in rows["(c) PyTorch kernels"][5].split("-"))
+    assert 0 < low <= high
+    assert "ratio (a)/(c):" in out and "(b)" not in out
 
 
 @pytest.mark.parametrize("extra", [[], ["--generator-only", "--synthesizer", "perlin"]])
