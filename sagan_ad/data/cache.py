@@ -30,6 +30,7 @@ from sagan_ad.data.image_io import (
     read_image,
     unify_bit_depth,
 )
+from sagan_ad.data.split import SAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class CachedImages:
         original_sizes: ``(height, width)`` of each original image.
         tags: the requested DICOM header values of each image (empty for other formats).
         skipped: ``(path, reason)`` of each file left out with ``on_error="skip"``.
-        identities: the `IDENTITY_TAGS` of each image (empty for other formats).
+        identities: the `IDENTITY_TAGS` of each image (DICOM only) and the digest of its
+            bytes (`sagan_ad.data.split.SAME_BYTES`), for the leakage check.
     """
 
     images: np.ndarray
@@ -365,11 +367,13 @@ class ImageCache:
         images = np.empty((len(kept), c, s, s), dtype=np.uint8)
         sizes, tags, identities, bits = [], [], [], []
         for out_row, i in enumerate(kept):
-            shard, row, size, values, depth, _ = index[entry[i]]
+            shard, row, size, values, depth, digest = index[entry[i]]
             images[out_row] = self._shard(shard)[row]
             sizes.append((int(size[0]), int(size[1])))
             tags.append({k: values.get(k, "") for k in self.settings.dicom_tags} if values else {})
-            identities.append({k: values[k] for k in IDENTITY_TAGS if k in values})
+            identities.append(
+                {**{k: values[k] for k in IDENTITY_TAGS if k in values}, SAME_BYTES: digest}
+            )
             bits.append(depth)
         if kept:
             where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])

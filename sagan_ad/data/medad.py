@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.cache import IDENTITY_TAGS, CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.cache import (
+    IDENTITY_TAGS,
+    CacheIdentity,
+    ImageCache,
+    PreprocessSettings,
+    content_digest,
+)
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
 from sagan_ad.data.image_io import BitDepth, is_dicom, load_images
 from sagan_ad.data.intensity import (
@@ -19,6 +25,7 @@ from sagan_ad.data.intensity import (
     IntensityNormalization,
 )
 from sagan_ad.data.split import (
+    SAME_BYTES,
     LeakageCheck,
     MedADSplit,
     SplitError,
@@ -345,7 +352,10 @@ class MedADDataModule(AnomalyDataModule):
             for path in paths
         ]
         tags = [{k: h.get(k, "") for k in settings.dicom_tags} if h else {} for h in headers]
-        identities = [{k: h[k] for k in IDENTITY_TAGS if k in h} for h in headers]
+        identities = [
+            {**{k: h[k] for k in IDENTITY_TAGS if k in h}, SAME_BYTES: content_digest(path)}
+            for h, path in zip(headers, paths, strict=True)
+        ]
         return array, tags, identities
 
     def split_manifest(self) -> dict | None:

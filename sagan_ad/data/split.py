@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 
 LeakageCheck = Literal["raise", "warn", "ignore"]
+SAME_BYTES = "identical bytes"
+"""The identity under which `check_leakage` compares file contents (a digest of the bytes), so
+that a copy of an image under another name or in another folder is caught like a link to it."""
 
 
 class SplitError(ValueError):
@@ -800,7 +803,8 @@ def check_leakage(
     Args:
         sides: image names by side.
         identities: per image name, the values that identify its patient or image (for
-            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``); empty values are
+            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``, and `SAME_BYTES`: a
+            digest of the file, so that a copy under another name is caught); empty values are
             unknown and never match.
         mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
         source: the data set, for the message.
@@ -815,14 +819,15 @@ def check_leakage(
     """
     if mode == "ignore":
         return []
-    found: dict[tuple[str, str], Counter] = {}
+    found: dict[tuple[str, str], dict[str, list[str]]] = {}
     for side, names in sides.items():
         for name in dict.fromkeys(names):
             for kind, value in identities.get(name, {}).items():
                 if value:
-                    found.setdefault((kind, value), Counter())[side] += 1
+                    found.setdefault((kind, value), {}).setdefault(side, []).append(name)
     problems = [
-        f"{kind} {value!r} in " + " and ".join(f"{side} ({n})" for side, n in where.items())
+        f"{_shown(kind, value, where)} in "
+        + " and ".join(f"{side} ({len(names)})" for side, names in where.items())
         for (kind, value), where in found.items()
         if len(where) > 1
     ]
@@ -833,13 +838,22 @@ def check_leakage(
         f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
         f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
         "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
-        "each patient on one side, or remove the duplicates from the split; leakage='warn' "
-        "only reports this"
+        "each patient on one side, or remove the duplicates (copies of one file count) from "
+        "the split; leakage='warn' only reports this"
     )
     if mode == "raise":
         raise SplitError(message)
     log.warning(message)
     return problems
+
+
+def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
+    if kind != SAME_BYTES:
+        return f"{kind} {value!r}"
+    # A digest means nothing to a reader: name the files instead.
+    names = [name for side_names in where.values() for name in side_names]
+    more = f", ... ({len(names)} files)" if len(names) > 4 else ""
+    return f"{kind} ({', '.join(names[:4])}{more})"
 
 
 def check_data_options(leakage: str, cache_identity: str, cache_save_interval: float) -> None:
