@@ -5,14 +5,19 @@ silently dropped, clipped, inverted or leaked."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import write_medad_tree
+from conftest import DICOM_ROOT, requires_dicom_samples, write_medad_tree
 from PIL import Image
 
-from sagan_ad import FolderDataModule, MedADDataModule, SplitError
+from sagan_ad import FolderDataModule, ImageReadError, MedADDataModule, SplitError
+from sagan_ad.data import decode_image, read_medad_split
 
 QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
 
@@ -62,3 +67,167 @@ def test_a_copy_given_two_roles_in_folders_is_leakage(tmp_path):
     )
     with pytest.raises(SplitError, match=r"identical bytes \(normal/normal0.png, test_abnormal/"):
         dm.setup()
+
+
+# ---------------------------------------------------------------- what a folder holds
+
+
+def test_links_fifos_and_nas_thumbnails_are_reported_or_skipped_never_taken(tmp_path, caplog):
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i in range(4):
+        Image.new("L", (8, 8), 60 + i).save(normal / f"n{i}.png")
+    # Synology keeps a real JPEG thumbnail of each image in @eaDir/<name>/.
+    thumbs = normal / "@eaDir" / "n0.png"
+    thumbs.mkdir(parents=True)
+    Image.new("L", (4, 4), 60).save(thumbs / "SYNOFILE_THUMB_M.jpg")
+    with caplog.at_level(logging.WARNING):
+        dm = FolderDataModule(normal, cache_dir=tmp_path / "c", **QUIET)
+        dm.setup()
+    assert len(dm.known_normal) == 4
+    assert "skipped 1 hidden or system file(s) or folder(s) (@eaDir" in caplog.text
+    (normal / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (normal / "loop.png").symlink_to("loop.png")
+    os.mkfifo(normal / "pipe.dcm")
+    dm = FolderDataModule(normal, cache_dir=tmp_path / "c", **QUIET)
+    with pytest.raises(ImageReadError) as err:
+        dm.setup()
+    message = str(err.value)
+    assert f"dangling.png is a symbolic link to {tmp_path / 'gone.png'}, which does not exist" in (
+        message
+    )
+    assert "loop.png is a symbolic link loop" in message
+    assert "pipe.dcm is not a regular file (a FIFO, socket or device)" in message
+    dm = FolderDataModule(normal, cache_dir=tmp_path / "c", on_error="skip", **QUIET)
+    dm.setup()
+    assert len(dm.known_normal) == 4
+    # predict lists them too, and reading one says what it is instead of blocking on the FIFO.
+    with pytest.raises(ImageReadError, match="pipe.dcm is not a regular file"):
+        decode_image(normal / "pipe.dcm")
+
+
+@pytest.mark.parametrize(
+    ("written", "on_disk", "difference"),
+    [
+        ("TEST1_000.png", "test1_000.png", "letter case"),
+        ("caf\u00e9.png", "cafe\u0301.png", "Unicode normalization (NFC / NFD)"),
+        ("test1_000.png ", "test1_000.png", "spaces"),
+        ("sub\\test1_000.png", "sub/test1_000.png", "Windows backslashes"),
+    ],
+)
+def test_a_name_that_misses_its_file_by_a_detail_names_the_file_and_the_detail(
+    tmp_path, written, on_disk, difference
+):
+    root = medad(tmp_path, lambda split: split["test"]["1"].__setitem__(0, written))
+    (root / "images" / on_disk).parent.mkdir(exist_ok=True)
+    shutil.move(root / "images" / "test1_000.png", root / "images" / on_disk)
+    with pytest.raises(ImageReadError) as err:
+        MedADDataModule(root, image_size=8, val_fraction=0.0).setup()
+    assert f"does not exist, but '{root / 'images' / on_disk}' does" in str(err.value)
+    assert f"the names differ in {difference}" in str(err.value)
+
+
+def test_a_folder_named_as_an_image_and_a_folder_named_data_json_say_so(tmp_path):
+    root = medad(tmp_path, lambda split: split["train"]["0"].append("folder.png"))
+    (root / "images" / "folder.png").mkdir()
+    with pytest.raises(ImageReadError, match=r"folder\.png is a folder, not an image file"):
+        MedADDataModule(root, image_size=8, val_fraction=0.0, unlabeled_size=5).setup()
+    (root / "data.json").unlink()
+    (root / "data.json").mkdir()
+    with pytest.raises(SplitError, match="data.json is a folder"):
+        read_medad_split(root / "data.json")
+    (root / "data.json").rmdir()
+    (root / "data.json").write_text("[]")
+    with pytest.raises(SplitError, match="the top level must be an object"):
+        read_medad_split(root / "data.json")
+
+
+# ---------------------------------------------------------------- decoders that guess wrong
+
+
+def raw_tiff(path: Path, pixels: np.ndarray, photometric: int = 1, sample_format: int = 1) -> Path:
+    """A one-strip little-endian TIFF of one grey sample per pixel, written byte by byte (PIL
+    writes neither MinIsWhite at 16 bits nor float64)."""
+    data = np.ascontiguousarray(pixels, pixels.dtype.newbyteorder("<")).tobytes()
+    height, width = pixels.shape
+    offset = 8 + 2 + 12 * 10 + 4  # header, tag count, ten tags, next-IFD offset
+    tags = [  # (tag, type: 3 SHORT or 4 LONG, value)
+        (256, 3, width),
+        (257, 3, height),
+        (258, 3, pixels.dtype.itemsize * 8),
+        (259, 3, 1),
+        (262, 3, photometric),
+        (273, 4, offset),
+        (277, 3, 1),
+        (278, 3, height),
+        (279, 4, len(data)),
+        (339, 3, sample_format),
+    ]
+    # A SHORT value is padded to the four bytes of the value field.
+    entries = b"".join(
+        struct.pack("<HHII" if kind == 4 else "<HHIHH", tag, kind, 1, value, *[0] * (kind == 3))
+        for tag, kind, value in tags
+    )
+    path.write_bytes(b"II*\0" + struct.pack("<IH", 8, len(tags)) + entries + b"\0" * 4 + data)
+    return path
+
+
+def test_min_is_white_tiff_is_inverted_at_eight_bits_and_refused_deeper(tmp_path):
+    ramp = np.tile(np.arange(0, 240, 40, dtype=np.uint8), (2, 1))
+    assert (decode_image(raw_tiff(tmp_path / "w8.tif", ramp, photometric=0)) == 255 - ramp).all()
+    deep = raw_tiff(tmp_path / "w16.tif", ramp.astype(np.uint16) * 16, photometric=0)
+    with pytest.raises(ImageReadError, match="MinIsWhite .* save the image as MinIsBlack"):
+        decode_image(deep)
+    flt = raw_tiff(tmp_path / "wf.tif", ramp.astype(np.float32) / 255, 0, sample_format=3)
+    with pytest.raises(ImageReadError, match="w?f.tif: .*MinIsWhite"):
+        decode_image(flt)
+
+
+def test_colour_spaces_pil_cannot_convert_are_refused(tmp_path):
+    Image.new("LAB", (4, 4), (50, 0, 0)).save(tmp_path / "lab.tif")
+    with pytest.raises(ImageReadError, match="pixel mode 'LAB' is not supported"):
+        decode_image(tmp_path / "lab.tif")
+    # YCbCr and CMYK convert correctly.
+    Image.new("YCbCr", (4, 4), (128, 128, 128)).save(tmp_path / "ycc.jpg")
+    assert abs(int(decode_image(tmp_path / "ycc.jpg")[0, 0, 0]) - 128) <= 2
+
+
+@pytest.mark.parametrize(("mode", "value"), [("L", 10), ("RGB", (10, 20, 30)), ("I;16", 3000)])
+def test_a_png_colour_key_is_transparency_too(tmp_path, mode, value):
+    # tRNS: every pixel of the key value is transparent, exactly like alpha 0.
+    image = Image.new(mode, (4, 4), value)
+    image.save(tmp_path / "key.png", transparency=value)
+    with pytest.raises(ImageReadError, match="16 pixel\\(s\\) are transparent"):
+        decode_image(tmp_path / "key.png")
+    other = value + 1 if isinstance(value, int) else (11, 20, 30)
+    image.save(tmp_path / "unused_key.png", transparency=other)
+    assert decode_image(tmp_path / "unused_key.png").size in (16, 48)
+
+
+def test_files_pil_cannot_identify_say_what_they_are(tmp_path):
+    floats = raw_tiff(tmp_path / "f64.tif", np.zeros((2, 2)), sample_format=3)
+    with pytest.raises(ImageReadError, match="f64.tif: .*a TIFF of a kind PIL cannot decode"):
+        decode_image(floats)
+    (tmp_path / "page.png").write_text("<html>404 Not Found</html>")
+    with pytest.raises(ImageReadError, match="page.png: .*its bytes say it is text"):
+        decode_image(tmp_path / "page.png")
+    (tmp_path / "doc.jpg").write_bytes(b"%PDF-1.4 ...")
+    with pytest.raises(ImageReadError, match="doc.jpg: .*its bytes say it is a PDF document"):
+        decode_image(tmp_path / "doc.jpg")
+
+
+def test_an_image_saved_with_a_dicom_suffix_is_read_as_what_it_is(tmp_path):
+    # As a DICOM saved as .png is read as DICOM (by its magic), content wins over suffix.
+    Image.new("L", (6, 4), 9).save(tmp_path / "scan.dcm", format="PNG")
+    assert decode_image(tmp_path / "scan.dcm").tolist() == [[9] * 6] * 4
+    with pytest.raises(ImageReadError, match="scan.dcm"):
+        decode_image(tmp_path / "scan.dcm", force_dicom=True)
+
+
+@requires_dicom_samples
+def test_a_dicom_whose_preamble_is_a_tiff_header_is_read_as_dicom(tmp_path):
+    # The NEMA WG04 files are dual DICOM / TIFF: the TIFF reader would show them as negatives.
+    path = DICOM_ROOT / "nema_wg04_RG1_UNCR_explicitLE.dcm"
+    assert path.read_bytes()[:4] == b"II*\0"
+    copy = shutil.copy(path, tmp_path / "film.tif")
+    assert np.array_equal(decode_image(copy), decode_image(path))

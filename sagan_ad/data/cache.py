@@ -27,6 +27,7 @@ from sagan_ad.data.image_io import (
     check_bit_depth,
     is_dicom,
     listing,
+    missing_reason,
     read_image,
     unify_bit_depth,
 )
@@ -339,7 +340,7 @@ class ImageCache:
             if Path(path).is_file():
                 keys[i] = file_key(path)
             else:
-                problems[i] = f"{path}: file does not exist"
+                problems[i] = f"{path} {missing_reason(path)}"
         index = self._read_index()
         entry = self._entries(paths, keys, index)
         todo = [i for i in keys if i not in entry]

@@ -29,7 +29,7 @@ from sagan_ad.data.cache import (
     header_tags,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once
+from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
@@ -344,8 +344,8 @@ class RawDataModule(AnomalyDataModule):
                 )
         missing = [r for r in records if not r.path.is_file()]
         self._fail_or_skip(
-            [f"{r.name}: {r.path} does not exist" for r in missing],
-            "listed image(s) whose file does not exist",
+            [f"{r.name}: {r.path} {missing_reason(r.path)}" for r in missing],
+            "listed image(s) whose file does not exist (or is not a file)",
         )
         gone = {id(r) for r in missing}
         return {r.name: r for r in records if id(r) not in gone}

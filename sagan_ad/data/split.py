@@ -238,7 +238,7 @@ def _check_keys(node: Mapping, where: str, path: Path) -> None:
 
 def _child(node: object, key: str, where: str, path: Path, required: bool = True) -> object:
     if not isinstance(node, Mapping):
-        raise SplitError(f"{path}: {where} must be an object")
+        raise SplitError(f"{path}: {where or 'the top level'} must be an object")
     _check_keys(node, where, path)
     if key not in node:
         if not required:
@@ -265,6 +265,8 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
         ['a.png']
     """
     path = Path(path)
+    if path.is_dir():
+        raise SplitError(f"{path} is a folder: data.json must be the JSON split file")
     if not path.is_file():
         raise SplitError(
             f"{path} does not exist: a Med-AD dataset folder holds images/ and data.json "
