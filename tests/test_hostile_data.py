@@ -12,12 +12,19 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
-from conftest import DICOM_ROOT, requires_dicom_samples, write_medad_tree
+from conftest import (
+    DICOM_ROOT,
+    chest_phantom,
+    requires_dicom_samples,
+    write_dicom,
+    write_medad_tree,
+)
 from PIL import Image
 
 from sagan_ad import FolderDataModule, ImageReadError, MedADDataModule, SplitError
-from sagan_ad.data import decode_image, read_medad_split
+from sagan_ad.data import decode_image, read_dicom, read_medad_split
 
 QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
 
@@ -231,3 +238,67 @@ def test_a_dicom_whose_preamble_is_a_tiff_header_is_read_as_dicom(tmp_path):
     assert path.read_bytes()[:4] == b"II*\0"
     copy = shutil.copy(path, tmp_path / "film.tif")
     assert np.array_equal(decode_image(copy), decode_image(path))
+
+
+# ---------------------------------------------------------------- DICOM headers that lie
+
+
+def raw_tag(path: Path, placeholder: bytes, value: bytes) -> Path:
+    """Rewrite a placeholder value in the file's bytes (pydicom refuses to write bad values)."""
+    data = path.read_bytes()
+    assert data.count(placeholder) == 1 and len(placeholder) == len(value)
+    path.write_bytes(data.replace(placeholder, value))
+    return path
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"WindowCenter": "nan", "WindowWidth": "1000"},  # was: NaN everywhere, a black image
+        {"WindowCenter": "987654", "WindowWidth": "1000"},  # made 'abcdef': was a TypeError
+        {"WindowCenter": "2000", "WindowWidth": "inf"},
+        {"WindowCenter": "2000", "WindowWidth": "3000", "VOILUTFunction": "CUBIC"},
+        {"VOILUTSequence": []},  # was: every pixel 0.5, a grey image
+    ],
+)
+def test_unusable_windows_fall_back_to_the_configured_window(tmp_path, tags):
+    pixels = chest_phantom(20, 20)
+    path = write_dicom(tmp_path / "w.dcm", pixels, **tags)
+    if "987654" in tags.values():
+        raw_tag(path, b"987654", b"abcdef")
+    fallback = read_dicom(write_dicom(tmp_path / "plain.dcm", pixels))
+    assert np.array_equal(read_dicom(path), fallback)
+
+
+def test_a_tiny_rescale_slope_keeps_the_image(tmp_path):
+    # A floor on the span of the modality values turned these into a black image.
+    pixels = chest_phantom(20, 20)
+    tiny = read_dicom(write_dicom(tmp_path / "t.dcm", pixels, RescaleSlope="1e-30"))
+    plain = read_dicom(write_dicom(tmp_path / "p.dcm", pixels))
+    assert np.allclose(tiny, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"RescaleSlope": "987654"}, "RescaleSlope is 'abcdef', not a number"),
+        ({"RescaleSlope": ""}, "RescaleSlope is empty, not a number"),
+        ({"Rows": None}, "the image header is invalid: Rows is missing"),
+        ({"BitsStored": 20}, "BitsStored 20 exceeds BitsAllocated 16"),
+        ({"SamplesPerPixel": 3}, "SamplesPerPixel is 3 but MONOCHROME2 has 1"),
+        ({"Columns": 10}, r"decode to shape \(2, 20, 10\), but the header .* describes \(20, 10\)"),
+    ],
+)
+def test_dicom_headers_that_contradict_the_pixels_are_named(tmp_path, edit, message):
+    path = write_dicom(tmp_path / "h.dcm", chest_phantom(20, 20), RescaleIntercept="0")
+    ds = pydicom.dcmread(path)
+    for keyword, value in edit.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(path)
+    if edit.get("RescaleSlope") == "987654":
+        raw_tag(path, b"987654", b"abcdef")
+    with pytest.raises(ImageReadError, match=f"h.dcm: .*{message}"):
+        decode_image(path)

@@ -271,6 +271,9 @@ def sniff(path: str | os.PathLike) -> str | None:
     # First: a DICOM preamble may itself hold a TIFF header (dual DICOM / TIFF files).
     if head[128:132] == b"DICM":
         return "a DICOM file"
+    if head[:2] == b"\x08\x00":
+        # Group 0008 (identification) first, little endian: an old ACR-NEMA style data set.
+        return "DICOM without preamble (set force_dicom=True to read such files)"
     for magic, kind in SIGNATURES:
         if head.startswith(magic):
             return kind
