@@ -4,6 +4,7 @@ silently dropped, clipped, inverted or leaked."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -22,8 +23,16 @@ from conftest import (
     write_medad_tree,
 )
 from PIL import Image
+from test_raw_datamodules import RSNA_COUNTS, rsna_tree, vindr_tree, write_csv
 
-from sagan_ad import FolderDataModule, ImageReadError, MedADDataModule, SplitError
+from sagan_ad import (
+    FolderDataModule,
+    ImageReadError,
+    MedADDataModule,
+    RSNADataModule,
+    SplitError,
+    VinDrCXRDataModule,
+)
 from sagan_ad.data import decode_image, read_dicom, read_medad_split
 
 QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
@@ -302,3 +311,89 @@ def test_dicom_headers_that_contradict_the_pixels_are_named(tmp_path, edit, mess
         raw_tag(path, b"987654", b"abcdef")
     with pytest.raises(ImageReadError, match=f"h.dcm: .*{message}"):
         decode_image(path)
+
+
+# ---------------------------------------------------------------- release CSVs that disagree
+
+
+def rewrite_csv(path: Path, edit) -> None:
+    """Apply ``edit`` to each data row (a dict) of a CSV file; ``None`` drops the row."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [row for row in (edit(dict(row)) for row in rows) if row is not None]
+    write_csv(path, list(rows[0]), [list(row.values()) for row in kept])
+
+
+def rsna_module(root: Path, tmp: Path) -> RSNADataModule:
+    return RSNADataModule(
+        root, cache_dir=tmp / "cache", split_counts=RSNA_COUNTS, anomaly_ratio=0.5, **QUIET
+    )
+
+
+def test_rsna_targets_as_pandas_writes_them_keep_their_boxes(tmp_path):
+    root = rsna_tree(tmp_path / "rsna")
+    reference = rsna_module(root, tmp_path / "a")
+    reference.setup()
+    # "1.0" was not "1": every box was dropped without a word.
+    rewrite_csv(
+        root / "stage_2_train_labels.csv", lambda row: {**row, "Target": f"{row['Target']}.0"}
+    )
+    dm = rsna_module(root, tmp_path / "b")
+    dm.setup()
+    assert sum(len(b) for b in dm.test.boxes) == sum(len(b) for b in reference.test.boxes) > 0
+
+
+@pytest.mark.parametrize(
+    ("csv_name", "edit", "message"),
+    [
+        (
+            "stage_2_detailed_class_info.csv",
+            lambda row: {**row, "class": row["class"].lower()},
+            r"unknown class value\(s\) 'lung opacity' \(12 rows\), 'normal' \(8 rows\)",
+        ),
+        (
+            "stage_2_train_labels.csv",
+            lambda row: {**row, "Target": "yes" if row["Target"] == "1" else row["Target"]},
+            r"line 10: Target 'yes' \(must be 0 or 1\)",
+        ),
+        (
+            "stage_2_train_labels.csv",
+            lambda row: None if row["patientId"] == "p008" else row,
+            r"patient p008: class 'Lung Opacity' but no box",
+        ),
+        (
+            "stage_2_train_labels.csv",
+            lambda row: (
+                {**row, "x": "1", "y": "1", "width": "4", "height": "4", "Target": "1"}
+                if row["patientId"] == "p000"
+                else row
+            ),
+            r"patient p000: 1 opacity box\(es\) \(Target 1\) but class 'Normal'",
+        ),
+    ],
+)
+def test_rsna_csvs_that_disagree_or_hold_unknown_values_are_named(
+    tmp_path, csv_name, edit, message
+):
+    root = rsna_tree(tmp_path / "rsna")
+    rewrite_csv(root / csv_name, edit)
+    with pytest.raises(ValueError, match=message):
+        rsna_module(root, tmp_path).setup()
+
+
+def test_vindr_no_finding_is_read_in_any_case_and_checked_against_class_id(tmp_path):
+    counts = dict(known_normal=3, pool_normal=2, pool_abnormal=2, test_normal=2, test_abnormal=2)
+    options = dict(split_counts=counts, anomaly_ratio=0.5, **QUIET)
+    root = vindr_tree(tmp_path / "vindr")
+    reference = VinDrCXRDataModule(root, cache_dir=tmp_path / "a", **options)
+    reference.setup()
+    table = root / "train.csv"
+    rewrite_csv(table, lambda row: {**row, "class_name": row["class_name"].replace("f", "F")})
+    dm = VinDrCXRDataModule(root, cache_dir=tmp_path / "b", **options)
+    dm.setup()
+    assert dm.summary() == reference.summary()
+    assert dm.test.labels == reference.test.labels
+    # A finding labelled with the "No finding" id (or the reverse) is a relabelled CSV.
+    rewrite_csv(table, lambda row: {**row, "class_id": "14"} if row["image_id"] == "v09" else row)
+    with pytest.raises(ValueError, match="class_name 'Nodule/Mass' with class_id 14"):
+        VinDrCXRDataModule(root, cache_dir=tmp_path / "c", **options).setup()
