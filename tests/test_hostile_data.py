@@ -27,8 +27,10 @@ from test_raw_datamodules import RSNA_COUNTS, rsna_tree, vindr_tree, write_csv
 
 from sagan_ad import (
     FolderDataModule,
+    ImageCache,
     ImageReadError,
     MedADDataModule,
+    PreprocessSettings,
     RSNADataModule,
     SplitError,
     VinDrCXRDataModule,
@@ -397,3 +399,74 @@ def test_vindr_no_finding_is_read_in_any_case_and_checked_against_class_id(tmp_p
     rewrite_csv(table, lambda row: {**row, "class_id": "14"} if row["image_id"] == "v09" else row)
     with pytest.raises(ValueError, match="class_name 'Nodule/Mass' with class_id 14"):
         VinDrCXRDataModule(root, cache_dir=tmp_path / "c", **options).setup()
+
+
+# ---------------------------------------------------------------- a damaged cache
+
+
+def damage_index(cache: ImageCache) -> None:
+    text = cache.index_path.read_text()
+    cache.index_path.write_text(text[: len(text) // 2])
+
+
+def damage_shard(cache: ImageCache) -> None:
+    shard = next(cache.folder.glob("shard-*.npy"))
+    shard.write_bytes(shard.read_bytes()[:200])
+
+
+def other_settings_shard(cache: ImageCache) -> None:
+    shard = next(cache.folder.glob("shard-*.npy"))
+    np.save(shard, np.zeros((6, 3, 8, 8), np.uint8))
+
+
+def short_entry(cache: ImageCache) -> None:
+    index = json.loads(cache.index_path.read_text())
+    index[next(iter(index))] = ["shard-x.npy", 0]
+    cache.index_path.write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize(
+    ("damage", "warning"),
+    [
+        (damage_index, "is damaged (JSONDecodeError"),
+        (lambda c: c.index_path.write_bytes(b"\xff\xfe"), "is damaged (UnicodeDecodeError"),
+        (lambda c: c.index_path.write_text("[]"), "it holds a list, not an object"),
+        (damage_shard, "is damaged (ValueError"),
+        (lambda c: next(c.folder.glob("shard-*.npy")).unlink(), "is damaged (FileNotFoundError"),
+        (other_settings_shard, "it holds uint8 images of shape (3, 8, 8)"),
+        (short_entry, "has 1 entries that cannot be read back"),
+    ],
+)
+def test_a_damaged_cache_is_rebuilt_with_a_warning_not_a_traceback(
+    tmp_path, caplog, damage, warning
+):
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"i{i}.png")
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(paths[-1])
+    settings = PreprocessSettings(8)
+    reference = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(paths)
+    cache = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False)
+    damage(cache)
+    with caplog.at_level(logging.WARNING):
+        again = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(paths)
+    assert warning in caplog.text
+    assert np.array_equal(again.images, reference.images)
+    # Repaired: the next run reads the rebuilt entries without a word.
+    caplog.clear()
+    ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(paths)
+    assert "damaged" not in caplog.text and "cannot be read back" not in caplog.text
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
+    Image.new("L", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OSError, match=r"cannot create the cache folder .*file.*choose another"):
+        ImageCache(tmp_path / "file", PreprocessSettings(8), progress=False).load(
+            [tmp_path / "a.png"]
+        )
+    cache = ImageCache(tmp_path / "c", PreprocessSettings(8), progress=False)
+    cache.folder.mkdir(parents=True)
+    cache.index_path.mkdir()  # something made a folder where the index goes
+    with pytest.raises(OSError, match=r"cannot write .*index.json \(a folder is in the way\)"):
+        cache.load([tmp_path / "a.png"])

@@ -27,6 +27,7 @@ from sagan_ad.data.cache import (
     PreprocessSettings,
     atomic_write_text,
     header_tags,
+    make_folder,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
@@ -397,7 +398,7 @@ class RawDataModule(AnomalyDataModule):
         }
         self._known_names = list(split.known_normal)
         written = self.split_json(split)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.cache_dir)
         atomic_write_text(self.split_path, json.dumps(written, indent=1))
         left_out = len(used) - len(rows)
         self._manifest = {
