@@ -17,8 +17,10 @@ import pydicom
 import pytest
 from conftest import (
     DICOM_ROOT,
+    NIH_ROOT,
     chest_phantom,
     requires_dicom_samples,
+    requires_nih,
     write_dicom,
     write_medad_tree,
 )
@@ -36,6 +38,7 @@ from sagan_ad import (
     VinDrCXRDataModule,
 )
 from sagan_ad.data import decode_image, read_dicom, read_medad_split
+from sagan_ad.data.split import SAME_BYTES, check_leakage
 
 QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
 
@@ -470,3 +473,75 @@ def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
     cache.index_path.mkdir()  # something made a folder where the index goes
     with pytest.raises(OSError, match=r"cannot write .*index.json \(a folder is in the way\)"):
         cache.load([tmp_path / "a.png"])
+
+
+# ---------------------------------------------------------------- metadata and groups
+
+
+def test_metadata_rows_are_matched_as_files_and_one_image_has_one_row(tmp_path, caplog):
+    root = medad(tmp_path)
+    (root / "meta.csv").write_text("file,sex\n./known_000.png,M\ngone.png,F\n")
+    with caplog.at_level(logging.WARNING):
+        dm = MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv")
+        dm.setup()
+    # "./known_000.png" is known_000.png, as in data.json; it used to be dropped unseen.
+    assert dm.known_normal.metadata[dm.known_normal.names.index("known_000.png")] == {"sex": "M"}
+    assert "1 row(s) name no image of data.json (for example 'gone.png')" in caplog.text
+    (root / "meta.csv").write_text("file,sex\nknown_000.png,M\nknown_001.png,M\nknown_000.png,F\n")
+    with pytest.raises(ValueError, match=r"describes one image twice: lines 2 and 4"):
+        MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv").setup()
+
+
+def test_missing_group_values_are_no_group_and_are_counted(tmp_path, caplog):
+    (tmp_path / "n").mkdir()
+    lines = ["path,patient"]
+    for i in range(8):
+        Image.new("L", (8, 8), 20 * i).save(tmp_path / "n" / f"i{i}.png")
+        # pandas writes a missing ID as "nan" after astype(str): not one patient of 4 films.
+        lines.append(f"n/i{i}.png,{['nan', 'N/A', '', 'None'][i] if i < 4 else f'P{i // 2}'}")
+    (tmp_path / "normal.csv").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        dm = FolderDataModule(
+            tmp_path / "normal.csv",
+            cache_dir=tmp_path / "c",
+            group_by="patient",
+            **{**QUIET, "val_fraction": 0.25},
+        )
+        dm.setup()
+    assert "4 of 8 images have no patient (the column is empty or says" in caplog.text
+    assert {dm.groups[f"normal/n/i{i}.png"] for i in range(4)} == {""}
+    held = set(dm.val.names) - {n for n in dm.val.names if n.endswith("#pseudo_anomaly")}
+    assert held
+    for name in held:  # patients stay whole: both films of a held-out patient are held out
+        patient = dm.groups[name]
+        assert not patient or all(n in held for n, p in dm.groups.items() if p == patient)
+
+
+def test_an_empty_path_in_a_folder_csv_names_the_line(tmp_path):
+    (tmp_path / "n").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "n" / "a.png")
+    (tmp_path / "normal.csv").write_text("path,site\nn/a.png,A\n,B\n")
+    with pytest.raises(ValueError, match=r"normal.csv, line 3: the path is empty"):
+        FolderDataModule(tmp_path / "normal.csv", cache_dir=tmp_path / "c", **QUIET).setup()
+
+
+def test_copies_inside_the_training_data_held_apart_by_validation_are_a_warning(caplog):
+    ids = {name: {SAME_BYTES: "d1"} for name in ("a.png", "b.png", "c.png")}
+    with caplog.at_level(logging.WARNING):
+        found = check_leakage({"training": ["a.png"], "validation": ["b.png"]}, ids)
+    assert found == ["identical bytes (a.png, b.png) in training (1) and validation (1)"]
+    assert "copy(ies) of one image sit in training and validation" in caplog.text
+    with pytest.raises(SplitError, match=r"identical bytes \(a.png, b.png, c.png\)"):
+        check_leakage({"training": ["a.png"], "validation": ["b.png"], "test": ["c.png"]}, ids)
+
+
+@requires_nih
+def test_the_real_nih_duplicate_pair_is_reported_when_validation_splits_it(caplog):
+    # 00002658_001.png and _002.png are byte-identical films of one patient, one among the
+    # known normals and one in the normal pool; seed 0 of examples/nih_cpu.yaml holds out one.
+    with caplog.at_level(logging.WARNING):
+        dm = MedADDataModule(NIH_ROOT, image_size=16, val_fraction=0.2, val_abnormal=34, seed=0)
+        dm.setup()
+    assert "identical bytes (00002658_001.png, 00002658_002.png) in training (1) and " in (
+        caplog.text
+    )

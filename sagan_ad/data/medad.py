@@ -19,7 +19,7 @@ from sagan_ad.data.cache import (
     content_digest,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
-from sagan_ad.data.image_io import BitDepth, is_dicom, load_images
+from sagan_ad.data.image_io import BitDepth, is_dicom, load_images, log_once
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
@@ -33,6 +33,7 @@ from sagan_ad.data.split import (
     check_data_options,
     check_leakage,
     check_split_files,
+    file_identity,
     read_medad_split,
     unlabeled_counts,
 )
@@ -183,8 +184,15 @@ class MedADDataModule(AnomalyDataModule):
         check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
         return split
 
-    def read_metadata(self) -> dict[str, dict[str, str]]:
-        """The rows of ``metadata_csv`` by image name (empty without one)."""
+    def read_metadata(self, split: MedADSplit) -> dict[str, dict[str, str]]:
+        """The rows of ``metadata_csv`` by the ``data.json`` name of the image they describe
+        (empty without one).
+
+        Rows and names are matched as files, as the split's names are (``./x.png`` is
+        ``x.png``). Two rows for one image are an error (which one would hold?); rows that
+        describe no image of the split are counted in one warning (a misspelt name would
+        otherwise leave its image without metadata unseen).
+        """
         if self.metadata_csv is None:
             return {}
         path = self.root / self.metadata_csv  # an absolute metadata_csv stays as it is
@@ -203,12 +211,36 @@ class MedADDataModule(AnomalyDataModule):
                     f"val_balance_by={self.val_balance_by!r} is not a column of {path} (has "
                     f"{columns})"
                 )
-            return {
-                row["file"]: {
+            rows = list(enumerate(reader, start=2))
+        images = self.root / self.image_dir
+        names = {
+            file_identity(images / name): name for names in split.parts().values() for name in names
+        }
+        found: dict[str, dict[str, str]] = {}
+        lines: dict[str, int] = {}
+        twice, unmatched = [], []
+        for line, row in rows:
+            name = names.get(file_identity(images / (row.get("file") or "").strip()))
+            if name is None:
+                unmatched.append(str(row.get("file")))
+            elif name in found:
+                twice.append(f"lines {lines[name]} and {line} ({name})")
+            else:
+                lines[name] = line
+                found[name] = {
                     k: (v or "").strip() for k, v in row.items() if k not in ("file", None)
                 }
-                for row in reader
-            }
+        if twice:
+            raise ValueError(
+                f"metadata_csv {path} describes one image twice: {', '.join(twice[:10])}; keep "
+                "one row per image"
+            )
+        if unmatched:
+            log_once(
+                f"metadata_csv {path}: {len(unmatched)} row(s) name no image of data.json (for "
+                f"example {', '.join(repr(n) for n in unmatched[:3])}); their metadata is unused"
+            )
+        return found
 
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
@@ -255,7 +287,7 @@ class MedADDataModule(AnomalyDataModule):
     def load(self) -> SplitData:
         source = self.root / "data.json"
         split = original = self.read_split()
-        metadata = self.read_metadata()
+        metadata = self.read_metadata(split)
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         if self.val_abnormal:

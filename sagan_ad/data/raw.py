@@ -60,6 +60,11 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("SAGAN_AD_CACHE", "~/.cache/sagan_ad")).expanduser()
 
 
+MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
+"""Group values that mean "unknown" (as pandas, R and spreadsheets write them), compared
+without case."""
+
+
 @dataclass
 class Record:
     """One image of a raw release.
@@ -277,31 +282,44 @@ class RawDataModule(AnomalyDataModule):
         )
 
     def group_keys(self, records: dict[str, Record]) -> dict[str, str]:
-        """The group of each image by ``group_by`` (empty: a group of its own)."""
+        """The group of each image by ``group_by`` (empty: a group of its own).
+
+        Empty values and the words spreadsheets and pandas write for a missing value
+        (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
+        every image without a patient would be one giant patient. How many images have none
+        is logged once.
+        """
         if self.group_by is None:
             return {name: r.group for name, r in records.items()}
         column = self.group_by
         if any(column in r.metadata for r in records.values()):
-            return {name: r.metadata.get(column, "") for name, r in records.items()}
-        if tag_for_keyword(column) is None:
+            source = "the column is empty or says the value is missing"
+            values = {name: r.metadata.get(column, "") for name, r in records.items()}
+        elif tag_for_keyword(column) is None:
             columns = sorted({k for r in records.values() for k in r.metadata})
             raise ValueError(
                 f"group_by={column!r} is neither a column of the data (columns: "
                 f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
             )
-        names = list(records)
-        values = header_tags(
-            [records[n].path for n in names],
-            [column],
-            self.cache_dir / "headers.json",
-            self.settings.force_dicom,
-        )
-        groups = {name: found.get(column, "") for name, found in zip(names, values, strict=True)}
+        else:
+            source = "not DICOM, or the tag is empty"
+            names = list(records)
+            found = header_tags(
+                [records[n].path for n in names],
+                [column],
+                self.cache_dir / "headers.json",
+                self.settings.force_dicom,
+            )
+            values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
+        groups = {
+            name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
+            for name, value in values.items()
+        }
         lacking = sum(1 for value in groups.values() if not value)
         if lacking:
             log_once(
                 f"{type(self).__name__}: {lacking} of {len(groups)} images have no {column} "
-                "(not DICOM, or the tag is empty): each is a group of its own"
+                f"({source}): each is a group of its own"
             )
         return groups
 

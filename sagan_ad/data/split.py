@@ -811,6 +811,9 @@ def check_leakage(
         mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
         source: the data set, for the message.
 
+    Identical bytes found only in training and validation (two copies of one image in the
+    training data, separated by the validation hold-out) are always a warning, never an error.
+
     Returns:
         One line per value found on two sides.
 
@@ -827,14 +830,28 @@ def check_leakage(
             for kind, value in identities.get(name, {}).items():
                 if value:
                     found.setdefault((kind, value), {}).setdefault(side, []).append(name)
-    problems = [
-        f"{_shown(kind, value, where)} in "
-        + " and ".join(f"{side} ({len(names)})" for side, names in where.items())
-        for (kind, value), where in found.items()
-        if len(where) > 1
-    ]
+    problems, mild = [], []
+    for (kind, value), where in found.items():
+        if len(where) < 2:
+            continue
+        line = f"{_shown(kind, value, where)} in " + " and ".join(
+            f"{side} ({len(names)})" for side, names in where.items()
+        )
+        # Two copies of one image inside the training data are no leak until the validation
+        # hold-out (drawn by the DataModule, not by the user) separates them; it then only
+        # sways the choice of checkpoint, so it is reported but does not stop a run.
+        held_apart = kind == SAME_BYTES and set(where) == {"training", "validation"}
+        (mild if held_apart else problems).append(line)
+    if mild and mode != "ignore":
+        log.warning(
+            "%s: %d copy(ies) of one image sit in training and validation: %s. Validation "
+            "scores of these images are too good; remove one copy of each from the data",
+            source,
+            len(mild),
+            "; ".join(mild[:10]),
+        )
     if not problems:
-        return []
+        return mild
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
     message = (
         f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
@@ -846,7 +863,7 @@ def check_leakage(
     if mode == "raise":
         raise SplitError(message)
     log.warning(message)
-    return problems
+    return problems + mild
 
 
 def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
