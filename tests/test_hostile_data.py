@@ -545,3 +545,22 @@ def test_the_real_nih_duplicate_pair_is_reported_when_validation_splits_it(caplo
     assert "identical bytes (00002658_001.png, 00002658_002.png) in training (1) and " in (
         caplog.text
     )
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("bad", [3.7, "3", True])
+def test_split_counts_must_be_whole_numbers(tmp_path, bad):
+    # 3.7 was floored to 3, True counted as 1, "3" a TypeError.
+    counts = {**RSNA_COUNTS, "known_normal": bad}
+    root = rsna_tree(tmp_path / "rsna")
+    dm = RSNADataModule(root, cache_dir=tmp_path / "c", split_counts=counts, **QUIET)
+    with pytest.raises(SplitError, match=rf"\{{'known_normal': {bad!r}\}} are not whole numbers"):
+        dm.setup()
+
+
+def test_a_missing_image_dir_is_named_once_not_as_every_missing_file(tmp_path):
+    root = medad(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"image_dir='imgs': .*imgs is not a folder"):
+        MedADDataModule(root, image_dir="imgs", image_size=8, val_fraction=0.0).setup()

@@ -181,6 +181,12 @@ class MedADDataModule(AnomalyDataModule):
             )
         path = self.root / "data.json"
         split = read_medad_split(path)
+        if not (self.root / self.image_dir).is_dir():
+            # Otherwise every name of data.json would be listed as a missing file.
+            raise FileNotFoundError(
+                f"image_dir={self.image_dir!r}: {self.root / self.image_dir} is not a folder; "
+                f"name the folder of {self.root} that holds the images of data.json"
+            )
         check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
         return split
 

@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -689,7 +690,11 @@ def protocol_split(
         raise SplitError(
             f"split_counts={dict(counts)}: give exactly the keys {', '.join(SPLIT_PARTS)}"
         )
-    if any(int(n) < 0 for n in counts.values()):
+    # 3.7 would be floored, True counted as 1 and "3" compared with numbers: whole numbers only.
+    odd = {k: n for k, n in counts.items() if isinstance(n, bool) or not isinstance(n, Integral)}
+    if odd:
+        raise SplitError(f"split_counts={dict(counts)}: {odd} are not whole numbers of images")
+    if any(n < 0 for n in counts.values()):
         raise SplitError(f"split_counts={dict(counts)}: counts must be >= 0")
     if counts["known_normal"] < 1:
         raise SplitError("split_counts.known_normal must be >= 1: training needs known normals")
