@@ -28,6 +28,7 @@ from PIL import Image
 from test_raw_datamodules import RSNA_COUNTS, rsna_tree, vindr_tree, write_csv
 
 from sagan_ad import (
+    DicomOptions,
     FolderDataModule,
     ImageCache,
     ImageReadError,
@@ -564,3 +565,18 @@ def test_a_missing_image_dir_is_named_once_not_as_every_missing_file(tmp_path):
     root = medad(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"image_dir='imgs': .*imgs is not a folder"):
         MedADDataModule(root, image_dir="imgs", image_size=8, val_fraction=0.0).setup()
+
+
+def test_a_voi_lut_shorter_than_its_descriptor_names_the_fix(tmp_path):
+    path = write_dicom(tmp_path / "lut.dcm", chest_phantom(20, 20))
+    ds = pydicom.dcmread(path)
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [4096, 0, 16]  # 4096 entries declared, 3 given
+    item.add_new(0x00283006, "OW", np.array([0, 100, 200], np.uint16).tobytes())
+    ds.VOILUTSequence = pydicom.Sequence([item])
+    ds.save_as(path)
+    with pytest.raises(
+        ImageReadError, match=r"lut.dcm: .*VOI LUT cannot be applied .*'percentile'"
+    ):
+        decode_image(path)
+    assert read_dicom(path, DicomOptions(window="percentile")).shape == (20, 20)

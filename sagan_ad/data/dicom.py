@@ -316,11 +316,18 @@ def _voi(
             extremes = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
         else:
             extremes = np.array([np.finfo(np.float32).min, np.finfo(np.float32).max])
-        voi = apply_voi_lut(values, ds, index=0, prefer_lut=lut)
-        # The output range of a window or LUT does not depend on the image: send the two
-        # extreme inputs through the same transform to find it.
-        probe = apply_voi_lut(extremes, ds, index=0, prefer_lut=lut)
-        probe = probe.astype(np.float64)
+        try:
+            voi = apply_voi_lut(values, ds, index=0, prefer_lut=lut)
+            # The output range of a window or LUT does not depend on the image: send the two
+            # extreme inputs through the same transform to find it.
+            probe = apply_voi_lut(extremes, ds, index=0, prefer_lut=lut).astype(np.float64)
+        except Exception as err:
+            # A LUT whose data are shorter than its descriptor says, for one.
+            raise ValueError(
+                f"the header's {'VOI LUT' if lut else 'window'} cannot be applied "
+                f"({type(err).__name__}: {err}): the header is damaged; set window='percentile' "
+                "or window='minmax' to window by the image's own values"
+            ) from err
         low, high = float(probe.min()), float(probe.max())
         return (voi.astype(np.float64) - low) / max(high - low, 1e-12)
     image = values if padding is None else values[~padding]
