@@ -580,3 +580,24 @@ def test_a_voi_lut_shorter_than_its_descriptor_names_the_fix(tmp_path):
     ):
         decode_image(path)
     assert read_dicom(path, DicomOptions(window="percentile")).shape == (20, 20)
+
+
+def test_a_split_file_that_relabels_images_is_refused(tmp_path):
+    root = rsna_tree(tmp_path / "rsna")
+    options = dict(split_counts=RSNA_COUNTS, anomaly_ratio=0.5, **QUIET)
+    RSNADataModule(root, cache_dir=tmp_path / "a", **options).setup()
+    split = json.loads((tmp_path / "a" / "data.json").read_text())
+    split["test"]["0"], split["test"]["1"] = split["test"]["1"], split["test"]["0"]
+    (tmp_path / "swapped.json").write_text(json.dumps(split))
+    dm = RSNADataModule(
+        root, cache_dir=tmp_path / "b", split_file=tmp_path / "swapped.json", **options
+    )
+    # The labels used to follow the split file: abnormal films scored as normal ones.
+    with pytest.raises(SplitError, match=r"puts 4 image\(s\) in a part of the other class"):
+        dm.setup()
+
+
+def test_names_written_relative_to_root_instead_of_image_dir_say_so(tmp_path):
+    root = medad(tmp_path, lambda split: split["test"].__setitem__("0", ["images/test0_000.png"]))
+    with pytest.raises(SplitError, match=r"relative to image_dir='images'; drop the images/ pre"):
+        MedADDataModule(root, image_size=8, val_fraction=0.0).setup()

@@ -187,7 +187,21 @@ class MedADDataModule(AnomalyDataModule):
                 f"image_dir={self.image_dir!r}: {self.root / self.image_dir} is not a folder; "
                 f"name the folder of {self.root} that holds the images of data.json"
             )
-        check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
+        images = self.root / self.image_dir
+        prefixed = [
+            name
+            for names in split.parts().values()
+            for name in names
+            if not (images / name).exists() and (self.root / name).is_file()
+        ]
+        if prefixed:
+            # A common slip: names written relative to root ("images/x.png") instead of image_dir.
+            raise SplitError(
+                f"{path}: {len(prefixed)} name(s) are not files under {images} but are under "
+                f"{self.root} (for example {prefixed[0]!r}): names in data.json are relative "
+                f"to image_dir={self.image_dir!r}; drop the {self.image_dir}/ prefix"
+            )
+        check_split_files(split, images, str(path), self.allow_outside_root)
         return split
 
     def read_metadata(self, split: MedADSplit) -> dict[str, dict[str, str]]:

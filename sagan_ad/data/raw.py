@@ -274,6 +274,20 @@ class RawDataModule(AnomalyDataModule):
                     f"split_file={str(self.split_file)!r} names {len(unknown)} image(s) that "
                     f"are not in {self.root}: {', '.join(unknown[:10])}"
                 )
+            # The labels come from the release, not from the split file: a split file of
+            # another release version, or with parts swapped, would otherwise relabel images.
+            wrong = [
+                f"{name} ({part}, but labelled {'abnormal' if records[name].label else 'normal'})"
+                for part in SPLIT_PARTS
+                for name in getattr(split, part)
+                if records[name].label != int(part.endswith("abnormal"))
+            ]
+            if wrong:
+                raise SplitError(
+                    f"split_file={str(self.split_file)!r} puts {len(wrong)} image(s) in a part "
+                    f"of the other class than {self.root} gives them: {', '.join(wrong[:10])}; "
+                    "use a split file written for this release (and these labels)"
+                )
             return split
         normal = [name for name, r in records.items() if r.label == 0]
         abnormal = [name for name, r in records.items() if r.label == 1]
