@@ -601,3 +601,22 @@ def test_names_written_relative_to_root_instead_of_image_dir_say_so(tmp_path):
     root = medad(tmp_path, lambda split: split["test"].__setitem__("0", ["images/test0_000.png"]))
     with pytest.raises(SplitError, match=r"relative to image_dir='images'; drop the images/ pre"):
         MedADDataModule(root, image_size=8, val_fraction=0.0).setup()
+
+
+@pytest.mark.parametrize("marker", [True, False])
+def test_a_burned_in_marker_that_sets_the_depth_of_16_bit_images_is_warned(
+    tmp_path, caplog, marker
+):
+    root = medad(tmp_path)
+    for i, path in enumerate(sorted((root / "images").iterdir())):
+        pixels = chest_phantom(40, 40, high=4095 - 50 * i)  # 12-bit data
+        if marker:
+            pixels[:2, :2] = 65535  # an "R" marker burned in at full scale
+        Image.fromarray(pixels).save(path)
+    with caplog.at_level(logging.WARNING):
+        dm = MedADDataModule(root, image_size=16, val_fraction=0.0, cache_dir=tmp_path / "c")
+        dm.setup()
+    warned = "16 of the 16-bit images keep 99% of their pixels in the darkest quarter"
+    assert (warned in caplog.text) == marker
+    # Nothing is clipped to hide it: with the marker the anatomy keeps 1/16 of its range.
+    assert (int(np.percentile(dm.known_normal.images.numpy(), 50)) < 16) == marker

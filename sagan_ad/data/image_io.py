@@ -716,6 +716,8 @@ def unify_bit_depth(
         >>> unify_bit_depth(images, [12, 14], "auto", "demo"), images.ravel().tolist()
         (14, [64, 255])
     """
+    if bit_depth == "auto":
+        _warn_outlier_depth(images, bits, where)
     top = data_set_depth(bits, bit_depth, where)
     if top is not None:
         for i, b in enumerate(bits):
@@ -723,6 +725,25 @@ def unify_bit_depth(
                 factor = (2.0**b - 1.0) / (2.0**top - 1.0)
                 images[i] = np.round(images[i] * factor).astype(np.uint8)
     return top
+
+
+def _warn_outlier_depth(images: np.ndarray, bits: Sequence[int | None], where: str) -> None:
+    """Warn when 16-bit images, each scaled by the depth its largest value needs, keep nearly
+    all their pixels (99%) in the darkest quarter: a few pixels far above the rest (a burned-in
+    marker or text at 65535) then set the depth, and the anatomy keeps a fraction of its
+    contrast. Nothing is clipped to save it: that would change the markers silently."""
+    dim = [
+        i
+        for i, b in enumerate(bits)
+        if b is not None and b > 8 and np.percentile(images[i], 99) < 64
+    ]
+    if dim:
+        log_once(
+            f"{where}: {len(dim)} of the 16-bit images keep 99% of their pixels in the "
+            "darkest quarter of their scale: a few pixels far brighter than the rest (burned-in "
+            "markers or text?) set their depth, and the rest keeps a fraction of its contrast; "
+            "remove those pixels or export the images without them"
+        )
 
 
 def load_image_and_size(
