@@ -620,3 +620,22 @@ def test_a_burned_in_marker_that_sets_the_depth_of_16_bit_images_is_warned(
     assert (warned in caplog.text) == marker
     # Nothing is clipped to hide it: with the marker the anatomy keeps 1/16 of its range.
     assert (int(np.percentile(dm.known_normal.images.numpy(), 50)) < 16) == marker
+
+
+def test_an_anonymizer_placeholder_shared_by_most_images_is_named_as_such(tmp_path):
+    for role, count in (("normal", 5), ("sick", 3)):
+        for i in range(count):
+            write_dicom(
+                tmp_path / role / f"{role}{i}.dcm",
+                chest_phantom(16, 16, high=4000 - 100 * i - 50 * (role == "sick")),
+                PatientID="ANONYMOUS",
+            )
+    dm = FolderDataModule(
+        tmp_path / "normal", test_abnormal=tmp_path / "sick", cache_dir=tmp_path / "c", **QUIET
+    )
+    with pytest.raises(SplitError) as err:
+        dm.setup()
+    assert "PatientID 'ANONYMOUS' in training (5) and test (3)" in str(err.value)
+    assert "Shared by most images: PatientID 'ANONYMOUS' (8 of 8 images); if that is an " in (
+        str(err.value)
+    )

@@ -863,12 +863,35 @@ def check_leakage(
         f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
         "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
         "each patient on one side, or remove the duplicates (copies of one file count) from "
-        "the split; leakage='warn' only reports this"
+        "the split; leakage='warn' only reports this" + _placeholder_hint(found, identities)
     )
     if mode == "raise":
         raise SplitError(message)
     log.warning(message)
     return problems + mild
+
+
+def _placeholder_hint(
+    found: Mapping[tuple[str, str], Mapping[str, list[str]]],
+    identities: Mapping[str, Mapping[str, str]],
+) -> str:
+    """A note on header values shared by most images: an anonymizer's placeholder (PatientID
+    ``ANONYMOUS``, one SOPInstanceUID for every file) rather than one patient or image."""
+    having = Counter(kind for ids in identities.values() for kind, value in ids.items() if value)
+    common = [
+        f"{kind} {value!r} ({sum(map(len, where.values()))} of {having[kind]} images)"
+        for (kind, value), where in found.items()
+        if kind != SAME_BYTES
+        and len(where) > 1
+        and sum(map(len, where.values())) >= max(3, having[kind] / 2)
+    ]
+    if not common:
+        return ""
+    return (
+        f". Shared by most images: {', '.join(common[:3])}; if that is an anonymizer's "
+        "placeholder rather than one patient or image, the check cannot tell patients apart: "
+        "set leakage='warn' (or 'ignore') and keep the patients apart yourself"
+    )
 
 
 def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
