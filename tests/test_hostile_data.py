@@ -639,3 +639,16 @@ def test_an_anonymizer_placeholder_shared_by_most_images_is_named_as_such(tmp_pa
     assert "Shared by most images: PatientID 'ANONYMOUS' (8 of 8 images); if that is an " in (
         str(err.value)
     )
+
+
+def test_copies_on_one_side_are_counted_in_a_warning(tmp_path, caplog):
+    root = medad(tmp_path, lambda split: split["train"]["0"].append("again.png"))
+    shutil.copy(root / "images" / "known_000.png", root / "images" / "again.png")
+    with caplog.at_level(logging.WARNING):
+        dm = MedADDataModule(root, image_size=8, val_fraction=0.0, unlabeled_size=5)
+        dm.setup()
+    assert "1 image(s) are there more than once under other names, on one side" in caplog.text
+    assert "(known_000.png, again.png)" in caplog.text or "(again.png, known_000.png)" in (
+        caplog.text
+    )
+    assert len(dm.known_normal) == 7  # reported, not dropped

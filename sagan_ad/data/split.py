@@ -817,7 +817,8 @@ def check_leakage(
         source: the data set, for the message.
 
     Identical bytes found only in training and validation (two copies of one image in the
-    training data, separated by the validation hold-out) are always a warning, never an error.
+    training data, separated by the validation hold-out) are always a warning, never an error;
+    copies on one side only are a warning too (they weigh the image double).
 
     Returns:
         One line per value found on two sides.
@@ -835,9 +836,12 @@ def check_leakage(
             for kind, value in identities.get(name, {}).items():
                 if value:
                     found.setdefault((kind, value), {}).setdefault(side, []).append(name)
-    problems, mild = [], []
+    problems, mild, twice = [], [], []
     for (kind, value), where in found.items():
         if len(where) < 2:
+            names = next(iter(where.values()))
+            if kind == SAME_BYTES and len(names) > 1:
+                twice.append(", ".join(names[:3]))
             continue
         line = f"{_shown(kind, value, where)} in " + " and ".join(
             f"{side} ({len(names)})" for side, names in where.items()
@@ -847,6 +851,15 @@ def check_leakage(
         # sways the choice of checkpoint, so it is reported but does not stop a run.
         held_apart = kind == SAME_BYTES and set(where) == {"training", "validation"}
         (mild if held_apart else problems).append(line)
+    if twice:
+        # No leak, but the image weighs double (or more) in its part.
+        log.warning(
+            "%s: %d image(s) are there more than once under other names, on one side of the "
+            "split (%s): each copy counts as another image; remove the copies",
+            source,
+            len(twice),
+            "; ".join(twice[:5]),
+        )
     if mild and mode != "ignore":
         log.warning(
             "%s: %d copy(ies) of one image sit in training and validation: %s. Validation "
