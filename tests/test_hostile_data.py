@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -652,3 +653,13 @@ def test_copies_on_one_side_are_counted_in_a_warning(tmp_path, caplog):
         caplog.text
     )
     assert len(dm.known_normal) == 7  # reported, not dropped
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_separated_by_another_character_says_so(tmp_path, separator):
+    (tmp_path / "n").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "n" / "a.png")
+    (tmp_path / "normal.csv").write_text(f"path{separator}site\nn/a.png{separator}A\n")
+    expected = re.escape(f"seem separated by {separator!r}: save it comma-separated")
+    with pytest.raises(ValueError, match=expected):
+        FolderDataModule(tmp_path / "normal.csv", cache_dir=tmp_path / "c", **QUIET).setup()

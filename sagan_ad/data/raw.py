@@ -96,8 +96,16 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
             reader = csv.DictReader(handle)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
+                found = reader.fieldnames or []
+                # Excel in many locales writes ";" (and some exports tabs) between columns.
+                other = next((d for d in (";", "\t", "|") if len(found) == 1 and d in found[0]), "")
+                hint = (
+                    f"; the columns seem separated by {other!r}: save it comma-separated"
+                    if other
+                    else ""
+                )
                 raise ValueError(
-                    f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames}); "
+                    f"{path}: missing column(s) {', '.join(missing)} (has {found}){hint}; "
                     f"expected {layout}"
                 )
             return [
