@@ -663,3 +663,7 @@ def test_a_csv_separated_by_another_character_says_so(tmp_path, separator):
     expected = re.escape(f"seem separated by {separator!r}: save it comma-separated")
     with pytest.raises(ValueError, match=expected):
         FolderDataModule(tmp_path / "normal.csv", cache_dir=tmp_path / "c", **QUIET).setup()
+    root = medad(tmp_path)
+    (root / "meta.csv").write_text(f"file{separator}sex\nknown_000.png{separator}M\n")
+    with pytest.raises(ValueError, match=expected):
+        MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv").setup()

@@ -24,6 +24,7 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
+from sagan_ad.data.raw import separator_hint
 from sagan_ad.data.split import (
     SAME_BYTES,
     LeakageCheck,
@@ -223,8 +224,9 @@ class MedADDataModule(AnomalyDataModule):
             columns = reader.fieldnames or []
             if "file" not in columns:
                 raise ValueError(
-                    f"metadata_csv {path} has no 'file' column (has {columns}): name each image "
-                    "as data.json does in a column called file"
+                    f"metadata_csv {path} has no 'file' column (has {columns})"
+                    f"{separator_hint(columns)}: name each image as data.json does in a column "
+                    "called file"
                 )
             if self.val_balance_by is not None and self.val_balance_by not in columns:
                 raise ValueError(

@@ -87,6 +87,18 @@ class Record:
     group: str = ""
 
 
+def separator_hint(columns: list[str]) -> str:
+    """A note when a CSV's one column looks like several joined by another separator (Excel
+    writes ``;`` in many locales; some exports tabs), else ``""``.
+
+    Examples:
+        >>> separator_hint(["path;site"])
+        "; the columns seem separated by ';': save it comma-separated"
+    """
+    other = next((d for d in (";", "\t", "|") if len(columns) == 1 and d in columns[0]), "")
+    return f"; the columns seem separated by {other!r}: save it comma-separated" if other else ""
+
+
 def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
     """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
     if not path.is_file():
@@ -97,16 +109,9 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 found = reader.fieldnames or []
-                # Excel in many locales writes ";" (and some exports tabs) between columns.
-                other = next((d for d in (";", "\t", "|") if len(found) == 1 and d in found[0]), "")
-                hint = (
-                    f"; the columns seem separated by {other!r}: save it comma-separated"
-                    if other
-                    else ""
-                )
                 raise ValueError(
-                    f"{path}: missing column(s) {', '.join(missing)} (has {found}){hint}; "
-                    f"expected {layout}"
+                    f"{path}: missing column(s) {', '.join(missing)} (has {found})"
+                    f"{separator_hint(found)}; expected {layout}"
                 )
             return [
                 {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
