@@ -667,3 +667,19 @@ def test_a_csv_separated_by_another_character_says_so(tmp_path, separator):
     (root / "meta.csv").write_text(f"file{separator}sex\nknown_000.png{separator}M\n")
     with pytest.raises(ValueError, match=expected):
         MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv").setup()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"image_size": "64"}, "image_size='64': must be a whole number"),
+        ({"val_fraction": "0.1"}, "val_fraction='0.1': must be a number"),
+        ({"unlabeled_size": 2.5}, "unlabeled_size=2.5: must be a whole number"),
+        ({"seed": -1}, "seed=-1: must be >= 0"),
+        ({"percentiles": (1,)}, r"percentiles=\(1,\): give a low and a high percentile"),
+    ],
+)
+def test_options_of_the_wrong_type_are_named_not_a_type_error(tmp_path, option, message):
+    # From Python these failed later with a TypeError naming nothing, or were truncated.
+    with pytest.raises(ValueError, match=message):
+        MedADDataModule(medad(tmp_path), **{"image_size": 8, **option})

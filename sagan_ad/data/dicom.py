@@ -66,6 +66,8 @@ class DicomOptions:
             raise ValueError(
                 f"fallback_window={self.fallback_window!r}: must be 'percentile' or 'minmax'"
             )
+        if len(self.percentiles) != 2:
+            raise ValueError(f"percentiles={self.percentiles}: give a low and a high percentile")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles={self.percentiles}: need 0 <= low < high <= 100")

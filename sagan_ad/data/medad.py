@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.cache import (
     IDENTITY_TAGS,
     CacheIdentity,
@@ -137,6 +137,10 @@ class MedADDataModule(AnomalyDataModule):
             data_on_device=data_on_device,
             normalization=normalization,
             augment=augment,
+        )
+        check_numbers(
+            whole={"unlabeled_size": unlabeled_size, "val_abnormal": val_abnormal},
+            real={"anomaly_ratio": anomaly_ratio},
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import (
     IDENTITY_TAGS,
@@ -229,6 +229,9 @@ class RawDataModule(AnomalyDataModule):
             data_on_device=data_on_device,
             normalization=normalization,
             augment=augment,
+        )
+        check_numbers(
+            whole={"unlabeled_size": unlabeled_size}, real={"anomaly_ratio": anomaly_ratio}
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
