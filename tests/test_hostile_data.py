@@ -26,13 +26,21 @@ from conftest import (
     write_medad_tree,
 )
 from PIL import Image
-from test_raw_datamodules import RSNA_COUNTS, rsna_tree, vindr_tree, write_csv
+from test_raw_datamodules import (
+    LAG_COUNTS,
+    RSNA_COUNTS,
+    lag_tree,
+    rsna_tree,
+    vindr_tree,
+    write_csv,
+)
 
 from sagan_ad import (
     DicomOptions,
     FolderDataModule,
     ImageCache,
     ImageReadError,
+    LAGDataModule,
     MedADDataModule,
     PreprocessSettings,
     RSNADataModule,
@@ -683,3 +691,22 @@ def test_options_of_the_wrong_type_are_named_not_a_type_error(tmp_path, option, 
     # From Python these failed later with a TypeError naming nothing, or were truncated.
     with pytest.raises(ValueError, match=message):
         MedADDataModule(medad(tmp_path), **{"image_size": 8, **option})
+
+
+def test_lag_attention_maps_shared_by_several_images_are_not_guessed(tmp_path, caplog):
+    root = lag_tree(tmp_path / "lag")
+    # A second image with the stem of non1 (in another subfolder): whose map is non1.jpg?
+    shutil.copy(root / "non_glaucoma" / "image" / "non3.jpg", root / "non_glaucoma" / "non1.jpg")
+    with caplog.at_level(logging.WARNING):
+        dm = LAGDataModule(
+            root, cache_dir=tmp_path / "c", split_counts=LAG_COUNTS, anomaly_ratio=0.5, **QUIET
+        )
+        records = {r.name: r for r in dm.records()}
+    assert "1 file stem(s) name several images or attention maps (non1, ...)" in caplog.text
+    assert "attention_map" not in records["non_glaucoma/non1.jpg"].metadata
+    assert "attention_map" not in records["non_glaucoma/image/non1.jpg"].metadata
+    assert (
+        records["non_glaucoma/image/non3.jpg"]
+        .metadata["attention_map"]
+        .endswith("attention_map/non3.jpg")
+    )
