@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import unicodedata
@@ -538,24 +539,33 @@ def missing_reason(path: str | os.PathLike) -> str:
     return f"does not exist, but {near!r} does: the names differ in {how}; correct the name"
 
 
+def _spelling(name: str) -> str:
+    return unicodedata.normalize("NFC", name).strip().casefold()
+
+
+@functools.lru_cache(maxsize=32)
+def _entries_by_spelling(folder: str, mtime_ns: int) -> dict[str, str]:
+    # Keyed by the folder's modification time too: a listing is reused only while the folder
+    # is unchanged, and each folder is listed once however many of its files are missing.
+    return {_spelling(entry): entry for entry in sorted(os.listdir(folder), reverse=True)}
+
+
 def _near_names(path: Path) -> str | None:
     """The existing file whose path differs from ``path`` only in spelling details (see
     `missing_reason`), or ``None``."""
-
-    def key(name: str) -> str:
-        return unicodedata.normalize("NFC", name).strip().casefold()
-
     parts = Path(os.path.abspath(str(path).replace("\\", "/"))).parts
     found = Path(parts[0])
     for part in parts[1:]:
+        if (found / part).exists():
+            found = found / part
+            continue
         try:
-            entries = os.listdir(found)
+            entries = _entries_by_spelling(str(found), os.stat(found).st_mtime_ns)
         except OSError:
             return None
-        match = part if part in entries else next((e for e in entries if key(e) == key(part)), None)
-        if match is None:
+        if _spelling(part) not in entries:
             return None
-        found = found / match
+        found = found / entries[_spelling(part)]
     return str(found) if found.is_file() else None
 
 
