@@ -569,7 +569,7 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
     split = {"train": {"0": names[:4], "unlabeled": {"0": names[4:6], "1": names[6:]}}}
     (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
     options = dict(image_size=16, val_fraction=0.0, unlabeled_size=2, anomaly_ratio=0.5)
-    with pytest.raises(ImageReadError, match=r"IM0: UnidentifiedImageError"):
+    with pytest.raises(ImageReadError, match=r"IM0: .*DICOM without preamble \(set force_dicom"):
         MedADDataModule(tmp_path / "medad", **options).setup()
     bench = MedADDataModule(tmp_path / "medad", force_dicom=True, dicom_mode="benchmark", **options)
     bench.setup()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import lightning as L
@@ -121,6 +123,29 @@ class SplitData:
     val: ImageSet | None = None
 
 
+def check_numbers(
+    whole: Mapping[str, object] | None = None, real: Mapping[str, object] | None = None
+) -> None:
+    """Raise a `ValueError` naming each option that is not a whole (or a real) number.
+
+    ``None`` passes (optional options); ``True`` is no number. From Python, ``"64"`` or
+    ``2.5`` would otherwise fail later with a `TypeError` that names nothing, or be truncated.
+
+    Examples:
+        >>> check_numbers(whole={"image_size": 64, "eval_batch_size": None}, real={"f": 0.1})
+        >>> check_numbers(whole={"image_size": "64"})
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size='64': must be a whole number
+    """
+    for name, value in (whole or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ValueError(f"{name}={value!r}: must be a whole number")
+    for name, value in (real or {}).items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise ValueError(f"{name}={value!r}: must be a number")
+
+
 class AnomalyDataModule(L.LightningDataModule):
     """Base class of the sagan_ad DataModules (subclass and implement `load`).
 
@@ -174,6 +199,19 @@ class AnomalyDataModule(L.LightningDataModule):
         augment: IntensityAugmentation | None = None,
     ) -> None:
         super().__init__()
+        check_numbers(
+            whole={
+                "image_size": image_size,
+                "in_channels": in_channels,
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "num_workers": num_workers,
+                "seed": seed,
+            },
+            real={"val_fraction": val_fraction},
+        )
+        if seed < 0:
+            raise ValueError(f"seed={seed}: must be >= 0")
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if image_size < 8:

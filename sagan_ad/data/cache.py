@@ -27,9 +27,11 @@ from sagan_ad.data.image_io import (
     check_bit_depth,
     is_dicom,
     listing,
+    missing_reason,
     read_image,
     unify_bit_depth,
 )
+from sagan_ad.data.split import SAME_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,8 @@ class CachedImages:
         original_sizes: ``(height, width)`` of each original image.
         tags: the requested DICOM header values of each image (empty for other formats).
         skipped: ``(path, reason)`` of each file left out with ``on_error="skip"``.
-        identities: the `IDENTITY_TAGS` of each image (empty for other formats).
+        identities: the `IDENTITY_TAGS` of each image (DICOM only) and the digest of its
+            bytes (`sagan_ad.data.split.SAME_BYTES`), for the leakage check.
     """
 
     images: np.ndarray
@@ -157,14 +160,57 @@ def _decode(job: tuple[str, PreprocessSettings]) -> Decoded | str:
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     # Write beside the target, then rename: a crash leaves the old file or none, never half.
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _unwritable(path, err) from err
     os.close(handle)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _unwritable(path: Path, err: OSError) -> OSError:
+    what = " (a folder is in the way)" if path.is_dir() else ""
+    return OSError(
+        f"cannot write {path}{what}: {err.strerror or err}; choose another cache_dir, or free "
+        "or repair that folder"
+    )
+
+
+def make_folder(folder: Path) -> None:
+    """Create a cache folder, or raise an `OSError` that names it and what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "
+            "way, or no permission); choose another cache_dir"
+        ) from err
+
+
+def read_json_store(path: Path, what: str) -> dict:
+    """The JSON object kept at ``path`` by the cache, or ``{}`` when it is absent or damaged
+    (cut short by a full disk, overwritten): what it held is derived data and is rebuilt, with
+    a warning."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        problem = f"{type(err).__name__}: {err}"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"it holds a {type(data).__name__}, not an object"
+    log.warning("%s %s is damaged (%s): it is rebuilt", what, path, problem)
+    return {}
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -178,14 +224,30 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def _entry_ok(value: object) -> bool:
+    """Whether an index entry has the shape `ImageCache` writes (see its layout)."""
+    return (
+        isinstance(value, list)
+        and len(value) == 6
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and isinstance(value[2], list)
+        and len(value[2]) == 2
+        and isinstance(value[3], dict)
+        and isinstance(value[5], str)
+    )
+
+
 class ImageCache:
     """Memory-mappable cache of preprocessed images, keyed by file identity and settings.
 
     Layout: ``root/<settings key>/`` holds ``settings.json``, shards ``shard-*.npy`` of uint8
     ``(n, C, S, S)`` arrays and ``index.json`` mapping each file key (absolute path, size,
     modification time) to its shard row, original size, header values, used bit depth and a
-    digest of the file's bytes. A changed setting never reuses stale pixels; what counts as a
-    changed file is ``identity``:
+    digest of the file's bytes. A damaged index or shard (cut short, deleted, not an object,
+    images of other settings) is not trusted: the files it held are decoded again, with a
+    warning; a cache folder that cannot be written is an `OSError` naming it. A changed setting
+    never reuses stale pixels; what counts as a changed file is ``identity``:
 
     - ``"stat"`` (default, free): a new path, size or modification time. A file rewritten with
       the same size and its old modification time (``cp -p``, ``rsync -t``, an archive
@@ -251,9 +313,39 @@ class ImageCache:
         return self.folder / "index.json"
 
     def _read_index(self) -> dict[str, list]:
-        if not self.index_path.is_file():
-            return {}
-        return json.loads(self.index_path.read_text())
+        """The index, less the entries whose shard row cannot be read back as this cache's
+        images (a damaged or deleted shard, a damaged entry): those files are decoded again."""
+        index = read_json_store(self.index_path, "the cache index")
+        c, s = self.settings.in_channels, self.settings.image_size
+        shards: dict[str, int | None] = {}
+        for name in {v[0] for v in index.values() if _entry_ok(v)}:
+            try:
+                shard = np.load(self.folder / name, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                reason = f"{type(err).__name__}: {err}"
+            else:
+                if shard.dtype == np.uint8 and shard.ndim == 4 and shard.shape[1:] == (c, s, s):
+                    shards[name] = len(shard)
+                    self._shards[name] = shard
+                    continue
+                reason = f"it holds {shard.dtype} images of shape {shard.shape[1:]}"
+            shards[name] = None
+            log.warning(
+                "cache shard %s is damaged (%s): its images are decoded again", name, reason
+            )
+        kept = {
+            key: value
+            for key, value in index.items()
+            if _entry_ok(value) and (shards[value[0]] or 0) > value[1]
+        }
+        if len(kept) < len(index):
+            log.warning(
+                "the cache index %s has %d entries that cannot be read back: their files are "
+                "decoded again",
+                self.index_path,
+                len(index) - len(kept),
+            )
+        return kept
 
     def _shard(self, name: str) -> np.ndarray:
         if name not in self._shards:
@@ -275,7 +367,7 @@ class ImageCache:
 
     def _build(self, paths: Sequence[str], keys: Sequence[str], index: dict) -> dict[str, str]:
         """Decode ``paths`` into new shards; returns the errors by key."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         settings_file = self.folder / "settings.json"
         if not settings_file.is_file():
             text = json.dumps(dataclasses.asdict(self.settings), indent=1, sort_keys=True)
@@ -337,7 +429,7 @@ class ImageCache:
             if Path(path).is_file():
                 keys[i] = file_key(path)
             else:
-                problems[i] = f"{path}: file does not exist"
+                problems[i] = f"{path} {missing_reason(path)}"
         index = self._read_index()
         entry = self._entries(paths, keys, index)
         todo = [i for i in keys if i not in entry]
@@ -365,11 +457,13 @@ class ImageCache:
         images = np.empty((len(kept), c, s, s), dtype=np.uint8)
         sizes, tags, identities, bits = [], [], [], []
         for out_row, i in enumerate(kept):
-            shard, row, size, values, depth, _ = index[entry[i]]
+            shard, row, size, values, depth, digest = index[entry[i]]
             images[out_row] = self._shard(shard)[row]
             sizes.append((int(size[0]), int(size[1])))
             tags.append({k: values.get(k, "") for k in self.settings.dicom_tags} if values else {})
-            identities.append({k: values[k] for k in IDENTITY_TAGS if k in values})
+            identities.append(
+                {**{k: values[k] for k in IDENTITY_TAGS if k in values}, SAME_BYTES: digest}
+            )
             bits.append(depth)
         if kept:
             where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])
@@ -417,9 +511,12 @@ def header_tags(
     """
     keywords = tuple(keywords)
     store = None if store is None else Path(store)
-    known: dict[str, dict[str, str]] = {}
-    if store is not None and store.is_file():
-        known = json.loads(store.read_text())
+    known: dict = {} if store is None else read_json_store(store, "the header store")
+    known = {
+        key: entry
+        for key, entry in known.items()
+        if isinstance(entry, dict) and isinstance(entry.get("tags"), dict) and "dicom" in entry
+    }
     keys = [file_key(p) for p in paths]
 
     def stale(key: str) -> bool:
@@ -441,7 +538,7 @@ def header_tags(
             old = known.get(keys[i], {}).get("tags", {})
             known[keys[i]] = {"dicom": found["dicom"], "tags": {**old, **found["tags"]}}
     if todo and store is not None:
-        store.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(store.parent)
         atomic_write_text(store, json.dumps(known))
     return [
         {k: known[key]["tags"].get(k, "") for k in keywords} if known[key]["dicom"] else {}

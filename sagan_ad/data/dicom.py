@@ -41,8 +41,10 @@ class DicomOptions:
             numbers used: stored values, MONOCHROME1 inverted, per-image min-max to 8 bit, nothing
             else.
         window: standard mode only. ``"header"``: the file's VOI LUT or first Window
-            Center/Width; files without either, or whose Window Width is invalid (below 1, or
-            not above 0 for ``LINEAR_EXACT``), fall back to ``fallback_window``;
+            Center/Width; files without either, with an empty VOI LUT, or whose window is
+            invalid (a centre or width that is not a finite number, a width below 1, or not
+            above 0 for ``LINEAR_EXACT``, a VOI LUT Function the standard does not define), fall
+            back to ``fallback_window``;
             ``"percentile"``: always clip to the ``percentiles`` of the image; ``"minmax"``: the
             image's full range. Pixels marked by Pixel Padding Value (and Range Limit) are
             left out of the percentiles and the range, and shown black.
@@ -64,6 +66,8 @@ class DicomOptions:
             raise ValueError(
                 f"fallback_window={self.fallback_window!r}: must be 'percentile' or 'minmax'"
             )
+        if len(self.percentiles) != 2:
+            raise ValueError(f"percentiles={self.percentiles}: give a low and a high percentile")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles={self.percentiles}: need 0 <= low < high <= 100")
@@ -173,9 +177,10 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
             f"{path}: multi-frame DICOM ({ds.NumberOfFrames} frames) is not a radiograph: "
             "export the frame you want as a single-frame file"
         )
+    _check_pixel_module(ds, path, photometric)
     syntax = ds.file_meta.TransferSyntaxUID
     try:
-        return ds.pixel_array
+        pixels = ds.pixel_array
     except Exception as err:
         if syntax.is_compressed:
             raise DicomReadError(
@@ -186,6 +191,47 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
             f"{path}: pixel data could not be decoded (truncated or corrupt file?): "
             f"{type(err).__name__}: {err}"
         ) from err
+    samples = int(ds.SamplesPerPixel)
+    expected = (int(ds.Rows), int(ds.Columns)) + ((samples,) if samples > 1 else ())
+    if pixels.shape != expected:
+        # pydicom reads surplus bytes as more frames: the header and the data disagree.
+        raise DicomReadError(
+            f"{path}: the pixel data decode to shape {pixels.shape}, but the header (Rows "
+            f"{ds.Rows}, Columns {ds.Columns}, Samples per Pixel {samples}) describes "
+            f"{expected}: the header is wrong or the file is damaged; fix or remove it"
+        )
+    return pixels
+
+
+def _check_pixel_module(ds: Dataset, path: str | os.PathLike, photometric: str) -> None:
+    """Name the Image Pixel tags that are missing or contradict each other, before decoding
+    (pydicom's own errors read like a corrupt file, or it decodes garbage)."""
+    problems = []
+    values: dict[str, int] = {}
+    # Float Pixel Data has no Bits Stored.
+    stored = ("BitsStored",) if "PixelData" in ds else ()
+    for keyword in ("Rows", "Columns", "BitsAllocated", *stored, "SamplesPerPixel"):
+        value = ds.get(keyword)
+        try:
+            values[keyword] = int(value)
+        except (TypeError, ValueError):
+            problems.append(f"{keyword} is {'missing' if value in (None, '') else repr(value)}")
+            continue
+        if values[keyword] < 1:
+            problems.append(f"{keyword} is {values[keyword]}")
+    if values.get("BitsStored", 0) > values.get("BitsAllocated", 64):
+        problems.append(
+            f"BitsStored {values['BitsStored']} exceeds BitsAllocated {values['BitsAllocated']}"
+        )
+    samples = values.get("SamplesPerPixel")
+    wanted = 1 if photometric in GRAYSCALE else 3
+    if samples is not None and samples != wanted:
+        problems.append(f"SamplesPerPixel is {samples} but {photometric} has {wanted}")
+    if problems:
+        raise DicomReadError(
+            f"{path}: the image header is invalid: {'; '.join(problems)}; fix the header or "
+            "remove the file"
+        )
 
 
 def _first(value: object) -> object:
@@ -193,16 +239,47 @@ def _first(value: object) -> object:
 
 
 def _usable_window(ds: Dataset) -> bool:
-    """Whether the header's first Window Center / Width can be applied (PS3.3 C.11.2.1.2)."""
+    """Whether the header's first Window Center / Width can be applied (PS3.3 C.11.2.1.2):
+    both numbers, finite, a VOI LUT Function the standard defines, and a width it allows."""
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center in (None, "") or width in (None, ""):
         return False
     try:
-        width = float(_first(width))
+        center, width = float(_first(center)), float(_first(width))
     except (TypeError, ValueError):
         return False
-    exact = str(ds.get("VOILUTFunction", "")).strip().upper() == "LINEAR_EXACT"
-    return width > 0 if exact else width >= 1
+    if not (np.isfinite(center) and np.isfinite(width)):
+        return False
+    function = str(ds.get("VOILUTFunction", "") or "").strip().upper()
+    if function not in ("", "LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        return False  # no other function is defined (PS3.3 C.11.2.1.3)
+    return width > 0 if function == "LINEAR_EXACT" else width >= 1
+
+
+def _usable_lut(ds: Dataset) -> bool:
+    """Whether the header's VOI LUT Sequence has a first item with a descriptor and data."""
+    sequence = ds.get("VOILUTSequence")
+    if not sequence:
+        return False
+    item = sequence[0]
+    return item.get("LUTDescriptor") not in (None, "") and item.get("LUTData") not in (None, b"")
+
+
+def _rescale(ds: Dataset, path: str | os.PathLike) -> None:
+    """Refuse Rescale Slope / Intercept values that are present but not numbers."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in ds:
+            continue
+        value = ds[keyword].value
+        try:
+            float(_first(value))
+        except (TypeError, ValueError):
+            shown = "empty" if value in (None, "") else f"{value!r}"
+            raise DicomReadError(
+                f"{path}: {keyword} is {shown}, not a number: the modality LUT cannot be "
+                "applied; fix the header (1 and 0 when the stored values are the modality "
+                "values) or remove the file"
+            ) from None
 
 
 def _padding(ds: Dataset, pixels: np.ndarray) -> np.ndarray | None:
@@ -230,22 +307,29 @@ def _voi(
     values: np.ndarray, ds: Dataset, options: DicomOptions, padding: np.ndarray | None = None
 ) -> np.ndarray:
     """The VOI step: modality values to display values in ``[0, 1]``."""
-    has_voi = "VOILUTSequence" in ds or _usable_window(ds)
+    lut = _usable_lut(ds)
     window = options.window
-    if window == "header" and not has_voi:
+    if window == "header" and not (lut or _usable_window(ds)):
         window = options.fallback_window
     if window == "header":
-        if "VOILUTSequence" in ds:
+        if lut:
             # A LUT is indexed by integer input values (pydicom prefers it over a window).
             values = np.round(values).astype(np.int64)
             extremes = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
         else:
             extremes = np.array([np.finfo(np.float32).min, np.finfo(np.float32).max])
-        voi = apply_voi_lut(values, ds, index=0, prefer_lut="VOILUTSequence" in ds)
-        # The output range of a window or LUT does not depend on the image: send the two
-        # extreme inputs through the same transform to find it.
-        probe = apply_voi_lut(extremes, ds, index=0, prefer_lut="VOILUTSequence" in ds)
-        probe = probe.astype(np.float64)
+        try:
+            voi = apply_voi_lut(values, ds, index=0, prefer_lut=lut)
+            # The output range of a window or LUT does not depend on the image: send the two
+            # extreme inputs through the same transform to find it.
+            probe = apply_voi_lut(extremes, ds, index=0, prefer_lut=lut).astype(np.float64)
+        except Exception as err:
+            # A LUT whose data are shorter than its descriptor says, for one.
+            raise ValueError(
+                f"the header's {'VOI LUT' if lut else 'window'} cannot be applied "
+                f"({type(err).__name__}: {err}): the header is damaged; set window='percentile' "
+                "or window='minmax' to window by the image's own values"
+            ) from err
         low, high = float(probe.min()), float(probe.max())
         return (voi.astype(np.float64) - low) / max(high - low, 1e-12)
     image = values if padding is None else values[~padding]
@@ -253,7 +337,11 @@ def _voi(
         low, high = np.percentile(image, options.percentiles)
     else:
         low, high = float(image.min()), float(image.max())
-    return (np.clip(values, low, high) - low) / max(float(high - low), 1e-12)
+    # No floor on the span: modality values may be tiny (a Rescale Slope of 1e-30), and a
+    # floor would turn them into a black image. A span of 0 gives a blank image, refused later.
+    span = float(high - low)
+    clipped = np.clip(values, low, high) - low
+    return clipped / span if span > 0 else np.zeros_like(clipped)
 
 
 def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> np.ndarray:
@@ -300,6 +388,7 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
             "image is empty; remove it from the data set"
         )
     _not_blank(image, path)
+    _rescale(ds, path)
     values = apply_modality_lut(pixels, ds).astype(np.float64)
     kept = values if padding is None else values[~padding]
     if not np.isfinite(kept).all() or np.ptp(kept) == 0:
@@ -314,7 +403,7 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
     shown = display if padding is None else display[~padding]
     if np.ptp(shown) == 0:
         raise DicomReadError(
-            f"{path}: the header's {'VOI LUT' if 'VOILUTSequence' in ds else 'window'} "
+            f"{path}: the header's {'VOI LUT' if _usable_lut(ds) else 'window'} "
             f"(Window Center {ds.get('WindowCenter', '-')}, Width {ds.get('WindowWidth', '-')}) "
             "maps every pixel to one grey, so the image would be blank: set window='percentile' "
             "or window='minmax' to window by the image's own values"

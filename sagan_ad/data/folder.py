@@ -23,7 +23,10 @@ CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other c
 def _source_records(source: Path, role: str, label: int, force_dicom: bool) -> list[Record]:
     if source.suffix.lower() == ".csv":
         records = []
-        for row in read_csv(source, ("path",), CSV_LAYOUT):
+        for line, row in enumerate(read_csv(source, ("path",), CSV_LAYOUT), start=2):
+            if not row["path"]:
+                # Path("") is the CSV's own folder: it would be reported as a missing image.
+                raise ValueError(f"{source}, line {line}: the path is empty; {CSV_LAYOUT}")
             path = Path(row["path"])
             path = path if path.is_absolute() else source.parent / path
             metadata = {k: v for k, v in row.items() if k != "path"}

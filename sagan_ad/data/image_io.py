@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +16,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, is_dicom_file, read_dicom
 
@@ -23,11 +26,26 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
 """The suffixes every reader of folders lists (training and ``predict`` alike), any case."""
 JUNK_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
-JUNK_FOLDERS = frozenset({"__macosx", "$recycle.bin", "system volume information"})
+JUNK_FOLDERS = frozenset(
+    {
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "lost+found",
+        # Network storage: Synology keeps thumbnails of every image (real JPEGs) in @eaDir and
+        # deleted files in #recycle; QNAP in @Recycle and @Recently-Snapshot.
+        "@eadir",
+        "#recycle",
+        "#snapshot",
+        "@recycle",
+        "@recently-snapshot",
+    }
+)
 # ITU-R 601-2 luma, the weights PIL uses for "RGB" -> "L".
 LUMA = np.array([0.299, 0.587, 0.114])
 BitDepth = int | Literal["auto", "dtype"]
 EXIF_ORIENTATION = 0x0112
+TIFF_PHOTOMETRIC = 262
 
 
 class ImageReadError(RuntimeError):
@@ -106,8 +124,10 @@ def discover_images(
 ) -> Discovery:
     """Image files under ``folder``: by suffix (any case), plus files without a suffix that
     carry the DICOM magic (PACS exports such as ``IM000001``); with ``force_dicom`` every file
-    (read as DICOM). Hidden and system files and folders are never images (`is_junk`).
-    Symbolic links to folders are followed (each folder once).
+    (read as DICOM). Hidden and system files and folders (`is_junk`, `JUNK_FOLDERS`: also the
+    thumbnail and recycle folders of network storage) are never images. Symbolic links to
+    folders are followed (each folder once); dangling links, link loops and special files with
+    an image suffix are listed as images, so that reading them reports what they are.
 
     Examples:
         >>> import tempfile
@@ -132,7 +152,10 @@ def discover_images(
             if is_junk(name):
                 found.junk.append(path)
             elif not path.is_file():
-                continue
+                # A dangling link, a link loop, a FIFO: never opened here (a FIFO would block),
+                # but kept where an image was meant, so that reading reports it.
+                meant = force_dicom or path.suffix.lower() in wanted
+                (found.images if meant else found.other).append(path)
             elif (
                 force_dicom
                 or path.suffix.lower() in wanted
@@ -215,10 +238,63 @@ def scale_bits(array: np.ndarray, bit_depth: BitDepth = "auto") -> int | None:
     return int(bit_depth)
 
 
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+"""Leading bytes of the formats a file in an image folder turns out to be."""
+IMAGE_KINDS = frozenset(("a PNG image", "a JPEG image", "a TIFF image", "a BMP image"))
+"""What `sniff` says of the formats read by PIL whatever the file's suffix."""
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """What the first bytes of a file say it is (``"a PNG image"``, ``"a PDF document"``,
+    ``"text"``, ...), or ``None``.
+
+    Examples:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x.png"
+        >>> _ = p.write_text("<html>")
+        >>> sniff(p)
+        'text'
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    # First: a DICOM preamble may itself hold a TIFF header (dual DICOM / TIFF files).
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    if head[:2] == b"\x08\x00":
+        # Group 0008 (identification) first, little endian: an old ACR-NEMA style data set.
+        return "DICOM without preamble (set force_dicom=True to read such files)"
+    for magic, kind in SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text" if head else None
+
+
+def _raw_mode(img: Image.Image) -> str:
+    # The decoder's raw mode (for example "L;I", "I;16B", "RGB;16B"), before loading clears it.
+    args = img.tile[0][3] if img.tile else None
+    return str(args[0] if isinstance(args, tuple) and args else args or "")
+
+
 def _sixteen_bit_colour(img: Image.Image) -> bool:
     # PIL decodes 48/64-bit RGB(A) PNGs and TIFFs (and 16-bit grey + alpha) to 8 bits per
     # channel; the raw mode still tells.
-    return bool(img.tile) and ";16" in str(img.tile[0][3]) and img.mode in ("RGB", "RGBA")
+    return ";16" in _raw_mode(img) and img.mode in ("RGB", "RGBA")
 
 
 def _opaque(alpha: np.ndarray, opaque: int) -> np.ndarray:
@@ -262,21 +338,44 @@ def _checked_values(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"pixels of type {array.dtype} are not supported: export as 8 or 16 bit")
 
 
+CONVERTED_MODES = ("CMYK", "YCbCr", "P")
+"""PIL modes that PIL converts to RGB correctly (CMYK naively, as every viewer without a
+colour profile does); other colour spaces (LAB, HSV) would come out as wrong colours."""
+
+
+def _colour_key(array: np.ndarray, key: object) -> None:
+    """Refuse the pixels a PNG ``tRNS`` colour key makes transparent (all channels equal)."""
+    key = np.asarray(key)
+    hit = array == key if array.ndim == 2 else np.all(array == key.reshape(1, 1, -1), axis=-1)
+    _opaque(np.where(hit, 0, 1), 1)
+
+
 def _pil_pixels(img: Image.Image) -> np.ndarray:
     img.load()
+    # A PNG colour key (tRNS) makes every pixel of that value transparent, as alpha would.
+    key = img.info.get("transparency") if img.mode in ("I;16", "I", "L", "RGB") else None
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img).astype(np.uint16)
-    if img.mode in ("I", "F", "L", "RGB"):
-        return _checked_values(np.asarray(img))
-    if img.mode in ("1", "LA", "La"):
+        array = np.asarray(img).astype(np.uint16)
+    elif img.mode in ("I", "F", "L", "RGB"):
+        array = _checked_values(np.asarray(img))
+    elif img.mode in ("1", "LA", "La"):
         if img.mode != "1":
             _opaque(np.asarray(img.getchannel("A")), 255)
         return np.asarray(img.convert("L"))
-    if img.mode in ("RGBA", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
+    elif img.mode in ("RGBA", "RGBa", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         _opaque(np.asarray(rgba.getchannel("A")), 255)
         return np.asarray(rgba.convert("RGB"))
-    return np.asarray(img.convert("RGB"))
+    elif img.mode in CONVERTED_MODES:
+        return np.asarray(img.convert("RGB"))
+    else:
+        raise ValueError(
+            f"pixel mode {img.mode!r} is not supported (it would be converted to wrong colours "
+            "or values): save the image as grayscale or RGB"
+        )
+    if key is not None and not isinstance(key, bytes):
+        _colour_key(array, key)
+    return array
 
 
 def _opencv_pixels(path: str | os.PathLike) -> np.ndarray:
@@ -331,9 +430,12 @@ def decode_image(
         (dtype('uint16'), (4, 6))
     """
     try:
-        if is_dicom(path, force_dicom):
+        if not Path(path).is_file():
+            raise ImageReadError(f"{path} {missing_reason(path)}")
+        # A PNG saved as .dcm is read as what it is, as a DICOM saved as .png is.
+        if is_dicom(path, force_dicom) and (force_dicom or sniff(path) not in IMAGE_KINDS):
             return read_dicom(path, dicom)
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             frames = int(getattr(img, "n_frames", 1))
             if frames > 1:
                 raise ValueError(
@@ -345,6 +447,13 @@ def decode_image(
             tiff = img.format == "TIFF"
             tags = img.tag_v2 if tiff else img.getexif()
             orientation = int(tags.get(EXIF_ORIENTATION, 1) or 1)
+            if tiff and tags.get(TIFF_PHOTOMETRIC) == 0 and not _raw_mode(img).endswith(";I"):
+                # PIL inverts MinIsWhite (0 = white) only at 1 and 8 bits: deeper or float
+                # pixels would come out as a negative.
+                raise ValueError(
+                    f"TIFF photometric MinIsWhite (0 is white) in pixel mode {img.mode!r} is "
+                    "not supported: save the image as MinIsBlack (0 is black)"
+                )
             if tiff and orientation in (5, 6, 7, 8):
                 # PIL (some versions) decodes these with width and height swapped, and OpenCV
                 # refuses them: no reader here gives their pixels reliably.
@@ -361,12 +470,103 @@ def decode_image(
                 if EXIF_ORIENTATION not in tags:
                     orientation = 1  # PIL applied it while loading (TIFF, in recent versions)
         return _orient(array, orientation)
+    except ImageReadError:
+        raise
     except DicomReadError as err:
         raise ImageReadError(str(err)) from err
     except Exception as err:
         size = Path(path).stat().st_size if Path(path).is_file() else None
         hint = " (the file is empty)" if size == 0 else ""
         raise ImageReadError(f"{path}{hint}: {type(err).__name__}: {err}") from err
+
+
+def _open_image(path: str | os.PathLike) -> Image.Image:
+    """``Image.open``, with a message saying what the file is when PIL cannot read it."""
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        kind = sniff(path)
+        if kind == "a TIFF image":
+            detail = (
+                "a TIFF of a kind PIL cannot decode (for example float64 or float16 pixels, or "
+                "16-bit grey with alpha): save it as 8 or 16-bit unsigned integers or float32"
+            )
+        elif kind is None:
+            detail = "not a PNG, JPEG, TIFF, BMP or DICOM file"
+        else:
+            detail = f"not a PNG, JPEG, TIFF, BMP or DICOM file: its bytes say it is {kind}"
+        raise ValueError(f"{detail}; convert or remove it") from None
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a file that can be read, in words, with the likely intended file.
+
+    Covers folders, dangling links, link loops, FIFOs and other special files, and names that
+    differ from a file beside them only in letter case, Unicode normalization, surrounding
+    spaces or Windows backslashes.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "Scan.PNG").write_bytes(b"")
+        >>> missing_reason(folder / "scan.png")  # doctest: +ELLIPSIS
+        "does not exist, but '/.../Scan.PNG' does: the names differ in letter case; ..."
+    """
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "is a symbolic link loop (it points to itself through other links)"
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    if path.exists():
+        return "is not a regular file (a FIFO, socket or device): it cannot be read as an image"
+    near = _near_names(path)
+    if near is None:
+        return "does not exist"
+    written = os.path.abspath(path)
+    nfc = unicodedata.normalize
+    checks = (
+        ("Windows backslashes (\\ for /)", written.replace("\\", "/") == near),
+        ("Unicode normalization (NFC / NFD)", nfc("NFC", written) == nfc("NFC", near)),
+        ("spaces", [p.strip() for p in Path(written).parts] == list(Path(near).parts)),
+        ("letter case", written.casefold() == near.casefold()),
+    )
+    how = next((kind for kind, same in checks if same), "case, spaces, Unicode form or slashes")
+    return f"does not exist, but {near!r} does: the names differ in {how}; correct the name"
+
+
+def _spelling(name: str) -> str:
+    return unicodedata.normalize("NFC", name).strip().casefold()
+
+
+@functools.lru_cache(maxsize=32)
+def _entries_by_spelling(folder: str, mtime_ns: int) -> dict[str, str]:
+    # Keyed by the folder's modification time too: a listing is reused only while the folder
+    # is unchanged, and each folder is listed once however many of its files are missing.
+    return {_spelling(entry): entry for entry in sorted(os.listdir(folder), reverse=True)}
+
+
+def _near_names(path: Path) -> str | None:
+    """The existing file whose path differs from ``path`` only in spelling details (see
+    `missing_reason`), or ``None``."""
+    parts = Path(os.path.abspath(str(path).replace("\\", "/"))).parts
+    found = Path(parts[0])
+    for part in parts[1:]:
+        if (found / part).exists():
+            found = found / part
+            continue
+        try:
+            entries = _entries_by_spelling(str(found), os.stat(found).st_mtime_ns)
+        except OSError:
+            return None
+        if _spelling(part) not in entries:
+            return None
+        found = found / entries[_spelling(part)]
+    return str(found) if found.is_file() else None
 
 
 def _to_unit_float(array: np.ndarray, bits: int | None) -> np.ndarray:
@@ -526,6 +726,8 @@ def unify_bit_depth(
         >>> unify_bit_depth(images, [12, 14], "auto", "demo"), images.ravel().tolist()
         (14, [64, 255])
     """
+    if bit_depth == "auto":
+        _warn_outlier_depth(images, bits, where)
     top = data_set_depth(bits, bit_depth, where)
     if top is not None:
         for i, b in enumerate(bits):
@@ -533,6 +735,25 @@ def unify_bit_depth(
                 factor = (2.0**b - 1.0) / (2.0**top - 1.0)
                 images[i] = np.round(images[i] * factor).astype(np.uint8)
     return top
+
+
+def _warn_outlier_depth(images: np.ndarray, bits: Sequence[int | None], where: str) -> None:
+    """Warn when 16-bit images, each scaled by the depth its largest value needs, keep nearly
+    all their pixels (99%) in the darkest quarter: a few pixels far above the rest (a burned-in
+    marker or text at 65535) then set the depth, and the anatomy keeps a fraction of its
+    contrast. Nothing is clipped to save it: that would change the markers silently."""
+    dim = [
+        i
+        for i, b in enumerate(bits)
+        if b is not None and b > 8 and np.percentile(images[i], 99) < 64
+    ]
+    if dim:
+        log_once(
+            f"{where}: {len(dim)} of the 16-bit images keep 99% of their pixels in the "
+            "darkest quarter of their scale: a few pixels far brighter than the rest (burned-in "
+            "markers or text?) set their depth, and the rest keeps a fraction of its contrast; "
+            "remove those pixels or export the images without them"
+        )
 
 
 def load_image_and_size(
@@ -618,7 +839,7 @@ def load_images(
         (0, 1, 64, 64)
     """
     out = np.empty((len(paths), in_channels, image_size, image_size), dtype=np.uint8)
-    missing = [str(p) for p in paths if not Path(p).is_file()]
+    missing = [f"{p} {missing_reason(p)}" for p in paths if not Path(p).is_file()]
     if missing:
         raise ImageReadError(f"{len(missing)} image file(s) do not exist:\n  {listing(missing)}")
     bits: list[int | None] = [None] * len(paths)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from sagan_ad.data.image_io import Discovery, discover_images
+from sagan_ad.data.image_io import Discovery, discover_images, log_once
 from sagan_ad.data.raw import RawDataModule, Record
 
 CLASS_FOLDERS = {"non_glaucoma": 0, "suspicious_glaucoma": 1}
@@ -24,7 +25,8 @@ class LAGDataModule(RawDataModule):
     ``._name.jpg`` files a macOS copy leaves, are skipped and counted in one warning), except
     in folders whose name contains ``attention`` (the attention maps). An attention map with the
     same file stem as an image is recorded in the image's metadata as ``attention_map`` (a
-    path), for localization.
+    path), for localization; a stem shared by several maps or several images of one class
+    folder gets none (which map is whose cannot be told), and a warning counts them.
     1 channel by default, as in the paper; ``in_channels=3`` keeps colour. Default counts
     (Med-AD): 1500 known normals, pools of 832 normal / 900 abnormal, test 811 / 811.
     Arguments: see `RawDataModule`.
@@ -45,7 +47,7 @@ class LAGDataModule(RawDataModule):
 
     def records(self) -> list[Record]:
         self.require_root()
-        records, empty = [], []
+        records, empty, ambiguous = [], [], []
         skipped = Discovery([])
         for folder_name, label in CLASS_FOLDERS.items():
             folder = self.root / folder_name
@@ -58,8 +60,12 @@ class LAGDataModule(RawDataModule):
             skipped.junk += found.junk
             skipped.other += found.other
             files = found.images
-            maps = {p.stem: p for p in files if _is_attention(p, folder)}
+            stems = Counter(p.stem for p in files if _is_attention(p, folder))
             images = [p for p in files if not _is_attention(p, folder)]
+            # A stem with several maps (or several images) cannot say which map is whose.
+            stems.update(p.stem for p in images)
+            maps = {p.stem: p for p in files if _is_attention(p, folder) and stems[p.stem] == 2}
+            ambiguous += [stem for stem, n in stems.items() if n > 2]
             if not images:
                 empty.append(f"{folder} has no images (outside attention-map folders)")
             for path in images:
@@ -72,6 +78,12 @@ class LAGDataModule(RawDataModule):
                         metadata=metadata,
                     )
                 )
+        if ambiguous:
+            log_once(
+                f"{self.root}: {len(ambiguous)} file stem(s) name several images or attention "
+                f"maps ({', '.join(sorted(ambiguous)[:3])}, ...): their images get no "
+                "attention_map"
+            )
         skipped.images = [r.path for r in records]
         skipped.log_skipped(self.root)
         self._fail_or_skip(empty, "empty class folder(s)")

@@ -10,15 +10,23 @@ from typing import Literal
 import numpy as np
 import torch
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.cache import IDENTITY_TAGS, CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
+from sagan_ad.data.cache import (
+    IDENTITY_TAGS,
+    CacheIdentity,
+    ImageCache,
+    PreprocessSettings,
+    content_digest,
+)
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
-from sagan_ad.data.image_io import BitDepth, is_dicom, load_images
+from sagan_ad.data.image_io import BitDepth, is_dicom, load_images, log_once
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
+from sagan_ad.data.raw import separator_hint
 from sagan_ad.data.split import (
+    SAME_BYTES,
     LeakageCheck,
     MedADSplit,
     SplitError,
@@ -26,6 +34,7 @@ from sagan_ad.data.split import (
     check_data_options,
     check_leakage,
     check_split_files,
+    file_identity,
     read_medad_split,
     unlabeled_counts,
 )
@@ -129,6 +138,10 @@ class MedADDataModule(AnomalyDataModule):
             normalization=normalization,
             augment=augment,
         )
+        check_numbers(
+            whole={"unlabeled_size": unlabeled_size, "val_abnormal": val_abnormal},
+            real={"anomaly_ratio": anomaly_ratio},
+        )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
         if unlabeled_size is not None and unlabeled_size < 1:
@@ -173,11 +186,38 @@ class MedADDataModule(AnomalyDataModule):
             )
         path = self.root / "data.json"
         split = read_medad_split(path)
-        check_split_files(split, self.root / self.image_dir, str(path), self.allow_outside_root)
+        if not (self.root / self.image_dir).is_dir():
+            # Otherwise every name of data.json would be listed as a missing file.
+            raise FileNotFoundError(
+                f"image_dir={self.image_dir!r}: {self.root / self.image_dir} is not a folder; "
+                f"name the folder of {self.root} that holds the images of data.json"
+            )
+        images = self.root / self.image_dir
+        prefixed = [
+            name
+            for names in split.parts().values()
+            for name in names
+            if not (images / name).exists() and (self.root / name).is_file()
+        ]
+        if prefixed:
+            # A common slip: names written relative to root ("images/x.png") instead of image_dir.
+            raise SplitError(
+                f"{path}: {len(prefixed)} name(s) are not files under {images} but are under "
+                f"{self.root} (for example {prefixed[0]!r}): names in data.json are relative "
+                f"to image_dir={self.image_dir!r}; drop the {self.image_dir}/ prefix"
+            )
+        check_split_files(split, images, str(path), self.allow_outside_root)
         return split
 
-    def read_metadata(self) -> dict[str, dict[str, str]]:
-        """The rows of ``metadata_csv`` by image name (empty without one)."""
+    def read_metadata(self, split: MedADSplit) -> dict[str, dict[str, str]]:
+        """The rows of ``metadata_csv`` by the ``data.json`` name of the image they describe
+        (empty without one).
+
+        Rows and names are matched as files, as the split's names are (``./x.png`` is
+        ``x.png``). Two rows for one image are an error (which one would hold?); rows that
+        describe no image of the split are counted in one warning (a misspelt name would
+        otherwise leave its image without metadata unseen).
+        """
         if self.metadata_csv is None:
             return {}
         path = self.root / self.metadata_csv  # an absolute metadata_csv stays as it is
@@ -188,20 +228,45 @@ class MedADDataModule(AnomalyDataModule):
             columns = reader.fieldnames or []
             if "file" not in columns:
                 raise ValueError(
-                    f"metadata_csv {path} has no 'file' column (has {columns}): name each image "
-                    "as data.json does in a column called file"
+                    f"metadata_csv {path} has no 'file' column (has {columns})"
+                    f"{separator_hint(columns)}: name each image as data.json does in a column "
+                    "called file"
                 )
             if self.val_balance_by is not None and self.val_balance_by not in columns:
                 raise ValueError(
                     f"val_balance_by={self.val_balance_by!r} is not a column of {path} (has "
                     f"{columns})"
                 )
-            return {
-                row["file"]: {
+            rows = list(enumerate(reader, start=2))
+        images = self.root / self.image_dir
+        names = {
+            file_identity(images / name): name for names in split.parts().values() for name in names
+        }
+        found: dict[str, dict[str, str]] = {}
+        lines: dict[str, int] = {}
+        twice, unmatched = [], []
+        for line, row in rows:
+            name = names.get(file_identity(images / (row.get("file") or "").strip()))
+            if name is None:
+                unmatched.append(str(row.get("file")))
+            elif name in found:
+                twice.append(f"lines {lines[name]} and {line} ({name})")
+            else:
+                lines[name] = line
+                found[name] = {
                     k: (v or "").strip() for k, v in row.items() if k not in ("file", None)
                 }
-                for row in reader
-            }
+        if twice:
+            raise ValueError(
+                f"metadata_csv {path} describes one image twice: {', '.join(twice[:10])}; keep "
+                "one row per image"
+            )
+        if unmatched:
+            log_once(
+                f"metadata_csv {path}: {len(unmatched)} row(s) name no image of data.json (for "
+                f"example {', '.join(repr(n) for n in unmatched[:3])}); their metadata is unused"
+            )
+        return found
 
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
@@ -248,7 +313,7 @@ class MedADDataModule(AnomalyDataModule):
     def load(self) -> SplitData:
         source = self.root / "data.json"
         split = original = self.read_split()
-        metadata = self.read_metadata()
+        metadata = self.read_metadata(split)
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         if self.val_abnormal:
@@ -345,7 +410,10 @@ class MedADDataModule(AnomalyDataModule):
             for path in paths
         ]
         tags = [{k: h.get(k, "") for k in settings.dicom_tags} if h else {} for h in headers]
-        identities = [{k: h[k] for k in IDENTITY_TAGS if k in h} for h in headers]
+        identities = [
+            {**{k: h[k] for k in IDENTITY_TAGS if k in h}, SAME_BYTES: content_digest(path)}
+            for h, path in zip(headers, paths, strict=True)
+        ]
         return array, tags, identities
 
     def split_manifest(self) -> dict | None:

@@ -25,6 +25,7 @@ from sagan_ad.data.image_io import (
     decode_image,
     discover_images,
     is_dicom,
+    missing_reason,
     read_image,
     used_bits,
 )
@@ -50,6 +51,8 @@ def original_size(path: str | os.PathLike, force_dicom: bool = False) -> tuple[i
         >>> original_size(p)
         (80, 100)
     """
+    if not Path(path).is_file():
+        raise ImageReadError(f"{path} {missing_reason(path)}")
     try:
         if is_dicom(path, force_dicom):
             header = read_dataset(path, header_only=True)
@@ -87,7 +90,8 @@ def list_images(
 
 
 def _is_sixteen_bit(path: Path, force_dicom: bool) -> bool:
-    if is_dicom(path, force_dicom):
+    # Not a regular file (opening a FIFO would block): reported when it is read.
+    if not path.is_file() or is_dicom(path, force_dicom):
         return False
     try:
         with Image.open(path) as img:

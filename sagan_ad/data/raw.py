@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import (
     IDENTITY_TAGS,
@@ -27,9 +27,10 @@ from sagan_ad.data.cache import (
     PreprocessSettings,
     atomic_write_text,
     header_tags,
+    make_folder,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once
+from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
@@ -59,6 +60,11 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("SAGAN_AD_CACHE", "~/.cache/sagan_ad")).expanduser()
 
 
+MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
+"""Group values that mean "unknown" (as pandas, R and spreadsheets write them), compared
+without case."""
+
+
 @dataclass
 class Record:
     """One image of a raw release.
@@ -81,6 +87,18 @@ class Record:
     group: str = ""
 
 
+def separator_hint(columns: list[str]) -> str:
+    """A note when a CSV's one column looks like several joined by another separator (Excel
+    writes ``;`` in many locales; some exports tabs), else ``""``.
+
+    Examples:
+        >>> separator_hint(["path;site"])
+        "; the columns seem separated by ';': save it comma-separated"
+    """
+    other = next((d for d in (";", "\t", "|") if len(columns) == 1 and d in columns[0]), "")
+    return f"; the columns seem separated by {other!r}: save it comma-separated" if other else ""
+
+
 def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
     """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
     if not path.is_file():
@@ -90,9 +108,10 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
             reader = csv.DictReader(handle)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
+                found = reader.fieldnames or []
                 raise ValueError(
-                    f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames}); "
-                    f"expected {layout}"
+                    f"{path}: missing column(s) {', '.join(missing)} (has {found})"
+                    f"{separator_hint(found)}; expected {layout}"
                 )
             return [
                 {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
@@ -211,6 +230,9 @@ class RawDataModule(AnomalyDataModule):
             normalization=normalization,
             augment=augment,
         )
+        check_numbers(
+            whole={"unlabeled_size": unlabeled_size}, real={"anomaly_ratio": anomaly_ratio}
+        )
         if not 0.0 <= anomaly_ratio <= 1.0:
             raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
         if unlabeled_size is not None and unlabeled_size < 1:
@@ -268,6 +290,20 @@ class RawDataModule(AnomalyDataModule):
                     f"split_file={str(self.split_file)!r} names {len(unknown)} image(s) that "
                     f"are not in {self.root}: {', '.join(unknown[:10])}"
                 )
+            # The labels come from the release, not from the split file: a split file of
+            # another release version, or with parts swapped, would otherwise relabel images.
+            wrong = [
+                f"{name} ({part}, but labelled {'abnormal' if records[name].label else 'normal'})"
+                for part in SPLIT_PARTS
+                for name in getattr(split, part)
+                if records[name].label != int(part.endswith("abnormal"))
+            ]
+            if wrong:
+                raise SplitError(
+                    f"split_file={str(self.split_file)!r} puts {len(wrong)} image(s) in a part "
+                    f"of the other class than {self.root} gives them: {', '.join(wrong[:10])}; "
+                    "use a split file written for this release (and these labels)"
+                )
             return split
         normal = [name for name, r in records.items() if r.label == 0]
         abnormal = [name for name, r in records.items() if r.label == 1]
@@ -276,31 +312,44 @@ class RawDataModule(AnomalyDataModule):
         )
 
     def group_keys(self, records: dict[str, Record]) -> dict[str, str]:
-        """The group of each image by ``group_by`` (empty: a group of its own)."""
+        """The group of each image by ``group_by`` (empty: a group of its own).
+
+        Empty values and the words spreadsheets and pandas write for a missing value
+        (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
+        every image without a patient would be one giant patient. How many images have none
+        is logged once.
+        """
         if self.group_by is None:
             return {name: r.group for name, r in records.items()}
         column = self.group_by
         if any(column in r.metadata for r in records.values()):
-            return {name: r.metadata.get(column, "") for name, r in records.items()}
-        if tag_for_keyword(column) is None:
+            source = "the column is empty or says the value is missing"
+            values = {name: r.metadata.get(column, "") for name, r in records.items()}
+        elif tag_for_keyword(column) is None:
             columns = sorted({k for r in records.values() for k in r.metadata})
             raise ValueError(
                 f"group_by={column!r} is neither a column of the data (columns: "
                 f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
             )
-        names = list(records)
-        values = header_tags(
-            [records[n].path for n in names],
-            [column],
-            self.cache_dir / "headers.json",
-            self.settings.force_dicom,
-        )
-        groups = {name: found.get(column, "") for name, found in zip(names, values, strict=True)}
+        else:
+            source = "not DICOM, or the tag is empty"
+            names = list(records)
+            found = header_tags(
+                [records[n].path for n in names],
+                [column],
+                self.cache_dir / "headers.json",
+                self.settings.force_dicom,
+            )
+            values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
+        groups = {
+            name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
+            for name, value in values.items()
+        }
         lacking = sum(1 for value in groups.values() if not value)
         if lacking:
             log_once(
                 f"{type(self).__name__}: {lacking} of {len(groups)} images have no {column} "
-                "(not DICOM, or the tag is empty): each is a group of its own"
+                f"({source}): each is a group of its own"
             )
         return groups
 
@@ -344,8 +393,8 @@ class RawDataModule(AnomalyDataModule):
                 )
         missing = [r for r in records if not r.path.is_file()]
         self._fail_or_skip(
-            [f"{r.name}: {r.path} does not exist" for r in missing],
-            "listed image(s) whose file does not exist",
+            [f"{r.name}: {r.path} {missing_reason(r.path)}" for r in missing],
+            "listed image(s) whose file does not exist (or is not a file)",
         )
         gone = {id(r) for r in missing}
         return {r.name: r for r in records if id(r) not in gone}
@@ -397,7 +446,7 @@ class RawDataModule(AnomalyDataModule):
         }
         self._known_names = list(split.known_normal)
         written = self.split_json(split)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.cache_dir)
         atomic_write_text(self.split_path, json.dumps(written, indent=1))
         left_out = len(used) - len(rows)
         self._manifest = {

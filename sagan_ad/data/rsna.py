@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 
+from sagan_ad.data.image_io import listing
 from sagan_ad.data.raw import RawDataModule, Record, number, read_csv
 
 LAYOUT = (
@@ -14,6 +16,16 @@ LAYOUT = (
     "(patientId,x,y,width,height,Target)"
 )
 NORMAL, ABNORMAL = "Normal", "Lung Opacity"
+CLASSES = (NORMAL, ABNORMAL, "No Lung Opacity / Not Normal")
+
+
+def _target(text: str) -> int | None:
+    """A ``Target`` cell as 0 or 1 (``"1"``, or ``"1.0"`` as pandas writes it); else ``None``."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value in (0.0, 1.0) else None
 
 
 class RSNADataModule(RawDataModule):
@@ -46,19 +58,51 @@ class RSNADataModule(RawDataModule):
         self.require_root()
         classes: dict[str, str] = {}
         info = self.root / "stage_2_detailed_class_info.csv"
+        unknown: Counter[str] = Counter()
         for line, row in enumerate(read_csv(info, ("patientId", "class"), LAYOUT), start=2):
             pid, cls = row["patientId"], row["class"]
+            if cls not in CLASSES:
+                unknown[cls] += 1  # a class left out unseen would shrink a class silently
             if classes.setdefault(pid, cls) != cls:
                 raise ValueError(
                     f"{info}, line {line}: patient {pid} is both {classes[pid]!r} and {cls!r}"
                 )
+        if unknown:
+            found = ", ".join(f"{cls!r} ({n} rows)" for cls, n in unknown.most_common(5))
+            raise ValueError(
+                f"{info}: unknown class value(s) {found}; the release's classes are "
+                f"{', '.join(repr(c) for c in CLASSES)} (spelt exactly): correct the column"
+            )
         boxes: dict[str, list[list[float]]] = {}
         columns = ("patientId", "x", "y", "width", "height", "Target")
-        for row in read_csv(self.root / "stage_2_train_labels.csv", columns, LAYOUT):
-            if row["Target"] == "1":
+        labels = self.root / "stage_2_train_labels.csv"
+        bad = []
+        for line, row in enumerate(read_csv(labels, columns, LAYOUT), start=2):
+            target = _target(row["Target"])
+            if target is None:
+                bad.append(f"line {line}: Target {row['Target']!r} (must be 0 or 1)")
+            elif target == 1:
                 x, y = number(row["x"]), number(row["y"])
                 w, h = number(row["width"]), number(row["height"])
                 boxes.setdefault(row["patientId"], []).append([x, y, x + w, y + h])
+        # The two files describe one truth: a box is a lung opacity and vice versa; otherwise
+        # boxes would be lost (localization scored without them) or sit on normal films.
+        bad += [
+            f"patient {pid}: {len(boxes[pid])} opacity box(es) (Target 1) but class "
+            f"{classes[pid]!r}"
+            for pid in sorted(boxes)
+            if pid in classes and classes[pid] != ABNORMAL
+        ]
+        bad += [
+            f"patient {pid}: class {ABNORMAL!r} but no box (no row with Target 1)"
+            for pid, cls in sorted(classes.items())
+            if cls == ABNORMAL and pid not in boxes
+        ]
+        if bad:
+            raise ValueError(
+                f"{labels} and {info.name} disagree or hold invalid values; correct them:\n  "
+                + listing(bad)
+            )
         images = self.root / "stage_2_train_images"
         records = []
         for pid, cls in sorted(classes.items()):

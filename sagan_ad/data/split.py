@@ -12,6 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 
 LeakageCheck = Literal["raise", "warn", "ignore"]
+SAME_BYTES = "identical bytes"
+"""The identity under which `check_leakage` compares file contents (a digest of the bytes), so
+that a copy of an image under another name or in another folder is caught like a link to it."""
 
 
 class SplitError(ValueError):
@@ -235,7 +239,7 @@ def _check_keys(node: Mapping, where: str, path: Path) -> None:
 
 def _child(node: object, key: str, where: str, path: Path, required: bool = True) -> object:
     if not isinstance(node, Mapping):
-        raise SplitError(f"{path}: {where} must be an object")
+        raise SplitError(f"{path}: {where or 'the top level'} must be an object")
     _check_keys(node, where, path)
     if key not in node:
         if not required:
@@ -262,6 +266,8 @@ def read_medad_split(path: str | os.PathLike) -> MedADSplit:
         ['a.png']
     """
     path = Path(path)
+    if path.is_dir():
+        raise SplitError(f"{path} is a folder: data.json must be the JSON split file")
     if not path.is_file():
         raise SplitError(
             f"{path} does not exist: a Med-AD dataset folder holds images/ and data.json "
@@ -684,7 +690,11 @@ def protocol_split(
         raise SplitError(
             f"split_counts={dict(counts)}: give exactly the keys {', '.join(SPLIT_PARTS)}"
         )
-    if any(int(n) < 0 for n in counts.values()):
+    # 3.7 would be floored, True counted as 1 and "3" compared with numbers: whole numbers only.
+    odd = {k: n for k, n in counts.items() if isinstance(n, bool) or not isinstance(n, Integral)}
+    if odd:
+        raise SplitError(f"split_counts={dict(counts)}: {odd} are not whole numbers of images")
+    if any(n < 0 for n in counts.values()):
         raise SplitError(f"split_counts={dict(counts)}: counts must be >= 0")
     if counts["known_normal"] < 1:
         raise SplitError("split_counts.known_normal must be >= 1: training needs known normals")
@@ -800,10 +810,15 @@ def check_leakage(
     Args:
         sides: image names by side.
         identities: per image name, the values that identify its patient or image (for
-            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``); empty values are
+            example ``{"PatientID": "P7", "SOPInstanceUID": "1.2.3"}``, and `SAME_BYTES`: a
+            digest of the file, so that a copy under another name is caught); empty values are
             unknown and never match.
         mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
         source: the data set, for the message.
+
+    Identical bytes found only in training and validation (two copies of one image in the
+    training data, separated by the validation hold-out) are always a warning, never an error;
+    copies on one side only are a warning too (they weigh the image double).
 
     Returns:
         One line per value found on two sides.
@@ -815,31 +830,90 @@ def check_leakage(
     """
     if mode == "ignore":
         return []
-    found: dict[tuple[str, str], Counter] = {}
+    found: dict[tuple[str, str], dict[str, list[str]]] = {}
     for side, names in sides.items():
         for name in dict.fromkeys(names):
             for kind, value in identities.get(name, {}).items():
                 if value:
-                    found.setdefault((kind, value), Counter())[side] += 1
-    problems = [
-        f"{kind} {value!r} in " + " and ".join(f"{side} ({n})" for side, n in where.items())
-        for (kind, value), where in found.items()
-        if len(where) > 1
-    ]
+                    found.setdefault((kind, value), {}).setdefault(side, []).append(name)
+    problems, mild, twice = [], [], []
+    for (kind, value), where in found.items():
+        if len(where) < 2:
+            names = next(iter(where.values()))
+            if kind == SAME_BYTES and len(names) > 1:
+                twice.append(", ".join(names[:3]))
+            continue
+        line = f"{_shown(kind, value, where)} in " + " and ".join(
+            f"{side} ({len(names)})" for side, names in where.items()
+        )
+        # Two copies of one image inside the training data are no leak until the validation
+        # hold-out (drawn by the DataModule, not by the user) separates them; it then only
+        # sways the choice of checkpoint, so it is reported but does not stop a run.
+        held_apart = kind == SAME_BYTES and set(where) == {"training", "validation"}
+        (mild if held_apart else problems).append(line)
+    if twice:
+        # No leak, but the image weighs double (or more) in its part.
+        log.warning(
+            "%s: %d image(s) are there more than once under other names, on one side of the "
+            "split (%s): each copy counts as another image; remove the copies",
+            source,
+            len(twice),
+            "; ".join(twice[:5]),
+        )
+    if mild and mode != "ignore":
+        log.warning(
+            "%s: %d copy(ies) of one image sit in training and validation: %s. Validation "
+            "scores of these images are too good; remove one copy of each from the data",
+            source,
+            len(mild),
+            "; ".join(mild[:10]),
+        )
     if not problems:
-        return []
+        return mild
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
     message = (
         f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
         f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
         "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
-        "each patient on one side, or remove the duplicates from the split; leakage='warn' "
-        "only reports this"
+        "each patient on one side, or remove the duplicates (copies of one file count) from "
+        "the split; leakage='warn' only reports this" + _placeholder_hint(found, identities)
     )
     if mode == "raise":
         raise SplitError(message)
     log.warning(message)
-    return problems
+    return problems + mild
+
+
+def _placeholder_hint(
+    found: Mapping[tuple[str, str], Mapping[str, list[str]]],
+    identities: Mapping[str, Mapping[str, str]],
+) -> str:
+    """A note on header values shared by most images: an anonymizer's placeholder (PatientID
+    ``ANONYMOUS``, one SOPInstanceUID for every file) rather than one patient or image."""
+    having = Counter(kind for ids in identities.values() for kind, value in ids.items() if value)
+    common = [
+        f"{kind} {value!r} ({sum(map(len, where.values()))} of {having[kind]} images)"
+        for (kind, value), where in found.items()
+        if kind != SAME_BYTES
+        and len(where) > 1
+        and sum(map(len, where.values())) >= max(3, having[kind] / 2)
+    ]
+    if not common:
+        return ""
+    return (
+        f". Shared by most images: {', '.join(common[:3])}; if that is an anonymizer's "
+        "placeholder rather than one patient or image, the check cannot tell patients apart: "
+        "set leakage='warn' (or 'ignore') and keep the patients apart yourself"
+    )
+
+
+def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
+    if kind != SAME_BYTES:
+        return f"{kind} {value!r}"
+    # A digest means nothing to a reader: name the files instead.
+    names = [name for side_names in where.values() for name in side_names]
+    more = f", ... ({len(names)} files)" if len(names) > 4 else ""
+    return f"{kind} ({', '.join(names[:4])}{more})"
 
 
 def check_data_options(leakage: str, cache_identity: str, cache_save_interval: float) -> None:

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from sagan_ad.data.image_io import listing
 from sagan_ad.data.raw import RawDataModule, Record, number, read_csv
 
 LAYOUT = (
@@ -13,6 +14,7 @@ LAYOUT = (
     "(image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max)"
 )
 NO_FINDING = "No finding"
+NO_FINDING_ID = 14
 
 
 class VinDrCXRDataModule(RawDataModule):
@@ -44,11 +46,26 @@ class VinDrCXRDataModule(RawDataModule):
         self.require_root()
         columns = ("image_id", "class_name", "rad_id", "x_min", "y_min", "x_max", "y_max")
         rows: dict[str, list[dict[str, str]]] = {}
-        for row in read_csv(self.root / "train.csv", columns, LAYOUT):
+        table = self.root / "train.csv"
+        mismatched = []
+        for line, row in enumerate(read_csv(table, columns, LAYOUT), start=2):
+            # "No Finding" in another letter case is still no finding; class_id, where given,
+            # must agree (14 is "No finding"), or a relabelled CSV would flip images silently.
+            row["no_finding"] = "1" if row["class_name"].casefold() == NO_FINDING.casefold() else ""
+            class_id = row.get("class_id", "")
+            if class_id and (number(class_id) == NO_FINDING_ID) != bool(row["no_finding"]):
+                mismatched.append(
+                    f"line {line}: class_name {row['class_name']!r} with class_id {class_id}"
+                )
             rows.setdefault(row["image_id"], []).append(row)
+        if mismatched:
+            raise ValueError(
+                f"{table}: class_name and class_id disagree (class_id {NO_FINDING_ID} is "
+                f"{NO_FINDING!r}); correct them:\n  {listing(mismatched)}"
+            )
         records = []
         for image_id, image_rows in sorted(rows.items()):
-            findings = [r for r in image_rows if r["class_name"] != NO_FINDING]
+            findings = [r for r in image_rows if not r["no_finding"]]
             boxes = [[number(r[k]) for k in ("x_min", "y_min", "x_max", "y_max")] for r in findings]
             path = self.root / "train" / f"{image_id}.dicom"
             if not path.is_file() and path.with_suffix(".dcm").is_file():
