@@ -263,6 +263,50 @@ def test_medad_data_with_dicom_images_is_checked_for_patient_leakage(tmp_path):
         dm.setup()
 
 
+def test_medad_group_by_a_dicom_keyword_keeps_patients_apart(tmp_path):
+    images = tmp_path / "medad" / "images"
+    patients = {f"k{i}": "ABCDEF"[i // 2] for i in range(12)}  # two known normals each
+    patients |= {"u0": "A", "u1": "G", "u2": "H", "u3": "I", "t0": "J"}
+    for name, patient in patients.items():
+        write_dicom(
+            images / f"{name}.dcm", chest_phantom(20, 20), bits_stored=12, PatientID=patient
+        )
+    split = {
+        "train": {
+            "0": [f"k{i}.dcm" for i in range(12)],
+            "unlabeled": {"0": ["u0.dcm", "u3.dcm"], "1": ["u1.dcm", "u2.dcm"]},
+        },
+        "test": {"0": [], "1": ["t0.dcm"]},
+    }
+    (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
+    options = dict(image_size=16, val_fraction=0.25, unlabeled_size=2, anomaly_ratio=0.5)
+    # The plain hold-out splits patients (their PatientIDs are compared with or without group_by).
+    with pytest.raises(SplitError, match=r"PatientID '[A-F]' in training \(1\) and validation"):
+        MedADDataModule(tmp_path / "medad", **options).setup()
+    dm = MedADDataModule(tmp_path / "medad", group_by="PatientID", **options)
+    dm.setup()
+    sides = {side: {patients[n[:-4]] for n in names} for side, names in dm.sides().items()}
+    assert not sides["training"] & sides["validation"]
+    assert len(dm.known_normal) == 8 and len(dm.val) == 8  # two patients and pseudo anomalies
+    # Patient A is held out, so the mixture passes over its pool normal u0 for the next, u3.
+    assert {"k0.dcm", "k1.dcm"} <= set(dm.val.names)
+    assert dm.unlabeled.names == ["u1.dcm", "u3.dcm"]
+
+
+def test_medad_group_by_a_column_is_in_the_leakage_check(tmp_path):
+    root = write_medad_tree(tmp_path / "medad")
+    # data.json puts one patient's films in training and in test: group_by cannot move them
+    # (the split is given), but the check names the patient.
+    with (root / "labels.csv").open("w") as handle:
+        handle.write("file,patient\nknown_000.png,P1\ntest1_000.png,P1\n")
+    options = dict(image_size=16, val_fraction=0.0, metadata_csv="labels.csv")
+    MedADDataModule(root, **options).setup()
+    with pytest.raises(
+        SplitError, match=r"group \(patient\) 'P1' in training \(1\) and test \(1\)"
+    ):
+        MedADDataModule(root, group_by="patient", **options).setup()
+
+
 # ---------------------------------------------------------------- 3. stable splits
 
 COUNTS = dict(known_normal=12, pool_normal=8, pool_abnormal=8, test_normal=6, test_abnormal=6)

@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.cache import (
@@ -24,7 +25,7 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.raw import separator_hint
+from sagan_ad.data.raw import group_identity, group_values, separator_hint
 from sagan_ad.data.split import (
     SAME_BYTES,
     LeakageCheck,
@@ -82,6 +83,16 @@ class MedADDataModule(AnomalyDataModule):
             ``view_position``) by which the abnormal validation images are balanced against the
             held-out normals, so that the group cannot tell the validation classes apart
             (`MedADSplit.with_labelled_validation`); the unlabeled mixture stays the same.
+        group_by: what keeps images together on one side of training and validation (and in
+            the leakage check): a ``metadata_csv`` column (``nih_patient_id``) or a DICOM
+            keyword read from the headers (``PatientID``); images without a value are groups
+            of their own. The ``val_fraction`` hold-out then takes whole groups; the
+            ``val_abnormal`` carve-out takes only abnormals whose group has no kept known normal
+            and no test image, passing over those whose groups the mixture needs; and the
+            unlabeled mixture skips every image of a validation group, taking the next names of
+            its pool instead, so its counts stay those asked for. The split of ``data.json``
+            itself (training against test) is not changed: the leakage check reports a group
+            in both. Default: no grouping, the split as without the option.
         image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
             ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``,
             ``data_on_device``, ``normalization`` and ``augment``.
@@ -124,6 +135,7 @@ class MedADDataModule(AnomalyDataModule):
         augment: IntensityAugmentation | None = None,
         metadata_csv: str | os.PathLike | None = None,
         val_balance_by: str | None = None,
+        group_by: str | None = None,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -154,8 +166,16 @@ class MedADDataModule(AnomalyDataModule):
                 f"val_balance_by={val_balance_by!r} balances the labelled validation carve-out "
                 "by a metadata_csv column: set val_abnormal > 0 and metadata_csv too"
             )
+        if group_by is not None and metadata_csv is None and tag_for_keyword(group_by) is None:
+            raise ValueError(
+                f"group_by={group_by!r} is not a DICOM keyword such as 'PatientID'; to group by "
+                "a column, set metadata_csv to the CSV that holds it"
+            )
         self.val_abnormal = val_abnormal
         self.val_balance_by = val_balance_by
+        self.group_by = group_by
+        self.groups: dict[str, str] = {}
+        self._held_normals: list[str] = []
         self.metadata_csv = None if metadata_csv is None else Path(metadata_csv)
         self.root = Path(root)
         self.anomaly_ratio = anomaly_ratio
@@ -281,17 +301,71 @@ class MedADDataModule(AnomalyDataModule):
                 f"but val_fraction={self.val_fraction}; set it above 0"
             )
         groups = None
-        reserve = 0
+        reserve = reserve_normal = 0
         if self.val_balance_by is not None:
             where += f", balanced by {self.val_balance_by}"
             groups = {name: row.get(self.val_balance_by, "") for name, row in metadata.items()}
             reserve = unlabeled_counts(size, self.anomaly_ratio)[0]
+        if self.group_by is not None:
+            where += f", group_by={self.group_by!r}"
+            # Validation groups leave the pools, so the mixture's counts must stay available.
+            reserve, reserve_normal = unlabeled_counts(size, self.anomaly_ratio)
         try:
             return split.with_labelled_validation(
-                self.val_fraction, self.val_abnormal, self.seed, groups=groups, reserve=reserve
+                self.val_fraction,
+                self.val_abnormal,
+                self.seed,
+                groups=groups,
+                reserve=reserve,
+                together=None if self.group_by is None else self.groups,
+                reserve_normal=reserve_normal,
             )
         except SplitError as err:
             raise ValueError(f"{where}: {err}") from err
+
+    def group_keys(self, split: MedADSplit, metadata: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The group of every image of ``split`` by ``group_by`` (see
+        `sagan_ad.data.raw.group_values`); empty without ``group_by``."""
+        if self.group_by is None:
+            return {}
+        images = self.root / self.image_dir
+        return group_values(
+            self.group_by,
+            metadata,
+            {name: images / name for names in split.parts().values() for name in names},
+            None if self.cache_dir is None else self.cache_dir / "headers.json",
+            self.settings.force_dicom,
+            type(self).__name__,
+        )
+
+    def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        """The validation hold-out of the known normals: with ``group_by``, the whole groups
+        `load` chose (`MedADSplit.normals_held_apart`); without, the plain seeded one."""
+        if self.group_by is None:
+            return super().holdout(known)
+        held = set(self._held_normals)
+        chosen = np.array([name in held for name in known.names])
+        return np.flatnonzero(~chosen), np.flatnonzero(chosen)
+
+    def _apart_from_validation(self, split: MedADSplit, size: int) -> MedADSplit:
+        """``split`` with the pools apart from the validation groups when validation is not
+        carved from it: ``val`` of ``data.json``, or the ``val_fraction`` hold-out, which
+        `load` chooses here so that the mixture can skip its groups."""
+        if split.has_validation:
+            return split.apart_from(split.val_normal + split.val_abnormal, self.groups)
+        if not self.val_fraction:
+            return split
+        # A pool of unknown labels has no counts to keep; it is only cut short.
+        reserve = (0, 0) if split.pool_unknown else unlabeled_counts(size, self.anomaly_ratio)
+        try:
+            self._held_normals, split = split.normals_held_apart(
+                self.val_fraction, self.seed, self.groups, *reserve
+            )
+        except SplitError as err:
+            raise ValueError(
+                f"group_by={self.group_by!r} ({self.root / 'data.json'}): {err}"
+            ) from err
+        return split
 
     def _unlabeled(self, split: MedADSplit, size: int) -> tuple[list[str], list[int]]:
         if not split.pool_unknown:
@@ -314,10 +388,14 @@ class MedADDataModule(AnomalyDataModule):
         source = self.root / "data.json"
         split = original = self.read_split()
         metadata = self.read_metadata(split)
+        self.groups = self.group_keys(split, metadata)
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
         size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
         if self.val_abnormal:
             split = self._carve_validation(split, metadata, size)
+        elif self.group_by is not None:
+            # The mixture must not train on a patient that validation holds.
+            split = self._apart_from_validation(split, size)
         unlabeled_names, unlabeled_labels = self._unlabeled(split, size)
         parts = {
             "known_normal": (split.known_normal, [0] * len(split.known_normal)),
@@ -336,7 +414,10 @@ class MedADDataModule(AnomalyDataModule):
         all_names = [name for names, _ in parts.values() for name in names]
         paths = [self.root / self.image_dir / name for name in all_names]
         array, tags, identities = self._decode(paths)
-        self.identities = dict(zip(all_names, identities, strict=True))
+        self.identities = {
+            name: {**ids, **group_identity(self.group_by, self.groups.get(name, ""))}
+            for name, ids in zip(all_names, identities, strict=True)
+        }
         images = torch.from_numpy(array)
         sets: dict[str, ImageSet | None] = {}
         start = 0
@@ -355,9 +436,13 @@ class MedADDataModule(AnomalyDataModule):
             if split.pool_unknown
             else f"the first names of each pool, anomaly_ratio={self.anomaly_ratio}"
         )
+        grouping = ""
+        if self.group_by is not None:
+            grouping = f", group_by={self.group_by!r}"
+            unlabeled += " (images of validation groups passed over)"
         self._manifest = {
-            "source": f"read from {source}; unlabeled set: {unlabeled}, unlabeled_size="
-            f"{len(unlabeled_names)}; {self._validation_note(split)}",
+            "source": f"read from {source}{grouping}; unlabeled set: {unlabeled}, "
+            f"unlabeled_size={len(unlabeled_names)}; {self._validation_note(original)}",
             "split": original.to_json(),
         }
         return SplitData(
@@ -368,18 +453,21 @@ class MedADDataModule(AnomalyDataModule):
         )
 
     def _validation_note(self, split: MedADSplit) -> str:
+        """How validation was formed from ``split`` (the split of ``data.json``)."""
+        by_group = " by whole groups" if self.group_by else ""
         if self.val_abnormal:
+            apart = " whose group has no image in training or test" if self.group_by else ""
             return (
                 f"val carved from the training data: val_abnormal={self.val_abnormal} last "
-                f"names of the abnormal pool and val_fraction={self.val_fraction} of the known "
-                f"normals (seed={self.seed})"
+                f"names of the abnormal pool{apart} and val_fraction={self.val_fraction} of "
+                f"the known normals{by_group} (seed={self.seed})"
             )
         if split.has_validation:
             return "validation: val of data.json"
         if self.val_fraction:
             return (
-                f"validation: val_fraction={self.val_fraction} of the known normals held out "
-                f"(seed={self.seed}) with pseudo anomalies"
+                f"validation: val_fraction={self.val_fraction} of the known normals held out"
+                f"{by_group} (seed={self.seed}) with pseudo anomalies"
             )
         return "no validation set"
 

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from abc import abstractmethod
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -45,10 +45,10 @@ from sagan_ad.data.split import (
     check_disjoint,
     check_leakage,
     file_identity,
-    holdout_groups,
-    holdout_indices,
+    grouped_holdout,
     protocol_split,
     read_medad_split,
+    shares_groups,
 )
 from sagan_ad.synthesis import Synthesizer
 
@@ -129,6 +129,58 @@ def number(text: str) -> float:
         return float(text)
     except ValueError:
         return float("nan")
+
+
+def group_values(
+    column: str,
+    metadata: Mapping[str, Mapping[str, str]],
+    paths: Mapping[str, Path],
+    store: Path | None,
+    force_dicom: bool,
+    owner: str,
+) -> dict[str, str]:
+    """The group of each image of ``paths`` by ``column`` (``group_by``): a metadata column
+    where any image has it, else a DICOM keyword read from the headers (`header_tags`, kept in
+    ``store``); empty: a group of its own.
+
+    Empty values and the words spreadsheets and pandas write for a missing value
+    (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
+    every image without a patient would be one giant patient. How many images have none
+    is logged once, naming ``owner``.
+    """
+    if any(column in metadata.get(name, {}) for name in paths):
+        source = "the column is empty or says the value is missing"
+        values = {name: metadata.get(name, {}).get(column, "") for name in paths}
+    elif tag_for_keyword(column) is None:
+        columns = sorted({k for name in paths for k in metadata.get(name, {})})
+        raise ValueError(
+            f"group_by={column!r} is neither a column of the data (columns: "
+            f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
+        )
+    else:
+        source = "not DICOM, or the tag is empty"
+        names = list(paths)
+        found = header_tags([paths[n] for n in names], [column], store, force_dicom)
+        values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
+    groups = {
+        name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
+        for name, value in values.items()
+    }
+    lacking = sum(1 for value in groups.values() if not value)
+    if lacking:
+        log_once(
+            f"{owner}: {lacking} of {len(groups)} images have no {column} ({source}): each is a "
+            "group of its own"
+        )
+    return groups
+
+
+def group_identity(group_by: str | None, group: str) -> dict[str, str]:
+    """What `check_leakage` compares for an image's group: nothing where the group is empty or
+    is a DICOM identity tag (compared as such already)."""
+    if not group or group_by in IDENTITY_TAGS:
+        return {}
+    return {f"group ({group_by or 'patient key'})": group}
 
 
 class RawDataModule(AnomalyDataModule):
@@ -312,46 +364,18 @@ class RawDataModule(AnomalyDataModule):
         )
 
     def group_keys(self, records: dict[str, Record]) -> dict[str, str]:
-        """The group of each image by ``group_by`` (empty: a group of its own).
-
-        Empty values and the words spreadsheets and pandas write for a missing value
-        (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
-        every image without a patient would be one giant patient. How many images have none
-        is logged once.
-        """
+        """The group of each image by ``group_by`` (see `group_values`); without it, the data
+        set's own patient key (empty: a group of its own)."""
         if self.group_by is None:
             return {name: r.group for name, r in records.items()}
-        column = self.group_by
-        if any(column in r.metadata for r in records.values()):
-            source = "the column is empty or says the value is missing"
-            values = {name: r.metadata.get(column, "") for name, r in records.items()}
-        elif tag_for_keyword(column) is None:
-            columns = sorted({k for r in records.values() for k in r.metadata})
-            raise ValueError(
-                f"group_by={column!r} is neither a column of the data (columns: "
-                f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
-            )
-        else:
-            source = "not DICOM, or the tag is empty"
-            names = list(records)
-            found = header_tags(
-                [records[n].path for n in names],
-                [column],
-                self.cache_dir / "headers.json",
-                self.settings.force_dicom,
-            )
-            values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
-        groups = {
-            name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
-            for name, value in values.items()
-        }
-        lacking = sum(1 for value in groups.values() if not value)
-        if lacking:
-            log_once(
-                f"{type(self).__name__}: {lacking} of {len(groups)} images have no {column} "
-                f"({source}): each is a group of its own"
-            )
-        return groups
+        return group_values(
+            self.group_by,
+            {name: r.metadata for name, r in records.items()},
+            {name: r.path for name, r in records.items()},
+            self.cache_dir / "headers.json",
+            self.settings.force_dicom,
+            type(self).__name__,
+        )
 
     def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
         """The unlabeled training set of the protocol (see `build_unlabeled`)."""
@@ -441,7 +465,10 @@ class RawDataModule(AnomalyDataModule):
         self._fail_or_skip(bad_boxes, "image(s) with boxes outside the image")
         split = _without(split, set(used) - set(rows))
         self.identities = {
-            name: {**cached.identities[row], **self._group_identity(name)}
+            name: {
+                **cached.identities[row],
+                **group_identity(self.group_by, self.groups.get(name, "")),
+            }
             for name, row in rows.items()
         }
         self._known_names = list(split.known_normal)
@@ -490,12 +517,6 @@ class RawDataModule(AnomalyDataModule):
             test=image_set(tests, [0] * len(split.test_normal) + [1] * len(split.test_abnormal)),
         )
 
-    def _group_identity(self, name: str) -> dict[str, str]:
-        group = self.groups.get(name, "")
-        if not group or self.group_by in IDENTITY_TAGS:
-            return {}  # a DICOM identity tag is compared as such already
-        return {f"group ({self.group_by or 'patient key'})": group}
-
     def split_source(self) -> str:
         """One line saying where the split comes from (see `split_manifest`)."""
         if self.split_file is not None:
@@ -518,8 +539,7 @@ class RawDataModule(AnomalyDataModule):
 
     def _grouped(self, known_names: list[str]) -> bool:
         """Whether the hold-out goes by group: some group has several known normals."""
-        counts = Counter(g for g in (self.groups.get(n, "") for n in known_names) if g)
-        return bool(counts) and max(counts.values()) > 1
+        return shares_groups([self.groups.get(n, "") for n in known_names])
 
     def _validation_source(self, known_names: list[str]) -> str:
         if self.val_fraction == 0:
@@ -536,11 +556,10 @@ class RawDataModule(AnomalyDataModule):
 
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """The validation hold-out of the known normals: by whole groups when some group has
-        several known normals (so no patient is in both training and validation)."""
-        if self._grouped(known.names):
-            groups = [self.groups.get(name, "") for name in known.names]
-            return holdout_groups(groups, self.val_fraction, self.seed)
-        return holdout_indices(len(known), self.val_fraction, self.seed)
+        several known normals, so no patient is in both training and validation
+        (`grouped_holdout`)."""
+        groups = [self.groups.get(name, "") for name in known.names]
+        return grouped_holdout(groups, self.val_fraction, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         checked = self.known_normal is not None

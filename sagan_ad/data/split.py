@@ -10,8 +10,8 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path
 from typing import Literal
@@ -101,6 +101,8 @@ class MedADSplit:
         seed: int = 0,
         groups: Mapping[str, str] | None = None,
         reserve: int = 0,
+        together: Mapping[str, str] | None = None,
+        reserve_normal: int = 0,
     ) -> MedADSplit:
         """This split with a labelled validation set carved from its *training* data.
 
@@ -120,16 +122,30 @@ class MedADSplit:
         classes differ by group lets the group choose the checkpoint instead of the disease.
         Names without a group form the group ``""``.
 
+        With ``together`` (the group each name shares its side with, for example its patient:
+        the DataModule's ``group_by``; names without one are groups of their own) no group is
+        on both sides. The pools lose every image of a validation group, so that the mixture
+        (their first names) takes none; a group is therefore held out only while the pools keep
+        ``reserve`` abnormals and ``reserve_normal`` normals outside the validation groups (the
+        mixture's counts). The known normals are held out by whole groups
+        (`normals_held_apart`), and the abnormals are taken from the end of the whole pool,
+        only where their group has no kept known normal and no test image.
+
         Args:
             val_fraction: fraction of the known normals held out, in ``(0, 1)``.
             num_abnormal: abnormal validation images taken from the end of the abnormal pool.
             seed: seed of the known-normal hold-out (the DataModule's ``seed``).
             groups: optional group of each name, to balance the abnormals by.
-            reserve: with ``groups``: leading pool abnormals that are never taken.
+            reserve: with ``groups``: leading pool abnormals that are never taken; with
+                ``together``: pool abnormals the mixture needs outside the validation groups.
+            together: optional group of each name that must stay on one side.
+            reserve_normal: with ``together``: pool normals the mixture needs outside the
+                validation groups.
 
         Raises:
             SplitError: if the split already has a validation set, or the pool or the known
-                normals are too small.
+                normals are too small (with ``together``: too few abnormals of groups apart
+                from training and test, or too few pool images left for the mixture).
 
         Examples:
             >>> split = MedADSplit(known_normal=list("abcdefghij"), pool_normal=["n"],
@@ -152,6 +168,10 @@ class MedADSplit:
                 f"num_abnormal={num_abnormal}: must be at least 1 and leave some of the "
                 f"{len(self.pool_abnormal)} pool abnormals for the unlabeled mixture"
             )
+        if together is not None:
+            return self._carved_apart(
+                val_fraction, num_abnormal, seed, together, groups, reserve, reserve_normal
+            )
         keep, held = holdout_indices(len(self.known_normal), val_fraction, seed)
         val_normal = [self.known_normal[i] for i in held]
         if groups is None:
@@ -173,24 +193,212 @@ class MedADSplit:
             pool_unknown=list(self.pool_unknown),
         )
 
+    def normals_held_apart(
+        self,
+        val_fraction: float,
+        seed: int,
+        together: Mapping[str, str],
+        reserve: int = 0,
+        reserve_normal: int = 0,
+    ) -> tuple[list[str], MedADSplit]:
+        """The known normals a validation hold-out takes by whole groups of ``together``, and
+        this split with the pools apart from them (`apart_from`; its known normals unchanged).
 
-def _balanced_tail(
-    reference: Sequence[str], candidates: Sequence[tuple[str, str]], count: int
-) -> set[str]:
-    """``count`` candidate names, taken from the end, whose groups follow the shares of the
-    ``reference`` groups (largest-remainder quotas)."""
+        Groups are held out in the seeded order of `holdout_groups` until ``val_fraction`` of
+        the known normals is held, passing over a group whose pool images would leave the
+        pools fewer than ``reserve`` abnormals or ``reserve_normal`` normals (the counts of the
+        unlabeled mixture, which skips them).
+
+        Examples:
+            >>> split = MedADSplit(known_normal=list("abcdef"), pool_normal=["n1", "n2"])
+            >>> patients = {"a": "P", "b": "P", "n1": "P"}
+            >>> held, apart = split.normals_held_apart(0.3, 1, patients)
+            >>> held, apart.pool_normal
+            (['a', 'b'], ['n2'])
+            >>> held, apart = split.normals_held_apart(0.3, 1, patients, reserve_normal=2)
+            >>> held, apart.pool_normal  # the mixture needs n1: P is passed over
+            (['d', 'e'], ['n1', 'n2'])
+        """
+        room = _MixtureRoom(self, together, reserve, reserve_normal)
+        _, held = self._hold_out_groups(val_fraction, seed, room)
+        names = [self.known_normal[i] for i in held]
+        return names, self.apart_from(names, together)
+
+    def _hold_out_groups(
+        self, val_fraction: float, seed: int, room: _MixtureRoom
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`holdout_groups` of the known normals, passing over the groups ``room`` cannot
+        spare."""
+        count = len(self.known_normal)
+        target = _holdout_target(count, val_fraction)
+        held: list[int] = []
+        values = [room.together.get(n, "") for n in self.known_normal]
+        for members in _groups_in_order(values, seed):
+            if len(held) >= target:
+                break
+            if room.hold(room.group(self.known_normal[members[0]])):
+                held += members
+        if len(held) < target:
+            raise SplitError(
+                f"val_fraction={val_fraction} holds out {target} of the {count} known normals, "
+                f"but only {len(held)} are in groups without pool images that "
+                f"{room.mixture()} needs: lower val_fraction or unlabeled_size"
+            )
+        if count - len(held) < 2:
+            raise SplitError(
+                f"val_fraction={val_fraction} of {count} known normals leaves "
+                f"{count - len(held)} for training: add known normals or lower val_fraction"
+            )
+        return np.setdiff1d(np.arange(count), held), np.sort(np.array(held, dtype=np.int64))
+
+    def _carved_apart(
+        self,
+        val_fraction: float,
+        count: int,
+        seed: int,
+        together: Mapping[str, str],
+        groups: Mapping[str, str] | None,
+        reserve: int,
+        reserve_normal: int,
+    ) -> MedADSplit:
+        """`with_labelled_validation` with ``together``: no group on both sides."""
+        room = _MixtureRoom(self, together, reserve, reserve_normal)
+        keep, held = self._hold_out_groups(val_fraction, seed, room)
+        known = [self.known_normal[i] for i in keep]
+        val_normal = [self.known_normal[i] for i in held]
+        barred = {room.group(n) for n in known + self.test_normal + self.test_abnormal}
+        balance = {} if groups is None else groups
+        quota = _quotas([balance.get(n, "") for n in val_normal], count)
+        taken, have = _take_tail(
+            [(n, balance.get(n, "")) for n in self.pool_abnormal],
+            quota,
+            lambda name: room.group(name) not in barred and room.hold(room.group(name)),
+        )
+        short = {g: (q, have[g]) for g, q in sorted(quota.items()) if have[g] < q}
+        if short:
+            found = (
+                ", ".join(f"{q} {g!r} but found {h}" for g, (q, h) in short.items())
+                if groups is not None
+                else f"found {sum(have.values())}"
+            )
+            apart = sum(1 for n in self.pool_abnormal if room.group(n) in barred)
+            raise SplitError(
+                f"cannot take {count} validation abnormals whose group has no image in "
+                f"training or test ({found}): of the {len(self.pool_abnormal)} pool abnormals, "
+                f"{apart} share a group with the kept known normals or the test set, and "
+                f"{room.passed_over} were passed over because their groups hold pool images "
+                f"that {room.mixture()} needs; lower val_abnormal or unlabeled_size"
+                + (", or drop the balancing" if groups is not None else "")
+            )
+        val_abnormal = [n for n in self.pool_abnormal if n in taken]
+        return replace(
+            self.apart_from(val_normal + val_abnormal, together),
+            known_normal=known,
+            val_normal=val_normal,
+            val_abnormal=val_abnormal,
+        )
+
+    def apart_from(self, names: Sequence[str], together: Mapping[str, str]) -> MedADSplit:
+        """This split without the pool images that share a group (``together``) with
+        ``names`` (the validation images), so that the unlabeled mixture, the first names of
+        each pool, takes none of them.
+
+        Examples:
+            >>> split = MedADSplit(known_normal=["k"], pool_normal=["n1", "n2"])
+            >>> split.apart_from(["k"], {"k": "P1", "n1": "P1"}).pool_normal
+            ['n2']
+        """
+        held = {_group_of(n, together) for n in names}
+
+        def apart(pool: list[str]) -> list[str]:
+            return [n for n in pool if _group_of(n, together) not in held]
+
+        return replace(
+            self,
+            pool_normal=apart(self.pool_normal),
+            pool_abnormal=apart(self.pool_abnormal),
+            pool_unknown=apart(self.pool_unknown),
+        )
+
+
+class _MixtureRoom:
+    """The pool images left to the unlabeled mixture while validation groups leave the pools:
+    a group is held out only while ``reserve`` abnormals and ``reserve_normal`` normals stay."""
+
+    def __init__(
+        self, split: MedADSplit, together: Mapping[str, str], reserve: int, reserve_normal: int
+    ) -> None:
+        self.together = together
+        self.reserve = reserve
+        self.reserve_normal = reserve_normal
+        self.normals_of = Counter(self.group(n) for n in split.pool_normal)
+        self.abnormals_of = Counter(self.group(n) for n in split.pool_abnormal)
+        self.free_normal = len(split.pool_normal)
+        self.free_abnormal = len(split.pool_abnormal)
+        self.held: set[str] = set()
+        self.passed_over = 0
+
+    def group(self, name: str) -> str:
+        """The key of the group of ``name`` (itself where it has none)."""
+        return _group_of(name, self.together)
+
+    def hold(self, group: str) -> bool:
+        """Take ``group`` (a `group` key) out of the pools, unless the mixture needs its
+        images."""
+        if group in self.held:
+            return True
+        normals, abnormals = self.normals_of[group], self.abnormals_of[group]
+        if (
+            self.free_normal - normals < self.reserve_normal
+            or self.free_abnormal - abnormals < self.reserve
+        ):
+            self.passed_over += 1
+            return False
+        self.free_normal -= normals
+        self.free_abnormal -= abnormals
+        self.held.add(group)
+        return True
+
+    def mixture(self) -> str:
+        """The mixture's needs, for messages."""
+        return f"the unlabeled mixture ({self.reserve} abnormals, {self.reserve_normal} normals)"
+
+
+def _quotas(reference: Sequence[str], count: int) -> dict[str, int]:
+    """``count`` shared among the groups of ``reference`` by their shares (largest
+    remainders)."""
     shares = Counter(reference)
     exact = {g: count * n / len(reference) for g, n in shares.items()}
     quota = {g: math.floor(q) for g, q in exact.items()}
     by_remainder = sorted(exact, key=lambda g: (quota[g] - exact[g], g))
     for g in by_remainder[: count - sum(quota.values())]:
         quota[g] += 1
+    return quota
+
+
+def _take_tail(
+    candidates: Sequence[tuple[str, str]],
+    quota: Mapping[str, int],
+    accept: Callable[[str], bool] = lambda name: True,
+) -> tuple[set[str], Counter[str]]:
+    """Candidate names taken from the end while their group is under its ``quota`` and
+    ``accept`` agrees, and how many each group got."""
     taken: set[str] = set()
     have: Counter[str] = Counter()
     for name, group in reversed(candidates):
-        if have[group] < quota.get(group, 0):
+        if have[group] < quota.get(group, 0) and accept(name):
             taken.add(name)
             have[group] += 1
+    return taken, have
+
+
+def _balanced_tail(
+    reference: Sequence[str], candidates: Sequence[tuple[str, str]], count: int
+) -> set[str]:
+    """``count`` candidate names, taken from the end, whose groups follow the shares of the
+    ``reference`` groups (largest-remainder quotas)."""
+    quota = _quotas(reference, count)
+    taken, have = _take_tail(candidates, quota)
     short = {g: (q, have[g]) for g, q in sorted(quota.items()) if have[g] < q}
     if short:
         detail = ", ".join(f"{q} {g!r} but only {h} are available" for g, (q, h) in short.items())
@@ -551,7 +759,7 @@ def holdout_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
         raise SplitError(f"val_fraction={fraction}: must be in [0, 1)")
     if fraction == 0.0:
         return np.arange(count), np.arange(0)
-    n_held = max(2, round(count * fraction))
+    n_held = _holdout_target(count, fraction)
     if count - n_held < 2:
         raise SplitError(
             f"val_fraction={fraction} of {count} known normals leaves {count - n_held} for "
@@ -781,22 +989,63 @@ def holdout_groups(
     count = len(groups)
     if fraction == 0.0:
         return np.arange(count), np.arange(0)
-    target = max(2, round(count * fraction))
-    members: dict[str, list[int]] = {}
-    for i, group in enumerate(groups):
-        members.setdefault(f"group:{group}" if group else f"index:{i}", []).append(i)
+    target = _holdout_target(count, fraction)
     held: list[int] = []
-    for key in sorted(members, key=lambda k: (hash_position(seed, k), k)):
+    ordered = _groups_in_order(groups, seed)
+    for members in ordered:
         if len(held) >= target:
             break
-        held += members[key]
+        held += members
     if count - len(held) < 2:
         raise SplitError(
-            f"val_fraction={fraction} of {count} known normals in {len(members)} groups leaves "
+            f"val_fraction={fraction} of {count} known normals in {len(ordered)} groups leaves "
             f"{count - len(held)} for training: add known normals or lower val_fraction"
         )
     keep = np.setdiff1d(np.arange(count), held)
     return keep, np.sort(np.array(held, dtype=np.int64))
+
+
+def shares_groups(groups: Sequence[str]) -> bool:
+    """Whether some group (a non-empty value) holds several of the images: only then can a
+    per-image hold-out split a group.
+
+    Examples:
+        >>> shares_groups(["p1", "p2", ""]), shares_groups(["p1", "", "p1"])
+        (False, True)
+    """
+    counts = Counter(g for g in groups if g)
+    return bool(counts) and max(counts.values()) > 1
+
+
+def grouped_holdout(
+    groups: Sequence[str], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`holdout_groups` where some group holds several images (`shares_groups`), else
+    `holdout_indices`: images that are groups of their own keep the draw they had without
+    groups.
+
+    Examples:
+        >>> keep, held = grouped_holdout(["", "", "", ""], 0.5, seed=0)
+        >>> held.tolist() == holdout_indices(4, 0.5, seed=0)[1].tolist()
+        True
+    """
+    if shares_groups(groups):
+        return holdout_groups(groups, fraction, seed)
+    return holdout_indices(len(groups), fraction, seed)
+
+
+def _holdout_target(count: int, fraction: float) -> int:
+    # At least two: a pseudo anomaly needs a second image as its source.
+    return max(2, round(count * fraction))
+
+
+def _groups_in_order(groups: Sequence[str], seed: int) -> list[list[int]]:
+    """The indices of each group (an empty string: a group of its own) in the seeded order
+    of its `hash_position`."""
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(f"group:{group}" if group else f"index:{i}", []).append(i)
+    return [members[k] for k in sorted(members, key=lambda k: (hash_position(seed, k), k))]
 
 
 def check_leakage(
@@ -874,7 +1123,8 @@ def check_leakage(
     message = (
         f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
         f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
-        "trained on scores too well: set group_by='PatientID' (raw and folder data) to keep "
+        "trained on scores too well: set group_by='PatientID' (raw and folder data; for Med-AD "
+        "data it keeps validation apart, while training against test is data.json's) to keep "
         "each patient on one side, or remove the duplicates (copies of one file count) from "
         "the split; leakage='warn' only reports this" + _placeholder_hint(found, identities)
     )
