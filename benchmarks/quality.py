@@ -303,13 +303,17 @@ def make_data(
     seed: int,
     val_abnormal: int,
     balance_by: str | None = None,
+    group_by: str | None = None,
 ) -> MedADDataModule:
     """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`); with
-    ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``."""
+    ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``, with
+    ``group_by`` the validation hold-out keeps that column's groups (patients) out of training."""
     _, data_args = load_base()
     data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
     if balance_by:
         data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
+    if group_by:
+        data_args.update(metadata_csv="labels.csv", group_by=group_by)
     data = MedADDataModule(**data_args)
     data.setup("fit")
     return data
@@ -535,6 +539,12 @@ def main(argv: list[str] | None = None) -> None:
         "(view_position on NIH)",
     )
     parser.add_argument(
+        "--group-by",
+        metavar="COLUMN",
+        help="hold out whole groups of this column of <root>/labels.csv for validation "
+        "(nih_patient_id on NIH: no patient in training and validation)",
+    )
+    parser.add_argument(
         "--val-every",
         type=int,
         metavar="N",
@@ -590,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
                     if val_abnormal
                     else "held-out known normals and their pseudo anomalies"
                 )
-                + (f", balanced by {args.balance_val_by}" if args.balance_val_by else ""),
+                + (f", balanced by {args.balance_val_by}" if args.balance_val_by else "")
+                + (f", grouped by {args.group_by}" if args.group_by else ""),
             ]
             + (
                 [
@@ -611,14 +622,18 @@ def main(argv: list[str] | None = None) -> None:
         for config, normalization, augmentation in settings:
             name = setting_name(config, normalization, augmentation)
             data_overrides = dict(CONFIGS[config][1])
-            if normalization != "none":
-                data_overrides["normalization"] = normalization
-            if AUGMENTATIONS[augmentation] is not None:
-                data_overrides["augment"] = AUGMENTATIONS[augmentation]
+            # Explicit even for "none": the base YAML may ship a normalisation or augmentation.
+            data_overrides["normalization"] = normalization
+            data_overrides["augment"] = AUGMENTATIONS[augmentation]
             key = json.dumps(data_overrides, sort_keys=True)
             if key not in data_cache:
                 data_cache[key] = make_data(
-                    args.root, data_overrides, seed, val_abnormal, args.balance_val_by
+                    args.root,
+                    data_overrides,
+                    seed,
+                    val_abnormal,
+                    args.balance_val_by,
+                    args.group_by,
                 )
             data = data_cache[key]
             test_images = to_float(data.test.images).to(device)
@@ -692,11 +707,13 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
         if not args.no_baselines:
-            # Baselines see the base split (the ratio and size overrides are SAGAN's ablations).
-            base_key = json.dumps({}, sort_keys=True)
+            # Baselines see the base split (the ratio and size overrides are SAGAN's ablations)
+            # and the films as decoded.
+            plain = {"normalization": "none", "augment": None}
+            base_key = json.dumps(plain, sort_keys=True)
             if base_key not in data_cache:
                 data_cache[base_key] = make_data(
-                    args.root, {}, seed, val_abnormal, args.balance_val_by
+                    args.root, plain, seed, val_abnormal, args.balance_val_by, args.group_by
                 )
             data = data_cache[base_key]
             labels = torch.tensor(data.test.labels)

@@ -282,3 +282,42 @@ def test_a_stopped_study_keeps_the_runs_it_finished(quality, tmp_path, monkeypat
     assert [len(v) for v in runs["results"].values()] == [1]
     assert "seeds [0, 1]" in runs["header"]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_group_by_keeps_patients_out_of_training_and_validation(quality, tmp_path):
+    root = write_medad_tree(tmp_path / "medad", size=64)
+    split = json.loads((root / "data.json").read_text())
+    train = split["train"]["0"] + split["train"]["unlabeled"]["0"]
+    train += split["train"]["unlabeled"]["1"]
+    test = split["test"]["0"] + split["test"]["1"]
+    # Two films per training patient; test patients of their own (data.json's split is given).
+    patients = {n: f"p{i // 2}" for i, n in enumerate(train)}
+    patients.update({n: f"t{i}" for i, n in enumerate(test)})
+    (root / "labels.csv").write_text(
+        "file,patient\n" + "".join(f"{n},{p}\n" for n, p in patients.items())
+    )
+    data = quality.make_data(root, {}, 0, 2, group_by="patient")
+    training = {patients[n] for n in [*data.known_normal.names, *data.unlabeled.names]}
+    validation = {patients[n] for n in data.val.names}
+    assert validation and not training & validation
+    assert sum(data.val.labels) == 2
+
+
+def test_none_settings_override_what_the_base_config_ships(quality, monkeypatch, tmp_path):
+    root = write_medad_tree(tmp_path / "medad", size=64)
+    model_args, data_args = quality.load_base()
+    data_args.update(normalization="equalize", augment={"brightness": 0.2})
+    monkeypatch.setattr(quality, "load_base", lambda: (dict(model_args), dict(data_args)))
+    made = []
+
+    class StopError(Exception):
+        pass
+
+    def recorded(root, overrides, *args):
+        made.append(overrides)
+        raise StopError
+
+    monkeypatch.setattr(quality, "make_data", recorded)
+    with pytest.raises(StopError):
+        quality.main(["--root", str(root), "--seeds", "0", "--no-baselines"])
+    assert made[0]["normalization"] == "none" and made[0]["augment"] is None
