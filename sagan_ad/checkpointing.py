@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from sagan_ad.checkpoint_files import (
     CheckpointError,
     UnsafeCheckpointError,
     check_model_class,
+    check_settings,
+    first_line,
     import_model_class,
+    model_class_name,
     read_checkpoint,
 )
 
@@ -176,12 +180,26 @@ def load_checkpoint(
         >>> model = load_checkpoint("best.ckpt")  # doctest: +SKIP
     """
     source = f"checkpoint {str(path)!r}"
-    checkpoint = read_checkpoint(path, mmap=True)
+    # Read whole, not mapped: a file damaged inside its tensor data fails here, with its name.
+    checkpoint = read_checkpoint(path)
     if model_class is None:
         model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
     check_model_class(checkpoint, model_class, source)
+    check_settings(checkpoint, model_class, source)
     del checkpoint
-    model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    try:
+        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except CheckpointError as err:
+        # Raised by the model's on_load_checkpoint, which does not know the file's name.
+        raise CheckpointError(str(err).replace("the checkpoint", source, 1)) from err
+    except (ArgumentError, TypeError, ValueError, RuntimeError) as err:
+        # A recorded setting of the wrong type, or weights that do not fit the model its
+        # settings build (a checkpoint without settings, say).
+        raise CheckpointError(
+            f"{source} cannot be loaded into {model_class_name(model_class)} "
+            f"({type(err).__name__}: {first_line(err)}): it was written by another version of "
+            "sagan-ad or another model class; load it with the version and class that wrote it"
+        ) from err
     return model.eval()
 
 

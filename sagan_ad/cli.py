@@ -24,6 +24,7 @@ import sys
 import tempfile
 import traceback
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from sagan_ad.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
     check_model_class,
+    check_settings,
     check_weights_fit,
+    first_line,
     import_model_class,
     read_checkpoint,
 )
@@ -267,13 +270,15 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     current = cli.config[stage].get("model")
     if not hparams or current is None:
         return False
+    source = f"checkpoint {path!r} (--ckpt_path)"
     if checkpoint.get(MODEL_CLASS_KEY) is not None:
         # The class the checkpoint records must be the configured one (refused otherwise, with
         # what to pass); only checkpoints without that record take Lightning's _class_path.
         configured_class = import_model_class(current.get("class_path"), "--model")
-        check_model_class(checkpoint, configured_class, f"checkpoint {path!r} (--ckpt_path)")
+        check_model_class(checkpoint, configured_class, source)
         hparams.pop("_class_path", None)
     recorded = hparams.pop("_class_path", None)
+    check_settings(checkpoint, import_model_class(recorded or current.get("class_path")), source)
     configured = current.get("init_args") or {}
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
@@ -283,7 +288,20 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
     model = {"class_path": recorded or current.get("class_path"), "dict_kwargs": hparams}
-    merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    exit_on_error, cli.parser.exit_on_error = cli.parser.exit_on_error, False
+    try:
+        merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    except ArgumentError as err:
+        # A recorded setting of a type the model refuses: jsonargparse would print its whole
+        # parse tree and exit without naming the checkpoint.
+        raise CheckpointError(
+            f"{source} records settings that {model['class_path']} refuses "
+            f"({_argument_problem(err)}): "
+            "it was written by another version of sagan-ad or another model class; load it "
+            "with the version and class that wrote it"
+        ) from err
+    finally:
+        cli.parser.exit_on_error = exit_on_error
     # In place: the callback that saves config.yaml holds this namespace.
     cli.config[stage]["model"] = merged[stage]["model"]
     if differences:
@@ -292,6 +310,17 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
             f"from the configuration: {', '.join(differences)}"
         )
     return bool(differences)
+
+
+def _argument_problem(err: ArgumentError) -> str:
+    """The innermost problem of a jsonargparse error, which nests one ``Parser key "x":`` per
+    level (``image_size: Expected a <class 'int'>. Got value: abc``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    keys = [i for i, line in enumerate(lines) if line.startswith('Parser key "')]
+    if not keys or keys[-1] + 1 >= len(lines):
+        return first_line(err)
+    key = lines[keys[-1]].removeprefix('Parser key "').removesuffix('":').split(".")[-1]
+    return f"{key}: {lines[keys[-1] + 1]}"
 
 
 def check_output_folder(folder: str | os.PathLike, setting: str) -> None:

@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
 from sagan_ad.audit import AuditThresholds, ShortcutWarning
-from sagan_ad.checkpoint_files import check_model_class, model_class_name
+from sagan_ad.checkpoint_files import check_finite_weights, check_model_class, model_class_name
 from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
@@ -746,6 +746,9 @@ class SAGAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_model_class(checkpoint, type(self))
+        # Every load passes here (a Trainer's ckpt_path, load_from_checkpoint, load_checkpoint).
+        weights = [name for name, _ in self.named_parameters()]
+        check_finite_weights(checkpoint["state_dict"], weights)
         self.iteration = int(checkpoint.get("sagan_iteration", 0))
         # The data the checkpoint was trained on, whatever this instance was built with;
         # checkpoints from before normalisation existed were trained on decoded images.

@@ -10,12 +10,14 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -353,6 +355,56 @@ def pickled_code(folder: Path, source: Path) -> Path:
     return path
 
 
+def yaml_file(folder: Path, source: Path) -> Path:
+    path = folder / "hparams.yaml"
+    path.write_text("_class_path: sagan_ad.SAGAN\nimage_size: 32\n")
+    return path
+
+
+def random_bytes(folder: Path, source: Path) -> Path:
+    path = folder / "noise.ckpt"
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+def plain_pickle(folder: Path, source: Path) -> Path:
+    path = folder / "settings.pkl"
+    path.write_bytes(pickle.dumps({"image_size": 32}, protocol=4))
+    return path
+
+
+def damaged_inside(folder: Path, source: Path) -> Path:
+    """Intact zip directory, but the header of a record in the middle overwritten."""
+    data = bytearray(source.read_bytes())
+    headers = [m.start() for m in re.finditer(b"PK\x03\x04", bytes(data))]
+    middle = headers[len(headers) // 2]
+    data[middle : middle + 30] = bytes(30)
+    path = folder / "damaged.ckpt"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def edited(key: str, value: Any, name: str) -> Callable[[Path, Path], Path]:
+    """A checkpoint with one entry replaced, as a hand edit or another program would."""
+
+    def make(folder: Path, source: Path) -> Path:
+        checkpoint = torch.load(source, weights_only=True)
+        checkpoint[key] = value
+        torch.save(checkpoint, folder / name)
+        return folder / name
+
+    return make
+
+
+def non_finite(folder: Path, source: Path) -> Path:
+    checkpoint = torch.load(source, weights_only=True)
+    weights = checkpoint["state_dict"]
+    name = next(key for key in weights if key.endswith("weight"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(checkpoint, folder / "diverged.ckpt")
+    return folder / "diverged.ckpt"
+
+
 CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "missing": (lambda folder, source: folder / "nope.ckpt", r"nope\.ckpt' does not exist"),
     "folder": (lambda folder, source: folder, r"is a folder, not a file"),
@@ -368,6 +420,24 @@ CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
         r"crafted\.ckpt' was refused by safe loading .*pickled Python code "
         r"\(getattr\)",
     ),
+    # Not code: safe loading refuses these too, but they are simply not checkpoints.
+    "a YAML file": (yaml_file, r"hparams\.yaml' is not a PyTorch checkpoint \(its bytes are not"),
+    "random bytes": (random_bytes, r"noise\.ckpt' is not a PyTorch checkpoint \(its bytes are"),
+    "a plain pickle": (plain_pickle, r"settings\.pkl' is not a PyTorch checkpoint \(its bytes"),
+    "damaged inside": (damaged_inside, r"damaged\.ckpt' cannot be read as a PyTorch checkpoint"),
+    "weights not a dict": (
+        edited("state_dict", [1, 2], "list.ckpt"),
+        r"list\.ckpt' is damaged: its 'state_dict' is a list, not names and tensors",
+    ),
+    "class not a name": (
+        edited("sagan_model_class", 42, "class.ckpt"),
+        r"class\.ckpt' is damaged: its 'sagan_model_class' is 42, not a dotted class name",
+    ),
+    "iteration not a count": (
+        edited("sagan_iteration", "seven", "iteration.ckpt"),
+        r"iteration\.ckpt' is damaged: its 'sagan_iteration' is 'seven', not an iteration",
+    ),
+    "non-finite weights": (non_finite, r"diverged\.ckpt'.* holds non-finite weights \(NaN"),
 }
 
 
@@ -392,6 +462,7 @@ def test_unusable_checkpoints_are_one_clear_error(tmp_path, source_checkpoint, c
     assert message.startswith("error: checkpoint ")
     assert re.search(expected, message), message
     assert "weights_only=False" not in message
+    assert "pickled Python code" not in message or case == "pickled code"
     assert not (folder / "code-ran").exists()
 
 
@@ -404,8 +475,49 @@ def test_unusable_checkpoints_raise_checkpoint_errors_in_python(tmp_path, source
     error = FileNotFoundError if case == "missing" else CheckpointError
     if case == "pickled code":
         error = UnsafeCheckpointError
-    with pytest.raises(error, match=expected):
+    with pytest.raises(error, match=expected) as info:
         load_checkpoint(path)
+    assert case == "pickled code" or not isinstance(info.value, UnsafeCheckpointError)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"future_option": 3},
+            r"settings\.ckpt'.* records settings that sagan_ad\.SAGAN does not take: "
+            r"future_option=3 \(no such setting\)\. It was written by another version",
+        ),
+        (
+            {"image_size": "big", "inference": "bogus"},
+            r"settings\.ckpt'.* does not take: image_size='big' \(expects int\), "
+            r"inference='bogus' \(expects Literal\['deterministic'",
+        ),
+    ],
+)
+def test_recorded_settings_the_model_does_not_take_are_named(
+    tmp_path, source_checkpoint, settings, expected
+):
+    """A checkpoint of a newer version (an unknown setting) or a hand-edited one (a wrong type):
+    evaluating or exporting it names the setting, never a parse tree or a silent drop."""
+    checkpoint = torch.load(source_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"].update(settings)
+    path = tmp_path / "settings.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+    export = cli_error("export", f"--ckpt_path={path}", f"--output={tmp_path / 'x.pt'}")
+    assert re.search(expected, export), export
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={path}")
+    assert re.search(expected, message), message
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_an_empty_checkpoint_path_is_named_as_empty(tmp_path, subcommand):
+    message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), "--ckpt_path=")
+    assert message.startswith("error: the checkpoint path is empty: pass a .ckpt file"), message
+    with pytest.raises(CheckpointError, match="the checkpoint path is empty"):
+        load_checkpoint("")
 
 
 # --------------------------------------------------------------- output folders
