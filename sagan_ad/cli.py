@@ -174,7 +174,12 @@ class SAGANCLI(LightningCLI):
         stage = self.config.get("subcommand")
         path = self.config[stage].get("ckpt_path") if stage else None
         if isinstance(path, str) and path not in (*SPECIAL_PATHS, "hpc") and "://" not in path:
-            adopt_checkpoint_settings(self, read_checkpoint(path, mmap=True), path)
+            checkpoint = read_checkpoint(path, mmap=True)
+            # A resumed fit keeps the configuration it is restarted with, whether the checkpoint
+            # is named by path or as last (a longer max_iterations trains longer); evaluation
+            # builds the model the checkpoint was trained as.
+            if stage != "fit":
+                adopt_checkpoint_settings(self, checkpoint, path)
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path`` (a resumed run continues in its own folder); check outputs.
@@ -250,12 +255,19 @@ def prepare_run(cli: LightningCLI) -> None:
         source = f"checkpoint {resolved!r} (--ckpt_path)"
         check_model_class(checkpoint, type(cli.model), source)
         check_weights_fit(checkpoint, cli.model, source)
-        if stage == "fit" and requested == "last":
+        if stage == "fit" and (requested == "last" or _is_newest_last(cli.trainer, resolved)):
             continue_run(cli.trainer, resolved)
     options["ckpt_path"] = resolved
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
+
+
+def _is_newest_last(trainer: L.Trainer, path: str) -> bool:
+    """Whether ``path`` is the experiment's newest last checkpoint: resuming it by its path is
+    the same resume as ``--ckpt_path last`` (an older checkpoint starts a new run from it)."""
+    newest = find_last_checkpoint(trainer)
+    return newest is not None and Path(path).resolve() == newest.resolve()
 
 
 def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -200,6 +201,9 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
             continue
         if isinstance(logger, CSVLogger) and iteration >= 0 and first:
             _continue_csv_log(logger, iteration)
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            _keep_state_when_moved(callback, folder)
     if not first:
         return
     removed = remove_stale_partials(folder)
@@ -209,6 +213,52 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
             f"resuming {str(checkpoint)!r}: removed {', '.join(p.name for p in removed)} "
             "(written after it by the interrupted run)"
         )
+
+
+def _keep_state_when_moved(callback: ModelCheckpoint, folder: Path) -> None:
+    """Let ``callback`` restore its state when the run folder was moved or copied.
+
+    Lightning restores a checkpoint callback's best score only when the folder the checkpoint
+    records is its own, and restores its best path (absolute, into the old folder) regardless: a
+    moved run resumed in its new folder would forget its best score and later test the old
+    folder's file (or fail on it), so the recorded paths are moved into ``folder`` by file name
+    when the callback writes to ``folder`` (the resumed checkpoint's own).
+    """
+    restore = callback.load_state_dict
+    # The test after fit restores the state again (from the best checkpoint): say it once.
+    announced: list[str] = []
+
+    def load_state_dict(state: dict[str, Any]) -> None:
+        recorded = state.get("dirpath")
+        if (
+            recorded
+            and callback.dirpath
+            and recorded != callback.dirpath
+            and "://" not in str(callback.dirpath)
+            and Path(callback.dirpath).resolve() == folder.resolve()
+        ):
+
+            def moved(path: Any) -> Any:
+                return str(Path(callback.dirpath) / Path(path).name) if path else path
+
+            state = {
+                **state,
+                "dirpath": callback.dirpath,
+                "best_model_path": moved(state.get("best_model_path")),
+                "kth_best_model_path": moved(state.get("kth_best_model_path")),
+                "last_model_path": moved(state.get("last_model_path")),
+                "best_k_models": {moved(k): v for k, v in state.get("best_k_models", {}).items()},
+            }
+            if not announced:
+                rank_zero_info(
+                    f"{type(callback).__name__}: the run folder moved from {recorded!r}; its "
+                    f"best and last checkpoints are taken from {str(folder)!r}"
+                )
+            announced.append(recorded)
+        restore(state)
+
+    # On the instance, so that its state key (which names its class) stays ModelCheckpoint's.
+    callback.load_state_dict = load_state_dict  # type: ignore[method-assign]
 
 
 def _set_version(logger: Logger, version: str) -> bool:

@@ -207,6 +207,35 @@ def test_resuming_with_another_architecture_names_the_setting(fitted):
     assert sorted(p.name for p in fitted.rglob("*") if p.is_file()) == before
 
 
+@pytest.mark.parametrize("ckpt_path", ["last", "its path"])
+def test_a_moved_run_resumes_in_its_new_folder_as_the_same_run(fitted, tmp_path, ckpt_path):
+    """A run folder copied elsewhere (the original left in place) and resumed there, by
+    ``last`` or by the path of its newest last.ckpt: the same version folder, the configured
+    max_iterations (not the checkpoint's), and the best checkpoint and its score restored from
+    the new folder, so the final test scores the new folder's best file, not the original's or
+    whichever came last."""
+    moved = tmp_path / "moved"
+    shutil.copytree(fitted, moved)
+    versions = sorted(p.name for p in (moved / "lightning_logs").iterdir())
+    folder = moved / "lightning_logs" / "version_0" / "checkpoints"
+    path = "last" if ckpt_path == "last" else str(folder / "last.ckpt")
+    run(
+        "fit",
+        moved,
+        "--model.max_iterations=5",
+        "--trainer.val_check_interval=2",
+        f"--ckpt_path={path}",
+    )
+
+    assert sorted(p.name for p in (moved / "lightning_logs").iterdir()) == versions
+    assert torch.load(folder / "last.ckpt", weights_only=True)["sagan_iteration"] == 5
+    # The best so far (iteration 4) was known: the validation at 5 replaced it or kept it, never
+    # both (a forgotten score makes any new one the best, and leaves the old file behind).
+    (best,) = folder.glob("best-*.ckpt")
+    report = json.loads((folder.parent / "test" / "metrics.json").read_text())
+    assert report["checkpoint"] == str(best)
+
+
 # --------------------------------------------------------------- the model class of a checkpoint
 def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
     checkpoint = trained(tmp_path / "doubled.ckpt", DoubledScore)
