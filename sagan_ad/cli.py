@@ -295,7 +295,10 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
         for key, value in hparams.items()
-        if key in configured and configured.get(key) != value
+        if key in configured
+        and configured.get(key) != value
+        # normalization=None means "what the data uses", which fit records in the checkpoint.
+        and not (key == "normalization" and configured.get(key) is None)
     ]
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")

@@ -207,6 +207,14 @@ def test_resuming_with_another_architecture_names_the_setting(fitted):
     assert sorted(p.name for p in fitted.rglob("*") if p.is_file()) == before
 
 
+def test_evaluating_with_the_training_configuration_warns_of_no_difference(fitted, recwarn):
+    """normalization=None in the configuration means "what the data uses", which fit records in
+    the checkpoint ('none'): that is not a difference worth a warning on every evaluation."""
+    run("test", fitted, "--model.max_iterations=4", "--ckpt_path=last")
+    differ = [str(w.message) for w in recwarn if "differ from the configuration" in str(w.message)]
+    assert differ == []
+
+
 @pytest.mark.parametrize("ckpt_path", ["last", "its path"])
 def test_a_moved_run_resumes_in_its_new_folder_as_the_same_run(fitted, tmp_path, ckpt_path):
     """A run folder copied elsewhere (the original left in place) and resumed there, by
