@@ -164,9 +164,13 @@ class CheckedScorer(nn.Module):
             )
         if images.dtype != torch.float32:
             raise ValueError(
+                # No dtype in the message: TorchScript formats it as a number.
                 "images must be float32 in [-1, 1]: convert uint8 images with "
-                "sagan_ad.data.to_model_range(images)"
+                "sagan_ad.data.to_model_range(images), other floats with images.float()"
             )
+        if images.shape[0] == 0:
+            # The traced graph indexes the first image; the model scores an empty batch as empty.
+            return images.new_zeros([0]), images.new_zeros([0, 1, self.size, self.size])
         return self.scorer(images)
 
 

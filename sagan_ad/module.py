@@ -377,7 +377,8 @@ class SAGAN(L.LightningModule):
         """``G(images)``: the normal-looking restoration, deterministic unless ``inference`` is
         ``"reference"``; ``images`` must be float ``(B, C, S, S)`` in ``[-1, 1]``."""
         generator = self.inference_generator
-        check_images(images, generator.in_channels, generator.image_size)
+        weights = next(generator.parameters())
+        check_images(images, generator.in_channels, generator.image_size, weights)
         return generator(images, residual_mask=self.inference == "reference")
 
     def anomaly_map(self, images: Tensor) -> Tensor:
