@@ -28,7 +28,9 @@ MODEL_CLASS_KEY = "sagan_model_class"
 ITERATION_KEY = "sagan_iteration"
 """Checkpoint entry holding the number of training iterations the weights have finished."""
 
-_PASS_ANOTHER = "pass a .ckpt file written by sagan-ad fit (or --ckpt_path last / best)"
+_PASS_ANOTHER = (
+    "pass a .ckpt file written by sagan-ad fit (or, except to export, --ckpt_path last / best)"
+)
 
 
 class CheckpointError(ValueError):

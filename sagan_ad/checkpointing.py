@@ -111,7 +111,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         location = "cpu" if map_location is None else map_location
         safe = weights_only is not False
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location=location, weights_only=safe)
+            try:
+                return super().load_checkpoint(path, map_location=location, weights_only=safe)
+            except Exception as err:
+                # fsspec's ImportError for a storage whose package is missing, a missing object,
+                # a refused connection: all tracebacks from deep inside fsspec otherwise.
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                    f"{first_line(err)}): check the address and your access to it, and that "
+                    "the storage's fsspec package is installed (s3fs for s3://, gcsfs for "
+                    "gs://, adlfs for az://), or download the file and pass its local path"
+                ) from err
         return read_checkpoint(path, location, weights_only=safe, lightning=False)
 
 

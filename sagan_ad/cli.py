@@ -245,7 +245,7 @@ def prepare_run(cli: LightningCLI) -> None:
     options = cli.config_init[stage]
     requested = options.get("ckpt_path")
     resolved = resolve_checkpoint(cli.trainer, requested, stage)
-    if isinstance(resolved, str) and resolved != "hpc" and "://" not in resolved:
+    if isinstance(resolved, str) and "://" not in resolved:
         checkpoint = read_checkpoint(resolved, mmap=True)
         # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed
         # fit keeps the configuration it was restarted with (a longer max_iterations, say).
@@ -478,6 +478,15 @@ def export_main(args: list[str]) -> None:
         help="export a checkpoint of an untrained model (iteration 0) on purpose",
     )
     options = parser.parse_args(args)
+    if options.ckpt_path in SPECIAL_PATHS:
+        # Only the run subcommands know the logger settings that say where a run's
+        # checkpoints are.
+        example = "last.ckpt" if options.ckpt_path == "last" else "best-iteration=N.ckpt"
+        raise CheckpointError(
+            f"sagan-ad export --ckpt_path {options.ckpt_path}: export takes a checkpoint file "
+            "(only fit, validate, test and predict resolve last / best, from the run's logger "
+            f"settings): pass the file, for example lightning_logs/version_0/checkpoints/{example}"
+        )
     model_class = _import(options.model) if options.model else None
     model = load_checkpoint(options.ckpt_path, model_class)
     if getattr(model, "iteration", None) == 0 and not options.allow_untrained:

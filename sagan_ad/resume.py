@@ -139,9 +139,10 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
     """The checkpoint file that ``--ckpt_path`` means for ``stage`` (``fit``, ``validate``,
     ``test`` or ``predict``), the same way in every stage.
 
-    ``last``: `find_last_checkpoint`. ``best``: `find_best_checkpoint`. When there is none, a
-    `CheckpointError` says so, except for ``fit --ckpt_path last``, which then starts a fresh run
-    (so that job scripts can always pass it). Any other value is returned unchanged.
+    ``last``: `find_last_checkpoint`. ``best``: `find_best_checkpoint`. ``hpc``: Lightning's
+    newest ``hpc_ckpt_N.ckpt`` in the run's root folder. When there is none, a `CheckpointError`
+    says so, except for ``fit --ckpt_path last``, which then starts a fresh run (so that job
+    scripts can always pass it). Any other value is returned unchanged.
 
     Examples:
         >>> trainer = L.Trainer(default_root_dir="/nonexistent", logger=False)
@@ -152,6 +153,8 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
         ...
         sagan_ad.checkpoint_files.CheckpointError: --ckpt_path best: no checkpoint of this ...
     """
+    if ckpt_path == "hpc":
+        return _hpc_checkpoint(trainer)
     if ckpt_path not in SPECIAL_PATHS:
         return ckpt_path
     finder = find_last_checkpoint if ckpt_path == "last" else find_best_checkpoint
@@ -169,6 +172,24 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
         f"{' (best needs a validation)' if ckpt_path == 'best' else ''}, or pass --ckpt_path "
         "with a checkpoint file"
     )
+
+
+def _hpc_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint Lightning writes when SLURM pre-empts a job (``hpc_ckpt_N.ckpt`` in the
+    run's root folder), or an error saying what to pass: Lightning's own is a traceback."""
+    folder = Path(trainer.default_root_dir)
+    versions = {
+        int(match.group(1)): path
+        for path in folder.glob("hpc_ckpt_*.ckpt")
+        if (match := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", path.name))
+    }
+    if not versions:
+        raise CheckpointError(
+            f"--ckpt_path hpc: no HPC checkpoint (hpc_ckpt_N.ckpt, written by Lightning when "
+            f"SLURM pre-empts a job) in {str(trainer.default_root_dir)!r}: pass --ckpt_path "
+            "last, best or a checkpoint file"
+        )
+    return str(versions[max(versions)])
 
 
 def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:

@@ -557,6 +557,44 @@ def test_an_empty_checkpoint_path_is_named_as_empty(tmp_path, subcommand):
         load_checkpoint("")
 
 
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_export_says_it_takes_a_file_for_last_and_best(tmp_path, which):
+    message = cli_error("export", f"--ckpt_path={which}", f"--output={tmp_path / 'x.pt'}")
+    assert message.startswith(f"error: sagan-ad export --ckpt_path {which}: export takes a ")
+    assert "pass the file, for example lightning_logs/version_0/checkpoints/" in message
+
+
+def test_hpc_checkpoints_are_resolved_or_their_absence_named(tmp_path, source_checkpoint):
+    """Lightning's ``hpc`` word (SLURM pre-emption checkpoints) ended in its own traceback."""
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), "--ckpt_path=hpc")
+    assert "--ckpt_path hpc: no HPC checkpoint (hpc_ckpt_N.ckpt, written by" in message
+    assert f"in '{tmp_path}': pass --ckpt_path last, best or a checkpoint file" in message
+    shutil.copy(source_checkpoint, tmp_path / "hpc_ckpt_1.ckpt")
+    shutil.copy(source_checkpoint, tmp_path / "hpc_ckpt_12.ckpt")
+    run("test", tmp_path, "--ckpt_path=hpc")
+    (report,) = tmp_path.rglob("test/metrics.json")
+    assert json.loads(report.read_text())["checkpoint"] == str(tmp_path / "hpc_ckpt_12.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "memory://runs/missing.ckpt",
+            r"\(FileNotFoundError: Checkpoint file not found: memory://",
+        ),
+        ("nosuchstorage://bucket/x.ckpt", r"\(ValueError: Protocol not known: nosuchstorage\)"),
+    ],
+)
+def test_remote_checkpoints_that_cannot_be_read_are_named(tmp_path, url, expected):
+    """A missing object or a storage fsspec cannot open (its package missing, say) ended in a
+    traceback from inside fsspec."""
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={url}")
+    assert message.startswith(f"error: checkpoint '{url}' cannot be read ("), message
+    assert re.search(expected, message), message
+    assert "or download the file and pass its local path" in message
+
+
 # --------------------------------------------------------------- output folders
 def in_the_way(tmp_path: Path) -> Path:
     blocker = tmp_path / "a_file"
