@@ -30,6 +30,7 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
@@ -140,6 +141,7 @@ class SAGANCLI(LightningCLI):
         check_writable(Path(config.get("default_root_dir") or os.getcwd()))
         callbacks = list(config.get("callbacks") or [])
         options = self.config[self.subcommand] if self.subcommand else self.config
+        check_counts(config, options)
         if config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
@@ -208,6 +210,34 @@ class SAGANCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
+
+
+def check_counts(trainer: Any, options: Any) -> None:
+    """Refuse counts that neither Lightning nor the callbacks name by their option: an integer
+    ``val_check_interval`` below 1 divides by zero inside Lightning's loop, and the callbacks
+    would name ``num_samples`` and ``every_n_iterations`` rather than the options set.
+
+    Examples:
+        >>> check_counts({"val_check_interval": 0}, {})
+        Traceback (most recent call last):
+        ...
+        ValueError: --trainer.val_check_interval=0: validate every N >= 1 iterations ...
+    """
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval < 1:
+        raise ValueError(
+            f"--trainer.val_check_interval={interval}: validate every N >= 1 iterations (or "
+            "pass a fraction in (0, 1] of an epoch, where the data has epochs)"
+        )
+    samples = options.get("val_samples")
+    if samples is not None and samples < 0:
+        raise ValueError(f"--val_samples={samples}: pass 0 (no images) or a positive number")
+    every = options.get("last_every_n_iterations")
+    if every is not None and every < 1:
+        raise ValueError(
+            f"--last_every_n_iterations={every}: pass a number >= 1, or leave it out to write "
+            "last.ckpt at validations only"
+        )
 
 
 def check_writable(folder: Path) -> None:
@@ -400,7 +430,12 @@ def _user_error(error: BaseException) -> BaseException | None:
     package = str(Path(sagan_ad.__file__).parent)
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError | CheckpointError):
+        # Lightning's MisconfigurationException is its verdict on a Trainer setting the user
+        # chose (max_steps=-5, devices=0, a GPU accelerator without a GPU).
+        if isinstance(
+            cause,
+            DivergenceError | sagan_ad.ImageReadError | CheckpointError | MisconfigurationException,
+        ):
             return cause
         frames = traceback.extract_tb(cause.__traceback__)
         # Raised by sagan_ad's own argument and data checks, not deep inside a dependency (an

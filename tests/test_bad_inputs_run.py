@@ -674,6 +674,42 @@ def test_evaluating_data_of_another_size_names_both_settings(fitted):
     )
 
 
+# --------------------------------------------------------------- run settings
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        # Lightning's own verdicts (MisconfigurationException) were tracebacks.
+        (
+            "--trainer.max_steps=-5",
+            "error: `max_steps` must be a non-negative integer or -1 (infinite steps). You "
+            "passed in -5.",
+        ),
+        ("--trainer.limit_val_batches=-1", "error: You have passed invalid value -1.0 for "),
+        ("--trainer.devices=0", "error: `Trainer(devices='0')` value is not a valid input"),
+        # A ZeroDivisionError inside Lightning's loop.
+        ("--trainer.val_check_interval=0", "error: --trainer.val_check_interval=0: validate every"),
+        # Named by the callbacks' parameters (num_samples, every_n_iterations) before.
+        ("--val_samples=-2", "error: --val_samples=-2: pass 0 (no images) or a positive number"),
+        ("--last_every_n_iterations=0", "error: --last_every_n_iterations=0: pass a number >= 1"),
+    ],
+    ids=lambda value: value if value.startswith("--") else "",
+)
+def test_run_settings_that_cannot_work_are_one_error_naming_them(tmp_path, setting, expected):
+    message = cli_error("fit", *MODEL, *DATA, *QUIET, *logger(tmp_path), setting)
+    assert message.startswith(expected), message
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    """jsonargparse read it with a UnicodeDecodeError traceback that named no file."""
+    config = tmp_path / "run.yaml"
+    config.write_bytes("model:\n  init_args: {base_channels: 4}  # réglage\n".encode("latin-1"))
+    message = cli_error("fit", f"--config={config}", *MODEL, *DATA, *QUIET, *logger(tmp_path))
+    assert message.startswith(f"error: --config '{config}' is not UTF-8 text (byte 0xe9 at "), (
+        message
+    )
+    assert message.endswith("a config is a YAML file; save it as UTF-8")
+
+
 # --------------------------------------------------------------- optimizer settings
 @pytest.mark.parametrize(
     ("setting", "init_args", "expected"),
