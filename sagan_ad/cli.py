@@ -529,7 +529,8 @@ def export_main(args: list[str]) -> None:
             f"checkpoint {options.ckpt_path!r} holds an untrained model (iteration 0): export a "
             "trained checkpoint, or pass --allow_untrained true to export it on purpose"
         )
-    fmt = options.format or ("onnx" if options.output.endswith(".onnx") else "torchscript")
+    # Any case: scorer.ONNX written as TorchScript would only fail later, in ONNX Runtime.
+    fmt = options.format or ("onnx" if options.output.lower().endswith(".onnx") else "torchscript")
     path = export_scorer(
         model,
         options.output,
@@ -588,6 +589,7 @@ def configs_main(args: list[str]) -> None:
     options = parser.parse_args(args)
     files = shipped_files()
     if options.copy:
+        check_output_folder(options.to, "--to")
         target = copy_example(options.copy, options.to, overwrite=options.force)
         run = f"sagan-ad fit --config {target}" if target.suffix != ".py" else f"python {target}"
         print(f"wrote {target}: edit it, then run {run}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import io
 import logging
 import os
@@ -261,9 +262,11 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        advice = "free some space or choose" if full else "choose"
         raise type(err)(
-            f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): free "
-            "some space or choose another output path; no partial file was left"
+            f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): "
+            f"{advice} another output path, in a folder you can write; no partial file was left"
         ) from err
 
 

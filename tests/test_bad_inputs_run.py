@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -674,6 +675,15 @@ def test_evaluating_data_of_another_size_names_both_settings(fitted):
     )
 
 
+@pytest.mark.parametrize("where", ["a_file", "a_file/sub"])
+def test_configs_copy_into_a_file_is_named(tmp_path, where):
+    """FileExistsError / NotADirectoryError tracebacks from pathlib before."""
+    in_the_way(tmp_path)
+    message = cli_error("configs", "--copy", "quickstart", "--to", str(tmp_path / where))
+    assert message.startswith(f"error: --to: the output folder '{tmp_path / where}' cannot be")
+    assert "a_file' is a file, not a folder): choose another folder with --to" in message
+
+
 # --------------------------------------------------------------- run settings
 @pytest.mark.parametrize(
     ("setting", "expected"),
@@ -768,6 +778,22 @@ def on_a_full_disk(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_an_onnx_target_is_recognised_in_any_case(tmp_path, source_checkpoint):
+    """scorer.ONNX was written as TorchScript (a zip archive), to fail only in ONNX Runtime."""
+    main(["export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path / 'scorer.ONNX'}"])
+    assert not zipfile.is_zipfile(tmp_path / "scorer.ONNX")
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(str(tmp_path / "scorer.ONNX"))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_an_export_target_that_cannot_be_created_is_not_called_a_full_disk(source_checkpoint):
+    message = cli_error("export", f"--ckpt_path={source_checkpoint}", "--output=/proc/scorer.pt")
+    assert message.startswith("error: cannot write the exported scorer to '/proc/scorer.pt' (")
+    assert "choose another output path, in a folder you can write" in message
+    assert "free some space" not in message
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
 @pytest.mark.parametrize("output", ["scorer.onnx", "scorer.pt"])
 def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_checkpoint, output):
@@ -778,6 +804,7 @@ def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_che
     assert f"error: cannot write the exported scorer to '{tmp_path}/{output}' (File too large)" in (
         result.stderr
     )
+    assert "free some space or choose another output path" in result.stderr
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
 
 
