@@ -141,7 +141,7 @@ class SAGANCLI(LightningCLI):
         check_writable(Path(config.get("default_root_dir") or os.getcwd()))
         callbacks = list(config.get("callbacks") or [])
         options = self.config[self.subcommand] if self.subcommand else self.config
-        check_counts(config, options)
+        check_counts(config, options, self.subcommand)
         if config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
@@ -212,10 +212,12 @@ class SAGANCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
 
 
-def check_counts(trainer: Any, options: Any) -> None:
+def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
     """Refuse counts that neither Lightning nor the callbacks name by their option: an integer
-    ``val_check_interval`` below 1 divides by zero inside Lightning's loop, and the callbacks
-    would name ``num_samples`` and ``every_n_iterations`` rather than the options set.
+    ``val_check_interval`` below 1 divides by zero inside Lightning's loop, the callbacks
+    would name ``num_samples`` and ``every_n_iterations`` rather than the options set, and a
+    ``limit_*_batches`` of 0 for the evaluation ``stage`` runs would score no image and write no
+    report, yet exit 0.
 
     Examples:
         >>> check_counts({"val_check_interval": 0}, {})
@@ -232,6 +234,18 @@ def check_counts(trainer: Any, options: Any) -> None:
     samples = options.get("val_samples")
     if samples is not None and samples < 0:
         raise ValueError(f"--val_samples={samples}: pass 0 (no images) or a positive number")
+    evaluated = {"validate": "val", "test": "test", "predict": "predict"}.get(stage or "")
+    if stage == "fit" and options.get("test_after_fit", True):
+        evaluated = "test"
+    limit = trainer.get(f"limit_{evaluated}_batches") if evaluated else None
+    if limit is not None and limit == 0:
+        after_fit = " (or --test_after_fit=false)" if stage == "fit" else ""
+        what = "the test after fit" if stage == "fit" else stage
+        raise ValueError(
+            f"--trainer.limit_{evaluated}_batches={limit}: {what} would score no image and "
+            f"write no report; leave it out, or pass a number of batches >= 1 or a fraction in "
+            f"(0, 1]{after_fit}"
+        )
     every = options.get("last_every_n_iterations")
     if every is not None and every < 1:
         raise ValueError(

@@ -709,6 +709,25 @@ def test_run_settings_that_cannot_work_are_one_error_naming_them(tmp_path, setti
     assert message.startswith(expected), message
 
 
+@pytest.mark.parametrize(
+    ("subcommand", "setting"),
+    [
+        ("validate", "--trainer.limit_val_batches=0"),
+        ("test", "--trainer.limit_test_batches=0"),
+        ("predict", "--trainer.limit_predict_batches=0.0"),
+        ("fit", "--trainer.limit_test_batches=0"),
+    ],
+)
+def test_evaluating_no_batch_is_refused(tmp_path, source_checkpoint, subcommand, setting):
+    """It exited 0 having scored nothing and written no report."""
+    ckpt = [] if subcommand == "fit" else [f"--ckpt_path={source_checkpoint}"]
+    message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), *ckpt, setting)
+    what = "the test after fit" if subcommand == "fit" else subcommand
+    assert message.startswith(f"error: {setting.partition('=')[0]}=0"), message
+    assert f": {what} would score no image and write no report; leave it out, or" in message
+    assert ("--test_after_fit=false" in message) == (subcommand == "fit")
+
+
 def test_a_config_that_is_not_utf8_is_named(tmp_path):
     """jsonargparse read it with a UnicodeDecodeError traceback that named no file."""
     config = tmp_path / "run.yaml"
