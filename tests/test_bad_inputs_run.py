@@ -188,6 +188,23 @@ def test_a_checkpoint_of_iteration_zero_is_not_exported_unless_asked(tmp_path):
     assert output.is_file()
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_a_checkpoint_of_iteration_zero_is_not_evaluated_unless_asked(tmp_path, subcommand):
+    """Loading it counted as loading trained weights: evaluation scored the random network that
+    export refuses."""
+    checkpoint = tmp_path / "untrained.ckpt"
+    trainer = tiny_trainer(tmp_path)
+    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.save_checkpoint(checkpoint)
+    options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"]
+    message = cli_error(subcommand, *options)
+    assert message.startswith(f"error: {subcommand} refused: the model is untrained (iteration 0")
+    run(subcommand, tmp_path, f"--ckpt_path={checkpoint}", "--allow_untrained=true")
+    model = load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"^test refused: the model is untrained"):
+        tiny_trainer(tmp_path).test(model, SyntheticCXRDataModule(image_size=32), verbose=False)
+
+
 def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
     model = SAGAN(**TINY_MODEL)
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
