@@ -201,6 +201,15 @@ class SAGANCLI(LightningCLI):
     def before_predict(self) -> None:
         prepare_run(self)
 
+    def after_validate(self) -> None:
+        check_evaluated(self.trainer, "validate")
+
+    def after_test(self) -> None:
+        check_evaluated(self.trainer, "test")
+
+    def after_predict(self) -> None:
+        check_evaluated(self.trainer, "predict")
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
@@ -251,6 +260,20 @@ def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
         raise ValueError(
             f"--last_every_n_iterations={every}: pass a number >= 1, or leave it out to write "
             "last.ckpt at validations only"
+        )
+
+
+def check_evaluated(trainer: L.Trainer, stage: str) -> None:
+    """Fail when ``stage`` scored no image: an empty validation, test or predict set (a
+    DataModule without that split, val_fraction=0) otherwise ends with exit status 0 and no
+    report, which a job script reads as success."""
+    split = {"validate": "val", "test": "test", "predict": "predict"}[stage]
+    if sum(getattr(trainer, f"num_{split}_batches") or [0]) == 0:
+        data = type(trainer.datamodule).__name__ if trainer.datamodule else "the data"
+        raise ValueError(
+            f"{stage} scored no image: {data} has no {split} batches; give it a {split} split "
+            f"(for a DataModule with val_fraction, a value above 0), and check "
+            f"--trainer.limit_{split}_batches"
         )
 
 

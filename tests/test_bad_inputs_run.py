@@ -745,6 +745,19 @@ def test_evaluating_no_batch_is_refused(tmp_path, source_checkpoint, subcommand,
     assert ("--test_after_fit=false" in message) == (subcommand == "fit")
 
 
+def test_evaluating_an_empty_split_is_an_error(tmp_path, source_checkpoint):
+    """validate on data without a validation split exited 0 having scored nothing; test on data
+    without a test set was a RuntimeError traceback (with a good message)."""
+    options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={source_checkpoint}"]
+    message = cli_error("validate", *options, "--data.val_fraction=0")
+    assert message.startswith(
+        "error: validate scored no image: SyntheticCXRDataModule has no val batches; give it a "
+        "val split"
+    ), message
+    message = cli_error("test", *options, "--data.num_test=0")
+    assert message.startswith("error: SyntheticCXRDataModule has no test set: add labelled")
+
+
 def test_a_config_that_is_not_utf8_is_named(tmp_path):
     """jsonargparse read it with a UnicodeDecodeError traceback that named no file."""
     config = tmp_path / "run.yaml"
