@@ -567,6 +567,18 @@ def test_recorded_settings_the_model_does_not_take_are_named(
     assert re.search(expected, message), message
 
 
+def test_a_checkpoint_without_settings_that_the_default_model_cannot_take_is_named(
+    tmp_path, source_checkpoint
+):
+    """load_checkpoint builds the model from the recorded settings; without them the default
+    SAGAN cannot take the tiny model's weights: a RuntimeError listing every key before."""
+    checkpoint = torch.load(source_checkpoint, weights_only=True)
+    del checkpoint["hyper_parameters"]
+    torch.save(checkpoint, tmp_path / "bare.ckpt")
+    with pytest.raises(CheckpointError, match=r"bare\.ckpt' cannot be loaded into sagan_ad\.SAGAN"):
+        load_checkpoint(tmp_path / "bare.ckpt")
+
+
 @pytest.mark.parametrize("subcommand", ["fit", "test"])
 def test_an_empty_checkpoint_path_is_named_as_empty(tmp_path, subcommand):
     message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), "--ckpt_path=")
