@@ -289,8 +289,15 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
+        # mkdir's own reason for a file in the way is "File exists" or "Not a directory".
+        existing = folder
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        reason = err.strerror or str(err)
+        if existing.exists() and not existing.is_dir():
+            reason = f"{str(existing)!r} is a file, not a folder"
         raise PermissionError(
-            f"the output folder {str(folder)!r} cannot be written ({err.strerror or err}): "
+            f"the output folder {str(folder)!r} cannot be written ({reason}): "
             "choose another --trainer.default_root_dir"
         ) from err
 

@@ -704,6 +704,20 @@ def test_evaluating_data_of_another_size_names_both_settings(fitted):
     )
 
 
+@pytest.mark.parametrize("root", ["a_file", "a_file/run"])
+def test_a_run_folder_that_is_a_file_is_called_a_file(tmp_path, root):
+    """mkdir's reasons ("File exists" for the file itself, as for --trainer.default_root_dir=
+    /dev/null) did not say that a file was in the way."""
+    in_the_way(tmp_path)
+    message = cli_error(
+        "fit", *MODEL, *DATA, *QUIET, f"--trainer.default_root_dir={tmp_path / root}"
+    )
+    assert message == (
+        f"error: the output folder '{tmp_path / root}' cannot be written ('{tmp_path / 'a_file'}' "
+        "is a file, not a folder): choose another --trainer.default_root_dir"
+    )
+
+
 @pytest.mark.parametrize("where", ["a_file", "a_file/sub"])
 def test_configs_copy_into_a_file_is_named(tmp_path, where):
     """FileExistsError / NotADirectoryError tracebacks from pathlib before."""
