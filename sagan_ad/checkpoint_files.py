@@ -10,8 +10,11 @@ name or refuse another.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
 import re
+import types
+import typing
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,12 @@ import torch
 MODEL_CLASS_KEY = "sagan_model_class"
 """Checkpoint entry naming the model class that wrote it (an importable dotted name)."""
 
-_PASS_ANOTHER = "pass a .ckpt file written by sagan-ad fit (or --ckpt_path last / best)"
+ITERATION_KEY = "sagan_iteration"
+"""Checkpoint entry holding the number of training iterations the weights have finished."""
+
+_PASS_ANOTHER = (
+    "pass a .ckpt file written by sagan-ad fit (or, except to export, --ckpt_path last / best)"
+)
 
 
 class CheckpointError(ValueError):
@@ -73,6 +81,9 @@ def read_checkpoint(
         ...
         sagan_ad.checkpoint_files.CheckpointError: checkpoint '...weights.pt' is not a Lightning ...
     """
+    if not str(path).strip():
+        # Path("") is the current folder, which would be reported as "a folder, not a file".
+        raise CheckpointError(f"the checkpoint path is empty: {_PASS_ANOTHER}")
     path = Path(path)
     name = repr(str(path))
     if not path.exists():
@@ -96,15 +107,24 @@ def read_checkpoint(
             path, map_location=map_location, weights_only=weights_only, mmap=mmap and zipped
         )
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        # Only a pickled global is code; any other refusal ("Unsupported operand 95") means the
+        # bytes are no pickle torch wrote (a YAML file, random bytes), not a dangerous file.
+        if "Weights only load failed" in str(err) and "GLOBAL" in str(err):
             raise UnsafeCheckpointError(_unsafe_message(name, str(err))) from None
+        if "Weights only load failed" in str(err):
+            operand = re.search(r"Unsupported operand \d+", str(err))
+            raise CheckpointError(
+                f"checkpoint {name} is not a PyTorch checkpoint (its bytes are not a pickle "
+                f"torch.save writes{': ' + operand.group() if operand else ''}; is it a text, "
+                f"YAML or other file?): {_PASS_ANOTHER}"
+            ) from None
         raise CheckpointError(
-            f"checkpoint {name} is not a PyTorch checkpoint ({_first_line(err)}): {_PASS_ANOTHER}"
+            f"checkpoint {name} is not a PyTorch checkpoint ({first_line(err)}): {_PASS_ANOTHER}"
         ) from err
     except Exception as err:
         raise CheckpointError(
             f"checkpoint {name} cannot be read as a PyTorch checkpoint "
-            f"({type(err).__name__}: {_first_line(err)}): {_PASS_ANOTHER}"
+            f"({type(err).__name__}: {first_line(err)}): {_PASS_ANOTHER}"
         ) from err
     required = ("state_dict", "pytorch-lightning_version") if lightning else ()
     missing = [key for key in required if not isinstance(checkpoint, dict) or key not in checkpoint]
@@ -116,12 +136,50 @@ def read_checkpoint(
             f"{_PASS_ANOTHER}; a bare state dict loads with "
             "model.load_state_dict(torch.load(path, weights_only=True))"
         )
+    if isinstance(checkpoint, dict):
+        check_entries(checkpoint, name)
     return checkpoint
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:200]
+def check_entries(checkpoint: dict[str, Any], name: str) -> None:
+    """Refuse a checkpoint whose entries have the wrong type (a hand-edited or foreign file),
+    which would otherwise fail deep inside loading with a message that names neither the file
+    nor the entry.
+
+    Examples:
+        >>> check_entries({"state_dict": [1, 2]}, "'x.ckpt'")
+        Traceback (most recent call last):
+        ...
+        sagan_ad.checkpoint_files.CheckpointError: checkpoint 'x.ckpt' is damaged: its ...
+    """
+    problems = []
+    weights = checkpoint.get("state_dict", {})
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        problems.append(f"'state_dict' is a {type(weights).__name__}, not names and tensors")
+    recorded = checkpoint.get(MODEL_CLASS_KEY)
+    if recorded is not None and not isinstance(recorded, str):
+        problems.append(f"{MODEL_CLASS_KEY!r} is {recorded!r}, not a dotted class name")
+    iteration = checkpoint.get(ITERATION_KEY, 0)
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        problems.append(f"{ITERATION_KEY!r} is {iteration!r}, not an iteration count (>= 0)")
+    hparams = checkpoint.get("hyper_parameters", {})
+    if not isinstance(hparams, dict):
+        problems.append(f"'hyper_parameters' is a {type(hparams).__name__}, not settings")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {name} is damaged: its {'; its '.join(problems)}. It was not written "
+            f"as it is by sagan-ad fit (edited, or written by another program): {_PASS_ANOTHER}"
+        )
+
+
+def first_line(err: BaseException) -> str:
+    """The gist of ``err``'s message: its first line, with the next when it ends in a colon
+    (``Parser key "image_size":`` / ``Expected a <class 'int'>. Got value: abc``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text[:200]
 
 
 def _unsafe_message(name: str, torch_message: str) -> str:
@@ -242,6 +300,7 @@ def check_weights_fit(
         sagan_ad.checkpoint_files.CheckpointError: the checkpoint does not fit the model: ...
     """
     theirs, ours = checkpoint.get("state_dict") or {}, model.state_dict()
+    check_finite_weights(theirs, [key for key, _ in model.named_parameters()], source)
     # Checkpoints from before the threshold buffer load without one (SAGAN.on_load_checkpoint).
     missing = sorted(set(ours) - set(theirs) - {"threshold"})
     unexpected = sorted(set(theirs) - set(ours))
@@ -265,3 +324,122 @@ def check_weights_fit(
         + (f"It was trained with {', '.join(settings)}: " if settings else "")
         + "build the model with the settings the checkpoint was trained with"
     )
+
+
+def check_finite_weights(
+    state_dict: dict[str, torch.Tensor], names: list[str], source: str = "the checkpoint"
+) -> None:
+    """Refuse weights (the entries ``names`` of ``state_dict``) that hold NaN or infinity: they
+    would score every image NaN, or fail inside the metrics. Buffers are not checked, because a
+    NaN ``threshold`` legitimately means none was chosen.
+
+    Examples:
+        >>> check_finite_weights({"w": torch.ones(2)}, ["w"])
+        >>> check_finite_weights({"w": torch.tensor([1.0, float("nan")])}, ["w"])
+        Traceback (most recent call last):
+        ...
+        sagan_ad.checkpoint_files.CheckpointError: the checkpoint holds non-finite weights ...
+    """
+    bad = [
+        name
+        for name in names
+        if isinstance(state_dict.get(name), torch.Tensor)
+        and state_dict[name].is_floating_point()
+        and not bool(torch.isfinite(state_dict[name]).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or infinity in {len(bad)} tensors, first "
+            f"{bad[0]}), which would score every image NaN: it was damaged or saved from a "
+            "diverged run. Use an earlier checkpoint of the run (its last.ckpt or best "
+            "checkpoint), see docs/reliability.md#divergence-guard"
+        )
+
+
+def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the checkpoint") -> None:
+    """Refuse a checkpoint whose recorded settings (hyper-parameters) ``cls`` does not take (a
+    checkpoint of a newer sagan_ad version, say) or whose values have a type the setting's
+    annotation excludes (a hand-edited file): the setting would be dropped without a word, or
+    fail deep inside the model's construction with a message that names neither.
+
+    Examples:
+        >>> from sagan_ad.module import SAGAN
+        >>> check_settings({"hyper_parameters": {"image_size": 32}}, SAGAN)
+        >>> check_settings({"hyper_parameters": {"image_sise": 32}}, SAGAN)
+        Traceback (most recent call last):
+        ...
+        sagan_ad.checkpoint_files.CheckpointError: the checkpoint records settings ...
+    """
+    accepted = accepted_settings(cls)
+    if accepted is None:
+        return
+    recorded = checkpoint.get("hyper_parameters") or {}
+    problems = []
+    # Keys with a leading underscore are Lightning's own records (_class_path, _instantiator).
+    for key, value in sorted(recorded.items()):
+        if key.startswith("_"):
+            continue
+        if key not in accepted:
+            problems.append(f"{key}={value!r} (no such setting)")
+        elif not _fits(value, accepted[key]):
+            problems.append(f"{key}={value!r} (expects {_describe(accepted[key])})")
+    if problems:
+        raise CheckpointError(
+            f"{source} records settings that {model_class_name(cls)} does not take: "
+            f"{', '.join(problems)}. It was written by another version of sagan-ad or another "
+            "model class, or edited: load it with the version and class that wrote it"
+        )
+
+
+def accepted_settings(cls: type) -> dict[str, Any] | None:
+    """The keyword arguments ``cls`` takes, with their annotations (``Any`` when unknown),
+    following ``**kwargs`` up its bases; None when it takes any.
+
+    Examples:
+        >>> from sagan_ad.module import SAGAN
+        >>> accepted_settings(SAGAN)["image_size"]
+        <class 'int'>
+    """
+    names: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:
+            # An annotation that does not resolve here (a name imported only for type checkers)
+            # leaves the types to the model.
+            hints = {}
+        parameters = list(inspect.signature(init).parameters.values())[1:]
+        for p in parameters:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                names.setdefault(p.name, hints.get(p.name, Any))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` can be a value of the plain annotation ``hint`` (numbers, strings,
+    literals, optionals); other annotations (callables, classes) are left to the model."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")

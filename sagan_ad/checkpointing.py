@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from sagan_ad.checkpoint_files import (
     CheckpointError,
     UnsafeCheckpointError,
     check_model_class,
+    check_settings,
+    first_line,
     import_model_class,
+    model_class_name,
     read_checkpoint,
 )
 
@@ -107,7 +111,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         location = "cpu" if map_location is None else map_location
         safe = weights_only is not False
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location=location, weights_only=safe)
+            try:
+                return super().load_checkpoint(path, map_location=location, weights_only=safe)
+            except Exception as err:
+                # fsspec's ImportError for a storage whose package is missing, a missing object,
+                # a refused connection: all tracebacks from deep inside fsspec otherwise.
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} cannot be read ({type(err).__name__}: "
+                    f"{first_line(err)}): check the address and your access to it, and that "
+                    "the storage's fsspec package is installed (s3fs for s3://, gcsfs for "
+                    "gs://, adlfs for az://), or download the file and pass its local path"
+                ) from err
         return read_checkpoint(path, location, weights_only=safe, lightning=False)
 
 
@@ -176,12 +190,29 @@ def load_checkpoint(
         >>> model = load_checkpoint("best.ckpt")  # doctest: +SKIP
     """
     source = f"checkpoint {str(path)!r}"
-    checkpoint = read_checkpoint(path, mmap=True)
+    # Read whole, not mapped: a file damaged inside its tensor data fails here, with its name.
+    checkpoint = read_checkpoint(path)
     if model_class is None:
         model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
     check_model_class(checkpoint, model_class, source)
+    check_settings(checkpoint, model_class, source)
     del checkpoint
-    model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    try:
+        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except CheckpointError as err:
+        # Raised by the model's on_load_checkpoint, which does not know the file's name.
+        raise CheckpointError(str(err).replace("the checkpoint", source, 1)) from err
+    except (ArgumentError, TypeError, ValueError, RuntimeError) as err:
+        # A recorded setting the model refuses, or weights that do not fit the model its
+        # settings build (a checkpoint without settings, say); torch's other RuntimeErrors (a
+        # map_location without its device) say what they mean.
+        if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" not in str(err):
+            raise
+        raise CheckpointError(
+            f"{source} cannot be loaded into {model_class_name(model_class)} "
+            f"({type(err).__name__}: {first_line(err)}): it was written by another version of "
+            "sagan-ad or another model class; load it with the version and class that wrote it"
+        ) from err
     return model.eval()
 
 

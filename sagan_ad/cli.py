@@ -24,11 +24,13 @@ import sys
 import tempfile
 import traceback
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
@@ -39,7 +41,9 @@ from sagan_ad.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
     check_model_class,
+    check_settings,
     check_weights_fit,
+    first_line,
     import_model_class,
     read_checkpoint,
 )
@@ -137,6 +141,7 @@ class SAGANCLI(LightningCLI):
         check_writable(Path(config.get("default_root_dir") or os.getcwd()))
         callbacks = list(config.get("callbacks") or [])
         options = self.config[self.subcommand] if self.subcommand else self.config
+        check_counts(config, options, self.subcommand)
         if config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
@@ -171,7 +176,12 @@ class SAGANCLI(LightningCLI):
         stage = self.config.get("subcommand")
         path = self.config[stage].get("ckpt_path") if stage else None
         if isinstance(path, str) and path not in (*SPECIAL_PATHS, "hpc") and "://" not in path:
-            adopt_checkpoint_settings(self, read_checkpoint(path, mmap=True), path)
+            checkpoint = read_checkpoint(path, mmap=True)
+            # A resumed fit keeps the configuration it is restarted with, whether the checkpoint
+            # is named by path or as last (a longer max_iterations trains longer); evaluation
+            # builds the model the checkpoint was trained as.
+            if stage != "fit":
+                adopt_checkpoint_settings(self, checkpoint, path)
 
     def before_fit(self) -> None:
         """Resolve ``--ckpt_path`` (a resumed run continues in its own folder); check outputs.
@@ -191,6 +201,15 @@ class SAGANCLI(LightningCLI):
     def before_predict(self) -> None:
         prepare_run(self)
 
+    def after_validate(self) -> None:
+        check_evaluated(self.trainer, "validate")
+
+    def after_test(self) -> None:
+        check_evaluated(self.trainer, "test")
+
+    def after_predict(self) -> None:
+        check_evaluated(self.trainer, "predict")
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
             return
@@ -200,6 +219,62 @@ class SAGANCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
         self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
+
+
+def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
+    """Refuse counts that neither Lightning nor the callbacks name by their option: an integer
+    ``val_check_interval`` below 1 divides by zero inside Lightning's loop, the callbacks
+    would name ``num_samples`` and ``every_n_iterations`` rather than the options set, and a
+    ``limit_*_batches`` of 0 for the evaluation ``stage`` runs would score no image and write no
+    report, yet exit 0.
+
+    Examples:
+        >>> check_counts({"val_check_interval": 0}, {})
+        Traceback (most recent call last):
+        ...
+        ValueError: --trainer.val_check_interval=0: validate every N >= 1 iterations ...
+    """
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval < 1:
+        raise ValueError(
+            f"--trainer.val_check_interval={interval}: validate every N >= 1 iterations (or "
+            "pass a fraction in (0, 1] of an epoch, where the data has epochs)"
+        )
+    samples = options.get("val_samples")
+    if samples is not None and samples < 0:
+        raise ValueError(f"--val_samples={samples}: pass 0 (no images) or a positive number")
+    evaluated = {"validate": "val", "test": "test", "predict": "predict"}.get(stage or "")
+    if stage == "fit" and options.get("test_after_fit", True):
+        evaluated = "test"
+    limit = trainer.get(f"limit_{evaluated}_batches") if evaluated else None
+    if limit is not None and limit == 0:
+        after_fit = " (or --test_after_fit=false)" if stage == "fit" else ""
+        what = "the test after fit" if stage == "fit" else stage
+        raise ValueError(
+            f"--trainer.limit_{evaluated}_batches={limit}: {what} would score no image and "
+            f"write no report; leave it out, or pass a number of batches >= 1 or a fraction in "
+            f"(0, 1]{after_fit}"
+        )
+    every = options.get("last_every_n_iterations")
+    if every is not None and every < 1:
+        raise ValueError(
+            f"--last_every_n_iterations={every}: pass a number >= 1, or leave it out to write "
+            "last.ckpt at validations only"
+        )
+
+
+def check_evaluated(trainer: L.Trainer, stage: str) -> None:
+    """Fail when ``stage`` scored no image: an empty validation, test or predict set (a
+    DataModule without that split, val_fraction=0) otherwise ends with exit status 0 and no
+    report, which a job script reads as success."""
+    split = {"validate": "val", "test": "test", "predict": "predict"}[stage]
+    if sum(getattr(trainer, f"num_{split}_batches") or [0]) == 0:
+        data = type(trainer.datamodule).__name__ if trainer.datamodule else "the data"
+        raise ValueError(
+            f"{stage} scored no image: {data} has no {split} batches; give it a {split} split "
+            f"(for a DataModule with val_fraction, a value above 0), and check "
+            f"--trainer.limit_{split}_batches"
+        )
 
 
 def check_writable(folder: Path) -> None:
@@ -214,8 +289,15 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
+        # mkdir's own reason for a file in the way is "File exists" or "Not a directory".
+        existing = folder
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        reason = err.strerror or str(err)
+        if existing.exists() and not existing.is_dir():
+            reason = f"{str(existing)!r} is a file, not a folder"
         raise PermissionError(
-            f"the output folder {str(folder)!r} cannot be written ({err.strerror or err}): "
+            f"the output folder {str(folder)!r} cannot be written ({reason}): "
             "choose another --trainer.default_root_dir"
         ) from err
 
@@ -237,7 +319,7 @@ def prepare_run(cli: LightningCLI) -> None:
     options = cli.config_init[stage]
     requested = options.get("ckpt_path")
     resolved = resolve_checkpoint(cli.trainer, requested, stage)
-    if isinstance(resolved, str) and resolved != "hpc" and "://" not in resolved:
+    if isinstance(resolved, str) and "://" not in resolved:
         checkpoint = read_checkpoint(resolved, mmap=True)
         # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed
         # fit keeps the configuration it was restarted with (a longer max_iterations, say).
@@ -247,12 +329,19 @@ def prepare_run(cli: LightningCLI) -> None:
         source = f"checkpoint {resolved!r} (--ckpt_path)"
         check_model_class(checkpoint, type(cli.model), source)
         check_weights_fit(checkpoint, cli.model, source)
-        if stage == "fit" and requested == "last":
+        if stage == "fit" and (requested == "last" or _is_newest_last(cli.trainer, resolved)):
             continue_run(cli.trainer, resolved)
     options["ckpt_path"] = resolved
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
+
+
+def _is_newest_last(trainer: L.Trainer, path: str) -> bool:
+    """Whether ``path`` is the experiment's newest last checkpoint: resuming it by its path is
+    the same resume as ``--ckpt_path last`` (an older checkpoint starts a new run from it)."""
+    newest = find_last_checkpoint(trainer)
+    return newest is not None and Path(path).resolve() == newest.resolve()
 
 
 def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:
@@ -267,23 +356,41 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     current = cli.config[stage].get("model")
     if not hparams or current is None:
         return False
+    source = f"checkpoint {path!r} (--ckpt_path)"
     if checkpoint.get(MODEL_CLASS_KEY) is not None:
         # The class the checkpoint records must be the configured one (refused otherwise, with
         # what to pass); only checkpoints without that record take Lightning's _class_path.
         configured_class = import_model_class(current.get("class_path"), "--model")
-        check_model_class(checkpoint, configured_class, f"checkpoint {path!r} (--ckpt_path)")
+        check_model_class(checkpoint, configured_class, source)
         hparams.pop("_class_path", None)
     recorded = hparams.pop("_class_path", None)
+    check_settings(checkpoint, import_model_class(recorded or current.get("class_path")), source)
     configured = current.get("init_args") or {}
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
         for key, value in hparams.items()
-        if key in configured and configured.get(key) != value
+        if key in configured
+        and configured.get(key) != value
+        # normalization=None means "what the data uses", which fit records in the checkpoint.
+        and not (key == "normalization" and configured.get(key) is None)
     ]
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
     model = {"class_path": recorded or current.get("class_path"), "dict_kwargs": hparams}
-    merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    exit_on_error, cli.parser.exit_on_error = cli.parser.exit_on_error, False
+    try:
+        merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
+    except ArgumentError as err:
+        # A recorded setting of a type the model refuses: jsonargparse would print its whole
+        # parse tree and exit without naming the checkpoint.
+        raise CheckpointError(
+            f"{source} records settings that {model['class_path']} refuses "
+            f"({_argument_problem(err)}): "
+            "it was written by another version of sagan-ad or another model class; load it "
+            "with the version and class that wrote it"
+        ) from err
+    finally:
+        cli.parser.exit_on_error = exit_on_error
     # In place: the callback that saves config.yaml holds this namespace.
     cli.config[stage]["model"] = merged[stage]["model"]
     if differences:
@@ -292,6 +399,17 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
             f"from the configuration: {', '.join(differences)}"
         )
     return bool(differences)
+
+
+def _argument_problem(err: ArgumentError) -> str:
+    """The innermost problem of a jsonargparse error, which nests one ``Parser key "x":`` per
+    level (``image_size: Expected a <class 'int'>. Got value: abc``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    keys = [i for i, line in enumerate(lines) if line.startswith('Parser key "')]
+    if not keys or keys[-1] + 1 >= len(lines):
+        return first_line(err)
+    key = lines[keys[-1]].removeprefix('Parser key "').removesuffix('":').split(".")[-1]
+    return f"{key}: {lines[keys[-1] + 1]}"
 
 
 def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
@@ -356,7 +474,12 @@ def _user_error(error: BaseException) -> BaseException | None:
     package = str(Path(sagan_ad.__file__).parent)
     cause: BaseException | None = error
     while cause is not None:
-        if isinstance(cause, DivergenceError | sagan_ad.ImageReadError | CheckpointError):
+        # Lightning's MisconfigurationException is its verdict on a Trainer setting the user
+        # chose (max_steps=-5, devices=0, a GPU accelerator without a GPU).
+        if isinstance(
+            cause,
+            DivergenceError | sagan_ad.ImageReadError | CheckpointError | MisconfigurationException,
+        ):
             return cause
         frames = traceback.extract_tb(cause.__traceback__)
         # Raised by sagan_ad's own argument and data checks, not deep inside a dependency (an
@@ -434,6 +557,15 @@ def export_main(args: list[str]) -> None:
         help="export a checkpoint of an untrained model (iteration 0) on purpose",
     )
     options = parser.parse_args(args)
+    if options.ckpt_path in SPECIAL_PATHS:
+        # Only the run subcommands know the logger settings that say where a run's
+        # checkpoints are.
+        example = "last.ckpt" if options.ckpt_path == "last" else "best-iteration=N.ckpt"
+        raise CheckpointError(
+            f"sagan-ad export --ckpt_path {options.ckpt_path}: export takes a checkpoint file "
+            "(only fit, validate, test and predict resolve last / best, from the run's logger "
+            f"settings): pass the file, for example lightning_logs/version_0/checkpoints/{example}"
+        )
     model_class = _import(options.model) if options.model else None
     model = load_checkpoint(options.ckpt_path, model_class)
     if getattr(model, "iteration", None) == 0 and not options.allow_untrained:
@@ -441,7 +573,8 @@ def export_main(args: list[str]) -> None:
             f"checkpoint {options.ckpt_path!r} holds an untrained model (iteration 0): export a "
             "trained checkpoint, or pass --allow_untrained true to export it on purpose"
         )
-    fmt = options.format or ("onnx" if options.output.endswith(".onnx") else "torchscript")
+    # Any case: scorer.ONNX written as TorchScript would only fail later, in ONNX Runtime.
+    fmt = options.format or ("onnx" if options.output.lower().endswith(".onnx") else "torchscript")
     path = export_scorer(
         model,
         options.output,
@@ -500,6 +633,7 @@ def configs_main(args: list[str]) -> None:
     options = parser.parse_args(args)
     files = shipped_files()
     if options.copy:
+        check_output_folder(options.to, "--to")
         target = copy_example(options.copy, options.to, overwrite=options.force)
         run = f"sagan-ad fit --config {target}" if target.suffix != ".py" else f"python {target}"
         print(f"wrote {target}: edit it, then run {run}")

@@ -115,6 +115,15 @@ def resolve_config(value: str) -> str:
         ...
         ValueError: --config 'quikstart': no such file, ... did you mean 'quickstart'? ...
     """
+    if Path(value).is_file():
+        try:
+            Path(value).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            # jsonargparse reports it as a UnicodeDecodeError traceback without the file name.
+            raise ValueError(
+                f"--config {value!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                f"position {err.start}): a config is a YAML file; save it as UTF-8"
+            ) from None
     if Path(value).exists() or not is_bare_name(value):
         return value
     stem = value[: -len(Path(value).suffix)] if Path(value).suffix in CONFIG_SUFFIXES else value

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import io
 import logging
 import os
@@ -164,9 +165,13 @@ class CheckedScorer(nn.Module):
             )
         if images.dtype != torch.float32:
             raise ValueError(
+                # No dtype in the message: TorchScript formats it as a number.
                 "images must be float32 in [-1, 1]: convert uint8 images with "
-                "sagan_ad.data.to_model_range(images)"
+                "sagan_ad.data.to_model_range(images), other floats with images.float()"
             )
+        if images.shape[0] == 0:
+            # The traced graph indexes the first image; the model scores an empty batch as empty.
+            return images.new_zeros([0]), images.new_zeros([0, 1, self.size, self.size])
         return self.scorer(images)
 
 
@@ -257,9 +262,11 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        advice = "free some space or choose" if full else "choose"
         raise type(err)(
-            f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): free "
-            "some space or choose another output path; no partial file was left"
+            f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): "
+            f"{advice} another output path, in a folder you can write; no partial file was left"
         ) from err
 
 

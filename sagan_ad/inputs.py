@@ -25,13 +25,16 @@ RANGE_TOLERANCE = 0.01
 _CONVERT = "convert uint8 images with sagan_ad.data.to_model_range(images)"
 
 
-def check_images(images: Tensor, channels: int, size: int) -> None:
+def check_images(images: Tensor, channels: int, size: int, weights: Tensor | None = None) -> None:
     """Refuse what a SAGAN of ``channels`` channels and side ``size`` cannot score.
 
     Raises ``ValueError`` naming the expected and the received shape, dtype or value range: a
     tensor of another rank, channel count or size; an integer or boolean tensor (uint8 images
     must be converted to float in ``[-1, 1]``); values outside ``[-1, 1]`` (beyond
     `RANGE_TOLERANCE`), NaN or infinity. Reading the range costs one device synchronisation.
+    Given the model's ``weights`` (one of its parameters), a sparse tensor, a tensor on another
+    device, or of another float dtype outside autocast, is refused too: torch's own message for
+    these ("expected scalar type Double but found Float") says neither what nor how to convert.
 
     Examples:
         >>> check_images(torch.zeros(2, 1, 32, 32), channels=1, size=32)
@@ -53,6 +56,8 @@ def check_images(images: Tensor, channels: int, size: int) -> None:
         )
     if not images.is_floating_point():
         raise ValueError(f"images must be float in [-1, 1], got dtype {images.dtype}: {_CONVERT}")
+    if weights is not None:
+        _check_like(images, weights)
     if images.numel() == 0:
         return
     low, high = (float(v) for v in torch.aminmax(images.detach().float()))
@@ -63,6 +68,35 @@ def check_images(images: Tensor, channels: int, size: int) -> None:
             f"images must lie in [-1, 1] (got values from {low:g} to {high:g}): "
             f"{_CONVERT}, or rescale float images to [-1, 1]"
         )
+
+
+def _check_like(images: Tensor, weights: Tensor) -> None:
+    """Refuse images the model's ``weights`` cannot be applied to (layout, device, dtype)."""
+    if images.layout != torch.strided:
+        raise ValueError(
+            f"images must be a dense tensor, got layout {images.layout}: convert with "
+            "images.to_dense()"
+        )
+    if images.device != weights.device:
+        raise ValueError(
+            f"images are on {images.device}, the model on {weights.device}: move them with "
+            "images.to(model.device)"
+        )
+    if images.dtype != weights.dtype and not _autocast(images.device.type):
+        raise ValueError(
+            f"images must be {weights.dtype} like the model's weights, got {images.dtype}: "
+            f"convert with images.to({weights.dtype})"
+        )
+
+
+def _autocast(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (it casts the images for the weights)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        # Before torch 2.4 the check took no device type and covered CUDA only.
+        cpu = device_type == "cpu" and torch.is_autocast_cpu_enabled()
+        return cpu or (device_type == "cuda" and torch.is_autocast_enabled())
 
 
 def images_in_range(images: Tensor) -> Tensor:

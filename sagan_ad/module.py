@@ -19,7 +19,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from sagan_ad import losses
 from sagan_ad.audit import AuditThresholds, ShortcutWarning
-from sagan_ad.checkpoint_files import check_model_class, model_class_name
+from sagan_ad.checkpoint_files import check_finite_weights, check_model_class, model_class_name
 from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
 from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
@@ -360,6 +360,7 @@ class SAGAN(L.LightningModule):
         self.register_buffer("threshold", torch.tensor(float("nan")))
         self.allow_untrained = False
         self._weights_loaded = False
+        self._loading_untrained = False
         self.register_load_state_dict_post_hook(SAGAN._mark_weights_loaded)
         self.image_metrics = torch.nn.ModuleDict({s: ImageMetrics() for s in ("val", "test")})
         self.pixel_metrics = torch.nn.ModuleDict({s: PixelMetrics() for s in ("val", "test")})
@@ -377,7 +378,8 @@ class SAGAN(L.LightningModule):
         """``G(images)``: the normal-looking restoration, deterministic unless ``inference`` is
         ``"reference"``; ``images`` must be float ``(B, C, S, S)`` in ``[-1, 1]``."""
         generator = self.inference_generator
-        check_images(images, generator.in_channels, generator.image_size)
+        weights = next(generator.parameters())
+        check_images(images, generator.in_channels, generator.image_size, weights)
         return generator(images, residual_mask=self.inference == "reference")
 
     def anomaly_map(self, images: Tensor) -> Tensor:
@@ -689,13 +691,17 @@ class SAGAN(L.LightningModule):
 
     @staticmethod
     def _mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
-        module._weights_loaded = True
+        # Weights from a checkpoint saved before any iteration are the untrained network all the
+        # same (sagan-ad export refuses them too); any other load counts as trained weights.
+        module._weights_loaded = not module._loading_untrained
+        module._loading_untrained = False
 
     def _check_trained(self, stage: str) -> None:
         if self.iteration > 0 or self._weights_loaded or self.allow_untrained:
             return
         raise ValueError(
-            f"{stage} refused: the model is untrained (iteration 0, no checkpoint loaded), so it "
+            f"{stage} refused: the model is untrained (iteration 0, and no checkpoint of a "
+            "later iteration or state dict loaded), so it "
             "would score a random network. Pass the trained weights (sagan-ad: --ckpt_path last, "
             "best or a .ckpt file; Python: ckpt_path= of the Trainer, or "
             "sagan_ad.load_checkpoint(path)), or --allow_untrained true (Python: "
@@ -746,7 +752,13 @@ class SAGAN(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_model_class(checkpoint, type(self))
+        # Every load passes here (a Trainer's ckpt_path, load_from_checkpoint, load_checkpoint).
+        weights = [name for name, _ in self.named_parameters()]
+        check_finite_weights(checkpoint["state_dict"], weights)
         self.iteration = int(checkpoint.get("sagan_iteration", 0))
+        # Checked when the weights are in (_mark_weights_loaded); checkpoints from before the
+        # iteration was recorded count as trained.
+        self._loading_untrained = checkpoint.get("sagan_iteration") == 0
         # The data the checkpoint was trained on, whatever this instance was built with;
         # checkpoints from before normalisation existed were trained on decoded images.
         hparams = checkpoint.get("hyper_parameters") or {}

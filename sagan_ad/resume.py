@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -138,9 +139,10 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
     """The checkpoint file that ``--ckpt_path`` means for ``stage`` (``fit``, ``validate``,
     ``test`` or ``predict``), the same way in every stage.
 
-    ``last``: `find_last_checkpoint`. ``best``: `find_best_checkpoint`. When there is none, a
-    `CheckpointError` says so, except for ``fit --ckpt_path last``, which then starts a fresh run
-    (so that job scripts can always pass it). Any other value is returned unchanged.
+    ``last``: `find_last_checkpoint`. ``best``: `find_best_checkpoint`. ``hpc``: Lightning's
+    newest ``hpc_ckpt_N.ckpt`` in the run's root folder. When there is none, a `CheckpointError`
+    says so, except for ``fit --ckpt_path last``, which then starts a fresh run (so that job
+    scripts can always pass it). Any other value is returned unchanged.
 
     Examples:
         >>> trainer = L.Trainer(default_root_dir="/nonexistent", logger=False)
@@ -151,6 +153,8 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
         ...
         sagan_ad.checkpoint_files.CheckpointError: --ckpt_path best: no checkpoint of this ...
     """
+    if ckpt_path == "hpc":
+        return _hpc_checkpoint(trainer)
     if ckpt_path not in SPECIAL_PATHS:
         return ckpt_path
     finder = find_last_checkpoint if ckpt_path == "last" else find_best_checkpoint
@@ -168,6 +172,24 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
         f"{' (best needs a validation)' if ckpt_path == 'best' else ''}, or pass --ckpt_path "
         "with a checkpoint file"
     )
+
+
+def _hpc_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint Lightning writes when SLURM pre-empts a job (``hpc_ckpt_N.ckpt`` in the
+    run's root folder), or an error saying what to pass: Lightning's own is a traceback."""
+    folder = Path(trainer.default_root_dir)
+    versions = {
+        int(match.group(1)): path
+        for path in folder.glob("hpc_ckpt_*.ckpt")
+        if (match := re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", path.name))
+    }
+    if not versions:
+        raise CheckpointError(
+            f"--ckpt_path hpc: no HPC checkpoint (hpc_ckpt_N.ckpt, written by Lightning when "
+            f"SLURM pre-empts a job) in {str(trainer.default_root_dir)!r}: pass --ckpt_path "
+            "last, best or a checkpoint file"
+        )
+    return str(versions[max(versions)])
 
 
 def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
@@ -200,6 +222,9 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
             continue
         if isinstance(logger, CSVLogger) and iteration >= 0 and first:
             _continue_csv_log(logger, iteration)
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            _keep_state_when_moved(callback, folder)
     if not first:
         return
     removed = remove_stale_partials(folder)
@@ -209,6 +234,52 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
             f"resuming {str(checkpoint)!r}: removed {', '.join(p.name for p in removed)} "
             "(written after it by the interrupted run)"
         )
+
+
+def _keep_state_when_moved(callback: ModelCheckpoint, folder: Path) -> None:
+    """Let ``callback`` restore its state when the run folder was moved or copied.
+
+    Lightning restores a checkpoint callback's best score only when the folder the checkpoint
+    records is its own, and restores its best path (absolute, into the old folder) regardless: a
+    moved run resumed in its new folder would forget its best score and later test the old
+    folder's file (or fail on it), so the recorded paths are moved into ``folder`` by file name
+    when the callback writes to ``folder`` (the resumed checkpoint's own).
+    """
+    restore = callback.load_state_dict
+    # The test after fit restores the state again (from the best checkpoint): say it once.
+    announced: list[str] = []
+
+    def load_state_dict(state: dict[str, Any]) -> None:
+        recorded = state.get("dirpath")
+        if (
+            recorded
+            and callback.dirpath
+            and recorded != callback.dirpath
+            and "://" not in str(callback.dirpath)
+            and Path(callback.dirpath).resolve() == folder.resolve()
+        ):
+
+            def moved(path: Any) -> Any:
+                return str(Path(callback.dirpath) / Path(path).name) if path else path
+
+            state = {
+                **state,
+                "dirpath": callback.dirpath,
+                "best_model_path": moved(state.get("best_model_path")),
+                "kth_best_model_path": moved(state.get("kth_best_model_path")),
+                "last_model_path": moved(state.get("last_model_path")),
+                "best_k_models": {moved(k): v for k, v in state.get("best_k_models", {}).items()},
+            }
+            if not announced:
+                rank_zero_info(
+                    f"{type(callback).__name__}: the run folder moved from {recorded!r}; its "
+                    f"best and last checkpoints are taken from {str(folder)!r}"
+                )
+            announced.append(recorded)
+        restore(state)
+
+    # On the instance, so that its state key (which names its class) stays ModelCheckpoint's.
+    callback.load_state_dict = load_state_dict  # type: ignore[method-assign]
 
 
 def _set_version(logger: Logger, version: str) -> bool:

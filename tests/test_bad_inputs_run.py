@@ -10,12 +10,15 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -185,6 +188,23 @@ def test_a_checkpoint_of_iteration_zero_is_not_exported_unless_asked(tmp_path):
     assert output.is_file()
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_a_checkpoint_of_iteration_zero_is_not_evaluated_unless_asked(tmp_path, subcommand):
+    """Loading it counted as loading trained weights: evaluation scored the random network that
+    export refuses."""
+    checkpoint = tmp_path / "untrained.ckpt"
+    trainer = tiny_trainer(tmp_path)
+    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.save_checkpoint(checkpoint)
+    options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"]
+    message = cli_error(subcommand, *options)
+    assert message.startswith(f"error: {subcommand} refused: the model is untrained (iteration 0")
+    run(subcommand, tmp_path, f"--ckpt_path={checkpoint}", "--allow_untrained=true")
+    model = load_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"^test refused: the model is untrained"):
+        tiny_trainer(tmp_path).test(model, SyntheticCXRDataModule(image_size=32), verbose=False)
+
+
 def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
     model = SAGAN(**TINY_MODEL)
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
@@ -203,6 +223,43 @@ def test_resuming_with_another_architecture_names_the_setting(fitted):
     assert "last.ckpt' (--ckpt_path) does not fit the model: generator." in message
     assert "It was trained with base_channels=4 (model: 8)" in message
     assert sorted(p.name for p in fitted.rglob("*") if p.is_file()) == before
+
+
+def test_evaluating_with_the_training_configuration_warns_of_no_difference(fitted, recwarn):
+    """normalization=None in the configuration means "what the data uses", which fit records in
+    the checkpoint ('none'): that is not a difference worth a warning on every evaluation."""
+    run("test", fitted, "--model.max_iterations=4", "--ckpt_path=last")
+    differ = [str(w.message) for w in recwarn if "differ from the configuration" in str(w.message)]
+    assert differ == []
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "its path"])
+def test_a_moved_run_resumes_in_its_new_folder_as_the_same_run(fitted, tmp_path, ckpt_path):
+    """A run folder copied elsewhere (the original left in place) and resumed there, by
+    ``last`` or by the path of its newest last.ckpt: the same version folder, the configured
+    max_iterations (not the checkpoint's), and the best checkpoint and its score restored from
+    the new folder, so the final test scores the new folder's best file, not the original's or
+    whichever came last."""
+    moved = tmp_path / "moved"
+    shutil.copytree(fitted, moved)
+    versions = sorted(p.name for p in (moved / "lightning_logs").iterdir())
+    folder = moved / "lightning_logs" / "version_0" / "checkpoints"
+    path = "last" if ckpt_path == "last" else str(folder / "last.ckpt")
+    run(
+        "fit",
+        moved,
+        "--model.max_iterations=5",
+        "--trainer.val_check_interval=2",
+        f"--ckpt_path={path}",
+    )
+
+    assert sorted(p.name for p in (moved / "lightning_logs").iterdir()) == versions
+    assert torch.load(folder / "last.ckpt", weights_only=True)["sagan_iteration"] == 5
+    # The best so far (iteration 4) was known: the validation at 5 replaced it or kept it, never
+    # both (a forgotten score makes any new one the best, and leaves the old file behind).
+    (best,) = folder.glob("best-*.ckpt")
+    report = json.loads((folder.parent / "test" / "metrics.json").read_text())
+    assert report["checkpoint"] == str(best)
 
 
 # --------------------------------------------------------------- the model class of a checkpoint
@@ -353,6 +410,56 @@ def pickled_code(folder: Path, source: Path) -> Path:
     return path
 
 
+def yaml_file(folder: Path, source: Path) -> Path:
+    path = folder / "hparams.yaml"
+    path.write_text("_class_path: sagan_ad.SAGAN\nimage_size: 32\n")
+    return path
+
+
+def random_bytes(folder: Path, source: Path) -> Path:
+    path = folder / "noise.ckpt"
+    path.write_bytes(bytes(range(256)) * 8)
+    return path
+
+
+def plain_pickle(folder: Path, source: Path) -> Path:
+    path = folder / "settings.pkl"
+    path.write_bytes(pickle.dumps({"image_size": 32}, protocol=4))
+    return path
+
+
+def damaged_inside(folder: Path, source: Path) -> Path:
+    """Intact zip directory, but the header of a record in the middle overwritten."""
+    data = bytearray(source.read_bytes())
+    headers = [m.start() for m in re.finditer(b"PK\x03\x04", bytes(data))]
+    middle = headers[len(headers) // 2]
+    data[middle : middle + 30] = bytes(30)
+    path = folder / "damaged.ckpt"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def edited(key: str, value: Any, name: str) -> Callable[[Path, Path], Path]:
+    """A checkpoint with one entry replaced, as a hand edit or another program would."""
+
+    def make(folder: Path, source: Path) -> Path:
+        checkpoint = torch.load(source, weights_only=True)
+        checkpoint[key] = value
+        torch.save(checkpoint, folder / name)
+        return folder / name
+
+    return make
+
+
+def non_finite(folder: Path, source: Path) -> Path:
+    checkpoint = torch.load(source, weights_only=True)
+    weights = checkpoint["state_dict"]
+    name = next(key for key in weights if key.endswith("weight"))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    torch.save(checkpoint, folder / "diverged.ckpt")
+    return folder / "diverged.ckpt"
+
+
 CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "missing": (lambda folder, source: folder / "nope.ckpt", r"nope\.ckpt' does not exist"),
     "folder": (lambda folder, source: folder, r"is a folder, not a file"),
@@ -368,6 +475,24 @@ CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
         r"crafted\.ckpt' was refused by safe loading .*pickled Python code "
         r"\(getattr\)",
     ),
+    # Not code: safe loading refuses these too, but they are simply not checkpoints.
+    "a YAML file": (yaml_file, r"hparams\.yaml' is not a PyTorch checkpoint \(its bytes are not"),
+    "random bytes": (random_bytes, r"noise\.ckpt' is not a PyTorch checkpoint \(its bytes are"),
+    "a plain pickle": (plain_pickle, r"settings\.pkl' is not a PyTorch checkpoint \(its bytes"),
+    "damaged inside": (damaged_inside, r"damaged\.ckpt' cannot be read as a PyTorch checkpoint"),
+    "weights not a dict": (
+        edited("state_dict", [1, 2], "list.ckpt"),
+        r"list\.ckpt' is damaged: its 'state_dict' is a list, not names and tensors",
+    ),
+    "class not a name": (
+        edited("sagan_model_class", 42, "class.ckpt"),
+        r"class\.ckpt' is damaged: its 'sagan_model_class' is 42, not a dotted class name",
+    ),
+    "iteration not a count": (
+        edited("sagan_iteration", "seven", "iteration.ckpt"),
+        r"iteration\.ckpt' is damaged: its 'sagan_iteration' is 'seven', not an iteration",
+    ),
+    "non-finite weights": (non_finite, r"diverged\.ckpt'.* holds non-finite weights \(NaN"),
 }
 
 
@@ -392,6 +517,7 @@ def test_unusable_checkpoints_are_one_clear_error(tmp_path, source_checkpoint, c
     assert message.startswith("error: checkpoint ")
     assert re.search(expected, message), message
     assert "weights_only=False" not in message
+    assert "pickled Python code" not in message or case == "pickled code"
     assert not (folder / "code-ran").exists()
 
 
@@ -404,8 +530,99 @@ def test_unusable_checkpoints_raise_checkpoint_errors_in_python(tmp_path, source
     error = FileNotFoundError if case == "missing" else CheckpointError
     if case == "pickled code":
         error = UnsafeCheckpointError
-    with pytest.raises(error, match=expected):
+    with pytest.raises(error, match=expected) as info:
         load_checkpoint(path)
+    assert case == "pickled code" or not isinstance(info.value, UnsafeCheckpointError)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"future_option": 3},
+            r"settings\.ckpt'.* records settings that sagan_ad\.SAGAN does not take: "
+            r"future_option=3 \(no such setting\)\. It was written by another version",
+        ),
+        (
+            {"image_size": "big", "inference": "bogus"},
+            r"settings\.ckpt'.* does not take: image_size='big' \(expects int\), "
+            r"inference='bogus' \(expects Literal\['deterministic'",
+        ),
+    ],
+)
+def test_recorded_settings_the_model_does_not_take_are_named(
+    tmp_path, source_checkpoint, settings, expected
+):
+    """A checkpoint of a newer version (an unknown setting) or a hand-edited one (a wrong type):
+    evaluating or exporting it names the setting, never a parse tree or a silent drop."""
+    checkpoint = torch.load(source_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"].update(settings)
+    path = tmp_path / "settings.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+    export = cli_error("export", f"--ckpt_path={path}", f"--output={tmp_path / 'x.pt'}")
+    assert re.search(expected, export), export
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={path}")
+    assert re.search(expected, message), message
+
+
+def test_a_checkpoint_without_settings_that_the_default_model_cannot_take_is_named(
+    tmp_path, source_checkpoint
+):
+    """load_checkpoint builds the model from the recorded settings; without them the default
+    SAGAN cannot take the tiny model's weights: a RuntimeError listing every key before."""
+    checkpoint = torch.load(source_checkpoint, weights_only=True)
+    del checkpoint["hyper_parameters"]
+    torch.save(checkpoint, tmp_path / "bare.ckpt")
+    with pytest.raises(CheckpointError, match=r"bare\.ckpt' cannot be loaded into sagan_ad\.SAGAN"):
+        load_checkpoint(tmp_path / "bare.ckpt")
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_an_empty_checkpoint_path_is_named_as_empty(tmp_path, subcommand):
+    message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), "--ckpt_path=")
+    assert message.startswith("error: the checkpoint path is empty: pass a .ckpt file"), message
+    with pytest.raises(CheckpointError, match="the checkpoint path is empty"):
+        load_checkpoint("")
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_export_says_it_takes_a_file_for_last_and_best(tmp_path, which):
+    message = cli_error("export", f"--ckpt_path={which}", f"--output={tmp_path / 'x.pt'}")
+    assert message.startswith(f"error: sagan-ad export --ckpt_path {which}: export takes a ")
+    assert "pass the file, for example lightning_logs/version_0/checkpoints/" in message
+
+
+def test_hpc_checkpoints_are_resolved_or_their_absence_named(tmp_path, source_checkpoint):
+    """Lightning's ``hpc`` word (SLURM pre-emption checkpoints) ended in its own traceback."""
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), "--ckpt_path=hpc")
+    assert "--ckpt_path hpc: no HPC checkpoint (hpc_ckpt_N.ckpt, written by" in message
+    assert f"in '{tmp_path}': pass --ckpt_path last, best or a checkpoint file" in message
+    shutil.copy(source_checkpoint, tmp_path / "hpc_ckpt_1.ckpt")
+    shutil.copy(source_checkpoint, tmp_path / "hpc_ckpt_12.ckpt")
+    run("test", tmp_path, "--ckpt_path=hpc")
+    (report,) = tmp_path.rglob("test/metrics.json")
+    assert json.loads(report.read_text())["checkpoint"] == str(tmp_path / "hpc_ckpt_12.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "memory://runs/missing.ckpt",
+            r"\(FileNotFoundError: Checkpoint file not found: memory://",
+        ),
+        ("nosuchstorage://bucket/x.ckpt", r"\(ValueError: Protocol not known: nosuchstorage\)"),
+    ],
+)
+def test_remote_checkpoints_that_cannot_be_read_are_named(tmp_path, url, expected):
+    """A missing object or a storage fsspec cannot open (its package missing, say) ended in a
+    traceback from inside fsspec."""
+    message = cli_error("test", *MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={url}")
+    assert message.startswith(f"error: checkpoint '{url}' cannot be read ("), message
+    assert re.search(expected, message), message
+    assert "or download the file and pass its local path" in message
 
 
 # --------------------------------------------------------------- output folders
@@ -487,6 +704,97 @@ def test_evaluating_data_of_another_size_names_both_settings(fitted):
     )
 
 
+@pytest.mark.parametrize("root", ["a_file", "a_file/run"])
+def test_a_run_folder_that_is_a_file_is_called_a_file(tmp_path, root):
+    """mkdir's reasons ("File exists" for the file itself, as for --trainer.default_root_dir=
+    /dev/null) did not say that a file was in the way."""
+    in_the_way(tmp_path)
+    message = cli_error(
+        "fit", *MODEL, *DATA, *QUIET, f"--trainer.default_root_dir={tmp_path / root}"
+    )
+    assert message == (
+        f"error: the output folder '{tmp_path / root}' cannot be written ('{tmp_path / 'a_file'}' "
+        "is a file, not a folder): choose another --trainer.default_root_dir"
+    )
+
+
+@pytest.mark.parametrize("where", ["a_file", "a_file/sub"])
+def test_configs_copy_into_a_file_is_named(tmp_path, where):
+    """FileExistsError / NotADirectoryError tracebacks from pathlib before."""
+    in_the_way(tmp_path)
+    message = cli_error("configs", "--copy", "quickstart", "--to", str(tmp_path / where))
+    assert message.startswith(f"error: --to: the output folder '{tmp_path / where}' cannot be")
+    assert "a_file' is a file, not a folder): choose another folder with --to" in message
+
+
+# --------------------------------------------------------------- run settings
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        # Lightning's own verdicts (MisconfigurationException) were tracebacks.
+        (
+            "--trainer.max_steps=-5",
+            "error: `max_steps` must be a non-negative integer or -1 (infinite steps). You "
+            "passed in -5.",
+        ),
+        ("--trainer.limit_val_batches=-1", "error: You have passed invalid value -1.0 for "),
+        ("--trainer.devices=0", "error: `Trainer(devices='0')` value is not a valid input"),
+        # A ZeroDivisionError inside Lightning's loop.
+        ("--trainer.val_check_interval=0", "error: --trainer.val_check_interval=0: validate every"),
+        # Named by the callbacks' parameters (num_samples, every_n_iterations) before.
+        ("--val_samples=-2", "error: --val_samples=-2: pass 0 (no images) or a positive number"),
+        ("--last_every_n_iterations=0", "error: --last_every_n_iterations=0: pass a number >= 1"),
+    ],
+    ids=lambda value: value if value.startswith("--") else "",
+)
+def test_run_settings_that_cannot_work_are_one_error_naming_them(tmp_path, setting, expected):
+    message = cli_error("fit", *MODEL, *DATA, *QUIET, *logger(tmp_path), setting)
+    assert message.startswith(expected), message
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "setting"),
+    [
+        ("validate", "--trainer.limit_val_batches=0"),
+        ("test", "--trainer.limit_test_batches=0"),
+        ("predict", "--trainer.limit_predict_batches=0.0"),
+        ("fit", "--trainer.limit_test_batches=0"),
+    ],
+)
+def test_evaluating_no_batch_is_refused(tmp_path, source_checkpoint, subcommand, setting):
+    """It exited 0 having scored nothing and written no report."""
+    ckpt = [] if subcommand == "fit" else [f"--ckpt_path={source_checkpoint}"]
+    message = cli_error(subcommand, *MODEL, *DATA, *QUIET, *logger(tmp_path), *ckpt, setting)
+    what = "the test after fit" if subcommand == "fit" else subcommand
+    assert message.startswith(f"error: {setting.partition('=')[0]}=0"), message
+    assert f": {what} would score no image and write no report; leave it out, or" in message
+    assert ("--test_after_fit=false" in message) == (subcommand == "fit")
+
+
+def test_evaluating_an_empty_split_is_an_error(tmp_path, source_checkpoint):
+    """validate on data without a validation split exited 0 having scored nothing; test on data
+    without a test set was a RuntimeError traceback (with a good message)."""
+    options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={source_checkpoint}"]
+    message = cli_error("validate", *options, "--data.val_fraction=0")
+    assert message.startswith(
+        "error: validate scored no image: SyntheticCXRDataModule has no val batches; give it a "
+        "val split"
+    ), message
+    message = cli_error("test", *options, "--data.num_test=0")
+    assert message.startswith("error: SyntheticCXRDataModule has no test set: add labelled")
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    """jsonargparse read it with a UnicodeDecodeError traceback that named no file."""
+    config = tmp_path / "run.yaml"
+    config.write_bytes("model:\n  init_args: {base_channels: 4}  # réglage\n".encode("latin-1"))
+    message = cli_error("fit", f"--config={config}", *MODEL, *DATA, *QUIET, *logger(tmp_path))
+    assert message.startswith(f"error: --config '{config}' is not UTF-8 text (byte 0xe9 at "), (
+        message
+    )
+    assert message.endswith("a config is a YAML file; save it as UTF-8")
+
+
 # --------------------------------------------------------------- optimizer settings
 @pytest.mark.parametrize(
     ("setting", "init_args", "expected"),
@@ -545,6 +853,22 @@ def on_a_full_disk(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_an_onnx_target_is_recognised_in_any_case(tmp_path, source_checkpoint):
+    """scorer.ONNX was written as TorchScript (a zip archive), to fail only in ONNX Runtime."""
+    main(["export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path / 'scorer.ONNX'}"])
+    assert not zipfile.is_zipfile(tmp_path / "scorer.ONNX")
+    onnx = pytest.importorskip("onnx")
+    onnx.checker.check_model(str(tmp_path / "scorer.ONNX"))
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_an_export_target_that_cannot_be_created_is_not_called_a_full_disk(source_checkpoint):
+    message = cli_error("export", f"--ckpt_path={source_checkpoint}", "--output=/proc/scorer.pt")
+    assert message.startswith("error: cannot write the exported scorer to '/proc/scorer.pt' (")
+    assert "choose another output path, in a folder you can write" in message
+    assert "free some space" not in message
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="needs RLIMIT_FSIZE (Linux)")
 @pytest.mark.parametrize("output", ["scorer.onnx", "scorer.pt"])
 def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_checkpoint, output):
@@ -555,6 +879,7 @@ def test_a_real_full_disk_during_export_is_an_error_message(tmp_path, source_che
     assert f"error: cannot write the exported scorer to '{tmp_path}/{output}' (File too large)" in (
         result.stderr
     )
+    assert "free some space or choose another output path" in result.stderr
     assert "Traceback" not in result.stderr and list(tmp_path.iterdir()) == []
 
 

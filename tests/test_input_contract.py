@@ -75,6 +75,58 @@ def test_pytorch_refuses_uint8_and_says_how_to_convert(model):
 
 
 @pytest.mark.parametrize(
+    ("convert", "expected"),
+    [
+        (
+            lambda x: x.double(),
+            r"^images must be torch\.float32 like the model's weights, got torch\.float64: "
+            r"convert with images\.to\(torch\.float32\)$",
+        ),
+        (lambda x: x.half(), r"float32 like the model's weights, got torch\.float16"),
+        (lambda x: x.bfloat16(), r"float32 like the model's weights, got torch\.bfloat16"),
+        (lambda x: x.to_sparse(), r"dense tensor, got layout torch\.sparse_coo: .*to_dense\(\)"),
+        (
+            lambda x: torch.empty_like(x, device="meta"),
+            r"images are on meta, the model on cpu: move them with images\.to\(model\.device\)",
+        ),
+    ],
+    ids=["float64", "float16", "bfloat16", "sparse", "another device"],
+)
+@pytest.mark.parametrize("entry", ["score", "anomaly_map", "infer", "forward"])
+def test_pytorch_refuses_images_its_weights_cannot_take(model, valid, convert, expected, entry):
+    """torch's own messages ("expected scalar type Double but found Float", "Could not run
+    'aten::aminmax' with arguments from the 'SparseCPU' backend") say neither what the model
+    wants nor how to convert."""
+    with pytest.raises(ValueError, match=expected):
+        getattr(model, entry)(convert(valid))
+
+
+def test_autocast_may_pass_images_of_its_dtype(model, valid):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model.score(valid.bfloat16())
+    assert torch.allclose(scores.float(), model.score(valid), atol=0.02)
+
+
+def test_every_scorer_scores_an_empty_batch_as_empty(model, torchscript, onnx_session):
+    """The traced TorchScript graph indexed the first image and failed on an empty batch
+    (select(): index 0 out of range), where the model and ONNX return empty results."""
+    empty = torch.zeros(0, 1, 32, 32)
+    results = {
+        "pytorch": (model.score(empty), model.anomaly_map(empty)),
+        "torchscript": torchscript(empty),
+        "onnx": [torch.from_numpy(a) for a in onnx_session.run(None, {"images": empty.numpy()})],
+    }
+    for name, (scores, maps) in results.items():
+        assert tuple(scores.shape) == (0,), name
+        assert tuple(maps.shape) == (0, 1, 32, 32), name
+
+
+def test_torchscript_refuses_other_floats_and_says_how_to_convert(torchscript, valid):
+    with pytest.raises(torch.jit.Error, match=r"float32 in \[-1, 1\].*images\.float\(\)"):
+        torchscript(valid.double())
+
+
+@pytest.mark.parametrize(
     ("values", "expected"),
     [
         (lambda x: (x + 1) * 127.5, r"values from 0\.\d+ to 25\d\.\d+"),

@@ -391,7 +391,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         if self.test is None or len(self.test) == 0:
-            raise RuntimeError(
+            raise ValueError(
                 f"{type(self).__name__} has no test set: add labelled test images to the split "
                 "(test.'0' / test.'1' in data.json) or skip testing"
             )
