@@ -30,7 +30,11 @@ contrast shortcut could still reach after normalisation. The intensity-matched s
 correlation and the darkness floor are always those of the images as decoded, so every setting
 is measured on the same pairs. ``--balance-val-by view_position`` balances the labelled
 validation carve-out by view (``MedADDataModule(val_balance_by=...)``), so that choosing on
-validation cannot choose on view.
+validation cannot choose on view, and ``--group-by nih_patient_id`` keeps every patient of the
+validation out of training (``MedADDataModule(group_by=...)``). These two flags, not the base
+YAML, decide the validation; ``examples/nih_cpu.yaml`` as shipped is ``--configs full
+--normalizations none --augmentations bcg --labelled-val 34 --balance-val-by view_position
+--group-by nih_patient_id``.
 
 Score variants (the paper's mean ``|x - G(x)|``, the mean of the top 5% of the Gaussian-smoothed
 map, and the mean ``|x - G(x)|`` after standardizing both images, which no global brightness or
@@ -309,6 +313,10 @@ def make_data(
     ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``, with
     ``group_by`` the validation hold-out keeps that column's groups (patients) out of training."""
     _, data_args = load_base()
+    # The flags, not the YAML, decide balancing and grouping: the table's header records them,
+    # and a data set without the YAML's labels.csv columns still runs.
+    for key in ("metadata_csv", "val_balance_by", "group_by"):
+        data_args.pop(key, None)
     data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
     if balance_by:
         data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
