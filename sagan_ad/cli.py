@@ -481,6 +481,13 @@ def _user_error(error: BaseException) -> BaseException | None:
             DivergenceError | sagan_ad.ImageReadError | CheckpointError | MisconfigurationException,
         ):
             return cause
+        # W&B's own errors (no API key, no network) are about the user's environment; wandb is
+        # optional, so they are known by their module rather than imported.
+        if type(cause).__module__.startswith("wandb.errors"):
+            return RuntimeError(
+                f"W&B: {cause} To log without an account, set WANDB_MODE=offline (the run "
+                "stays on disk for `wandb sync`), or choose another logger with --trainer.logger"
+            )
         frames = traceback.extract_tb(cause.__traceback__)
         # Raised by sagan_ad's own argument and data checks, not deep inside a dependency (an
         # ImportError from sagan_ad names the missing optional extra).

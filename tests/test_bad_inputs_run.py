@@ -33,6 +33,7 @@ from sagan_ad import (
     UnsafeCheckpointError,
     load_checkpoint,
 )
+from sagan_ad import cli as cli_module
 from sagan_ad.cli import main
 from sagan_ad.resume import find_best_checkpoint
 
@@ -916,3 +917,25 @@ def test_missing_onnx_extras_are_named(tmp_path, source_checkpoint, monkeypatch)
     message = cli_error("export", f"--ckpt_path={source_checkpoint}", f"--output={tmp_path}/s.onnx")
     assert "ONNX export needs the export extra (onnxscript is missing)" in message
     assert "pip install 'sagan-ad[export]'" in message
+
+
+def test_a_wandb_error_is_one_error_line_with_what_to_do(monkeypatch, capsys):
+    """A run logged to W&B without an API key stopped with wandb's traceback."""
+
+    class UsageError(Exception):
+        pass
+
+    # What wandb raises from wandb.errors when no API key is configured (wandb is optional).
+    UsageError.__module__ = "wandb.errors.errors"
+    monkeypatch.delenv("SAGAN_AD_DEBUG", raising=False)
+
+    def no_key(args):
+        raise UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(cli_module, "_main", no_key)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", "quickstart"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: W&B: No API key configured.")
+    assert "WANDB_MODE=offline" in err and "--trainer.logger" in err
