@@ -44,6 +44,16 @@ TINY_MODEL = {
 }
 """A SAGAN small enough for CPU unit tests (32 px, a few thousand parameters)."""
 
+TINY_DATA_ARGS = [
+    "--data=sagan_ad.SyntheticCXRDataModule",
+    "--data.num_known_normal=16",
+    "--data.num_test=8",
+    "--data.image_size=32",
+    "--data.batch_size=4",
+    "--data.val_fraction=0.25",
+]
+"""Command-line arguments of a synthetic data set that fits `TINY_MODEL` (16 known normals)."""
+
 
 def write_medad_tree(
     root: Path,

@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import (
     DICOM_ROOT,
+    TINY_DATA_ARGS,
     TINY_MODEL,
     chest_phantom,
     requires_dicom_samples,
@@ -565,12 +566,7 @@ def checkpoint(tmp_path_factory) -> Path:
             "--model=sagan_ad.SAGAN",
             *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
             "--model.max_iterations=2",
-            "--data=sagan_ad.SyntheticCXRDataModule",
-            "--data.num_known_normal=16",
-            "--data.num_test=8",
-            "--data.image_size=32",
-            "--data.batch_size=4",
-            "--data.val_fraction=0.25",
+            *TINY_DATA_ARGS,
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",

@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import TINY_DATA_ARGS, TINY_MODEL, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from sagan_ad import (
@@ -40,14 +40,7 @@ from sagan_ad.resume import find_best_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 MODEL = ["--model=sagan_ad.SAGAN", *(f"--model.{k}={v}" for k, v in TINY_MODEL.items())]
-DATA = [
-    "--data=sagan_ad.SyntheticCXRDataModule",
-    "--data.num_known_normal=16",
-    "--data.num_test=8",
-    "--data.image_size=32",
-    "--data.batch_size=4",
-    "--data.val_fraction=0.25",
-]
+DATA = TINY_DATA_ARGS
 QUIET = [
     "--trainer.accelerator=cpu",
     "--trainer.enable_model_summary=false",

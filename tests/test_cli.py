@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NIH_ROOT, requires_nih
+from conftest import NIH_ROOT, TINY_DATA_ARGS, requires_nih
 
 from sagan_ad.cli import main
 
@@ -24,12 +24,7 @@ TINY = [
     "--model.critic_base_channels=4",
     "--model.critic_downsamples=5",
     "--model.max_iterations=4",
-    "--data=sagan_ad.SyntheticCXRDataModule",
-    "--data.num_known_normal=16",
-    "--data.num_test=8",
-    "--data.image_size=32",
-    "--data.batch_size=4",
-    "--data.val_fraction=0.25",
+    *TINY_DATA_ARGS,
     "--trainer.val_check_interval=2",
     "--trainer.accelerator=cpu",
     "--trainer.enable_model_summary=false",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_DATA_ARGS
 from PIL import Image
 
 from sagan_ad import SAGAN
@@ -28,14 +29,7 @@ MODEL = [
     "--trainer.enable_model_summary=false",
     "--trainer.enable_progress_bar=false",
 ]
-DATA = [
-    "--data=sagan_ad.SyntheticCXRDataModule",
-    "--data.num_known_normal=16",
-    "--data.num_test=8",
-    "--data.image_size=32",
-    "--data.batch_size=4",
-    "--data.val_fraction=0.25",
-]
+DATA = TINY_DATA_ARGS
 
 
 def csv_logger(root: Path) -> list[str]:

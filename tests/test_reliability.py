@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import TINY_DATA_ARGS, TINY_MODEL, tiny_trainer
 
 from sagan_ad import (
     SAGAN,
@@ -37,12 +37,7 @@ RUN = [
     "--model.critic_downsamples=5",
     "--model.max_iterations=12",
     "--model.bootstrap_resamples=0",
-    "--data=sagan_ad.SyntheticCXRDataModule",
-    "--data.num_known_normal=16",
-    "--data.num_test=8",
-    "--data.image_size=32",
-    "--data.batch_size=4",
-    "--data.val_fraction=0.25",
+    *TINY_DATA_ARGS,
     "--trainer.val_check_interval=4",
     "--trainer.accelerator=cpu",
     "--trainer.deterministic=true",
