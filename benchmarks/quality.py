@@ -72,11 +72,11 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule, ShortcutWarning
-from sagan_ad.audit import spearman, trivial_auroc
 from sagan_ad.data import image_statistics
 from sagan_ad.data.intensity import NORMALIZATION_METHODS
-from sagan_ad.metrics import auroc, average_precision, bootstrap_auroc_ci
-from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
+from sagan_ad.evaluation.audit import spearman, trivial_auroc
+from sagan_ad.evaluation.metrics import auroc, average_precision, bootstrap_auroc_ci
+from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"

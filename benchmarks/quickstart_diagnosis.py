@@ -38,7 +38,7 @@ from torch import Tensor
 
 from sagan_ad import SAGAN, SyntheticCXRDataModule
 from sagan_ad.data.phantoms import add_lesions, make_chest_phantoms
-from sagan_ad.metrics import auroc
+from sagan_ad.evaluation.metrics import auroc
 from sagan_ad.synthesis import PatchBlendSynthesizer, PerlinBlobSynthesizer
 
 SIZE = 32

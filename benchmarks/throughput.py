@@ -19,7 +19,8 @@ Both paths train the same `sagan_ad.SAGAN` through a Lightning Trainer on data f
   ``__getitem__`` synthesizes one pseudo anomaly at a time on the CPU, and separate generator
   forwards for the unlabeled, normal and corrupted images.
 - (c) PyTorch kernels, on CPU only: path (a) with PyTorch's own operators for the networks
-  (`sagan_ad.cpu_kernels.pytorch_kernels`) and Adam's default implementation, that is the CPU
+  (`sagan_ad.networks.cpu_kernels.pytorch_kernels`) and Adam's default implementation, that is the
+  CPU
   training step before the CPU kernels; ``--skip-pytorch-kernels`` leaves it out.
 
 ``--repeats N`` runs the paths N times in turn (a, c, b, a, c, b, ...) and reports the median
@@ -56,8 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import adam, describe, training_only_trainer
 
 from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
-from sagan_ad.cpu_kernels import pytorch_kernels
 from sagan_ad.data.datasets import to_model_range
+from sagan_ad.networks.cpu_kernels import pytorch_kernels
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from NVIDIA's data sheets; matched
 # against torch.cuda.get_device_name in order, so the PCIe H100 comes before the generic one.

@@ -9,12 +9,7 @@ Examples:
     ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
 """
 
-from sagan_ad.audit import AuditThresholds, ShortcutWarning, shortcut_audit
-from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpoint_files import CheckpointError, UnsafeCheckpointError, read_checkpoint
-from sagan_ad.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
-from sagan_ad.cpu_kernels import pytorch_kernels, uses_cpu_kernels
-from sagan_ad.critic import Critic
+from sagan_ad.compat import install_moved_module_finder
 from sagan_ad.data import (
     AnomalyDataModule,
     DicomOptions,
@@ -36,20 +31,23 @@ from sagan_ad.data import (
     normalize_images,
     scale_boxes,
 )
-from sagan_ad.evaluation import EvaluationReport, build_report
-from sagan_ad.export import AnomalyScorer, export_scorer
-from sagan_ad.generator import Generator
-from sagan_ad.localization import PixelMetrics, PointingGame
-from sagan_ad.metrics import ImageMetrics, SingleClassWarning, detection_metrics
-from sagan_ad.module import SAGAN, DivergenceError, paper_adam
-from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.scoring import (
+from sagan_ad.evaluation.audit import AuditThresholds, ShortcutWarning, shortcut_audit
+from sagan_ad.evaluation.localization import PixelMetrics, PointingGame
+from sagan_ad.evaluation.metrics import ImageMetrics, SingleClassWarning, detection_metrics
+from sagan_ad.evaluation.report import EvaluationReport, build_report
+from sagan_ad.evaluation.scoring import (
     anomaly_map,
     anomaly_score,
     map_to_score,
     score_and_map,
     smooth_map,
 )
+from sagan_ad.evaluation.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
+from sagan_ad.export import AnomalyScorer, export_scorer
+from sagan_ad.module import SAGAN, DivergenceError, paper_adam
+from sagan_ad.networks.cpu_kernels import pytorch_kernels, uses_cpu_kernels
+from sagan_ad.networks.critic import Critic
+from sagan_ad.networks.generator import Generator
 from sagan_ad.synthesis import (
     CutPasteSynthesizer,
     FPISynthesizer,
@@ -57,10 +55,19 @@ from sagan_ad.synthesis import (
     PerlinBlobSynthesizer,
     Synthesizer,
 )
-from sagan_ad.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
-from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
+from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.training.checkpoint_files import (
+    CheckpointError,
+    UnsafeCheckpointError,
+    read_checkpoint,
+)
+from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
+from sagan_ad.training.outputs import EvaluationWriter
+from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __version__ = "0.1.0"
+
+install_moved_module_finder()
 
 __all__ = [
     "SAGAN",

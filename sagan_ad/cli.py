@@ -36,18 +36,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 import sagan_ad
-from sagan_ad.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.checkpoint_files import (
-    MODEL_CLASS_KEY,
-    CheckpointError,
-    check_model_class,
-    check_settings,
-    check_weights_fit,
-    first_line,
-    import_model_class,
-    read_checkpoint,
-)
-from sagan_ad.checkpointing import AtomicCheckpointIO, load_checkpoint
 from sagan_ad.configs import (
     copy_example,
     describe,
@@ -58,16 +46,28 @@ from sagan_ad.configs import (
 )
 from sagan_ad.export import export_scorer
 from sagan_ad.module import SAGAN, DivergenceError
-from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.resume import (
+from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
+from sagan_ad.training.checkpoint_files import (
+    MODEL_CLASS_KEY,
+    CheckpointError,
+    check_model_class,
+    check_settings,
+    check_weights_fit,
+    first_line,
+    import_model_class,
+    read_checkpoint,
+)
+from sagan_ad.training.checkpointing import AtomicCheckpointIO, load_checkpoint
+from sagan_ad.training.outputs import EvaluationWriter
+from sagan_ad.training.resume import (
     SPECIAL_PATHS,
     continue_run,
     find_last_checkpoint,
     resolve_checkpoint,
 )
-from sagan_ad.run_config import RunConfigSaver
-from sagan_ad.runs import planned_run_dir
-from sagan_ad.tracking import SplitRecorder, ValidationSampleLogger
+from sagan_ad.training.run_config import RunConfigSaver
+from sagan_ad.training.runs import planned_run_dir
+from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 SUBCOMMANDS = {
     "fit": "train from a config, validating as it goes, then test the best checkpoint",
@@ -92,7 +92,7 @@ class SAGANCLI(LightningCLI):
     ``predict`` writes ``predict/predictions.csv`` and ``predict/overlays/``; turn off with
     ``--write_outputs=false``), `sagan_ad.ValidationSampleLogger` (``--val_samples=N`` images
     per validation, 0 for none) and `sagan_ad.SplitRecorder`. The resolved config goes into the
-    run's own folder and to every logger (`sagan_ad.run_config.RunConfigSaver`).
+    run's own folder and to every logger (`sagan_ad.training.run_config.RunConfigSaver`).
 
     For crash safety, checkpoints are written atomically (`sagan_ad.AtomicCheckpointIO`, unless
     the config brings its own ``CheckpointIO`` plugin), ``last.ckpt`` is also rewritten every
@@ -100,10 +100,11 @@ class SAGANCLI(LightningCLI):
     newest ``last.ckpt`` of the experiment (`find_last_checkpoint`: all ``version_*`` folders of
     earlier runs included; a fresh run starts when there is none), so a killed run restarts with
     the command that started it plus ``--ckpt_path last``, and continues in the killed run's own
-    version folder (`sagan_ad.resume.continue_run`).
+    version folder (`sagan_ad.training.resume.continue_run`).
 
     ``--ckpt_path last`` and ``best`` mean the same in every subcommand
-    (`sagan_ad.resume.resolve_checkpoint`); validate, test and predict refuse an untrained model
+    (`sagan_ad.training.resume.resolve_checkpoint`); validate, test and predict refuse an untrained
+    model
     unless ``--allow_untrained true``; a checkpoint written by another model class than
     ``--model`` is refused, and output folders that cannot be written are reported before the run.
     """

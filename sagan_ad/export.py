@@ -9,7 +9,8 @@ Both formats refuse what the model refuses: another rank, channel count or image
 another dtype than float32, raise an error naming what was expected and what came (ONNX Runtime
 checks the graph's fixed input shape; the TorchScript module checks in TorchScript before the
 traced graph runs). An exported graph cannot raise on values, so an image with values outside
-``[-1, 1]`` (see `sagan_ad.inputs`), NaN or infinity gets a NaN score and a NaN map instead of a
+``[-1, 1]`` (see `sagan_ad.evaluation.inputs`), NaN or infinity gets a NaN score and a NaN map
+instead of a
 number that looks valid. Files are written atomically; an ONNX file holds its weights unless
 they exceed the 2 GB protobuf limit (`ONNX_INLINE_LIMIT`), then they go into ``<file>.data``
 beside it.
@@ -42,10 +43,10 @@ from torch import Tensor, nn
 
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
-from sagan_ad.generator import Generator
-from sagan_ad.inputs import images_in_range
+from sagan_ad.evaluation.inputs import images_in_range
+from sagan_ad.evaluation.scoring import score_and_map
 from sagan_ad.module import SAGAN
-from sagan_ad.scoring import score_and_map
+from sagan_ad.networks.generator import Generator
 
 ONNX_INLINE_LIMIT = 2**31 - 2**26
 """Weights (bytes) above which an ONNX export keeps them in a ``.data`` file beside the model:

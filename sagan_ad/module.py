@@ -17,27 +17,36 @@ from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from sagan_ad import losses
-from sagan_ad.audit import AuditThresholds, ShortcutWarning
-from sagan_ad.checkpoint_files import check_finite_weights, check_model_class, model_class_name
-from sagan_ad.checkpointing import global_rng_state, set_global_rng_state
-from sagan_ad.critic import Critic
 from sagan_ad.data.base import ImageSet
 from sagan_ad.data.intensity import check_normalization, fitted_normalization
-from sagan_ad.evaluation import EvaluationReport, build_report
-from sagan_ad.generator import Generator
-from sagan_ad.inputs import check_images
-from sagan_ad.layers import PositionEncoding
-from sagan_ad.localization import PixelMetrics, PointingGame, map_peaks, pointing_game_hits
-from sagan_ad.metrics import ImageMetrics
-from sagan_ad.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
-from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
-from sagan_ad.thresholds import (
+from sagan_ad.evaluation.audit import AuditThresholds, ShortcutWarning
+from sagan_ad.evaluation.inputs import check_images
+from sagan_ad.evaluation.localization import (
+    PixelMetrics,
+    PointingGame,
+    map_peaks,
+    pointing_game_hits,
+)
+from sagan_ad.evaluation.metrics import ImageMetrics
+from sagan_ad.evaluation.report import EvaluationReport, build_report
+from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
+from sagan_ad.evaluation.thresholds import (
     THRESHOLD_POLICIES,
     ThresholdPolicy,
     apply_threshold,
     choose_threshold,
 )
+from sagan_ad.networks.critic import Critic
+from sagan_ad.networks.generator import Generator
+from sagan_ad.networks.layers import PositionEncoding
+from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
+from sagan_ad.training import losses
+from sagan_ad.training.checkpoint_files import (
+    check_finite_weights,
+    check_model_class,
+    model_class_name,
+)
+from sagan_ad.training.checkpointing import global_rng_state, set_global_rng_state
 
 OptimizerFactory = Callable[[Iterable], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -130,9 +139,10 @@ class SAGAN(L.LightningModule):
     non-finite weights: a diverging run stops with a `DivergenceError` naming the first bad
     iteration and leaves the last good checkpoint untouched.
 
-    Validation and test log the metric suite of `sagan_ad.metrics` (``val/AUROC``,
+    Validation and test log the metric suite of `sagan_ad.evaluation.metrics` (``val/AUROC``,
     ``val/AUROC_CI_low``, ``val/AP``, ...), per metadata subgroup and, where the data know masks or
-    boxes, pixel AUROC, AUPRO and the pointing game (`sagan_ad.localization`). Each validation
+    boxes, pixel AUROC, AUPRO and the pointing game (`sagan_ad.evaluation.localization`). Each
+    validation
     chooses the operating threshold by ``threshold_policy`` and stores it in the `threshold`
     buffer (saved in checkpoints); predictions carry the score, the thresholded label and the
     threshold. The latest `sagan_ad.EvaluationReport` of each stage is kept in ``reports``.
@@ -142,7 +152,8 @@ class SAGAN(L.LightningModule):
     checkpoint (``ckpt_path=`` of the Trainer, `sagan_ad.load_checkpoint`), or set
     ``model.allow_untrained = True`` to evaluate it on purpose. `score`, `anomaly_map`, `infer` and
     ``forward`` refuse images of another shape, integer images and values outside ``[-1, 1]``
-    (`sagan_ad.inputs.check_images`). Checkpoints record the model's class (``sagan_model_class``)
+    (`sagan_ad.evaluation.inputs.check_images`). Checkpoints record the model's class
+    (``sagan_model_class``)
     and refuse to load into another class.
 
     Subclass to change a part without copying the training step: override
@@ -177,15 +188,17 @@ class SAGAN(L.LightningModule):
         seed: seed of the synthesizer and gradient-penalty random draws (and of the AUROC
             bootstrap).
         threshold_policy: how the operating threshold is chosen on each validation (see
-            `sagan_ad.thresholds`): ``"balanced"`` (sensitivity = specificity, the paper's code),
-            ``"youden"``, ``"f1"`` or ``"percentile"`` (of the normal validation scores; the only
-            one that works when validation has no abnormal images). The threshold is stored in
-            the `threshold` buffer, hence in checkpoints.
+            `sagan_ad.evaluation.thresholds`): ``"balanced"`` (sensitivity = specificity, the
+            paper's code), ``"youden"``, ``"f1"`` or ``"percentile"`` (of the normal validation
+            scores; the only one that works when validation has no abnormal images). The threshold
+            is stored in the `threshold` buffer, hence in checkpoints.
         threshold_percentile: the percentile of ``"percentile"``.
-        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is
+        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score
+        is
             computed from the smoothed map.
         score_top_fraction: the score is the mean of this fraction of the largest map values
-            (`sagan_ad.scoring.map_to_score`); 1 (default) is the paper's mean over all pixels.
+            (`sagan_ad.evaluation.scoring.map_to_score`); 1 (default) is the paper's mean over all
+            pixels.
             Choose it on a labelled validation set, never on the test set.
         bootstrap_resamples: resamples of the 95% AUROC confidence interval (0 skips it).
         channels_last: keep both networks' weights and the training batches in channels-last
@@ -207,13 +220,15 @@ class SAGAN(L.LightningModule):
             bad step is still named exactly (its weights may then be non-finite, but they are
             never checkpointed).
         normalization: the intensity normalisation of the images the model is trained on (the
-            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
+            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``).
+            Leave
             it None: fit records the DataModule's ``normalization`` here, so it is saved in every
             checkpoint, and validate, test and predict refuse data normalised otherwise.
         shortcut_audit: thresholds of the shortcut audit of every validation and test (the
-            fields of `sagan_ad.audit.AuditThresholds`, for example ``{"margin": 0.05}``).
+            fields of `sagan_ad.evaluation.audit.AuditThresholds`, for example
+            ``{"margin": 0.05}``).
         subgroup_columns: the metadata columns that make subgroup metrics; default: those that
-            `sagan_ad.evaluation.subgroups` picks (categorical, binned numbers; never
+            `sagan_ad.evaluation.report.subgroups` picks (categorical, binned numbers; never
             identifiers, paths or label-like columns).
 
     Examples:

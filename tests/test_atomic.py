@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.outputs import write_csv
+from sagan_ad.training.outputs import write_csv
 
 
 def test_success_replaces_the_file_and_leaves_no_temporary(tmp_path):

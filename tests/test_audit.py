@@ -13,8 +13,14 @@ import torch
 from conftest import TINY_MODEL, tiny_trainer
 
 from sagan_ad import SAGAN, EvaluationWriter, ShortcutWarning, build_report, shortcut_audit
-from sagan_ad.audit import AuditThresholds, group_shares, pearson, spearman, trivial_auroc
 from sagan_ad.data import AnomalyDataModule, ImageSet, SplitData, image_statistics
+from sagan_ad.evaluation.audit import (
+    AuditThresholds,
+    group_shares,
+    pearson,
+    spearman,
+    trivial_auroc,
+)
 
 
 def films(count: int, lesion: bool, brightness: tuple[float, float], seed: int) -> torch.Tensor:

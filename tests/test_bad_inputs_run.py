@@ -35,7 +35,7 @@ from sagan_ad import (
 )
 from sagan_ad import cli as cli_module
 from sagan_ad.cli import main
-from sagan_ad.resume import find_best_checkpoint
+from sagan_ad.training.resume import find_best_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from conftest import TINY_MODEL
 from torch import nn
 
-import sagan_ad.cpu_kernels as cpu_kernels
-import sagan_ad.generator as generator_module
+import sagan_ad.networks.cpu_kernels as cpu_kernels
+import sagan_ad.networks.generator as generator_module
 from sagan_ad import SAGAN, paper_adam
-from sagan_ad.cpu_kernels import (
+from sagan_ad.networks.cpu_kernels import (
     InstanceNorm2d,
     SingleWindowConv2d,
     instance_norm,

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from sagan_ad.localization import (
+from sagan_ad.evaluation.localization import (
     PixelMetrics,
     PointingGame,
     label_regions,
     map_peaks,
     pointing_game_hits,
 )
-from sagan_ad.metrics import SingleClassWarning, auroc
-from sagan_ad.scoring import smooth_map
+from sagan_ad.evaluation.metrics import SingleClassWarning, auroc
+from sagan_ad.evaluation.scoring import smooth_map
 
 
 def two_lesion_masks() -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-from sagan_ad.metrics import (
+from sagan_ad.evaluation.metrics import (
     ImageMetrics,
     SingleClassWarning,
     auroc,

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_MODEL, tiny_trainer
 
 from sagan_ad import SAGAN, MedADDataModule, best_and_last_checkpoints
-from sagan_ad.losses import gradient_penalty
+from sagan_ad.training.losses import gradient_penalty
 
 
 def datamodule(root, **kwargs) -> MedADDataModule:

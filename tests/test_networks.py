@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sagan_ad import Critic, Generator
-from sagan_ad.generator import check_generator_geometry, from_patches, to_patches
-from sagan_ad.layers import binary_codes
+from sagan_ad.networks.generator import check_generator_geometry, from_patches, to_patches
+from sagan_ad.networks.layers import binary_codes
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -16,8 +16,7 @@ from PIL import Image
 
 from sagan_ad import SAGAN, EvaluationWriter, FolderPredictDataModule
 from sagan_ad.data import decode_image
-from sagan_ad.outputs import overlay_name, read_film
-from sagan_ad.visualization import (
+from sagan_ad.evaluation.visualization import (
     MIN_OVERLAY_SIDE,
     OPERATING_POINT_COLOUR,
     colorize,
@@ -26,6 +25,7 @@ from sagan_ad.visualization import (
     pr_figure,
     roc_figure,
 )
+from sagan_ad.training.outputs import overlay_name, read_film
 
 
 def random_film(height: int, width: int, seed: int = 0) -> np.ndarray:

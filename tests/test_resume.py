@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from sagan_ad.atomic import _HOST, atomic_path, remove_stale_temporaries
-from sagan_ad.checkpointing import LastCheckpoint
-from sagan_ad.resume import continue_run, find_last_checkpoint, resolve_checkpoint
+from sagan_ad.training.checkpointing import LastCheckpoint
+from sagan_ad.training.resume import continue_run, find_last_checkpoint, resolve_checkpoint
 
 
 def fake_checkpoint(path: Path, iteration: int) -> Path:

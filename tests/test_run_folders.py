@@ -17,9 +17,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from sagan_ad import SAGAN, SyntheticCXRDataModule
 from sagan_ad.cli import main
-from sagan_ad.outputs import EvaluationWriter
-from sagan_ad.runs import run_dir
-from sagan_ad.tracking import SplitRecorder
+from sagan_ad.training.outputs import EvaluationWriter
+from sagan_ad.training.runs import run_dir
+from sagan_ad.training.tracking import SplitRecorder
 
 MODEL = [
     "--model=sagan_ad.SAGAN",

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sagan_ad.thresholds import apply_threshold, choose_threshold
+from sagan_ad.evaluation.thresholds import apply_threshold, choose_threshold
 
 
 def scores_and_labels(normal: list[float], abnormal: list[float]) -> tuple[torch.Tensor, ...]:

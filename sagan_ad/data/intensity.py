@@ -14,7 +14,7 @@ disease (see ``docs/results.md``). Two tools take the cue away:
   augmentations of an uninterrupted one.
 
 `image_statistics` gives the per-image mean and standard deviation that the shortcut audit
-(`sagan_ad.audit`) compares the model with.
+(`sagan_ad.evaluation.audit`) compares the model with.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ checkpoints behind, keeps a ``last.ckpt`` at most ``every_n_iterations`` iterati
 from it bit-identically on CPU (see ``docs/reliability.md``). Checkpoints are read with
 ``torch.load(weights_only=True)``, which refuses pickled code; a file that cannot be used (missing,
 empty, truncated, not a Lightning checkpoint, holding pickled code, written by another model class)
-raises a `CheckpointError` that names it and says what to do (see `sagan_ad.checkpoint_files`).
+raises a `CheckpointError` that names it and says what to do (see
+`sagan_ad.training.checkpoint_files`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sagan_ad.checkpoint_files import (
+from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
     UnsafeCheckpointError,

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sagan_ad.metrics import f1_max, roc_points
+from sagan_ad.evaluation.metrics import f1_max, roc_points
 
 ThresholdPolicy = Literal["balanced", "youden", "f1", "percentile"]
 """Names of the threshold policies of `choose_threshold`."""

@@ -47,7 +47,7 @@ def gradient_penalty(
         generator: random source for ``e``.
 
     Examples:
-        >>> from sagan_ad.critic import Critic
+        >>> from sagan_ad.networks.critic import Critic
         >>> critic = Critic(base_channels=2, num_downsamples=5)
         >>> x = torch.randn(2, 1, 32, 32)
         >>> gradient_penalty(critic, x, x).ndim

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sagan_ad.cpu_kernels import to_channels_last, uses_cpu_kernels
-from sagan_ad.layers import (
+from sagan_ad.networks.cpu_kernels import to_channels_last, uses_cpu_kernels
+from sagan_ad.networks.layers import (
     AttentionGate,
     FusionBlock,
     PositionEncoding,
@@ -85,7 +85,7 @@ class Generator(nn.Module):
         num_res_blocks: residual blocks in the bottleneck (6 in the paper).
         patch_grid: patches per side (2 in the paper; 1 disables patching).
         position_encoding: how patch position enters the network, see
-            `sagan_ad.layers.PositionEncoding`.
+            `sagan_ad.networks.layers.PositionEncoding`.
         attention_gates: gate the skip connections (the paper's ARRM); ``False`` passes them as is.
         multi_level_fusion: fuse decoder levels 1-3 before the head (the paper's MFF).
         residual_keep_prob: training-time Bernoulli keep probability of the residual (0.95).
@@ -164,7 +164,8 @@ class Generator(nn.Module):
         x = to_patches(images, self.patch_grid)
         if uses_cpu_kernels(x):
             # oneDNN runs these narrow convolutions channels-last without reordering them to
-            # its blocked layout and back; the norms keep the layout (sagan_ad.cpu_kernels).
+            # its blocked layout and back; the norms keep the layout
+            # (sagan_ad.networks.cpu_kernels).
             x = to_channels_last(x)
         index = torch.arange(self.num_patches, device=x.device).repeat(images.shape[0])
 

@@ -21,8 +21,8 @@ from torch import Tensor
 
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.datasets import to_model_range
-from sagan_ad.runs import run_dir
-from sagan_ad.visualization import sample_grid, save_png
+from sagan_ad.evaluation.visualization import sample_grid, save_png
+from sagan_ad.training.runs import run_dir
 
 WANDB_OWN_FILES = frozenset(
     {"config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log", "requirements.txt"}
@@ -91,7 +91,7 @@ def log_pictures(trainer: L.Trainer, pictures: dict[str, str | os.PathLike]) -> 
 
 class SplitRecorder(Callback):
     """Keep the data split a run used with the run: ``data.json`` and ``split_source.txt`` in its
-    folder (`sagan_ad.runs.run_dir`), and both as files of the W&B run.
+    folder (`sagan_ad.training.runs.run_dir`), and both as files of the W&B run.
 
     Works with any DataModule that offers ``split_manifest() -> {"source": str, "split": dict}``
     (``None`` when it has no split to record); the split is the ``data.json`` schema, the
@@ -130,7 +130,8 @@ class ValidationSampleLogger(Callback):
     images of the first validation batch. Each validation adds one grid, with the SAGAN
     iteration as step, to every logger that takes images: W&B (``log_image``), TensorBoard
     (``add_image``). Without such a logger the grid is written as
-    ``<dirpath or the run's folder>/val_samples/iteration_NNNNNNN.png`` (`sagan_ad.runs.run_dir`).
+    ``<dirpath or the run's folder>/val_samples/iteration_NNNNNNN.png``
+    (`sagan_ad.training.runs.run_dir`).
 
     At the start of fit it also logs the DataModule's ``summary()`` (the image counts of the
     split) as hyper-parameters ``data/<part>`` to every logger.

@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.evaluation import operating_point
-from sagan_ad.metrics import auroc, average_precision, curve_counts, roc_points
+from sagan_ad.evaluation.metrics import auroc, average_precision, curve_counts, roc_points
+from sagan_ad.evaluation.report import operating_point
 
 
 def to_uint8_image(image: Tensor | np.ndarray) -> np.ndarray:

@@ -24,8 +24,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from sagan_ad.checkpoint_files import CheckpointError, read_checkpoint
-from sagan_ad.checkpointing import remove_stale_partials
+from sagan_ad.training.checkpoint_files import CheckpointError, read_checkpoint
+from sagan_ad.training.checkpointing import remove_stale_partials
 
 SPECIAL_PATHS = ("last", "best")
 """The ``--ckpt_path`` words resolved by `resolve_checkpoint`."""
@@ -151,7 +151,7 @@ def resolve_checkpoint(trainer: L.Trainer, ckpt_path: Any, stage: str) -> Any:
         >>> resolve_checkpoint(trainer, "best", "test")
         Traceback (most recent call last):
         ...
-        sagan_ad.checkpoint_files.CheckpointError: --ckpt_path best: no checkpoint of this ...
+        sagan_ad.training.checkpoint_files.CheckpointError: --ckpt_path best: no checkpoint ...
     """
     if ckpt_path == "hpc":
         return _hpc_checkpoint(trainer)

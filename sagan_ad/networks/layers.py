@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from sagan_ad.cpu_kernels import InstanceNorm2d
+from sagan_ad.networks.cpu_kernels import InstanceNorm2d
 
 PositionEncoding = Literal["film", "reference", "none"]
 """How patch position enters the generator.

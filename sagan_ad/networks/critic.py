@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sagan_ad.cpu_kernels import SingleWindowConv2d
+from sagan_ad.networks.cpu_kernels import SingleWindowConv2d
 
 
 class Critic(nn.Module):
@@ -41,7 +41,7 @@ class Critic(nn.Module):
         channels_in, channels_out = in_channels, base_channels
         for _ in range(num_downsamples):
             # The deepest convolutions see maps that fit in one kernel window (see
-            # sagan_ad.cpu_kernels): a matrix product on the CPU.
+            # sagan_ad.networks.cpu_kernels): a matrix product on the CPU.
             layers += [SingleWindowConv2d(channels_in, channels_out, 4, 2, 1), nn.LeakyReLU(0.01)]
             channels_in, channels_out = channels_out, channels_out * 2
         self.features = nn.Sequential(*layers)

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sagan_ad.metrics import auroc
+from sagan_ad.evaluation.metrics import auroc
 
 AUDIT_DOCS = "docs/evaluation.md, 'Shortcut audit'"
 

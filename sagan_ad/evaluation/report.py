@@ -1,5 +1,6 @@
 """The report of one evaluation: metrics overall, at the threshold and per subgroup, the
-shortcut audit, and the per-image table that `sagan_ad.outputs.EvaluationWriter` writes to disk."""
+shortcut audit, and the per-image table that `sagan_ad.training.outputs.EvaluationWriter` writes to
+disk."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from sagan_ad.audit import AuditThresholds, shortcut_audit
-from sagan_ad.metrics import SingleClassWarning, detection_metrics
-from sagan_ad.thresholds import apply_threshold
+from sagan_ad.evaluation.audit import AuditThresholds, shortcut_audit
+from sagan_ad.evaluation.metrics import SingleClassWarning, detection_metrics
+from sagan_ad.evaluation.thresholds import apply_threshold
 
 MAX_GROUPS = 10
 """A metadata column with more distinct values than this is not a categorical subgroup."""
@@ -46,7 +47,7 @@ class EvaluationReport:
             ``threshold`` and the image's metadata columns.
         scores: the scores, in row order.
         labels: the labels, in row order.
-        warnings: the shortcut audit's warnings (`sagan_ad.audit`), one sentence each.
+        warnings: the shortcut audit's warnings (`sagan_ad.evaluation.audit`), one sentence each.
     """
 
     stage: str
@@ -200,7 +201,7 @@ def build_report(
     ``"<metric>/<column>=<value>"`` (``"AUROC/view=AP"``); a subgroup with a single class gets
     NaN for the metrics that need both (one warning for all of them). With ``statistics`` (the
     ``(N, 2)`` mean and standard deviation of each image as decoded), the shortcut audit of
-    `sagan_ad.audit.shortcut_audit` adds its ``audit/...`` numbers and flags (thresholds
+    `sagan_ad.evaluation.audit.shortcut_audit` adds its ``audit/...`` numbers and flags (thresholds
     ``audit``) and its warnings to the report.
 
     Examples:

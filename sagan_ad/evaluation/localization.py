@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from sagan_ad.metrics import SingleClassWarning
+from sagan_ad.evaluation.metrics import SingleClassWarning
 
 
 def _bins(maps: Tensor, num_thresholds: int) -> Tensor:

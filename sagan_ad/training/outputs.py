@@ -1,7 +1,8 @@
 """Files a run leaves behind: per-image CSVs, a metrics JSON, ROC / PR plots and overlays.
 
 `EvaluationWriter` writes, under ``dirpath`` (default: the run's own folder,
-`sagan_ad.runs.run_dir`, e.g. ``runs/<name>/version_N/``, never a folder another run shares):
+`sagan_ad.training.runs.run_dir`, e.g. ``runs/<name>/version_N/``, never a folder another run
+shares):
 
 - after ``test``: ``test/predictions.csv`` (one row per image: name, score, label, prediction,
   threshold, metadata columns), ``test/metrics.json`` and ``test/roc.png`` / ``test/pr.png``
@@ -9,7 +10,8 @@
 - after ``predict``: ``predict/predictions.csv`` (name, path, score, prediction, threshold,
   overlay, and the label where known) and one overlay per image in ``predict/overlays/``: the
   heat map on the original film at its own resolution, with the name, score, prediction,
-  threshold and colour scale written on it (`sagan_ad.visualization.overlay_picture`). Overlays
+  threshold and colour scale written on it
+  (`sagan_ad.evaluation.visualization.overlay_picture`). Overlays
   keep the input's relative path (``sub/c.dcm`` gives ``overlays/sub/c.dcm.png``), so every
   overlay maps back to one input and no two inputs share one.
 """
@@ -33,10 +35,8 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.dicom import DicomOptions
 from sagan_ad.data.image_io import decode_image
-from sagan_ad.evaluation import EvaluationReport
-from sagan_ad.runs import run_dir
-from sagan_ad.tracking import log_pictures, log_table, save_run_files
-from sagan_ad.visualization import (
+from sagan_ad.evaluation.report import EvaluationReport
+from sagan_ad.evaluation.visualization import (
     OVERLAY_STYLES,
     film_to_rgb,
     overlay_picture,
@@ -44,6 +44,8 @@ from sagan_ad.visualization import (
     save_png,
     to_uint8_image,
 )
+from sagan_ad.training.runs import run_dir
+from sagan_ad.training.tracking import log_pictures, log_table, save_run_files
 
 
 def _plain(value: Any) -> Any:
@@ -135,7 +137,7 @@ class EvaluationWriter(Callback):
     """Write test reports and prediction files into the run's folder (see the module docstring).
 
     Args:
-        dirpath: output folder; default the run's own folder (`sagan_ad.runs.run_dir`).
+        dirpath: output folder; default the run's own folder (`sagan_ad.training.runs.run_dir`).
         overlays: write one overlay PNG per predicted image.
         overlay_vmax: top of the overlays' colour scale, the same for every image so that they
             compare; default each map's own maximum (the picture says which).

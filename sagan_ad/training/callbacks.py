@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from sagan_ad.checkpointing import LastCheckpoint
+from sagan_ad.training.checkpointing import LastCheckpoint
 
 
 class IterationProgressBar(TQDMProgressBar):

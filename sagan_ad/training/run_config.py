@@ -8,8 +8,8 @@ import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
-from sagan_ad.runs import run_dir
-from sagan_ad.tracking import save_run_files
+from sagan_ad.training.runs import run_dir
+from sagan_ad.training.tracking import save_run_files
 
 
 def _plain_config(parser: Any, config: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Which kernel PyTorch runs depends on layouts and shapes, and on a CPU the defaul
 of the training step on the networks of the CPU configs (narrow, at 64 px):
 
 - The generator runs channels-last (`to_channels_last`, called by
-  `sagan_ad.generator.Generator.residual`): oneDNN's convolutions take channels-last tensors
+  `sagan_ad.networks.generator.Generator.residual`): oneDNN's convolutions take channels-last
+  tensors
   as they are, while for the default layout they reorder every narrow activation to a blocked
   layout and back.
 - Its instance norms keep that layout (`instance_norm`, `InstanceNorm2d`). PyTorch's
