@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Critic, Generator, SyntheticCXRDataModule
 
 
 class LesionFocusedSAGAN(SAGAN):
@@ -47,11 +47,8 @@ def run(max_iterations: int = 300, image_size: int = 32, num_known_normal: int =
     """Train and test the subclass on the built-in phantoms; returns the test metrics."""
     L.seed_everything(0)
     model = LesionFocusedSAGAN(
-        image_size=image_size,
-        base_channels=8,
-        num_res_blocks=1,
-        critic_base_channels=16,
-        critic_downsamples=5,
+        generator=Generator(image_size=image_size, base_channels=8, num_res_blocks=1),
+        critic=Critic(base_channels=16, num_downsamples=5),
         max_iterations=max_iterations,
         optimizer_g=lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999)),
         optimizer_d=lambda params: torch.optim.Adam(params, lr=1e-4, betas=(0.5, 0.999)),

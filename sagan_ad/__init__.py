@@ -3,8 +3,8 @@ detection in medical images, as a PyTorch Lightning library.
 
 Examples:
     >>> import lightning as L
-    >>> from sagan_ad import SAGAN, SyntheticCXRDataModule
-    >>> model = SAGAN(base_channels=16, max_iterations=500)  # doctest: +SKIP
+    >>> from sagan_ad import SAGAN, Generator, SyntheticCXRDataModule
+    >>> model = SAGAN(Generator(base_channels=16), max_iterations=500)  # doctest: +SKIP
     >>> L.Trainer(max_epochs=-1, check_val_every_n_epoch=None, val_check_interval=100).fit(
     ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
 """
@@ -32,9 +32,11 @@ from sagan_ad.data import (
     scale_boxes,
 )
 from sagan_ad.evaluation.audit import AuditThresholds, ShortcutWarning, shortcut_audit
+from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.localization import PixelMetrics, PointingGame
 from sagan_ad.evaluation.metrics import ImageMetrics, SingleClassWarning, detection_metrics
 from sagan_ad.evaluation.report import EvaluationReport, build_report
+from sagan_ad.evaluation.scorer import Scorer
 from sagan_ad.evaluation.scoring import (
     anomaly_map,
     anomaly_score,
@@ -44,7 +46,7 @@ from sagan_ad.evaluation.scoring import (
 )
 from sagan_ad.evaluation.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
 from sagan_ad.export import AnomalyScorer, export_scorer
-from sagan_ad.module import SAGAN, DivergenceError, paper_adam
+from sagan_ad.module import SAGAN
 from sagan_ad.networks.cpu_kernels import pytorch_kernels, uses_cpu_kernels
 from sagan_ad.networks.critic import Critic
 from sagan_ad.networks.generator import Generator
@@ -62,7 +64,11 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
+from sagan_ad.training.divergence import DivergenceError, DivergenceGuard
+from sagan_ad.training.losses import SAGANLoss
+from sagan_ad.training.optimizers import paper_adam
 from sagan_ad.training.outputs import EvaluationWriter
+from sagan_ad.training.performance import Performance
 from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __version__ = "0.1.0"
@@ -80,8 +86,10 @@ __all__ = [
     "CutPasteSynthesizer",
     "DicomOptions",
     "DivergenceError",
+    "DivergenceGuard",
     "EvaluationReport",
     "EvaluationWriter",
+    "Evaluator",
     "FPISynthesizer",
     "FolderDataModule",
     "FolderPredictDataModule",
@@ -97,11 +105,14 @@ __all__ = [
     "LastCheckpoint",
     "MedADDataModule",
     "PatchBlendSynthesizer",
+    "Performance",
     "PerlinBlobSynthesizer",
     "PixelMetrics",
     "PointingGame",
     "PreprocessSettings",
     "RSNADataModule",
+    "SAGANLoss",
+    "Scorer",
     "ShortcutWarning",
     "SingleClassWarning",
     "SplitData",

@@ -45,7 +45,7 @@ from sagan_ad.configs import (
     shipped_files,
 )
 from sagan_ad.export import export_scorer
-from sagan_ad.module import SAGAN, DivergenceError
+from sagan_ad.module import SAGAN
 from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
@@ -58,6 +58,7 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpointing import AtomicCheckpointIO, load_checkpoint
+from sagan_ad.training.divergence import DivergenceError
 from sagan_ad.training.outputs import EvaluationWriter
 from sagan_ad.training.resume import (
     SPECIAL_PATHS,

@@ -26,6 +26,9 @@ import importlib.machinery
 import sys
 import warnings
 from types import ModuleType
+from typing import Any
+
+from sagan_ad.training.hparams import INSTANTIATOR
 
 MOVED_MODULES: dict[str, str] = {
     **{
@@ -94,3 +97,133 @@ def install_moved_module_finder() -> None:
     """Make the v0.1 module paths importable (done once by ``import sagan_ad``)."""
     if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
         sys.meta_path.append(_MovedModuleFinder())
+
+
+_GENERATOR = (
+    "in_channels",
+    "image_size",
+    "base_channels",
+    "num_res_blocks",
+    "patch_grid",
+    "position_encoding",
+    "attention_gates",
+    "multi_level_fusion",
+    "residual_keep_prob",
+)
+FLAT_SETTINGS: dict[str, tuple[str, str]] = {
+    **{name: ("generator", name) for name in _GENERATOR},
+    "critic_base_channels": ("critic", "base_channels"),
+    "critic_downsamples": ("critic", "num_downsamples"),
+    "lambda_gp": ("loss", "lambda_gp"),
+    "lambda_identity": ("loss", "lambda_identity"),
+    "lambda_restoration": ("loss", "lambda_restoration"),
+    "map_sigma": ("scorer", "map_sigma"),
+    "score_top_fraction": ("scorer", "top_fraction"),
+    "inference": ("scorer", "inference"),
+    "normalization": ("scorer", "normalization"),
+    "threshold_policy": ("evaluator", "threshold_policy"),
+    "threshold_percentile": ("evaluator", "threshold_percentile"),
+    "bootstrap_resamples": ("evaluator", "bootstrap_resamples"),
+    "shortcut_audit": ("evaluator", "shortcut_audit"),
+    "subgroup_columns": ("evaluator", "subgroup_columns"),
+    "channels_last": ("performance", "channels_last"),
+    "compile": ("performance", "compile"),
+    "compile_options": ("performance", "compile_options"),
+    "divergence_check_interval": ("performance", "divergence_check_interval"),
+}
+"""Each v0.1 setting of `sagan_ad.SAGAN` that moved into a component: ``(component, argument)``.
+``seed`` stays and also seeds the evaluator's bootstrap, as it did."""
+
+_COMPONENT_CLASSES = {
+    "generator": "sagan_ad.Generator",
+    "critic": "sagan_ad.Critic",
+    "loss": "sagan_ad.SAGANLoss",
+    "scorer": "sagan_ad.Scorer",
+    "evaluator": "sagan_ad.Evaluator",
+}
+
+
+def is_flat(settings: dict[str, Any]) -> bool:
+    """Whether model settings use v0.1's flat names (``image_size``, ``lambda_gp``, ...).
+
+    Examples:
+        >>> is_flat({"image_size": 32, "max_iterations": 10}), is_flat({"max_iterations": 10})
+        (True, False)
+    """
+    return any(key in FLAT_SETTINGS for key in settings)
+
+
+def migrate_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """v0.1's flat `sagan_ad.SAGAN` settings (a checkpoint's hyper-parameters, a config's
+    ``model.init_args``) as the component settings that mean the same model.
+
+    Components get a ``class_path`` mapping (settings dataclasses their fields); the critic
+    keeps v0.1's rule that its width and channels follow the generator's unless set. Settings
+    that did not move are kept as they are.
+
+    Examples:
+        >>> new = migrate_settings({"image_size": 32, "critic_downsamples": 5, "lambda_gp": 5.0,
+        ...                         "score_top_fraction": 0.1, "max_iterations": 10})
+        >>> new["generator"]["init_args"], new["critic"]["init_args"]
+        ({'image_size': 32}, {'num_downsamples': 5})
+        >>> new["scorer"], new["max_iterations"]
+        ({'class_path': 'sagan_ad.Scorer', 'init_args': {'top_fraction': 0.1}}, 10)
+    """
+    kept = {k: v for k, v in settings.items() if k not in FLAT_SETTINGS}
+    parts: dict[str, dict[str, Any]] = {}
+    for key, value in settings.items():
+        if key in FLAT_SETTINGS:
+            component, argument = FLAT_SETTINGS[key]
+            parts.setdefault(component, {})[argument] = value
+    critic = parts.get("critic")
+    if critic is not None:
+        generator = parts.get("generator", {})
+        if critic.get("base_channels") is None:
+            critic.pop("base_channels", None)
+            if "base_channels" in generator:
+                critic["base_channels"] = generator["base_channels"]
+        if "in_channels" in generator:
+            critic.setdefault("in_channels", generator["in_channels"])
+    if "seed" in settings:
+        parts.setdefault("evaluator", {}).setdefault("seed", settings["seed"])
+    for component, arguments in parts.items():
+        if component in _COMPONENT_CLASSES:
+            kept[component] = {"class_path": _COMPONENT_CLASSES[component], "init_args": arguments}
+        else:
+            kept[component] = arguments
+    return kept
+
+
+def migration_hint(settings: dict[str, Any]) -> str:
+    """One line per moved setting of ``settings``: where it lives now.
+
+    Examples:
+        >>> migration_hint({"lambda_gp": 5.0})
+        'model.lambda_gp -> model.loss.lambda_gp'
+    """
+    return "; ".join(
+        f"model.{key} -> model.{'.'.join(FLAT_SETTINGS[key])}"
+        for key in settings
+        if key in FLAT_SETTINGS
+    )
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any]) -> bool:
+    """Rewrite a v0.1 checkpoint's flat hyper-parameters (in place) as component settings that
+    rebuild the same model; True when anything changed.
+
+    Examples:
+        >>> checkpoint = {"hyper_parameters": {"image_size": 32, "seed": 3}}
+        >>> upgrade_checkpoint(checkpoint), checkpoint["hyper_parameters"]["evaluator"]
+        (True, {'class_path': 'sagan_ad.Evaluator', 'init_args': {'seed': 3}})
+        >>> upgrade_checkpoint(checkpoint)
+        False
+    """
+    recorded = checkpoint.get("hyper_parameters")
+    if not isinstance(recorded, dict) or not is_flat(recorded):
+        return False
+    upgraded = migrate_settings(recorded)
+    # Only Lightning's own instantiator turns the class_path mappings back into components.
+    upgraded["_instantiator"] = INSTANTIATOR
+    checkpoint["hyper_parameters"] = upgraded
+    return True

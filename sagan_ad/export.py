@@ -60,14 +60,15 @@ class AnomalyScorer(nn.Module):
 
     Args:
         generator: the trained generator (its training-time residual mask is never applied).
-        map_sigma: Gaussian smoothing of the map, as `SAGAN`'s ``map_sigma``.
+        map_sigma: Gaussian smoothing of the map, as `sagan_ad.Scorer`'s ``map_sigma``.
         score_top_fraction: share of the largest map values averaged into the score, as
-            `SAGAN`'s ``score_top_fraction``.
+            `sagan_ad.Scorer`'s ``top_fraction``.
         normalizer: the intensity normalisation the model was trained with, applied to the
             input first (None: the input is used as given).
 
     Examples:
-        >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+        >>> from sagan_ad import Critic
+        >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
         >>> scores, maps = AnomalyScorer.from_model(model)(torch.zeros(2, 1, 32, 32))
         >>> scores.shape, maps.shape
         (torch.Size([2]), torch.Size([2, 1, 32, 32]))
@@ -92,21 +93,22 @@ class AnomalyScorer(nn.Module):
     def from_model(cls, model: SAGAN, input_normalized: bool = False) -> AnomalyScorer:
         """The scorer of a `SAGAN` (which must score with its own map and score).
 
-        The model's intensity normalisation (``model.hparams["normalization"]``) becomes the
+        The model's intensity normalisation (``model.scorer.normalization``) becomes the
         graph's first step; with ``input_normalized`` it is left out and the caller applies it
         (`sagan_ad.data.normalize_images`), which CLAHE requires.
         """
-        if model.inference != "deterministic":
+        scorer = model.scorer
+        if scorer.inference != "deterministic":
             raise ValueError(
                 "only deterministic inference can be exported; the model has "
-                f"inference={model.inference!r}"
+                f"inference={scorer.inference!r}"
             )
         if type(model).anomaly_map is not SAGAN.anomaly_map or type(model).score is not SAGAN.score:
             raise ValueError(
                 f"{type(model).__name__} overrides anomaly_map or score; export a scorer module "
                 "of your own that reproduces the override"
             )
-        normalization = IntensityNormalization.parse(model.hparams.get("normalization"))
+        normalization = IntensityNormalization.parse(scorer.normalization)
         if not (input_normalized or normalization.graph_expressible):
             raise ValueError(
                 f"the model was trained on {normalization.spec()}-normalised images, which "
@@ -117,7 +119,7 @@ class AnomalyScorer(nn.Module):
         normalizer = None
         if not input_normalized and normalization.method != "none":
             normalizer = IntensityNormalizer(normalization)
-        return cls(model.inference_generator, model.map_sigma, model.score_top_fraction, normalizer)
+        return cls(model.inference_generator, scorer.map_sigma, scorer.top_fraction, normalizer)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Scores and maps of ``images``; NaN for images outside ``[-1, 1]`` (in the graph)."""
@@ -139,7 +141,8 @@ class CheckedScorer(nn.Module):
     ``torch.jit.Error`` by the caller) with the expected and the received shape.
 
     Examples:
-        >>> model = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
+        >>> from sagan_ad import Critic
+        >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
         >>> checked = CheckedScorer(AnomalyScorer.from_model(model), channels=1, size=32)
         >>> checked(torch.zeros(1, 1, 64, 64))
         Traceback (most recent call last):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sagan_ad import SAGAN, Critic, Generator
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NIH_ROOT = SHARED_DATA / "nih-cxr14-pneumonia"
 
@@ -35,14 +37,30 @@ def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
     return L.Trainer(**{**options, **kwargs})
 
 
-TINY_MODEL = {
-    "image_size": 32,
-    "base_channels": 4,
-    "num_res_blocks": 1,
-    "critic_base_channels": 4,
-    "critic_downsamples": 5,
-}
-"""A SAGAN small enough for CPU unit tests (32 px, a few thousand parameters)."""
+def tiny_networks(image_size: int = 32, in_channels: int = 1, **generator_args) -> dict:
+    """The generator and critic of a SAGAN small enough for CPU unit tests (32 px, a few
+    thousand parameters), fresh each call: ``SAGAN(**tiny_networks(), max_iterations=4)``.
+    ``generator_args`` override the generator's other arguments."""
+    generator = {"base_channels": 4, "num_res_blocks": 1, **generator_args}
+    return {
+        "generator": Generator(in_channels=in_channels, image_size=image_size, **generator),
+        "critic": Critic(in_channels=in_channels, base_channels=4, num_downsamples=5),
+    }
+
+
+def tiny_sagan(**kwargs) -> SAGAN:
+    """A `tiny_networks` SAGAN; ``kwargs`` are the other arguments of `SAGAN`."""
+    return SAGAN(**tiny_networks(), **kwargs)
+
+
+TINY_MODEL_ARGS = [
+    "--model.generator.image_size=32",
+    "--model.generator.base_channels=4",
+    "--model.generator.num_res_blocks=1",
+    "--model.critic.base_channels=4",
+    "--model.critic.num_downsamples=5",
+]
+"""Command-line arguments of the `tiny_networks` model."""
 
 TINY_DATA_ARGS = [
     "--data=sagan_ad.SyntheticCXRDataModule",
@@ -52,7 +70,7 @@ TINY_DATA_ARGS = [
     "--data.batch_size=4",
     "--data.val_fraction=0.25",
 ]
-"""Command-line arguments of a synthetic data set that fits `TINY_MODEL` (16 known normals)."""
+"""Command-line arguments of a synthetic data set that fits `tiny_networks` (16 known normals)."""
 
 
 def write_medad_tree(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Evaluator, SyntheticCXRDataModule
 
 
 def data() -> SyntheticCXRDataModule:
@@ -26,7 +26,7 @@ def data() -> SyntheticCXRDataModule:
 
 def main(out: Path, strategy: str) -> None:
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=4)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

@@ -10,9 +10,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import tiny_networks, tiny_trainer
 
-from sagan_ad import SAGAN, EvaluationWriter, ShortcutWarning, build_report, shortcut_audit
+from sagan_ad import (
+    SAGAN,
+    EvaluationWriter,
+    Evaluator,
+    ShortcutWarning,
+    build_report,
+    shortcut_audit,
+)
 from sagan_ad.data import AnomalyDataModule, ImageSet, SplitData, image_statistics
 from sagan_ad.evaluation.audit import (
     AuditThresholds,
@@ -87,7 +94,9 @@ class SpotDetector(SAGAN):
 
 def audited_test(model_class, darker_abnormals: bool, tmp_path) -> tuple[dict, list]:
     L.seed_everything(0)
-    model = model_class(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
+    model = model_class(
+        **tiny_networks(), max_iterations=2, evaluator=Evaluator(bootstrap_resamples=0)
+    )
     data = Films(darker_abnormals)
     trainer = tiny_trainer(tmp_path, callbacks=[EvaluationWriter(tmp_path)])
     trainer.fit(model, data)
@@ -128,7 +137,9 @@ def test_a_detector_that_is_not_a_brightness_meter_passes(tmp_path):
 
 def test_the_audit_runs_at_every_validation_too(tmp_path):
     L.seed_everything(0)
-    model = BrightnessMeter(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
+    model = BrightnessMeter(
+        **tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2
+    )
 
     class WithValidation(Films):
         def load(self) -> SplitData:
@@ -145,7 +156,9 @@ def test_the_audit_reads_the_decoded_statistics_not_the_normalised_images(tmp_pa
     # Equalised, every film has about the same mean: statistics of the model's input would hide
     # what the decoded films show.
     L.seed_everything(0)
-    model = SpotDetector(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
+    model = SpotDetector(
+        **tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2
+    )
     data = Films(darker_abnormals=True, normalization="equalize")
     trainer = tiny_trainer(tmp_path, enable_checkpointing=False)
     trainer.fit(model, data)
@@ -173,8 +186,10 @@ def test_thresholds_are_configurable_and_checked():
         AuditThresholds.parse({"margin": 0.7})
     with pytest.raises(ValueError, match=r"unknown field\(s\) corr"):
         AuditThresholds.parse({"corr": 0.5})
-    model = SAGAN(**TINY_MODEL, shortcut_audit={"margin": 0.1, "max_share_gap": 0.5})
-    assert model.audit_thresholds == AuditThresholds(margin=0.1, max_share_gap=0.5)
+    model = SAGAN(
+        **tiny_networks(), evaluator=Evaluator(shortcut_audit={"margin": 0.1, "max_share_gap": 0.5})
+    )
+    assert model.evaluator.audit_thresholds == AuditThresholds(margin=0.1, max_share_gap=0.5)
 
 
 def test_a_confounded_subgroup_is_reported_with_its_shares():

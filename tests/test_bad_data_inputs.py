@@ -19,7 +19,7 @@ import torch
 from conftest import (
     DICOM_ROOT,
     TINY_DATA_ARGS,
-    TINY_MODEL,
+    TINY_MODEL_ARGS,
     chest_phantom,
     requires_dicom_samples,
     write_dicom,
@@ -209,7 +209,7 @@ def test_cli_names_a_data_json_that_is_not_utf8(tmp_path):
     printed = run_cli(
         "fit",
         "--model=sagan_ad.SAGAN",
-        *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
+        *TINY_MODEL_ARGS,
         "--data=sagan_ad.MedADDataModule",
         f"--data.root={root}",
         "--data.image_size=32",
@@ -564,7 +564,7 @@ def checkpoint(tmp_path_factory) -> Path:
         [
             "fit",
             "--model=sagan_ad.SAGAN",
-            *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
+            *TINY_MODEL_ARGS,
             "--model.max_iterations=2",
             *TINY_DATA_ARGS,
             "--trainer.accelerator=cpu",
@@ -583,7 +583,7 @@ def cli_predict(folder: Path, checkpoint: Path, out: Path) -> list[dict[str, str
         [
             "predict",
             "--model=sagan_ad.SAGAN",
-            *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
+            *TINY_MODEL_ARGS,
             "--trainer.accelerator=cpu",
             "--trainer.enable_progress_bar=false",
             "--data=sagan_ad.FolderPredictDataModule",

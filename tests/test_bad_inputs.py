@@ -11,10 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, write_dicom, write_medad_tree
+from conftest import TINY_MODEL_ARGS, write_dicom, write_medad_tree
 from PIL import Image
 
-from sagan_ad import SAGAN, FolderDataModule, ImageReadError, MedADDataModule, SplitError
+from sagan_ad import (
+    SAGAN,
+    Critic,
+    FolderDataModule,
+    Generator,
+    ImageReadError,
+    MedADDataModule,
+    SplitError,
+)
 from sagan_ad.cli import main
 from sagan_ad.data.image_io import load_image
 
@@ -37,7 +45,7 @@ def cli_fit(root: Path, *extra: str) -> None:
     cli(
         "fit",
         "--model=sagan_ad.SAGAN",
-        *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
+        *TINY_MODEL_ARGS,
         "--model.max_iterations=2",
         "--data=sagan_ad.MedADDataModule",
         f"--data.root={root}",
@@ -125,12 +133,18 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
         r"float\.tiff: ValueError: 1 float pixel\(s\) are NaN or Inf",
     ),
     "image smaller than the patch grid": (
-        lambda tmp: SAGAN(image_size=8, base_channels=4, critic_downsamples=3),
+        lambda tmp: SAGAN(
+            generator=Generator(image_size=8, base_channels=4),
+            critic=Critic(base_channels=4, num_downsamples=3),
+        ),
         ValueError,
         r"image_size=8 cannot be cut into a 2x2 patch grid.*multiple of patch_grid \* 8 = 16",
     ),
     "image size not divisible by the patch grid": (
-        lambda tmp: SAGAN(image_size=40, base_channels=4, critic_downsamples=5),
+        lambda tmp: SAGAN(
+            generator=Generator(image_size=40, base_channels=4),
+            critic=Critic(base_channels=4, num_downsamples=5),
+        ),
         ValueError,
         r"image_size=40 .*must be a multiple of patch_grid \* 8 = 16",
     ),
@@ -175,7 +189,7 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
         r"^error: model\.in_channels=1 but data\.in_channels=3: set both to the same value",
     ),
     "CLI: image size not divisible by the patch grid": (
-        lambda tmp: cli_fit(medad(tmp), "--model.image_size=40", "--data.image_size=40"),
+        lambda tmp: cli_fit(medad(tmp), "--model.generator.image_size=40", "--data.image_size=40"),
         CLIError,
         r"^error: image_size=40 cannot be cut into a 2x2 patch grid .*patch_grid \* 8 = 16",
     ),

@@ -23,12 +23,13 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_DATA_ARGS, TINY_MODEL, tiny_trainer
+from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_networks, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from sagan_ad import (
     SAGAN,
     CheckpointError,
+    Evaluator,
     SyntheticCXRDataModule,
     UnsafeCheckpointError,
     load_checkpoint,
@@ -39,7 +40,7 @@ from sagan_ad.training.resume import find_best_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
-MODEL = ["--model=sagan_ad.SAGAN", *(f"--model.{k}={v}" for k, v in TINY_MODEL.items())]
+MODEL = ["--model=sagan_ad.SAGAN", *TINY_MODEL_ARGS]
 DATA = TINY_DATA_ARGS
 QUIET = [
     "--trainer.accelerator=cpu",
@@ -108,7 +109,8 @@ def fitted(tmp_path_factory) -> Path:
 
 def trained(path: Path, model_class: type[SAGAN] = SAGAN, iterations: int = 2, **extra) -> Path:
     L.seed_everything(0)
-    model = model_class(**TINY_MODEL, max_iterations=iterations, bootstrap_resamples=0, **extra)
+    evaluator = Evaluator(bootstrap_resamples=0)
+    model = model_class(**tiny_networks(), max_iterations=iterations, evaluator=evaluator, **extra)
     data = SyntheticCXRDataModule(
         num_known_normal=16, num_test=8, image_size=32, batch_size=4, val_fraction=0.25
     )
@@ -172,7 +174,7 @@ def test_evaluating_an_untrained_model_is_refused_unless_asked(tmp_path, subcomm
 def test_a_checkpoint_of_iteration_zero_is_not_exported_unless_asked(tmp_path):
     checkpoint = tmp_path / "untrained.ckpt"
     trainer = tiny_trainer(tmp_path)
-    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.strategy.connect(SAGAN(**tiny_networks()))
     trainer.save_checkpoint(checkpoint)
     output = tmp_path / "scorer.pt"
     message = cli_error("export", f"--ckpt_path={checkpoint}", f"--output={output}")
@@ -188,7 +190,7 @@ def test_a_checkpoint_of_iteration_zero_is_not_evaluated_unless_asked(tmp_path, 
     export refuses."""
     checkpoint = tmp_path / "untrained.ckpt"
     trainer = tiny_trainer(tmp_path)
-    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.strategy.connect(SAGAN(**tiny_networks()))
     trainer.save_checkpoint(checkpoint)
     options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={checkpoint}"]
     message = cli_error(subcommand, *options)
@@ -200,19 +202,19 @@ def test_a_checkpoint_of_iteration_zero_is_not_evaluated_unless_asked(tmp_path, 
 
 
 def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
     with pytest.raises(ValueError, match=r"^test refused: the model is untrained"):
         tiny_trainer(tmp_path).test(model, data, verbose=False)
     # Weights from a state dict count as trained.
-    model.load_state_dict(SAGAN(**TINY_MODEL).state_dict())
+    model.load_state_dict(SAGAN(**tiny_networks()).state_dict())
     tiny_trainer(tmp_path).test(model, data, verbose=False)
 
 
 def test_resuming_with_another_architecture_names_the_setting(fitted):
     before = sorted(p.name for p in fitted.rglob("*") if p.is_file())
     message = cli_error(
-        "fit", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--model.base_channels=8"
+        "fit", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--model.generator.base_channels=8"
     )
     assert "last.ckpt' (--ckpt_path) does not fit the model: generator." in message
     assert "It was trained with base_channels=4 (model: 8)" in message
@@ -265,7 +267,7 @@ def test_a_subclass_checkpoint_loads_as_its_class_and_refuses_another(tmp_path):
     model = load_checkpoint(checkpoint)
     assert type(model) is DoubledScore
     images = torch.rand(2, 1, 32, 32) * 2 - 1
-    plain = SAGAN(**TINY_MODEL)
+    plain = SAGAN(**tiny_networks())
     plain.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.allclose(model.score(images), 2 * plain.eval().score(images))

@@ -18,11 +18,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 TINY = [
     "--model=sagan_ad.SAGAN",
-    "--model.image_size=32",
-    "--model.base_channels=4",
-    "--model.num_res_blocks=1",
-    "--model.critic_base_channels=4",
-    "--model.critic_downsamples=5",
+    "--model.generator.image_size=32",
+    "--model.generator.base_channels=4",
+    "--model.generator.num_res_blocks=1",
+    "--model.critic.base_channels=4",
+    "--model.critic.num_downsamples=5",
     "--model.max_iterations=4",
     *TINY_DATA_ARGS,
     "--trainer.val_check_interval=2",

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 from torch import nn
 
 import sagan_ad.networks.cpu_kernels as cpu_kernels
@@ -143,7 +143,7 @@ def _outputs_and_gradients(model: SAGAN, images: torch.Tensor, fake: torch.Tenso
 
 def _tiny_model_and_batches(dtype: torch.dtype):
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=10).to(dtype)
+    model = SAGAN(**tiny_networks(), max_iterations=10).to(dtype)
     images = (torch.rand(3, 1, 32, 32) * 2 - 1).to(dtype)
     fake = (torch.rand(3, 1, 32, 32) * 2 - 1).to(dtype)
     return model, images, fake
@@ -195,7 +195,7 @@ def test_cpu_generator_runs_channels_last_and_the_critic_its_window_products():
     one-channel input included), and the critic's deepest convolution and head run as matrix
     products."""
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=10)
+    model = SAGAN(**tiny_networks(), max_iterations=10)
     layouts: list[tuple[str, bool]] = []
     stem = []
     model.generator.stem[0].register_forward_hook(lambda m, i, o: stem.append(o))

@@ -11,10 +11,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 from ddp_fit import data
 
-from sagan_ad import SAGAN
+from sagan_ad import SAGAN, Evaluator
 
 TESTS = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ def test_plain_ddp_on_two_cpu_processes_trains_and_matches_single_process_valida
 
     # The same weights validated in one process: DistributedSampler's split (and any padding)
     # must not change the metrics.
-    model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=4)
     model.load_state_dict(torch.load(tmp_path / "weights.pt", weights_only=True))
     trainer = L.Trainer(
         accelerator="cpu",

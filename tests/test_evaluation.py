@@ -9,9 +9,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import tiny_networks, tiny_trainer
 
-from sagan_ad import SAGAN, EvaluationWriter, SyntheticCXRDataModule, build_report
+from sagan_ad import SAGAN, EvaluationWriter, Evaluator, SyntheticCXRDataModule, build_report
 from sagan_ad.data import ImageSet, SplitData
 
 
@@ -54,7 +54,7 @@ def phantoms(cls=SyntheticCXRDataModule, **kwargs):
 
 def test_validation_logs_the_metric_suite_pixel_metrics_and_chooses_a_threshold(tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2, bootstrap_resamples=20)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=20), max_iterations=2)
     trainer = quick_trainer(tmp_path)
     trainer.fit(model, phantoms(val_fraction=0.25))
     logged = trainer.callback_metrics
@@ -82,7 +82,9 @@ def test_validation_logs_the_metric_suite_pixel_metrics_and_chooses_a_threshold(
 
 def test_percentile_policy_works_when_validation_has_no_anomalies(tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2, threshold_policy="percentile")
+    model = SAGAN(
+        **tiny_networks(), evaluator=Evaluator(threshold_policy="percentile"), max_iterations=2
+    )
     trainer = quick_trainer(tmp_path)
     with pytest.warns(UserWarning, match="no abnormal"):
         trainer.fit(model, phantoms(NormalOnlyValidation))
@@ -92,14 +94,16 @@ def test_percentile_policy_works_when_validation_has_no_anomalies(tmp_path):
 
 
 def test_curve_policy_on_validation_without_anomalies_fails_with_a_clear_error(tmp_path):
-    model = SAGAN(**TINY_MODEL, max_iterations=2, threshold_policy="youden")
+    model = SAGAN(
+        **tiny_networks(), evaluator=Evaluator(threshold_policy="youden"), max_iterations=2
+    )
     with pytest.raises(ValueError, match="use policy 'percentile'"):
         quick_trainer(tmp_path).fit(model, phantoms(NormalOnlyValidation))
 
 
 def test_test_reports_subgroups_pointing_game_and_metadata_columns(tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2)
     model.threshold.fill_(0.01)
     model.allow_untrained = True  # the report's structure is tested, not the weights
     trainer = quick_trainer(tmp_path, callbacks=[EvaluationWriter(dirpath=tmp_path / "out")])
@@ -124,7 +128,7 @@ def test_pointing_game_counts_peaks_inside_boxes(tmp_path):
             maps[..., 5, 25] = 1.0
             return maps
 
-    model = RightHalfMap(**TINY_MODEL)
+    model = RightHalfMap(**tiny_networks())
     model.allow_untrained = True  # its map ignores the weights
     trainer = quick_trainer(tmp_path)
     results = trainer.test(model, phantoms(AnnotatedPhantoms), verbose=False)[0]
@@ -132,7 +136,7 @@ def test_pointing_game_counts_peaks_inside_boxes(tmp_path):
 
 
 def test_old_checkpoints_without_a_threshold_still_load(tmp_path):
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     trainer = quick_trainer(tmp_path)
     trainer.strategy.connect(model)
     path = tmp_path / "old.ckpt"
@@ -206,5 +210,5 @@ def test_subgroup_columns_are_configurable():
     # Asked for: used even with one value per image; a column nobody has is one "missing" group.
     assert subgroup_columns_of(report.metrics) == {"site", "scanner"}
     assert report.metrics["num_normal/scanner=missing"] == 6.0
-    model = SAGAN(**TINY_MODEL, subgroup_columns=["view"])
-    assert model.subgroup_columns == ["view"]
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(subgroup_columns=["view"]))
+    assert model.evaluator.subgroup_columns == ["view"]

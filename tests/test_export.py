@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 
-from sagan_ad import SAGAN, AnomalyScorer, export_scorer
+from sagan_ad import SAGAN, AnomalyScorer, Scorer, export_scorer
 
 
 @pytest.fixture(scope="module", params=[1.0, 0.05], ids=["mean", "top5"])
 def model(request) -> SAGAN:
     torch.manual_seed(0)
     # Smoothing on, so the exported graph includes it; and both score reductions.
-    return SAGAN(**TINY_MODEL, map_sigma=1.0, score_top_fraction=request.param).eval()
+    return SAGAN(**tiny_networks(), scorer=Scorer(map_sigma=1.0, top_fraction=request.param)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +56,20 @@ def test_export_leaves_the_model_as_it_was(model, tmp_path):
 
 def test_random_inference_and_overridden_scores_are_not_exported(tmp_path):
     with pytest.raises(ValueError, match="deterministic"):
-        AnomalyScorer.from_model(SAGAN(**TINY_MODEL, inference="reference"))
+        AnomalyScorer.from_model(SAGAN(**tiny_networks(), scorer=Scorer(inference="reference")))
 
     class TopScore(SAGAN):
         def score(self, images: torch.Tensor) -> torch.Tensor:
             return self.anomaly_map(images).flatten(1).max(dim=1).values
 
     with pytest.raises(ValueError, match="overrides"):
-        export_scorer(TopScore(**TINY_MODEL), tmp_path / "x.pt", format="torchscript")
+        export_scorer(TopScore(**tiny_networks()), tmp_path / "x.pt", format="torchscript")
     with pytest.raises(ValueError, match="format"):
-        export_scorer(SAGAN(**TINY_MODEL), tmp_path / "x.bin", format="tflite")
+        export_scorer(SAGAN(**tiny_networks()), tmp_path / "x.bin", format="tflite")
 
 
 def test_the_weight_averaged_generator_is_the_one_exported():
-    model = SAGAN(**TINY_MODEL, generator_ema=0.99)
+    model = SAGAN(**tiny_networks(), generator_ema=0.99)
     with torch.no_grad():
         for p in model.generator_ema.parameters():
             p.mul_(0.5)

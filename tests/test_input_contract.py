@@ -11,7 +11,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 
 import sagan_ad.export
 from sagan_ad import SAGAN, export_scorer
@@ -24,7 +24,7 @@ onnxruntime = pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def model() -> SAGAN:
     torch.manual_seed(0)
-    return SAGAN(**TINY_MODEL).eval()
+    return SAGAN(**tiny_networks()).eval()
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,20 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer, write_medad_tree
+from conftest import TINY_MODEL_ARGS, tiny_networks, tiny_trainer, write_medad_tree
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from sagan_ad import (
     SAGAN,
     AnomalyScorer,
+    Evaluator,
     FolderDataModule,
     FolderPredictDataModule,
     LAGDataModule,
     MedADDataModule,
     RSNADataModule,
+    Scorer,
     SyntheticCXRDataModule,
     VinDrCXRDataModule,
     export_scorer,
@@ -290,7 +292,7 @@ def test_bad_augmentation_settings_are_named(spec, message):
 
 def fitted(root, tmp_path, normalization="zscore", **data) -> tuple[SAGAN, L.Trainer]:
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2)
     dm = MedADDataModule(
         root, image_size=32, batch_size=4, val_fraction=0.25, normalization=normalization, **data
     )
@@ -303,12 +305,13 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
     medad_root, tmp_path
 ):
     model, trainer = fitted(medad_root, tmp_path, "zscore(zscore_range=2)")
-    assert model.hparams["normalization"] == "zscore(zscore_range=2.0)"
+    assert model.scorer.normalization == "zscore(zscore_range=2.0)"
     path = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(path)
-    saved = torch.load(path, weights_only=True)["hyper_parameters"]["normalization"]
+    recorded = torch.load(path, weights_only=True)["hyper_parameters"]["scorer"]
+    saved = recorded["init_args"]["normalization"]
     assert saved == "zscore(zscore_range=2.0)"
-    fresh = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    fresh = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     other = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="zscore")
     message = (
         r"trained on images with intensity normalisation zscore\(zscore_range=2\.0\) \(as its "
@@ -326,14 +329,14 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
         normalization={"method": "zscore", "zscore_range": 2.0},
     )
     tiny_trainer(tmp_path).test(fresh, same, ckpt_path=path, verbose=False)
-    assert fresh.hparams["normalization"] == saved
+    assert fresh.scorer.normalization == saved
 
 
 def test_resuming_on_differently_normalised_data_is_refused(medad_root, tmp_path):
     _, trainer = fitted(medad_root, tmp_path, "equalize")
     path = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(path)
-    model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=4)
     dm = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
     with pytest.raises(ValueError, match=r"normalisation equalize .* data\.normalization is none"):
         tiny_trainer(tmp_path).fit(model, dm, ckpt_path=path)
@@ -344,10 +347,10 @@ def test_checkpoints_from_before_normalisation_count_as_none(medad_root, tmp_pat
     path = tmp_path / "old.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    del checkpoint["hyper_parameters"]["normalization"]
+    del checkpoint["hyper_parameters"]["scorer"]["init_args"]["normalization"]
     torch.save(checkpoint, path)
     loaded = SAGAN.load_from_checkpoint(path, weights_only=True)
-    assert loaded.hparams["normalization"] == "none"
+    assert loaded.scorer.normalization == "none"
     dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="clahe")
     with pytest.raises(ValueError, match="normalisation none"):
         tiny_trainer(tmp_path).test(loaded, dm, verbose=False)
@@ -383,7 +386,7 @@ def test_predict_follows_the_models_normalisation_unless_told_otherwise(medad_ro
 def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, normalization=method).eval()
+    model = SAGAN(**tiny_networks(), scorer=Scorer(normalization=method)).eval()
     raw = radiographs(5)
     with torch.no_grad():
         expected = model.infer(to_model_range(normalize_images(raw, method)))
@@ -399,7 +402,7 @@ def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
 
 def test_clahe_export_needs_the_callers_normalisation(tmp_path):
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, normalization="clahe(clip_limit=3.0)").eval()
+    model = SAGAN(**tiny_networks(), scorer=Scorer(normalization="clahe(clip_limit=3.0)")).eval()
     with pytest.raises(
         ValueError,
         match=r"clahe\(clip_limit=3\.0, tile_grid=8\)-normalised images.*"
@@ -407,7 +410,7 @@ def test_clahe_export_needs_the_callers_normalisation(tmp_path):
     ):
         export_scorer(model, tmp_path / "s.pt", format="torchscript")
     raw = radiographs(3)
-    record = model.hparams["normalization"]
+    record = model.scorer.normalization
     path = export_scorer(model, tmp_path / "s.pt", format="torchscript", input_normalized=True)
     scores, _ = torch.jit.load(str(path))(to_model_range(normalize_images(raw, record)))
     with torch.no_grad():
@@ -420,9 +423,9 @@ def test_command_line_normalisation_reaches_the_checkpoint_and_export(tmp_path, 
     root = write_medad_tree(tmp_path / "medad", size=32)
     args = [
         "--model=sagan_ad.SAGAN",
-        *(f"--model.{k}={v}" for k, v in TINY_MODEL.items()),
+        *TINY_MODEL_ARGS,
         "--model.max_iterations=2",
-        "--model.bootstrap_resamples=0",
+        "--model.evaluator.bootstrap_resamples=0",
         "--data=sagan_ad.MedADDataModule",
         f"--data.root={root}",
         "--data.image_size=32",

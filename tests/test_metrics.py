@@ -183,15 +183,18 @@ def test_image_metrics_under_ddp_sees_every_rank_once():
         "scores": torch.tensor([0.8, 0.2], dtype=torch.float64),
         "labels": torch.tensor([1, 0]),
         "indices": torch.tensor([2, 1]),
+        "statistics": torch.tensor([[0.8, 0.1], [0.2, 0.1]]),
     }
-    states = iter(["scores", "labels", "indices"])
+    states = iter(["scores", "labels", "indices", "statistics"])
 
     def gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
         return [tensor, other_rank[next(states)]]
 
     metric = ImageMetrics(dist_sync_fn=gather, distributed_available_fn=lambda: True)
-    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([0, 0]), torch.tensor([0, 1]))
+    statistics = torch.tensor([[0.1, 0.1], [0.2, 0.1]])
+    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([0, 0]), torch.tensor([0, 1]), statistics)
     out = metric.compute()
     assert out["index"].tolist() == [0, 1, 2]
+    assert out["statistics"][:, 0].tolist() == pytest.approx([0.1, 0.2, 0.8])
     assert out["label"].tolist() == [0, 0, 1]
     assert out["score"].tolist() == pytest.approx([0.1, 0.2, 0.8])

@@ -5,9 +5,17 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import tiny_networks, tiny_trainer
 
-from sagan_ad import SAGAN, MedADDataModule, best_and_last_checkpoints
+from sagan_ad import (
+    SAGAN,
+    Critic,
+    Evaluator,
+    MedADDataModule,
+    SAGANLoss,
+    Scorer,
+    best_and_last_checkpoints,
+)
 from sagan_ad.training.losses import gradient_penalty
 
 
@@ -21,7 +29,7 @@ def flat(module: torch.nn.Module) -> torch.Tensor:
 
 def test_critic_steps_every_iteration_generator_every_n_critic(medad_root, tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=1, n_critic=2)
+    model = SAGAN(**tiny_networks(), max_iterations=1, n_critic=2)
     g0, d0 = flat(model.generator), flat(model.critic)
     t = tiny_trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0)
     t.fit(model, datamodule(medad_root))
@@ -41,7 +49,7 @@ def test_critic_steps_every_iteration_generator_every_n_critic(medad_root, tmp_p
 
 def test_fit_validates_tests_and_checkpoints_the_iteration(medad_root, tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=4)
+    model = SAGAN(**tiny_networks(), max_iterations=4)
     dm = datamodule(medad_root)
     t = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints())
     t.fit(model, dm)
@@ -62,7 +70,7 @@ def test_fit_validates_tests_and_checkpoints_the_iteration(medad_root, tmp_path)
 
 def test_losses_follow_the_paper_formulas():
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     normal = torch.rand(4, 1, 32, 32) * 2 - 1
     fake = torch.rand(4, 1, 32, 32) * 2 - 1
     terms = model.critic_loss(normal, fake)
@@ -81,7 +89,7 @@ def test_losses_follow_the_paper_formulas():
 
 
 def test_gradient_penalty_is_fp32_under_bf16_autocast():
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     real = torch.rand(4, 1, 32, 32) * 2 - 1
     fake = torch.rand(4, 1, 32, 32) * 2 - 1
     reference = gradient_penalty(model.critic, real, fake, torch.Generator().manual_seed(0))
@@ -104,7 +112,7 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
 
 
 def test_score_and_map_are_deterministic_and_bounded():
-    model = SAGAN(**TINY_MODEL)  # left in train mode on purpose
+    model = SAGAN(**tiny_networks())  # left in train mode on purpose
     x = torch.rand(3, 1, 32, 32) * 2 - 1
     maps = model.anomaly_map(x)
     assert maps.shape == (3, 1, 32, 32)
@@ -112,14 +120,14 @@ def test_score_and_map_are_deterministic_and_bounded():
     assert torch.equal(model.anomaly_map(x), maps)
     assert torch.allclose(model.score(x), maps.mean(dim=(1, 2, 3)))
     assert torch.equal(model(x), model.score(x))
-    reference = SAGAN(**TINY_MODEL, inference="reference")
+    reference = SAGAN(**tiny_networks(), scorer=Scorer(inference="reference"))
     reference.load_state_dict(model.state_dict())
     assert not torch.equal(reference.anomaly_map(x), reference.anomaly_map(x))
 
 
 def test_top_fraction_score_averages_the_largest_map_values():
     torch.manual_seed(0)
-    model = SAGAN(**TINY_MODEL, map_sigma=1.0, score_top_fraction=0.05).eval()
+    model = SAGAN(**tiny_networks(), scorer=Scorer(map_sigma=1.0, top_fraction=0.05)).eval()
     x = torch.rand(3, 1, 32, 32) * 2 - 1
     maps = model.anomaly_map(x).flatten(1)
     k = 52  # ceil(0.05 * 1024)
@@ -129,13 +137,13 @@ def test_top_fraction_score_averages_the_largest_map_values():
     # The top of a map can only exceed its mean, and the one-pass and two-pass paths agree.
     assert (model.score(x) > maps.mean(1)).all()
     for bad in (0.0, 1.5):
-        with pytest.raises(ValueError, match="score_top_fraction"):
-            SAGAN(**TINY_MODEL, score_top_fraction=bad)
+        with pytest.raises(ValueError, match="top_fraction"):
+            SAGAN(**tiny_networks(), scorer=Scorer(top_fraction=bad))
 
 
 def test_bf16_mixed_precision_trains(medad_root, tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2)
+    model = SAGAN(**tiny_networks(), max_iterations=2)
     t = tiny_trainer(
         tmp_path, precision="bf16-mixed", enable_checkpointing=False, limit_val_batches=0
     )
@@ -153,7 +161,7 @@ def test_subclass_overrides_a_loss_without_copying_the_step(medad_root, tmp_path
             weight = 1 + 4 * masks.float()
             return (weight * (normal - restored_corrupted) ** 2).mean()
 
-    model = Weighted(**TINY_MODEL, max_iterations=4)
+    model = Weighted(**tiny_networks(), max_iterations=4)
     tiny_trainer(tmp_path, enable_checkpointing=False, limit_val_batches=0).fit(
         model, datamodule(medad_root)
     )
@@ -161,31 +169,33 @@ def test_subclass_overrides_a_loss_without_copying_the_step(medad_root, tmp_path
 
 
 def test_model_and_data_sizes_must_agree(medad_root, tmp_path):
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     dm = MedADDataModule(medad_root, image_size=64, batch_size=4)
-    with pytest.raises(ValueError, match="model.image_size=32 but data.image_size=64"):
+    with pytest.raises(ValueError, match="model.generator.image_size=32 but data.image_size=64"):
         tiny_trainer(tmp_path).fit(model, dm)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("settings", "message"),
     [
-        ({"n_critic": 0}, "n_critic"),
-        ({"max_iterations": 0}, "max_iterations"),
-        ({"inference": "random"}, "inference"),
-        ({"image_size": 32, "critic_downsamples": 6}, "critic_downsamples"),
-        ({"lambda_gp": -1.0}, "lambda_gp"),
+        (lambda: {"n_critic": 0}, "n_critic"),
+        (lambda: {"max_iterations": 0}, "max_iterations"),
+        (lambda: {"generator_ema": 1.0}, "generator_ema"),
+        (lambda: {"scorer": Scorer(inference="random")}, "inference"),
+        (lambda: {"critic": Critic(num_downsamples=6)}, "num_downsamples"),
+        (lambda: {"critic": Critic(in_channels=3)}, "critic in_channels=3"),
+        (lambda: {"loss": SAGANLoss(lambda_gp=-1.0)}, "lambda_gp"),
+        (lambda: {"evaluator": Evaluator(threshold_policy="best")}, "threshold_policy"),
     ],
 )
-def test_bad_hyperparameters_are_named(kwargs, message):
-    options = {**TINY_MODEL, **kwargs}
+def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
-        SAGAN(**options)
+        SAGAN(**{**tiny_networks(), **settings()})
 
 
 def test_generator_weight_average_follows_the_trained_generator(medad_root, tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=6, generator_ema=0.9)
+    model = SAGAN(**tiny_networks(), max_iterations=6, generator_ema=0.9)
     assert model.generator_ema is not None and model.inference_generator is model.generator_ema
     assert not any(p.requires_grad for p in model.generator_ema.parameters())
     averaged, trained = [flat(model.generator)], [flat(model.generator)]
@@ -218,10 +228,10 @@ def test_generator_weight_average_follows_the_trained_generator(medad_root, tmp_
 
 
 def test_generator_weight_average_is_checkpointed_and_optional(tmp_path):
-    model = SAGAN(**TINY_MODEL, generator_ema=0.99)
+    model = SAGAN(**tiny_networks(), generator_ema=0.99)
     assert any(k.startswith("generator_ema.") for k in model.state_dict())
-    plain = SAGAN(**TINY_MODEL)
+    plain = SAGAN(**tiny_networks())
     assert plain.generator_ema is None and plain.inference_generator is plain.generator
     assert not any(k.startswith("generator_ema.") for k in plain.state_dict())
     with pytest.raises(ValueError, match="generator_ema=1.0"):
-        SAGAN(**TINY_MODEL, generator_ema=1.0)
+        SAGAN(**tiny_networks(), generator_ema=1.0)

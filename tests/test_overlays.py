@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DICOM_ROOT, TINY_MODEL, requires_dicom_samples, tiny_trainer
+from conftest import DICOM_ROOT, requires_dicom_samples, tiny_networks, tiny_trainer
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from sagan_ad import SAGAN, EvaluationWriter, FolderPredictDataModule
+from sagan_ad import SAGAN, EvaluationWriter, Evaluator, FolderPredictDataModule
 from sagan_ad.data import decode_image
 from sagan_ad.evaluation.visualization import (
     MIN_OVERLAY_SIDE,
@@ -117,7 +117,7 @@ def validated(tmp_path_factory) -> SAGAN:
     from sagan_ad import SyntheticCXRDataModule
 
     # Untrained on purpose: these tests are about the pictures, not the scores.
-    model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     model.allow_untrained = True
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
     tiny_trainer(tmp_path_factory.mktemp("val")).validate(model, data)

@@ -7,9 +7,9 @@ import sys
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Generator, Performance, SyntheticCXRDataModule
 from sagan_ad.data import DeviceTrainingStream, TrainingStream
 
 
@@ -34,9 +34,9 @@ def _data(**kwargs) -> SyntheticCXRDataModule:
     )
 
 
-def _model(**kwargs) -> SAGAN:
+def _model(performance: Performance | None = None, **generator_args) -> SAGAN:
     torch.manual_seed(0)  # the same initial weights and residual masks in every run
-    return SAGAN(**{**TINY_MODEL, "max_iterations": 2, **kwargs})
+    return SAGAN(**tiny_networks(**generator_args), max_iterations=2, performance=performance)
 
 
 def _train(model: SAGAN, data: SyntheticCXRDataModule) -> dict[str, float]:
@@ -72,7 +72,7 @@ def test_data_on_device_refuses_workers() -> None:
 
 
 def test_channels_last_trains_like_the_default_layout() -> None:
-    model = _model(channels_last=True)
+    model = _model(Performance(channels_last=True))
     weight = model.generator.stem[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last)
     assert _train(model, _data()) == pytest.approx(_train(_model(), _data()), rel=1e-4, abs=1e-6)
@@ -85,7 +85,9 @@ def test_compiled_model_trains_like_eager() -> None:
     options = {"backend": "aot_eager"}
     eager_model = _model(residual_keep_prob=1.0)
     eager = _train(eager_model, _data())
-    compiled_model = _model(residual_keep_prob=1.0, compile=True, compile_options=options)
+    compiled_model = _model(
+        Performance(compile=True, compile_options=options), residual_keep_prob=1.0
+    )
     compiled = _train(compiled_model, _data())
     # Same parameter names as eager, so checkpoints are interchangeable.
     assert list(compiled_model.state_dict()) == list(eager_model.state_dict())
@@ -124,7 +126,11 @@ def test_bf16_autocast_iteration_matches_fp32() -> None:
     bottleneck's maps 4x4 as in the paper (at 32 px they are 2x2 and the comparison is noise).
     """
     torch.manual_seed(0)
-    model = SAGAN(image_size=64, base_channels=8, num_res_blocks=1, residual_keep_prob=1.0)
+    model = SAGAN(
+        generator=Generator(
+            image_size=64, base_channels=8, num_res_blocks=1, residual_keep_prob=1.0
+        )
+    )
     normal, unlabeled = torch.rand(2, 4, 1, 64, 64) * 2 - 1
     fp32_losses, fp32_grads = _one_iteration(model, normal, unlabeled, bf16=False)
     bf16_losses, bf16_grads = _one_iteration(model, normal, unlabeled, bf16=True)
@@ -172,7 +178,11 @@ _HOST_READS = ("__bool__", "__int__", "__float__", "item", "tolist", "numpy")
 )
 def test_training_step_reads_the_host_only_at_divergence_checks(interval, expected) -> None:
     torch.manual_seed(0)
-    model = CountsHostReads(**TINY_MODEL, max_iterations=6, divergence_check_interval=interval)
+    model = CountsHostReads(
+        **tiny_networks(),
+        performance=Performance(divergence_check_interval=interval),
+        max_iterations=6,
+    )
     model.reads_per_step = []
     _trainer().fit(model, datamodule=_data(data_on_device=True))
     # Interval 1: one read per optimizer step (critic every iteration, generator every 2nd).

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import NIH_ROOT, requires_nih, write_medad_tree
 
-from sagan_ad import SAGAN
+from sagan_ad import SAGAN, Critic, Generator, Scorer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
@@ -158,11 +158,9 @@ def test_saved_runs_merge_into_one_table_and_ratio_plot(quality, tmp_path):
 def test_main_table_scores_with_the_models_own_settings(quality):
     torch.manual_seed(0)
     model = SAGAN(
-        image_size=32,
-        base_channels=4,
-        critic_downsamples=5,
-        map_sigma=1.0,
-        score_top_fraction=0.05,
+        generator=Generator(image_size=32, base_channels=4),
+        critic=Critic(base_channels=4, num_downsamples=5),
+        scorer=Scorer(map_sigma=1.0, top_fraction=0.05),
     ).eval()
     images = torch.rand(3, 1, 32, 32) * 2 - 1
     restored = quality.restore_all(model.restore, images)

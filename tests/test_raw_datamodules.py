@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import chest_phantom, write_dicom
+from conftest import chest_phantom, tiny_networks, write_dicom
 from PIL import Image
 
 from sagan_ad import (
@@ -338,7 +338,6 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
 
 def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_path, monkeypatch):
     import lightning as L
-    from conftest import TINY_MODEL
 
     import sagan_ad.data.cache as cache_module
     from sagan_ad import SAGAN
@@ -350,7 +349,7 @@ def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_
     )
     dm = rsna(rsna_tree(tmp_path / "rsna"), tmp_path, image_size=32, val_fraction=0.25)
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2)
+    model = SAGAN(**tiny_networks(), max_iterations=2)
     trainer = L.Trainer(
         max_epochs=-1,
         check_val_every_n_epoch=None,

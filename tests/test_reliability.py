@@ -14,14 +14,16 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_DATA_ARGS, TINY_MODEL, tiny_trainer
+from conftest import TINY_DATA_ARGS, tiny_networks, tiny_trainer
 
 from sagan_ad import (
     SAGAN,
     AtomicCheckpointIO,
     DivergenceError,
+    Evaluator,
     LastCheckpoint,
     MedADDataModule,
+    Performance,
     best_and_last_checkpoints,
     load_checkpoint,
 )
@@ -30,13 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 RUN = [
     "--model=sagan_ad.SAGAN",
-    "--model.image_size=32",
-    "--model.base_channels=4",
-    "--model.num_res_blocks=1",
-    "--model.critic_base_channels=4",
-    "--model.critic_downsamples=5",
+    "--model.generator.image_size=32",
+    "--model.generator.base_channels=4",
+    "--model.generator.num_res_blocks=1",
+    "--model.critic.base_channels=4",
+    "--model.critic.num_downsamples=5",
     "--model.max_iterations=12",
-    "--model.bootstrap_resamples=0",
+    "--model.evaluator.bootstrap_resamples=0",
     *TINY_DATA_ARGS,
     "--trainer.val_check_interval=4",
     "--trainer.accelerator=cpu",
@@ -254,7 +256,7 @@ def test_divergence_stops_with_the_loss_and_iteration_and_keeps_the_good_checkpo
     medad_root, tmp_path, model_class, message
 ):
     L.seed_everything(0)
-    model = model_class(**TINY_MODEL, max_iterations=6)
+    model = model_class(**tiny_networks(), max_iterations=6)
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
     trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(DivergenceError, match=re.escape(message)):
@@ -268,7 +270,9 @@ def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp
     # With the check read every 4 iterations, the NaN at iteration 3 is reported at the read
     # after it, and no checkpoint is written from the poisoned weights in between.
     L.seed_everything(0)
-    model = NaNCriticLoss(**TINY_MODEL, max_iterations=12, divergence_check_interval=4)
+    model = NaNCriticLoss(
+        **tiny_networks(), performance=Performance(divergence_check_interval=4), max_iterations=12
+    )
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
     trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(
@@ -284,25 +288,25 @@ def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp
 
 
 def test_deferred_divergence_check_reads_nothing_between_checks(medad_root):
-    model = SAGAN(**TINY_MODEL, divergence_check_interval=3)
+    model = SAGAN(**tiny_networks(), performance=Performance(divergence_check_interval=3))
     terms = {"loss": torch.tensor(float("nan"))}
     model._check_finite("critic", terms, model.critic)
     model.iteration = 1
     model._check_finite("critic", {"loss": torch.tensor(1.0)}, model.critic)
     # Recorded on the device, not raised: the first failure (iteration 0) is kept.
-    assert int(model._first_bad["critic"]) == 0
+    assert int(model.divergence._first_bad["critic"]) == 0
     with pytest.raises(DivergenceError, match="first at iteration 0"):
-        model._raise_if_diverged()
+        model.divergence.raise_if_diverged(model.iteration)
 
 
 @pytest.mark.parametrize("interval", [0, -2, True])
 def test_divergence_check_interval_must_be_positive(interval):
     with pytest.raises(ValueError, match=r"^divergence_check_interval=.*must be an integer >= 1"):
-        SAGAN(**TINY_MODEL, divergence_check_interval=interval)
+        SAGAN(**tiny_networks(), performance=Performance(divergence_check_interval=interval))
 
 
 def test_non_finite_weights_are_never_checkpointed():
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     with torch.no_grad():
         model.critic.head.weight.fill_(float("inf"))
     with pytest.raises(DivergenceError, match=r"non-finite weights at iteration 0 \(critic"):
@@ -320,13 +324,13 @@ class RunsCode:
 
 
 def test_a_checkpoint_that_runs_code_on_unpickling_is_refused(tmp_path):
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     marker = tmp_path / "code-ran"
     crafted = tmp_path / "crafted.ckpt"
     torch.save(
         {
             "state_dict": model.state_dict(),
-            "hyper_parameters": {**TINY_MODEL, "payload": RunsCode(marker)},
+            "hyper_parameters": {"max_iterations": 4, "payload": RunsCode(marker)},
             "pytorch-lightning_version": L.__version__,
         },
         crafted,
@@ -343,7 +347,7 @@ def test_a_checkpoint_that_runs_code_on_unpickling_is_refused(tmp_path):
 
 def test_trained_checkpoints_load_safely(medad_root, tmp_path):
     L.seed_everything(0)
-    model = SAGAN(**TINY_MODEL, max_iterations=2)
+    model = SAGAN(**tiny_networks(), max_iterations=2)
     data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
     atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path)).fit(model, data)
     restored = load_checkpoint(tmp_path / "last.ckpt")
@@ -356,7 +360,9 @@ def test_trained_checkpoints_load_safely(medad_root, tmp_path):
 def test_same_seed_same_metrics(medad_root, tmp_path):
     def run() -> tuple[dict, dict]:
         L.seed_everything(0)
-        model = SAGAN(**TINY_MODEL, max_iterations=4, bootstrap_resamples=20)
+        model = SAGAN(
+            **tiny_networks(), evaluator=Evaluator(bootstrap_resamples=20), max_iterations=4
+        )
         data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
         trainer = atomic_trainer(tmp_path, enable_checkpointing=False)
         trainer.fit(model, data)

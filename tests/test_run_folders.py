@@ -12,10 +12,10 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import TINY_MODEL, tiny_trainer
+from conftest import tiny_networks, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Evaluator, SyntheticCXRDataModule
 from sagan_ad.cli import main
 from sagan_ad.training.outputs import EvaluationWriter
 from sagan_ad.training.runs import run_dir
@@ -23,13 +23,13 @@ from sagan_ad.training.tracking import SplitRecorder
 
 MODEL = [
     "--model=sagan_ad.SAGAN",
-    "--model.image_size=32",
-    "--model.base_channels=4",
-    "--model.num_res_blocks=1",
-    "--model.critic_base_channels=4",
-    "--model.critic_downsamples=5",
+    "--model.generator.image_size=32",
+    "--model.generator.base_channels=4",
+    "--model.generator.num_res_blocks=1",
+    "--model.critic.base_channels=4",
+    "--model.critic.num_downsamples=5",
     "--model.max_iterations=2",
-    "--model.bootstrap_resamples=20",
+    "--model.evaluator.bootstrap_resamples=20",
     "--trainer.val_check_interval=2",
     "--trainer.accelerator=cpu",
     "--trainer.enable_model_summary=false",
@@ -239,7 +239,7 @@ def test_generator_losses_are_logged_on_generator_iterations_only(every, tmp_pat
         num_sanity_val_steps=0,
         enable_checkpointing=False,
     )
-    model = SAGAN(**TINY_MODEL, max_iterations=8, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=8)
     trainer.fit(model, SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32))
     rows = read_rows(Path(logger.log_dir) / "metrics.csv")
     generator = sorted(int(r["step"]) for r in rows if r.get("train/generator/loss"))
@@ -279,7 +279,7 @@ def test_the_split_is_written_into_the_run_folder_and_the_wandb_run(tmp_path, of
         tmp_path, logger=logger, callbacks=[SplitRecorder()], enable_checkpointing=False
     )
     data = SplitPhantoms(MANIFEST, num_known_normal=16, num_test=8, image_size=32, batch_size=4)
-    model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     model.allow_untrained = True  # the split's files are the subject, not the scores
     trainer.validate(model, data)
     folder = run_dir(trainer)
@@ -294,7 +294,7 @@ def test_the_split_is_written_into_the_run_folder_and_the_wandb_run(tmp_path, of
 @pytest.mark.parametrize("data", [SplitPhantoms(None), SyntheticCXRDataModule()])
 def test_no_split_no_file(data, tmp_path):
     trainer = tiny_trainer(tmp_path, callbacks=[SplitRecorder()])
-    trainer.strategy.connect(SAGAN(**TINY_MODEL))
+    trainer.strategy.connect(SAGAN(**tiny_networks()))
     trainer.datamodule = data
     SplitRecorder().setup(trainer, trainer.lightning_module, "fit")
     assert not list(tmp_path.rglob("data.json"))
@@ -320,7 +320,7 @@ def test_the_cli_records_the_split(tmp_path):
 
 def test_evaluation_writer_writes_into_the_run_folder_of_a_plain_trainer(tmp_path):
     trainer = tiny_trainer(tmp_path, callbacks=[EvaluationWriter()])
-    model = SAGAN(**TINY_MODEL, bootstrap_resamples=0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     model.allow_untrained = True  # where the files go is the subject, not the scores
     data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
     trainer.validate(model, data)

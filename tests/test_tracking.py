@@ -8,10 +8,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import tiny_networks
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule, ValidationSampleLogger
+from sagan_ad import SAGAN, Evaluator, SyntheticCXRDataModule, ValidationSampleLogger
 
 
 def phantoms() -> SyntheticCXRDataModule:
@@ -33,7 +33,7 @@ class RecordingTensorBoard(TensorBoardLogger):
 
 
 def test_tensorboard_gets_the_grid_with_the_iteration_as_step(tmp_path):
-    model = SAGAN(**TINY_MODEL)
+    model = SAGAN(**tiny_networks())
     model.iteration = 40
     logger = RecordingTensorBoard()
     trainer = SimpleNamespace(
@@ -79,7 +79,10 @@ def test_wandb_offline_run_gets_images_and_the_data_summary(tmp_path, monkeypatc
         enable_checkpointing=False,
         accelerator="cpu",
     )
-    trainer.fit(SAGAN(**TINY_MODEL, max_iterations=2, bootstrap_resamples=0), phantoms())
+    trainer.fit(
+        SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2),
+        phantoms(),
+    )
     config = dict(logger.experiment.config)
     assert config["data/train/known_normal"] == 14
     assert config["threshold_policy"] == "balanced"

@@ -18,6 +18,7 @@ from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
     TrainingStream,
+    collate_evaluation,
     to_model_range,
 )
 from sagan_ad.data.intensity import (
@@ -159,7 +160,9 @@ class AnomalyDataModule(L.LightningDataModule):
     the validation metric is comparable across runs and never touches the test set.
 
     Batches: training ``{"normal": (B, C, H, W), "unlabeled": (B, C, H, W)}``; evaluation
-    ``{"image", "label", "index", "name"}``; images float in ``[-1, 1]`` after transfer.
+    ``{"image", "label", "index", "name", "statistics"}`` and, where the data know them,
+    ``"mask"``, ``"boxes"``, ``"original_size"`` and ``"metadata"`` (`LabelledImages`); images
+    float in ``[-1, 1]`` after transfer.
 
     Args:
         image_size: side of the square images fed to the model.
@@ -333,14 +336,27 @@ class AnomalyDataModule(L.LightningDataModule):
                 counts[f"{part}/abnormal"] = sum(1 for label in data.labels if label == 1)
         return counts
 
-    def _eval_loader(self, data: ImageSet) -> DataLoader:
+    def _eval_loader(self, data: ImageSet, masks: Tensor | None = None) -> DataLoader:
+        # Everything evaluation knows of an image travels in its batch, so the model never
+        # reads the DataModule.
+        images = LabelledImages(
+            data.images,
+            data.labels,
+            data.names,
+            statistics=data.statistics(),
+            masks=masks,
+            boxes=data.boxes,
+            original_sizes=data.original_sizes,
+            metadata=data.metadata,
+        )
         return DataLoader(
-            LabelledImages(data.images, data.labels, data.names),
+            images,
             batch_size=self.eval_batch_size,
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=self._loader_generator(),
+            collate_fn=collate_evaluation,
         )
 
     def _loader_generator(self) -> torch.Generator:
@@ -387,7 +403,7 @@ class AnomalyDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val is None else self._eval_loader(self.val)
+        return [] if self.val is None else self._eval_loader(self.val, self.val_masks)
 
     def test_dataloader(self) -> DataLoader:
         if self.test is None or len(self.test) == 0:
@@ -395,7 +411,7 @@ class AnomalyDataModule(L.LightningDataModule):
                 f"{type(self).__name__} has no test set: add labelled test images to the split "
                 "(test.'0' / test.'1' in data.json) or skip testing"
             )
-        return self._eval_loader(self.test)
+        return self._eval_loader(self.test, self.test_masks)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

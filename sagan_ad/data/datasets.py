@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from sagan_ad.data.intensity import stream_seed
 
@@ -194,18 +196,34 @@ class DeviceTrainingStream(TrainingStream):
 
 
 class LabelledImages(Dataset):
-    """Images with labels and names for validation, test and prediction.
+    """Images with labels and names for validation, test and prediction, and what evaluation
+    needs to know of each image beyond its pixels.
 
     Items are ``{"image": uint8 (C, H, W), "label": int, "index": int, "name": str}``; labels are
-    ``-1`` when unknown (prediction on unlabelled data).
+    ``-1`` when unknown (prediction on unlabelled data). Each optional per-image field that is
+    given adds its key to every item: ``statistics`` (the decoded image's mean and standard
+    deviation, for the shortcut audit), ``mask`` (a ground-truth mask ``(1, H, W)``), ``boxes``
+    (ground-truth boxes ``(k, 4)`` in original pixels), ``original_size`` (``(height, width)``)
+    and ``metadata`` (the image's metadata columns). Batch them with `collate_evaluation`.
 
     Examples:
-        >>> ds = LabelledImages(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"])
-        >>> ds[1]["label"], ds[1]["name"]
-        (1, 'b')
+        >>> ds = LabelledImages(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"],
+        ...                     metadata=[{"view": "AP"}, {"view": "PA"}])
+        >>> ds[1]["label"], ds[1]["name"], ds[1]["metadata"]
+        (1, 'b', {'view': 'PA'})
     """
 
-    def __init__(self, images: Tensor, labels: Sequence[int], names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Sequence[int],
+        names: Sequence[str],
+        statistics: Tensor | None = None,
+        masks: Tensor | None = None,
+        boxes: Sequence[np.ndarray] | None = None,
+        original_sizes: Sequence[tuple[int, int]] | None = None,
+        metadata: Sequence[dict[str, str]] | None = None,
+    ) -> None:
         if not len(images) == len(labels) == len(names):
             raise ValueError(
                 f"images ({len(images)}), labels ({len(labels)}) and names ({len(names)}) differ "
@@ -214,14 +232,50 @@ class LabelledImages(Dataset):
         self.images = images
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         self.names = list(names)
+        self.extras: dict[str, Sequence[Any]] = {}
+        for key, values in (
+            ("statistics", statistics),
+            ("mask", masks),
+            ("boxes", boxes),
+            ("original_size", original_sizes),
+            ("metadata", metadata),
+        ):
+            if values is None:
+                continue
+            if len(values) != len(images):
+                raise ValueError(f"{len(values)} {key} entries for {len(images)} images")
+            self.extras[key] = values
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        return {
+        item = {
             "image": self.images[index],
             "label": int(self.labels[index]),
             "index": index,
             "name": self.names[index],
         }
+        item.update({key: values[index] for key, values in self.extras.items()})
+        return item
+
+
+def collate_evaluation(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch `LabelledImages` items: tensors and numbers are stacked; names, boxes, original
+    sizes, paths and metadata stay per-image lists (boxes differ in number, metadata in keys,
+    and the default collate would split the ``(height, width)`` pairs into two tensors).
+
+    Examples:
+        >>> ds = LabelledImages(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"],
+        ...                     original_sizes=[(10, 12), (8, 8)])
+        >>> batch = collate_evaluation([ds[0], ds[1]])
+        >>> batch["image"].shape, batch["label"].tolist(), batch["original_size"]
+        (torch.Size([2, 1, 8, 8]), [0, 1], [(10, 12), (8, 8)])
+    """
+    listed = {"name", "boxes", "original_size", "metadata", "path"}
+    return {
+        key: [item[key] for item in items]
+        if key in listed
+        else default_collate([item[key] for item in items])
+        for key in items[0]
+    }

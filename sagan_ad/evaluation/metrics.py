@@ -283,11 +283,13 @@ def detection_metrics(
 
 
 class ImageMetrics(Metric):
-    """Collects the scores, labels and data set indices of an evaluation, across processes.
+    """Collects the scores, labels and data set indices of an evaluation, across processes, and
+    each image's intensity statistics when given (for the shortcut audit).
 
-    `compute` returns the indices, scores and labels of every evaluated image, sorted by index
-    with duplicates removed (a `DistributedSampler` pads the last batch by repeating images), so
-    callers compute `detection_metrics`, thresholds and per-subgroup numbers on the whole set.
+    `compute` returns the indices, scores and labels (and ``"statistics"`` when every update
+    had them) of every evaluated image, sorted by index with duplicates removed (a
+    `DistributedSampler` pads the last batch by repeating images), so callers compute
+    `detection_metrics`, thresholds and per-subgroup numbers on the whole set.
 
     Examples:
         >>> metric = ImageMetrics()
@@ -304,11 +306,16 @@ class ImageMetrics(Metric):
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
         self.add_state("indices", default=[], dist_reduce_fx="cat")
+        self.add_state("statistics", default=[], dist_reduce_fx="cat")
 
-    def update(self, scores: Tensor, labels: Tensor, indices: Tensor) -> None:
+    def update(
+        self, scores: Tensor, labels: Tensor, indices: Tensor, statistics: Tensor | None = None
+    ) -> None:
         self.scores.append(scores.detach().flatten().double())
         self.labels.append(labels.detach().flatten().long())
         self.indices.append(indices.detach().flatten().long())
+        if statistics is not None:
+            self.statistics.append(statistics.detach().flatten(1).float())
 
     def compute(self) -> dict[str, Tensor]:
         def joined(state: list[Tensor] | Tensor, dtype: torch.dtype) -> Tensor:
@@ -323,4 +330,8 @@ class ImageMetrics(Metric):
         first = torch.full_like(unique, indices.numel()).scatter_reduce_(
             0, inverse, torch.arange(indices.numel(), device=indices.device), reduce="amin"
         )
-        return {"index": unique, "score": scores[first], "label": labels[first]}
+        out = {"index": unique, "score": scores[first], "label": labels[first]}
+        statistics = joined(self.statistics, torch.float32)
+        if len(statistics) == len(indices) and len(indices):
+            out["statistics"] = statistics[first]
+        return out

@@ -35,7 +35,9 @@ class Critic(nn.Module):
                 f"Critic(in_channels={in_channels}, base_channels={base_channels}, "
                 f"num_downsamples={num_downsamples}): all must be positive"
             )
+        # Kept under their own names, so a SAGAN can record the critic (see Generator).
         self.in_channels = in_channels
+        self.base_channels = base_channels
         self.num_downsamples = num_downsamples
         layers: list[nn.Module] = []
         channels_in, channels_out = in_channels, base_channels
@@ -60,3 +62,27 @@ class Critic(nn.Module):
                 f"(2 ** num_downsamples), got {tuple(images.shape)}"
             )
         return self.head(self.features(images)).mean(dim=(1, 2, 3))
+
+
+def check_critic_fits(critic: Critic, generator: nn.Module) -> None:
+    """The critic must take the generator's images: the same channels, and at least one pixel
+    left after its downsampling.
+
+    Examples:
+        >>> from sagan_ad.networks.generator import Generator
+        >>> check_critic_fits(Critic(num_downsamples=6), Generator(image_size=32, base_channels=4))
+        Traceback (most recent call last):
+        ...
+        ValueError: generator image_size=32 is smaller than the critic's 2**num_downsamples = ...
+    """
+    channels, size = generator.in_channels, generator.image_size
+    if critic.in_channels != channels:
+        raise ValueError(
+            f"critic in_channels={critic.in_channels} but generator in_channels={channels}: "
+            "set both to the image channels"
+        )
+    if size < 2**critic.num_downsamples:
+        raise ValueError(
+            f"generator image_size={size} is smaller than the critic's 2**num_downsamples = "
+            f"{2**critic.num_downsamples}: lower the critic's num_downsamples"
+        )

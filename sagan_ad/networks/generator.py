@@ -119,8 +119,13 @@ class Generator(nn.Module):
         if not 0.0 < residual_keep_prob <= 1.0:
             raise ValueError(f"residual_keep_prob={residual_keep_prob}: must be in (0, 1]")
         check_generator_geometry(image_size, patch_grid)
+        # Every constructor argument is kept under its own name, so a SAGAN can record the
+        # generator in its hyper-parameters and rebuild it from a checkpoint.
         self.in_channels = in_channels
         self.image_size = image_size
+        self.base_channels = base_channels
+        self.num_res_blocks = num_res_blocks
+        self.position_encoding = position_encoding
         self.patch_grid = patch_grid
         self.num_patches = patch_grid * patch_grid
         self.residual_keep_prob = residual_keep_prob

@@ -289,9 +289,9 @@ def check_weights_fit(
     settings that differ, before a strict load fails on it.
 
     Examples:
-        >>> from sagan_ad.module import SAGAN
-        >>> small = SAGAN(image_size=32, base_channels=4, critic_downsamples=5)
-        >>> wide = SAGAN(image_size=32, base_channels=8, critic_downsamples=5)
+        >>> from sagan_ad import SAGAN, Critic, Generator
+        >>> small = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
+        >>> wide = SAGAN(Generator(image_size=32, base_channels=8), Critic(1, 4, 5))
         >>> checkpoint = {"state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
         >>> check_weights_fit(checkpoint, small)
         >>> check_weights_fit(checkpoint, wide)
@@ -364,8 +364,8 @@ def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the che
 
     Examples:
         >>> from sagan_ad.module import SAGAN
-        >>> check_settings({"hyper_parameters": {"image_size": 32}}, SAGAN)
-        >>> check_settings({"hyper_parameters": {"image_sise": 32}}, SAGAN)
+        >>> check_settings({"hyper_parameters": {"max_iterations": 32}}, SAGAN)
+        >>> check_settings({"hyper_parameters": {"max_iteration": 32}}, SAGAN)
         Traceback (most recent call last):
         ...
         sagan_ad.training.checkpoint_files.CheckpointError: the checkpoint records settings ...
@@ -397,7 +397,7 @@ def accepted_settings(cls: type) -> dict[str, Any] | None:
 
     Examples:
         >>> from sagan_ad.module import SAGAN
-        >>> accepted_settings(SAGAN)["image_size"]
+        >>> accepted_settings(SAGAN)["max_iterations"]
         <class 'int'>
     """
     names: dict[str, Any] = {}

@@ -11,8 +11,10 @@ raises a `CheckpointError` that names it and says what to do (see
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import warnings
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -176,7 +179,8 @@ def load_checkpoint(
     ``pickle.UnpicklingError``). Checkpoints written by sagan_ad hold only tensors and plain
     values and load fine. The model class is the one the checkpoint records (imported by its
     dotted name, never unpickled); checkpoints written before classes were recorded load as
-    `sagan_ad.SAGAN`.
+    `sagan_ad.SAGAN`. Checkpoints of v0.1, whose settings were flat, load as the same model
+    built from components (`sagan_ad.compat.upgrade_checkpoint`).
 
     Args:
         path: a ``.ckpt`` file written by ``sagan-ad fit`` or a Lightning Trainer.
@@ -196,10 +200,21 @@ def load_checkpoint(
     if model_class is None:
         model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
     check_model_class(checkpoint, model_class, source)
+    upgraded = upgrade_checkpoint(checkpoint)
     check_settings(checkpoint, model_class, source)
+    if upgraded:
+        # Lightning reads the file itself: hand it the upgraded settings instead.
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
     del checkpoint
     try:
-        model = model_class.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # Lightning's instantiator calls a jsonargparse method jsonargparse deprecates.
+            warnings.filterwarnings("ignore", message=r".*instantiate_classes.*deprecated")
+            model = model_class.load_from_checkpoint(
+                buffer if upgraded else path, map_location=map_location, weights_only=True
+            )
     except CheckpointError as err:
         # Raised by the model's on_load_checkpoint, which does not know the file's name.
         raise CheckpointError(str(err).replace("the checkpoint", source, 1)) from err

@@ -1,0 +1,85 @@
+"""The scoring component of `sagan_ad.SAGAN`: how a restoration becomes a map and a score."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
+from sagan_ad.networks.generator import Generator
+
+Inference = Literal["deterministic", "reference"]
+
+
+class Scorer(nn.Module):
+    """Turns an image and its restoration ``G(x)`` into an anomaly map and an image score.
+
+    The map is ``|x - G(x)| / 2`` in ``[0, 1]``, smoothed by a Gaussian of ``map_sigma`` pixels;
+    the score is the mean of the ``top_fraction`` largest map values (1: the paper's mean over
+    all pixels). The exported graph (`sagan_ad.AnomalyScorer`) computes the same.
+
+    Args:
+        map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is
+            computed from the smoothed map.
+        top_fraction: share of the largest map values averaged into the score, in ``(0, 1]``.
+            Choose it on a labelled validation set, never on the test set.
+        inference: ``"deterministic"`` (default) or ``"reference"``: the released code's random
+            inference, which keeps the generator's training-time residual mask on while
+            scoring (cannot be exported).
+        normalization: the intensity normalisation of the images the model was trained on (the
+            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
+            it None: fit records the DataModule's ``normalization`` here, so it is saved in every
+            checkpoint; validate, test and predict refuse data normalised otherwise, and export
+            embeds it in the graph.
+
+    Examples:
+        >>> import torch
+        >>> restored = torch.tensor([0.0, 0.0, 1.0, 2.0]).view(1, 1, 2, 2)
+        >>> scores, maps = Scorer(top_fraction=0.5)(torch.zeros(1, 1, 2, 2), restored)
+        >>> scores.tolist(), maps.shape
+        ([0.75], torch.Size([1, 1, 2, 2]))
+    """
+
+    def __init__(
+        self,
+        map_sigma: float = 0.0,
+        top_fraction: float = 1.0,
+        inference: Inference = "deterministic",
+        normalization: str | None = None,
+    ) -> None:
+        super().__init__()
+        if map_sigma < 0:
+            raise ValueError(f"scorer map_sigma={map_sigma}: must be >= 0")
+        if not 0.0 < top_fraction <= 1.0:
+            raise ValueError(f"scorer top_fraction={top_fraction}: must be in (0, 1]")
+        if inference not in ("deterministic", "reference"):
+            raise ValueError(
+                f"scorer inference={inference!r}: choose 'deterministic' or 'reference'"
+            )
+        self.map_sigma = float(map_sigma)
+        self.top_fraction = float(top_fraction)
+        self.inference = inference
+        self.normalization = normalization
+
+    def restore(self, generator: Generator, images: Tensor) -> Tensor:
+        """``G(images)`` as this scorer sees it (the residual mask only in ``"reference"``)."""
+        return generator(images, residual_mask=self.inference == "reference")
+
+    def anomaly_map(self, images: Tensor, restored: Tensor) -> Tensor:
+        """The (smoothed) anomaly map ``(B, 1, H, W)`` of ``images`` and their restorations."""
+        return smooth_map(anomaly_map(images, restored), self.map_sigma)
+
+    def score(self, maps: Tensor) -> Tensor:
+        """Image scores ``(B,)`` of anomaly maps."""
+        return map_to_score(maps, self.top_fraction)
+
+    def forward(self, images: Tensor, restored: Tensor) -> tuple[Tensor, Tensor]:
+        """``(scores, maps)`` in one pass over the maps."""
+        return score_and_map(images, restored, self.map_sigma, self.top_fraction)
+
+    def extra_repr(self) -> str:
+        return (
+            f"map_sigma={self.map_sigma}, top_fraction={self.top_fraction}, "
+            f"inference={self.inference!r}, normalization={self.normalization!r}"
+        )

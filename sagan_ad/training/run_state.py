@@ -1,0 +1,106 @@
+"""What a SAGAN checkpoint carries beyond the weights (the iteration, the model's class, every
+RNG state, the training data's normalisation), and the checks that decide whether a model may
+evaluate: trained weights, and data that match it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from sagan_ad.compat import is_flat, migrate_settings
+from sagan_ad.data.intensity import check_normalization
+from sagan_ad.training.checkpoint_files import (
+    check_finite_weights,
+    check_model_class,
+    model_class_name,
+)
+from sagan_ad.training.checkpointing import global_rng_state, set_global_rng_state
+
+
+def write_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Add the iteration, the model's class and the RNG states to ``checkpoint``."""
+    checkpoint["sagan_iteration"] = module.iteration
+    checkpoint["sagan_model_class"] = model_class_name(type(module))
+    checkpoint["sagan_global_rng_state"] = global_rng_state()
+    checkpoint["sagan_rng_state"] = (module.rng.device.type, module.rng.get_state())
+
+
+def read_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Check ``checkpoint`` against ``module`` (its class, finite weights) and restore the run
+    state `write_run_state` saved; every load passes here (a Trainer's ``ckpt_path``,
+    ``load_from_checkpoint``, `sagan_ad.load_checkpoint`)."""
+    check_model_class(checkpoint, type(module))
+    weights = [name for name, _ in module.named_parameters()]
+    check_finite_weights(checkpoint["state_dict"], weights)
+    module.iteration = int(checkpoint.get("sagan_iteration", 0))
+    # Checked when the weights are in (`mark_weights_loaded`); checkpoints from before the
+    # iteration was recorded count as trained.
+    module._loading_untrained = checkpoint.get("sagan_iteration") == 0
+    # Checkpoints written before thresholds existed load with no threshold chosen.
+    checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
+    # Restored lazily by `rng`, once the module is on its device; a state saved on another
+    # device type cannot be transplanted and the seed is used instead.
+    module._rng, module._rng_state = None, checkpoint.get("sagan_rng_state")
+    module._global_rng_state = checkpoint.get("sagan_global_rng_state")
+
+
+def mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
+    """A ``load_state_dict`` post-hook: the module now holds trained weights, unless they come
+    from a checkpoint saved before any iteration (the untrained network all the same)."""
+    module._weights_loaded = not module._loading_untrained
+    module._loading_untrained = False
+
+
+def check_trained(module: L.LightningModule, stage: str) -> None:
+    """Refuse to evaluate a model that never trained nor loaded weights (a random network)."""
+    if module.iteration > 0 or module._weights_loaded or module.allow_untrained:
+        return
+    raise ValueError(
+        f"{stage} refused: the model is untrained (iteration 0, and no checkpoint of a "
+        "later iteration or state dict loaded), so it "
+        "would score a random network. Pass the trained weights (sagan-ad: --ckpt_path last, "
+        "best or a .ckpt file; Python: ckpt_path= of the Trainer, or "
+        "sagan_ad.load_checkpoint(path)), or --allow_untrained true (Python: "
+        "model.allow_untrained = True) to evaluate the untrained network on purpose"
+    )
+
+
+def restore_global_rng(module: L.LightningModule) -> None:
+    """Restore the global RNG states a resumed checkpoint carried, right before the first
+    resumed iteration rather than at load time: Lightning draws from the global RNG in between
+    (sanity check, DataLoader seeds)."""
+    if module._global_rng_state is not None:
+        if module._trainer is not None and module.trainer.ckpt_path is not None:
+            set_global_rng_state(module._global_rng_state)
+        module._global_rng_state = None
+
+
+def check_data_matches(module: L.LightningModule, datamodule: Any) -> None:
+    """Refuse data of another size, channel count or intensity normalisation than the model's."""
+    for name in ("image_size", "in_channels"):
+        theirs = getattr(datamodule, name, None)
+        ours = getattr(module.generator, name)
+        if theirs is not None and theirs != ours:
+            raise ValueError(
+                f"model.generator.{name}={ours} but data.{name}={theirs}: set both to the same "
+                "value"
+            )
+    check_normalization(module.scorer.normalization, datamodule)
+
+
+def recorded_normalization(checkpoint: dict[str, Any]) -> str:
+    """The intensity normalisation a checkpoint's model was trained on, in any version's
+    settings; checkpoints from before normalisation existed were trained on decoded images.
+
+    Examples:
+        >>> recorded_normalization({"hyper_parameters": {"normalization": "equalize"}})
+        'equalize'
+        >>> recorded_normalization({})
+        'none'
+    """
+    recorded = checkpoint.get("hyper_parameters") or {}
+    recorded = migrate_settings(recorded) if is_flat(recorded) else recorded
+    scorer = (recorded.get("scorer") or {}).get("init_args") or {}
+    return scorer.get("normalization") or "none"
