@@ -40,7 +40,14 @@ from sagan_ad.data.intensity import (
     normalize_images,
 )
 from sagan_ad.data.lag import LAGDataModule
+from sagan_ad.data.leakage import (
+    check_disjoint,
+    check_leakage,
+    check_split_files,
+    file_identity,
+)
 from sagan_ad.data.medad import MedADDataModule
+from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.predict import (
     IMAGE_EXTENSIONS,
     FolderPredictDataModule,
@@ -51,20 +58,14 @@ from sagan_ad.data.predict import (
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.rsna import RSNADataModule
 from sagan_ad.data.split import (
-    MedADSplit,
     SplitError,
     build_unlabeled,
-    check_disjoint,
-    check_leakage,
-    check_split_files,
-    file_identity,
     hash_position,
     holdout_groups,
     holdout_indices,
-    protocol_split,
-    read_medad_split,
-    stable_draw,
 )
+from sagan_ad.data.split_draw import protocol_split, stable_draw
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
 from sagan_ad.data.vindr import VinDrCXRDataModule
 

@@ -31,7 +31,7 @@ from sagan_ad.data.image_io import (
     read_image,
     unify_bit_depth,
 )
-from sagan_ad.data.split import SAME_BYTES
+from sagan_ad.data.leakage import SAME_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
+from sagan_ad.data.leakage import LeakageCheck
+from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
-from sagan_ad.data.split import LeakageCheck, MedADSplit
 from sagan_ad.synthesis import Synthesizer
 
 CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"

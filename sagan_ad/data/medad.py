@@ -25,20 +25,18 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.raw import group_identity, group_values, separator_hint
-from sagan_ad.data.split import (
+from sagan_ad.data.leakage import (
     SAME_BYTES,
     LeakageCheck,
-    MedADSplit,
-    SplitError,
-    build_unlabeled,
     check_data_options,
     check_leakage,
     check_split_files,
     file_identity,
-    read_medad_split,
-    unlabeled_counts,
 )
+from sagan_ad.data.medad_split import MedADSplit
+from sagan_ad.data.raw import group_identity, group_values, separator_hint
+from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.synthesis import Synthesizer
 
 

@@ -35,21 +35,17 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.split import (
-    SPLIT_PARTS,
+from sagan_ad.data.leakage import (
     LeakageCheck,
-    MedADSplit,
-    SplitError,
-    build_unlabeled,
     check_data_options,
     check_disjoint,
     check_leakage,
     file_identity,
-    grouped_holdout,
-    protocol_split,
-    read_medad_split,
-    shares_groups,
 )
+from sagan_ad.data.medad_split import MedADSplit
+from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
+from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.synthesis import Synthesizer
 
 log = logging.getLogger(__name__)
