@@ -1,6 +1,7 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.bit_depth import data_set_depth, unify_bit_depth
 from sagan_ad.data.boxes import box_problem, scale_boxes
 from sagan_ad.data.cache import (
     CachedImages,
@@ -16,21 +17,16 @@ from sagan_ad.data.datasets import (
     to_model_range,
 )
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
+from sagan_ad.data.discovery import IMAGE_SUFFIXES, Discovery, discover_images, find_images
 from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.image_io import (
-    IMAGE_SUFFIXES,
-    Discovery,
     ImageReadError,
     ReadImage,
-    data_set_depth,
     decode_image,
-    discover_images,
-    find_images,
     load_image,
     load_image_and_size,
     load_images,
     read_image,
-    unify_bit_depth,
 )
 from sagan_ad.data.intensity import (
     IntensityAugmentation,

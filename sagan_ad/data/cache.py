@@ -20,18 +20,12 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, unify_bit_depth
 from sagan_ad.data.dicom import DicomOptions, read_tags
-from sagan_ad.data.image_io import (
-    BitDepth,
-    ImageReadError,
-    check_bit_depth,
-    is_dicom,
-    listing,
-    missing_reason,
-    read_image,
-    unify_bit_depth,
-)
+from sagan_ad.data.file_kinds import is_dicom, missing_reason
+from sagan_ad.data.image_io import ImageReadError, read_image
 from sagan_ad.data.leakage import SAME_BYTES
+from sagan_ad.data.messages import listing
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +49,7 @@ class PreprocessSettings:
         force_dicom: read every file as DICOM (files without suffix nor preamble).
         dicom_tags: DICOM header keywords stored with each image (for example
             ``("ViewPosition", "PatientSex")``), carried as metadata.
-        bit_depth: how 16-bit PNG / TIFF are scaled (see `sagan_ad.data.image_io.scale_bits`).
+        bit_depth: how 16-bit PNG / TIFF are scaled (see `sagan_ad.data.bit_depth.scale_bits`).
     """
 
     image_size: int
@@ -412,7 +406,7 @@ class ImageCache:
         """The preprocessed images of ``paths``, decoding the files not yet cached.
 
         The paths are one data set: with ``bit_depth="auto"`` their 16-bit images are scaled
-        by the largest depth any of them uses (see `sagan_ad.data.image_io.unify_bit_depth`).
+        by the largest depth any of them uses (see `sagan_ad.data.bit_depth.unify_bit_depth`).
 
         Args:
             paths: image files.

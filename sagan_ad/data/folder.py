@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.cache import CacheIdentity, OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
-from sagan_ad.data.image_io import BitDepth, discover_images
+from sagan_ad.data.discovery import discover_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,

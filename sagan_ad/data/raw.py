@@ -18,6 +18,7 @@ import torch
 from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
+from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import (
     IDENTITY_TAGS,
@@ -30,7 +31,8 @@ from sagan_ad.data.cache import (
     make_folder,
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
+from sagan_ad.data.file_kinds import missing_reason
+from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
@@ -43,6 +45,7 @@ from sagan_ad.data.leakage import (
     file_identity,
 )
 from sagan_ad.data.medad_split import MedADSplit
+from sagan_ad.data.messages import listing, log_once
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
