@@ -3,13 +3,8 @@
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.bit_depth import data_set_depth, unify_bit_depth
 from sagan_ad.data.boxes import box_problem, scale_boxes
-from sagan_ad.data.cache import (
-    CachedImages,
-    ImageCache,
-    PreprocessSettings,
-    content_digest,
-    header_tags,
-)
+from sagan_ad.data.cache import CachedImages, ImageCache, PreprocessSettings
+from sagan_ad.data.cache_files import content_digest
 from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
@@ -19,6 +14,7 @@ from sagan_ad.data.datasets import (
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
 from sagan_ad.data.discovery import IMAGE_SUFFIXES, Discovery, discover_images, find_images
 from sagan_ad.data.folder import FolderDataModule
+from sagan_ad.data.headers import header_tags
 from sagan_ad.data.image_io import (
     ImageReadError,
     ReadImage,

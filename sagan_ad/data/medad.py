@@ -13,15 +13,11 @@ from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.bit_depth import BitDepth
-from sagan_ad.data.cache import (
-    IDENTITY_TAGS,
-    CacheIdentity,
-    ImageCache,
-    PreprocessSettings,
-    content_digest,
-)
+from sagan_ad.data.cache import CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.cache_files import content_digest
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
 from sagan_ad.data.file_kinds import is_dicom
+from sagan_ad.data.headers import IDENTITY_TAGS
 from sagan_ad.data.image_io import load_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,

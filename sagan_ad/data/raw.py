@@ -20,18 +20,11 @@ from pydicom.datadict import tag_for_keyword
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.boxes import box_problem
-from sagan_ad.data.cache import (
-    IDENTITY_TAGS,
-    CacheIdentity,
-    ImageCache,
-    OnError,
-    PreprocessSettings,
-    atomic_write_text,
-    header_tags,
-    make_folder,
-)
+from sagan_ad.data.cache import CacheIdentity, ImageCache, OnError, PreprocessSettings
+from sagan_ad.data.cache_files import atomic_write_text, make_folder
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.file_kinds import missing_reason
+from sagan_ad.data.headers import IDENTITY_TAGS, header_tags
 from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
