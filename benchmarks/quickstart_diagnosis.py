@@ -37,7 +37,8 @@ from harness import adam, describe, training_only_trainer
 from torch import Tensor
 
 from sagan_ad import SAGAN, SyntheticCXRDataModule
-from sagan_ad.data.phantoms import add_lesions, make_chest_phantoms
+from sagan_ad.data.lesions import add_lesions
+from sagan_ad.data.phantoms import make_chest_phantoms
 from sagan_ad.evaluation.metrics import auroc
 from sagan_ad.synthesis import PatchBlendSynthesizer, PerlinBlobSynthesizer
 

@@ -1,14 +1,10 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
+from sagan_ad.data.bit_depth import data_set_depth, unify_bit_depth
 from sagan_ad.data.boxes import box_problem, scale_boxes
-from sagan_ad.data.cache import (
-    CachedImages,
-    ImageCache,
-    PreprocessSettings,
-    content_digest,
-    header_tags,
-)
+from sagan_ad.data.cache import CachedImages, ImageCache, PreprocessSettings
+from sagan_ad.data.cache_files import content_digest
 from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
@@ -16,21 +12,17 @@ from sagan_ad.data.datasets import (
     to_model_range,
 )
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
+from sagan_ad.data.discovery import IMAGE_SUFFIXES, Discovery, discover_images, find_images
 from sagan_ad.data.folder import FolderDataModule
+from sagan_ad.data.headers import header_tags
 from sagan_ad.data.image_io import (
-    IMAGE_SUFFIXES,
-    Discovery,
     ImageReadError,
     ReadImage,
-    data_set_depth,
     decode_image,
-    discover_images,
-    find_images,
     load_image,
     load_image_and_size,
     load_images,
     read_image,
-    unify_bit_depth,
 )
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
@@ -40,7 +32,14 @@ from sagan_ad.data.intensity import (
     normalize_images,
 )
 from sagan_ad.data.lag import LAGDataModule
+from sagan_ad.data.leakage import (
+    check_disjoint,
+    check_leakage,
+    check_split_files,
+    file_identity,
+)
 from sagan_ad.data.medad import MedADDataModule
+from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.predict import (
     IMAGE_EXTENSIONS,
     FolderPredictDataModule,
@@ -51,20 +50,14 @@ from sagan_ad.data.predict import (
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.rsna import RSNADataModule
 from sagan_ad.data.split import (
-    MedADSplit,
     SplitError,
     build_unlabeled,
-    check_disjoint,
-    check_leakage,
-    check_split_files,
-    file_identity,
     hash_position,
     holdout_groups,
     holdout_indices,
-    protocol_split,
-    read_medad_split,
-    stable_draw,
 )
+from sagan_ad.data.split_draw import protocol_split, stable_draw
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
 from sagan_ad.data.vindr import VinDrCXRDataModule
 

@@ -8,10 +8,9 @@ import json
 import logging
 import multiprocessing
 import os
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +19,21 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from sagan_ad.data.dicom import DicomOptions, read_tags
-from sagan_ad.data.image_io import (
-    BitDepth,
-    ImageReadError,
-    check_bit_depth,
-    is_dicom,
-    listing,
-    missing_reason,
-    read_image,
-    unify_bit_depth,
+from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, unify_bit_depth
+from sagan_ad.data.cache_files import (
+    _atomic_write,
+    atomic_write_text,
+    content_digest,
+    file_key,
+    make_folder,
+    read_json_store,
 )
-from sagan_ad.data.split import SAME_BYTES
+from sagan_ad.data.dicom import DicomOptions, read_tags
+from sagan_ad.data.file_kinds import is_dicom, missing_reason
+from sagan_ad.data.headers import IDENTITY_TAGS
+from sagan_ad.data.image_io import ImageReadError, read_image
+from sagan_ad.data.leakage import SAME_BYTES
+from sagan_ad.data.messages import listing
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 2
 OnError = Literal["raise", "skip"]
 CacheIdentity = Literal["stat", "verify", "content"]
-IDENTITY_TAGS = ("PatientID", "SOPInstanceUID")
-"""DICOM header values kept with every cached image for the leakage check."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PreprocessSettings:
         force_dicom: read every file as DICOM (files without suffix nor preamble).
         dicom_tags: DICOM header keywords stored with each image (for example
             ``("ViewPosition", "PatientSex")``), carried as metadata.
-        bit_depth: how 16-bit PNG / TIFF are scaled (see `sagan_ad.data.image_io.scale_bits`).
+        bit_depth: how 16-bit PNG / TIFF are scaled (see `sagan_ad.data.bit_depth.scale_bits`).
     """
 
     image_size: int
@@ -101,30 +101,6 @@ class CachedImages:
     identities: list[dict[str, str]] = field(default_factory=list)
 
 
-def file_key(path: str | os.PathLike) -> str:
-    """Identity of a file by its path, size and modification time (what ``"stat"`` compares)."""
-    stat = os.stat(path)
-    text = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
-def content_digest(path: str | os.PathLike) -> str:
-    """A BLAKE2b digest of the file's bytes (what ``"verify"`` and ``"content"`` compare).
-
-    Examples:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "x"
-        >>> _ = p.write_bytes(b"abc")
-        >>> content_digest(p)[:12]
-        '384264f676f3'
-    """
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class Decoded:
     """One file decoded by a cache worker: its pixels and what the index keeps about it."""
@@ -158,70 +134,10 @@ def _decode(job: tuple[str, PreprocessSettings]) -> Decoded | str:
     return Decoded(read.image, read.original_size, tags, read.bits, digest)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # Write beside the target, then rename: a crash leaves the old file or none, never half.
-    try:
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _unwritable(path, err) from err
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise _unwritable(path, err) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _unwritable(path: Path, err: OSError) -> OSError:
-    what = " (a folder is in the way)" if path.is_dir() else ""
-    return OSError(
-        f"cannot write {path}{what}: {err.strerror or err}; choose another cache_dir, or free "
-        "or repair that folder"
-    )
-
-
-def make_folder(folder: Path) -> None:
-    """Create a cache folder, or raise an `OSError` that names it and what to do."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(
-            f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "
-            "way, or no permission); choose another cache_dir"
-        ) from err
-
-
-def read_json_store(path: Path, what: str) -> dict:
-    """The JSON object kept at ``path`` by the cache, or ``{}`` when it is absent or damaged
-    (cut short by a full disk, overwritten): what it held is derived data and is rebuilt, with
-    a warning."""
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
-        problem = f"{type(err).__name__}: {err}"
-    else:
-        if isinstance(data, dict):
-            return data
-        problem = f"it holds a {type(data).__name__}, not an object"
-    log.warning("%s %s is damaged (%s): it is rebuilt", what, path, problem)
-    return {}
-
-
 def _save_array(path: Path, array: np.ndarray) -> None:
     # An open handle keeps np.save from appending ".npy" to the temporary name.
     with open(path, "wb") as handle:
         np.save(handle, array)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` atomically (temporary file, then rename)."""
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _entry_ok(value: object) -> bool:
@@ -412,7 +328,7 @@ class ImageCache:
         """The preprocessed images of ``paths``, decoding the files not yet cached.
 
         The paths are one data set: with ``bit_depth="auto"`` their 16-bit images are scaled
-        by the largest depth any of them uses (see `sagan_ad.data.image_io.unify_bit_depth`).
+        by the largest depth any of them uses (see `sagan_ad.data.bit_depth.unify_bit_depth`).
 
         Args:
             paths: image files.
@@ -491,56 +407,3 @@ class ImageCache:
             return {i: keys[i] for i in candidates if index[keys[i]][5] == digests[i]}
         by_digest = {value[5]: key for key, value in index.items()}
         return {i: by_digest[d] for i, d in digests.items() if d in by_digest}
-
-
-def header_tags(
-    paths: Sequence[str | os.PathLike],
-    keywords: Sequence[str],
-    store: str | os.PathLike | None = None,
-    force_dicom: bool = False,
-) -> list[dict[str, str]]:
-    """DICOM header values of many files (``""`` where absent, ``{}`` for other formats), read
-    without the pixel data, on every core, and kept in the JSON file ``store`` (by file key:
-    path, size, modification time) so that the next call reads only new or changed files.
-
-    What the raw DataModules read to group images by a DICOM tag before drawing the split.
-
-    Examples:
-        >>> header_tags([], ["PatientID"])
-        []
-    """
-    keywords = tuple(keywords)
-    store = None if store is None else Path(store)
-    known: dict = {} if store is None else read_json_store(store, "the header store")
-    known = {
-        key: entry
-        for key, entry in known.items()
-        if isinstance(entry, dict) and isinstance(entry.get("tags"), dict) and "dicom" in entry
-    }
-    keys = [file_key(p) for p in paths]
-
-    def stale(key: str) -> bool:
-        entry = known.get(key)
-        return entry is None or (entry["dicom"] and not set(keywords) <= set(entry["tags"]))
-
-    todo = [i for i, key in enumerate(keys) if stale(key)]
-
-    def read(i: int) -> dict:
-        if not is_dicom(paths[i], force_dicom):
-            return {"dicom": False, "tags": {}}
-        try:
-            return {"dicom": True, "tags": read_tags(paths[i], keywords)}
-        except Exception as err:
-            raise ImageReadError(f"{paths[i]}: {err}") from err
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for i, found in zip(todo, pool.map(read, todo), strict=True):
-            old = known.get(keys[i], {}).get("tags", {})
-            known[keys[i]] = {"dicom": found["dicom"], "tags": {**old, **found["tags"]}}
-    if todo and store is not None:
-        make_folder(store.parent)
-        atomic_write_text(store, json.dumps(known))
-    return [
-        {k: known[key]["tags"].get(k, "") for k in keywords} if known[key]["dicom"] else {}
-        for key in keys
-    ]

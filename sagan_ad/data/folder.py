@@ -6,15 +6,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.cache import CacheIdentity, OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
-from sagan_ad.data.image_io import BitDepth, discover_images
+from sagan_ad.data.discovery import discover_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
+from sagan_ad.data.leakage import LeakageCheck
+from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
-from sagan_ad.data.split import LeakageCheck, MedADSplit
 from sagan_ad.synthesis import Synthesizer
 
 CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"

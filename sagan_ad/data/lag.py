@@ -6,7 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-from sagan_ad.data.image_io import Discovery, discover_images, log_once
+from sagan_ad.data.discovery import Discovery, discover_images
+from sagan_ad.data.messages import log_once
 from sagan_ad.data.raw import RawDataModule, Record
 
 CLASS_FOLDERS = {"non_glaucoma": 0, "suspicious_glaucoma": 1}

@@ -12,33 +12,30 @@ import torch
 from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
-from sagan_ad.data.cache import (
-    IDENTITY_TAGS,
-    CacheIdentity,
-    ImageCache,
-    PreprocessSettings,
-    content_digest,
-)
+from sagan_ad.data.bit_depth import BitDepth
+from sagan_ad.data.cache import CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.cache_files import content_digest
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
-from sagan_ad.data.image_io import BitDepth, is_dicom, load_images, log_once
+from sagan_ad.data.file_kinds import is_dicom
+from sagan_ad.data.headers import IDENTITY_TAGS
+from sagan_ad.data.image_io import load_images
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.raw import group_identity, group_values, separator_hint
-from sagan_ad.data.split import (
+from sagan_ad.data.leakage import (
     SAME_BYTES,
     LeakageCheck,
-    MedADSplit,
-    SplitError,
-    build_unlabeled,
     check_data_options,
     check_leakage,
     check_split_files,
     file_identity,
-    read_medad_split,
-    unlabeled_counts,
 )
+from sagan_ad.data.medad_split import MedADSplit
+from sagan_ad.data.messages import log_once
+from sagan_ad.data.raw import group_identity, group_values, separator_hint
+from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.synthesis import Synthesizer
 
 

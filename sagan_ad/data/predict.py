@@ -13,22 +13,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, data_set_depth, used_bits
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_dataset
-from sagan_ad.data.image_io import (
-    EXIF_ORIENTATION,
-    IMAGE_SUFFIXES,
-    BitDepth,
-    ImageReadError,
-    check_bit_depth,
-    data_set_depth,
-    decode_image,
-    discover_images,
-    is_dicom,
-    missing_reason,
-    read_image,
-    used_bits,
-)
+from sagan_ad.data.discovery import IMAGE_SUFFIXES, discover_images
+from sagan_ad.data.file_kinds import is_dicom, missing_reason
+from sagan_ad.data.image_io import EXIF_ORIENTATION, ImageReadError, decode_image, read_image
 from sagan_ad.data.intensity import IntensityNormalization
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES

@@ -18,38 +18,30 @@ import torch
 from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
+from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.boxes import box_problem
-from sagan_ad.data.cache import (
-    IDENTITY_TAGS,
-    CacheIdentity,
-    ImageCache,
-    OnError,
-    PreprocessSettings,
-    atomic_write_text,
-    header_tags,
-    make_folder,
-)
+from sagan_ad.data.cache import CacheIdentity, ImageCache, OnError, PreprocessSettings
+from sagan_ad.data.cache_files import atomic_write_text, make_folder
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
+from sagan_ad.data.file_kinds import missing_reason
+from sagan_ad.data.headers import IDENTITY_TAGS, header_tags
+from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.split import (
-    SPLIT_PARTS,
+from sagan_ad.data.leakage import (
     LeakageCheck,
-    MedADSplit,
-    SplitError,
-    build_unlabeled,
     check_data_options,
     check_disjoint,
     check_leakage,
     file_identity,
-    grouped_holdout,
-    protocol_split,
-    read_medad_split,
-    shares_groups,
 )
+from sagan_ad.data.medad_split import MedADSplit
+from sagan_ad.data.messages import listing, log_once
+from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
+from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
+from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.synthesis import Synthesizer
 
 log = logging.getLogger(__name__)

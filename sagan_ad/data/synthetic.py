@@ -13,7 +13,8 @@ from sagan_ad.data.intensity import (
     IntensityAugmentation,
     IntensityNormalization,
 )
-from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
+from sagan_ad.data.lesions import add_lesions, check_range
+from sagan_ad.data.phantoms import make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
 from sagan_ad.synthesis import Synthesizer
 

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sagan_ad.data.image_io import listing
+from sagan_ad.data.messages import listing
 from sagan_ad.data.raw import RawDataModule, Record, number, read_csv
 
 LAYOUT = (

@@ -1,0 +1,98 @@
+"""The files of the image cache and the header store: a source file's identity (path, size and
+modification time, or a digest of its bytes), atomic writes, and JSON stores read back leniently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """Identity of a file by its path, size and modification time (what ``"stat"`` compares)."""
+    stat = os.stat(path)
+    text = f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """A BLAKE2b digest of the file's bytes (what ``"verify"`` and ``"content"`` compare).
+
+    Examples:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x"
+        >>> _ = p.write_bytes(b"abc")
+        >>> content_digest(p)[:12]
+        '384264f676f3'
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    # Write beside the target, then rename: a crash leaves the old file or none, never half.
+    try:
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _unwritable(path, err) from err
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(path, err) from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _unwritable(path: Path, err: OSError) -> OSError:
+    what = " (a folder is in the way)" if path.is_dir() else ""
+    return OSError(
+        f"cannot write {path}{what}: {err.strerror or err}; choose another cache_dir, or free "
+        "or repair that folder"
+    )
+
+
+def make_folder(folder: Path) -> None:
+    """Create a cache folder, or raise an `OSError` that names it and what to do."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "
+            "way, or no permission); choose another cache_dir"
+        ) from err
+
+
+def read_json_store(path: Path, what: str) -> dict:
+    """The JSON object kept at ``path`` by the cache, or ``{}`` when it is absent or damaged
+    (cut short by a full disk, overwritten): what it held is derived data and is rebuilt, with
+    a warning."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        problem = f"{type(err).__name__}: {err}"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"it holds a {type(data).__name__}, not an object"
+    log.warning("%s %s is damaged (%s): it is rebuilt", what, path, problem)
+    return {}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically (temporary file, then rename)."""
+    _atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,138 @@
+"""Finding the image files under a folder, and skipping hidden, system and other files."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sagan_ad.data.dicom import is_dicom_file
+from sagan_ad.data.file_kinds import DICOM_SUFFIXES
+from sagan_ad.data.messages import log_once
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
+"""The suffixes every reader of folders lists (training and ``predict`` alike), any case."""
+JUNK_NAMES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r"})
+JUNK_FOLDERS = frozenset(
+    {
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "lost+found",
+        # Network storage: Synology keeps thumbnails of every image (real JPEGs) in @eaDir and
+        # deleted files in #recycle; QNAP in @Recycle and @Recently-Snapshot.
+        "@eadir",
+        "#recycle",
+        "#snapshot",
+        "@recycle",
+        "@recently-snapshot",
+    }
+)
+
+
+def is_junk(name: str) -> bool:
+    """Whether a file name is never an image: hidden (``.name``, including macOS's AppleDouble
+    ``._name.jpg`` and ``.DS_Store``), an Office lock file (``~$name``) or a system file
+    (``Thumbs.db``, ``desktop.ini``, ...).
+
+    Examples:
+        >>> is_junk("._x.jpg"), is_junk("Thumbs.db"), is_junk("x.jpg")
+        (True, True, False)
+    """
+    return name.startswith((".", "~$")) or name.lower() in JUNK_NAMES
+
+
+@dataclass
+class Discovery:
+    """What `discover_images` found under a folder.
+
+    Attributes:
+        images: the image files, sorted.
+        junk: hidden or system files and folders that were skipped (`is_junk`, ``__MACOSX``).
+        other: files that are not images (by suffix, or without suffix nor DICOM magic).
+    """
+
+    images: list[Path]
+    junk: list[Path] = field(default_factory=list)
+    other: list[Path] = field(default_factory=list)
+
+    def log_skipped(self, folder: str | os.PathLike) -> None:
+        """One warning with the counts of what was skipped (nothing when nothing was)."""
+        if not (self.junk or self.other):
+            return
+        parts = []
+        if self.junk:
+            shown = ", ".join(p.name for p in self.junk[:3])
+            parts.append(f"{len(self.junk)} hidden or system file(s) or folder(s) ({shown}, ...)")
+        if self.other:
+            kinds = Counter(p.suffix.lower() or "(no suffix)" for p in self.other)
+            listed = ", ".join(f"{n} {suffix}" for suffix, n in kinds.most_common(5))
+            parts.append(f"{len(self.other)} file(s) that are not images ({listed})")
+        log_once(f"{folder}: skipped {' and '.join(parts)}; read {len(self.images)} image(s)")
+
+
+def discover_images(
+    folder: str | os.PathLike,
+    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    recursive: bool = True,
+    force_dicom: bool = False,
+) -> Discovery:
+    """Image files under ``folder``: by suffix (any case), plus files without a suffix that
+    carry the DICOM magic (PACS exports such as ``IM000001``); with ``force_dicom`` every file
+    (read as DICOM). Hidden and system files and folders (`is_junk`, `JUNK_FOLDERS`: also the
+    thumbnail and recycle folders of network storage) are never images. Symbolic links to
+    folders are followed (each folder once); dangling links, link loops and special files with
+    an image suffix are listed as images, so that reading them reports what they are.
+
+    Examples:
+        >>> import tempfile
+        >>> discover_images(tempfile.mkdtemp()).images
+        []
+    """
+    folder = Path(folder)
+    wanted = {s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes}
+    found = Discovery([])
+    visited: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in visited:
+            dirs.clear()
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        junk_dirs = [d for d in dirs if is_junk(d) or d.lower() in JUNK_FOLDERS]
+        found.junk += [Path(top) / d for d in junk_dirs]
+        dirs[:] = sorted(d for d in dirs if d not in junk_dirs) if recursive else []
+        for name in files:
+            path = Path(top) / name
+            if is_junk(name):
+                found.junk.append(path)
+            elif not path.is_file():
+                # A dangling link, a link loop, a FIFO: never opened here (a FIFO would block),
+                # but kept where an image was meant, so that reading reports it.
+                meant = force_dicom or path.suffix.lower() in wanted
+                (found.images if meant else found.other).append(path)
+            elif (
+                force_dicom
+                or path.suffix.lower() in wanted
+                or (not path.suffix and is_dicom_file(path))
+            ):
+                found.images.append(path)
+            else:
+                found.other.append(path)
+    found.images.sort()
+    found.junk.sort()
+    found.other.sort()
+    return found
+
+
+def find_images(folder: str | os.PathLike, force_dicom: bool = False) -> list[Path]:
+    """The images `discover_images` finds under ``folder``, recursively, sorted.
+
+    Examples:
+        >>> import tempfile
+        >>> find_images(tempfile.mkdtemp())
+        []
+    """
+    return discover_images(folder, force_dicom=force_dicom).images

@@ -1,0 +1,144 @@
+"""What a path is before it is decoded: DICOM or not, the format its first bytes show, and why
+it is not a readable file."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import unicodedata
+from pathlib import Path
+
+from sagan_ad.data.dicom import is_dicom_file
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def is_dicom(path: str | os.PathLike, force_dicom: bool = False) -> bool:
+    """Whether ``path`` is read as DICOM: forced, by suffix, or by the ``DICM`` magic.
+
+    Examples:
+        >>> is_dicom("scan.dcm"), is_dicom("scan.bin", force_dicom=True)
+        (True, True)
+    """
+    if force_dicom or Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    return Path(path).is_file() and is_dicom_file(path)
+
+
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+"""Leading bytes of the formats a file in an image folder turns out to be."""
+IMAGE_KINDS = frozenset(("a PNG image", "a JPEG image", "a TIFF image", "a BMP image"))
+"""What `sniff` says of the formats read by PIL whatever the file's suffix."""
+
+
+def sniff(path: str | os.PathLike) -> str | None:
+    """What the first bytes of a file say it is (``"a PNG image"``, ``"a PDF document"``,
+    ``"text"``, ...), or ``None``.
+
+    Examples:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "x.png"
+        >>> _ = p.write_text("<html>")
+        >>> sniff(p)
+        'text'
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    # First: a DICOM preamble may itself hold a TIFF header (dual DICOM / TIFF files).
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    if head[:2] == b"\x08\x00":
+        # Group 0008 (identification) first, little endian: an old ACR-NEMA style data set.
+        return "DICOM without preamble (set force_dicom=True to read such files)"
+    for magic, kind in SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text" if head else None
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a file that can be read, in words, with the likely intended file.
+
+    Covers folders, dangling links, link loops, FIFOs and other special files, and names that
+    differ from a file beside them only in letter case, Unicode normalization, surrounding
+    spaces or Windows backslashes.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "Scan.PNG").write_bytes(b"")
+        >>> missing_reason(folder / "scan.png")  # doctest: +ELLIPSIS
+        "does not exist, but '/.../Scan.PNG' does: the names differ in letter case; ..."
+    """
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "is a symbolic link loop (it points to itself through other links)"
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    if path.exists():
+        return "is not a regular file (a FIFO, socket or device): it cannot be read as an image"
+    near = _near_names(path)
+    if near is None:
+        return "does not exist"
+    written = os.path.abspath(path)
+    nfc = unicodedata.normalize
+    checks = (
+        ("Windows backslashes (\\ for /)", written.replace("\\", "/") == near),
+        ("Unicode normalization (NFC / NFD)", nfc("NFC", written) == nfc("NFC", near)),
+        ("spaces", [p.strip() for p in Path(written).parts] == list(Path(near).parts)),
+        ("letter case", written.casefold() == near.casefold()),
+    )
+    how = next((kind for kind, same in checks if same), "case, spaces, Unicode form or slashes")
+    return f"does not exist, but {near!r} does: the names differ in {how}; correct the name"
+
+
+def _spelling(name: str) -> str:
+    return unicodedata.normalize("NFC", name).strip().casefold()
+
+
+@functools.lru_cache(maxsize=32)
+def _entries_by_spelling(folder: str, mtime_ns: int) -> dict[str, str]:
+    # Keyed by the folder's modification time too: a listing is reused only while the folder
+    # is unchanged, and each folder is listed once however many of its files are missing.
+    return {_spelling(entry): entry for entry in sorted(os.listdir(folder), reverse=True)}
+
+
+def _near_names(path: Path) -> str | None:
+    """The existing file whose path differs from ``path`` only in spelling details (see
+    `missing_reason`), or ``None``."""
+    parts = Path(os.path.abspath(str(path).replace("\\", "/"))).parts
+    found = Path(parts[0])
+    for part in parts[1:]:
+        if (found / part).exists():
+            found = found / part
+            continue
+        try:
+            entries = _entries_by_spelling(str(found), os.stat(found).st_mtime_ns)
+        except OSError:
+            return None
+        if _spelling(part) not in entries:
+            return None
+        found = found / entries[_spelling(part)]
+    return str(found) if found.is_file() else None
