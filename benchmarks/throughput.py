@@ -49,168 +49,21 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import adam, describe, training_only_trainer
+from throughput_flops import iteration_flops, peak_tflops, percent_of_peak
+from throughput_released import ReleasedLikeData, ReleasedLikeSAGAN
 
-from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
+from sagan_ad import SAGAN, SyntheticCXRDataModule
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.networks.cpu_kernels import pytorch_kernels
-
-# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from NVIDIA's data sheets; matched
-# against torch.cuda.get_device_name in order, so the PCIe H100 comes before the generic one.
-PEAK_BF16_TFLOPS = (
-    ("H100 PCIe", 756.0),
-    ("H100 NVL", 835.0),
-    ("H200", 989.0),
-    ("H100", 989.0),
-    ("A100", 312.0),
-)
 
 
 def machine(device: torch.device) -> str:
     """The CPU, or the GPU, and the software versions, in one line."""
     return describe(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
-
-
-def peak_tflops(device: torch.device, given: float | None) -> float | None:
-    """The device's dense bf16 peak: ``given``, else from `PEAK_BF16_TFLOPS`, else unknown."""
-    if given is not None:
-        return given
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
-
-
-def forward_flops(module: nn.Module, images: Tensor) -> float:
-    """FLOPs (2 per multiply-add) of the convolutions and linear layers in one forward."""
-    total = 0.0
-
-    def count(layer: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        nonlocal total
-        if isinstance(layer, nn.Conv2d):
-            per_output = layer.in_channels // layer.groups * layer.kernel_size[0]
-            per_output *= layer.kernel_size[1]
-            total += 2.0 * output.numel() * per_output
-        elif isinstance(layer, nn.ConvTranspose2d):
-            per_input = layer.out_channels // layer.groups * layer.kernel_size[0]
-            per_input *= layer.kernel_size[1]
-            total += 2.0 * inputs[0].numel() * per_input
-        elif isinstance(layer, nn.Linear):
-            total += 2.0 * output.numel() * layer.in_features
-
-    hooks = [m.register_forward_hook(count) for m in module.modules()]
-    try:
-        with torch.no_grad():
-            module(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total
-
-
-def iteration_flops(model: SAGAN, batch_size: int) -> float:
-    """Analytic FLOPs of one training iteration, averaged over a cycle of ``n_critic``.
-
-    Counting a forward as 1 and a backward as 2 (input and weight gradients): the critic step
-    runs the critic forward and backward on ``2B`` images (3 units) and the gradient penalty on
-    ``B`` (forward 1, input gradient 1, backward through both 4: 6 units); every iteration but
-    the generator's runs the generator forward on ``B`` (no graph). The generator iteration runs
-    the generator forward and backward on ``3B`` (3 units) and the critic forward and input
-    gradient on ``B`` (2 units; the critic's weights take no gradient there).
-    """
-    size, channels = model.hparams["image_size"], model.hparams["in_channels"]
-    one = torch.zeros(1, channels, size, size)
-    model.eval()
-    generator, critic = forward_flops(model.generator, one), forward_flops(model.critic, one)
-    model.train()
-    b, n = batch_size, model.n_critic
-    critic_step = 3 * critic * 2 * b + 6 * critic * b
-    plain = generator * b + critic_step
-    with_generator = 3 * generator * 3 * b + critic_step + 2 * critic * b
-    return ((n - 1) * plain + with_generator) / n
-
-
-class ReleasedLikePairs(Dataset):
-    """Training items as the released code makes them: one pseudo anomaly per ``__getitem__``.
-
-    Item ``i`` pairs known normal ``i`` with a random unlabeled image and corrupts the normal with
-    a patch of another random normal, synthesized for this one image on the CPU, in float.
-    """
-
-    def __init__(self, normal: Tensor, unlabeled: Tensor, seed: int = 0) -> None:
-        self.normal, self.unlabeled = normal, unlabeled
-        self.synthesizer = PatchBlendSynthesizer()
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.normal)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        other = int(torch.randint(len(self.normal), (1,), generator=self.generator))
-        unlabeled = int(torch.randint(len(self.unlabeled), (1,), generator=self.generator))
-        pair = to_model_range(self.normal[[index, other]])
-        corrupted, masks = self.synthesizer(pair, self.generator)
-        return {
-            "normal": pair[0],
-            "unlabeled": to_model_range(self.unlabeled[unlabeled]),
-            "corrupted": corrupted[0],
-            "masks": masks[0],
-        }
-
-
-class ReleasedLikeData(SyntheticCXRDataModule):
-    """The real DataModule's images, served by the released code's one-worker loader."""
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            ReleasedLikePairs(self.known_normal.images, self.unlabeled.images, self.seed),
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=1,
-            # Kept alive across epochs, which favours this baseline (the released loop restarts).
-            persistent_workers=True,
-        )
-
-
-class ReleasedLikeSAGAN(SAGAN):
-    """SAGAN's losses with the released code's data path and separate generator forwards."""
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        normal, unlabeled = batch["normal"], batch["unlabeled"]
-        opt_g, opt_d = self.optimizers()
-        update_g = self.is_generator_iteration()
-        if update_g:
-            fake = self.generator(unlabeled)
-        else:
-            with torch.no_grad():
-                fake = self.generator(unlabeled)
-        critic_terms = self.critic_loss(normal, fake.detach())
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(critic_terms["loss"])
-        opt_d.step()
-        logs = {f"train/critic/{k}": v.detach() for k, v in critic_terms.items()}
-        if update_g:
-            self.critic.requires_grad_(False)
-            terms = self.generator_loss(
-                fake,
-                normal,
-                self.generator(normal),
-                self.generator(batch["corrupted"]),
-                batch["masks"],
-            )
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(terms["loss"])
-            opt_g.step()
-            self.critic.requires_grad_(True)
-            logs.update({f"train/generator/{k}": v.detach() for k, v in terms.items()})
-        self._log_training(logs)
-        self.iteration += 1
 
 
 class Timer(L.Callback):
@@ -372,11 +225,6 @@ def load_average() -> str:
         return ", ".join(f"{load:.2f}" for load in os.getloadavg())
     except OSError:
         return "unknown"
-
-
-def percent_of_peak(flops: float, its: float, peak: float | None) -> str:
-    """``flops * its`` as a percentage of ``peak`` TFLOP/s (``"unknown"`` without a peak)."""
-    return "unknown" if peak is None else f"{100 * flops * its / peak / 1e12:.2f}%"
 
 
 def measure_paths(

@@ -237,6 +237,9 @@ def test_val_every_reports_the_best_validation_weights(quality, tmp_path):
 
 
 def test_best_validation_weights_keeps_the_best_and_its_iteration(quality):
+    # The quality fixture put benchmarks/ on sys.path, where quality.py finds its modules.
+    from quality_models import BestValidationWeights
+
     class Module:
         iteration = 0
 
@@ -246,7 +249,7 @@ def test_best_validation_weights_keeps_the_best_and_its_iteration(quality):
     class Trainer:
         sanity_checking = False
 
-    keeper, module, trainer = quality.BestValidationWeights(), Module(), Trainer()
+    keeper, module, trainer = BestValidationWeights(), Module(), Trainer()
     for iteration, value in ((2, 0.6), (4, 0.8), (6, 0.7)):
         module.iteration = iteration
         trainer.callback_metrics = {"val/AUROC": torch.tensor(value)}

@@ -1,0 +1,113 @@
+"""The quality study's configurations (model and data overrides of ``examples/nih_cpu.yaml``),
+its intensity settings, and the data each run trains and is scored on (see quality.py)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import yaml
+from harness import adam
+
+from sagan_ad import MedADDataModule
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
+BASE_CONFIG = REPO / "examples" / "nih_cpu.yaml"
+
+
+#: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``.
+CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "full": ({}, {}),
+    "position_none": ({"position_encoding": "none"}, {}),
+    "position_reference": ({"position_encoding": "reference"}, {}),
+    "no_attention": ({"attention_gates": False}, {}),
+    "no_fusion": ({"multi_level_fusion": False}, {}),
+    "no_restoration": ({"lambda_restoration": 0.0}, {}),
+    "no_identity": ({"lambda_identity": 0.0}, {}),
+    "no_unlabeled": ({}, {}),
+    "reference_inference": ({"inference": "reference"}, {}),
+    "grid_1": ({"patch_grid": 1}, {}),
+    "grid_4": ({"patch_grid": 4}, {}),
+    "size_128": ({"image_size": 128}, {"image_size": 128}),
+    # Candidates for tuning examples/nih_cpu.yaml (choose on --labelled-val, not on test).
+    "lr_2e-4": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-4)}, {}),
+    "ttur": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-3)}, {}),
+    "n_critic_1": ({"n_critic": 1}, {}),
+    "width_16": ({"base_channels": 16, "critic_base_channels": 32}, {}),
+    # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
+    # normals), so that only the mixture changes along the curve.
+    **{
+        f"ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 74})
+        for r in (0.0, 0.2, 0.4, 0.6, 0.8)
+    },
+}
+
+
+#: Intensity augmentation presets (``data.augment``) of the study. The brightness shift of 0.2
+#: (about 50 grey levels) is larger than the mean-intensity difference between the NIH classes,
+#: so it drowns that cue; gamma 0.67-1.5 moves the mid-tones and keeps each film's order of grey
+#: levels.
+AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
+    "none": None,
+    "brightness": {"brightness": 0.2},
+    "gamma": {"gamma": [0.67, 1.5]},
+    "bcg": {"brightness": 0.2, "contrast": 0.2, "gamma": [0.67, 1.5]},
+}
+
+
+def setting_name(config: str, normalization: str, augmentation: str) -> str:
+    """The row name of a configuration under an intensity setting (the plain name for none/none).
+
+    Examples:
+        >>> setting_name("full", "clahe", "none")
+        'full norm=clahe aug=none'
+    """
+    if normalization == "none" and augmentation == "none":
+        return config
+    return f"{config} norm={normalization} aug={augmentation}"
+
+
+def views(root: Path, names: list[str]) -> list[str] | None:
+    """``view_position`` of each image from ``root/labels.csv``, or None without that column."""
+    table = root / "labels.csv"
+    if not table.is_file():
+        return None
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "view_position" not in rows[0]:
+        return None
+    by_file = {row["file"]: row["view_position"] for row in rows if "file" in row}
+    return [by_file.get(Path(name).name, "unknown") for name in names]
+
+
+def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
+    config = yaml.safe_load(BASE_CONFIG.read_text())
+    return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
+
+
+def make_data(
+    root: Path,
+    overrides: dict[str, Any],
+    seed: int,
+    val_abnormal: int,
+    balance_by: str | None = None,
+    group_by: str | None = None,
+) -> MedADDataModule:
+    """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`); with
+    ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``, with
+    ``group_by`` the validation hold-out keeps that column's groups (patients) out of training."""
+    _, data_args = load_base()
+    # The flags, not the YAML, decide balancing and grouping: the table's header records them,
+    # and a data set without the YAML's labels.csv columns still runs.
+    for key in ("metadata_csv", "val_balance_by", "group_by"):
+        data_args.pop(key, None)
+    data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
+    if balance_by:
+        data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
+    if group_by:
+        data_args.update(metadata_csv="labels.csv", group_by=group_by)
+    data = MedADDataModule(**data_args)
+    data.setup("fit")
+    return data
