@@ -25,8 +25,11 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import yaml
 
 from sagan_ad.training.hparams import INSTANTIATOR
 
@@ -227,3 +230,65 @@ def upgrade_checkpoint(checkpoint: dict[str, Any]) -> bool:
     upgraded["_instantiator"] = INSTANTIATOR
     checkpoint["hyper_parameters"] = upgraded
     return True
+
+
+def migrate_arguments(argv: list[str]) -> list[str]:
+    """Command-line arguments with v0.1's flat model settings spelled as components, each with
+    a `FutureWarning` that says what to write instead.
+
+    ``--model.image_size=32`` (or ``--model.init_args.image_size 32``) becomes
+    ``--model.generator.image_size=32``; a ``--config`` file whose ``model`` section is flat is
+    passed on as the migrated YAML text (the file itself is left as it is).
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     migrate_arguments(["fit", "--model.lambda_gp=5", "--model.init_args.seed", "1"])
+        ['fit', '--model.loss.lambda_gp=5', '--model.init_args.seed', '1']
+    """
+    out = list(argv)
+    for i, arg in enumerate(out):
+        flag, equals, value = arg.partition("=")
+        if flag in ("--config", "-c") and equals:
+            out[i] = f"{flag}={_migrated_config(value)}"
+        elif arg in ("--config", "-c") and i + 1 < len(out):
+            out[i + 1] = _migrated_config(out[i + 1])
+        elif flag.startswith("--model."):
+            name = flag.removeprefix("--model.").removeprefix("init_args.")
+            if name in FLAT_SETTINGS:
+                new = f"--model.{'.'.join(FLAT_SETTINGS[name])}"
+                warnings.warn(
+                    f"{flag} is a v0.1 setting: write {new} (see docs/concepts.md)",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+                out[i] = f"{new}{equals}{value}"
+    return out
+
+
+def _migrated_config(value: str) -> str:
+    """A config file's path, or its migrated YAML text when its model settings are flat."""
+    path = Path(value)
+    if not path.is_file():
+        return value
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return value  # the CLI's own reading reports it
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return value
+    nested = isinstance(model.get("init_args"), dict)
+    settings = model["init_args"] if nested else model
+    if not is_flat(settings):
+        return value
+    warnings.warn(
+        f"{value}: its model settings are v0.1's flat ones, read as components; write "
+        f"{migration_hint(settings)} (see docs/concepts.md)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    migrated = migrate_settings(settings)
+    config["model"] = {**model, "init_args": migrated} if nested else migrated
+    return yaml.safe_dump(config, sort_keys=False)

@@ -34,7 +34,7 @@ from sagan_ad import (
     UnsafeCheckpointError,
     load_checkpoint,
 )
-from sagan_ad import cli as cli_module
+from sagan_ad.cli import app as cli_module
 from sagan_ad.cli import main
 from sagan_ad.training.resume import find_best_checkpoint
 
@@ -214,7 +214,13 @@ def test_python_evaluation_of_an_untrained_model_is_refused(tmp_path):
 def test_resuming_with_another_architecture_names_the_setting(fitted):
     before = sorted(p.name for p in fitted.rglob("*") if p.is_file())
     message = cli_error(
-        "fit", *MODEL, *DATA, *QUIET, *logger(fitted), "--ckpt_path=last", "--model.generator.base_channels=8"
+        "fit",
+        *MODEL,
+        *DATA,
+        *QUIET,
+        *logger(fitted),
+        "--ckpt_path=last",
+        "--model.generator.base_channels=8",
     )
     assert "last.ckpt' (--ckpt_path) does not fit the model: generator." in message
     assert "It was trained with base_channels=4 (model: 8)" in message

@@ -14,7 +14,7 @@ import pytest
 import sagan_ad
 from sagan_ad import configs
 from sagan_ad.cli import main
-from sagan_ad.cli_help import SUBCOMMANDS
+from sagan_ad.cli.usage import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -27,11 +27,12 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sagan_ad.cli_checkpoint import adopt_checkpoint_settings, prepare_run
-from sagan_ad.cli_checks import check_class_paths, check_counts, check_evaluated, check_writable
-from sagan_ad.cli_commands import configs_main, export_main
-from sagan_ad.cli_errors import _user_error
-from sagan_ad.cli_help import SUBCOMMANDS, _front_door
+from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
+from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
+from sagan_ad.cli.commands import configs_main, export_main
+from sagan_ad.cli.errors import _user_error
+from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
+from sagan_ad.compat import migrate_arguments
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.module import SAGAN
 from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
@@ -239,7 +240,7 @@ def _main(args: list[str] | None) -> None:
         # The arguments always come as `args` (config names resolved), which LightningCLI takes
         # for a mistake when sys.argv holds arguments too.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        _lightning_cli(resolve_config_arguments(argv))
+        _lightning_cli(migrate_arguments(resolve_config_arguments(argv)))
 
 
 def _lightning_cli(args: list[str]) -> None:

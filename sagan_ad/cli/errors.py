@@ -10,8 +10,8 @@ from pathlib import Path
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 import sagan_ad
-from sagan_ad.training.divergence import DivergenceError
 from sagan_ad.training.checkpoint_files import CheckpointError
+from sagan_ad.training.divergence import DivergenceError
 
 
 def _user_error(error: BaseException) -> BaseException | None:

@@ -8,8 +8,8 @@ import importlib
 
 import lightning as L
 
-from sagan_ad.cli_checks import check_output_folder
-from sagan_ad.cli_help import SUBCOMMANDS
+from sagan_ad.cli.checks import check_output_folder
+from sagan_ad.cli.usage import SUBCOMMANDS
 from sagan_ad.configs import copy_example, describe, shipped_file, shipped_files
 from sagan_ad.export import export_scorer
 from sagan_ad.training.checkpoint_files import CheckpointError

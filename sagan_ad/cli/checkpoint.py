@@ -12,7 +12,8 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sagan_ad.cli_checks import check_output_folders
+from sagan_ad.cli.checks import check_output_folders
+from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.module import SAGAN
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
@@ -70,6 +71,8 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
 
     Returns whether anything differed (the model must then be built again).
     """
+    # A v0.1 checkpoint's flat settings become the components they mean.
+    upgrade_checkpoint(checkpoint)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     stage = cli.config["subcommand"]
@@ -85,18 +88,18 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
         hparams.pop("_class_path", None)
     recorded = hparams.pop("_class_path", None)
     check_settings(checkpoint, import_model_class(recorded or current.get("class_path")), source)
-    configured = current.get("init_args") or {}
+    configured = _flat(_plain(current.get("init_args") or {}))
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
-        for key, value in hparams.items()
+        for key, value in _flat(hparams).items()
         if key in configured
         and configured.get(key) != value
-        # normalization=None means "what the data uses", which fit records in the checkpoint.
-        and not (key == "normalization" and configured.get(key) is None)
+        # No normalization means "what the data uses", which fit records in the checkpoint.
+        and not (key.endswith("normalization") and configured.get(key) is None)
     ]
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
-    model = {"class_path": recorded or current.get("class_path"), "dict_kwargs": hparams}
+    model = {"class_path": recorded or current.get("class_path"), "init_args": hparams}
     exit_on_error, cli.parser.exit_on_error = cli.parser.exit_on_error, False
     try:
         merged = cli.parser.parse_object({stage: {"model": model}}, cli.config)
@@ -119,6 +122,35 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
             f"from the configuration: {', '.join(differences)}"
         )
     return bool(differences)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed configuration (jsonargparse namespaces) as plain dicts."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Settings with the init_args of nested components spelled as dotted keys.
+
+    Examples:
+        >>> _flat({"n_critic": 2, "scorer": {"class_path": "s.S", "init_args": {"top": 0.1}}})
+        {'n_critic': 2, 'scorer': 's.S', 'scorer.top': 0.1}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "class_path" in value:
+            flat[name] = value["class_path"]
+            flat.update(_flat(value.get("init_args") or {}, f"{name}."))
+        elif isinstance(value, dict) and not key.endswith(("_options", "_audit")):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _argument_problem(err: ArgumentError) -> str:
