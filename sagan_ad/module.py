@@ -291,24 +291,35 @@ class SAGAN(L.LightningModule):
         """Whether the current iteration also updates the generator (every ``n_critic``-th)."""
         return (self.iteration + 1) % self.n_critic == 0
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def generate(self, batch: dict[str, Tensor], update_generator: bool) -> dict[str, Tensor]:
+        """The generator's outputs of one iteration: ``"fake"`` (``G(x_u)``), and on generator
+        iterations ``"restored_normal"`` (``G(x_n)``), ``"restored_corrupted"`` (``G(x~_n)``) and
+        the pseudo anomalies' ``"masks"``."""
         normal, unlabeled = batch["normal"], batch["unlabeled"]
+        if not update_generator:
+            with torch.no_grad():
+                return {"fake": self.generator(unlabeled)}
+        # One generator pass over all inputs: instance norm keeps samples independent, and the
+        # generator is unchanged by the critic step, so G(x_u) is reused for both losses.
+        corrupted, masks = self.synthesize(normal)
+        b = normal.shape[0]
+        restored = self.generator(torch.cat([unlabeled, normal, corrupted]))
+        fake, restored_normal, restored_corrupted = restored.split([unlabeled.shape[0], b, b])
+        return {
+            "fake": fake,
+            "restored_normal": restored_normal,
+            "restored_corrupted": restored_corrupted,
+            "masks": masks,
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.performance.channels_last:
-            normal = normal.contiguous(memory_format=torch.channels_last)
-            unlabeled = unlabeled.contiguous(memory_format=torch.channels_last)
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        normal = batch["normal"]
         opt_g, opt_d = self.optimizers()
         update_g = self.is_generator_iteration()
-
-        if update_g:
-            # One generator pass over all inputs: instance norm keeps samples independent, and
-            # the generator is unchanged by the critic step, so G(x_u) is reused for both losses.
-            corrupted, masks = self.synthesize(normal)
-            b = normal.shape[0]
-            restored = self.generator(torch.cat([unlabeled, normal, corrupted]))
-            fake, restored_normal, restored_corrupted = restored.split([unlabeled.shape[0], b, b])
-        else:
-            with torch.no_grad():
-                fake = self.generator(unlabeled)
+        out = self.generate(batch, update_g)
+        fake = out["fake"]
 
         self.critic.requires_grad_(True)
         critic_terms = self.critic_loss(normal, fake.detach())
@@ -323,7 +334,7 @@ class SAGAN(L.LightningModule):
             # The critic's weights are not trained by this loss: skip their gradients.
             self.critic.requires_grad_(False)
             generator_terms = self.generator_loss(
-                fake, normal, restored_normal, restored_corrupted, masks
+                fake, normal, out["restored_normal"], out["restored_corrupted"], out["masks"]
             )
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(generator_terms["loss"])
