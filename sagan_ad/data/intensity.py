@@ -20,7 +20,6 @@ disease (see ``docs/results.md``). Two tools take the cue away:
 from __future__ import annotations
 
 import ast
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from sagan_ad.settings import from_mapping
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -130,14 +131,7 @@ class IntensityNormalization:
         if isinstance(spec, str):
             return cls(**_spec_fields(spec))
         if isinstance(spec, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(spec) - known)
-            if unknown:
-                raise ValueError(
-                    f"data.normalization has unknown field(s) {', '.join(unknown)}: the fields "
-                    f"are {', '.join(sorted(known))}"
-                )
-            return cls(**spec)
+            return from_mapping(cls, spec, "data.normalization")
         raise ValueError(
             f"data.normalization={spec!r}: give a method name ({', '.join(NORMALIZATION_METHODS)}) "
             "or a mapping such as {method: clahe, clip_limit: 2.0}"
@@ -428,14 +422,7 @@ class IntensityAugmentation:
         if spec is None:
             return None
         if isinstance(spec, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(spec) - known)
-            if unknown:
-                raise ValueError(
-                    f"data.augment has unknown field(s) {', '.join(unknown)}: the fields are "
-                    f"{', '.join(sorted(known))}"
-                )
-            spec = cls(**spec)
+            spec = from_mapping(cls, spec, "data.augment")
         if not isinstance(spec, cls):
             raise ValueError(
                 f"data.augment={spec!r}: give a mapping such as {{brightness: 0.2, gamma: [0.7, "
