@@ -1,5 +1,6 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem, scale_boxes
 from sagan_ad.data.cache import (
@@ -33,7 +34,6 @@ from sagan_ad.data.image_io import (
     unify_bit_depth,
 )
 from sagan_ad.data.intensity import (
-    IntensityAugmentation,
     IntensityNormalization,
     IntensityNormalizer,
     image_statistics,

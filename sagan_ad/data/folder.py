@@ -6,13 +6,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.cache import CacheIdentity, OnError
 from sagan_ad.data.dicom import DicomMode, WindowMode
 from sagan_ad.data.image_io import BitDepth, discover_images
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
+from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.raw import RawDataModule, Record, read_csv
 from sagan_ad.data.split import LeakageCheck, MedADSplit
 from sagan_ad.synthesis import Synthesizer

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.cache import (
     IDENTITY_TAGS,
@@ -21,10 +22,7 @@ from sagan_ad.data.cache import (
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
 from sagan_ad.data.image_io import BitDepth, is_dicom, load_images, log_once
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
+from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.raw import group_identity, group_values, separator_hint
 from sagan_ad.data.split import (
     SAME_BYTES,

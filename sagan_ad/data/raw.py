@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
 from sagan_ad.data.boxes import box_problem
 from sagan_ad.data.cache import (
@@ -31,10 +32,7 @@ from sagan_ad.data.cache import (
 )
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.image_io import BitDepth, ImageReadError, listing, log_once, missing_reason
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
+from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.split import (
     SPLIT_PARTS,
     LeakageCheck,

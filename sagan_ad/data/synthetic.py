@@ -8,11 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
+from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.phantoms import add_lesions, check_range, make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
 from sagan_ad.synthesis import Synthesizer
