@@ -17,6 +17,7 @@ from sagan_ad.data.datasets import (
     to_model_range,
 )
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
+from sagan_ad.data.files import FileDataModule
 from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.image_io import (
     IMAGE_SUFFIXES,
@@ -77,6 +78,7 @@ __all__ = [
     "DicomOptions",
     "DicomReadError",
     "Discovery",
+    "FileDataModule",
     "FolderDataModule",
     "FolderPredictDataModule",
     "ImageCache",
