@@ -1,5 +1,6 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.bit_depth import data_set_depth, unify_bit_depth
 from sagan_ad.data.boxes import box_problem, scale_boxes
@@ -13,6 +14,7 @@ from sagan_ad.data.datasets import (
 )
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
 from sagan_ad.data.discovery import IMAGE_SUFFIXES, Discovery, discover_images, find_images
+from sagan_ad.data.files import FileDataModule
 from sagan_ad.data.folder import FolderDataModule
 from sagan_ad.data.headers import header_tags
 from sagan_ad.data.image_io import (
@@ -25,7 +27,6 @@ from sagan_ad.data.image_io import (
     read_image,
 )
 from sagan_ad.data.intensity import (
-    IntensityAugmentation,
     IntensityNormalization,
     IntensityNormalizer,
     image_statistics,
@@ -70,6 +71,7 @@ __all__ = [
     "DicomOptions",
     "DicomReadError",
     "Discovery",
+    "FileDataModule",
     "FolderDataModule",
     "FolderPredictDataModule",
     "ImageCache",

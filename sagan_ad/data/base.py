@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from sagan_ad.data.augmentation import IntensityAugmentation
 from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
@@ -22,7 +23,6 @@ from sagan_ad.data.datasets import (
     to_model_range,
 )
 from sagan_ad.data.intensity import (
-    IntensityAugmentation,
     IntensityNormalization,
     image_statistics,
 )

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
-from sagan_ad.data.intensity import stream_seed
+from sagan_ad.data.augmentation import stream_seed
 
 
 def to_model_range(images: Tensor) -> Tensor:

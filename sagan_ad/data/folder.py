@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from sagan_ad.data.bit_depth import BitDepth
-from sagan_ad.data.cache import CacheIdentity, OnError
-from sagan_ad.data.dicom import DicomMode, WindowMode
 from sagan_ad.data.discovery import discover_images
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
-from sagan_ad.data.leakage import LeakageCheck
 from sagan_ad.data.medad_split import MedADSplit
-from sagan_ad.data.raw import RawDataModule, Record, read_csv
-from sagan_ad.synthesis import Synthesizer
+from sagan_ad.data.raw import RawDataModule, Record
+from sagan_ad.data.tables import read_csv
 
 CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"
 
@@ -53,16 +45,19 @@ class FolderDataModule(RawDataModule):
     two (``group_by``, PatientID) is caught by the leakage check. The split used is written to
     ``<cache_dir>/data.json``.
 
+    The other arguments are those of [`RawDataModule`][sagan_ad.data.raw.RawDataModule] but
+    its split options (``split_counts``, ``split_file``, ``anomaly_ratio``,
+    ``unlabeled_size``: nothing is drawn), and so those of `FileDataModule` and
+    `AnomalyDataModule`, passed on as ``**kwargs``. ``group_by`` (a CSV column or a DICOM
+    keyword) also makes the validation hold-out keep patients whole.
+
     Args:
         normal: known normals (folder or CSV).
         unlabeled: unlabeled pool, labels unknown (folder or CSV).
         test_normal: normal test images (folder or CSV).
         test_abnormal: abnormal test images (folder or CSV).
-        cache_dir: see `RawDataModule`; likewise the DICOM settings, ``dicom_tags``,
-            ``on_error``, ``cache_workers``, ``progress``, the `AnomalyDataModule` arguments,
-            ``force_dicom``, ``bit_depth``, ``group_by`` (a CSV column or a DICOM keyword; it
-            also makes the validation hold-out keep patients whole), ``leakage``,
-            ``cache_identity`` and ``cache_save_interval``.
+        **kwargs: the arguments of `RawDataModule` (but its split options), `FileDataModule`
+            and `AnomalyDataModule`.
 
     Examples:
         >>> dm = FolderDataModule("normals/", unlabeled="ward_2024/",
@@ -75,61 +70,17 @@ class FolderDataModule(RawDataModule):
         unlabeled: str | os.PathLike | None = None,
         test_normal: str | os.PathLike | None = None,
         test_abnormal: str | os.PathLike | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        dicom_mode: DicomMode = "standard",
-        window: WindowMode = "header",
-        fallback_window: Literal["percentile", "minmax"] = "minmax",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        dicom_tags: list[str] | None = None,
-        on_error: OnError = "raise",
-        cache_workers: int | None = None,
-        progress: bool = True,
-        image_size: int = 64,
-        in_channels: int = 1,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        val_synthesizer: Synthesizer | None = None,
-        seed: int = 0,
-        data_on_device: bool = False,
-        force_dicom: bool = False,
-        bit_depth: BitDepth = "auto",
-        group_by: str | None = None,
-        leakage: LeakageCheck = "raise",
-        cache_identity: CacheIdentity = "stat",
-        cache_save_interval: float = 60.0,
-        normalization: str | IntensityNormalization = "none",
-        augment: IntensityAugmentation | None = None,
+        **kwargs: Any,
     ) -> None:
+        # The roles are given, nothing is drawn: the split options of RawDataModule are unused,
+        # and given here so that they are no options of a folder (nor on its command line).
         super().__init__(
             root=normal,
-            cache_dir=cache_dir,
-            dicom_mode=dicom_mode,
-            window=window,
-            fallback_window=fallback_window,
-            percentiles=percentiles,
-            dicom_tags=dicom_tags,
-            on_error=on_error,
-            cache_workers=cache_workers,
-            progress=progress,
-            image_size=image_size,
-            in_channels=in_channels,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            val_synthesizer=val_synthesizer,
-            seed=seed,
-            data_on_device=data_on_device,
-            force_dicom=force_dicom,
-            bit_depth=bit_depth,
-            group_by=group_by,
-            leakage=leakage,
-            cache_identity=cache_identity,
-            cache_save_interval=cache_save_interval,
-            normalization=normalization,
-            augment=augment,
+            split_counts=None,
+            split_file=None,
+            anomaly_ratio=0.0,
+            unlabeled_size=None,
+            **kwargs,
         )
         self.sources = {
             "normal": (Path(normal), 0),

@@ -1,4 +1,4 @@
-"""Intensity normalisation and intensity augmentation of the images a model sees.
+"""Intensity normalisation of the images a model sees, the same at every stage.
 
 On real radiographs the global brightness of a film often follows the scanner, the view or the
 patient's condition rather than the finding, and a detector can learn that instead of the
@@ -9,9 +9,8 @@ disease (see ``docs/results.md``). Two tools take the cue away:
   scored on images prepared otherwise. Histogram equalisation and CLAHE are OpenCV's; the
   per-image z-score and percentile window are `IntensityNormalizer`, the same torch module that
   the exported scorer runs, so both give identical grey levels.
-- `IntensityAugmentation`: random brightness, contrast and gamma changes (albumentations) of the
-  training streams only, seeded by the stream position so that a resumed run draws exactly the
-  augmentations of an uninterrupted one.
+- `sagan_ad.data.augmentation.IntensityAugmentation` (its own module): random brightness,
+  contrast and gamma changes of the training streams only.
 
 `image_statistics` gives the per-image mean and standard deviation that the shortcut audit
 (`sagan_ad.evaluation.audit`) compares the model with.
@@ -20,19 +19,16 @@ disease (see ``docs/results.md``). Two tools take the cue away:
 from __future__ import annotations
 
 import ast
-import dataclasses
-import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    import albumentations as A
+from sagan_ad.settings import from_mapping
 
 NormalizationMethod = Literal["none", "equalize", "clahe", "zscore", "percentile"]
 NORMALIZATION_METHODS: tuple[str, ...] = ("none", "equalize", "clahe", "zscore", "percentile")
@@ -130,14 +126,7 @@ class IntensityNormalization:
         if isinstance(spec, str):
             return cls(**_spec_fields(spec))
         if isinstance(spec, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(spec) - known)
-            if unknown:
-                raise ValueError(
-                    f"data.normalization has unknown field(s) {', '.join(unknown)}: the fields "
-                    f"are {', '.join(sorted(known))}"
-                )
-            return cls(**spec)
+            return from_mapping(cls, spec, "data.normalization")
         raise ValueError(
             f"data.normalization={spec!r}: give a method name ({', '.join(NORMALIZATION_METHODS)}) "
             "or a mapping such as {method: clahe, clip_limit: 2.0}"
@@ -363,137 +352,3 @@ def image_statistics(images: Tensor) -> Tensor:
     """
     flat = images.flatten(1).float().div_(255.0)
     return torch.stack([flat.mean(1), flat.std(1, unbiased=False)], dim=1)
-
-
-@dataclass(frozen=True)
-class IntensityAugmentation:
-    """Random intensity changes of the training images (albumentations), one draw per image.
-
-    Each transform is applied with probability ``p``:
-
-    - ``brightness``: a shift of every pixel by ``U(-brightness, brightness)`` of the full range
-      (``A.RandomBrightnessContrast``, additive): the film's mean changes, its contrast does not;
-    - ``contrast``: a gain of ``1 + U(-contrast, contrast)`` on the grey levels;
-    - ``gamma``: ``x ** g`` on ``[0, 1]`` grey levels with ``g`` drawn from ``gamma``
-      (``A.RandomGamma``): a monotone tone change that moves the mid-tones, keeps black and white
-      and the order of the grey levels.
-
-    Applied to the known normals and the unlabeled images of the training streams, never to
-    validation, test or predict images. With all three off, nothing is applied.
-
-    Args:
-        brightness: largest shift, a fraction of the full range, in ``[0, 1]``.
-        contrast: largest relative gain change, in ``[0, 1)``.
-        gamma: ``(low, high)`` range of the exponent, ``0 < low <= high``; None for no gamma.
-        p: probability of each transform per image.
-
-    Examples:
-        >>> augment = IntensityAugmentation(brightness=0.2, gamma=(0.7, 1.4))
-        >>> batch = torch.full((2, 1, 8, 8), 100, dtype=torch.uint8)
-        >>> torch.equal(augment(batch, seed=3), augment(batch, seed=3))
-        True
-    """
-
-    brightness: float = 0.0
-    contrast: float = 0.0
-    gamma: tuple[float, float] | None = None
-    p: float = 1.0
-
-    def __post_init__(self) -> None:
-        where = "data.augment"
-        if not 0.0 <= self.brightness <= 1.0:
-            raise ValueError(f"{where}.brightness={self.brightness}: must be in [0, 1]")
-        if not 0.0 <= self.contrast < 1.0:
-            raise ValueError(f"{where}.contrast={self.contrast}: must be in [0, 1)")
-        if self.gamma is not None:
-            low, high = (float(g) for g in self.gamma)
-            if not 0.0 < low <= high:
-                raise ValueError(f"{where}.gamma={tuple(self.gamma)}: need 0 < low <= high")
-            object.__setattr__(self, "gamma", (low, high))
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"{where}.p={self.p}: must be in [0, 1]")
-
-    @classmethod
-    def parse(
-        cls, spec: Mapping[str, Any] | IntensityAugmentation | None
-    ) -> IntensityAugmentation | None:
-        """An augmentation from a mapping of its fields (or itself); None when nothing is on.
-
-        Examples:
-            >>> IntensityAugmentation.parse({"brightness": 0.2}).describe()
-            'brightness=0.2'
-            >>> IntensityAugmentation.parse({}) is None
-            True
-        """
-        if spec is None:
-            return None
-        if isinstance(spec, Mapping):
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = sorted(set(spec) - known)
-            if unknown:
-                raise ValueError(
-                    f"data.augment has unknown field(s) {', '.join(unknown)}: the fields are "
-                    f"{', '.join(sorted(known))}"
-                )
-            spec = cls(**spec)
-        if not isinstance(spec, cls):
-            raise ValueError(
-                f"data.augment={spec!r}: give a mapping such as {{brightness: 0.2, gamma: [0.7, "
-                "1.4]}"
-            )
-        return spec if spec.active else None
-
-    @property
-    def active(self) -> bool:
-        """Whether any transform can change an image."""
-        return self.p > 0 and (self.brightness > 0 or self.contrast > 0 or self.gamma is not None)
-
-    def describe(self) -> str:
-        """The active settings as one short string."""
-        parts = [f"brightness={self.brightness:g}"] * (self.brightness > 0)
-        parts += [f"contrast={self.contrast:g}"] * (self.contrast > 0)
-        if self.gamma is not None:
-            parts.append(f"gamma={self.gamma[0]:g}-{self.gamma[1]:g}")
-        if self.p < 1:
-            parts.append(f"p={self.p:g}")
-        return ", ".join(parts) or "none"
-
-    @functools.cached_property
-    def compose(self) -> A.Compose:
-        """The albumentations pipeline (seeded per call by `__call__`)."""
-        # Imported here: albumentations takes a noticeable share of `import sagan_ad`.
-        import albumentations as A
-
-        transforms: list[A.BasicTransform] = []
-        if self.brightness > 0 or self.contrast > 0:
-            transforms.append(
-                A.RandomBrightnessContrast(
-                    brightness_limit=(-self.brightness, self.brightness),
-                    contrast_limit=(-self.contrast, self.contrast),
-                    brightness_by_max=True,
-                    p=self.p,
-                )
-            )
-        if self.gamma is not None:
-            # albumentations takes the exponent in percent.
-            limits = (100.0 * self.gamma[0], 100.0 * self.gamma[1])
-            transforms.append(A.RandomGamma(gamma_limit=limits, p=self.p))
-        return A.Compose(transforms, seed=0)
-
-    def __call__(self, images: Tensor, seed: int) -> Tensor:
-        """Augment uint8 images ``(B, C, H, W)``; the result depends only on them and ``seed``."""
-        compose = self.compose
-        compose.set_random_seed(int(seed))
-        planes = images.permute(0, 2, 3, 1).numpy()
-        out = np.stack([compose(image=np.ascontiguousarray(plane))["image"] for plane in planes])
-        return torch.from_numpy(out.reshape(planes.shape)).permute(0, 3, 1, 2).contiguous()
-
-
-def stream_seed(key: Sequence[int]) -> int:
-    """A 32-bit seed from a stream position (base seed, rank, stream, batch index).
-
-    Examples:
-        >>> stream_seed([0, 0, 1, 5]) == stream_seed([0, 0, 1, 5]) != stream_seed([0, 0, 1, 6])
-        True
-    """
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])

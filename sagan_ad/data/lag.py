@@ -30,7 +30,8 @@ class LAGDataModule(RawDataModule):
     folder gets none (which map is whose cannot be told), and a warning counts them.
     1 channel by default, as in the paper; ``in_channels=3`` keeps colour. Default counts
     (Med-AD): 1500 known normals, pools of 832 normal / 900 abnormal, test 811 / 811.
-    Arguments: see `RawDataModule`.
+    Arguments: those of
+    [`RawDataModule`][sagan_ad.data.raw.RawDataModule], `FileDataModule` and `AnomalyDataModule`.
 
     Examples:
         >>> dm = LAGDataModule("LAG", image_size=64)  # doctest: +SKIP

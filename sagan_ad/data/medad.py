@@ -2,44 +2,31 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
-from sagan_ad.data.bit_depth import BitDepth
-from sagan_ad.data.cache import CacheIdentity, ImageCache, PreprocessSettings
+from sagan_ad.data.base import ImageSet, SplitData, check_numbers
+from sagan_ad.data.cache import ImageCache
 from sagan_ad.data.cache_files import content_digest
-from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_tags
+from sagan_ad.data.dicom import read_tags
 from sagan_ad.data.file_kinds import is_dicom
+from sagan_ad.data.files import FileDataModule
+from sagan_ad.data.groups import group_identity, group_values
 from sagan_ad.data.headers import IDENTITY_TAGS
 from sagan_ad.data.image_io import load_images
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
-from sagan_ad.data.leakage import (
-    SAME_BYTES,
-    LeakageCheck,
-    check_data_options,
-    check_leakage,
-    check_split_files,
-    file_identity,
-)
+from sagan_ad.data.leakage import SAME_BYTES, check_leakage, check_split_files
 from sagan_ad.data.medad_split import MedADSplit
-from sagan_ad.data.messages import log_once
-from sagan_ad.data.raw import group_identity, group_values, separator_hint
 from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
 from sagan_ad.data.split_file import read_medad_split
-from sagan_ad.synthesis import Synthesizer
+from sagan_ad.data.tables import read_metadata_csv
 
 
-class MedADDataModule(AnomalyDataModule):
+class MedADDataModule(FileDataModule):
     """A Med-AD data set folder (RSNA, VinCXR, LAG of the benchmark bundle, or your own).
 
     ``root`` holds ``images/`` and ``data.json`` (see `MedADSplit` for the schema; unknown keys,
@@ -52,27 +39,26 @@ class MedADDataModule(AnomalyDataModule):
     and ``val_abnormal=0`` validates on pseudo anomalies of held-out known normals (see
     `sagan_ad.data.base.AnomalyDataModule`).
 
+    The other arguments are those of [`FileDataModule`][sagan_ad.data.files.FileDataModule]
+    (``anomaly_ratio`` and ``unlabeled_size`` of the mixture; the decoding options, for DICOM
+    and 16-bit images; ``leakage``, for a group, PatientID or SOPInstanceUID on two sides; the
+    cache options, with ``cache_dir``) and of
+    [`AnomalyDataModule`][sagan_ad.data.base.AnomalyDataModule], passed on as ``**kwargs``.
+
     Args:
         root: the data set folder.
-        anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
-        unlabeled_size: size of the unlabeled set (default: number of known normals).
         image_dir: folder of the images, relative to ``root``.
+        cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
+            on every core; a later run reads them in seconds); otherwise they are decoded into
+            memory at every start.
         val_abnormal: for a ``data.json`` without ``val``: validate on the ``val_fraction``
             held-out known normals and this many abnormal images from the end of the unlabeled
             pool, which the mixture never uses (`MedADSplit.with_labelled_validation`). The
             training and test sets stay the same. Where pseudo anomalies are a poor proxy for the
             disease (on the NIH pneumonia films they score at chance), this is what makes the
             best checkpoint by ``val/AUROC`` meaningful.
-        cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
-            on every core; a later run reads them in seconds); otherwise they are decoded into
-            memory at every start.
         allow_outside_root: read ``data.json`` names that leave ``image_dir`` (absolute, or
             ``..`` past it); refused by default, so a split file cannot reach other folders.
-        dicom_mode: for DICOM images: see `sagan_ad.data.RawDataModule`; likewise ``window``,
-            ``fallback_window``, ``percentiles``, ``force_dicom``, ``dicom_tags`` (carried as
-            metadata), ``bit_depth`` (16-bit PNG / TIFF), ``leakage`` (a PatientID or
-            SOPInstanceUID of DICOM images on two sides), ``cache_identity`` and
-            ``cache_save_interval`` (with ``cache_dir``).
         metadata_csv: a CSV file (relative to ``root``, or absolute) with a ``file`` column naming
             images as ``data.json`` does; its other columns become each image's metadata
             (subgroup metrics and the shortcut audit). Images it does not list get none.
@@ -90,9 +76,7 @@ class MedADDataModule(AnomalyDataModule):
             its pool instead, so its counts stay those asked for. The split of ``data.json``
             itself (training against test) is not changed: the leakage check reports a group
             in both. Default: no grouping, the split as without the option.
-        image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``, ``seed``,
-            ``data_on_device``, ``normalization`` and ``augment``.
+        **kwargs: the arguments of `FileDataModule` and `AnomalyDataModule`.
 
     Examples:
         >>> dm = MedADDataModule("data/RSNA", image_size=64, batch_size=32)  # doctest: +SKIP
@@ -103,61 +87,20 @@ class MedADDataModule(AnomalyDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        anomaly_ratio: float = 0.6,
-        unlabeled_size: int | None = None,
+        *,
         image_dir: str = "images",
-        image_size: int = 64,
-        in_channels: int = 1,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        val_synthesizer: Synthesizer | None = None,
-        seed: int = 0,
-        data_on_device: bool = False,
         cache_dir: str | os.PathLike | None = None,
         val_abnormal: int = 0,
         allow_outside_root: bool = False,
-        dicom_mode: DicomMode = "standard",
-        window: WindowMode = "header",
-        fallback_window: Literal["percentile", "minmax"] = "minmax",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        force_dicom: bool = False,
-        dicom_tags: list[str] | None = None,
-        bit_depth: BitDepth = "auto",
-        leakage: LeakageCheck = "raise",
-        cache_identity: CacheIdentity = "stat",
-        cache_save_interval: float = 60.0,
-        normalization: str | IntensityNormalization = "none",
-        augment: IntensityAugmentation | None = None,
         metadata_csv: str | os.PathLike | None = None,
         val_balance_by: str | None = None,
         group_by: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            image_size=image_size,
-            in_channels=in_channels,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            val_synthesizer=val_synthesizer,
-            seed=seed,
-            data_on_device=data_on_device,
-            normalization=normalization,
-            augment=augment,
-        )
-        check_numbers(
-            whole={"unlabeled_size": unlabeled_size, "val_abnormal": val_abnormal},
-            real={"anomaly_ratio": anomaly_ratio},
-        )
-        if not 0.0 <= anomaly_ratio <= 1.0:
-            raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
-        if unlabeled_size is not None and unlabeled_size < 1:
-            raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+        super().__init__(**kwargs)
+        check_numbers(whole={"val_abnormal": val_abnormal})
         if val_abnormal < 0:
             raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
-        check_data_options(leakage, cache_identity, cache_save_interval)
         if val_balance_by is not None and (metadata_csv is None or not val_abnormal):
             raise ValueError(
                 f"val_balance_by={val_balance_by!r} balances the labelled validation carve-out "
@@ -171,28 +114,12 @@ class MedADDataModule(AnomalyDataModule):
         self.val_abnormal = val_abnormal
         self.val_balance_by = val_balance_by
         self.group_by = group_by
-        self.groups: dict[str, str] = {}
         self._held_normals: list[str] = []
         self.metadata_csv = None if metadata_csv is None else Path(metadata_csv)
         self.root = Path(root)
-        self.anomaly_ratio = anomaly_ratio
-        self.unlabeled_size = unlabeled_size
         self.image_dir = image_dir
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.allow_outside_root = allow_outside_root
-        self.settings = PreprocessSettings(
-            image_size=image_size,
-            in_channels=in_channels,
-            dicom=DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles)),
-            force_dicom=force_dicom,
-            dicom_tags=tuple(dicom_tags or ()),
-            bit_depth=bit_depth,
-        )
-        self.leakage = leakage
-        self.cache_identity = cache_identity
-        self.cache_save_interval = cache_save_interval
-        self.identities: dict[str, dict[str, str]] = {}
-        self._manifest: dict | None = None
 
     def read_split(self) -> MedADSplit:
         """The validated ``data.json`` of ``root``."""
@@ -228,62 +155,16 @@ class MedADDataModule(AnomalyDataModule):
 
     def read_metadata(self, split: MedADSplit) -> dict[str, dict[str, str]]:
         """The rows of ``metadata_csv`` by the ``data.json`` name of the image they describe
-        (empty without one).
-
-        Rows and names are matched as files, as the split's names are (``./x.png`` is
-        ``x.png``). Two rows for one image are an error (which one would hold?); rows that
-        describe no image of the split are counted in one warning (a misspelt name would
-        otherwise leave its image without metadata unseen).
-        """
+        (empty without one; see `read_metadata_csv`)."""
         if self.metadata_csv is None:
             return {}
-        path = self.root / self.metadata_csv  # an absolute metadata_csv stays as it is
-        if not path.is_file():
-            raise FileNotFoundError(f"metadata_csv={str(path)!r} does not exist")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            if "file" not in columns:
-                raise ValueError(
-                    f"metadata_csv {path} has no 'file' column (has {columns})"
-                    f"{separator_hint(columns)}: name each image as data.json does in a column "
-                    "called file"
-                )
-            if self.val_balance_by is not None and self.val_balance_by not in columns:
-                raise ValueError(
-                    f"val_balance_by={self.val_balance_by!r} is not a column of {path} (has "
-                    f"{columns})"
-                )
-            rows = list(enumerate(reader, start=2))
-        images = self.root / self.image_dir
-        names = {
-            file_identity(images / name): name for names in split.parts().values() for name in names
-        }
-        found: dict[str, dict[str, str]] = {}
-        lines: dict[str, int] = {}
-        twice, unmatched = [], []
-        for line, row in rows:
-            name = names.get(file_identity(images / (row.get("file") or "").strip()))
-            if name is None:
-                unmatched.append(str(row.get("file")))
-            elif name in found:
-                twice.append(f"lines {lines[name]} and {line} ({name})")
-            else:
-                lines[name] = line
-                found[name] = {
-                    k: (v or "").strip() for k, v in row.items() if k not in ("file", None)
-                }
-        if twice:
-            raise ValueError(
-                f"metadata_csv {path} describes one image twice: {', '.join(twice[:10])}; keep "
-                "one row per image"
-            )
-        if unmatched:
-            log_once(
-                f"metadata_csv {path}: {len(unmatched)} row(s) name no image of data.json (for "
-                f"example {', '.join(repr(n) for n in unmatched[:3])}); their metadata is unused"
-            )
-        return found
+        required = {} if self.val_balance_by is None else {"val_balance_by": self.val_balance_by}
+        return read_metadata_csv(
+            self.root / self.metadata_csv,  # an absolute metadata_csv stays as it is
+            self.root / self.image_dir,
+            [name for names in split.parts().values() for name in names],
+            required,
+        )
 
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
@@ -500,10 +381,6 @@ class MedADDataModule(AnomalyDataModule):
             for h, path in zip(headers, paths, strict=True)
         ]
         return array, tags, identities
-
-    def split_manifest(self) -> dict | None:
-        """Where the split came from (``data.json`` and any carve-out) and that file's split."""
-        return self._manifest
 
     def setup(self, stage: str | None = None) -> None:
         checked = self.known_normal is not None

@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData, check_numbers
-from sagan_ad.data.bit_depth import BitDepth
+from sagan_ad.data.base import ImageSet, SplitData
 from sagan_ad.data.boxes import box_problem
-from sagan_ad.data.cache import CacheIdentity, ImageCache, OnError, PreprocessSettings
+from sagan_ad.data.cache import ImageCache, OnError
 from sagan_ad.data.cache_files import atomic_write_text, make_folder
-from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.file_kinds import missing_reason
-from sagan_ad.data.headers import IDENTITY_TAGS, header_tags
+from sagan_ad.data.files import FileDataModule
+from sagan_ad.data.groups import group_identity, group_values
 from sagan_ad.data.image_io import ImageReadError
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
-from sagan_ad.data.leakage import (
-    LeakageCheck,
-    check_data_options,
-    check_disjoint,
-    check_leakage,
-    file_identity,
-)
+from sagan_ad.data.leakage import check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
-from sagan_ad.data.messages import listing, log_once
+from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
-from sagan_ad.synthesis import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +35,6 @@ log = logging.getLogger(__name__)
 def default_cache_root() -> Path:
     """``$SAGAN_AD_CACHE``, else ``~/.cache/sagan_ad``."""
     return Path(os.environ.get("SAGAN_AD_CACHE", "~/.cache/sagan_ad")).expanduser()
-
-
-MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
-"""Group values that mean "unknown" (as pandas, R and spreadsheets write them), compared
-without case."""
 
 
 @dataclass
@@ -79,103 +59,7 @@ class Record:
     group: str = ""
 
 
-def separator_hint(columns: list[str]) -> str:
-    """A note when a CSV's one column looks like several joined by another separator (Excel
-    writes ``;`` in many locales; some exports tabs), else ``""``.
-
-    Examples:
-        >>> separator_hint(["path;site"])
-        "; the columns seem separated by ';': save it comma-separated"
-    """
-    other = next((d for d in (";", "\t", "|") if len(columns) == 1 and d in columns[0]), "")
-    return f"; the columns seem separated by {other!r}: save it comma-separated" if other else ""
-
-
-def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
-    """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: expected {layout}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in columns if c not in (reader.fieldnames or [])]
-            if missing:
-                found = reader.fieldnames or []
-                raise ValueError(
-                    f"{path}: missing column(s) {', '.join(missing)} (has {found})"
-                    f"{separator_hint(found)}; expected {layout}"
-                )
-            return [
-                {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
-            ]
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
-            f"{err.start}): save it as UTF-8"
-        ) from None
-
-
-def number(text: str) -> float:
-    """A CSV coordinate; empty or non-numeric gives NaN, which `box_problem` reports."""
-    try:
-        return float(text)
-    except ValueError:
-        return float("nan")
-
-
-def group_values(
-    column: str,
-    metadata: Mapping[str, Mapping[str, str]],
-    paths: Mapping[str, Path],
-    store: Path | None,
-    force_dicom: bool,
-    owner: str,
-) -> dict[str, str]:
-    """The group of each image of ``paths`` by ``column`` (``group_by``): a metadata column
-    where any image has it, else a DICOM keyword read from the headers (`header_tags`, kept in
-    ``store``); empty: a group of its own.
-
-    Empty values and the words spreadsheets and pandas write for a missing value
-    (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
-    every image without a patient would be one giant patient. How many images have none
-    is logged once, naming ``owner``.
-    """
-    if any(column in metadata.get(name, {}) for name in paths):
-        source = "the column is empty or says the value is missing"
-        values = {name: metadata.get(name, {}).get(column, "") for name in paths}
-    elif tag_for_keyword(column) is None:
-        columns = sorted({k for name in paths for k in metadata.get(name, {})})
-        raise ValueError(
-            f"group_by={column!r} is neither a column of the data (columns: "
-            f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
-        )
-    else:
-        source = "not DICOM, or the tag is empty"
-        names = list(paths)
-        found = header_tags([paths[n] for n in names], [column], store, force_dicom)
-        values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
-    groups = {
-        name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
-        for name, value in values.items()
-    }
-    lacking = sum(1 for value in groups.values() if not value)
-    if lacking:
-        log_once(
-            f"{owner}: {lacking} of {len(groups)} images have no {column} ({source}): each is a "
-            "group of its own"
-        )
-    return groups
-
-
-def group_identity(group_by: str | None, group: str) -> dict[str, str]:
-    """What `check_leakage` compares for an image's group: nothing where the group is empty or
-    is a DICOM identity tag (compared as such already)."""
-    if not group or group_by in IDENTITY_TAGS:
-        return {}
-    return {f"group ({group_by or 'patient key'})": group}
-
-
-class RawDataModule(AnomalyDataModule):
+class RawDataModule(FileDataModule):
     """Base of the DataModules over raw files: subclasses implement `records`.
 
     `load` draws the Med-AD protocol split from the records (seeded by ``seed``, counts
@@ -184,6 +68,11 @@ class RawDataModule(AnomalyDataModule):
     split actually used as ``<cache_dir>/data.json`` (give it back as ``split_file`` to repeat a
     run) and returns `ImageSet`s carrying boxes, original sizes and metadata.
 
+    The other arguments are those of [`FileDataModule`][sagan_ad.data.files.FileDataModule]
+    (decoding, cache, leakage check, unlabeled mixture) and of
+    [`AnomalyDataModule`][sagan_ad.data.base.AnomalyDataModule] (``seed`` also seeds the
+    split), passed on as ``**kwargs``.
+
     Args:
         root: the release folder.
         cache_dir: cache folder (default: ``$SAGAN_AD_CACHE`` or ``~/.cache/sagan_ad``, then
@@ -191,38 +80,16 @@ class RawDataModule(AnomalyDataModule):
         split_counts: images per split part (keys ``known_normal``, ``pool_normal``,
             ``pool_abnormal``, ``test_normal``, ``test_abnormal``); default: the Med-AD counts.
         split_file: a ``data.json`` to use instead of drawing a split.
-        anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
-        unlabeled_size: size of the unlabeled set (default: number of known normals).
-        dicom_mode: ``"standard"`` or ``"benchmark"`` (see `DicomOptions`).
-        window: ``"header"``, ``"percentile"`` or ``"minmax"`` (see `DicomOptions`).
-        fallback_window: window of files without window tags in ``"header"`` mode.
-        percentiles: low and high percentile of the percentile window.
-        dicom_tags: DICOM header keywords carried as metadata (for example ``ViewPosition``).
         on_error: ``"raise"``: missing or unreadable files and bad boxes stop with one error
             listing all of them; ``"skip"``: they are left out and logged.
         cache_workers: decoding processes (default: every core).
         progress: progress bar while decoding.
-        image_size: see `AnomalyDataModule`; likewise ``in_channels``, ``batch_size``,
-            ``eval_batch_size``, ``num_workers``, ``val_fraction``, ``val_synthesizer``,
-            ``data_on_device``, ``normalization``, ``augment`` and ``seed`` (which also seeds
-            the split).
-        force_dicom: read every file as DICOM (files without suffix nor preamble).
-        bit_depth: how 16-bit PNG / TIFF are scaled: ``"auto"`` (the largest depth the data
-            set's files use, so 12-bit exports keep their contrast), ``"dtype"`` (by 65535, as
-            version 0.1 did) or a number of bits (see `sagan_ad.data.image_io.scale_bits`).
         group_by: what keeps images together on one side of the split, of the validation
             hold-out and of the leakage check: a column of the data (a CSV column, a metadata
             key) or a DICOM keyword read from each header (for example ``"PatientID"``).
             Default: the data set's own patient key where it has one (RSNA: ``patientId``),
             else none.
-        leakage: what to do when a group (``group_by``), a PatientID or a SOPInstanceUID is
-            on two sides (training, validation, test): ``"raise"`` (default), ``"warn"`` or
-            ``"ignore"``.
-        cache_identity: how the cache recognises an unchanged file: ``"stat"`` (path, size
-            and modification time), ``"verify"`` (and the same bytes) or ``"content"`` (the
-            bytes alone); see `ImageCache`.
-        cache_save_interval: seconds between saves of a running cache build (an interrupted
-            build resumes from the last save).
+        **kwargs: the arguments of `FileDataModule` and `AnomalyDataModule`.
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
@@ -233,57 +100,15 @@ class RawDataModule(AnomalyDataModule):
         cache_dir: str | os.PathLike | None = None,
         split_counts: dict[str, int] | None = None,
         split_file: str | os.PathLike | None = None,
-        anomaly_ratio: float = 0.6,
-        unlabeled_size: int | None = None,
-        dicom_mode: DicomMode = "standard",
-        window: WindowMode = "header",
-        fallback_window: Literal["percentile", "minmax"] = "minmax",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        dicom_tags: list[str] | None = None,
         on_error: OnError = "raise",
         cache_workers: int | None = None,
         progress: bool = True,
-        image_size: int = 64,
-        in_channels: int = 1,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        val_synthesizer: Synthesizer | None = None,
-        seed: int = 0,
-        data_on_device: bool = False,
-        force_dicom: bool = False,
-        bit_depth: BitDepth = "auto",
         group_by: str | None = None,
-        leakage: LeakageCheck = "raise",
-        cache_identity: CacheIdentity = "stat",
-        cache_save_interval: float = 60.0,
-        normalization: str | IntensityNormalization = "none",
-        augment: IntensityAugmentation | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            image_size=image_size,
-            in_channels=in_channels,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            val_synthesizer=val_synthesizer,
-            seed=seed,
-            data_on_device=data_on_device,
-            normalization=normalization,
-            augment=augment,
-        )
-        check_numbers(
-            whole={"unlabeled_size": unlabeled_size}, real={"anomaly_ratio": anomaly_ratio}
-        )
-        if not 0.0 <= anomaly_ratio <= 1.0:
-            raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
-        if unlabeled_size is not None and unlabeled_size < 1:
-            raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+        super().__init__(**kwargs)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
-        check_data_options(leakage, cache_identity, cache_save_interval)
         self.root = Path(root).expanduser()
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         self.cache_dir = (
@@ -293,26 +118,10 @@ class RawDataModule(AnomalyDataModule):
         )
         self.split_counts = {**self.default_counts, **(split_counts or {})}
         self.split_file = None if split_file is None else Path(split_file)
-        self.anomaly_ratio = anomaly_ratio
-        self.unlabeled_size = unlabeled_size
-        self.settings = PreprocessSettings(
-            image_size=image_size,
-            in_channels=in_channels,
-            dicom=DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles)),
-            force_dicom=force_dicom,
-            dicom_tags=tuple(dicom_tags or ()),
-            bit_depth=bit_depth,
-        )
         self.on_error = on_error
         self.cache_workers = cache_workers
         self.progress = progress
         self.group_by = group_by
-        self.leakage = leakage
-        self.cache_identity = cache_identity
-        self.cache_save_interval = cache_save_interval
-        self.groups: dict[str, str] = {}
-        self.identities: dict[str, dict[str, str]] = {}
-        self._manifest: dict | None = None
         self._known_names: list[str] = []
 
     @property
@@ -541,10 +350,6 @@ class RawDataModule(AnomalyDataModule):
             f"validation: val_fraction={self.val_fraction} of the known normals held out"
             f"{grouping} (seed={self.seed}) with pseudo anomalies"
         )
-
-    def split_manifest(self) -> dict | None:
-        """Where the split came from and the ``data.json`` written, once set up."""
-        return self._manifest
 
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """The validation hold-out of the known normals: by whole groups when some group has

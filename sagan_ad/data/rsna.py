@@ -8,7 +8,8 @@ from typing import ClassVar
 import numpy as np
 
 from sagan_ad.data.messages import listing
-from sagan_ad.data.raw import RawDataModule, Record, number, read_csv
+from sagan_ad.data.raw import RawDataModule, Record
+from sagan_ad.data.tables import number, read_csv
 
 LAYOUT = (
     "the Kaggle RSNA release: stage_2_train_images/<patientId>.dcm, "
@@ -37,7 +38,8 @@ class RSNADataModule(RawDataModule):
     ``patientId`` is the patient key: the split, the validation hold-out and the leakage check
     keep each patient on one side (``group_by`` chooses another key).
     Default counts (Med-AD): 3851 known normals, pools of 4000 normal / 5012 abnormal, test
-    1000 / 1000. Arguments: see `RawDataModule`.
+    1000 / 1000. Arguments: those of
+    [`RawDataModule`][sagan_ad.data.raw.RawDataModule], `FileDataModule` and `AnomalyDataModule`.
 
     Examples:
         >>> dm = RSNADataModule("rsna-pneumonia-detection-challenge",

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
-from sagan_ad.data.intensity import (
-    IntensityAugmentation,
-    IntensityNormalization,
-)
 from sagan_ad.data.lesions import add_lesions, check_range
 from sagan_ad.data.phantoms import make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
-from sagan_ad.synthesis import Synthesizer
 
 
 class SyntheticCXRDataModule(AnomalyDataModule):
@@ -27,13 +22,15 @@ class SyntheticCXRDataModule(AnomalyDataModule):
     varied size, contrast and position inside the lungs, deliberately unlike the square patches of
     the training synthesizer. Everything is generated from ``seed``.
 
+    The other arguments are those of [`AnomalyDataModule`][sagan_ad.data.base.AnomalyDataModule],
+    passed on as ``**kwargs``: ``image_size`` is the side of the generated images (at least 32),
+    ``in_channels`` 1 or 3 (the grey phantom repeated), and ``seed`` also seeds the phantoms.
+
     Args:
         num_known_normal: known-normal training images (before the validation hold-out).
         anomaly_ratio: fraction of abnormal images in the unlabeled set.
         unlabeled_size: unlabeled images (default: ``num_known_normal``).
         num_test: test images, half normal and half abnormal.
-        image_size: side of the generated images (at least 32).
-        in_channels: 1, or 3 (the grey phantom repeated).
         lesion_radius: ``(low, high)`` lesion radius as a fraction of the image side (see
             `sagan_ad.data.phantoms.add_lesions`). The default, 10-25% of the side, is larger
             than ``add_lesions``' own (4-15%), so that the quickstart's narrow network finds
@@ -46,9 +43,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             ``"pseudo"``: those normals and their pseudo anomalies from ``val_synthesizer``, as
             for data sets without labelled validation; on these phantoms SAGAN's patch blend is
             nearly invisible and ``val/AUROC`` stays near 0.5.
-        batch_size: see `AnomalyDataModule`; likewise ``eval_batch_size``, ``num_workers``,
-            ``val_fraction``, ``val_synthesizer``, ``data_on_device``, ``normalization``,
-            ``augment`` and ``seed`` (which also seeds the phantoms).
+        **kwargs: the arguments of `AnomalyDataModule`.
 
     Examples:
         >>> dm = SyntheticCXRDataModule(num_known_normal=20, num_test=10, image_size=32)
@@ -63,34 +58,12 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         anomaly_ratio: float = 0.6,
         unlabeled_size: int | None = None,
         num_test: int = 200,
-        image_size: int = 64,
-        in_channels: int = 1,
         lesion_radius: tuple[float, float] = (0.1, 0.25),
         lesion_contrast: tuple[float, float] = (50.0, 110.0),
         validation: Literal["lesions", "pseudo"] = "lesions",
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        val_synthesizer: Synthesizer | None = None,
-        seed: int = 0,
-        data_on_device: bool = False,
-        normalization: str | IntensityNormalization = "none",
-        augment: IntensityAugmentation | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            image_size=image_size,
-            in_channels=in_channels,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            val_synthesizer=val_synthesizer,
-            seed=seed,
-            data_on_device=data_on_device,
-            normalization=normalization,
-            augment=augment,
-        )
+        super().__init__(**kwargs)
         if num_known_normal < 2:
             raise ValueError(f"num_known_normal={num_known_normal}: must be >= 2")
         if num_test < 0:

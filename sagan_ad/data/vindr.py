@@ -7,7 +7,8 @@ from typing import ClassVar
 import numpy as np
 
 from sagan_ad.data.messages import listing
-from sagan_ad.data.raw import RawDataModule, Record, number, read_csv
+from sagan_ad.data.raw import RawDataModule, Record
+from sagan_ad.data.tables import number, read_csv
 
 LAYOUT = (
     "the VinDr-CXR release: train/<image_id>.dicom and train.csv "
@@ -26,7 +27,8 @@ class VinDrCXRDataModule(RawDataModule):
     distinct class names, ``;``-separated) and ``radiologists``. Many files are MONOCHROME1,
     12 to 16 bit, windowed or compressed: see `DicomOptions` and the ``sagan-ad[dicom]`` extra.
     Default counts (Med-AD): 4000 known normals, pools of 5606 normal / 3394 abnormal, test
-    1000 / 1000. Arguments: see `RawDataModule`.
+    1000 / 1000. Arguments: those of
+    [`RawDataModule`][sagan_ad.data.raw.RawDataModule], `FileDataModule` and `AnomalyDataModule`.
 
     Examples:
         >>> dm = VinDrCXRDataModule("vinbigdata-chest-xray", image_size=64)  # doctest: +SKIP

@@ -22,7 +22,6 @@ distributed differently among normals and abnormals (gap ``>= max_share_gap``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from sagan_ad.evaluation.metrics import auroc
+from sagan_ad.settings import from_mapping
 
 AUDIT_DOCS = "docs/evaluation.md, 'Shortcut audit'"
 
@@ -86,14 +86,7 @@ class AuditThresholds:
             return cls()
         if isinstance(spec, cls):
             return spec
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(
-                f"shortcut_audit has unknown field(s) {', '.join(unknown)}: the fields are "
-                f"{', '.join(sorted(known))}"
-            )
-        return cls(**{k: float(v) for k, v in spec.items()})
+        return from_mapping(cls, spec, "shortcut_audit", convert=float)
 
 
 def trivial_auroc(values: Tensor, labels: Tensor) -> tuple[float, float]:

@@ -1,0 +1,72 @@
+"""Patient groups: what keeps the images of one patient on one side of a split.
+
+A group is a column of the data or a DICOM keyword read from the headers (``group_by``), or a
+data set's own patient key; `group_values` finds each image's, `group_identity` gives what the
+leakage check compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydicom.datadict import tag_for_keyword
+
+from sagan_ad.data.headers import IDENTITY_TAGS, header_tags
+from sagan_ad.data.messages import log_once
+
+MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
+"""Group values that mean "unknown" (as pandas, R and spreadsheets write them), compared
+without case."""
+
+
+def group_values(
+    column: str,
+    metadata: Mapping[str, Mapping[str, str]],
+    paths: Mapping[str, Path],
+    store: Path | None,
+    force_dicom: bool,
+    owner: str,
+) -> dict[str, str]:
+    """The group of each image of ``paths`` by ``column`` (``group_by``): a metadata column
+    where any image has it, else a DICOM keyword read from the headers (`header_tags`, kept in
+    ``store``); empty: a group of its own.
+
+    Empty values and the words spreadsheets and pandas write for a missing value
+    (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
+    every image without a patient would be one giant patient. How many images have none
+    is logged once, naming ``owner``.
+    """
+    if any(column in metadata.get(name, {}) for name in paths):
+        source = "the column is empty or says the value is missing"
+        values = {name: metadata.get(name, {}).get(column, "") for name in paths}
+    elif tag_for_keyword(column) is None:
+        columns = sorted({k for name in paths for k in metadata.get(name, {})})
+        raise ValueError(
+            f"group_by={column!r} is neither a column of the data (columns: "
+            f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
+        )
+    else:
+        source = "not DICOM, or the tag is empty"
+        names = list(paths)
+        found = header_tags([paths[n] for n in names], [column], store, force_dicom)
+        values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
+    groups = {
+        name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
+        for name, value in values.items()
+    }
+    lacking = sum(1 for value in groups.values() if not value)
+    if lacking:
+        log_once(
+            f"{owner}: {lacking} of {len(groups)} images have no {column} ({source}): each is a "
+            "group of its own"
+        )
+    return groups
+
+
+def group_identity(group_by: str | None, group: str) -> dict[str, str]:
+    """What `check_leakage` compares for an image's group: nothing where the group is empty or
+    is a DICOM identity tag (compared as such already)."""
+    if not group or group_by in IDENTITY_TAGS:
+        return {}
+    return {f"group ({group_by or 'patient key'})": group}
