@@ -4,7 +4,6 @@ that hand scoring and evaluation to their components."""
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import lightning as L
@@ -23,7 +22,7 @@ from sagan_ad.evaluation.thresholds import apply_threshold
 from sagan_ad.networks.critic import Critic, check_critic_fits
 from sagan_ad.networks.generator import Generator
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
-from sagan_ad.training import losses
+from sagan_ad.training import losses, run_state
 from sagan_ad.training.ddp import allow_unused_parameters
 from sagan_ad.training.divergence import DivergenceGuard
 from sagan_ad.training.ema import update_average
@@ -37,15 +36,6 @@ from sagan_ad.training.optimizers import (
     step_scheduler,
 )
 from sagan_ad.training.performance import Performance
-from sagan_ad.training.run_state import (
-    check_data_matches,
-    check_trained,
-    mark_weights_loaded,
-    read_run_state,
-    recorded_normalization,
-    restore_global_rng,
-    write_run_state,
-)
 from sagan_ad.training.training_logs import TrainingLogs
 
 COMPONENTS = ("generator", "critic", "loss", "scorer", "evaluator", "performance")
@@ -56,32 +46,26 @@ FACTORIES = ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d")
 class SAGAN(L.LightningModule):
     """SAGAN for semi-supervised anomaly detection (Zhang et al., MICCAI 2024).
 
-    Training alternates a critic step every iteration with a generator step every ``n_critic``-th
-    iteration (manual optimization). With ``x_n`` known normals, ``x_u`` unlabeled images and
-    ``x~_n`` pseudo anomalies made from ``x_n`` by ``synthesizer``, ``loss`` weighs the critic's
-    ``-E[D(x_n)] + E[D(G(x_u))] + GP`` and the generator's ``-E[D(G(x_u))]`` with the identity
-    (``|x_n - G(x_n)|``) and restoration (``(x_n - G(x~_n))^2``) terms. The ``scorer`` turns
-    ``|x - G(x)| / 2`` into a map and a score; the ``evaluator`` makes each validation's and
-    test's report and chooses the operating threshold (the `threshold` buffer, saved in
-    checkpoints). Each part is a component given as an object (YAML: a nested ``class_path``)
-    and recorded in the checkpoint, so a checkpoint rebuilds the model that wrote it.
+    Each *iteration* is a critic step, and every ``n_critic``-th one also a generator step
+    (manual optimization); `iteration` counts them and travels in checkpoints. With known normals
+    ``x_n``, unlabeled images ``x_u`` and pseudo anomalies ``x~_n`` made by ``synthesizer``, the
+    ``loss`` weighs the critic's WGAN-GP objective and the generator's adversarial, identity
+    (``|x_n - G(x_n)|``) and restoration (``(x_n - G(x~_n))^2``) terms; the ``scorer`` turns
+    ``|x - G(x)| / 2`` into a map and a score; the ``evaluator`` reports each validation and test
+    and chooses the operating `threshold` (a buffer, saved in checkpoints). Each component is an
+    object (YAML: a nested ``class_path``) recorded in the checkpoint, so a checkpoint rebuilds
+    the model that wrote it.
 
-    One *iteration* is one critic step (and, every ``n_critic`` iterations, one generator step);
-    `iteration` counts them and is saved in checkpoints (Lightning's ``global_step`` counts the
-    steps of both optimizers). Training stops after ``max_iterations``: leave the Trainer's
-    ``max_steps`` at -1 and set ``max_epochs=-1`` (the training data are an endless stream) and
-    ``check_val_every_n_epoch=None``. Metrics are logged with the iteration as step.
+    Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` and ``max_steps`` left at
+    -1: training stops after ``max_iterations`` (the data are an endless stream). A resumed run
+    continues bit-identically on CPU; the `DivergenceGuard` stops a run before a non-finite step
+    or checkpoint; validate, test and predict refuse an untrained model unless
+    ``model.allow_untrained = True``; `score`, `anomaly_map`, `infer` and ``forward`` refuse
+    images of another shape or dtype and values outside ``[-1, 1]`` (``docs/reliability.md``).
 
-    Reliability (``docs/reliability.md``): checkpoints carry the iteration and every RNG state,
-    so a resumed run continues bit-identically on CPU; the `DivergenceGuard` stops a run before a
-    non-finite step or checkpoint; validation, test and predict refuse an untrained model (load a
-    checkpoint, or set ``model.allow_untrained = True`` on purpose); `score`, `anomaly_map`,
-    `infer` and ``forward`` refuse images of another shape, integer images and values outside
-    ``[-1, 1]``.
-
-    Subclass to change a part without copying the training step: override `synthesize`,
-    `critic_loss`, `generator_loss`, `identity_loss`, `restoration_loss`, `anomaly_map` or
-    `score` (or give your own ``loss``, ``scorer`` or ``evaluator``).
+    Subclass to change one step without copying the training loop: override `generate`,
+    `synthesize`, `critic_loss`, `generator_loss`, `identity_loss`, `restoration_loss`,
+    `anomaly_map` or `score`.
 
     Args:
         generator: the restoring generator (default: the paper's `sagan_ad.Generator`, 64 px).
@@ -167,15 +151,13 @@ class SAGAN(L.LightningModule):
         self.automatic_optimization = False
         self.iteration = 0
         self.logs = TrainingLogs()
-        self._rng: torch.Generator | None = None
-        self._rng_state: tuple[str, Tensor] | None = None
-        self._global_rng_state: dict[str, Any] | None = None
+        self.randomness = run_state.TrainingRandomness(seed)
         # NaN until a validation chooses it; a buffer, so it travels with the weights.
         self.register_buffer("threshold", torch.tensor(float("nan")))
         self.allow_untrained = False
         self._weights_loaded = False
         self._loading_untrained = False
-        self.register_load_state_dict_post_hook(mark_weights_loaded)
+        self.register_load_state_dict_post_hook(run_state.mark_weights_loaded)
 
     @property
     def reports(self) -> dict[str, EvaluationReport]:
@@ -230,12 +212,7 @@ class SAGAN(L.LightningModule):
     @property
     def rng(self) -> torch.Generator:
         """Generator of the training-time random draws (pseudo anomalies, GP interpolation)."""
-        if self._rng is None or self._rng.device != self.device:
-            self._rng = torch.Generator(device=self.device).manual_seed(self.seed)
-            if self._rng_state is not None and self._rng_state[0] == self.device.type:
-                self._rng.set_state(self._rng_state[1])
-            self._rng_state = None
-        return self._rng
+        return self.randomness.generator(self.device)
 
     def synthesize(self, normal: Tensor) -> tuple[Tensor, Tensor]:
         """Pseudo anomalies of a batch of known normals: ``(corrupted, masks)``."""
@@ -325,7 +302,7 @@ class SAGAN(L.LightningModule):
         critic_terms = self.critic_loss(normal, fake.detach())
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(critic_terms["loss"])
-        self._check_finite("critic", critic_terms, self.critic)
+        self.divergence.check("critic", critic_terms, self.critic, self.iteration, self._trainer)
         opt_d.step()
         step_scheduler(self, (self.scheduler_g, self.scheduler_d), 1)
         logs = {f"train/critic/{k}": v.detach() for k, v in critic_terms.items()}
@@ -338,7 +315,9 @@ class SAGAN(L.LightningModule):
             )
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(generator_terms["loss"])
-            self._check_finite("generator", generator_terms, self.generator)
+            self.divergence.check(
+                "generator", generator_terms, self.generator, self.iteration, self._trainer
+            )
             opt_g.step()
             step_scheduler(self, (self.scheduler_g, self.scheduler_d), 0)
             if self.generator_ema is not None:
@@ -353,16 +332,10 @@ class SAGAN(L.LightningModule):
         if self.divergence.due(self.iteration, last=self.iteration >= self.max_iterations):
             self.divergence.raise_if_diverged(self.iteration)
 
-    def _check_finite(
-        self, network: str, terms: dict[str, Tensor], module: torch.nn.Module
-    ) -> None:
-        # A gradient scaler (fp16 training) makes inf gradients on purpose and skips those
-        # steps itself; only the losses are checked then.
-        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
-        self.divergence.check(network, terms, module, self.iteration, scaler is None)
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        restore_global_rng(self)
+        self.randomness.restore_global(
+            self._trainer is not None and self.trainer.ckpt_path is not None
+        )
         if self.iteration >= self.max_iterations:
             self.trainer.should_stop = True
             return -1
@@ -379,8 +352,8 @@ class SAGAN(L.LightningModule):
 
     # ----------------------------------------------------------------------------- stages
     def _start_stage(self, stage: str) -> None:
-        check_trained(self, stage)
-        check_data_matches(self, getattr(self.trainer, "datamodule", None))
+        run_state.check_trained(self, stage)
+        run_state.check_data_matches(self, getattr(self.trainer, "datamodule", None))
 
     def on_validation_start(self) -> None:
         if self.trainer.state.fn != TrainerFn.FITTING:
@@ -396,23 +369,22 @@ class SAGAN(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         self.scorer.normalization = fitted_normalization(self.scorer.normalization, datamodule)
         record_components(self, COMPONENTS)
-        check_data_matches(self, getattr(self.trainer, "datamodule", None))
+        run_state.check_data_matches(self, datamodule)
         if self.trainer.max_steps != -1:
-            warnings.warn(
+            rank_zero_warn(
                 f"Trainer(max_steps={self.trainer.max_steps}) counts the steps of both optimizers;"
                 f" SAGAN stops after max_iterations={self.max_iterations} iterations, set that "
-                "instead",
-                stacklevel=1,
+                "instead"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.divergence.check_weights(self, self.iteration)
-        write_run_state(self, checkpoint)
+        run_state.write_run_state(self, checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        read_run_state(self, checkpoint)
+        run_state.read_run_state(self, checkpoint)
         # The data the checkpoint was trained on, whatever this instance was built with.
-        self.scorer.normalization = recorded_normalization(checkpoint)
+        self.scorer.normalization = run_state.recorded_normalization(checkpoint)
         record_components(self, COMPONENTS)
 
     # ----------------------------------------------------------------------------- evaluation

@@ -11,6 +11,7 @@ from conftest import tiny_networks
 
 from sagan_ad import SAGAN, Generator, Performance, SyntheticCXRDataModule
 from sagan_ad.data import DeviceTrainingStream, TrainingStream
+from sagan_ad.training.run_state import TrainingRandomness
 
 
 def _trainer(**kwargs) -> L.Trainer:
@@ -97,7 +98,7 @@ def test_compiled_model_trains_like_eager() -> None:
 
 def _one_iteration(model: SAGAN, normal: torch.Tensor, unlabeled: torch.Tensor, bf16: bool):
     """A generator iteration's losses and both networks' gradients, as `training_step` does."""
-    model._rng = None  # the same synthesizer and gradient-penalty draws in both runs
+    model.randomness = TrainingRandomness(model.seed)  # the same draws in both runs
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         corrupted, masks = model.synthesize(normal)
         b = normal.shape[0]

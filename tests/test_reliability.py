@@ -290,13 +290,12 @@ def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp
 def test_deferred_divergence_check_reads_nothing_between_checks(medad_root):
     model = SAGAN(**tiny_networks(), performance=Performance(divergence_check_interval=3))
     terms = {"loss": torch.tensor(float("nan"))}
-    model._check_finite("critic", terms, model.critic)
-    model.iteration = 1
-    model._check_finite("critic", {"loss": torch.tensor(1.0)}, model.critic)
+    model.divergence.check("critic", terms, model.critic, iteration=0)
+    model.divergence.check("critic", {"loss": torch.tensor(1.0)}, model.critic, iteration=1)
     # Recorded on the device, not raised: the first failure (iteration 0) is kept.
     assert int(model.divergence._first_bad["critic"]) == 0
     with pytest.raises(DivergenceError, match="first at iteration 0"):
-        model.divergence.raise_if_diverged(model.iteration)
+        model.divergence.raise_if_diverged(2)
 
 
 @pytest.mark.parametrize("interval", [0, -2, True])

@@ -3,6 +3,8 @@ before they reach an optimizer step or a checkpoint."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -54,16 +56,15 @@ class DivergenceGuard:
         terms: dict[str, Tensor],
         module: nn.Module,
         iteration: int,
-        check_gradients: bool = True,
+        trainer: Any = None,
     ) -> None:
-        """Check a step's loss ``terms`` and (with ``check_gradients``) ``module``'s gradients.
-
-        A gradient scaler (fp16 training) makes inf gradients on purpose and skips those steps
-        itself: pass ``check_gradients=False`` then.
-        """
+        """Check a step's loss ``terms`` and ``module``'s gradients (only the losses when the
+        ``trainer``'s fp16 gradient scaler makes inf gradients on purpose and skips those steps
+        itself)."""
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         values = [t.detach().float().reshape(1) for t in terms.values()]
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if grads and check_gradients:
+        if grads and scaler is None:
             norms = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
             values.append(torch.linalg.vector_norm(norms).reshape(1))
         finite = torch.isfinite(torch.cat(values)).all()

@@ -40,10 +40,7 @@ def read_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> Non
     module._loading_untrained = checkpoint.get("sagan_iteration") == 0
     # Checkpoints written before thresholds existed load with no threshold chosen.
     checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
-    # Restored lazily by `rng`, once the module is on its device; a state saved on another
-    # device type cannot be transplanted and the seed is used instead.
-    module._rng, module._rng_state = None, checkpoint.get("sagan_rng_state")
-    module._global_rng_state = checkpoint.get("sagan_global_rng_state")
+    module.randomness.load(checkpoint)
 
 
 def mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
@@ -67,14 +64,45 @@ def check_trained(module: L.LightningModule, stage: str) -> None:
     )
 
 
-def restore_global_rng(module: L.LightningModule) -> None:
-    """Restore the global RNG states a resumed checkpoint carried, right before the first
-    resumed iteration rather than at load time: Lightning draws from the global RNG in between
-    (sanity check, DataLoader seeds)."""
-    if module._global_rng_state is not None:
-        if module._trainer is not None and module.trainer.ckpt_path is not None:
-            set_global_rng_state(module._global_rng_state)
-        module._global_rng_state = None
+class TrainingRandomness:
+    """The random draws of training (pseudo anomalies, gradient-penalty interpolation), seeded,
+    and the global RNG states a resumed checkpoint carried.
+
+    Examples:
+        >>> draws = TrainingRandomness(seed=0)
+        >>> a = torch.rand(1, generator=draws.generator(torch.device("cpu")))
+        >>> a.equal(torch.rand(1, generator=TrainingRandomness(0).generator(torch.device("cpu"))))
+        True
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._saved: tuple[str, torch.Tensor] | None = None
+        self._global: dict[str, Any] | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """The generator on ``device``, with a loaded state when it was saved on that device
+        type (a state cannot be transplanted to another: the seed is used then)."""
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            if self._saved is not None and self._saved[0] == device.type:
+                self._generator.set_state(self._saved[1])
+            self._saved = None
+        return self._generator
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        """Take the states of ``checkpoint``; restored lazily, once the module is on its
+        device (`generator`) and right before the first resumed iteration (`restore_global`)."""
+        self._generator, self._saved = None, checkpoint.get("sagan_rng_state")
+        self._global = checkpoint.get("sagan_global_rng_state")
+
+    def restore_global(self, resuming: bool) -> None:
+        """Restore the global RNG states of a resumed run now rather than at load time:
+        Lightning draws from the global RNG in between (sanity check, DataLoader seeds)."""
+        if self._global is not None and resuming:
+            set_global_rng_state(self._global)
+        self._global = None
 
 
 def check_data_matches(module: L.LightningModule, datamodule: Any) -> None:

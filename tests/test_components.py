@@ -1,0 +1,244 @@
+"""SAGAN from components: each is recorded in checkpoints and rebuilt from them, v0.1's flat
+settings (configs, command-line flags, checkpoints) still mean the same model, and evaluation
+takes everything it knows of an image from the batches."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_networks, tiny_trainer
+from lightning.pytorch.cli import instantiate_module
+from torch.utils.data import DataLoader
+
+from sagan_ad import (
+    SAGAN,
+    Critic,
+    Evaluator,
+    Generator,
+    Performance,
+    SAGANLoss,
+    Scorer,
+    load_checkpoint,
+)
+from sagan_ad.cli import main
+from sagan_ad.compat import FLAT_SETTINGS, migrate_arguments, migrate_settings
+from sagan_ad.data.datasets import LabelledImages, collate_evaluation
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def unusual_model() -> SAGAN:
+    """Every component away from its default."""
+    return SAGAN(
+        Generator(image_size=32, base_channels=4, num_res_blocks=1, position_encoding="none"),
+        Critic(in_channels=1, base_channels=6, num_downsamples=5),
+        loss=SAGANLoss(lambda_gp=5.0, lambda_identity=0.5, lambda_restoration=2.0),
+        n_critic=3,
+        max_iterations=7,
+        scorer=Scorer(map_sigma=1.5, top_fraction=0.1, normalization="equalize"),
+        evaluator=Evaluator(
+            threshold_policy="percentile",
+            threshold_percentile=90.0,
+            bootstrap_resamples=7,
+            shortcut_audit={"margin": 0.2},
+            subgroup_columns=["view"],
+            seed=4,
+        ),
+        generator_ema=0.5,
+        performance=Performance(divergence_check_interval=3),
+        seed=9,
+    )
+
+
+def described(model: SAGAN) -> dict:
+    """What a model is, component by component."""
+    return {
+        "generator": (type(model.generator), repr(model.generator)),
+        "critic": (model.critic.in_channels, model.critic.base_channels),
+        "critic_depth": model.critic.num_downsamples,
+        "loss": repr(model.loss),
+        "scorer": repr(model.scorer),
+        "evaluator": (
+            model.evaluator.threshold_policy,
+            model.evaluator.threshold_percentile,
+            model.evaluator.bootstrap_resamples,
+            model.evaluator.audit_thresholds,
+            model.evaluator.subgroup_columns,
+            model.evaluator.seed,
+        ),
+        "performance": model.performance,
+        "schedule": (model.n_critic, model.max_iterations, model.seed),
+        "ema": model.generator_ema_decay,
+    }
+
+
+def test_the_constructor_takes_at_most_fifteen_settings():
+    parameters = list(inspect.signature(SAGAN.__init__).parameters)[1:]
+    assert len(parameters) <= 15, parameters
+
+
+def test_every_component_is_recorded_as_plain_settings_and_rebuilt_from_them():
+    model = unusual_model()
+    settings = {k: v for k, v in model.hparams.items() if k != "_instantiator"}
+    assert yaml.safe_load(yaml.safe_dump(settings)) == settings  # plain values only
+    assert settings["scorer"]["class_path"] == "sagan_ad.Scorer"
+    rebuilt = instantiate_module(SAGAN, settings)
+    assert described(rebuilt) == described(model)
+
+
+def test_a_checkpoint_rebuilds_the_model_with_its_components(tmp_path):
+    model = unusual_model()
+    torch.manual_seed(0)
+    path = tmp_path / "model.ckpt"
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": "2.6.6",
+        "sagan_iteration": 5,
+        "sagan_model_class": "sagan_ad.SAGAN",
+    }
+    torch.save(checkpoint, path)
+    loaded = load_checkpoint(path)
+    assert described(loaded) == described(model)
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.score(images), model.eval().score(images))
+
+
+def test_a_component_that_cannot_be_recorded_says_so():
+    class Hidden(Scorer):
+        def __init__(self, gain: float = 2.0) -> None:
+            super().__init__()
+            self._gain = gain
+
+    with pytest.warns(UserWarning, match=r"scorer \(.*Hidden\) cannot be recorded"):
+        model = SAGAN(**tiny_networks(), scorer=Hidden())
+    assert "scorer" not in model.hparams
+
+
+def test_v0_1_settings_migrate_to_the_components_that_mean_the_same_model():
+    flat = {
+        "image_size": 32,
+        "base_channels": 4,
+        "num_res_blocks": 1,
+        "critic_downsamples": 5,
+        "lambda_gp": 5.0,
+        "map_sigma": 1.5,
+        "score_top_fraction": 0.1,
+        "threshold_policy": "percentile",
+        "channels_last": False,
+        "seed": 9,
+        "max_iterations": 7,
+    }
+    model = instantiate_module(SAGAN, migrate_settings(flat))
+    assert model.generator.image_size == 32 and model.generator.base_channels == 4
+    # v0.1's rule: the critic is as wide as the generator unless critic_base_channels is set.
+    assert (model.critic.base_channels, model.critic.num_downsamples) == (4, 5)
+    assert model.loss.lambda_gp == 5.0 and model.scorer.top_fraction == 0.1
+    assert model.evaluator.threshold_policy == "percentile"
+    # The seed also seeded the AUROC bootstrap in v0.1.
+    assert (model.seed, model.evaluator.seed, model.max_iterations) == (9, 9, 7)
+    assert set(FLAT_SETTINGS) >= set(flat) - {"seed", "max_iterations"}
+
+
+def test_v0_1_command_line_flags_are_renamed_with_a_warning():
+    with pytest.warns(FutureWarning, match=r"--model.score_top_fraction .*--model.scorer.top_fr"):
+        args = migrate_arguments(["fit", "--model.score_top_fraction=0.1", "--model.n_critic=3"])
+    assert args == ["fit", "--model.scorer.top_fraction=0.1", "--model.n_critic=3"]
+
+
+def test_a_v0_1_config_file_still_trains_the_same_model(tmp_path, capsys):
+    old = {
+        "model": {
+            "class_path": "sagan_ad.SAGAN",
+            "init_args": {
+                "image_size": 32,
+                "base_channels": 4,
+                "num_res_blocks": 1,
+                "critic_base_channels": 4,
+                "critic_downsamples": 5,
+                "score_top_fraction": 0.1,
+                "max_iterations": 2,
+            },
+        }
+    }
+    config = tmp_path / "v0_1.yaml"
+    config.write_text(yaml.safe_dump(old))
+    migrated = r"v0_1.yaml: .*model.score_top_fraction -> model.sc"
+    with pytest.warns(FutureWarning, match=migrated), pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), *TINY_DATA_ARGS, "--print_config"])
+    assert stop.value.code in (0, None)
+    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert model["generator"]["init_args"]["image_size"] == 32
+    assert model["critic"]["init_args"]["num_downsamples"] == 5
+    assert model["scorer"]["init_args"]["top_fraction"] == 0.1
+    assert yaml.safe_load(config.read_text()) == old  # the user's file is left as it is
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+def test_the_shipped_configs_use_the_component_settings(name):
+    model = (yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()) or {}).get("model") or {}
+    settings = model.get("init_args", {})
+    assert not set(settings) & set(FLAT_SETTINGS), name
+
+
+def test_the_tiny_command_line_model_is_the_tiny_python_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--model=sagan_ad.SAGAN", *TINY_MODEL_ARGS, *TINY_DATA_ARGS, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    networks = tiny_networks()
+    assert printed["generator"]["init_args"]["base_channels"] == networks["generator"].base_channels
+    assert printed["critic"]["init_args"]["num_downsamples"] == networks["critic"].num_downsamples
+
+
+def test_v0_1_module_paths_still_import_with_a_warning():
+    import sagan_ad.networks.generator as new
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import sagan_ad.generator as old
+        from sagan_ad.checkpointing import load_checkpoint as old_loader
+    assert old is new and old_loader is load_checkpoint
+    assert any("sagan_ad.networks.generator" in str(w.message) for w in caught)
+    assert new.__spec__.name == "sagan_ad.networks.generator"
+
+
+def evaluation_loader(images: torch.Tensor) -> DataLoader:
+    """Evaluation batches that carry masks, boxes, sizes, metadata and statistics: no
+    DataModule behind them."""
+    n = len(images)
+    masks = torch.zeros(n, 1, 32, 32, dtype=torch.uint8)
+    masks[n // 2 :, :, 8:16, 8:16] = 1
+    data = LabelledImages(
+        images,
+        [0] * (n // 2) + [1] * (n - n // 2),
+        [f"img{i}" for i in range(n)],
+        statistics=torch.rand(n, 2),
+        masks=masks,
+        boxes=[np.array([[8.0, 8.0, 16.0, 16.0]]) for _ in range(n)],
+        original_sizes=[(32, 32)] * n,
+        metadata=[{"view": "AP" if i % 2 else "PA"} for i in range(n)],
+    )
+    return DataLoader(data, batch_size=3, collate_fn=collate_evaluation)
+
+
+def test_evaluation_takes_everything_from_the_batches(tmp_path):
+    torch.manual_seed(0)
+    model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
+    model.allow_untrained = True
+    images = torch.rand(8, 1, 32, 32) * 2 - 1  # no DataModule converts uint8 here
+    loader = evaluation_loader(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained network's shortcut audit, say
+        tiny_trainer(tmp_path).test(model, dataloaders=loader, verbose=False)
+    report = model.reports["test"]
+    assert {"pixel_AUROC", "AUPRO", "pointing_game", "AUROC/view=AP"} <= set(report.metrics)
+    assert any(key.startswith("audit/") for key in report.metrics)
+    assert [row["name"] for row in report.rows] == [f"img{i}" for i in range(8)]
+    assert report.rows[1]["view"] == "AP"
