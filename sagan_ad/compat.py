@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from sagan_ad.training.hparams import INSTANTIATOR
+from sagan_ad.settings import INSTANTIATOR
 
 MOVED_MODULES: dict[str, str] = {
     **{

@@ -67,7 +67,7 @@ class AnomalyScorer(nn.Module):
             input first (None: the input is used as given).
 
     Examples:
-        >>> from sagan_ad import Critic
+        >>> from sagan_ad.networks.critic import Critic
         >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
         >>> scores, maps = AnomalyScorer.from_model(model)(torch.zeros(2, 1, 32, 32))
         >>> scores.shape, maps.shape
@@ -141,7 +141,7 @@ class CheckedScorer(nn.Module):
     ``torch.jit.Error`` by the caller) with the expected and the received shape.
 
     Examples:
-        >>> from sagan_ad import Critic
+        >>> from sagan_ad.networks.critic import Critic
         >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
         >>> checked = CheckedScorer(AnomalyScorer.from_model(model), channels=1, size=32)
         >>> checked(torch.zeros(1, 1, 64, 64))

@@ -1,4 +1,5 @@
-"""Settings objects built from the mappings of a YAML file or a Python caller.
+"""Settings objects built from the mappings of a YAML file or a Python caller, and the
+instantiator that rebuilds a model from the settings its checkpoint records.
 
 Kept at the top of the package, importing nothing of it, so that `sagan_ad.data` and
 `sagan_ad.evaluation` can both use it without depending on each other.
@@ -51,3 +52,8 @@ def from_mapping(
     if convert is not None:
         values = {name: convert(value) for name, value in values.items()}
     return cls(**values)
+
+
+INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
+"""Rebuilds a model from hyper-parameters that hold ``class_path`` mappings: Lightning's own
+instantiator, the one ``load_from_checkpoint`` allows (see `sagan_ad.training.hparams`)."""

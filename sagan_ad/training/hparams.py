@@ -14,10 +14,8 @@ import inspect
 import warnings
 from typing import Any
 
+from sagan_ad.settings import INSTANTIATOR
 from sagan_ad.training.checkpoint_files import model_class_name
-
-INSTANTIATOR = "lightning.pytorch.cli.instantiate_module"
-"""Rebuilds a model from hyper-parameters holding class_path mappings (Lightning's allowlist)."""
 
 _PLAIN = (bool, int, float, str, type(None))
 _warned: dict[type, set[str]] = {}
