@@ -23,12 +23,14 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import io
 import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 import yaml
 
 from sagan_ad.settings import INSTANTIATOR
@@ -292,3 +294,27 @@ def _migrated_config(value: str) -> str:
     migrated = migrate_settings(settings)
     config["model"] = {**model, "init_args": migrated} if nested else migrated
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def checkpoint_source(path: Any) -> Any:
+    """What to hand Lightning's ``load_from_checkpoint`` for ``path``: the path itself, or an
+    in-memory copy whose v0.1 settings are upgraded (`upgrade_checkpoint`). File objects and
+    files that do not load are passed on as they are, for Lightning to report.
+
+    Examples:
+        >>> checkpoint_source("no-such.ckpt")
+        'no-such.ckpt'
+    """
+    if not isinstance(path, (str, Path)):
+        return path
+    try:
+        # Memory-mapped: the tensors are not read, only the settings are looked at.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return path
+    if not isinstance(checkpoint, dict) or not upgrade_checkpoint(checkpoint):
+        return path
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    buffer.seek(0)
+    return buffer

@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from sagan_ad.compat import checkpoint_source
 from sagan_ad.data.intensity import fitted_normalization
 from sagan_ad.evaluation.audit import ShortcutWarning
 from sagan_ad.evaluation.evaluator import Evaluator
@@ -158,6 +159,13 @@ class SAGAN(L.LightningModule):
         self._weights_loaded = False
         self._loading_untrained = False
         self.register_load_state_dict_post_hook(run_state.mark_weights_loaded)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SAGAN:  # type: ignore[override]
+        """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
+        settings, `sagan_ad.compat.upgrade_checkpoint`). Prefer `sagan_ad.load_checkpoint`,
+        which also refuses pickled code and damaged files by name."""
+        return super().load_from_checkpoint(checkpoint_source(checkpoint_path), *args, **kwargs)
 
     @property
     def reports(self) -> dict[str, EvaluationReport]:

@@ -11,7 +11,6 @@ raises a `CheckpointError` that names it and says what to do (see
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import warnings
@@ -25,7 +24,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sagan_ad.compat import upgrade_checkpoint
+from sagan_ad.compat import checkpoint_source, upgrade_checkpoint
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -200,20 +199,15 @@ def load_checkpoint(
     if model_class is None:
         model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
     check_model_class(checkpoint, model_class, source)
-    upgraded = upgrade_checkpoint(checkpoint)
+    upgrade_checkpoint(checkpoint)
     check_settings(checkpoint, model_class, source)
-    if upgraded:
-        # Lightning reads the file itself: hand it the upgraded settings instead.
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        buffer.seek(0)
     del checkpoint
     try:
         with warnings.catch_warnings():
             # Lightning's instantiator calls a jsonargparse method jsonargparse deprecates.
             warnings.filterwarnings("ignore", message=r".*instantiate_classes.*deprecated")
             model = model_class.load_from_checkpoint(
-                buffer if upgraded else path, map_location=map_location, weights_only=True
+                checkpoint_source(path), map_location=map_location, weights_only=True
             )
     except CheckpointError as err:
         # Raised by the model's on_load_checkpoint, which does not know the file's name.
