@@ -56,7 +56,7 @@ from harness import adam, describe, training_only_trainer
 from throughput_flops import iteration_flops, peak_tflops, percent_of_peak
 from throughput_released import ReleasedLikeData, ReleasedLikeSAGAN
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Critic, Generator, Performance, SyntheticCXRDataModule
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.networks.cpu_kernels import pytorch_kernels
 
@@ -112,11 +112,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def model_options(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+    """The networks and training length of every model of the benchmark, as `SAGAN` takes them
+    (the critic as wide as the generator unless ``--critic-base-channels`` is given)."""
     return {
-        "image_size": image_size,
-        "base_channels": args.base_channels,
-        "num_res_blocks": args.res_blocks,
-        "critic_base_channels": args.critic_base_channels,
+        "generator": Generator(
+            image_size=image_size, base_channels=args.base_channels, num_res_blocks=args.res_blocks
+        ),
+        "critic": Critic(base_channels=args.critic_base_channels or args.base_channels),
         "max_iterations": args.warmup + args.iterations,
     }
 
@@ -146,17 +148,19 @@ def train_throughput(
     if optimized:
         data = SyntheticCXRDataModule(**data_options, data_on_device=True)
         optimizers = {} if cpu_kernels else {"optimizer_g": adam(5e-5), "optimizer_d": adam(5e-5)}
-        model = SAGAN(
-            **model_options(args, image_size),
+        performance = Performance(
             channels_last=cuda if args.channels_last is None else args.channels_last,
             compile=args.compile,
             divergence_check_interval=50,
-            **optimizers,
         )
+        model = SAGAN(**model_options(args, image_size), performance=performance, **optimizers)
         precision = "bf16-mixed" if cuda else "32-true"
     else:
         data = ReleasedLikeData(**data_options)
-        model = ReleasedLikeSAGAN(**model_options(args, image_size))
+        # The divergence guard reads the device once, after the last iteration: a check every
+        # step would add a host-device sync per step that the released code did not have.
+        performance = Performance(divergence_check_interval=args.warmup + args.iterations)
+        model = ReleasedLikeSAGAN(**model_options(args, image_size), performance=performance)
         precision = "32-true"
     timer = Timer(args.warmup)
     trainer = training_only_trainer(
@@ -190,7 +194,8 @@ def inference_throughput(args: argparse.Namespace) -> float:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = SAGAN(**model_options(args, args.image_size), channels_last=cuda, compile=args.compile)
+    performance = Performance(channels_last=cuda, compile=args.compile)
+    model = SAGAN(**model_options(args, args.image_size), performance=performance)
     model = model.to(device).eval()
     data = SyntheticCXRDataModule(
         num_known_normal=2,
