@@ -112,13 +112,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def model_options(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
-    """The networks and training length of every model of the benchmark, as `SAGAN` takes them
-    (the critic as wide as the generator unless ``--critic-base-channels`` is given)."""
+    """The networks and training length of every model of the benchmark, as `SAGAN` takes them."""
     return {
         "generator": Generator(
             image_size=image_size, base_channels=args.base_channels, num_res_blocks=args.res_blocks
         ),
-        "critic": Critic(base_channels=args.critic_base_channels or args.base_channels),
+        "critic": Critic(base_channels=args.critic_base_channels),
         "max_iterations": args.warmup + args.iterations,
     }
 
@@ -305,6 +304,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cuda = torch.device(args.device).type == "cuda"
     args.base_channels = args.base_channels or (64 if cuda else 8)
+    args.critic_base_channels = args.critic_base_channels or args.base_channels
     args.iterations = args.iterations or (300 if cuda else 20)
     args.inference_images = args.inference_images or (20480 if cuda else 512)
     device = torch.device(args.device)
@@ -312,13 +312,12 @@ def main() -> None:
 
     print(f"machine: {machine(device)}")
     print(f"load average at start (1, 5, 15 min): {load_average()}")
-    critic = args.critic_base_channels or args.base_channels
     print(
         f"setting: {'preset ' + preset + ', ' if preset else ''}base width "
-        f"{args.base_channels}, critic width {critic}, {args.res_blocks} residual blocks, "
-        f"{args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations after "
-        f"{args.warmup}, {args.num_images} known normals, {args.repeats} repeat(s) of each path; "
-        f"compile={args.compile}"
+        f"{args.base_channels}, critic width {args.critic_base_channels}, {args.res_blocks} "
+        f"residual blocks, {args.image_size} px, batch {args.batch_size}, {args.iterations} timed "
+        f"iterations after {args.warmup}, {args.num_images} known normals, {args.repeats} "
+        f"repeat(s) of each path; compile={args.compile}"
     )
     flops = iteration_flops(SAGAN(**model_options(args, args.image_size)), args.batch_size)
     print(f"analytic FLOPs per iteration: {flops / 1e12:.4f} TFLOP (convolutions, n_critic 2)")
