@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from sagan_ad.module import PAPER_BETAS
+from sagan_ad.training.optimizers import PAPER_BETAS
 
 
 def cpu_name() -> str:

@@ -27,15 +27,23 @@ from lightning.pytorch.loggers import CSVLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sagan_ad import SAGAN, AtomicCheckpointIO, SyntheticCXRDataModule, best_and_last_checkpoints
+from sagan_ad import (
+    SAGAN,
+    AtomicCheckpointIO,
+    Critic,
+    Evaluator,
+    Generator,
+    SyntheticCXRDataModule,
+    best_and_last_checkpoints,
+)
 
-TINY_MODEL = {
-    "image_size": 32,
-    "base_channels": 4,
-    "num_res_blocks": 1,
-    "critic_base_channels": 4,
-    "critic_downsamples": 5,
-}
+
+def tiny_networks() -> dict[str, Any]:
+    """The generator and critic of the test suite's tiny SAGAN (32 px), as `SAGAN` takes them."""
+    return {
+        "generator": Generator(image_size=32, base_channels=4, num_res_blocks=1),
+        "critic": Critic(base_channels=4, num_downsamples=5),
+    }
 
 
 def rss_mib() -> float:
@@ -86,7 +94,11 @@ def main() -> None:
             num_sanity_val_steps=0,
             default_root_dir=root,
         )
-        model = SAGAN(**TINY_MODEL, max_iterations=options.iterations, bootstrap_resamples=100)
+        model = SAGAN(
+            **tiny_networks(),
+            max_iterations=options.iterations,
+            evaluator=Evaluator(bootstrap_resamples=100),
+        )
         data = SyntheticCXRDataModule(
             num_known_normal=64, num_test=16, image_size=32, batch_size=8, val_fraction=0.25
         )

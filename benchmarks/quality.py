@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
             # Inference mode does not change training: configurations that differ only in it
             # share one trained model (same seed, same data), and its training time.
             model_overrides, _ = CONFIGS[config]
-            training = {k: v for k, v in model_overrides.items() if k != "inference"}
+            scorer = dict(model_overrides.get("scorer", {}))
+            inference = scorer.pop("inference", "deterministic")
+            training = {**model_overrides, "scorer": scorer}
             trained_key = (
                 f"{model_class(config).__name__} "
                 f"{json.dumps(training, sort_keys=True, default=repr)} {key}"
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             model, seconds, best_weights = trained[trained_key]
             model = model.to(device)
-            model.inference = model_overrides.get("inference", "deterministic")
+            model.scorer.inference = inference
             restored = restore_all(model.restore, test_images)
             test = score_variants(test_images, restored)
             val_images = to_float(data.val.images).to(device)
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             val = score_variants(val_images, val_restored)
             best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
             # The main table scores with the model's own settings (the paper's mean unless the
-            # configuration sets map_sigma / score_top_fraction).
+            # configuration sets the scorer's map_sigma / top_fraction).
             own = own_score(model, test_images, restored).cpu()
             run = evaluate(own, labels, intensity, view, matched, args.resamples)
             run.update(input_shortcuts(data.test.images, labels))

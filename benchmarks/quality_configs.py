@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from harness import adam
+from lightning.pytorch.cli import instantiate_class
 
 from sagan_ad import MedADDataModule
 
@@ -17,25 +18,26 @@ DEFAULT_ROOT = REPO.parent / "shared" / "data" / "nih-cxr14-pneumonia"
 BASE_CONFIG = REPO / "examples" / "nih_cpu.yaml"
 
 
-#: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``.
+#: Name -> (model overrides, data overrides) relative to ``examples/nih_cpu.yaml``. A model
+#: override of a component (`COMPONENTS`) holds some of its arguments; see `model_arguments`.
 CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "full": ({}, {}),
-    "position_none": ({"position_encoding": "none"}, {}),
-    "position_reference": ({"position_encoding": "reference"}, {}),
-    "no_attention": ({"attention_gates": False}, {}),
-    "no_fusion": ({"multi_level_fusion": False}, {}),
-    "no_restoration": ({"lambda_restoration": 0.0}, {}),
-    "no_identity": ({"lambda_identity": 0.0}, {}),
+    "position_none": ({"generator": {"position_encoding": "none"}}, {}),
+    "position_reference": ({"generator": {"position_encoding": "reference"}}, {}),
+    "no_attention": ({"generator": {"attention_gates": False}}, {}),
+    "no_fusion": ({"generator": {"multi_level_fusion": False}}, {}),
+    "no_restoration": ({"loss": {"lambda_restoration": 0.0}}, {}),
+    "no_identity": ({"loss": {"lambda_identity": 0.0}}, {}),
     "no_unlabeled": ({}, {}),
-    "reference_inference": ({"inference": "reference"}, {}),
-    "grid_1": ({"patch_grid": 1}, {}),
-    "grid_4": ({"patch_grid": 4}, {}),
-    "size_128": ({"image_size": 128}, {"image_size": 128}),
+    "reference_inference": ({"scorer": {"inference": "reference"}}, {}),
+    "grid_1": ({"generator": {"patch_grid": 1}}, {}),
+    "grid_4": ({"generator": {"patch_grid": 4}}, {}),
+    "size_128": ({"generator": {"image_size": 128}}, {"image_size": 128}),
     # Candidates for tuning examples/nih_cpu.yaml (choose on --labelled-val, not on test).
     "lr_2e-4": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-4)}, {}),
     "ttur": ({"optimizer_g": adam(2e-4), "optimizer_d": adam(2e-3)}, {}),
     "n_critic_1": ({"n_critic": 1}, {}),
-    "width_16": ({"base_channels": 16, "critic_base_channels": 32}, {}),
+    "width_16": ({"generator": {"base_channels": 16}, "critic": {"base_channels": 32}}, {}),
     # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
     # normals), so that only the mixture changes along the curve.
     **{
@@ -85,6 +87,42 @@ def views(root: Path, names: list[str]) -> list[str] | None:
 def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
     config = yaml.safe_load(BASE_CONFIG.read_text())
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
+
+
+#: The components of `sagan_ad.SAGAN` the overrides may set, with their class where the base
+#: config gives none.
+COMPONENTS = {
+    "generator": "sagan_ad.Generator",
+    "critic": "sagan_ad.Critic",
+    "loss": "sagan_ad.SAGANLoss",
+    "scorer": "sagan_ad.Scorer",
+    "evaluator": "sagan_ad.Evaluator",
+}
+
+
+def model_arguments(*overrides: dict[str, Any]) -> dict[str, Any]:
+    """The base config's `sagan_ad.SAGAN` arguments with ``overrides`` applied in order, its
+    components built: a component's override updates its ``init_args``, any other override
+    replaces the argument.
+
+    Examples:
+        >>> arguments = model_arguments({"critic": {"base_channels": 32}}, {"n_critic": 1})
+        >>> arguments["critic"].base_channels, arguments["generator"].base_channels
+        (32, 8)
+        >>> arguments["n_critic"], arguments["max_iterations"]
+        (1, 1500)
+    """
+    arguments, _ = load_base()
+    for override in overrides:
+        for name, value in override.items():
+            if name in COMPONENTS:
+                spec = arguments.get(name, {"class_path": COMPONENTS[name]})
+                value = {**spec, "init_args": {**spec.get("init_args", {}), **value}}
+            arguments[name] = value
+    return {
+        name: instantiate_class((), value) if name in COMPONENTS else value
+        for name, value in arguments.items()
+    }
 
 
 def make_data(

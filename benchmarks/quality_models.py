@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from harness import training_only_trainer
 from lightning.pytorch.callbacks import Callback
-from quality_configs import CONFIGS, load_base
+from quality_configs import CONFIGS, model_arguments
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule, ShortcutWarning
@@ -82,11 +82,10 @@ def train_sagan(
 ) -> tuple[SAGAN, float, BestValidationWeights | None]:
     """Train one configuration; with ``val_every`` also validate every that many iterations
     and keep the best validation's weights (returned beside the last ones)."""
-    model_args, _ = load_base()
     overrides, _ = CONFIGS[name]
-    model_args.update(max_iterations=iterations, seed=seed, bootstrap_resamples=0, **overrides)
+    training = {"max_iterations": iterations, "seed": seed, "evaluator": {"bootstrap_resamples": 0}}
     L.seed_everything(seed, verbose=False)
-    model = model_class(name)(**model_args)
+    model = model_class(name)(**model_arguments(overrides, training))
     best = BestValidationWeights() if val_every else None
     extra: dict[str, Any] = {}
     if best is not None:

@@ -14,7 +14,7 @@ from sagan_ad import SAGAN
 from sagan_ad.data import image_statistics
 from sagan_ad.evaluation.audit import spearman, trivial_auroc
 from sagan_ad.evaluation.metrics import auroc, average_precision, bootstrap_auroc_ci
-from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
+from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, smooth_map
 
 SCORE_VARIANTS = ("mean", "top5_smoothed", "standardized")
 
@@ -66,8 +66,8 @@ def score_variants(images: Tensor, restored: Tensor) -> dict[str, Tensor]:
 
 
 def own_score(model: SAGAN, images: Tensor, restored: Tensor) -> Tensor:
-    """``model.score`` from already restored images (its ``map_sigma``, ``score_top_fraction``)."""
-    return score_and_map(images, restored, model.map_sigma, model.score_top_fraction)[0]
+    """``model.score`` from already restored images (its scorer's smoothing and top fraction)."""
+    return model.scorer(images, restored)[0]
 
 
 @torch.no_grad()

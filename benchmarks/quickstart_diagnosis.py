@@ -36,14 +36,13 @@ import torch
 from harness import adam, describe, training_only_trainer
 from torch import Tensor
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Critic, Evaluator, Generator, SAGANLoss, SyntheticCXRDataModule
 from sagan_ad.data.lesions import add_lesions
 from sagan_ad.data.phantoms import make_chest_phantoms
 from sagan_ad.evaluation.metrics import auroc
 from sagan_ad.synthesis import PatchBlendSynthesizer, PerlinBlobSynthesizer
 
 SIZE = 32
-NETWORK = {"base_channels": 8, "num_res_blocks": 1, "critic_base_channels": 16}
 
 
 def to_float(images: np.ndarray) -> Tensor:
@@ -102,18 +101,19 @@ def main(argv: list[str] | None = None) -> None:
     L.seed_everything(args.seed, verbose=False)
     synthesizer = PerlinBlobSynthesizer() if args.synthesizer == "perlin" else None
     model = SAGAN(
-        image_size=SIZE,
-        critic_downsamples=args.critic_downsamples,
+        # The network of examples/quickstart.yaml.
+        generator=Generator(image_size=SIZE, base_channels=8, num_res_blocks=1),
+        critic=Critic(base_channels=16, num_downsamples=args.critic_downsamples),
         max_iterations=args.iterations,
-        lambda_identity=args.lambda_identity,
-        lambda_restoration=args.lambda_restoration,
+        loss=SAGANLoss(
+            lambda_identity=args.lambda_identity, lambda_restoration=args.lambda_restoration
+        ),
         synthesizer=synthesizer or PatchBlendSynthesizer(),
         optimizer_g=adam(args.lr),
         optimizer_d=adam(args.lr_critic or args.lr),
         generator_ema=args.generator_ema,
-        bootstrap_resamples=0,
+        evaluator=Evaluator(bootstrap_resamples=0),
         seed=args.seed,
-        **NETWORK,
     )
     start = time.perf_counter()
     trainer = training_only_trainer()

@@ -34,15 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 PAPER_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 5e-5, "betas": [0.5, 0.999]}}
 
-#: Name -> overrides of ``model.init_args`` and ``data.init_args`` of the quickstart.
+#: Name -> overrides of ``model.init_args`` and ``data.init_args`` of the quickstart (a component's
+#: settings under its ``init_args``, merged into the quickstart's).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "quickstart": {},
     "paper_optimizers": {"model": {"optimizer_g": PAPER_ADAM, "optimizer_d": PAPER_ADAM}},
-    "mean_score": {"model": {"map_sigma": 0.0, "score_top_fraction": 1.0}},
+    "mean_score": {"model": {"scorer": {"init_args": {"map_sigma": 0.0, "top_fraction": 1.0}}}},
     "no_ema": {"model": {"generator_ema": 0.0}},
     "pseudo_validation": {"data": {"validation": "pseudo"}},
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
-    "critic_1x1": {"model": {"critic_downsamples": 5}},
+    "critic_1x1": {"model": {"critic": {"init_args": {"num_downsamples": 5}}}},
     "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
 }
 

@@ -56,7 +56,7 @@ from harness import adam, describe, training_only_trainer
 from throughput_flops import iteration_flops, peak_tflops, percent_of_peak
 from throughput_released import ReleasedLikeData, ReleasedLikeSAGAN
 
-from sagan_ad import SAGAN, SyntheticCXRDataModule
+from sagan_ad import SAGAN, Critic, Generator, Performance, SyntheticCXRDataModule
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.networks.cpu_kernels import pytorch_kernels
 
@@ -112,11 +112,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def model_options(args: argparse.Namespace, image_size: int) -> dict[str, Any]:
+    """The networks and training length of every model of the benchmark, as `SAGAN` takes them."""
     return {
-        "image_size": image_size,
-        "base_channels": args.base_channels,
-        "num_res_blocks": args.res_blocks,
-        "critic_base_channels": args.critic_base_channels,
+        "generator": Generator(
+            image_size=image_size, base_channels=args.base_channels, num_res_blocks=args.res_blocks
+        ),
+        "critic": Critic(base_channels=args.critic_base_channels),
         "max_iterations": args.warmup + args.iterations,
     }
 
@@ -146,17 +147,19 @@ def train_throughput(
     if optimized:
         data = SyntheticCXRDataModule(**data_options, data_on_device=True)
         optimizers = {} if cpu_kernels else {"optimizer_g": adam(5e-5), "optimizer_d": adam(5e-5)}
-        model = SAGAN(
-            **model_options(args, image_size),
+        performance = Performance(
             channels_last=cuda if args.channels_last is None else args.channels_last,
             compile=args.compile,
             divergence_check_interval=50,
-            **optimizers,
         )
+        model = SAGAN(**model_options(args, image_size), performance=performance, **optimizers)
         precision = "bf16-mixed" if cuda else "32-true"
     else:
         data = ReleasedLikeData(**data_options)
-        model = ReleasedLikeSAGAN(**model_options(args, image_size))
+        # The divergence guard reads the device once, after the last iteration: a check every
+        # step would add a host-device sync per step that the released code did not have.
+        performance = Performance(divergence_check_interval=args.warmup + args.iterations)
+        model = ReleasedLikeSAGAN(**model_options(args, image_size), performance=performance)
         precision = "32-true"
     timer = Timer(args.warmup)
     trainer = training_only_trainer(
@@ -190,7 +193,8 @@ def inference_throughput(args: argparse.Namespace) -> float:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = SAGAN(**model_options(args, args.image_size), channels_last=cuda, compile=args.compile)
+    performance = Performance(channels_last=cuda, compile=args.compile)
+    model = SAGAN(**model_options(args, args.image_size), performance=performance)
     model = model.to(device).eval()
     data = SyntheticCXRDataModule(
         num_known_normal=2,
@@ -300,6 +304,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cuda = torch.device(args.device).type == "cuda"
     args.base_channels = args.base_channels or (64 if cuda else 8)
+    args.critic_base_channels = args.critic_base_channels or args.base_channels
     args.iterations = args.iterations or (300 if cuda else 20)
     args.inference_images = args.inference_images or (20480 if cuda else 512)
     device = torch.device(args.device)
@@ -307,13 +312,12 @@ def main() -> None:
 
     print(f"machine: {machine(device)}")
     print(f"load average at start (1, 5, 15 min): {load_average()}")
-    critic = args.critic_base_channels or args.base_channels
     print(
         f"setting: {'preset ' + preset + ', ' if preset else ''}base width "
-        f"{args.base_channels}, critic width {critic}, {args.res_blocks} residual blocks, "
-        f"{args.image_size} px, batch {args.batch_size}, {args.iterations} timed iterations after "
-        f"{args.warmup}, {args.num_images} known normals, {args.repeats} repeat(s) of each path; "
-        f"compile={args.compile}"
+        f"{args.base_channels}, critic width {args.critic_base_channels}, {args.res_blocks} "
+        f"residual blocks, {args.image_size} px, batch {args.batch_size}, {args.iterations} timed "
+        f"iterations after {args.warmup}, {args.num_images} known normals, {args.repeats} "
+        f"repeat(s) of each path; compile={args.compile}"
     )
     flops = iteration_flops(SAGAN(**model_options(args, args.image_size)), args.batch_size)
     print(f"analytic FLOPs per iteration: {flops / 1e12:.4f} TFLOP (convolutions, n_critic 2)")

@@ -66,7 +66,7 @@ def iteration_flops(model: SAGAN, batch_size: int) -> float:
     the generator forward and backward on ``3B`` (3 units) and the critic forward and input
     gradient on ``B`` (2 units; the critic's weights take no gradient there).
     """
-    size, channels = model.hparams["image_size"], model.hparams["in_channels"]
+    size, channels = model.generator.image_size, model.generator.in_channels
     one = torch.zeros(1, channels, size, size)
     model.eval()
     generator, critic = forward_flops(model.generator, one), forward_flops(model.critic, one)

@@ -1,5 +1,5 @@
 """Path (b) of the throughput benchmark: the released code's data path (one pseudo anomaly per
-``__getitem__``, a one-worker loader) and training step (separate generator forwards)."""
+``__getitem__``, a one-worker loader) and generator passes (separate forwards)."""
 
 from __future__ import annotations
 
@@ -55,35 +55,16 @@ class ReleasedLikeData(SyntheticCXRDataModule):
 
 
 class ReleasedLikeSAGAN(SAGAN):
-    """SAGAN's losses with the released code's data path and separate generator forwards."""
+    """SAGAN's training step with the released code's generator passes: separate forwards for
+    the unlabeled, normal and corrupted images, the pseudo anomalies those of the batch
+    (`ReleasedLikePairs`); the optimizer steps, logging and iteration count are SAGAN's own."""
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        normal, unlabeled = batch["normal"], batch["unlabeled"]
-        opt_g, opt_d = self.optimizers()
-        update_g = self.is_generator_iteration()
-        if update_g:
-            fake = self.generator(unlabeled)
-        else:
-            with torch.no_grad():
-                fake = self.generator(unlabeled)
-        critic_terms = self.critic_loss(normal, fake.detach())
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(critic_terms["loss"])
-        opt_d.step()
-        logs = {f"train/critic/{k}": v.detach() for k, v in critic_terms.items()}
-        if update_g:
-            self.critic.requires_grad_(False)
-            terms = self.generator_loss(
-                fake,
-                normal,
-                self.generator(normal),
-                self.generator(batch["corrupted"]),
-                batch["masks"],
-            )
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(terms["loss"])
-            opt_g.step()
-            self.critic.requires_grad_(True)
-            logs.update({f"train/generator/{k}": v.detach() for k, v in terms.items()})
-        self._log_training(logs)
-        self.iteration += 1
+    def generate(self, batch: dict[str, Tensor], update_generator: bool) -> dict[str, Tensor]:
+        if not update_generator:
+            return super().generate(batch, update_generator)
+        return {
+            "fake": self.generator(batch["unlabeled"]),
+            "restored_normal": self.generator(batch["normal"]),
+            "restored_corrupted": self.generator(batch["corrupted"]),
+            "masks": batch["masks"],
+        }

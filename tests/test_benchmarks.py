@@ -116,7 +116,9 @@ def test_quickstart_seeds_runs_the_command_line_with_each_variant(tmp_path):
     assert "1 torch threads" in table.read_text()
 
 
-@pytest.mark.parametrize("variant", ["paper_optimizers", "mean_score", "no_ema", "subtle_lesions"])
+@pytest.mark.parametrize(
+    "variant", ["paper_optimizers", "mean_score", "no_ema", "subtle_lesions", "critic_1x1"]
+)
 def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
     sys.path.insert(0, str(BENCHMARKS))
     import quickstart_seeds
@@ -139,3 +141,5 @@ def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
 
     for part, settings in quickstart_seeds.VARIANTS[variant].items():
         assert contains(printed[part]["init_args"], settings)
+    # A component's overrides merge into the quickstart's component (its width is kept).
+    assert printed["model"]["init_args"]["critic"]["init_args"]["base_channels"] == 16

@@ -167,6 +167,22 @@ def test_main_table_scores_with_the_models_own_settings(quality):
     assert torch.allclose(quality.own_score(model, images, restored), model.score(images))
 
 
+def test_every_configuration_builds_the_model_it_names(quality):
+    # The quality fixture put benchmarks/ on sys.path, where quality.py finds its modules.
+    from quality_configs import COMPONENTS, model_arguments
+
+    for name, (overrides, _) in quality.CONFIGS.items():
+        model = quality.model_class(name)(**model_arguments(overrides))
+        for setting, value in overrides.items():
+            if setting in COMPONENTS:
+                component = getattr(model, setting)
+                assert {k: getattr(component, k) for k in value} == value, name
+            else:
+                assert getattr(model, setting) == value, name
+        # The base config's other settings stay (examples/nih_cpu.yaml: 2 blocks, 1500 its).
+        assert model.generator.num_res_blocks == 2 and model.max_iterations == 1500, name
+
+
 def with_views(root: Path) -> Path:
     """``labels.csv`` with a view per image of a fake Med-AD tree (alternating AP / PA)."""
     split = json.loads((root / "data.json").read_text())
