@@ -2,7 +2,7 @@
 
 Get it:        sagan-ad configs --copy subclass_sagan     (writes ./subclass_sagan.py)
 Run it:        python subclass_sagan.py
-Or from YAML:  sagan-ad fit --config quickstart --model.loss subclass_sagan.MaskWeightedLoss \
+From the CLI:  sagan-ad fit --config quickstart --model.loss subclass_sagan.MaskWeightedLoss \
                    --model.scorer.top_fraction 0.05
                (in the folder that holds subclass_sagan.py)
 
