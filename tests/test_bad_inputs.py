@@ -186,7 +186,8 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
     "CLI: wrong channel count (model vs data)": (
         lambda tmp: cli_fit(medad(tmp), "--data.in_channels=3"),
         CLIError,
-        r"^error: model\.in_channels=1 but data\.in_channels=3: set both to the same value",
+        r"^error: model\.generator\.in_channels=1 but data\.in_channels=3: set both to the same "
+        r"value",
     ),
     "CLI: image size not divisible by the patch grid": (
         lambda tmp: cli_fit(medad(tmp), "--model.generator.image_size=40", "--data.image_size=40"),

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import NIH_ROOT, TINY_DATA_ARGS, requires_nih
 
+from sagan_ad import Scorer
 from sagan_ad.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -136,12 +137,16 @@ def test_subclassing_example_trains_and_tests():
     spec.loader.exec_module(example)
     metrics = example.run(max_iterations=4, num_known_normal=16)
     assert 0.0 <= metrics["test/AUROC"] <= 1.0
-    model = example.LesionFocusedSAGAN(
-        image_size=32, base_channels=4, num_res_blocks=1, critic_downsamples=5
-    )
+    model = example.lesion_focused_sagan(image_size=32, base_channels=4)
+    assert isinstance(model.loss, example.MaskWeightedLoss) and isinstance(model.scorer, Scorer)
     x = torch.rand(2, 1, 32, 32) * 2 - 1
-    top = model.anomaly_map(x).flatten(1).topk(51, dim=1).values.mean(dim=1)
+    # Scorer(top_fraction=0.05): the mean of the ceil(0.05 * 1024) = 52 largest map values.
+    top = model.anomaly_map(x).flatten(1).topk(52, dim=1).values.mean(dim=1)
     assert torch.allclose(model.score(x), top)
+    masks = torch.zeros(1, 1, 2, 2)
+    masks[..., 0, 0] = 1
+    restoration = model.loss.restoration(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), masks)
+    assert restoration.item() == (1 + 4.0 + 3) / 4  # the masked pixel counts 1 + mask_weight times
 
 
 @requires_nih

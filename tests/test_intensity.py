@@ -444,7 +444,8 @@ def test_command_line_normalisation_reaches_the_checkpoint_and_export(tmp_path, 
     ]
     main(["fit", *args])
     checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
-    record = torch.load(checkpoint, weights_only=True)["hyper_parameters"]["normalization"]
+    settings = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    record = settings["scorer"]["init_args"]["normalization"]
     assert record == "clahe(clip_limit=2.0, tile_grid=8)"
     metrics = json.loads(next((tmp_path / "run").rglob("test/metrics.json")).read_text())
     assert "audit/AUROC_mean_intensity" in metrics["metrics"]

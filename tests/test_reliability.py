@@ -229,7 +229,7 @@ class NaNCriticLoss(SAGAN):
         terms = super().critic_loss(normal, fake)
         if self.iteration == 3:
             terms["wasserstein"] = terms["wasserstein"] * float("nan")
-            terms["loss"] = terms["wasserstein"] + self.lambda_gp * terms["gradient_penalty"]
+            terms["loss"] = terms["wasserstein"] + self.loss.lambda_gp * terms["gradient_penalty"]
         return terms
 
 

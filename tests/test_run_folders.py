@@ -147,7 +147,7 @@ def test_hparams_yaml_has_the_optimizers_and_the_data(tmp_path):
     assert hparams["scheduler_g"]["class_path"] == "torch.optim.lr_scheduler.StepLR"
     assert hparams["data"]["init_args"]["num_known_normal"] == 16
     assert hparams["model_class"] == "sagan_ad.SAGAN"
-    assert hparams["base_channels"] == 4  # the model's own, as before
+    assert hparams["generator"]["init_args"]["base_channels"] == 4  # the model's own, as before
 
 
 @pytest.fixture(scope="module")

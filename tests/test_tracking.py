@@ -85,7 +85,7 @@ def test_wandb_offline_run_gets_images_and_the_data_summary(tmp_path, monkeypatc
     )
     config = dict(logger.experiment.config)
     assert config["data/train/known_normal"] == 14
-    assert config["threshold_policy"] == "balanced"
+    assert config["evaluator"]["init_args"]["threshold_policy"] == "balanced"
     logger.experiment.finish()
     images = list(tmp_path.rglob("media/images/val/samples_*.png"))
     assert len(images) == 1

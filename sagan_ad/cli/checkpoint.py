@@ -19,12 +19,11 @@ from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
     check_model_class,
-    check_settings,
-    check_weights_fit,
     first_line,
     import_model_class,
     read_checkpoint,
 )
+from sagan_ad.training.checkpoint_settings import check_settings, check_weights_fit, flat_settings
 from sagan_ad.training.resume import (
     SPECIAL_PATHS,
     continue_run,
@@ -88,14 +87,13 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
         hparams.pop("_class_path", None)
     recorded = hparams.pop("_class_path", None)
     check_settings(checkpoint, import_model_class(recorded or current.get("class_path")), source)
-    configured = _flat(_plain(current.get("init_args") or {}))
+    configured = flat_settings(_plain(current.get("init_args") or {}))
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
-        for key, value in _flat(hparams).items()
-        if key in configured
-        and configured.get(key) != value
-        # No normalization means "what the data uses", which fit records in the checkpoint.
-        and not (key.endswith("normalization") and configured.get(key) is None)
+        for key, value in flat_settings(hparams).items()
+        # An unset component (None) is the default one, and no normalization means "what the
+        # data uses", which fit records in the checkpoint: neither is a difference.
+        if configured.get(key) is not None and configured.get(key) != value
     ]
     if recorded is not None and recorded != current.get("class_path"):
         differences.insert(0, f"class {recorded} (configuration: {current.get('class_path')})")
@@ -131,26 +129,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
-
-
-def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Settings with the init_args of nested components spelled as dotted keys.
-
-    Examples:
-        >>> _flat({"n_critic": 2, "scorer": {"class_path": "s.S", "init_args": {"top": 0.1}}})
-        {'n_critic': 2, 'scorer': 's.S', 'scorer.top': 0.1}
-    """
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and "class_path" in value:
-            flat[name] = value["class_path"]
-            flat.update(_flat(value.get("init_args") or {}, f"{name}."))
-        elif isinstance(value, dict) and not key.endswith(("_options", "_audit")):
-            flat.update(_flat(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _argument_problem(err: ArgumentError) -> str:

@@ -262,7 +262,8 @@ class FolderPredictDataModule(L.LightningDataModule):
         if self.normalization is not None:
             return self.normalization
         module = self.trainer.lightning_module if self.trainer is not None else None
-        return IntensityNormalization.parse(getattr(module, "hparams", {}).get("normalization"))
+        scorer = getattr(module, "scorer", None)
+        return IntensityNormalization.parse(getattr(scorer, "normalization", None))
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         normalization = self.applied_normalization()

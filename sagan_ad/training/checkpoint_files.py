@@ -10,11 +10,8 @@ name or refuse another.
 from __future__ import annotations
 
 import importlib
-import inspect
 import pickle
 import re
-import types
-import typing
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -282,50 +279,6 @@ def check_model_class(
     )
 
 
-def check_weights_fit(
-    checkpoint: dict[str, Any], model: torch.nn.Module, source: str = "the checkpoint"
-) -> None:
-    """Refuse a checkpoint whose weights do not fit ``model`` (another architecture), naming the
-    settings that differ, before a strict load fails on it.
-
-    Examples:
-        >>> from sagan_ad import SAGAN, Critic, Generator
-        >>> small = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
-        >>> wide = SAGAN(Generator(image_size=32, base_channels=8), Critic(1, 4, 5))
-        >>> checkpoint = {"state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
-        >>> check_weights_fit(checkpoint, small)
-        >>> check_weights_fit(checkpoint, wide)
-        Traceback (most recent call last):
-        ...
-        sagan_ad.training.checkpoint_files.CheckpointError: the checkpoint does not fit ...
-    """
-    theirs, ours = checkpoint.get("state_dict") or {}, model.state_dict()
-    check_finite_weights(theirs, [key for key, _ in model.named_parameters()], source)
-    # Checkpoints from before the threshold buffer load without one (SAGAN.on_load_checkpoint).
-    missing = sorted(set(ours) - set(theirs) - {"threshold"})
-    unexpected = sorted(set(theirs) - set(ours))
-    shapes = [
-        f"{key}: {tuple(theirs[key].shape)} in the checkpoint, {tuple(ours[key].shape)} here"
-        for key in sorted(set(ours) & set(theirs))
-        if tuple(theirs[key].shape) != tuple(ours[key].shape)
-    ]
-    if not (missing or unexpected or shapes):
-        return
-    hparams = getattr(model, "hparams", {})
-    settings = [
-        f"{key}={value!r} (model: {hparams[key]!r})"
-        for key, value in (checkpoint.get("hyper_parameters") or {}).items()
-        if key in hparams and hparams[key] != value
-    ]
-    found = shapes[:2] + [f"{len(missing)} weights missing"] * bool(missing)
-    found += [f"{len(unexpected)} unexpected weights"] * bool(unexpected)
-    raise CheckpointError(
-        f"{source} does not fit the model: {'; '.join(found)}. "
-        + (f"It was trained with {', '.join(settings)}: " if settings else "")
-        + "build the model with the settings the checkpoint was trained with"
-    )
-
-
 def check_finite_weights(
     state_dict: dict[str, torch.Tensor], names: list[str], source: str = "the checkpoint"
 ) -> None:
@@ -354,92 +307,3 @@ def check_finite_weights(
             "diverged run. Use an earlier checkpoint of the run (its last.ckpt or best "
             "checkpoint), see docs/reliability.md#divergence-guard"
         )
-
-
-def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the checkpoint") -> None:
-    """Refuse a checkpoint whose recorded settings (hyper-parameters) ``cls`` does not take (a
-    checkpoint of a newer sagan_ad version, say) or whose values have a type the setting's
-    annotation excludes (a hand-edited file): the setting would be dropped without a word, or
-    fail deep inside the model's construction with a message that names neither.
-
-    Examples:
-        >>> from sagan_ad.module import SAGAN
-        >>> check_settings({"hyper_parameters": {"max_iterations": 32}}, SAGAN)
-        >>> check_settings({"hyper_parameters": {"max_iteration": 32}}, SAGAN)
-        Traceback (most recent call last):
-        ...
-        sagan_ad.training.checkpoint_files.CheckpointError: the checkpoint records settings ...
-    """
-    accepted = accepted_settings(cls)
-    if accepted is None:
-        return
-    recorded = checkpoint.get("hyper_parameters") or {}
-    problems = []
-    # Keys with a leading underscore are Lightning's own records (_class_path, _instantiator).
-    for key, value in sorted(recorded.items()):
-        if key.startswith("_"):
-            continue
-        if key not in accepted:
-            problems.append(f"{key}={value!r} (no such setting)")
-        elif not _fits(value, accepted[key]):
-            problems.append(f"{key}={value!r} (expects {_describe(accepted[key])})")
-    if problems:
-        raise CheckpointError(
-            f"{source} records settings that {model_class_name(cls)} does not take: "
-            f"{', '.join(problems)}. It was written by another version of sagan-ad or another "
-            "model class, or edited: load it with the version and class that wrote it"
-        )
-
-
-def accepted_settings(cls: type) -> dict[str, Any] | None:
-    """The keyword arguments ``cls`` takes, with their annotations (``Any`` when unknown),
-    following ``**kwargs`` up its bases; None when it takes any.
-
-    Examples:
-        >>> from sagan_ad.module import SAGAN
-        >>> accepted_settings(SAGAN)["max_iterations"]
-        <class 'int'>
-    """
-    names: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            hints = typing.get_type_hints(init)
-        except Exception:
-            # An annotation that does not resolve here (a name imported only for type checkers)
-            # leaves the types to the model.
-            hints = {}
-        parameters = list(inspect.signature(init).parameters.values())[1:]
-        for p in parameters:
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                names.setdefault(p.name, hints.get(p.name, Any))
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return names
-    return None
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether ``value`` can be a value of the plain annotation ``hint`` (numbers, strings,
-    literals, optionals); other annotations (callables, classes) are left to the model."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if origin is typing.Literal:
-        return value in typing.get_args(hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")

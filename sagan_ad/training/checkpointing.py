@@ -30,12 +30,12 @@ from sagan_ad.training.checkpoint_files import (
     CheckpointError,
     UnsafeCheckpointError,
     check_model_class,
-    check_settings,
     first_line,
     import_model_class,
     model_class_name,
     read_checkpoint,
 )
+from sagan_ad.training.checkpoint_settings import check_settings
 
 __all__ = [
     "PARTIAL_SUFFIX",

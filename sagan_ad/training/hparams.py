@@ -84,3 +84,8 @@ def record_components(module: Any, names: tuple[str, ...]) -> None:
                 stacklevel=2,
             )
     module.hparams["_instantiator"] = INSTANTIATOR
+    # Loggers get `hparams_initial`, Lightning's copy from `save_hyperparameters`, which was taken
+    # before the components were recorded.
+    initial = getattr(module, "_hparams_initial", None)
+    if initial is not None:
+        initial.update({name: module.hparams[name] for name in names if name in module.hparams})

@@ -195,7 +195,9 @@ class EvaluationWriter(Callback):
             self.output_dir(trainer, "test"),
             checkpoint=str(trainer.ckpt_path) if trainer.ckpt_path else None,
             iteration=getattr(pl_module, "iteration", None),
-            threshold_policy=getattr(pl_module, "threshold_policy", None),
+            threshold_policy=getattr(
+                getattr(pl_module, "evaluator", None), "threshold_policy", None
+            ),
         )
         log_pictures(trainer, {"test/roc": directory / "roc.png", "test/pr": directory / "pr.png"})
         log_table(trainer, "test/predictions", report.rows)
