@@ -14,7 +14,6 @@ from torch import Tensor
 
 from sagan_ad.compat import checkpoint_source
 from sagan_ad.data.intensity import fitted_normalization
-from sagan_ad.evaluation.audit import ShortcutWarning
 from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.inputs import check_images
 from sagan_ad.evaluation.report import EvaluationReport
@@ -418,14 +417,7 @@ class SAGAN(L.LightningModule):
             # A few batches of the validation set: no metric or threshold is worth keeping.
             self.evaluator.reset(stage)
             return
-        report = self.evaluator.finish(stage, self.threshold)
-        for message in report.warnings:
-            rank_zero_warn(message, category=ShortcutWarning)
-        logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}
-        main = {k: logged.pop(k) for k in (f"{stage}/AUROC", f"{stage}/AP")}
-        self.log_dict(main, prog_bar=True)
-        self.log_dict(logged)
-        self.log_dict({"iteration": float(self.iteration), "step": float(self.iteration)})
+        self.logs.log_report(self, stage, self.evaluator.finish(stage, self.threshold))
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")

@@ -124,7 +124,8 @@ def test_two_wandb_runs_keep_their_own_outputs_and_send_them_to_wandb(tmp_path, 
     assert config["data"]["class_path"] == "sagan_ad.SyntheticCXRDataModule"
     assert config["data"]["init_args"]["batch_size"] == 4
     assert config["model_class"] == "sagan_ad.SAGAN"
-    assert config["image_size"] == 32 and config["seed_everything"] == 0
+    assert config["generator"]["init_args"]["image_size"] == 32
+    assert config["seed_everything"] == 0
 
 
 def test_hparams_yaml_has_the_optimizers_and_the_data(tmp_path):

@@ -10,6 +10,7 @@ from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
     TrainingStream,
+    collate_evaluation,
     to_model_range,
 )
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
@@ -100,6 +101,7 @@ __all__ = [
     "check_disjoint",
     "check_leakage",
     "check_split_files",
+    "collate_evaluation",
     "content_digest",
     "data_set_depth",
     "decode_image",

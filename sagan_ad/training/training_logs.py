@@ -1,14 +1,19 @@
-"""What SAGAN logs at each training iteration, and when it reads the device to do so."""
+"""What SAGAN logs at each training iteration (and when it reads the device to do so) and after
+each validation and test."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from sagan_ad.evaluation.audit import ShortcutWarning
+from sagan_ad.evaluation.report import EvaluationReport
 
 
 class TrainingLogs:
-    """Sends a SAGAN's per-iteration losses to the Trainer's loggers.
+    """Sends a SAGAN's per-iteration losses and its evaluation metrics to the Trainer's loggers.
 
     Critic losses are logged through Lightning every iteration (converted to numbers, a device
     sync, only every ``log_every_n_steps``). Generator losses exist only on generator iterations;
@@ -56,3 +61,14 @@ class TrainingLogs:
         numbers = {k: float(v) for k, v in self.latest.items()}
         for logger in module.loggers:
             logger.log_metrics(numbers, step=done - 1)
+
+    def log_report(self, module: L.LightningModule, stage: str, report: EvaluationReport) -> None:
+        """Log a validation's or test's metrics (AUROC and AP on the progress bar too), with the
+        iteration as step, and raise the shortcut audit's warnings."""
+        for message in report.warnings:
+            rank_zero_warn(message, category=ShortcutWarning)
+        logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}
+        main = {k: logged.pop(k) for k in (f"{stage}/AUROC", f"{stage}/AP")}
+        module.log_dict(main, prog_bar=True)
+        module.log_dict(logged)
+        module.log_dict({"iteration": float(module.iteration), "step": float(module.iteration)})
