@@ -247,3 +247,22 @@ def test_evaluation_takes_everything_from_the_batches(tmp_path):
     assert any(key.startswith("audit/") for key in report.metrics)
     assert [row["name"] for row in report.rows] == [f"img{i}" for i in range(8)]
     assert report.rows[1]["view"] == "AP"
+
+
+def test_evaluation_says_when_only_some_batches_carry_metadata_or_statistics():
+    evaluator = Evaluator(bootstrap_resamples=0)
+    maps = torch.zeros(2, 1, 4, 4)
+    first = {
+        "label": torch.tensor([0, 1]),
+        "index": torch.tensor([0, 1]),
+        "metadata": [{"view": "AP"}, {"view": "PA"}],
+        "statistics": torch.rand(2, 2),
+    }
+    second = {"label": torch.tensor([0, 1]), "index": torch.tensor([2, 3])}
+    evaluator.update("test", first, torch.tensor([0.1, 0.9]), maps)
+    evaluator.update("test", second, torch.tensor([0.2, 0.8]), maps)
+    with pytest.warns(UserWarning) as caught:
+        report = evaluator.report("test", threshold=0.5)
+    said = " ".join(str(w.message) for w in caught)
+    assert "statistics came with 2 of 4" in said and "metadata came with 2 of 4" in said
+    assert not any(key.startswith(("audit/", "AUROC/")) for key in report.metrics)

@@ -3,6 +3,7 @@ the shortcut audit of each validation and test, from what the evaluation batches
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -149,6 +150,13 @@ class Evaluator(nn.Module):
         indices = collected["index"].tolist()
         names = [records.get(i, (str(i), None))[0] for i in indices]
         metadata = [records.get(i, (str(i), None))[1] for i in indices]
+        known = sum(m is not None for m in metadata)
+        if 0 < known < len(metadata):
+            warnings.warn(
+                f"metadata came with {known} of {len(metadata)} evaluated images: no subgroup "
+                "metrics (give every evaluation batch its 'metadata')",
+                stacklevel=2,
+            )
         report = build_report(
             stage,
             collected["score"],

@@ -334,4 +334,11 @@ class ImageMetrics(Metric):
         statistics = joined(self.statistics, torch.float32)
         if len(statistics) == len(indices) and len(indices):
             out["statistics"] = statistics[first]
+        elif len(statistics):
+            warnings.warn(
+                f"intensity statistics came with {len(statistics)} of {len(indices)} evaluated "
+                "images: the shortcut audit is skipped (give every evaluation batch its "
+                "'statistics', see sagan_ad.data.LabelledImages)",
+                stacklevel=2,
+            )
         return out
