@@ -256,7 +256,3 @@ def _lightning_cli(args: list[str]) -> None:
         trainer_defaults={"max_epochs": -1, "check_val_every_n_epoch": None},
         args=args,
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m sagan_ad.cli`` runs the ``sagan-ad`` command."""
+
+from sagan_ad.cli.app import main
+
+main()
