@@ -103,10 +103,12 @@ class AnomalyScorer(nn.Module):
                 "only deterministic inference can be exported; the model has "
                 f"inference={scorer.inference!r}"
             )
-        if type(model).anomaly_map is not SAGAN.anomaly_map or type(model).score is not SAGAN.score:
+        own = type(model).anomaly_map is SAGAN.anomaly_map and type(model).score is SAGAN.score
+        if not own or scorer.overridden():
             raise ValueError(
-                f"{type(model).__name__} overrides anomaly_map or score; export a scorer module "
-                "of your own that reproduces the override"
+                f"{type(model).__name__} or its scorer {type(scorer).__name__} overrides "
+                "anomaly_map or score; export a scorer module of your own that reproduces the "
+                "override"
             )
         normalization = IntensityNormalization.parse(scorer.normalization)
         if not (input_normalized or normalization.graph_expressible):

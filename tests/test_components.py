@@ -25,6 +25,7 @@ from sagan_ad import (
     Performance,
     SAGANLoss,
     Scorer,
+    export_scorer,
     load_checkpoint,
 )
 from sagan_ad.cli import main
@@ -266,3 +267,24 @@ def test_evaluation_says_when_only_some_batches_carry_metadata_or_statistics():
     said = " ".join(str(w.message) for w in caught)
     assert "statistics came with 2 of 4" in said and "metadata came with 2 of 4" in said
     assert not any(key.startswith(("audit/", "AUROC/")) for key in report.metrics)
+
+
+class TopPixelScorer(Scorer):
+    """A scorer that changes the score: the single largest map value."""
+
+    def score(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps.flatten(1).amax(dim=1)
+
+
+def test_a_scorer_subclass_scores_evaluation_and_refuses_export(tmp_path):
+    torch.manual_seed(0)
+    model = SAGAN(**tiny_networks(), scorer=TopPixelScorer()).eval()
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = model.anomaly_map(images).flatten(1).amax(dim=1)
+        torch.testing.assert_close(model.score(images), expected)
+        torch.testing.assert_close(model.infer(images)["score"], expected)  # what evaluation uses
+    with pytest.raises(
+        ValueError, match="its scorer TopPixelScorer overrides anomaly_map or score"
+    ):
+        export_scorer(model, tmp_path / "s.pt", format="torchscript")
