@@ -173,12 +173,22 @@ def migrate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         ({'image_size': 32}, {'num_downsamples': 5})
         >>> new["scorer"], new["max_iterations"]
         ({'class_path': 'sagan_ad.Scorer', 'init_args': {'top_fraction': 0.1}}, 10)
+        >>> migrate_settings({"map_sigma": 1.0, "scorer": {"init_args": {"top_fraction": 0.1}}})
+        Traceback (most recent call last):
+        ...
+        ValueError: model.map_sigma (a v0.1 setting) and model.scorer are both set: write it as ...
     """
     kept = {k: v for k, v in settings.items() if k not in FLAT_SETTINGS}
     parts: dict[str, dict[str, Any]] = {}
     for key, value in settings.items():
         if key in FLAT_SETTINGS:
             component, argument = FLAT_SETTINGS[key]
+            if kept.get(component) is not None:
+                # Either would silently replace the other.
+                raise ValueError(
+                    f"model.{key} (a v0.1 setting) and model.{component} are both set: write it "
+                    f"as model.{component}.{argument}"
+                )
             parts.setdefault(component, {})[argument] = value
     critic = parts.get("critic")
     if critic is not None:

@@ -288,3 +288,18 @@ def test_a_scorer_subclass_scores_evaluation_and_refuses_export(tmp_path):
         ValueError, match="its scorer TopPixelScorer overrides anomaly_map or score"
     ):
         export_scorer(model, tmp_path / "s.pt", format="torchscript")
+
+
+def test_a_config_with_a_setting_in_both_spellings_is_an_error_line(tmp_path, capsys):
+    config = tmp_path / "mixed.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"model": {"init_args": {"map_sigma": 1.0, "scorer": {"top_fraction": 0.1}}}}
+        )
+    )
+    with pytest.warns(FutureWarning), pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), *TINY_DATA_ARGS, "--print_config"])
+    assert stop.value.code == 2
+    assert (
+        "model.map_sigma (a v0.1 setting) and model.scorer are both set" in capsys.readouterr().err
+    )
