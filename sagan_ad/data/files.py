@@ -32,7 +32,7 @@ class FileDataModule(AnomalyDataModule):
         force_dicom: read every file as DICOM (files without suffix nor preamble).
         bit_depth: how 16-bit PNG / TIFF are scaled: ``"auto"`` (the largest depth the data
             set's files use, so 12-bit exports keep their contrast), ``"dtype"`` (by 65535, as
-            version 0.1 did) or a number of bits (see `sagan_ad.data.image_io.scale_bits`).
+            version 0.1 did) or a number of bits (see `sagan_ad.data.bit_depth.scale_bits`).
         leakage: what to do when a group (``group_by``), a PatientID or a SOPInstanceUID is
             on two sides (training, validation, test): ``"raise"`` (default), ``"warn"`` or
             ``"ignore"``.

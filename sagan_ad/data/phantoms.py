@@ -3,8 +3,8 @@
 These power the built-in quickstart dataset: they need no files and no downloads, yet have the
 anatomy an anomaly detector has to learn (dark lung fields, bright mediastinum and spine, heart
 shadow, ribs, diaphragm domes) so that lesions placed inside the lungs are a meaningful
-"abnormal" class. Everything is plain numpy (plus OpenCV to locate the lungs for lesion
-placement), so the module is usable without torch.
+"abnormal" class. Everything is plain numpy (plus OpenCV to resize), so the module is usable
+without torch.
 
 Examples:
     >>> import numpy as np

@@ -23,7 +23,7 @@ from sagan_ad.data.intensity import IntensityNormalization
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
-training reads (`sagan_ad.data.image_io.IMAGE_SUFFIXES`), plus files without a suffix that carry
+training reads (`sagan_ad.data.discovery.IMAGE_SUFFIXES`), plus files without a suffix that carry
 the DICOM magic."""
 
 
@@ -62,7 +62,7 @@ def list_images(
 ) -> list[Path]:
     """Image files under ``root``, sorted by relative path: those with one of ``extensions``,
     files without a suffix that carry the DICOM magic, or every file with ``force_dicom``;
-    hidden and system files never (`sagan_ad.data.image_io.discover_images`). What was skipped
+    hidden and system files never (`sagan_ad.data.discovery.discover_images`). What was skipped
     is logged once, as counts.
 
     Examples:

@@ -32,7 +32,7 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         unlabeled_size: unlabeled images (default: ``num_known_normal``).
         num_test: test images, half normal and half abnormal.
         lesion_radius: ``(low, high)`` lesion radius as a fraction of the image side (see
-            `sagan_ad.data.phantoms.add_lesions`). The default, 10-25% of the side, is larger
+            `sagan_ad.data.lesions.add_lesions`). The default, 10-25% of the side, is larger
             than ``add_lesions``' own (4-15%), so that the quickstart's narrow network finds
             most lesions within its few-minute budget; lower both ranges for a harder task.
         lesion_contrast: ``(low, high)`` peak added brightness of a lesion in grey levels
