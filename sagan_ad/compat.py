@@ -241,6 +241,10 @@ def upgrade_checkpoint(checkpoint: dict[str, Any]) -> bool:
     recorded = checkpoint.get("hyper_parameters")
     if not isinstance(recorded, dict) or not is_flat(recorded):
         return False
+    if any(recorded.get(component) is not None for component in _COMPONENT_CLASSES):
+        # Written with components: flat keys beside them were added by hand, and are refused
+        # as settings the model does not take rather than read as v0.1's.
+        return False
     upgraded = migrate_settings(recorded)
     # Only Lightning's own instantiator turns the class_path mappings back into components.
     upgraded["_instantiator"] = INSTANTIATOR

@@ -546,9 +546,19 @@ def test_unusable_checkpoints_raise_checkpoint_errors_in_python(tmp_path, source
             r"future_option=3 \(no such setting\)\. It was written by another version",
         ),
         (
-            {"image_size": "big", "inference": "bogus"},
+            {
+                "generator": {
+                    "class_path": "sagan_ad.Generator",
+                    "init_args": {"image_size": "big"},
+                },
+                "scorer": {"class_path": "sagan_ad.Scorer", "init_args": {"inference": "bogus"}},
+            },
             r"settings\.ckpt'.* does not take: generator\.image_size='big' \(expects int\), "
             r"scorer\.inference='bogus' \(expects Literal\['deterministic'",
+        ),
+        (
+            {"image_size": 32},
+            r"settings\.ckpt'.* does not take: image_size=32 \(no such setting\)",
         ),
     ],
 )
