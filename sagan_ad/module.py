@@ -298,7 +298,9 @@ class SAGAN(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.performance.channels_last:
-            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+            # Only the two image streams: other entries a subclass's data add may not be 4-D.
+            for key in ("normal", "unlabeled"):
+                batch = {**batch, key: batch[key].contiguous(memory_format=torch.channels_last)}
         normal = batch["normal"]
         opt_g, opt_d = self.optimizers()
         update_g = self.is_generator_iteration()
