@@ -12,6 +12,7 @@ Examples:
 from sagan_ad.compat import install_moved_module_finder
 from sagan_ad.data import (
     AnomalyDataModule,
+    Augmentation,
     DicomOptions,
     FolderDataModule,
     FolderPredictDataModule,
@@ -81,6 +82,7 @@ __all__ = [
     "AnomalyScorer",
     "AtomicCheckpointIO",
     "AuditThresholds",
+    "Augmentation",
     "CheckpointError",
     "Critic",
     "CutPasteSynthesizer",

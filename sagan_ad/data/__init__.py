@@ -1,6 +1,6 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
-from sagan_ad.data.augmentation import IntensityAugmentation
+from sagan_ad.data.augmentation import Augmentation, IntensityAugmentation
 from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.bit_depth import data_set_depth, unify_bit_depth
 from sagan_ad.data.boxes import box_problem, scale_boxes
@@ -30,7 +30,6 @@ from sagan_ad.data.image_io import (
 from sagan_ad.data.intensity import (
     IntensityNormalization,
     IntensityNormalizer,
-    image_statistics,
     normalize_images,
 )
 from sagan_ad.data.lag import LAGDataModule
@@ -62,11 +61,14 @@ from sagan_ad.data.split_draw import protocol_split, stable_draw
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.synthetic import SyntheticCXRDataModule
 from sagan_ad.data.vindr import VinDrCXRDataModule
+from sagan_ad.image_statistics import STATISTICS, image_statistics
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "IMAGE_SUFFIXES",
+    "STATISTICS",
     "AnomalyDataModule",
+    "Augmentation",
     "CachedImages",
     "DeviceTrainingStream",
     "DicomOptions",

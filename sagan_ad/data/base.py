@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from sagan_ad.data.augmentation import IntensityAugmentation
+from sagan_ad.data.augmentation import Augmentation
 from sagan_ad.data.datasets import (
     DeviceTrainingStream,
     LabelledImages,
@@ -22,11 +22,9 @@ from sagan_ad.data.datasets import (
     collate_evaluation,
     to_model_range,
 )
-from sagan_ad.data.intensity import (
-    IntensityNormalization,
-    image_statistics,
-)
+from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.split import holdout_indices
+from sagan_ad.image_statistics import image_statistics
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 
 
@@ -44,9 +42,10 @@ class ImageSet:
             ``x0, y0, x1, y1`` in the original image's pixel coordinates.
         original_sizes: optional per-image ``(height, width)`` of the original image, the frame
             of ``boxes`` and of full-resolution outputs.
-        decoded_stats: optional ``(N, 2)`` float mean and standard deviation of each image as
-            decoded, in ``[0, 1]``, taken before any intensity normalisation (what the shortcut
-            audit compares the model with); see `statistics`.
+        decoded_stats: optional ``(N, K)`` float trivial statistics of each image as decoded
+            (the columns of `sagan_ad.image_statistics.STATISTICS`, or its first ``K``: mean and
+            standard deviation at least), taken before any intensity normalisation: what the
+            shortcut audit compares the model with; see `statistics`.
     """
 
     images: Tensor
@@ -182,9 +181,10 @@ class AnomalyDataModule(L.LightningDataModule):
             `sagan_ad.data.IntensityNormalization`), applied once in `setup` after the per-image
             statistics of the decoded images are taken; ``"none"`` (default) is the paper. The
             model records it when it is fitted and refuses data prepared otherwise.
-        augment: random intensity changes of the training streams (the fields of
-            `sagan_ad.data.IntensityAugmentation`), drawn per image from the stream position, so
-            a resumed run and any number of workers see the same images; None for none.
+        augment: random intensity and acquisition changes of the training streams (the
+            fields of `sagan_ad.data.Augmentation`: brightness, contrast, gamma, blur, sharpen,
+            jpeg, noise, downscale), drawn per image from the stream position, so a resumed
+            run and any number of workers see the same images; None for none.
     """
 
     def __init__(
@@ -199,7 +199,7 @@ class AnomalyDataModule(L.LightningDataModule):
         seed: int = 0,
         data_on_device: bool = False,
         normalization: str | IntensityNormalization = "none",
-        augment: IntensityAugmentation | None = None,
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
         check_numbers(
@@ -228,7 +228,7 @@ class AnomalyDataModule(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1)")
         self.normalization = IntensityNormalization.parse(normalization)
-        self.augment = IntensityAugmentation.parse(augment)
+        self.augment = Augmentation.parse(augment)
         if data_on_device and self.augment is not None:
             raise ValueError(
                 f"data_on_device=True with augment ({self.augment.describe()}): the augmentation "

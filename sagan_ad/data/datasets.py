@@ -58,7 +58,7 @@ class TrainingStream(IterableDataset):
 
     Batch ``i`` depends only on ``seed``, the rank and ``i``, so a resumed run continues the
     sequence exactly with ``start_batch`` set to the number of batches already trained on. An
-    ``augment`` callable (`sagan_ad.data.IntensityAugmentation`) is applied to each stream's batch
+    ``augment`` callable (`sagan_ad.data.Augmentation`) is applied to each stream's batch
     with a seed drawn from ``(seed, rank, stream, i)``, so augmented batches keep that property.
 
     Use with ``DataLoader(stream, batch_size=None)``.

@@ -9,11 +9,11 @@ disease (see ``docs/results.md``). Two tools take the cue away:
   scored on images prepared otherwise. Histogram equalisation and CLAHE are OpenCV's; the
   per-image z-score and percentile window are `IntensityNormalizer`, the same torch module that
   the exported scorer runs, so both give identical grey levels.
-- `sagan_ad.data.augmentation.IntensityAugmentation` (its own module): random brightness,
-  contrast and gamma changes of the training streams only.
+- `sagan_ad.data.augmentation.Augmentation` (its own module): random brightness, contrast,
+  gamma and acquisition changes of the training streams only.
 
-`image_statistics` gives the per-image mean and standard deviation that the shortcut audit
-(`sagan_ad.evaluation.audit`) compares the model with.
+The trivial statistics that the shortcut audit compares a model with are taken before any
+normalisation (`sagan_ad.image_statistics`).
 """
 
 from __future__ import annotations
@@ -341,14 +341,3 @@ def normalize_images(
         [0, 17, 34, 51]
     """
     return IntensityNormalization.parse(normalization).apply(images)
-
-
-def image_statistics(images: Tensor) -> Tensor:
-    """Per-image mean and standard deviation of uint8 images, in ``[0, 1]``: ``(N, 2)`` float32.
-
-    Examples:
-        >>> image_statistics(torch.tensor([[[[0, 255]]]], dtype=torch.uint8)).tolist()
-        [[0.5, 0.5]]
-    """
-    flat = images.flatten(1).float().div_(255.0)
-    return torch.stack([flat.mean(1), flat.std(1, unbiased=False)], dim=1)

@@ -1,14 +1,20 @@
 """Shortcut audit: does a detector beat what one number per image already achieves?
 
 On real radiographs the classes often differ in things other than the finding: brightness and
-contrast (scanner, exposure, a sicker patient imaged lying down), the view, the hospital. A model
-can score those instead of the disease and still reach a respectable AUROC. The audit puts the
-model next to such shortcuts on the very same evaluation images:
+contrast (scanner, exposure, a sicker patient imaged lying down), sharpness and fine detail
+(detector, reconstruction, resizing), the view, the hospital. A model can score those instead of
+the disease and still reach a respectable AUROC. The audit puts the model next to such shortcuts
+on the very same evaluation images:
 
-- the AUROC of **trivial image statistics** of the images as decoded (before any intensity
-  normalisation): the mean intensity and the global contrast (standard deviation), each in the
-  direction that separates the classes better (that direction is chosen on the evaluation
-  labels, so the trivial AUROC is an optimistic floor);
+- the AUROC of each **trivial image statistic** of the images as decoded (before any intensity
+  normalisation; `sagan_ad.image_statistics.STATISTICS`: mean intensity, contrast, centre-crop
+  contrast, vertical and horizontal sharpness, high-frequency energy), each in the direction
+  that separates the classes better (that direction is chosen on the evaluation labels, so the
+  trivial AUROC is an optimistic floor);
+- the AUROC of each low-cardinality **metadata column** (view, sex, site, ...), scoring every
+  image by the share of abnormal images in its group (again optimistic: the shares are read off
+  the evaluation labels);
+- the **best** of these, named, and the model's **margin** over it;
 - the **correlation** (Pearson and Spearman) of the model's score with the mean intensity;
 - for each metadata subgroup column, the **share** of each group among the normal and among the
   abnormal images, and the gap between the two distributions (total variation distance): with a
@@ -17,7 +23,8 @@ model next to such shortcuts on the very same evaluation images:
 `shortcut_audit` returns the numbers (keys under ``audit/``) and flags, and the warnings to show
 when the model does not beat the best trivial statistic by `AuditThresholds.margin`, when its
 score follows the mean intensity (``|r| >= max_intensity_corr``), or when a subgroup is
-distributed differently among normals and abnormals (gap ``>= max_share_gap``).
+distributed differently among normals and abnormals (gap ``>= max_share_gap``); `best_trivial`
+reads the best shortcut back from those numbers.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ import torch
 from torch import Tensor
 
 from sagan_ad.evaluation.metrics import auroc
+from sagan_ad.image_statistics import STATISTICS, describe_statistic
 from sagan_ad.settings import from_mapping
 
 AUDIT_DOCS = "docs/evaluation.md, 'Shortcut audit'"
+_AUROC = "audit/AUROC_"
 
 
 class ShortcutWarning(UserWarning):
@@ -156,6 +165,75 @@ def group_shares(groups: Sequence[str], labels: Tensor) -> dict[str, tuple[float
     return shares
 
 
+def group_auroc(groups: Sequence[str], labels: Tensor) -> float:
+    """AUROC of a metadata column as a score: each image scored by the share of abnormal images
+    in its group, which orders the groups in the way that separates the classes best (so at
+    least 0.5); NaN with a single class.
+
+    Examples:
+        >>> group_auroc(["AP", "AP", "PA", "PA"], torch.tensor([0, 0, 1, 1]))
+        1.0
+        >>> group_auroc(["M", "F", "M", "F"], torch.tensor([0, 0, 1, 1]))
+        0.5
+    """
+    labels = labels.long().flatten()
+    rate = {}
+    for group in set(groups):
+        members = torch.tensor([g == group for g in groups])
+        rate[group] = float(labels[members].double().mean())
+    return auroc(torch.tensor([rate[g] for g in groups], dtype=torch.float64), labels)
+
+
+def statistic_names(count: int) -> tuple[str, ...]:
+    """The names of the first ``count`` columns of a statistics tensor (`STATISTICS`)."""
+    if not 1 <= count <= len(STATISTICS):
+        raise ValueError(
+            f"image statistics have {count} column(s): the audit knows {len(STATISTICS)} "
+            f"({', '.join(STATISTICS)}), and takes the first of them in that order; compute "
+            "them with sagan_ad.image_statistics.image_statistics"
+        )
+    return STATISTICS[:count]
+
+
+def best_trivial(metrics: Mapping[str, float]) -> tuple[str, float] | None:
+    """The best shortcut of an audit's ``metrics`` and its AUROC: a statistic's name
+    (``"sharpness_vertical"``) or ``"metadata/<column>"``; None when no shortcut has an AUROC.
+
+    Examples:
+        >>> best_trivial({"audit/AUROC_mean_intensity": 0.6, "audit/AUROC_contrast": 0.7,
+        ...               "audit/AUROC_metadata/view": 0.55, "audit/AUROC_best_trivial": 0.7})
+        ('contrast', 0.7)
+    """
+    found = {}
+    for key, value in metrics.items():
+        if not key.startswith(_AUROC) or math.isnan(value):
+            continue
+        name = key.removeprefix(_AUROC)
+        if name in STATISTICS or name.startswith("metadata/"):
+            found[name] = value
+    if not found:
+        return None
+    # Ties go to the first statistic in `STATISTICS` order, then to metadata by name.
+    order = {name: i for i, name in enumerate(STATISTICS)}
+    name = max(sorted(found, key=lambda n: (order.get(n, len(order)), n)), key=found.get)
+    return name, found[name]
+
+
+def describe_trivial(name: str, metrics: Mapping[str, float]) -> str:
+    """A shortcut of `best_trivial` in words, with its direction.
+
+    Examples:
+        >>> describe_trivial("sharpness_vertical", {"audit/sharpness_vertical_direction": -1.0})
+        'vertical sharpness (blurrier = abnormal)'
+        >>> describe_trivial("metadata/view", {})
+        "the metadata column 'view' (its groups' share of abnormal images)"
+    """
+    if name.startswith("metadata/"):
+        column = name.removeprefix("metadata/")
+        return f"the metadata column {column!r} (its groups' share of abnormal images)"
+    return describe_statistic(name, metrics.get(f"audit/{name}_direction", 0.0))
+
+
 def shortcut_audit(
     scores: Tensor,
     labels: Tensor,
@@ -170,64 +248,66 @@ def shortcut_audit(
     Args:
         scores: the model's scores ``(N,)``, higher = more abnormal.
         labels: 1 abnormal, 0 normal.
-        statistics: ``(N, 2)`` mean and standard deviation of each image as decoded, in
-            ``[0, 1]`` (`sagan_ad.data.image_statistics`, `sagan_ad.data.ImageSet.statistics`).
+        statistics: ``(N, K)`` trivial statistics of each image as decoded, the columns of
+            `sagan_ad.image_statistics.STATISTICS` (or its first ``K``, mean intensity and
+            contrast at least), from `sagan_ad.image_statistics.image_statistics`.
         model_auroc: the model's AUROC on these images.
         groups: subgroup column name -> the group of each image.
         thresholds: when to warn (default `AuditThresholds`).
         stage: named in the warnings.
 
-    Keys: ``audit/AUROC_mean_intensity`` and ``audit/mean_intensity_direction`` (+1: brighter
-    images are abnormal, -1: darker), ``audit/AUROC_contrast`` and ``audit/contrast_direction``,
-    ``audit/AUROC_best_trivial``, ``audit/AUROC_margin`` (the model's AUROC minus the best
-    trivial one), ``audit/intensity_corr_pearson``, ``audit/intensity_corr_spearman``, per
-    subgroup ``audit/share_normal/<column>=<group>``, ``audit/share_abnormal/<column>=<group>``
-    and ``audit/share_gap/<column>``, and the flags (1 or 0) ``audit/flag_below_trivial``,
-    ``audit/flag_intensity_correlated``, ``audit/flag_subgroup_confound`` and
-    ``audit/shortcut_warning`` (any of them).
+    Keys: for each statistic ``<s>`` of `STATISTICS`, ``audit/AUROC_<s>`` and
+    ``audit/<s>_direction`` (+1: higher values are abnormal, -1: lower values);
+    ``audit/AUROC_metadata/<column>`` for each subgroup column; ``audit/AUROC_best_trivial``
+    (the best of them, named by `best_trivial`), ``audit/AUROC_margin`` (the model's AUROC
+    minus the best trivial one), ``audit/intensity_corr_pearson``,
+    ``audit/intensity_corr_spearman``, per subgroup ``audit/share_normal/<column>=<group>``,
+    ``audit/share_abnormal/<column>=<group>`` and ``audit/share_gap/<column>``, and the flags
+    (1 or 0) ``audit/flag_below_trivial``, ``audit/flag_intensity_correlated``,
+    ``audit/flag_subgroup_confound`` and ``audit/shortcut_warning`` (any of them).
 
     Examples:
         >>> labels = torch.tensor([0, 0, 0, 1, 1, 1])
-        >>> stats = torch.tensor([[0.6, 0.2], [0.7, 0.2], [0.65, 0.3], [0.4, 0.2], [0.5, 0.3],
-        ...                       [0.45, 0.2]])
-        >>> brightness_meter = 1 - stats[:, 0]
-        >>> metrics, warnings = shortcut_audit(brightness_meter, labels, stats, model_auroc=1.0)
-        >>> metrics["audit/AUROC_mean_intensity"], metrics["audit/shortcut_warning"]
-        (1.0, 1.0)
+        >>> stats = torch.full((6, 6), 0.5)
+        >>> stats[:, 3] = torch.tensor([0.9, 0.8, 0.85, 0.3, 0.2, 0.25])  # blurrier abnormals
+        >>> sharpness_meter = -stats[:, 3]
+        >>> metrics, warnings = shortcut_audit(sharpness_meter, labels, stats, model_auroc=1.0)
+        >>> best_trivial(metrics), metrics["audit/flag_below_trivial"]
+        (('sharpness_vertical', 1.0), 1.0)
+        >>> warnings[0].split("does not beat the ")[1].split(",")[0]
+        'vertical sharpness (blurrier = abnormal) of the decoded images'
     """
     thresholds = thresholds or AuditThresholds()
     scores = scores.detach().double().cpu().flatten()
     labels = labels.detach().long().cpu().flatten()
     statistics = statistics.detach().double().cpu()
-    mean_auroc, mean_direction = trivial_auroc(statistics[:, 0], labels)
-    contrast_auroc, contrast_direction = trivial_auroc(statistics[:, 1], labels)
-    best = max(mean_auroc, contrast_auroc) if not math.isnan(mean_auroc) else math.nan
+    metrics: dict[str, float] = {}
+    for column, name in enumerate(statistic_names(statistics.shape[1])):
+        value, direction = trivial_auroc(statistics[:, column], labels)
+        metrics[f"{_AUROC}{name}"] = value
+        metrics[f"audit/{name}_direction"] = direction
+    for column, values in (groups or {}).items():
+        metrics[f"{_AUROC}metadata/{column}"] = group_auroc(list(values), labels)
+    best = best_trivial(metrics)
+    best_auroc = math.nan if best is None else best[1]
     r_pearson = pearson(scores, statistics[:, 0])
     r_spearman = spearman(scores, statistics[:, 0])
-    metrics = {
-        "audit/AUROC_mean_intensity": mean_auroc,
-        "audit/mean_intensity_direction": mean_direction,
-        "audit/AUROC_contrast": contrast_auroc,
-        "audit/contrast_direction": contrast_direction,
-        "audit/AUROC_best_trivial": best,
-        "audit/AUROC_margin": model_auroc - best,
-        "audit/intensity_corr_pearson": r_pearson,
-        "audit/intensity_corr_spearman": r_spearman,
-    }
+    metrics.update(
+        {
+            "audit/AUROC_best_trivial": best_auroc,
+            "audit/AUROC_margin": model_auroc - best_auroc,
+            "audit/intensity_corr_pearson": r_pearson,
+            "audit/intensity_corr_spearman": r_spearman,
+        }
+    )
     messages = []
-    below = not math.isnan(best) and not model_auroc >= best + thresholds.margin
+    below = best is not None and not model_auroc >= best_auroc + thresholds.margin
     if below:
-        if mean_auroc >= contrast_auroc:
-            what = "mean intensity ({} = abnormal)".format(
-                "brighter" if mean_direction > 0 else "darker"
-            )
-        else:
-            what = "global contrast ({} = abnormal)".format(
-                "more contrast" if contrast_direction > 0 else "less contrast"
-            )
+        of_films = "" if best[0].startswith("metadata/") else " of the decoded images"
         messages.append(
-            f"the model's AUROC {model_auroc:.3f} does not beat the {what} of the decoded images, "
-            f"AUROC {best:.3f}, by the margin {thresholds.margin:g}"
+            f"the model's AUROC {model_auroc:.3f} does not beat the "
+            f"{describe_trivial(best[0], metrics)}{of_films}, AUROC {best_auroc:.3f} "
+            f"({_AUROC}{best[0]}), by the margin {thresholds.margin:g}"
         )
     correlations = [abs(r) for r in (r_pearson, r_spearman) if not math.isnan(r)]
     correlated = bool(correlations) and max(correlations) >= thresholds.max_intensity_corr

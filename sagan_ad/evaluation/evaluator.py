@@ -17,6 +17,7 @@ from sagan_ad.evaluation.localization import (
     map_peaks,
     pointing_game_hits,
 )
+from sagan_ad.evaluation.matching import MatchingSettings
 from sagan_ad.evaluation.metrics import ImageMetrics
 from sagan_ad.evaluation.report import EvaluationReport, build_report
 from sagan_ad.evaluation.thresholds import THRESHOLD_POLICIES, ThresholdPolicy, choose_threshold
@@ -47,6 +48,11 @@ class Evaluator(nn.Module):
             `sagan_ad.evaluation.report.subgroups` picks (categorical, binned numbers; never
             identifiers, paths or label-like columns).
         seed: seed of the AUROC bootstrap.
+        matched_subset: how each test's matched subset is built (the fields of
+            `sagan_ad.evaluation.matching.MatchingSettings`, for example
+            ``{"tolerance": 0.5, "min_pairs": 20, "columns": ["view_position"]}``): the abnormal
+            images paired with normals that no trivial statistic tells apart, and the AUROC
+            there (``matched/...`` metrics).
 
     Examples:
         >>> evaluator = Evaluator(bootstrap_resamples=0)
@@ -65,6 +71,7 @@ class Evaluator(nn.Module):
         shortcut_audit: dict[str, float] | None = None,
         subgroup_columns: list[str] | None = None,
         seed: int = 0,
+        matched_subset: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if threshold_policy not in THRESHOLD_POLICIES:
@@ -85,6 +92,8 @@ class Evaluator(nn.Module):
         self.audit_thresholds = AuditThresholds.parse(shortcut_audit)
         self.subgroup_columns = subgroup_columns
         self.seed = seed
+        self.matched_subset = matched_subset
+        self.matching = MatchingSettings.parse(matched_subset)
         self.image_metrics = nn.ModuleDict({s: ImageMetrics() for s in STAGES})
         self.pixel_metrics = nn.ModuleDict({s: PixelMetrics() for s in STAGES})
         self.pointing_game = nn.ModuleDict({s: PointingGame() for s in STAGES})
@@ -169,6 +178,7 @@ class Evaluator(nn.Module):
             statistics=collected.get("statistics"),
             audit=self.audit_thresholds,
             subgroup_columns=self.subgroup_columns,
+            matching=self.matching if stage == "test" else None,
         )
         if self.pixel_metrics[stage].update_called:
             report.metrics.update(self.pixel_metrics[stage].compute())

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from sagan_ad.evaluation.audit import AuditThresholds, shortcut_audit
+from sagan_ad.evaluation.matching import MatchedSubset, MatchingSettings, matched_metrics
 from sagan_ad.evaluation.metrics import SingleClassWarning, detection_metrics
 from sagan_ad.evaluation.thresholds import apply_threshold
 
@@ -48,6 +49,10 @@ class EvaluationReport:
         scores: the scores, in row order.
         labels: the labels, in row order.
         warnings: the shortcut audit's warnings (`sagan_ad.evaluation.audit`), one sentence each.
+        notes: what else the reader must know, one sentence each (for example that the matched
+            subset is too small for its AUROC to mean anything).
+        matched: the matched subset of the images (`sagan_ad.evaluation.matching`), positions
+            in row order; None when it was not built.
     """
 
     stage: str
@@ -56,6 +61,8 @@ class EvaluationReport:
     scores: Tensor = field(default_factory=lambda: torch.zeros(0))
     labels: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    matched: MatchedSubset | None = None
 
 
 def _tokens(column: str) -> set[str]:
@@ -192,6 +199,7 @@ def build_report(
     statistics: Tensor | None = None,
     audit: AuditThresholds | None = None,
     subgroup_columns: Sequence[str] | None = None,
+    matching: MatchingSettings | None = None,
 ) -> EvaluationReport:
     """Metrics of the whole set, at ``threshold``, for every metadata subgroup, and the
     shortcut audit.
@@ -200,9 +208,11 @@ def build_report(
     low-cardinality, non-identifier, non-label columns). Their metrics are keyed
     ``"<metric>/<column>=<value>"`` (``"AUROC/view=AP"``); a subgroup with a single class gets
     NaN for the metrics that need both (one warning for all of them). With ``statistics`` (the
-    ``(N, 2)`` mean and standard deviation of each image as decoded), the shortcut audit of
-    `sagan_ad.evaluation.audit.shortcut_audit` adds its ``audit/...`` numbers and flags (thresholds
-    ``audit``) and its warnings to the report.
+    ``(N, K)`` trivial statistics of each image as decoded, `sagan_ad.image_statistics`), the
+    shortcut audit of `sagan_ad.evaluation.audit.shortcut_audit` adds its ``audit/...`` numbers
+    and flags (thresholds ``audit``) and its warnings to the report; with ``matching`` too, the
+    matched subset of `sagan_ad.evaluation.matching.matched_metrics` adds its ``matched/...``
+    numbers, the subset, and a note when it is too small.
 
     Examples:
         >>> r = build_report("test", torch.tensor([0.1, 0.9, 0.2, 0.8]), torch.tensor([0, 1, 0, 1]),
@@ -226,12 +236,27 @@ def build_report(
                 group.update(operating_point(scores[keep], labels[keep], threshold))
                 metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
     messages: list[str] = []
+    notes: list[str] = []
+    matched = None
     if statistics is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SingleClassWarning)
             found, messages = shortcut_audit(
                 scores, labels, statistics, metrics["AUROC"], groups, audit, stage
             )
+            if matching is not None:
+                paired_by = subgroups(metadata, matching.columns) if metadata else {}
+                paired, matched, note = matched_metrics(
+                    scores,
+                    labels,
+                    statistics,
+                    matching,
+                    {**groups, **paired_by},
+                    bootstrap_resamples,
+                    seed,
+                )
+                found.update(paired)
+                notes += [f"{stage}: {note}"] if note else []
         metrics.update(found)
     predictions = apply_threshold(scores, threshold).tolist()
     rows = []
@@ -246,4 +271,4 @@ def build_report(
         if metadata:
             row.update(metadata[i])
         rows.append(row)
-    return EvaluationReport(stage, metrics, rows, scores, labels, messages)
+    return EvaluationReport(stage, metrics, rows, scores, labels, messages, notes, matched)

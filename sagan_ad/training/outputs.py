@@ -5,8 +5,10 @@
 shares):
 
 - after ``test``: ``test/predictions.csv`` (one row per image: name, score, label, prediction,
-  threshold, metadata columns), ``test/metrics.json`` and ``test/roc.png`` / ``test/pr.png``
-  (the operating point marked); a W&B run gets the curves as images, the table, and the files;
+  threshold, metadata columns), ``test/metrics.json`` (with the shortcut audit's summary and the
+  matched subset's), ``test/matched_data.json`` (the matched subset as a Med-AD ``data.json``,
+  see `matched_split`) and ``test/roc.png`` / ``test/pr.png`` (the operating point marked); a
+  W&B run gets the curves as images, the table, and the files;
 - after ``predict``: ``predict/predictions.csv`` (name, path, score, prediction, threshold,
   overlay, and the label where known) and one overlay per image in ``predict/overlays/``: the
   heat map on the original film at its own resolution, with the name, score, prediction,
@@ -35,6 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.dicom import DicomOptions
 from sagan_ad.data.image_io import decode_image
+from sagan_ad.evaluation.audit import best_trivial, describe_trivial
 from sagan_ad.evaluation.report import EvaluationReport
 from sagan_ad.evaluation.visualization import (
     OVERLAY_STYLES,
@@ -74,8 +77,57 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def write_report(report: EvaluationReport, directory: str | os.PathLike, **context: Any) -> Path:
-    """Write ``predictions.csv``, ``metrics.json``, ``roc.png`` and ``pr.png`` into ``directory``.
+def audit_summary(report: EvaluationReport) -> dict[str, Any] | None:
+    """The shortcut audit of a report in words: the best trivial shortcut, its AUROC and the
+    model's margin over it, and the matched subset's size and AUROC; None without an audit.
+
+    Examples:
+        >>> from sagan_ad.evaluation.report import build_report
+        >>> stats = torch.tensor([[0.1, 0.2], [0.9, 0.2], [0.4, 0.2], [0.6, 0.3]])
+        >>> r = build_report("test", torch.tensor([0.1, 0.9, 0.2, 0.8]), torch.tensor([0, 1, 0, 1]),
+        ...                  list("abcd"), bootstrap_resamples=0, statistics=stats)
+        >>> audit_summary(r)["best_trivial"], audit_summary(r)["margin"]
+        ('mean_intensity', 0.0)
+    """
+    best = best_trivial(report.metrics)
+    if best is None:
+        return None
+    summary: dict[str, Any] = {
+        "best_trivial": best[0],
+        "best_trivial_auroc": best[1],
+        "best_trivial_described": describe_trivial(best[0], report.metrics),
+        "margin": report.metrics.get("audit/AUROC_margin"),
+        "shortcut_warning": bool(report.metrics.get("audit/shortcut_warning")),
+    }
+    if report.matched is not None:
+        summary["matched_pairs"] = report.matched.pairs
+        summary["matched_auroc"] = report.metrics.get("matched/AUROC")
+    return {k: _plain(v) for k, v in summary.items()}
+
+
+def matched_split(
+    report: EvaluationReport, split: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The report's matched subset as a Med-AD ``data.json``: ``split`` (the data set's own,
+    as `sagan_ad.data.AnomalyDataModule.split_manifest` records it) with its ``test`` replaced by
+    the matched pairs, or the ``test`` entry alone; None without a matched subset. A
+    `sagan_ad.MedADDataModule` given it as ``split_file`` tests on the matched subset.
+    """
+    if report.matched is None or not report.matched.pairs:
+        return None
+    names = [str(row["name"]) for row in report.rows]
+    return {**(split or {}), **report.matched.split(names)}
+
+
+def write_report(
+    report: EvaluationReport,
+    directory: str | os.PathLike,
+    split: dict[str, Any] | None = None,
+    **context: Any,
+) -> Path:
+    """Write ``predictions.csv``, ``metrics.json``, ``roc.png`` and ``pr.png`` into
+    ``directory``, and ``matched_data.json`` when the report has a matched subset
+    (`matched_split` of ``split``).
 
     ``context`` (for example the checkpoint, the iteration and the threshold policy) is stored in
     the JSON beside the metrics. Returns the directory.
@@ -87,8 +139,14 @@ def write_report(report: EvaluationReport, directory: str | os.PathLike, **conte
         "stage": report.stage,
         **{k: _plain(v) for k, v in context.items()},
         "metrics": {k: _plain(v) for k, v in report.metrics.items()},
+        "audit": audit_summary(report),
         "warnings": list(report.warnings),
+        "notes": list(report.notes),
     }
+    matched = matched_split(report, split)
+    if matched is not None:
+        with atomic_path(directory / "matched_data.json") as tmp:
+            tmp.write_text(json.dumps(matched, indent=1))
     with atomic_path(directory / "metrics.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
     if report.labels.numel() and 0 < int(report.labels.sum()) < report.labels.numel():
@@ -190,9 +248,11 @@ class EvaluationWriter(Callback):
         report = getattr(pl_module, "reports", {}).get("test")
         if report is None:
             return
+        manifest = getattr(trainer.datamodule, "split_manifest", lambda: None)()
         directory = write_report(
             report,
             self.output_dir(trainer, "test"),
+            split=(manifest or {}).get("split"),
             checkpoint=str(trainer.ckpt_path) if trainer.ckpt_path else None,
             iteration=getattr(pl_module, "iteration", None),
             threshold_policy=getattr(

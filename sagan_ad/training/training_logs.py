@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from sagan_ad.evaluation.audit import ShortcutWarning
@@ -64,9 +64,11 @@ class TrainingLogs:
 
     def log_report(self, module: L.LightningModule, stage: str, report: EvaluationReport) -> None:
         """Log a validation's or test's metrics (AUROC and AP on the progress bar too), with the
-        iteration as step, and raise the shortcut audit's warnings."""
+        iteration as step, raise the shortcut audit's warnings and log the report's notes."""
         for message in report.warnings:
             rank_zero_warn(message, category=ShortcutWarning)
+        for note in report.notes:
+            rank_zero_info(note)
         logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}
         main = {k: logged.pop(k) for k in (f"{stage}/AUROC", f"{stage}/AP")}
         module.log_dict(main, prog_bar=True)

@@ -1,0 +1,114 @@
+"""Trivial statistics of a film: what one number per image can say about acquisition.
+
+On real radiographs the classes often differ in how the films were made as well as in the
+finding: exposure (brightness), contrast, detector and reconstruction (sharpness, noise, fine
+detail). Each statistic here is a single number per image that a scanner, a protocol or a
+resizing step moves, and that a disease detector should not be reducible to. The shortcut audit
+(`sagan_ad.evaluation.audit`) gives the AUROC of each on the very images a model is evaluated on,
+and the matched subset (`sagan_ad.evaluation.matching`) pairs abnormal and normal films on all of
+them.
+
+The statistics are taken on the images as decoded at the evaluation size (for example 64 px),
+before any intensity normalisation, in ``[0, 1]`` grey levels, over every channel:
+
+- ``mean_intensity``: the mean grey level (exposure, the brightness of the film);
+- ``contrast``: the standard deviation of the grey levels;
+- ``centre_contrast``: the standard deviation of the central crop (half the height and half the
+  width), which the film's borders, collimation and text do not reach;
+- ``sharpness_vertical`` / ``sharpness_horizontal``: the mean absolute difference between
+  vertically / horizontally adjacent pixels (edge strength: blur, detector resolution, resizing);
+- ``high_frequency``: the root-mean-square of the film minus its 3x3 local mean (fine detail and
+  noise, the energy a blur removes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+STATISTICS: tuple[str, ...] = (
+    "mean_intensity",
+    "contrast",
+    "centre_contrast",
+    "sharpness_vertical",
+    "sharpness_horizontal",
+    "high_frequency",
+)
+"""The names of the columns of `image_statistics`, in order."""
+
+WORDS: dict[str, tuple[str, str, str]] = {
+    "mean_intensity": ("mean intensity", "brighter", "darker"),
+    "contrast": ("global contrast", "more contrast", "less contrast"),
+    "centre_contrast": ("centre-crop contrast", "more contrast", "less contrast"),
+    "sharpness_vertical": ("vertical sharpness", "sharper", "blurrier"),
+    "sharpness_horizontal": ("horizontal sharpness", "sharper", "blurrier"),
+    "high_frequency": ("high-frequency energy", "more fine detail", "less fine detail"),
+}
+"""For each statistic: its name in sentences, and what a higher and a lower value mean."""
+
+_CHUNK = 256
+
+
+def describe_statistic(name: str, direction: float) -> str:
+    """A statistic in words with its direction (+1: higher values are abnormal, -1: lower).
+
+    Examples:
+        >>> describe_statistic("sharpness_vertical", -1.0)
+        'vertical sharpness (blurrier = abnormal)'
+        >>> describe_statistic("mean_intensity", 1.0)
+        'mean intensity (brighter = abnormal)'
+    """
+    label, higher, lower = WORDS[name]
+    return f"{label} ({higher if direction > 0 else lower} = abnormal)"
+
+
+def _statistics(x: Tensor) -> Tensor:
+    """The statistics of float images ``(N, C, H, W)`` in ``[0, 1]``."""
+    height, width = x.shape[-2:]
+    flat = x.flatten(1)
+    top, left = height // 4, width // 4
+    centre = x[..., top : max(height - top, top + 1), left : max(width - left, left + 1)]
+    vertical = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1)
+    horizontal = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1)
+    padded = F.pad(x.flatten(0, 1).unsqueeze(1), (1, 1, 1, 1), mode="replicate")
+    local_mean = F.avg_pool2d(padded, 3, stride=1).view_as(x)
+    detail = (x - local_mean).flatten(1)
+    zero = flat.new_zeros(len(flat))
+    return torch.stack(
+        [
+            flat.mean(1),
+            flat.std(1, unbiased=False),
+            centre.flatten(1).std(1, unbiased=False),
+            vertical.mean(1) if vertical.shape[1] else zero,
+            horizontal.mean(1) if horizontal.shape[1] else zero,
+            detail.pow(2).mean(1).sqrt(),
+        ],
+        dim=1,
+    )
+
+
+def image_statistics(images: Tensor) -> Tensor:
+    """The `STATISTICS` of uint8 images ``(N, C, H, W)``: ``(N, 6)`` float32, grey levels in
+    ``[0, 1]`` (a statistic of a uniform image is 0 but for its mean).
+
+    Examples:
+        >>> flat = torch.full((1, 1, 8, 8), 51, dtype=torch.uint8)
+        >>> [round(v, 3) for v in image_statistics(flat)[0].tolist()]
+        [0.2, 0.0, 0.0, 0.0, 0.0, 0.0]
+        >>> stripes = torch.tensor([0, 255] * 4, dtype=torch.uint8).repeat(8, 1).view(1, 1, 8, 8)
+        >>> s = dict(zip(STATISTICS, image_statistics(stripes)[0].tolist()))
+        >>> s["sharpness_horizontal"], s["sharpness_vertical"]
+        (1.0, 0.0)
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"image_statistics takes uint8 images (N, C, H, W), got {images.dtype} "
+            f"{tuple(images.shape)}"
+        )
+    # In chunks: a float copy of a few thousand 256 px films would take gigabytes.
+    parts = [
+        _statistics(images[i : i + _CHUNK].float().div_(255.0))
+        for i in range(0, len(images), _CHUNK)
+    ]
+    return torch.cat(parts) if parts else torch.zeros(0, len(STATISTICS))
