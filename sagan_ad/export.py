@@ -65,6 +65,8 @@ class AnomalyScorer(nn.Module):
             `sagan_ad.Scorer`'s ``top_fraction``.
         normalizer: the intensity normalisation the model was trained with, applied to the
             input first (None: the input is used as given).
+        residual_sigma: low-pass of the residual, as `sagan_ad.Scorer`'s ``residual_sigma``.
+        border: edges left out of the score, as `sagan_ad.Scorer`'s ``border``.
 
     Examples:
         >>> from sagan_ad.networks.critic import Critic
@@ -80,6 +82,8 @@ class AnomalyScorer(nn.Module):
         map_sigma: float = 0.0,
         score_top_fraction: float = 1.0,
         normalizer: IntensityNormalizer | None = None,
+        residual_sigma: float = 0.0,
+        border: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 < score_top_fraction <= 1.0:
@@ -88,6 +92,8 @@ class AnomalyScorer(nn.Module):
         self.map_sigma = float(map_sigma)
         self.score_top_fraction = float(score_top_fraction)
         self.normalizer = normalizer
+        self.residual_sigma = float(residual_sigma)
+        self.border = float(border)
 
     @classmethod
     def from_model(cls, model: SAGAN, input_normalized: bool = False) -> AnomalyScorer:
@@ -121,7 +127,14 @@ class AnomalyScorer(nn.Module):
         normalizer = None
         if not input_normalized and normalization.method != "none":
             normalizer = IntensityNormalizer(normalization)
-        return cls(model.inference_generator, scorer.map_sigma, scorer.top_fraction, normalizer)
+        return cls(
+            model.inference_generator,
+            scorer.map_sigma,
+            scorer.top_fraction,
+            normalizer,
+            scorer.residual_sigma,
+            scorer.border,
+        )
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Scores and maps of ``images``; NaN for images outside ``[-1, 1]`` (in the graph)."""
@@ -130,7 +143,14 @@ class AnomalyScorer(nn.Module):
         if self.normalizer is not None:
             images = self.normalizer(images)
         restored = self.generator(images, residual_mask=False)
-        scores, maps = score_and_map(images, restored, self.map_sigma, self.score_top_fraction)
+        scores, maps = score_and_map(
+            images,
+            restored,
+            self.map_sigma,
+            self.score_top_fraction,
+            self.residual_sigma,
+            self.border,
+        )
         scores = torch.where(valid, scores, torch.full_like(scores, float("nan")))
         maps = torch.where(valid.view(-1, 1, 1, 1), maps, torch.full_like(maps, float("nan")))
         return scores, maps

@@ -59,6 +59,10 @@ class MedADDataModule(FileDataModule):
             best checkpoint by ``val/AUROC`` meaningful.
         allow_outside_root: read ``data.json`` names that leave ``image_dir`` (absolute, or
             ``..`` past it); refused by default, so a split file cannot reach other folders.
+        split_file: the split to read instead of ``<root>/data.json``, a file in the same
+            schema (absolute, or relative to the working directory like ``root``): for example
+            the ``test/matched_data.json`` that a test writes, to test on its matched subset.
+            Its names are still relative to ``image_dir``.
         metadata_csv: a CSV file (relative to ``root``, or absolute) with a ``file`` column naming
             images as ``data.json`` does; its other columns become each image's metadata
             (subgroup metrics and the shortcut audit). Images it does not list get none.
@@ -92,6 +96,7 @@ class MedADDataModule(FileDataModule):
         cache_dir: str | os.PathLike | None = None,
         val_abnormal: int = 0,
         allow_outside_root: bool = False,
+        split_file: str | os.PathLike | None = None,
         metadata_csv: str | os.PathLike | None = None,
         val_balance_by: str | None = None,
         group_by: str | None = None,
@@ -117,18 +122,24 @@ class MedADDataModule(FileDataModule):
         self._held_normals: list[str] = []
         self.metadata_csv = None if metadata_csv is None else Path(metadata_csv)
         self.root = Path(root)
+        self.split_file = None if split_file is None else Path(split_file)
         self.image_dir = image_dir
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.allow_outside_root = allow_outside_root
 
+    @property
+    def split_path(self) -> Path:
+        """The split file read: ``split_file``, or ``data.json`` in ``root``."""
+        return self.split_file or self.root / "data.json"
+
     def read_split(self) -> MedADSplit:
-        """The validated ``data.json`` of ``root``."""
+        """The validated split file (`split_path`)."""
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"data.root={str(self.root)!r} is not a folder: point it at a Med-AD data set "
                 "folder holding images/ and data.json"
             )
-        path = self.root / "data.json"
+        path = self.split_path
         split = read_medad_split(path)
         if not (self.root / self.image_dir).is_dir():
             # Otherwise every name of data.json would be listed as a missing file.
@@ -167,7 +178,7 @@ class MedADDataModule(FileDataModule):
         )
 
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
-        where = f"val_abnormal={self.val_abnormal} ({self.root / 'data.json'})"
+        where = f"val_abnormal={self.val_abnormal} ({self.split_path})"
         if split.has_validation:
             raise ValueError(
                 f"{where}: data.json already has a labelled validation set (val); set "
@@ -240,15 +251,13 @@ class MedADDataModule(FileDataModule):
                 self.val_fraction, self.seed, self.groups, *reserve
             )
         except SplitError as err:
-            raise ValueError(
-                f"group_by={self.group_by!r} ({self.root / 'data.json'}): {err}"
-            ) from err
+            raise ValueError(f"group_by={self.group_by!r} ({self.split_path}): {err}") from err
         return split
 
     def _unlabeled(self, split: MedADSplit, size: int) -> tuple[list[str], list[int]]:
         if not split.pool_unknown:
             return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
-        where = f'{self.root / "data.json"}: train.unlabeled."unknown"'
+        where = f'{self.split_path}: train.unlabeled."unknown"'
         if split.pool_normal or split.pool_abnormal:
             raise SplitError(
                 f'{where} lists images of unknown label beside the labelled pools "0" / '
@@ -263,7 +272,7 @@ class MedADDataModule(FileDataModule):
         return split.pool_unknown[:size], [-1] * size
 
     def load(self) -> SplitData:
-        source = self.root / "data.json"
+        source = self.split_path
         split = original = self.read_split()
         metadata = self.read_metadata(split)
         self.groups = self.group_keys(split, metadata)

@@ -226,11 +226,11 @@ def describe_trivial(name: str, metrics: Mapping[str, float]) -> str:
         >>> describe_trivial("sharpness_vertical", {"audit/sharpness_vertical_direction": -1.0})
         'vertical sharpness (blurrier = abnormal)'
         >>> describe_trivial("metadata/view", {})
-        "the metadata column 'view' (its groups' share of abnormal images)"
+        "metadata column 'view' (its groups' share of abnormal images)"
     """
     if name.startswith("metadata/"):
         column = name.removeprefix("metadata/")
-        return f"the metadata column {column!r} (its groups' share of abnormal images)"
+        return f"metadata column {column!r} (its groups' share of abnormal images)"
     return describe_statistic(name, metrics.get(f"audit/{name}_direction", 0.0))
 
 

@@ -33,6 +33,10 @@ LABEL_LIKE = frozenset(
 ID_LIKE = frozenset({"id", "ids", "uid", "uuid", "path", "paths", "file", "filename", "filepath"})
 """Name tokens of per-image identifiers (``PatientID``, ``attention_map_path``): never subgroups."""
 
+SPLIT_LIKE = frozenset({"split", "splits", "part", "partition", "fold", "folds", "subset"})
+"""Name tokens of columns that record where an image sits in the data split (``part``,
+``release_split``): bookkeeping that follows the label by construction, never subgroups."""
+
 MISSING = "missing"
 """The group of images without a value in a subgroup column."""
 
@@ -114,9 +118,9 @@ def subgroups(
 
     By default (``columns=None``) a column makes subgroups when:
 
-    - its name is not label-like (`LABEL_LIKE` tokens, such as RSNA's ``class``) nor an
-      identifier (`ID_LIKE` tokens, such as ``PatientID`` or ``file``), and no value looks like
-      a path;
+    - its name is not label-like (`LABEL_LIKE` tokens, such as RSNA's ``class``), an
+      identifier (`ID_LIKE` tokens, such as ``PatientID`` or ``file``) nor a record of the split
+      (`SPLIT_LIKE` tokens, such as ``part``), and no value looks like a path;
     - it has 2 to `MAX_GROUPS` distinct values (categorical, such as the view or the sex), or
       its values are numbers (DICOM ages such as ``045Y`` included) with more distinct values,
       which are then cut into at most `NUMERIC_BINS` bins of a round width (``[40,60)``).
@@ -142,7 +146,7 @@ def subgroups(
         present = {v for v in values if v}
         if columns is None:
             tokens = _tokens(column)
-            if tokens & LABEL_LIKE or tokens & ID_LIKE:
+            if tokens & (LABEL_LIKE | ID_LIKE | SPLIT_LIKE):
                 continue
             if any("/" in v or "\\" in v for v in present) or len(present) < 2:
                 continue

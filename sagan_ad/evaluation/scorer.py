@@ -6,7 +6,13 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_and_map, smooth_map
+from sagan_ad.evaluation.scoring import (
+    anomaly_map,
+    map_to_score,
+    score_and_map,
+    score_region,
+    smooth_map,
+)
 from sagan_ad.networks.generator import Generator
 
 Inference = Literal["deterministic", "reference"]
@@ -15,9 +21,11 @@ Inference = Literal["deterministic", "reference"]
 class Scorer(nn.Module):
     """Turns an image and its restoration ``G(x)`` into an anomaly map and an image score.
 
-    The map is ``|x - G(x)| / 2`` in ``[0, 1]``, smoothed by a Gaussian of ``map_sigma`` pixels;
-    the score is the mean of the ``top_fraction`` largest map values (1: the paper's mean over
-    all pixels). The exported graph (`sagan_ad.AnomalyScorer`) computes the same.
+    The map is ``|x - G(x)| / 2`` in ``[0, 1]`` (of the residual low-passed by a Gaussian of
+    ``residual_sigma`` pixels), smoothed by a Gaussian of ``map_sigma`` pixels; the score is the
+    mean of the ``top_fraction`` largest map values (1: the paper's mean over all pixels) inside
+    the map less a ``border`` at each edge. The exported graph (`sagan_ad.AnomalyScorer`)
+    computes the same. The paper's score is the default: ``residual_sigma=0``, ``border=0``.
 
     Args:
         map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is
@@ -27,6 +35,13 @@ class Scorer(nn.Module):
         inference: ``"deterministic"`` (default) or ``"reference"``: the released code's random
             inference, which keeps the generator's training-time residual mask on while
             scoring (cannot be exported).
+        residual_sigma: Gaussian low-pass (pixels) of the signed residual ``x - G(x)`` before
+            its absolute value, 0 for none: removes what the generator cannot reproduce of a
+            film's fine detail and noise, which follows the scanner more than the disease
+            (`sagan_ad.evaluation.scoring.anomaly_map`).
+        border: the share of the height and of the width at each edge left out of the score,
+            in ``[0, 0.5)``: 0.15 scores the lung fields of a chest film rather than its edges
+            (`sagan_ad.evaluation.scoring.score_region`); the map keeps its full size.
         normalization: the intensity normalisation of the images the model was trained on (the
             `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
             it None: fit records the DataModule's ``normalization`` here, so it is saved in every
@@ -47,6 +62,8 @@ class Scorer(nn.Module):
         top_fraction: float = 1.0,
         inference: Inference = "deterministic",
         normalization: str | None = None,
+        residual_sigma: float = 0.0,
+        border: float = 0.0,
     ) -> None:
         super().__init__()
         if map_sigma < 0:
@@ -57,7 +74,13 @@ class Scorer(nn.Module):
             raise ValueError(
                 f"scorer inference={inference!r}: choose 'deterministic' or 'reference'"
             )
+        if residual_sigma < 0:
+            raise ValueError(f"scorer residual_sigma={residual_sigma}: must be >= 0")
+        if not 0.0 <= border < 0.5:
+            raise ValueError(f"scorer border={border}: must be in [0, 0.5)")
         self.map_sigma = float(map_sigma)
+        self.residual_sigma = float(residual_sigma)
+        self.border = float(border)
         self.top_fraction = float(top_fraction)
         self.inference = inference
         self.normalization = normalization
@@ -68,11 +91,11 @@ class Scorer(nn.Module):
 
     def anomaly_map(self, images: Tensor, restored: Tensor) -> Tensor:
         """The (smoothed) anomaly map ``(B, 1, H, W)`` of ``images`` and their restorations."""
-        return smooth_map(anomaly_map(images, restored), self.map_sigma)
+        return smooth_map(anomaly_map(images, restored, self.residual_sigma), self.map_sigma)
 
     def score(self, maps: Tensor) -> Tensor:
         """Image scores ``(B,)`` of anomaly maps."""
-        return map_to_score(maps, self.top_fraction)
+        return map_to_score(score_region(maps, self.border), self.top_fraction)
 
     def overridden(self) -> bool:
         """Whether a subclass changes `anomaly_map` or `score` (then `forward` calls them, and
@@ -85,10 +108,13 @@ class Scorer(nn.Module):
         if self.overridden():
             maps = self.anomaly_map(images, restored)
             return self.score(maps), maps
-        return score_and_map(images, restored, self.map_sigma, self.top_fraction)
+        return score_and_map(
+            images, restored, self.map_sigma, self.top_fraction, self.residual_sigma, self.border
+        )
 
     def extra_repr(self) -> str:
         return (
             f"map_sigma={self.map_sigma}, top_fraction={self.top_fraction}, "
-            f"inference={self.inference!r}, normalization={self.normalization!r}"
+            f"inference={self.inference!r}, normalization={self.normalization!r}, "
+            f"residual_sigma={self.residual_sigma}, border={self.border}"
         )

@@ -9,22 +9,52 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def anomaly_map(images: Tensor, restored: Tensor) -> Tensor:
+def anomaly_map(images: Tensor, restored: Tensor, residual_sigma: float = 0.0) -> Tensor:
     """Per-pixel anomaly map ``|x - G(x)| / 2``, averaged over channels, shape ``(B, 1, H, W)``.
 
-    Images live in ``[-1, 1]``, so the map lies in ``[0, 1]``.
+    Images live in ``[-1, 1]``, so the map lies in ``[0, 1]``. With ``residual_sigma`` the
+    signed residual ``x - G(x)`` is low-passed by a Gaussian of that many pixels before its
+    absolute value: fine detail the generator does not reproduce (noise, sharp edges: how a film
+    was acquired) averages out, while a change the size of a finding (an opacity the generator
+    removed) stays.
 
     Examples:
         >>> import torch
         >>> x = torch.zeros(1, 1, 2, 2)
         >>> anomaly_map(x, torch.ones(1, 1, 2, 2)).flatten().tolist()
         [0.5, 0.5, 0.5, 0.5]
+        >>> checker = torch.tensor([[1.0, -1.0] * 4, [-1.0, 1.0] * 4] * 4).view(1, 1, 8, 8)
+        >>> float(anomaly_map(checker, torch.zeros(1, 1, 8, 8), residual_sigma=2.0).max()) < 0.1
+        True
     """
     if images.shape != restored.shape:
         raise ValueError(
             f"images {tuple(images.shape)} and restored {tuple(restored.shape)} differ in shape"
         )
-    return (images - restored).abs().mean(dim=1, keepdim=True) / 2
+    residual = images - restored
+    if residual_sigma:
+        residual = smooth_map(residual, residual_sigma)
+    return residual.abs().mean(dim=1, keepdim=True) / 2
+
+
+def score_region(maps: Tensor, border: float = 0.0) -> Tensor:
+    """The part of anomaly maps ``(B, 1, H, W)`` that scores: ``border`` of the height and of
+    the width left out at each edge (0: the whole map).
+
+    On a chest film the edges hold the shoulders, the collimation and burnt-in text, which the
+    generator restores worst and which are not where a lung finding is; leaving them out scores
+    the lung fields.
+
+    Examples:
+        >>> import torch
+        >>> score_region(torch.zeros(1, 1, 10, 20), border=0.2).shape
+        torch.Size([1, 1, 6, 12])
+    """
+    if not 0.0 <= border < 0.5:
+        raise ValueError(f"border={border}: must be in [0, 0.5)")
+    height, width = maps.shape[-2:]
+    top, left = int(border * height), int(border * width)
+    return maps[..., top : height - top, left : width - left]
 
 
 def map_to_score(maps: Tensor, top_fraction: float = 1.0) -> Tensor:
@@ -93,10 +123,17 @@ def smooth_map(maps: Tensor, sigma: float) -> Tensor:
 
 
 def score_and_map(
-    images: Tensor, restored: Tensor, map_sigma: float = 0.0, top_fraction: float = 1.0
+    images: Tensor,
+    restored: Tensor,
+    map_sigma: float = 0.0,
+    top_fraction: float = 1.0,
+    residual_sigma: float = 0.0,
+    border: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Image scores ``(B,)`` and anomaly maps ``(B, 1, H, W)`` as `sagan_ad.SAGAN` computes them:
-    the map smoothed with ``map_sigma``, the score the mean of its largest ``top_fraction``.
+    the map of the (``residual_sigma``-low-passed) residual, smoothed with ``map_sigma``; the
+    score the mean of the largest ``top_fraction`` of its values inside the `score_region` of
+    ``border``.
 
     Examples:
         >>> import torch
@@ -104,5 +141,5 @@ def score_and_map(
         >>> scores.tolist(), maps.shape
         ([0.5, 0.5], torch.Size([2, 1, 4, 4]))
     """
-    maps = smooth_map(anomaly_map(images, restored), map_sigma)
-    return map_to_score(maps, top_fraction), maps
+    maps = smooth_map(anomaly_map(images, restored, residual_sigma), map_sigma)
+    return map_to_score(score_region(maps, border), top_fraction), maps
