@@ -8,42 +8,52 @@ Usage (from the project root; the default data set is the NIH pneumonia split):
         --plot-ratio docs/img/anomaly_ratio.png
     python benchmarks/quality.py --configs full --normalizations none equalize clahe \\
         --augmentations none brightness bcg --balance-val-by view_position
+    python benchmarks/quality.py --base examples/pediatric_cpu.yaml \\
+        --root ../shared/data/pediatric-cxr-pneumonia --group-by patient_id \\
+        --configs full --augmentations acquisition none --seeds 0 1 2
 
-Every configuration starts from ``examples/nih_cpu.yaml`` (model and data arguments) with the
-overrides of `CONFIGS`, is trained for ``--iterations`` iterations per seed and scored on the
-test set with the last weights. For each it reports, as mean and standard deviation over seeds:
+Every configuration starts from ``--base`` (default ``examples/nih_cpu.yaml``: its model and
+data arguments) with the overrides of `CONFIGS`, is trained for ``--iterations`` iterations per
+seed and scored on the test set with the last weights. For each it reports, as mean and standard
+deviation over seeds:
 
 - test AUROC, with the stratified bootstrap 95% interval averaged over seeds, and AP;
 - AUROC per view (``view_position`` of ``labels.csv`` when the data set has one);
-- AUROC on the **intensity-matched** subset: each abnormal image paired with an unused normal of
-  the same view whose mean intensity is within ``--match-tolerance``; brightness alone scores
-  about 0.5 there, so what survives is not brightness;
+- AUROC on the **matched** subset (`sagan_ad.evaluation.matching`): each abnormal image paired
+  with an unused normal whose every trivial statistic (mean intensity, contrast, centre-crop
+  contrast, vertical and horizontal sharpness, high-frequency energy; z-scored over the test
+  set) lies within ``--match-tolerance`` (with ``--match-view``, of the same view too); every
+  statistic scores about 0.5 there, so what survives is neither brightness nor sharpness;
 - the Pearson (and Spearman) correlation of the score with the image's mean intensity;
 - the training time per run.
 
 ``--normalizations`` and ``--augmentations`` run every configuration once per intensity
 normalisation (``data.normalization``: none, equalize, clahe, zscore, percentile) and
-augmentation preset (`AUGMENTATIONS`, ``data.augment``); settings other than none/none are named
-``<config> norm=<n> aug=<a>``. Their rows add the AUROC of the trivial statistics (mean and
-standard deviation, better direction) of the *normalised* test inputs: what a brightness or
-contrast shortcut could still reach after normalisation. The intensity-matched subset, the
-correlation and the darkness floor are always those of the images as decoded, so every setting
-is measured on the same pairs. ``--balance-val-by view_position`` balances the labelled
-validation carve-out by view (``MedADDataModule(val_balance_by=...)``), so that choosing on
-validation cannot choose on view, and ``--group-by nih_patient_id`` keeps every patient of the
-validation out of training (``MedADDataModule(group_by=...)``). These two flags, not the base
-YAML, decide the validation; ``examples/nih_cpu.yaml`` as shipped is ``--configs full
---normalizations none --augmentations bcg --labelled-val 34 --balance-val-by view_position
---group-by nih_patient_id``.
+augmentation preset (`AUGMENTATIONS`, ``data.augment``: intensity and acquisition changes);
+settings other than none/none are named ``<config> norm=<n> aug=<a>``. Their rows add the AUROC
+of the trivial statistics (mean and standard deviation, better direction) of the *normalised*
+test inputs: what a brightness or contrast shortcut could still reach after normalisation. The
+matched subset, the correlation and the floors are always those of the images as decoded, so
+every setting is measured on the same pairs. ``--balance-val-by view_position`` balances the
+labelled validation carve-out by view (``MedADDataModule(val_balance_by=...)``), so that
+choosing on validation cannot choose on view, and ``--group-by nih_patient_id`` keeps every
+patient of the validation out of training (``MedADDataModule(group_by=...)``). These two flags,
+not the base YAML, decide the validation; ``examples/nih_cpu.yaml`` as shipped is ``--configs
+full --normalizations none --augmentations bcg --labelled-val 34 --balance-val-by view_position
+--group-by nih_patient_id``, ``examples/pediatric_cpu.yaml`` is ``--base
+examples/pediatric_cpu.yaml --configs full --augmentations acquisition --group-by patient_id``.
 
-Score variants (the paper's mean ``|x - G(x)|``, the mean of the top 5% of the Gaussian-smoothed
-map, and the mean ``|x - G(x)|`` after standardizing both images, which no global brightness or
-contrast change can drive) are evaluated on the same trained models; the default is the variant
-with the best *validation* AUROC (held-out normals against pseudo anomalies), never the test's.
+Score variants are evaluated on the same trained models: the paper's mean ``|x - G(x)|``, the
+mean of the top 5% of the Gaussian-smoothed map, the mean ``|x - G(x)|`` after standardizing
+both images (which no global brightness or contrast change can drive), ``lung_lowpass`` (the
+residual low-passed by 1 px and scored without the outer 10% of each side,
+``Scorer(residual_sigma=1, border=0.1)``), ``critic`` (minus the critic's value of the film
+itself) and ``critic_features`` (f-AnoGAN's residual in the critic's feature space). The
+default is the variant with the best *validation* AUROC, never the test's.
 
-The same run trains and scores the baselines from the issue, so every table carries its own
-floor: mean image intensity (darker = more abnormal, the direction that separates the NIH
-classes), and a plain convolutional autoencoder trained with the same
+The same run trains and scores the baselines, so every table carries its own floors: each
+trivial statistic of the decoded films in the direction that separates the classes better on
+the test labels (optimistic), and a plain convolutional autoencoder trained with the same
 iteration budget on the known normals (and on known normals plus the unlabeled mixture).
 
 The table goes to standard output and, with ``--output``, to a markdown file; ``--json`` keeps
@@ -64,6 +74,7 @@ import torch
 from harness import describe
 from quality_configs import (
     AUGMENTATIONS,
+    BASE_CONFIG,
     CONFIGS,
     DEFAULT_ROOT,
     load_base,
@@ -82,6 +93,8 @@ from quality_scores import (
     restore_all,
     score_variants,
     to_float,
+    trivial_floors,
+    variants_of,
 )
 from quality_tables import merge, plot_ratio, save_json, tables
 
@@ -97,7 +110,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=None, help="default: the YAML's")
     parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--match-tolerance", type=float, default=0.01)
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=BASE_CONFIG,
+        help="the YAML whose model and data arguments every configuration starts from",
+    )
+    parser.add_argument(
+        "--match-tolerance",
+        type=float,
+        default=0.5,
+        help="matched subset: largest difference of every z-scored trivial statistic in a pair",
+    )
+    parser.add_argument(
+        "--match-view",
+        action="store_true",
+        help="matched subset: pairs also share view_position of <root>/labels.csv",
+    )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument(
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.root / "data.json").is_file():
         raise SystemExit(f"error: no data.json under --root {args.root}")
     warnings.filterwarnings("ignore", module="lightning")
-    model_args, data_args = load_base()
+    model_args, data_args = load_base(args.base)
     iterations = args.iterations or int(model_args["max_iterations"])
     val_abnormal = (
         data_args.get("val_abnormal", 0) if args.labelled_val is None else args.labelled_val
@@ -181,9 +210,11 @@ def main(argv: list[str] | None = None) -> None:
         return "\n".join(
             [
                 f"Machine: {describe(gpu_name)}",
-                f"Data: {args.root.name}; {iterations} iterations; seeds {args.seeds}; "
-                f"intensity-matched subset: {pairs} abnormal/normal pairs "
-                f"(tolerance {args.match_tolerance})",
+                f"Data: {args.root.name}; base {args.base.name}; {iterations} iterations; "
+                f"seeds {args.seeds}; "
+                f"matched subset: {pairs} abnormal/normal pairs within "
+                f"{args.match_tolerance} SD of every trivial statistic"
+                + (", same view" if args.match_view else ""),
                 "Validation: "
                 + (
                     f"labelled, held-out known normals and {val_abnormal} unused pool abnormals"
@@ -224,15 +255,16 @@ def main(argv: list[str] | None = None) -> None:
                     val_abnormal,
                     args.balance_val_by,
                     args.group_by,
+                    args.base,
                 )
             data = data_cache[key]
             test_images = to_float(data.test.images).to(device)
             labels = torch.tensor(data.test.labels)
-            # Intensity in [0, 1] of the images as decoded at the evaluation size, as in the
-            # issue's matching rule: the same pairs for every normalisation.
+            # Statistics of the images as decoded at the evaluation size: the same pairs for
+            # every normalisation.
             intensity = data.test.decoded_stats[:, 0].double()
-            view = views(args.root, data.test.names)
-            matched = matched_subset(intensity, labels, view, args.match_tolerance)
+            view = views(args.root, data.test.names) if args.match_view else None
+            matched = matched_subset(data.test.decoded_stats, labels, view, args.match_tolerance)
 
             # Inference mode does not change training: configurations that differ only in it
             # share one trained model (same seed, same data), and its training time.
@@ -246,17 +278,17 @@ def main(argv: list[str] | None = None) -> None:
             )
             if trained_key not in trained:
                 trained[trained_key] = train_sagan(
-                    config, data, seed, iterations, args.accelerator, args.val_every
+                    config, data, seed, iterations, args.accelerator, args.val_every, args.base
                 )
             model, seconds, best_weights = trained[trained_key]
             model = model.to(device)
             model.scorer.inference = inference
             restored = restore_all(model.restore, test_images)
-            test = score_variants(test_images, restored)
+            test = variants_of(model, test_images, restored)
             val_images = to_float(data.val.images).to(device)
             val_labels = torch.tensor(data.val.labels)
             val_restored = restore_all(model.restore, val_images)
-            val = score_variants(val_images, val_restored)
+            val = variants_of(model, val_images, val_restored)
             best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
             # The main table scores with the model's own settings (the paper's mean unless the
             # configuration sets the scorer's map_sigma / top_fraction).
@@ -305,16 +337,26 @@ def main(argv: list[str] | None = None) -> None:
             base_key = json.dumps(plain, sort_keys=True)
             if base_key not in data_cache:
                 data_cache[base_key] = make_data(
-                    args.root, plain, seed, val_abnormal, args.balance_val_by, args.group_by
+                    args.root,
+                    plain,
+                    seed,
+                    val_abnormal,
+                    args.balance_val_by,
+                    args.group_by,
+                    args.base,
                 )
             data = data_cache[base_key]
             labels = torch.tensor(data.test.labels)
             intensity = data.test.decoded_stats[:, 0].double()
             view = views(args.root, data.test.names)
-            matched = matched_subset(intensity, labels, view, args.match_tolerance)
-            # Abnormal films are darker in the NIH release: darkness is the issue's 0.78 floor.
-            run = evaluate(1.0 - intensity, labels, intensity, view, matched, args.resamples)
-            results.setdefault("baseline: darkness (1 - mean intensity)", []).append(run)
+            paired_view = view if args.match_view else None
+            matched = matched_subset(
+                data.test.decoded_stats, labels, paired_view, args.match_tolerance
+            )
+            # Every trivial statistic of the same films, in its better direction: the floors.
+            for label, scores in trivial_floors(data.test.decoded_stats, labels).items():
+                run = evaluate(scores, labels, intensity, view, matched, args.resamples)
+                results.setdefault(label, []).append(run)
             test_images = to_float(data.test.images)
             pools = {
                 "baseline: autoencoder, known normals": data.known_normal.images,

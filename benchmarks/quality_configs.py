@@ -4,6 +4,7 @@ its intensity settings, and the data each run trains and is scored on (see quali
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,24 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         f"ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 74})
         for r in (0.0, 0.2, 0.4, 0.6, 0.8)
     },
+    # The same on the pediatric films, whose normal pool holds 345 films.
+    **{
+        f"pediatric_ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 345})
+        for r in (0.0, 0.3, 0.6, 0.9)
+    },
+    # The paper's optimizer for both networks, where the base config has another.
+    "paper_optimizer": ({"optimizer_g": adam(5e-5), "optimizer_d": adam(5e-5)}, {}),
+    # Every unused pneumonia film of the pediatric release in the unlabeled pool (`SPARE_POOL`):
+    # 3,000 unlabeled films at ratio 0.9 instead of 800 at 0.6.
+    "spare_pool": ({}, {"spare_pool": True, "anomaly_ratio": 0.9, "unlabeled_size": 3000}),
 }
 
+SPARE_PART = "spare"
+"""The ``part`` of ``labels.csv`` that marks the pediatric films ``data.json`` leaves free for
+larger pools (its README); ``spare_pool`` adds them to the abnormal pool."""
 
-#: Intensity augmentation presets (``data.augment``) of the study. The brightness shift of 0.2
+
+#: Augmentation presets (``data.augment``) of the study. The brightness shift of 0.2
 #: (about 50 grey levels) is larger than the mean-intensity difference between the NIH classes,
 #: so it drowns that cue; gamma 0.67-1.5 moves the mid-tones and keeps each film's order of grey
 #: levels.
@@ -56,6 +71,17 @@ AUGMENTATIONS: dict[str, dict[str, Any] | None] = {
     "brightness": {"brightness": 0.2},
     "gamma": {"gamma": [0.67, 1.5]},
     "bcg": {"brightness": 0.2, "contrast": 0.2, "gamma": [0.67, 1.5]},
+    # Acquisition: each change drawn for half the films, so that neither sharpness, noise, JPEG
+    # blocking nor resolution tells the known normals from the unlabeled films.
+    "acquisition": {
+        "blur": [0.3, 1.5],
+        "sharpen": [0.1, 0.6],
+        "jpeg": [40, 95],
+        "noise": [0.0, 0.03],
+        "downscale": [0.4, 1.0],
+        "p": 0.5,
+    },
+    "blur_sharpen": {"blur": [0.3, 1.5], "sharpen": [0.1, 0.6], "p": 0.5},
 }
 
 
@@ -84,8 +110,9 @@ def views(root: Path, names: list[str]) -> list[str] | None:
     return [by_file.get(Path(name).name, "unknown") for name in names]
 
 
-def load_base() -> tuple[dict[str, Any], dict[str, Any]]:
-    config = yaml.safe_load(BASE_CONFIG.read_text())
+def load_base(base: Path = BASE_CONFIG) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and data arguments of the ``base`` YAML."""
+    config = yaml.safe_load(Path(base).read_text())
     return dict(config["model"]["init_args"]), dict(config["data"]["init_args"])
 
 
@@ -100,7 +127,7 @@ COMPONENTS = {
 }
 
 
-def model_arguments(*overrides: dict[str, Any]) -> dict[str, Any]:
+def model_arguments(*overrides: dict[str, Any], base: Path = BASE_CONFIG) -> dict[str, Any]:
     """The base config's `sagan_ad.SAGAN` arguments with ``overrides`` applied in order, its
     components built: a component's override updates its ``init_args``, any other override
     replaces the argument.
@@ -112,7 +139,7 @@ def model_arguments(*overrides: dict[str, Any]) -> dict[str, Any]:
         >>> arguments["n_critic"], arguments["max_iterations"]
         (1, 1500)
     """
-    arguments, _ = load_base()
+    arguments, _ = load_base(base)
     for override in overrides:
         for name, value in override.items():
             if name in COMPONENTS:
@@ -132,15 +159,19 @@ def make_data(
     val_abnormal: int,
     balance_by: str | None = None,
     group_by: str | None = None,
+    base: Path = BASE_CONFIG,
 ) -> MedADDataModule:
     """The base DataModule with ``overrides`` and ``val_abnormal`` (see `MedADDataModule`); with
     ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``, with
     ``group_by`` the validation hold-out keeps that column's groups (patients) out of training."""
-    _, data_args = load_base()
+    _, data_args = load_base(base)
     # The flags, not the YAML, decide balancing and grouping: the table's header records them,
     # and a data set without the YAML's labels.csv columns still runs.
     for key in ("metadata_csv", "val_balance_by", "group_by"):
         data_args.pop(key, None)
+    overrides = dict(overrides)
+    if overrides.pop("spare_pool", False):
+        overrides["split_file"] = spare_pool_split(root)
     data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
     if balance_by:
         data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
@@ -149,3 +180,20 @@ def make_data(
     data = MedADDataModule(**data_args)
     data.setup("fit")
     return data
+
+
+def spare_pool_split(root: Path) -> Path:
+    """``root``'s ``data.json`` with every ``labels.csv`` film of part `SPARE_PART` appended to
+    the abnormal pool, written beside the study's outputs (never into the data set)."""
+    split = json.loads((root / "data.json").read_text())
+    with (root / "labels.csv").open(newline="") as handle:
+        spare = [row["file"] for row in csv.DictReader(handle) if row.get("part") == SPARE_PART]
+    if not spare:
+        raise SystemExit(
+            f"error: spare_pool: {root / 'labels.csv'} marks no film part={SPARE_PART}"
+        )
+    split["train"]["unlabeled"]["1"] = split["train"]["unlabeled"]["1"] + spare
+    path = REPO / "runs" / "quality" / f"{root.name}_spare_pool.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(split))
+    return path

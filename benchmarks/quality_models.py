@@ -7,13 +7,14 @@ import itertools
 import math
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from harness import training_only_trainer
 from lightning.pytorch.callbacks import Callback
-from quality_configs import CONFIGS, model_arguments
+from quality_configs import BASE_CONFIG, CONFIGS, model_arguments
 from torch import Tensor, nn
 
 from sagan_ad import SAGAN, MedADDataModule, ShortcutWarning
@@ -79,13 +80,14 @@ def train_sagan(
     iterations: int,
     accelerator: str,
     val_every: int | None = None,
+    base: Path = BASE_CONFIG,
 ) -> tuple[SAGAN, float, BestValidationWeights | None]:
     """Train one configuration; with ``val_every`` also validate every that many iterations
     and keep the best validation's weights (returned beside the last ones)."""
     overrides, _ = CONFIGS[name]
     training = {"max_iterations": iterations, "seed": seed, "evaluator": {"bootstrap_resamples": 0}}
     L.seed_everything(seed, verbose=False)
-    model = model_class(name)(**model_arguments(overrides, training))
+    model = model_class(name)(**model_arguments(overrides, training, base=base))
     best = BestValidationWeights() if val_every else None
     extra: dict[str, Any] = {}
     if best is not None:

@@ -96,7 +96,7 @@ def plot_ratio(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.0, 3.4), dpi=120)
     for series, label, style in (
         (points, "SAGAN, whole test set", "o-"),
-        (matched, "SAGAN, intensity-matched subset", "s:"),
+        (matched, "SAGAN, matched subset", "s:"),
     ):
         ax.errorbar(
             [r for r, _ in series],
@@ -106,9 +106,10 @@ def plot_ratio(results: dict[str, list[dict[str, float]]], path: Path) -> None:
             capsize=3,
             label=label,
         )
-    floor = results.get("baseline: darkness (1 - mean intensity)")
-    if floor:
-        ax.axhline(summarize(floor)["auroc"][0], color="grey", ls="--", label="darkness baseline")
+    for name, floor in results.items():
+        if name.startswith("baseline: mean intensity"):
+            label = name.removeprefix("baseline: ")
+            ax.axhline(summarize(floor)["auroc"][0], color="grey", ls="--", label=label)
     ax.axhline(0.5, color="black", lw=0.5)
     ax.set_xlabel("anomaly ratio of the unlabeled set")
     ax.set_ylabel("test AUROC")

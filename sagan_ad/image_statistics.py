@@ -23,8 +23,8 @@ before any intensity normalisation, in ``[0, 1]`` grey levels, over every channe
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 STATISTICS: tuple[str, ...] = (
@@ -63,28 +63,31 @@ def describe_statistic(name: str, direction: float) -> str:
     return f"{label} ({higher if direction > 0 else lower} = abnormal)"
 
 
-def _statistics(x: Tensor) -> Tensor:
-    """The statistics of float images ``(N, C, H, W)`` in ``[0, 1]``."""
-    height, width = x.shape[-2:]
-    flat = x.flatten(1)
+def _statistics(planes: np.ndarray) -> np.ndarray:
+    """The statistics of uint8 images ``(N, C, H, W)`` as float64 ``(N, 6)``."""
+    count, height, width = planes.shape[0], planes.shape[2], planes.shape[3]
+    x = planes.astype(np.float32) * np.float32(1 / 255)
+    flat = x.reshape(count, -1)
     top, left = height // 4, width // 4
     centre = x[..., top : max(height - top, top + 1), left : max(width - left, left + 1)]
-    vertical = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1)
-    horizontal = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1)
-    padded = F.pad(x.flatten(0, 1).unsqueeze(1), (1, 1, 1, 1), mode="replicate")
-    local_mean = F.avg_pool2d(padded, 3, stride=1).view_as(x)
-    detail = (x - local_mean).flatten(1)
-    zero = flat.new_zeros(len(flat))
-    return torch.stack(
+    vertical = np.abs(np.diff(x, axis=2)).reshape(count, -1)
+    horizontal = np.abs(np.diff(x, axis=3)).reshape(count, -1)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    local = sum(
+        padded[..., dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)
+    )
+    detail = (x - local * np.float32(1 / 9)).reshape(count, -1)
+    zero = np.zeros(count)
+    return np.stack(
         [
-            flat.mean(1),
-            flat.std(1, unbiased=False),
-            centre.flatten(1).std(1, unbiased=False),
-            vertical.mean(1) if vertical.shape[1] else zero,
-            horizontal.mean(1) if horizontal.shape[1] else zero,
-            detail.pow(2).mean(1).sqrt(),
+            flat.mean(1, dtype=np.float64),
+            flat.std(1, dtype=np.float64),
+            centre.reshape(count, -1).std(1, dtype=np.float64),
+            vertical.mean(1, dtype=np.float64) if vertical.shape[1] else zero,
+            horizontal.mean(1, dtype=np.float64) if horizontal.shape[1] else zero,
+            np.sqrt(np.square(detail).mean(1, dtype=np.float64)),
         ],
-        dim=1,
+        axis=1,
     )
 
 
@@ -106,9 +109,9 @@ def image_statistics(images: Tensor) -> Tensor:
             f"image_statistics takes uint8 images (N, C, H, W), got {images.dtype} "
             f"{tuple(images.shape)}"
         )
+    planes = images.detach().cpu().numpy()
     # In chunks: a float copy of a few thousand 256 px films would take gigabytes.
-    parts = [
-        _statistics(images[i : i + _CHUNK].float().div_(255.0))
-        for i in range(0, len(images), _CHUNK)
-    ]
-    return torch.cat(parts) if parts else torch.zeros(0, len(STATISTICS))
+    parts = [_statistics(planes[i : i + _CHUNK]) for i in range(0, len(planes), _CHUNK)]
+    if not parts:
+        return torch.zeros(0, len(STATISTICS))
+    return torch.from_numpy(np.concatenate(parts)).float()

@@ -20,6 +20,13 @@ requires_nih = pytest.mark.skipif(
     reason=f"real NIH chest X-rays not found at {NIH_ROOT} (only in the developers' checkout)",
 )
 
+PEDIATRIC_ROOT = SHARED_DATA / "pediatric-cxr-pneumonia"
+requires_pediatric = pytest.mark.skipif(
+    not (PEDIATRIC_ROOT / "data.json").is_file(),
+    reason=f"real pediatric chest X-rays not found at {PEDIATRIC_ROOT} (only in the developers' "
+    "checkout)",
+)
+
 
 def tiny_trainer(root: Path, **kwargs) -> L.Trainer:
     """A quiet CPU Trainer for tiny runs: validation every 2 iterations, no logger or bar;

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import NIH_ROOT, TINY_DATA_ARGS, requires_nih
+from conftest import (
+    NIH_ROOT,
+    PEDIATRIC_ROOT,
+    TINY_DATA_ARGS,
+    requires_nih,
+    requires_pediatric,
+)
 
 from sagan_ad import Scorer
 from sagan_ad.cli import main
@@ -92,6 +99,7 @@ def test_misspelled_key_is_reported_by_name(tmp_path, capsys):
     [
         "quickstart.yaml",
         "nih_cpu.yaml",
+        "pediatric_cpu.yaml",
         "nih_gpu.yaml",
         "medad_rsna.yaml",
         "medad_vindr.yaml",
@@ -165,6 +173,31 @@ def test_nih_config_runs_on_real_chest_xrays(tmp_path):
     rows = metrics_rows(tmp_path)
     test_row = next(r for r in rows if r.get("test/AUROC"))
     assert 0.0 <= float(test_row["test/AUROC"]) <= 1.0
+
+
+@requires_pediatric
+def test_pediatric_config_runs_and_reports_the_acquisition_audit(tmp_path):
+    main(
+        [
+            "fit",
+            "--config=pediatric_cpu",
+            f"--data.root={PEDIATRIC_ROOT}",
+            "--model.max_iterations=2",
+            "--trainer.val_check_interval=2",
+            f"--trainer.default_root_dir={tmp_path}",
+            *logger_args(tmp_path),
+        ]
+    )
+    rows = metrics_rows(tmp_path)
+    test_row = next(r for r in rows if r.get("test/AUROC"))
+    # The dev test's trivial statistics (docs/results.md): sharpness alone scores 0.92, and
+    # the matched subset's 34 pairs take it away.
+    assert float(test_row["test/audit/AUROC_sharpness_vertical"]) == pytest.approx(0.921, abs=0.01)
+    assert float(test_row["test/matched/pairs"]) == 34
+    assert abs(float(test_row["test/matched/AUROC_sharpness_vertical"]) - 0.5) < 0.1
+    saved = json.loads(next(tmp_path.glob("*/version_*/test/metrics.json")).read_text())
+    assert saved["audit"]["best_trivial"] == "sharpness_vertical"
+    assert (next(tmp_path.glob("*/version_*/test")) / "matched_data.json").is_file()
 
 
 def test_each_network_gets_its_optimizer_and_scheduler_from_yaml(tmp_path):

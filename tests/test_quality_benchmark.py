@@ -29,21 +29,33 @@ def quality():
 
 
 def test_matched_subset_pairs_same_view_within_tolerance(quality):
-    intensity = torch.tensor([0.50, 0.505, 0.70, 0.52, 0.30, 0.701, 0.31])
+    statistics = torch.tensor([[0.50], [0.505], [0.70], [0.52], [0.30], [0.701], [0.31]])
     labels = torch.tensor([1, 0, 1, 0, 1, 0, 0])
     view = ["PA", "PA", "AP", "PA", "AP", "PA", "AP"]
-    keep = quality.matched_subset(intensity, labels, view, tolerance=0.01).tolist()
-    # 0 pairs with 1 (same view, 0.005 apart); 2 has no AP normal near 0.70 (5 is PA);
-    # 4 pairs with 6. Normal 3 (0.02 away) is never used.
+    # 0.1 standard deviations of these values (0.16) is 0.016: 0 pairs with 1 (same view,
+    # 0.005 apart); 2 has no AP normal near 0.70 (5 is PA); 4 pairs with 6.
+    keep = quality.matched_subset(statistics, labels, view, tolerance=0.1).tolist()
     assert keep == [0, 1, 4, 6]
     pairs = torch.tensor(keep)
     assert labels[pairs].sum() * 2 == len(keep)
 
 
 def test_matched_subset_uses_each_normal_once(quality):
-    intensity = torch.tensor([0.5, 0.5, 0.5])
+    statistics = torch.tensor([[0.5, 0.1], [0.5, 0.1], [0.5, 0.1]])
     labels = torch.tensor([1, 1, 0])
-    assert quality.matched_subset(intensity, labels, None, 0.01).tolist() == [0, 2]
+    assert quality.matched_subset(statistics, labels, None, 0.01).tolist() == [0, 2]
+
+
+def test_floors_are_every_trivial_statistic_in_its_better_direction(quality):
+    statistics = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.2, 0.3], [0.1, 0.4]])
+    labels = torch.tensor([0, 0, 1, 1])
+    floors = quality.trivial_floors(statistics, labels)
+    assert list(floors) == [
+        "baseline: mean intensity (darker = abnormal)",
+        "baseline: global contrast (more contrast = abnormal)",
+    ]
+    for scores in floors.values():
+        assert quality.auroc(scores, labels) == 1.0
 
 
 def test_standardized_score_ignores_global_brightness_and_contrast(quality):
@@ -55,7 +67,8 @@ def test_standardized_score_ignores_global_brightness_and_contrast(quality):
     torch.testing.assert_close(shifted["standardized"], scores["standardized"])
     # The paper's mean halves with the contrast; the standardized score does not move.
     torch.testing.assert_close(shifted["mean"], scores["mean"] / 2)
-    assert set(scores) == set(quality.SCORE_VARIANTS)
+    # The critic's variants need a critic; the others are all there.
+    assert set(scores) == set(quality.SCORE_VARIANTS) - {"critic", "critic_features"}
     assert all(s.shape == (4,) for s in scores.values())
 
 
@@ -89,12 +102,15 @@ def test_quality_study_runs_end_to_end_on_nih(quality, tmp_path, capsys):
         ]
     )
     table = output.read_text()
-    for row in ("| full | 1 |", "| no_unlabeled | 1 |", "baseline: darkness", "autoencoder"):
+    darkness = "baseline: mean intensity (darker = abnormal)"
+    for row in ("| full | 1 |", "| no_unlabeled | 1 |", darkness, "autoencoder"):
         assert row in table
+    assert "baseline: vertical sharpness" in table
     assert "AUROC AP | AUROC PA" in table
-    # Darkness is the 0.78 floor on this split.
-    darkness = next(line for line in table.splitlines() if "darkness" in line)
-    assert 0.74 < float(darkness.split("|")[3].split("±")[0]) < 0.82
+    # Darkness is the 0.78 floor on this split.
+    floor = next(line for line in table.splitlines() if darkness in line)
+    assert 0.74 < float(floor.split("|")[3].split("±")[0]) < 0.82
+    assert "| full: critic |" in table and "| full: lung_lowpass |" in table
     assert "Machine:" in capsys.readouterr().out
 
 
@@ -324,7 +340,7 @@ def test_none_settings_override_what_the_base_config_ships(quality, monkeypatch,
     root = write_medad_tree(tmp_path / "medad", size=64)
     model_args, data_args = quality.load_base()
     data_args.update(normalization="equalize", augment={"brightness": 0.2})
-    monkeypatch.setattr(quality, "load_base", lambda: (dict(model_args), dict(data_args)))
+    monkeypatch.setattr(quality, "load_base", lambda base: (dict(model_args), dict(data_args)))
     made = []
 
     class StopError(Exception):

@@ -271,12 +271,13 @@ class AnomalyDataModule(L.LightningDataModule):
         self._normalize_intensity()
 
     def _normalize_intensity(self) -> None:
-        """Record each image's decoded statistics, then apply ``normalization`` to every set."""
+        """Record the decoded statistics of each evaluated image (validation and test, what the
+        shortcut audit needs), then apply ``normalization`` to every set."""
         for part in ("known_normal", "unlabeled", "val", "test"):
             data = getattr(self, part)
             if data is None:
                 continue
-            if data.decoded_stats is None:
+            if data.decoded_stats is None and part in ("val", "test"):
                 data.decoded_stats = image_statistics(data.images)
             if self.normalization.method != "none":
                 data.images = self.normalization.apply(data.images)
