@@ -530,8 +530,8 @@ def test_an_interrupted_build_resumes_from_its_last_save(tmp_path, monkeypatch):
     settings = PreprocessSettings(16)
     real = ImageCache._decoded
 
-    def interrupted(self, todo):
-        for i, result in enumerate(real(self, todo)):
+    def interrupted(self, *args):
+        for i, result in enumerate(real(self, *args)):
             if i == 4:
                 raise KeyboardInterrupt
             yield result

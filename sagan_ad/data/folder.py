@@ -64,6 +64,8 @@ class FolderDataModule(RawDataModule):
         ...                       test_abnormal="confirmed.csv")  # doctest: +SKIP
     """
 
+    decodes_every_record = True
+
     def __init__(
         self,
         normal: str | os.PathLike,

@@ -3,8 +3,6 @@ pixel types and values, and the orientation a viewer shows."""
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 from PIL import Image
@@ -103,9 +101,10 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
     return array
 
 
-def _opencv_pixels(path: str | os.PathLike) -> np.ndarray:
-    """The stored pixels as OpenCV decodes them: full depth, no orientation applied."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _opencv_pixels(data: bytes) -> np.ndarray:
+    """The stored pixels of a file's bytes as OpenCV decodes them: full depth, no orientation
+    applied."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError("OpenCV could not decode the image")
     if array.ndim == 3:
