@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+KINDS = {"loop": "hand-written loop", "first": "first setup", "second": "second setup"}
 PACKAGES = ("numpy", "pydicom", "opencv-python-headless", "pillow", "torch")
 
 
@@ -85,16 +86,34 @@ def measure(args: argparse.Namespace) -> None:
         import sagan_ad  # noqa: F401  (imported before the clock starts, as a user's script)
 
         logging.disable(logging.WARNING)  # the tree's PNGs have no PatientID: said once per run
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     if args.run == "loop":
         files = hand_written_loop(folder, args.image_size)
     else:
         files = library_setup(folder, args.cache, args.image_size, args.workers)
-    seconds = time.perf_counter() - start
-    kib = 1024 if sys.platform != "darwin" else 1024 * 1024
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib
-    print(json.dumps({"seconds": seconds, "files": files, "mib": own, "worker_mib": workers}))
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {"seconds": seconds, "cpu": cpu, "files": files, "mib": _peak_mib()}
+    print(json.dumps({**result, "worker_mib": workers}))
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and its finished children (decoding workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory: VmHWM where Linux has it (ru_maxrss keeps the
+    parent's resident memory from before exec), else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def run(kind: str, args: argparse.Namespace, cache: Path) -> dict:
@@ -148,7 +167,8 @@ def main() -> None:
             print(
                 f"run {repeat + 1}: "
                 + ", ".join(
-                    f"{k} {v['seconds']:.2f} s ({v['files']} files)" for k, v in row.items()
+                    f"{k} {v['seconds']:.2f} s, {v['cpu']:.1f} cpu s ({v['files']} files)"
+                    for k, v in row.items()
                 )
             )
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
@@ -157,22 +177,23 @@ def main() -> None:
         return statistics.median(r[kind]["files"] / r[kind]["seconds"] for r in rows)
 
     ratios = [r["loop"]["seconds"] / r["first"]["seconds"] for r in rows]
-    for kind, what in (
-        ("loop", "hand-written loop"),
-        ("first", "first setup"),
-        ("second", "second setup"),
-    ):
+    for kind, what in KINDS.items():
         seconds = statistics.median(r[kind]["seconds"] for r in rows)
-        print(f"{what:18s} median {seconds:7.2f} s  {rate(kind):9.0f} files/s")
+        cpu = statistics.median(r[kind]["cpu"] for r in rows)
+        print(f"{what:18s} median {seconds:7.2f} s  {rate(kind):9.0f} files/s  {cpu:6.1f} cpu s")
     print(
         f"first setup / loop (speed ratio, pair by pair): median {statistics.median(ratios):.2f} "
         f"(range {min(ratios):.2f}-{max(ratios):.2f}); second setup / loop: "
         f"{rate('second') / rate('loop'):.0f}x"
     )
-    for kind in ("loop", "first", "second"):
+    for kind in KINDS:
         own = max(r[kind]["mib"] for r in rows)
         workers = max(r[kind]["worker_mib"] for r in rows)
-        extra = f", largest decoding worker {workers:.0f} MiB" if workers else ""
+        extra = (
+            f", largest decoding worker {workers:.0f} MiB (shared pages included)"
+            if workers
+            else ""
+        )
         print(f"peak memory, {kind}: {own:.0f} MiB (measuring process){extra}")
 
 

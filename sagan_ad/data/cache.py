@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -171,6 +172,22 @@ def _decode(job: tuple[str, PreprocessSettings, tuple[str, ...]]) -> Decoded | s
     return Decoded(read.image, read.original_size, read.tags, read.bits, read.digest)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _keep_freed_memory() -> None:
+    """Start of a decoding worker: let glibc keep freed memory for the next file. By default a
+    film's temporaries (megabytes) are mapped afresh and returned to the system at every file,
+    and the kernel zeroes every page again: half a worker's time on 512 px films. Elsewhere
+    (another C library, another system) nothing is changed."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # the largest value glibc takes
+    mallopt(M_TRIM_THRESHOLD, 64 << 20)
+
+
 def _save_array(path: Path, array: np.ndarray) -> None:
     # An open handle keeps np.save from appending ".npy" to the temporary name.
     with open(path, "wb") as handle:
@@ -269,8 +286,10 @@ class ImageCache:
         # fork starts workers instantly with the library imported; spawn elsewhere.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        chunk = max(1, min(64, len(jobs) // (workers * 8)))
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_keep_freed_memory
+        ) as pool:
             yield from pool.map(_decode, jobs, chunksize=chunk)
 
     def _build(

@@ -29,6 +29,8 @@ from sagan_ad.data.pixels import (
     _opencv_pixels,
     _orient,
     _pil_pixels,
+    _plain_png,
+    _png_pixels,
     _raw_mode,
     _sixteen_bit_colour,
 )
@@ -94,6 +96,8 @@ def _decode(
                     f"the file holds {frames} images (pages or frames): save the one to use as "
                     "a single-image file"
                 )
+            if _plain_png(img, data):
+                return _png_pixels(img, data), None, data
             # Before anything loads the pixels: loading clears the raw mode that tells.
             sixteen_bit_colour = _sixteen_bit_colour(img)
             tiff = img.format == "TIFF"

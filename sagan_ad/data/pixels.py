@@ -115,6 +115,44 @@ def _opencv_pixels(data: bytes) -> np.ndarray:
     return _checked_values(np.ascontiguousarray(array))
 
 
+PLAIN_PNG_MODES = ("L", "I;16B", "RGB")
+"""PNG pixel layouts (8-bit grey, 16-bit grey, 8-bit RGB) that OpenCV decodes to the values PIL
+gives, faster."""
+
+
+def _png_chunks(data: bytes) -> set[bytes]:
+    """The chunk types of a PNG file's bytes (walking the chunk headers, not decoding)."""
+    kinds, position = set(), 8
+    while position + 8 <= len(data):
+        kind = data[position + 4 : position + 8]
+        kinds.add(kind)
+        if kind == b"IEND":
+            break
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    return kinds
+
+
+def _plain_png(img: Image.Image, data: bytes) -> bool:
+    """Whether ``img`` is a PNG of a `PLAIN_PNG_MODES` layout without an EXIF chunk (which
+    could turn it, and which PIL finds only by decoding the whole file): what `_png_pixels`
+    reads."""
+    return (
+        img.format == "PNG"
+        and _raw_mode(img) in PLAIN_PNG_MODES
+        and b"eXIf" not in _png_chunks(data)
+    )
+
+
+def _png_pixels(img: Image.Image, data: bytes) -> np.ndarray:
+    """The pixels of a `_plain_png` as `_pil_pixels` gives them (a colour key refused as
+    there), decoded by OpenCV."""
+    array = _opencv_pixels(data)
+    key = img.info.get("transparency")
+    if key is not None and not isinstance(key, bytes):
+        _colour_key(array, key)
+    return array
+
+
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     """``array`` as a viewer shows it, by its EXIF / TIFF orientation tag (1 to 8)."""
     turns = {3: 2, 6: 3, 8: 1}
