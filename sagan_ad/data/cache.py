@@ -424,7 +424,8 @@ class ImageCache:
             for e in entries
         ]
         if kept:
-            where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])
+            # The folders of the files (their keys are absolute paths), each once.
+            where = os.path.commonpath({os.path.dirname(keys[i]) for i in kept})
             unify_bit_depth(images, [e[BITS] for e in entries], self.settings.bit_depth, where)
         skipped = [(paths[i], problems[i]) for i in problems]
         return CachedImages(images, kept, sizes, tags, skipped, identities, headers)

@@ -49,10 +49,11 @@ def read_index(
     """The index at ``index_path`` and its shards, memory-mapped, less the entries whose shard
     row cannot be read back as images of ``shape`` ``(C, S, S)`` (a damaged or deleted shard,
     a damaged entry): those files are decoded again, with a warning."""
-    index = read_json_store(index_path, "the cache index")
+    stored = read_json_store(index_path, "the cache index")
+    index = {key: value for key, value in stored.items() if entry_ok(value)}
     rows: dict[str, int | None] = {}
     shards: dict[str, np.ndarray] = {}
-    for name in {v[SHARD] for v in index.values() if entry_ok(v)}:
+    for name in {value[SHARD] for value in index.values()}:
         try:
             shard = np.load(index_path.parent / name, mmap_mode="r")
         except (OSError, ValueError) as err:
@@ -65,17 +66,13 @@ def read_index(
             reason = f"it holds {shard.dtype} images of shape {shard.shape[1:]}"
         rows[name] = None
         log.warning("cache shard %s is damaged (%s): its images are decoded again", name, reason)
-    kept = {
-        key: value
-        for key, value in index.items()
-        if entry_ok(value) and (rows[value[SHARD]] or 0) > value[ROW]
-    }
-    if len(kept) < len(index):
+    kept = {key: value for key, value in index.items() if (rows[value[SHARD]] or 0) > value[ROW]}
+    if len(kept) < len(stored):
         log.warning(
             "the cache index %s has %d entries that cannot be read back: their files are "
             "decoded again",
             index_path,
-            len(index) - len(kept),
+            len(stored) - len(kept),
         )
     return kept, shards
 
