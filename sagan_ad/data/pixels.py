@@ -107,6 +107,11 @@ def _opencv_pixels(data: bytes) -> np.ndarray:
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError("OpenCV could not decode the image")
+    return _opencv_values(array)
+
+
+def _opencv_values(array: np.ndarray) -> np.ndarray:
+    """OpenCV's decoded pixels in PIL's channel order, transparency refused, values checked."""
     if array.ndim == 3:
         if array.shape[2] == 4:
             opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
@@ -145,8 +150,12 @@ def _plain_png(img: Image.Image, data: bytes) -> bool:
 
 def _png_pixels(img: Image.Image, data: bytes) -> np.ndarray:
     """The pixels of a `_plain_png` as `_pil_pixels` gives them (a colour key refused as
-    there), decoded by OpenCV."""
-    array = _opencv_pixels(data)
+    there), decoded by OpenCV; a file OpenCV cannot decode (cut short, damaged) is left to PIL,
+    whose error says what is wrong with it."""
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        return _pil_pixels(img)
+    array = _opencv_values(decoded)
     key = img.info.get("transparency")
     if key is not None and not isinstance(key, bytes):
         _colour_key(array, key)
