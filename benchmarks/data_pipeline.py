@@ -1,22 +1,38 @@
-"""Throughput of the data pipeline: raw DICOM decoding into the cache vs. reading the cache.
+"""Speed of the data pipeline on a hospital-export-like tree: the library's first and second
+setup against a hand-written loop over the same files.
 
 Usage (from the project root):
 
-    python benchmarks/data_pipeline.py [--copies 16] [--dicom-dir ../shared/data/dicom]
+    python benchmarks/data_pipeline.py [--tree /tmp/sagan_ad_tree] [--repeats 3]
 
-The same files are measured throughout: the real chest radiographs in ``--dicom-dir`` (each
-copied ``--copies`` times so that every core has work; copies are distinct cache entries), or,
-where that folder is absent, synthetic 2048 px 12-bit films written with pydicom (uncompressed
-and RLE). It prints images/s for decoding uncompressed and compressed DICOM into the cache on
-every core, images/s for reading the cache at 64 and 256 px, the ratio of cache reading at
-64 px to decoding (required: at least 100x), and the machine.
+The tree (`hospital_tree.py`, written once under ``--tree``, never in the repository) holds
+``--dicoms`` 512 px DICOMs made from the real radiographs beside the project, with their own
+UIDs and ``--patients`` PatientIDs, and ``--pngs`` 256 px NIH ChestX-ray14 PNGs. Every file is
+read once before timing, so that every measurement finds it in the page cache. Then, in turn,
+``--repeats`` times, each in a fresh process (imports not timed):
+
+- the loop: what a user writes in five minutes, in one process: ``pydicom.dcmread(...)
+  .pixel_array``, min-max to 8 bits and ``cv2.resize`` (area) for DICOMs, ``cv2.imread`` and
+  ``cv2.resize`` for PNGs, into one array (no VOI LUT, header check, digest or cache);
+- the first setup: ``FolderDataModule(tree, group_by="PatientID", image_size=...)``'s
+  ``setup("fit")`` with an empty cache (discovery, headers, decoding on ``--workers``
+  processes, digests, cache writes, split and leakage checks);
+- the second setup: the same on the filled cache, in another process.
+
+It prints each run, the medians as files/s, the ratios first setup / loop (pair by pair, the
+median) and the peak memory (the largest resident set of the measuring process and of any
+decoding worker), and the machine with its load averages.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,102 +40,195 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import describe
-
-from sagan_ad.data.cache import ImageCache, PreprocessSettings
-from sagan_ad.data.dicom import read_dataset
-
-DECODERS = ("numpy", "pydicom", "pillow", "pylibjpeg-openjpeg", "pylibjpeg-libjpeg")
-DEFAULT_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
-
-
-def synthetic_films(folder: Path) -> list[Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import chest_phantom, write_dicom
-
-    film = chest_phantom(2048, 2048)
-    return [
-        write_dicom(folder / "plain.dcm", film, "MONOCHROME2", bits_stored=12),
-        write_dicom(folder / "rle.dcm", film, "MONOCHROME2", bits_stored=12, rle=True),
-    ]
+KINDS = {
+    "loop": "hand-written loop",
+    "first": "first setup",
+    "second": "second setup",
+    "manifest": "manifest check",
+}
+KEYWORD = ("PatientID",)
+PACKAGES = ("numpy", "pydicom", "opencv-python-headless", "pillow", "torch")
 
 
-def replicate(files: list[Path], copies: int, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True)
-    out = []
-    for k in range(copies):
-        for path in files:
-            target = folder / f"{k:03d}_{path.name}"
-            shutil.copyfile(path, target)
-            out.append(target)
-    return out
+def hand_written_loop(folder: Path, size: int) -> int:
+    import cv2
+    import numpy as np
+    import pydicom
+
+    paths = sorted(p for p in folder.rglob("*") if p.suffix in (".dcm", ".png"))
+    images = np.empty((len(paths), 1, size, size), np.uint8)
+    for i, path in enumerate(paths):
+        if path.suffix == ".dcm":
+            pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
+            low, high = pixels.min(), pixels.max()
+            image = ((pixels - low) / max(high - low, 1) * 255).astype(np.uint8)
+        else:
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        images[i, 0] = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return len(paths)
 
 
-def decode_rate(paths: list[Path], cache_root: Path, size: int) -> float:
-    cache = ImageCache(cache_root, PreprocessSettings(size), num_workers=os.cpu_count())
+def library_setup(folder: Path, cache: Path, size: int, workers: int | None) -> int:
+    from sagan_ad import FolderDataModule
+
+    dm = FolderDataModule(
+        folder,
+        cache_dir=cache,
+        image_size=size,
+        group_by="PatientID",
+        cache_workers=workers,
+        progress=False,
+    )
+    dm.setup("fit")
+    return len(dm.known_normal) + len(dm.val or ()) // 2
+
+
+def manifest_check(folder: Path, cache: Path, size: int) -> tuple[int, float]:
+    """The cache's check of a filled cache alone (a ``stat`` per file against the index, the
+    images gathered from the shards), as `FolderDataModule` runs it: files and seconds."""
+    from sagan_ad import FolderDataModule, ImageCache
+    from sagan_ad.data.discovery import find_images
+
+    settings = FolderDataModule(folder, image_size=size).settings
+    paths = find_images(folder)
     start = time.perf_counter()
-    cache.load(paths)
-    return len(paths) / (time.perf_counter() - start)
+    cached = ImageCache(cache / "images", settings, progress=False).load(paths, "raise", KEYWORD)
+    return len(cached.kept), time.perf_counter() - start
 
 
-def read_rate(paths: list[Path], cache_root: Path, size: int, seconds: float = 2.0) -> float:
-    # A fresh ImageCache per pass: each pass stats and hashes every file, reads the index and
-    # maps the shards, as a new training run does.
-    loads, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds or loads < 3:
-        result = ImageCache(cache_root, PreprocessSettings(size), progress=False).load(paths)
-        assert len(result.images) == len(paths)
-        loads += 1
-    return loads * len(paths) / elapsed
+def measure(args: argparse.Namespace) -> None:
+    """One timed run in this process; prints seconds, files and peak memory as JSON."""
+    folder = args.tree / "images"
+    if args.run != "loop":
+        import logging
+
+        import sagan_ad  # noqa: F401  (imported before the clock starts, as a user's script)
+
+        logging.disable(logging.WARNING)  # the tree's PNGs have no PatientID: said once per run
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    if args.run == "loop":
+        files = hand_written_loop(folder, args.image_size)
+    elif args.run == "manifest":
+        files, check = manifest_check(folder, args.cache, args.image_size)
+    else:
+        files = library_setup(folder, args.cache, args.image_size, args.workers)
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    again = None
+    if args.run == "manifest":
+        seconds = check  # the check alone, not the settings and the listing before it
+        # Once more in this process: the first check also pays Python's first full garbage
+        # collection after importing torch (a few tenths of a second), as any first step would.
+        again = manifest_check(folder, args.cache, args.image_size)[1]
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {"seconds": seconds, "again": again, "cpu": cpu, "files": files, "mib": _peak_mib()}
+    print(json.dumps({**result, "worker_mib": workers}))
+
+
+def _cpu_seconds() -> float:
+    """User and system time of this process and its finished children (decoding workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _peak_mib() -> float:
+    """This process's peak resident memory: VmHWM where Linux has it (ru_maxrss keeps the
+    parent's resident memory from before exec), else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def run(kind: str, args: argparse.Namespace, cache: Path) -> dict:
+    command = [sys.executable, __file__, "--run", kind, "--tree", str(args.tree)]
+    command += ["--cache", str(cache), "--image-size", str(args.image_size)]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dicom-dir", type=Path, default=DEFAULT_DICOM)
-    parser.add_argument("--copies", type=int, default=16)
+    parser.add_argument("--tree", type=Path, default=Path(tempfile.gettempdir()) / "sagan_ad_tree")
+    parser.add_argument("--dicoms", type=int, default=3000)
+    parser.add_argument("--pngs", type=int, default=3000)
+    parser.add_argument("--patients", type=int, default=300)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="cache_workers (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--run", choices=tuple(KINDS), help=argparse.SUPPRESS)
+    parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run:
+        measure(args)
+        return
+    # Imported here: they import the library (and torch), which the loop's process must not.
+    from harness import describe
+    from hospital_tree import build_tree
 
+    build_tree(args.tree, args.dicoms, args.pngs, args.patients)
+    files = sorted(p for p in (args.tree / "images").rglob("*") if p.is_file())
+    for path in files:
+        path.read_bytes()  # into the page cache: every run reads from memory
+    print(f"machine: {describe(packages=PACKAGES)}")
+    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(
+        f"files: {len(files)} under {args.tree / 'images'} ({args.dicoms} DICOMs at 512 px, "
+        f"{args.pngs} PNGs at 256 px, {args.patients} patients); cache at {args.image_size} px, "
+        f"cache_workers={args.workers or 'default'}"
+    )
+    rows = []
     with tempfile.TemporaryDirectory(prefix="sagan_ad_bench_") as tmp:
-        tmp_path = Path(tmp)
-        if args.dicom_dir.is_dir():
-            files = sorted(args.dicom_dir.glob("*.dcm"))
-            source = f"real DICOMs in {args.dicom_dir}"
-        else:
-            files = synthetic_films(tmp_path / "synthetic")
-            source = "synthetic 2048 px 12-bit films (real DICOM folder absent)"
-        compressed = [
-            p for p in files if read_dataset(p, True).file_meta.TransferSyntaxUID.is_compressed
-        ]
-        plain = [p for p in files if p not in compressed]
-        groups = {
-            "uncompressed": replicate(plain, args.copies, tmp_path / "plain"),
-            "compressed": replicate(compressed, args.copies, tmp_path / "compressed"),
-        }
-        print(f"machine: {describe(packages=DECODERS)}")
-        print(f"files: {source}; {args.copies} copies each")
-        for name, paths in groups.items():
-            kinds = sorted({read_dataset(p, True).file_meta.TransferSyntaxUID.name for p in paths})
-            print(f"  {name}: {len(paths)} images ({', '.join(kinds)})")
-        all_paths = groups["uncompressed"] + groups["compressed"]
-        rates = {}
-        for name, paths in groups.items():
-            rates[name] = decode_rate(paths, tmp_path / "cache", 64)
+        for repeat in range(args.repeats):
+            cache = Path(tmp) / f"cache{repeat}"
+            row = {kind: run(kind, args, cache) for kind in KINDS}
+            shutil.rmtree(cache, ignore_errors=True)
+            rows.append(row)
             print(
-                f"decode raw DICOM -> cache (64 px, {os.cpu_count()} processes), {name}: "
-                f"{rates[name]:.2f} images/s"
+                f"run {repeat + 1}: "
+                + ", ".join(
+                    f"{k} {v['seconds']:.2f} s, {v['cpu']:.1f} cpu s ({v['files']} files)"
+                    for k, v in row.items()
+                )
             )
-        decode_all = len(all_paths) / sum(len(p) / rates[n] for n, p in groups.items())
-        decode_rate(all_paths, tmp_path / "cache", 256)  # builds the 256 px cache
-        for size in (64, 256):
-            rate = read_rate(all_paths, tmp_path / "cache", size)
-            rates[size] = rate
-            print(f"read cache at {size} px: {rate:.0f} images/s")
-        ratio = rates[64] / decode_all
-        verdict = "OK" if ratio >= 100 else "TOO SLOW"
-        print(
-            f"cache read at 64 px is {ratio:.0f}x decoding (all {len(all_paths)} images, "
-            f"{decode_all:.2f} images/s): {verdict} (required >= 100x)"
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+    def rate(kind: str) -> float:
+        return statistics.median(r[kind]["files"] / r[kind]["seconds"] for r in rows)
+
+    ratios = [r["loop"]["seconds"] / r["first"]["seconds"] for r in rows]
+    for kind, what in KINDS.items():
+        seconds = statistics.median(r[kind]["seconds"] for r in rows)
+        cpu = statistics.median(r[kind]["cpu"] for r in rows)
+        print(f"{what:18s} median {seconds:7.2f} s  {rate(kind):9.0f} files/s  {cpu:6.1f} cpu s")
+    again = statistics.median(r["manifest"]["again"] for r in rows)
+    print(
+        f"manifest check, again in the same process: median {again:.2f} s, "
+        f"{statistics.median(r['manifest']['files'] / r['manifest']['again'] for r in rows):.0f} "
+        "files/s"
+    )
+    print(
+        f"first setup / loop (speed ratio, pair by pair): median {statistics.median(ratios):.2f} "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}); CPU time loop / first setup: "
+        f"{statistics.median(r['loop']['cpu'] / r['first']['cpu'] for r in rows):.2f}; second "
+        f"setup / loop: {rate('second') / rate('loop'):.0f}x"
+    )
+    for kind in KINDS:
+        own = max(r[kind]["mib"] for r in rows)
+        workers = max(r[kind]["worker_mib"] for r in rows)
+        extra = (
+            f", largest decoding worker {workers:.0f} MiB (shared pages included)"
+            if workers
+            else ""
         )
+        print(f"peak memory, {kind}: {own:.0f} MiB (measuring process){extra}")
 
 
 if __name__ == "__main__":

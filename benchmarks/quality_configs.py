@@ -4,6 +4,8 @@ its intensity settings, and the data each run trains and is scored on (see quali
 from __future__ import annotations
 
 import csv
+import functools
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -146,10 +148,26 @@ def model_arguments(*overrides: dict[str, Any], base: Path = BASE_CONFIG) -> dic
                 spec = arguments.get(name, {"class_path": COMPONENTS[name]})
                 value = {**spec, "init_args": {**spec.get("init_args", {}), **value}}
             arguments[name] = value
-    return {
-        name: instantiate_class((), value) if name in COMPONENTS else value
-        for name, value in arguments.items()
-    }
+    return {name: built(name, value) for name, value in arguments.items()}
+
+
+#: SAGAN's arguments that take a factory (the YAML gives a ``class_path`` mapping for them).
+FACTORIES = ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d")
+
+
+def built(name: str, value: Any) -> Any:
+    """An argument of `sagan_ad.SAGAN` as the command line builds it from the YAML: a component
+    instantiated, an optimizer or scheduler mapping as a factory of its class."""
+    if name in COMPONENTS:
+        return instantiate_class((), value)
+    if name in FACTORIES and isinstance(value, dict):
+        module, _, cls = value["class_path"].rpartition(".")
+        arguments = {
+            key: tuple(v) if isinstance(v, list) else v
+            for key, v in value.get("init_args", {}).items()
+        }
+        return functools.partial(getattr(importlib.import_module(module), cls), **arguments)
+    return value
 
 
 def make_data(

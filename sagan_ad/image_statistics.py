@@ -67,7 +67,11 @@ def _statistics(planes: np.ndarray) -> np.ndarray:
     """The statistics of uint8 images ``(N, C, H, W)`` as float64 ``(N, 6)``."""
     count, height, width = planes.shape[0], planes.shape[2], planes.shape[3]
     x = planes.astype(np.float32) * np.float32(1 / 255)
-    flat = x.reshape(count, -1)
+    # The mean and standard deviation from exact integer sums: they round only once.
+    grey = planes.reshape(count, -1).astype(np.int64)
+    pixels = max(grey.shape[1], 1)
+    mean = grey.sum(1) / pixels
+    spread = np.sqrt(np.maximum(np.einsum("ij,ij->i", grey, grey) / pixels - mean**2, 0.0))
     top, left = height // 4, width // 4
     centre = x[..., top : max(height - top, top + 1), left : max(width - left, left + 1)]
     vertical = np.abs(np.diff(x, axis=2)).reshape(count, -1)
@@ -80,8 +84,8 @@ def _statistics(planes: np.ndarray) -> np.ndarray:
     zero = np.zeros(count)
     return np.stack(
         [
-            flat.mean(1, dtype=np.float64),
-            flat.std(1, dtype=np.float64),
+            mean / 255.0,
+            spread / 255.0,
             centre.reshape(count, -1).std(1, dtype=np.float64),
             vertical.mean(1, dtype=np.float64) if vertical.shape[1] else zero,
             horizontal.mean(1, dtype=np.float64) if horizontal.shape[1] else zero,

@@ -374,7 +374,8 @@ TRANSPOSE = {
 
 @pytest.mark.parametrize(
     ("suffix", "orientation"),
-    [(".jpg", o) for o in range(1, 9)] + [(s, o) for s in (".tif", ".16.tif") for o in range(1, 5)],
+    [(s, o) for s in (".jpg", ".png") for o in range(1, 9)]
+    + [(s, o) for s in (".tif", ".16.tif") for o in range(1, 5)],
 )
 def test_exif_and_tiff_orientation_are_applied_as_a_viewer_does(tmp_path, suffix, orientation):
     pixels = np.zeros((10, 30), np.uint16 if suffix == ".16.tif" else np.uint8)
@@ -382,7 +383,7 @@ def test_exif_and_tiff_orientation_are_applied_as_a_viewer_does(tmp_path, suffix
     pixels[0, 0] = 100
     img = Image.fromarray(pixels)
     plain, turned = tmp_path / f"plain{suffix}", tmp_path / f"turned{suffix}"
-    if suffix == ".jpg":
+    if suffix in (".jpg", ".png"):
         exif = img.getexif()
         img.save(plain, quality=100)
         exif[0x0112] = orientation
@@ -525,6 +526,20 @@ def mixed_folder(root: Path) -> dict[str, tuple[int, int]]:
     Image.fromarray(grey).save(root / "__MACOSX" / "a.png")
     (root / "notes.txt").write_text("not an image")
     return sizes
+
+
+def test_found_images_are_sorted_part_by_part_as_paths_are(tmp_path):
+    from sagan_ad.data.discovery import discover_images
+
+    names = ["a-b.png", "a/b.png", "a/c/d.png", "a.b/x.png", "A.png", "b.png", "a b/y.png"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    found = discover_images(tmp_path)
+    assert found.images == sorted(tmp_path / name for name in names)
+    assert found.other == [tmp_path / "notes.txt"] and found.junk == [tmp_path / ".hidden.png"]
 
 
 def test_predict_folder_lists_every_training_format_and_skips_junk_once(tmp_path, caplog):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -143,3 +144,31 @@ def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
         assert contains(printed[part]["init_args"], settings)
     # A component's overrides merge into the quickstart's component (its width is kept).
     assert printed["model"]["init_args"]["critic"]["init_args"]["base_channels"] == 16
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "dicom" / "nema_wg04_RG1_UNCR_explicitLE.dcm").is_file()
+    or not (SHARED_DATA / "nih-cxr14-pneumonia" / "images").is_dir(),
+    reason="the real films of ../shared/data are absent",
+)
+def test_data_pipeline_parts_run_on_a_small_hospital_tree(tmp_path):
+    """The tree generator, the hand-written loop, the first and second setup and the manifest
+    check, in this process (the script runs each in its own; its numbers are not asserted)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    import data_pipeline
+    import hospital_tree
+    import pydicom
+
+    root = hospital_tree.build_tree(tmp_path / "tree", dicoms=6, pngs=4, patients=3)
+    folder = root / "images"
+    dicoms = sorted((folder / "dicom").iterdir())
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicoms]
+    assert len({h.SOPInstanceUID for h in headers}) == 6
+    assert sorted({h.PatientID for h in headers}) == ["PAT00000", "PAT00001", "PAT00002"]
+    assert all((h.Rows, h.Columns) == (512, 512) for h in headers)
+    assert len({p.read_bytes() for p in (folder / "png").iterdir()}) == 4
+    assert hospital_tree.build_tree(root, dicoms=6, pngs=4, patients=3) == root  # kept
+    assert data_pipeline.hand_written_loop(folder, 16) == 10
+    assert data_pipeline.library_setup(folder, tmp_path / "cache", 16, 1) == 10
+    assert data_pipeline.library_setup(folder, tmp_path / "cache", 16, 1) == 10
+    assert data_pipeline.manifest_check(folder, tmp_path / "cache", 16)[0] == 10

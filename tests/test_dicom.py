@@ -217,3 +217,103 @@ def test_real_jpeg2000_lossless_equals_uncompressed_and_lossy_is_close():
     assert not np.array_equal(lossy, plain)
     assert np.abs(lossy - plain).mean() < 0.01
     assert np.corrcoef(lossy.ravel(), plain.ravel())[0, 1] > 0.99
+
+
+# ---------------------------------------------------------------- display per stored value
+
+
+def _modality_lut(descriptor: list[int], data: np.ndarray):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.LUTData = data.astype(np.uint16).tobytes()
+    item["LUTData"].VR = "OW"
+    return [item]
+
+
+def _display_cases():
+    rng = np.random.default_rng(3)
+    chest = chest_phantom()
+    noisy = np.clip(chest + rng.integers(-40, 40, chest.shape), 0, HIGH).astype(np.uint16)
+    signed = (noisy.astype(np.int16) - 2048).astype(np.int16)
+    padded = noisy.copy()
+    padded[:5] = 0
+    # Not monotonic: the stored values' order is not the modality values' order, and the
+    # values an image lacks map beyond those it holds.
+    zigzag = (np.arange(4096) * 7919) % 4096
+    sparse = np.array([100, 2000, 3000], np.uint16)[rng.integers(0, 3, chest.shape)]
+    return {
+        "rescale-negative-slope-window": (
+            noisy,
+            {
+                "RescaleSlope": -1.5,
+                "RescaleIntercept": 5000,
+                "WindowCenter": 1500,
+                "WindowWidth": 3000,
+            },
+            DicomOptions(),
+        ),
+        "signed-sigmoid": (
+            signed,
+            {"WindowCenter": 0, "WindowWidth": 2500, "VOILUTFunction": "SIGMOID"},
+            DicomOptions(),
+        ),
+        "padding-percentile-monochrome1": (
+            padded,
+            {"PixelPaddingValue": 0, "PhotometricInterpretation": "MONOCHROME1"},
+            DicomOptions(window="percentile", percentiles=(2.0, 97.0)),
+        ),
+        "modality-lut-not-monotonic-minmax": (
+            sparse,
+            {"ModalityLUTSequence": _modality_lut([4096, 0, 16], zigzag * 16)},
+            DicomOptions(window="minmax"),
+        ),
+        "eight-bit-fallback-percentile": (
+            (noisy // 16).astype(np.uint8),
+            {},
+            DicomOptions(fallback_window="percentile"),
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_display_cases()))
+def test_the_display_computed_per_stored_value_equals_the_display_of_every_pixel(tmp_path, case):
+    """read_dicom maps each stored value once (a table); the per-pixel pipeline is the
+    reference, percentiles, padding and LUTs that are not monotonic included."""
+    from sagan_ad.data import dicom
+
+    pixels, tags, options = _display_cases()[case]
+    photometric = tags.pop("PhotometricInterpretation", "MONOCHROME2")
+    bits = 12 if pixels.dtype.itemsize == 2 else None
+    path = write_dicom(tmp_path / "x.dcm", pixels, photometric, bits_stored=bits, **tags)
+    ds = dicom.read_dataset(path)
+    stored = ds.pixel_array
+    invert = photometric == "MONOCHROME1"
+    reference = dicom._display(ds, stored, None, options, invert, path)
+    np.testing.assert_array_equal(read_dicom(path, options), reference)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits", "garbage"),
+    [(np.uint16, 12, True), (np.int16, 12, False), (np.uint8, 8, False), (np.uint16, 16, False)],
+)
+def test_native_pixel_data_read_directly_equal_pydicom(tmp_path, dtype, bits, garbage):
+    """Uncompressed pixels are read without pydicom's decoder: bits above Bits Stored are
+    cleared (unsigned) or repeat the sign (signed), as pydicom does."""
+    import pydicom
+
+    from sagan_ad.data import dicom
+
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype)
+    pixels = rng.integers(info.min, info.max, (9, 7), endpoint=True).astype(dtype)
+    if not garbage and bits < info.bits:
+        pixels = (pixels << (info.bits - bits)) >> (info.bits - bits)
+    path = write_dicom(tmp_path / "n.dcm", pixels, bits_stored=bits)
+    ds = dicom.read_dataset(path)
+    direct = dicom._native_pixels(ds)
+    assert direct is not None
+    expected = pydicom.dcmread(path).pixel_array
+    assert direct.dtype == expected.dtype
+    np.testing.assert_array_equal(direct, expected)

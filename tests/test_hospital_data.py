@@ -230,6 +230,40 @@ def test_group_by_patient_keeps_every_patient_on_one_side_of_a_drawn_split(tmp_p
         rsna(root, tmp_path / "d", counts).setup()
 
 
+def test_a_folder_grouped_by_a_dicom_keyword_reads_each_file_once(tmp_path, monkeypatch):
+    """The group's header value is read while decoding (no header pass first), and it keeps
+    each patient's films on one side of the validation hold-out."""
+    import sagan_ad.data.groups as groups_module
+
+    for i in range(12):
+        write_dicom(
+            tmp_path / "normal" / f"{i:02d}.dcm",
+            chest_phantom(20, 20) // (i + 1),
+            bits_stored=12,
+            PatientID=f"P{i // 3}",
+        )
+    monkeypatch.setattr(groups_module, "header_tags", lambda *a: pytest.fail("header pass"))
+    decoded = []
+    real = cache_module.read_image
+    monkeypatch.setattr(
+        cache_module, "read_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
+    )
+    options = dict(cache_dir=tmp_path / "c", group_by="PatientID", val_fraction=0.25, **QUIET)
+    dm = FolderDataModule(tmp_path / "normal", **options)
+    dm.setup()
+    assert sorted(decoded) == sorted(str(p) for p in (tmp_path / "normal").iterdir())
+    patient = {f"normal/{i:02d}.dcm": f"P{i // 3}" for i in range(12)}
+    assert dm.groups == patient
+    held = {patient[n] for n in dm.sides()["validation"]}
+    trained = {patient[n] for n in dm.sides()["training"]}
+    assert len(held) == 1 and not held & trained
+    # The next run finds everything in the cache, the group's values included.
+    decoded.clear()
+    again = FolderDataModule(tmp_path / "normal", **options)
+    again.setup()
+    assert decoded == [] and again.groups == patient
+
+
 def test_group_by_must_name_a_column_or_a_dicom_keyword(tmp_path):
     root = rsna_tree(tmp_path / "rsna", normal=6, opacity=4)
     counts = dict(known_normal=2, pool_normal=1, pool_abnormal=2, test_normal=1, test_abnormal=1)
@@ -530,8 +564,8 @@ def test_an_interrupted_build_resumes_from_its_last_save(tmp_path, monkeypatch):
     settings = PreprocessSettings(16)
     real = ImageCache._decoded
 
-    def interrupted(self, todo):
-        for i, result in enumerate(real(self, todo)):
+    def interrupted(self, *args):
+        for i, result in enumerate(real(self, *args)):
             if i == 4:
                 raise KeyboardInterrupt
             yield result

@@ -18,10 +18,12 @@ from sagan_ad.data import (
     ImageCache,
     ImageReadError,
     PreprocessSettings,
+    content_digest,
     decode_image,
     load_image,
     load_images,
 )
+from sagan_ad.data.leakage import SAME_BYTES
 
 
 def test_sixteen_bit_grayscale_png_and_tiff_keep_their_depth(tmp_path):
@@ -162,3 +164,101 @@ def test_medad_datamodule_reads_through_the_cache_identically(medad_root, tmp_pa
     assert torch.equal(plain.test.images, cached.test.images)
     assert torch.equal(plain.known_normal.images, cached.known_normal.images)
     assert any((tmp_path / "c").glob("*/shard-*.npy"))
+
+
+# ---------------------------------------------------------------- one read per file
+
+
+def opened_sources(monkeypatch, paths) -> list[str]:
+    """Every opening of one of ``paths`` from now on (by any reader in this process)."""
+    import builtins
+
+    watched, opened = {str(p) for p in paths}, []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file) in watched:
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    return opened
+
+
+def mixed_files(folder) -> list:
+    paths = [
+        write_dicom(
+            folder / f"{i}.dcm", chest_phantom() // (i + 1), bits_stored=12, PatientID=f"P{i}"
+        )
+        for i in range(3)
+    ]
+    for i in range(2):
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(np.full((12, 10), 50 * (i + 1), np.uint8)).save(paths[-1])
+    return paths
+
+
+def test_a_cache_build_reads_each_file_once_and_a_hit_opens_none(tmp_path, monkeypatch):
+    """Pixels, header values and the digest of the bytes come from one read; a later run
+    compares size and modification time only."""
+    import sagan_ad.data.cache_index as index_module
+
+    paths = mixed_files(tmp_path / "raw")
+    opened = opened_sources(monkeypatch, paths)
+    cache = ImageCache(tmp_path / "c", PreprocessSettings(8), num_workers=1, progress=False)
+    first = cache.load(paths, keywords=("PatientID",))
+    assert sorted(opened) == sorted(map(str, paths))
+    assert first.headers == [{"PatientID": f"P{i}"} for i in range(3)] + [{}, {}]
+    assert [i[SAME_BYTES] for i in first.identities] == [content_digest(p) for p in paths]
+    assert [i.get("SOPInstanceUID", "") != "" for i in first.identities] == [True] * 3 + [False] * 2
+    opened.clear()
+    monkeypatch.setattr(index_module, "content_digest", lambda *a: pytest.fail("hashed"))
+    again = ImageCache(tmp_path / "c", PreprocessSettings(8), num_workers=1, progress=False)
+    hit = again.load(paths, keywords=("PatientID",))
+    assert opened == []
+    np.testing.assert_array_equal(hit.images, first.images)
+    assert hit.headers == first.headers and hit.identities == first.identities
+
+
+def test_header_values_asked_for_later_are_read_once_and_kept(tmp_path, monkeypatch):
+    import sagan_ad.data.cache_index as index_module
+
+    paths = mixed_files(tmp_path / "raw")
+    settings = PreprocessSettings(8)
+    ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(paths)
+    read = []
+    real = index_module.read_tags
+    monkeypatch.setattr(
+        index_module, "read_tags", lambda path, keys: read.append(path) or real(path, keys)
+    )
+    cache = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False)
+    result = cache.load(paths, keywords=("PatientID", "Modality"))
+    assert sorted(read) == sorted(str(p) for p in paths[:3])  # the DICOMs, not the PNGs
+    assert result.headers[:3] == [{"PatientID": f"P{i}", "Modality": "DX"} for i in range(3)]
+    read.clear()
+    ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(
+        paths, keywords=("PatientID",)
+    )
+    assert read == []
+
+
+def test_a_plain_png_with_a_colour_key_is_refused_like_transparency(tmp_path):
+    Image.fromarray(np.full((6, 6), 120, np.uint8)).save(tmp_path / "k.png", transparency=120)
+    with pytest.raises(ImageReadError, match="36 pixel\\(s\\) are transparent"):
+        load_image(tmp_path / "k.png", 4)
+
+
+@pytest.mark.parametrize("kind", ["grey16", "rgb", "grey8"])
+def test_plain_pngs_decode_to_the_pixels_pil_gives(tmp_path, kind):
+    from sagan_ad.data.pixels import _pil_pixels
+
+    rng = np.random.default_rng(1)
+    shape = {"grey16": (13, 11), "rgb": (13, 11, 3), "grey8": (13, 11)}[kind]
+    top = 65535 if kind == "grey16" else 255
+    pixels = rng.integers(0, top, shape, endpoint=True).astype(np.uint16 if top > 255 else np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    with Image.open(tmp_path / "p.png") as img:
+        expected = _pil_pixels(img)
+    decoded = decode_image(tmp_path / "p.png")
+    assert decoded.dtype == expected.dtype
+    np.testing.assert_array_equal(decoded, expected)

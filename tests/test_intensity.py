@@ -137,6 +137,18 @@ def test_statistics_are_of_the_decoded_images():
     assert torch.allclose(stats[:, :2], torch.tensor([[0.5, 0.5], [100 / 255, 0.0]]))
 
 
+def test_statistics_are_exact_for_many_images_of_any_size():
+    """Integer sums, a few hundred images at a time: float64 statistics rounded once."""
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (600, 3, 37, 29), dtype=np.uint8))
+    values = images.flatten(1).double() / 255
+    expected = torch.stack([values.mean(1), values.std(1, unbiased=False)], 1).float()
+    assert torch.equal(image_statistics(images)[:, :2], expected)
+    assert image_statistics(images[:0]).shape == (0, 6)
+    with pytest.raises(ValueError, match=r"uint8 images \(N, C, H, W\), got torch.float32"):
+        image_statistics(images.float())
+
+
 # --------------------------------------------------------------------------- DataModules
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import stat as stat_module
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,13 +26,20 @@ from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, unify_bit_depth
 from sagan_ad.data.cache_files import (
     _atomic_write,
     atomic_write_text,
-    content_digest,
-    file_key,
     make_folder,
-    read_json_store,
 )
-from sagan_ad.data.dicom import DicomOptions, read_tags
-from sagan_ad.data.file_kinds import is_dicom, missing_reason
+from sagan_ad.data.cache_index import (
+    BITS,
+    DIGEST,
+    SIZE,
+    TAGS,
+    add_header_values,
+    current_entries,
+    gather,
+    read_index,
+)
+from sagan_ad.data.dicom import DicomOptions
+from sagan_ad.data.file_kinds import missing_reason
 from sagan_ad.data.headers import IDENTITY_TAGS
 from sagan_ad.data.image_io import ImageReadError, read_image
 from sagan_ad.data.leakage import SAME_BYTES
@@ -38,8 +48,10 @@ from sagan_ad.data.messages import listing
 log = logging.getLogger(__name__)
 
 # Bumped whenever decoding changes in a way that settings do not capture (2: float TIFF,
-# orientation, alpha and DICOM padding rules; identity tags and content digests stored).
-CACHE_FORMAT = 2
+# orientation, alpha and DICOM padding rules; identity tags and content digests stored; 3: deep
+# images resized with area interpolation, SHA-256 digests, the index keyed by path with size
+# and modification time).
+CACHE_FORMAT = 3
 OnError = Literal["raise", "skip"]
 CacheIdentity = Literal["stat", "verify", "content"]
 
@@ -91,6 +103,7 @@ class CachedImages:
         skipped: ``(path, reason)`` of each file left out with ``on_error="skip"``.
         identities: the `IDENTITY_TAGS` of each image (DICOM only) and the digest of its
             bytes (`sagan_ad.data.split.SAME_BYTES`), for the leakage check.
+        headers: the values of the ``keywords`` given to `ImageCache.load` (DICOM only).
     """
 
     images: np.ndarray
@@ -99,6 +112,32 @@ class CachedImages:
     tags: list[dict[str, str]]
     skipped: list[tuple[str, str]]
     identities: list[dict[str, str]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def select(self, rows: Sequence[int]) -> CachedImages:
+        """These images' rows ``rows``, in that order (``kept`` indexes them, and nothing was
+        skipped among them).
+
+        Examples:
+            >>> cached = CachedImages(np.zeros((2, 1, 4, 4), np.uint8), [0, 1], [(4, 4)] * 2,
+            ...                       [{}, {}], [])
+            >>> cached.select([1]).kept
+            [0]
+        """
+        rows = list(rows)
+
+        def pick(values: list) -> list:
+            return [values[r] for r in rows] if values else []
+
+        return CachedImages(
+            self.images[rows],
+            list(range(len(rows))),
+            pick(self.original_sizes),
+            pick(self.tags),
+            [],
+            pick(self.identities),
+            pick(self.headers),
+        )
 
 
 @dataclass
@@ -112,8 +151,9 @@ class Decoded:
     digest: str
 
 
-def _decode(job: tuple[str, PreprocessSettings]) -> Decoded | str:
-    path, settings = job
+def _decode(job: tuple[str, PreprocessSettings, tuple[str, ...]]) -> Decoded | str:
+    # One read of the file gives its pixels, its header values and the digest of its bytes.
+    path, settings, keywords = job
     try:
         read = read_image(
             path,
@@ -122,16 +162,30 @@ def _decode(job: tuple[str, PreprocessSettings]) -> Decoded | str:
             dicom=settings.dicom,
             force_dicom=settings.force_dicom,
             bit_depth=settings.bit_depth,
+            keywords=keywords,
+            digest=True,
         )
-        keywords = tuple(dict.fromkeys(settings.dicom_tags + IDENTITY_TAGS))
-        dicom = is_dicom(path, settings.force_dicom)
-        tags = read_tags(path, keywords) if dicom else {}
-        digest = content_digest(path)
     except ImageReadError as err:
         return str(err)
     except Exception as err:
         return f"{path}: {type(err).__name__}: {err}"
-    return Decoded(read.image, read.original_size, tags, read.bits, digest)
+    return Decoded(read.image, read.original_size, read.tags, read.bits, read.digest)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def _keep_freed_memory() -> None:
+    """Start of a decoding worker: let glibc keep freed memory for the next file. By default a
+    film's temporaries (megabytes) are mapped afresh and returned to the system at every file,
+    and the kernel zeroes every page again: half a worker's time on 512 px films. Elsewhere
+    (another C library, another system) nothing is changed."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # the largest value glibc takes
+    mallopt(M_TRIM_THRESHOLD, 64 << 20)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -140,46 +194,36 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def _entry_ok(value: object) -> bool:
-    """Whether an index entry has the shape `ImageCache` writes (see its layout)."""
-    return (
-        isinstance(value, list)
-        and len(value) == 6
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and isinstance(value[2], list)
-        and len(value[2]) == 2
-        and isinstance(value[3], dict)
-        and isinstance(value[5], str)
-    )
-
-
 class ImageCache:
     """Memory-mappable cache of preprocessed images, keyed by file identity and settings.
 
     Layout: ``root/<settings key>/`` holds ``settings.json``, shards ``shard-*.npy`` of uint8
-    ``(n, C, S, S)`` arrays and ``index.json`` mapping each file key (absolute path, size,
-    modification time) to its shard row, original size, header values, used bit depth and a
-    digest of the file's bytes. A damaged index or shard (cut short, deleted, not an object,
-    images of other settings) is not trusted: the files it held are decoded again, with a
-    warning; a cache folder that cannot be written is an `OSError` naming it. A changed setting
-    never reuses stale pixels; what counts as a changed file is ``identity``:
+    ``(n, C, S, S)`` arrays and ``index.json``, the manifest: for each file's absolute path its
+    size and modification time when read, its shard row, original size, header values, used
+    bit depth and a digest of its bytes (see `sagan_ad.data.cache_index`). A damaged index or
+    shard (cut short, deleted, not an object, images of other settings) is not trusted: the
+    files it held are decoded again, with a warning; a cache folder that cannot be written is
+    an `OSError` naming it. A changed setting never reuses stale pixels; what counts as a
+    changed file is ``identity``:
 
-    - ``"stat"`` (default, free): a new path, size or modification time. A file rewritten with
-      the same size and its old modification time (``cp -p``, ``rsync -t``, an archive
-      extracted again, a clock or file system with coarse times) is **not** detected.
+    - ``"stat"`` (default, one ``stat`` per file, no file opened): a new path, size or
+      modification time. A file rewritten with the same size and its old modification time
+      (``cp -p``, ``rsync -t``, an archive extracted again, a clock or file system with coarse
+      times) is **not** detected.
     - ``"verify"``: as ``"stat"``, and a file whose path, size and time match an entry is read
       and hashed, and decoded again when its bytes changed. Every change of content is
       detected, at the cost of reading every file at every start.
     - ``"content"``: a file is known by its bytes alone, whatever its path or times: moved or
       copied files reuse their entry. Every file is read and hashed at every start.
 
-    Missing files are decoded in parallel over ``num_workers`` processes with a progress bar;
-    every ``shard_size`` images, and at least every ``save_interval`` seconds, a shard is
-    written and the index replaced, both atomically, so an interrupted build keeps what it
-    finished (the next build starts from there) and never leaves a half-written entry. Two
-    processes filling the same cache at once stay correct, but the entries of the one that
-    writes its index first are decoded again on the next run.
+    Missing files are decoded in parallel over ``num_workers`` processes with a progress bar,
+    each file read once (pixels, header values and digest from the same bytes); workers send
+    back only the small cached images. Every ``shard_size`` images, and at least every
+    ``save_interval`` seconds, a shard is written in one block and the index replaced, both
+    atomically, so an interrupted build keeps what it finished (the next build starts from
+    there) and never leaves a half-written entry. Two processes filling the same cache at once
+    stay correct, but the entries of the one that writes its index first are decoded again on
+    the next run.
 
     Args:
         root: cache folder (created if needed).
@@ -228,48 +272,13 @@ class ImageCache:
     def index_path(self) -> Path:
         return self.folder / "index.json"
 
-    def _read_index(self) -> dict[str, list]:
-        """The index, less the entries whose shard row cannot be read back as this cache's
-        images (a damaged or deleted shard, a damaged entry): those files are decoded again."""
-        index = read_json_store(self.index_path, "the cache index")
-        c, s = self.settings.in_channels, self.settings.image_size
-        shards: dict[str, int | None] = {}
-        for name in {v[0] for v in index.values() if _entry_ok(v)}:
-            try:
-                shard = np.load(self.folder / name, mmap_mode="r")
-            except (OSError, ValueError) as err:
-                reason = f"{type(err).__name__}: {err}"
-            else:
-                if shard.dtype == np.uint8 and shard.ndim == 4 and shard.shape[1:] == (c, s, s):
-                    shards[name] = len(shard)
-                    self._shards[name] = shard
-                    continue
-                reason = f"it holds {shard.dtype} images of shape {shard.shape[1:]}"
-            shards[name] = None
-            log.warning(
-                "cache shard %s is damaged (%s): its images are decoded again", name, reason
-            )
-        kept = {
-            key: value
-            for key, value in index.items()
-            if _entry_ok(value) and (shards[value[0]] or 0) > value[1]
-        }
-        if len(kept) < len(index):
-            log.warning(
-                "the cache index %s has %d entries that cannot be read back: their files are "
-                "decoded again",
-                self.index_path,
-                len(index) - len(kept),
-            )
-        return kept
+    @property
+    def _shape(self) -> tuple[int, int, int]:
+        s = self.settings.image_size
+        return (self.settings.in_channels, s, s)
 
-    def _shard(self, name: str) -> np.ndarray:
-        if name not in self._shards:
-            self._shards[name] = np.load(self.folder / name, mmap_mode="r")
-        return self._shards[name]
-
-    def _decoded(self, paths: Sequence[str]) -> Iterator[Decoded | str]:
-        jobs = [(p, self.settings) for p in paths]
+    def _decoded(self, paths: Sequence[str], keywords: tuple[str, ...]) -> Iterator[Decoded | str]:
+        jobs = [(p, self.settings, keywords) for p in paths]
         workers = min(self.num_workers, len(jobs))
         if workers <= 1:
             yield from map(_decode, jobs)
@@ -277,19 +286,27 @@ class ImageCache:
         # fork starts workers instantly with the library imported; spawn elsewhere.
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        chunk = max(1, min(64, len(jobs) // (workers * 8)))
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_keep_freed_memory
+        ) as pool:
             yield from pool.map(_decode, jobs, chunksize=chunk)
 
-    def _build(self, paths: Sequence[str], keys: Sequence[str], index: dict) -> dict[str, str]:
-        """Decode ``paths`` into new shards; returns the errors by key."""
+    def _build(
+        self,
+        paths: Sequence[str],
+        stats: Sequence[os.stat_result],
+        index: dict,
+        keywords: tuple[str, ...],
+    ) -> dict[str, str]:
+        """Decode ``paths`` into new shards, entered in ``index``; returns the errors by path."""
         make_folder(self.folder)
         settings_file = self.folder / "settings.json"
         if not settings_file.is_file():
             text = json.dumps(dataclasses.asdict(self.settings), indent=1, sort_keys=True)
             atomic_write_text(settings_file, text)
         errors: dict[str, str] = {}
-        pending: list[tuple[str, Decoded]] = []
+        pending: list[tuple[str, os.stat_result, Decoded]] = []
         saved = time.monotonic()
 
         def flush() -> None:
@@ -298,10 +315,20 @@ class ImageCache:
             if not pending:
                 return
             name = f"shard-{uuid.uuid4().hex}.npy"
-            stack = np.stack([item.image for _, item in pending])
+            stack = np.stack([item.image for _, _, item in pending])
             _atomic_write(self.folder / name, lambda tmp: _save_array(tmp, stack))
-            for row, (key, item) in enumerate(pending):
-                index[key] = [name, row, list(item.size), item.tags, item.bits, item.digest]
+            self._shards[name] = stack
+            for row, (path, stat, item) in enumerate(pending):
+                index[path] = [
+                    name,
+                    row,
+                    list(item.size),
+                    item.tags,
+                    item.bits,
+                    item.digest,
+                    stat.st_size,
+                    stat.st_mtime_ns,
+                ]
             atomic_write_text(self.index_path, json.dumps(index))
             pending.clear()
 
@@ -312,11 +339,13 @@ class ImageCache:
             disable=not self.progress,
         )
         with bar:
-            for key, result in zip(keys, self._decoded(paths), strict=True):
+            for path, stat, result in zip(
+                paths, stats, self._decoded(paths, keywords), strict=True
+            ):
                 if isinstance(result, str):
-                    errors[key] = result
+                    errors[path] = result
                 else:
-                    pending.append((key, result))
+                    pending.append((path, stat, result))
                     due = time.monotonic() - saved >= self.save_interval
                     if len(pending) >= self.shard_size or due:
                         flush()
@@ -324,7 +353,12 @@ class ImageCache:
             flush()
         return errors
 
-    def load(self, paths: Sequence[str | os.PathLike], on_error: OnError = "raise") -> CachedImages:
+    def load(
+        self,
+        paths: Sequence[str | os.PathLike],
+        on_error: OnError = "raise",
+        keywords: Sequence[str] = (),
+    ) -> CachedImages:
         """The preprocessed images of ``paths``, decoding the files not yet cached.
 
         The paths are one data set: with ``bit_depth="auto"`` their 16-bit images are scaled
@@ -335,28 +369,38 @@ class ImageCache:
             on_error: ``"raise"``: one `ImageReadError` listing every missing or unreadable
                 file (the readable ones are cached all the same); ``"skip"``: leave them out and
                 log the list of skipped files.
+            keywords: DICOM header keywords whose values to return as `CachedImages.headers`
+                (for example ``group_by``): read with the pixels when a file is decoded, and
+                kept in the index; entries cached without them have their headers read.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+        keywords = tuple(keywords)
+        wanted = tuple(dict.fromkeys(self.settings.dicom_tags + IDENTITY_TAGS + keywords))
         paths = [str(p) for p in paths]
         problems: dict[int, str] = {}
         keys: dict[int, str] = {}
+        stats: dict[int, os.stat_result] = {}
         for i, path in enumerate(paths):
-            if Path(path).is_file():
-                keys[i] = file_key(path)
+            with contextlib.suppress(OSError, ValueError):
+                stats[i] = os.stat(path)
+            if i in stats and stat_module.S_ISREG(stats[i].st_mode):
+                keys[i] = os.path.abspath(path)
             else:
                 problems[i] = f"{path} {missing_reason(path)}"
-        index = self._read_index()
-        entry = self._entries(paths, keys, index)
-        todo = [i for i in keys if i not in entry]
-        todo_keys = list(dict.fromkeys(keys[i] for i in todo))
-        first_path = {keys[i]: paths[i] for i in reversed(todo)}
-        errors = self._build([first_path[k] for k in todo_keys], todo_keys, index) if todo else {}
-        for i in todo:
-            if keys[i] in errors:
-                problems[i] = errors[keys[i]]
-            else:
-                entry[i] = keys[i]
+        index, self._shards = read_index(self.index_path, self._shape)
+        entry = current_entries(self.identity, paths, keys, stats, index)
+        todo = list(dict.fromkeys(keys[i] for i in keys if i not in entry))
+        first = {keys[i]: i for i in reversed(keys) if i not in entry}
+        errors = self._build(todo, [stats[first[k]] for k in todo], index, wanted) if todo else {}
+        for i in keys:
+            if i not in entry:
+                if keys[i] in errors:
+                    problems[i] = errors[keys[i]]
+                else:
+                    entry[i] = keys[i]
+        if add_header_values(paths, entry, index, keywords, problems):
+            atomic_write_text(self.index_path, json.dumps(index))
         if problems and on_error == "raise":
             raise ImageReadError(
                 f"{len(problems)} image file(s) are missing or could not be decoded; fix or "
@@ -369,41 +413,19 @@ class ImageCache:
                 "\n  ".join(problems.values()),
             )
         kept = [i for i in range(len(paths)) if i not in problems]
-        s, c = self.settings.image_size, self.settings.in_channels
-        images = np.empty((len(kept), c, s, s), dtype=np.uint8)
-        sizes, tags, identities, bits = [], [], [], []
-        for out_row, i in enumerate(kept):
-            shard, row, size, values, depth, digest = index[entry[i]]
-            images[out_row] = self._shard(shard)[row]
-            sizes.append((int(size[0]), int(size[1])))
-            tags.append({k: values.get(k, "") for k in self.settings.dicom_tags} if values else {})
-            identities.append(
-                {**{k: values[k] for k in IDENTITY_TAGS if k in values}, SAME_BYTES: digest}
-            )
-            bits.append(depth)
+        entries = [index[entry[i]] for i in kept]
+        images = gather(self._shards, entries, self._shape)
+        dicom_tags = self.settings.dicom_tags
+        sizes = [(int(e[SIZE][0]), int(e[SIZE][1])) for e in entries]
+        tags = [{k: e[TAGS].get(k, "") for k in dicom_tags} if e[TAGS] else {} for e in entries]
+        headers = [{k: e[TAGS].get(k, "") for k in keywords} if e[TAGS] else {} for e in entries]
+        identities = [
+            {**{k: e[TAGS][k] for k in IDENTITY_TAGS if k in e[TAGS]}, SAME_BYTES: e[DIGEST]}
+            for e in entries
+        ]
         if kept:
-            where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])
-            unify_bit_depth(images, bits, self.settings.bit_depth, where)
+            # The folders of the files (their keys are absolute paths), each once.
+            where = os.path.commonpath({os.path.dirname(keys[i]) for i in kept})
+            unify_bit_depth(images, [e[BITS] for e in entries], self.settings.bit_depth, where)
         skipped = [(paths[i], problems[i]) for i in problems]
-        return CachedImages(images, kept, sizes, tags, skipped, identities)
-
-    def _entries(self, paths: list[str], keys: dict[int, str], index: dict) -> dict[int, str]:
-        """The index entry of each path whose cached pixels are current, by ``identity``."""
-        if self.identity == "stat":
-            return {i: key for i, key in keys.items() if key in index}
-        if self.identity == "verify":
-            candidates = [i for i, key in keys.items() if key in index]
-        else:
-            candidates = list(keys)
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            digests = dict(
-                zip(
-                    candidates,
-                    pool.map(content_digest, [paths[i] for i in candidates]),
-                    strict=True,
-                )
-            )
-        if self.identity == "verify":
-            return {i: keys[i] for i in candidates if index[keys[i]][5] == digests[i]}
-        by_digest = {value[5]: key for key, value in index.items()}
-        return {i: by_digest[d] for i, d in digests.items() if d in by_digest}
+        return CachedImages(images, kept, sizes, tags, skipped, identities, headers)

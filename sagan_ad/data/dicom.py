@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_presentation_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from sagan_ad.data.dicom_voi import first_value, padding_mask, usable_lut, voi
 
 DicomMode = Literal["standard", "benchmark"]
 WindowMode = Literal["header", "percentile", "minmax"]
@@ -20,6 +24,7 @@ WindowMode = Literal["header", "percentile", "minmax"]
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 UNDEFINED_LENGTH = 0xFFFFFFFF
+NATIVE_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 PLUGIN_HINT = (
     "install the decoders with: pip install 'sagan-ad[dicom]' (pylibjpeg, pylibjpeg-libjpeg, "
     "pylibjpeg-openjpeg; python-gdcm also works)"
@@ -88,20 +93,28 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_dataset(path: str | os.PathLike, header_only: bool = False) -> Dataset:
+def read_dataset(
+    path: str | os.PathLike, header_only: bool = False, data: bytes | None = None
+) -> Dataset:
     """Parse a DICOM file, with or without the preamble and file meta (old ACR-NEMA files).
 
     A file without file meta gets the transfer syntax its encoding implies, so that its pixel
     data can be decoded. ``header_only`` stops before the pixel data (fast metadata reads).
+    ``data``: the file's bytes, already read (``path`` then only names the file).
     """
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if data is None else len(data)
     # A DICOM file cut inside its 128-byte preamble has lost its whole header as well.
     cut = f" (the file has only {size} bytes: truncated?)" if size < 132 else ""
+
+    def parse(force: bool) -> Dataset:
+        source = path if data is None else io.BytesIO(data)
+        return pydicom.dcmread(source, force=force, stop_before_pixels=header_only)
+
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=header_only)
+        ds = parse(force=False)
     except InvalidDicomError:
         try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+            ds = parse(force=True)
         except Exception as err:
             raise DicomReadError(f"{path}: not a DICOM file{cut} ({err})") from err
         # Zero bytes parse as elements of group 0, which no DICOM data set holds.
@@ -180,7 +193,9 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
     _check_pixel_module(ds, path, photometric)
     syntax = ds.file_meta.TransferSyntaxUID
     try:
-        pixels = ds.pixel_array
+        pixels = _native_pixels(ds)
+        if pixels is None:
+            pixels = ds.pixel_array
     except Exception as err:
         if syntax.is_compressed:
             raise DicomReadError(
@@ -201,6 +216,30 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
             f"{expected}: the header is wrong or the file is damaged; fix or remove it"
         )
     return pixels
+
+
+def _native_pixels(ds: Dataset) -> np.ndarray | None:
+    """Uncompressed little-endian grayscale pixels of 8 or 16 bits whose length is what the
+    header says, as pydicom decodes them (bits above Bits Stored cleared, or copies of the sign
+    bit), without its decoder machinery (a large share of reading a small film); ``None`` for
+    anything else, which pydicom decodes."""
+    if ds.file_meta.TransferSyntaxUID not in NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
+        return None
+    allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+    if allocated not in (8, 16) or int(ds.SamplesPerPixel) != 1 or stored > allocated:
+        return None
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    expected = rows * columns * allocated // 8
+    if len(data) not in (expected, expected + 1):  # + 1: the pad byte of an odd length
+        return None
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    pixels = np.frombuffer(data, dtype, rows * columns).reshape(rows, columns)
+    shift = allocated - stored
+    # Shifting left then right, as pydicom does: a logical shift for unsigned values clears
+    # the unused bits, an arithmetic one for signed values repeats the sign bit.
+    return (pixels << shift) >> shift if shift else pixels
 
 
 def _check_pixel_module(ds: Dataset, path: str | os.PathLike, photometric: str) -> None:
@@ -234,37 +273,6 @@ def _check_pixel_module(ds: Dataset, path: str | os.PathLike, photometric: str) 
         )
 
 
-def _first(value: object) -> object:
-    return value[0] if isinstance(value, pydicom.multival.MultiValue) else value
-
-
-def _usable_window(ds: Dataset) -> bool:
-    """Whether the header's first Window Center / Width can be applied (PS3.3 C.11.2.1.2):
-    both numbers, finite, a VOI LUT Function the standard defines, and a width it allows."""
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center in (None, "") or width in (None, ""):
-        return False
-    try:
-        center, width = float(_first(center)), float(_first(width))
-    except (TypeError, ValueError):
-        return False
-    if not (np.isfinite(center) and np.isfinite(width)):
-        return False
-    function = str(ds.get("VOILUTFunction", "") or "").strip().upper()
-    if function not in ("", "LINEAR", "LINEAR_EXACT", "SIGMOID"):
-        return False  # no other function is defined (PS3.3 C.11.2.1.3)
-    return width > 0 if function == "LINEAR_EXACT" else width >= 1
-
-
-def _usable_lut(ds: Dataset) -> bool:
-    """Whether the header's VOI LUT Sequence has a first item with a descriptor and data."""
-    sequence = ds.get("VOILUTSequence")
-    if not sequence:
-        return False
-    item = sequence[0]
-    return item.get("LUTDescriptor") not in (None, "") and item.get("LUTData") not in (None, b"")
-
-
 def _rescale(ds: Dataset, path: str | os.PathLike) -> None:
     """Refuse Rescale Slope / Intercept values that are present but not numbers."""
     for keyword in ("RescaleSlope", "RescaleIntercept"):
@@ -272,7 +280,7 @@ def _rescale(ds: Dataset, path: str | os.PathLike) -> None:
             continue
         value = ds[keyword].value
         try:
-            float(_first(value))
+            float(first_value(value))
         except (TypeError, ValueError):
             shown = "empty" if value in (None, "") else f"{value!r}"
             raise DicomReadError(
@@ -282,70 +290,13 @@ def _rescale(ds: Dataset, path: str | os.PathLike) -> None:
             ) from None
 
 
-def _padding(ds: Dataset, pixels: np.ndarray) -> np.ndarray | None:
-    """Pixels marked by Pixel Padding Value (and Range Limit), compared with stored values."""
-    value = ds.get("PixelPaddingValue")
-    if value in (None, b"", "") or pixels.ndim != 2:
-        return None
-    limit = ds.get("PixelPaddingRangeLimit")
-    ends = [_stored_number(value, ds)]
-    if limit not in (None, b"", ""):
-        ends.append(_stored_number(limit, ds))
-    mask = (pixels >= min(ends)) & (pixels <= max(ends))
-    return mask if mask.any() else None
-
-
-def _stored_number(value: object, ds: Dataset) -> int:
-    # "US or SS" elements read without a known Pixel Representation stay raw bytes.
-    if isinstance(value, bytes):
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        return int.from_bytes(value[:2], "little", signed=signed)
-    return int(_first(value))
-
-
-def _voi(
-    values: np.ndarray, ds: Dataset, options: DicomOptions, padding: np.ndarray | None = None
+def read_dicom(
+    path: str | os.PathLike, options: DicomOptions | None = None, dataset: Dataset | None = None
 ) -> np.ndarray:
-    """The VOI step: modality values to display values in ``[0, 1]``."""
-    lut = _usable_lut(ds)
-    window = options.window
-    if window == "header" and not (lut or _usable_window(ds)):
-        window = options.fallback_window
-    if window == "header":
-        if lut:
-            # A LUT is indexed by integer input values (pydicom prefers it over a window).
-            values = np.round(values).astype(np.int64)
-            extremes = np.array([np.iinfo(np.int32).min, np.iinfo(np.int32).max], np.int64)
-        else:
-            extremes = np.array([np.finfo(np.float32).min, np.finfo(np.float32).max])
-        try:
-            voi = apply_voi_lut(values, ds, index=0, prefer_lut=lut)
-            # The output range of a window or LUT does not depend on the image: send the two
-            # extreme inputs through the same transform to find it.
-            probe = apply_voi_lut(extremes, ds, index=0, prefer_lut=lut).astype(np.float64)
-        except Exception as err:
-            # A LUT whose data are shorter than its descriptor says, for one.
-            raise ValueError(
-                f"the header's {'VOI LUT' if lut else 'window'} cannot be applied "
-                f"({type(err).__name__}: {err}): the header is damaged; set window='percentile' "
-                "or window='minmax' to window by the image's own values"
-            ) from err
-        low, high = float(probe.min()), float(probe.max())
-        return (voi.astype(np.float64) - low) / max(high - low, 1e-12)
-    image = values if padding is None else values[~padding]
-    if window == "percentile":
-        low, high = np.percentile(image, options.percentiles)
-    else:
-        low, high = float(image.min()), float(image.max())
-    # No floor on the span: modality values may be tiny (a Rescale Slope of 1e-30), and a
-    # floor would turn them into a black image. A span of 0 gives a blank image, refused later.
-    span = float(high - low)
-    clipped = np.clip(values, low, high) - low
-    return clipped / span if span > 0 else np.zeros_like(clipped)
-
-
-def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> np.ndarray:
     """Read a DICOM image as display values.
+
+    ``dataset``: the file already parsed by `read_dataset` (with its pixel data), so that a
+    caller that also wants header values reads the file once.
 
     Returns:
         ``"standard"`` mode: float32 ``(H, W)`` in ``[0, 1]`` for grayscale, ``(H, W, 3)`` for
@@ -361,7 +312,7 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
         dtype('float32')
     """
     options = options or DicomOptions()
-    ds = read_dataset(path)
+    ds = read_dataset(path) if dataset is None else dataset
     pixels = _decoded_pixels(ds, path)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     if photometric in COLOUR:
@@ -380,8 +331,50 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
         scaled = (stored - stored.min()) / max(float(np.ptp(stored)), 1e-12)
         out = np.round(scaled * 255.0)
         return (255 - out if invert else out).astype(np.uint8)
-    padding = _padding(ds, pixels)
-    image = pixels if padding is None else pixels[~padding]
+    if pixels.dtype.kind not in "ui" or pixels.dtype.itemsize > 2:
+        return _display(ds, pixels, None, options, invert, path)
+    # Every display step maps each stored value on its own (the percentile and min-max
+    # windows once their ends are known): compute them once per stored value, not per pixel.
+    unsigned = pixels.view(f"u{pixels.dtype.itemsize}")
+    low, high = int(pixels.min()), int(pixels.max())
+    values = np.arange(low, high + 1, dtype=pixels.dtype)
+    counts = None
+    if _needs_counts(ds, options):
+        counts = np.bincount(unsigned.ravel(), minlength=2 ** (8 * pixels.dtype.itemsize))
+        counts = counts[values.astype(unsigned.dtype)]
+        values, counts = values[counts > 0], counts[counts > 0]
+    table = np.zeros(2 ** (8 * pixels.dtype.itemsize), np.float32)
+    table[values.astype(unsigned.dtype)] = _display(ds, values, counts, options, invert, path)
+    if unsigned.dtype == np.uint8:
+        return cv2.LUT(np.ascontiguousarray(unsigned), table)
+    return np.take(table, unsigned, mode="clip")
+
+
+def _needs_counts(ds: Dataset, options: DicomOptions) -> bool:
+    """Whether the display of the stored values depends on which values occur, and how often,
+    beyond the lowest and highest (always present): a percentile window, padding, or a LUT
+    that need not be monotonic (then the extremes of the image need not be its ends)."""
+    return (
+        "percentile" in (options.window, options.fallback_window)
+        or ds.get("PixelPaddingValue") not in (None, b"", "")
+        or bool(ds.get("ModalityLUTSequence"))
+        or (options.window == "header" and usable_lut(ds))
+    )
+
+
+def _display(
+    ds: Dataset,
+    stored: np.ndarray,
+    counts: np.ndarray | None,
+    options: DicomOptions,
+    invert: bool,
+    path: str | os.PathLike,
+) -> np.ndarray:
+    """Display values in ``[0, 1]`` of ``stored``: every pixel, or the stored values between an
+    image's lowest and highest (only those it holds, each held by ``counts`` pixels, where
+    `_needs_counts`)."""
+    padding = padding_mask(ds, stored)
+    image = stored if padding is None else stored[~padding]
     if image.size == 0:
         raise DicomReadError(
             f"{path}: every pixel is padding (Pixel Padding Value {ds.PixelPaddingValue}): the "
@@ -389,7 +382,7 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
         )
     _not_blank(image, path)
     _rescale(ds, path)
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
+    values = apply_modality_lut(stored, ds).astype(np.float64)
     kept = values if padding is None else values[~padding]
     if not np.isfinite(kept).all() or np.ptp(kept) == 0:
         slope, intercept = ds.get("RescaleSlope", "(none)"), ds.get("RescaleIntercept", "(none)")
@@ -399,11 +392,11 @@ def read_dicom(path: str | os.PathLike, options: DicomOptions | None = None) -> 
             f"pixel to {kept.flat[0]:g}, so the image would be blank: the header is wrong; fix "
             "those tags or remove the file"
         )
-    display = _voi(values, ds, options, padding)
+    display = voi(values, ds, options, padding, counts)
     shown = display if padding is None else display[~padding]
     if np.ptp(shown) == 0:
         raise DicomReadError(
-            f"{path}: the header's {'VOI LUT' if _usable_lut(ds) else 'window'} "
+            f"{path}: the header's {'VOI LUT' if usable_lut(ds) else 'window'} "
             f"(Window Center {ds.get('WindowCenter', '-')}, Width {ds.get('WindowWidth', '-')}) "
             "maps every pixel to one grey, so the image would be blank: set window='percentile' "
             "or window='minmax' to window by the image's own values"
@@ -437,5 +430,9 @@ def read_tags(path: str | os.PathLike, keywords: tuple[str, ...]) -> dict[str, s
     """
     if not keywords:
         return {}
-    ds = read_dataset(path, header_only=True)
+    return header_values(read_dataset(path, header_only=True), keywords)
+
+
+def header_values(ds: Dataset, keywords: tuple[str, ...]) -> dict[str, str]:
+    """`read_tags` of a data set already read."""
     return {keyword: str(ds.get(keyword, "") or "") for keyword in keywords}

@@ -93,38 +93,62 @@ def discover_images(
     """
     folder = Path(folder)
     wanted = {s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes}
-    found = Discovery([])
+    images: list[str] = []
+    junk: list[str] = []
+    other: list[str] = []
     visited: set[tuple[int, int]] = set()
-    for top, dirs, files in os.walk(folder, followlinks=True):
-        stat = os.stat(top)
+    # Strings and os.scandir, not Path objects: a hospital export has hundreds of thousands of
+    # files, and scandir tells regular files apart without one stat per file.
+    tops = [str(folder)]
+    while tops:
+        top = tops.pop()
+        try:
+            stat = os.stat(top)
+            with os.scandir(top) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError:
+            continue  # as os.walk: a folder that cannot be listed is left out
         if (stat.st_dev, stat.st_ino) in visited:
-            dirs.clear()
             continue
         visited.add((stat.st_dev, stat.st_ino))
-        junk_dirs = [d for d in dirs if is_junk(d) or d.lower() in JUNK_FOLDERS]
-        found.junk += [Path(top) / d for d in junk_dirs]
-        dirs[:] = sorted(d for d in dirs if d not in junk_dirs) if recursive else []
-        for name in files:
-            path = Path(top) / name
+        subfolders = []
+        for entry in entries:
+            name, path = entry.name, entry.path
+            try:
+                is_dir = entry.is_dir()  # links to folders are followed, each folder once
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if is_junk(name) or name.lower() in JUNK_FOLDERS:
+                    junk.append(path)
+                elif recursive:
+                    subfolders.append(path)
+                continue
+            suffix = os.path.splitext(name)[1].lower()
             if is_junk(name):
-                found.junk.append(path)
-            elif not path.is_file():
+                junk.append(path)
+            elif not _is_file(entry):
                 # A dangling link, a link loop, a FIFO: never opened here (a FIFO would block),
                 # but kept where an image was meant, so that reading reports it.
-                meant = force_dicom or path.suffix.lower() in wanted
-                (found.images if meant else found.other).append(path)
-            elif (
-                force_dicom
-                or path.suffix.lower() in wanted
-                or (not path.suffix and is_dicom_file(path))
-            ):
-                found.images.append(path)
+                (images if force_dicom or suffix in wanted else other).append(path)
+            elif force_dicom or suffix in wanted or (not suffix and is_dicom_file(path)):
+                images.append(path)
             else:
-                found.other.append(path)
-    found.images.sort()
-    found.junk.sort()
-    found.other.sort()
-    return found
+                other.append(path)
+        tops.extend(reversed(subfolders))
+    return Discovery(_sorted_paths(images), _sorted_paths(junk), _sorted_paths(other))
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _sorted_paths(paths: list[str]) -> list[Path]:
+    # The order of Path objects (part by part), without building them to compare.
+    return [Path(p) for p in sorted(paths, key=lambda p: os.path.normcase(p).split(os.sep))]
 
 
 def find_images(folder: str | os.PathLike, force_dicom: bool = False) -> list[Path]:

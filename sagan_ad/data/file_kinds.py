@@ -14,15 +14,18 @@ from sagan_ad.data.dicom import is_dicom_file
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
-def is_dicom(path: str | os.PathLike, force_dicom: bool = False) -> bool:
-    """Whether ``path`` is read as DICOM: forced, by suffix, or by the ``DICM`` magic.
+def is_dicom(path: str | os.PathLike, force_dicom: bool = False, head: bytes | None = None) -> bool:
+    """Whether ``path`` is read as DICOM: forced, by suffix, or by the ``DICM`` magic (in
+    ``head``, the file's first bytes, when the caller has read them).
 
     Examples:
         >>> is_dicom("scan.dcm"), is_dicom("scan.bin", force_dicom=True)
         (True, True)
     """
-    if force_dicom or Path(path).suffix.lower() in DICOM_SUFFIXES:
+    if force_dicom or os.path.splitext(path)[1].lower() in DICOM_SUFFIXES:
         return True
+    if head is not None:
+        return head[128:132] == b"DICM"
     return Path(path).is_file() and is_dicom_file(path)
 
 
@@ -56,7 +59,11 @@ def sniff(path: str | os.PathLike) -> str | None:
         'text'
     """
     with open(path, "rb") as handle:
-        head = handle.read(512)
+        return sniff_bytes(handle.read(512))
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    """`sniff` of a file's first bytes (512 are enough)."""
     # First: a DICOM preamble may itself hold a TIFF header (dual DICOM / TIFF files).
     if head[128:132] == b"DICM":
         return "a DICOM file"

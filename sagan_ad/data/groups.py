@@ -20,6 +20,20 @@ MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"}
 without case."""
 
 
+def from_headers(column: str | None, metadata: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether `group_values` reads ``column`` from the DICOM headers: it is a DICOM keyword
+    and no image has a metadata column of that name.
+
+    Examples:
+        >>> with_column = {"a": {"PatientID": "P7"}}
+        >>> from_headers("PatientID", {"a": {}}), from_headers("PatientID", with_column)
+        (True, False)
+    """
+    if column is None or any(column in values for values in metadata.values()):
+        return False
+    return tag_for_keyword(column) is not None
+
+
 def group_values(
     column: str,
     metadata: Mapping[str, Mapping[str, str]],
@@ -27,10 +41,12 @@ def group_values(
     store: Path | None,
     force_dicom: bool,
     owner: str,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, str]:
     """The group of each image of ``paths`` by ``column`` (``group_by``): a metadata column
     where any image has it, else a DICOM keyword read from the headers (`header_tags`, kept in
-    ``store``); empty: a group of its own.
+    ``store``, unless the caller read them already: ``headers``, by image); empty: a group of
+    its own.
 
     Empty values and the words spreadsheets and pandas write for a missing value
     (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
@@ -49,7 +65,11 @@ def group_values(
     else:
         source = "not DICOM, or the tag is empty"
         names = list(paths)
-        found = header_tags([paths[n] for n in names], [column], store, force_dicom)
+        found = (
+            header_tags([paths[n] for n in names], [column], store, force_dicom)
+            if headers is None
+            else [headers.get(n, {}) for n in names]
+        )
         values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
     groups = {
         name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydicom.dataset import Dataset
 
 from sagan_ad.data.bit_depth import BitDepth, scale_bits, unify_bit_depth, used_bits
-from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
-from sagan_ad.data.file_kinds import IMAGE_KINDS, is_dicom, missing_reason, sniff
+from sagan_ad.data.cache_files import bytes_digest
+from sagan_ad.data.dicom import (
+    DicomOptions,
+    DicomReadError,
+    header_values,
+    read_dataset,
+    read_dicom,
+)
+from sagan_ad.data.file_kinds import IMAGE_KINDS, is_dicom, missing_reason, sniff_bytes
 from sagan_ad.data.messages import listing
 from sagan_ad.data.pixels import (
     _opencv_pixels,
     _orient,
     _pil_pixels,
+    _plain_png,
+    _png_pixels,
     _raw_mode,
     _sixteen_bit_colour,
 )
@@ -58,19 +70,34 @@ def decode_image(
         >>> decode_image(p).dtype, decode_image(p).shape
         (dtype('uint16'), (4, 6))
     """
+    return _decode(path, dicom, force_dicom)[0]
+
+
+def _decode(
+    path: str | os.PathLike, dicom: DicomOptions | None, force_dicom: bool
+) -> tuple[np.ndarray, Dataset | None, bytes]:
+    """`decode_image`, with the DICOM data set (``None`` for other formats) and the file's
+    bytes: the file is read once, whatever is asked of it."""
     try:
         if not Path(path).is_file():
             raise ImageReadError(f"{path} {missing_reason(path)}")
+        with open(path, "rb") as handle:
+            data = handle.read()
         # A PNG saved as .dcm is read as what it is, as a DICOM saved as .png is.
-        if is_dicom(path, force_dicom) and (force_dicom or sniff(path) not in IMAGE_KINDS):
-            return read_dicom(path, dicom)
-        with _open_image(path) as img:
+        if is_dicom(path, force_dicom, data) and (
+            force_dicom or sniff_bytes(data[:512]) not in IMAGE_KINDS
+        ):
+            ds = read_dataset(path, data=data)
+            return read_dicom(path, dicom, ds), ds, data
+        with _open_image(data) as img:
             frames = int(getattr(img, "n_frames", 1))
             if frames > 1:
                 raise ValueError(
                     f"the file holds {frames} images (pages or frames): save the one to use as "
                     "a single-image file"
                 )
+            if _plain_png(img, data):
+                return _png_pixels(img, data), None, data
             # Before anything loads the pixels: loading clears the raw mode that tells.
             sixteen_bit_colour = _sixteen_bit_colour(img)
             tiff = img.format == "TIFF"
@@ -92,13 +119,13 @@ def decode_image(
                 )
             if sixteen_bit_colour:
                 # PIL reduces 16-bit colour to 8 bits per channel.
-                array = _opencv_pixels(path)
+                array = _opencv_pixels(data)
             else:
                 array = _pil_pixels(img)
                 tags = img.tag_v2 if tiff else img.getexif()
                 if EXIF_ORIENTATION not in tags:
                     orientation = 1  # PIL applied it while loading (TIFF, in recent versions)
-        return _orient(array, orientation)
+        return _orient(array, orientation), None, data
     except ImageReadError:
         raise
     except DicomReadError as err:
@@ -109,12 +136,13 @@ def decode_image(
         raise ImageReadError(f"{path}{hint}: {type(err).__name__}: {err}") from err
 
 
-def _open_image(path: str | os.PathLike) -> Image.Image:
-    """``Image.open``, with a message saying what the file is when PIL cannot read it."""
+def _open_image(data: bytes) -> Image.Image:
+    """``Image.open`` of a file's bytes, with a message saying what the file is when PIL cannot
+    read it."""
     try:
-        return Image.open(path)
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        kind = sniff(path)
+        kind = sniff_bytes(data[:512])
         if kind == "a TIFF image":
             detail = (
                 "a TIFF of a kind PIL cannot decode (for example float64 or float16 pixels, or "
@@ -140,7 +168,9 @@ def resize_image(
     """Convert a decoded image to ``in_channels`` and resize it to a uint8 square.
 
     8-bit images take PIL's bilinear resize (antialiased when shrinking) exactly as the Med-AD
-    benchmark did; deeper images are resized in float, at full precision, and quantized last.
+    benchmark did; deeper images (16-bit, float, DICOM display values) are resized in float, at
+    full precision, with OpenCV's area interpolation (bilinear when enlarging), and quantized
+    last.
     16-bit images are scaled by their depth (see `scale_bits` for ``bit_depth``).
 
     Returns:
@@ -163,14 +193,16 @@ def resize_image(
     values = _to_unit_float(array, scale_bits(array, bit_depth))
     if values.ndim == 3 and in_channels == 1:
         values = (values @ LUMA).astype(np.float32)
-    planes = [values] if values.ndim == 2 else [values[..., c] for c in range(3)]
-    resized = [
-        np.asarray(Image.fromarray(p, mode="F").resize(size, Image.BILINEAR)) for p in planes
-    ]
-    if in_channels == 3 and len(resized) == 1:
-        resized = resized * 3
-    stacked = np.stack(resized)
-    return np.round(np.clip(stacked, 0.0, 1.0) * 255.0).astype(np.uint8)
+    # OpenCV's area interpolation averages every source pixel a target pixel covers (no
+    # aliasing when shrinking); enlarging is bilinear.
+    shrinking = values.shape[0] >= image_size and values.shape[1] >= image_size
+    method = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(values, size, interpolation=method)
+    if resized.ndim == 2:
+        resized = np.repeat(resized[None], in_channels, axis=0)
+    else:
+        resized = resized.transpose(2, 0, 1)
+    return np.round(np.clip(resized, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 @dataclass
@@ -181,11 +213,15 @@ class ReadImage:
         image: uint8 ``(in_channels, image_size, image_size)``.
         original_size: ``(height, width)`` of the decoded image, the frame of boxes.
         bits: for a 16-bit image, the depth its values use (`used_bits`); else ``None``.
+        tags: the header values asked for by ``keywords`` (DICOM; ``{}`` for other formats).
+        digest: the `bytes_digest` of the file when asked for, else ``""``.
     """
 
     image: np.ndarray
     original_size: tuple[int, int]
     bits: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    digest: str = ""
 
 
 def read_image(
@@ -196,8 +232,12 @@ def read_image(
     dicom: DicomOptions | None = None,
     force_dicom: bool = False,
     bit_depth: BitDepth = "auto",
+    keywords: tuple[str, ...] = (),
+    digest: bool = False,
 ) -> ReadImage:
-    """`load_image` with the original size and the depth a 16-bit image uses.
+    """`load_image` with the original size and the depth a 16-bit image uses, and from the
+    same read of the file, the DICOM header values of ``keywords`` and (``digest=True``) the
+    digest of its bytes.
 
     Examples:
         >>> import tempfile
@@ -206,13 +246,20 @@ def read_image(
         >>> read_image(p, 4).bits, read_image(p, 4).original_size
         (10, (8, 6))
     """
-    array = decode_image(path, dicom, force_dicom)
+    array, dataset, data = _decode(path, dicom, force_dicom)
     try:
         image = resize_image(array, image_size, in_channels, bit_depth)
     except ValueError as err:
         raise ImageReadError(f"{path}: {err}") from err
     bits = used_bits(array) if array.dtype == np.uint16 else None
-    return ReadImage(image, (int(array.shape[0]), int(array.shape[1])), bits)
+    tags = header_values(dataset, keywords) if dataset is not None else {}
+    return ReadImage(
+        image,
+        (int(array.shape[0]), int(array.shape[1])),
+        bits,
+        tags,
+        bytes_digest(data) if digest else "",
+    )
 
 
 def load_image_and_size(

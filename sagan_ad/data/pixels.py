@@ -3,8 +3,6 @@ pixel types and values, and the orientation a viewer shows."""
 
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 from PIL import Image
@@ -103,17 +101,65 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
     return array
 
 
-def _opencv_pixels(path: str | os.PathLike) -> np.ndarray:
-    """The stored pixels as OpenCV decodes them: full depth, no orientation applied."""
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+def _opencv_pixels(data: bytes) -> np.ndarray:
+    """The stored pixels of a file's bytes as OpenCV decodes them: full depth, no orientation
+    applied."""
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError("OpenCV could not decode the image")
+    return _opencv_values(array)
+
+
+def _opencv_values(array: np.ndarray) -> np.ndarray:
+    """OpenCV's decoded pixels in PIL's channel order, transparency refused, values checked."""
     if array.ndim == 3:
         if array.shape[2] == 4:
             opaque = np.iinfo(array.dtype).max if array.dtype.kind in "ui" else 1.0
             _opaque(array[..., 3], opaque)
         array = array[..., 2::-1] if array.shape[2] >= 3 else array[..., 0]
     return _checked_values(np.ascontiguousarray(array))
+
+
+PLAIN_PNG_MODES = ("L", "I;16B", "RGB")
+"""PNG pixel layouts (8-bit grey, 16-bit grey, 8-bit RGB) that OpenCV decodes to the values PIL
+gives, faster."""
+
+
+def _png_chunks(data: bytes) -> set[bytes]:
+    """The chunk types of a PNG file's bytes (walking the chunk headers, not decoding)."""
+    kinds, position = set(), 8
+    while position + 8 <= len(data):
+        kind = data[position + 4 : position + 8]
+        kinds.add(kind)
+        if kind == b"IEND":
+            break
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+    return kinds
+
+
+def _plain_png(img: Image.Image, data: bytes) -> bool:
+    """Whether ``img`` is a PNG of a `PLAIN_PNG_MODES` layout without an EXIF chunk (which
+    could turn it, and which PIL finds only by decoding the whole file): what `_png_pixels`
+    reads."""
+    return (
+        img.format == "PNG"
+        and _raw_mode(img) in PLAIN_PNG_MODES
+        and b"eXIf" not in _png_chunks(data)
+    )
+
+
+def _png_pixels(img: Image.Image, data: bytes) -> np.ndarray:
+    """The pixels of a `_plain_png` as `_pil_pixels` gives them (a colour key refused as
+    there), decoded by OpenCV; a file OpenCV cannot decode (cut short, damaged) is left to PIL,
+    whose error says what is wrong with it."""
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        return _pil_pixels(img)
+    array = _opencv_values(decoded)
+    key = img.info.get("transparency")
+    if key is not None and not isinstance(key, bytes):
+        _colour_key(array, key)
+    return array
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:

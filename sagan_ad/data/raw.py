@@ -20,7 +20,7 @@ from sagan_ad.data.cache import ImageCache, OnError
 from sagan_ad.data.cache_files import atomic_write_text, make_folder
 from sagan_ad.data.file_kinds import missing_reason
 from sagan_ad.data.files import FileDataModule
-from sagan_ad.data.groups import group_identity, group_values
+from sagan_ad.data.groups import from_headers, group_identity, group_values
 from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.leakage import check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
@@ -93,6 +93,9 @@ class RawDataModule(FileDataModule):
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
+    decodes_every_record: ClassVar[bool] = False
+    """Whether every record is decoded whatever the split (roles given, nothing drawn): then a
+    DICOM ``group_by`` is read while decoding, in the one read of each file."""
 
     def __init__(
         self,
@@ -164,9 +167,12 @@ class RawDataModule(FileDataModule):
             normal, abnormal, self.split_counts, self.seed, str(self.root), groups=self.groups
         )
 
-    def group_keys(self, records: dict[str, Record]) -> dict[str, str]:
-        """The group of each image by ``group_by`` (see `group_values`); without it, the data
-        set's own patient key (empty: a group of its own)."""
+    def group_keys(
+        self, records: dict[str, Record], headers: dict[str, dict[str, str]] | None = None
+    ) -> dict[str, str]:
+        """The group of each image by ``group_by`` (see `group_values`; ``headers``: the DICOM
+        header values already read, by name); without it, the data set's own patient key
+        (empty: a group of its own)."""
         if self.group_by is None:
             return {name: r.group for name, r in records.items()}
         return group_values(
@@ -176,6 +182,7 @@ class RawDataModule(FileDataModule):
             self.cache_dir / "headers.json",
             self.settings.force_dicom,
             type(self).__name__,
+            headers,
         )
 
     def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
@@ -239,10 +246,6 @@ class RawDataModule(FileDataModule):
 
     def load(self) -> SplitData:
         records = self._existing(self.records())
-        self.groups = self.group_keys(records)
-        split = self.assign(records)
-        unlabeled = self.unlabeled_set(split)
-        used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
         cache = ImageCache(
             self.cache_dir / "images",
             self.settings,
@@ -251,7 +254,27 @@ class RawDataModule(FileDataModule):
             identity=self.cache_identity,
             save_interval=self.cache_save_interval,
         )
-        cached = cache.load([records[n].path for n in used], on_error=self.on_error)
+        early, headers, unreadable = None, None, 0
+        metadata = {name: r.metadata for name, r in records.items()}
+        if self.decodes_every_record and from_headers(self.group_by, metadata):
+            # Every file is decoded whatever the split: decode them now, reading the group's
+            # header value from the same read of each file, instead of a header pass first.
+            names = list(records)
+            keyword = (self.group_by,)
+            early = cache.load([records[n].path for n in names], self.on_error, keyword)
+            kept = [names[i] for i in early.kept]
+            headers = dict(zip(kept, early.headers, strict=True))
+            unreadable = len(records) - len(kept)
+            records = {name: records[name] for name in kept}
+        self.groups = self.group_keys(records, headers)
+        split = self.assign(records)
+        unlabeled = self.unlabeled_set(split)
+        used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
+        if early is None:
+            cached = cache.load([records[n].path for n in used], on_error=self.on_error)
+        else:
+            row_of = {name: row for row, name in enumerate(headers)}
+            cached = early.select([row_of[n] for n in used])
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):
@@ -276,7 +299,7 @@ class RawDataModule(FileDataModule):
         written = self.split_json(split)
         make_folder(self.cache_dir)
         atomic_write_text(self.split_path, json.dumps(written, indent=1))
-        left_out = len(used) - len(rows)
+        left_out = len(used) - len(rows) + unreadable
         self._manifest = {
             "source": self.split_source()
             + (f"; {left_out} unreadable image(s) left out (on_error='skip')" if left_out else ""),
