@@ -9,11 +9,20 @@ from conftest import tiny_networks
 from sagan_ad import SAGAN, AnomalyScorer, Scorer, export_scorer
 
 
-@pytest.fixture(scope="module", params=[1.0, 0.05], ids=["mean", "top5"])
+@pytest.fixture(
+    scope="module",
+    params=[(1.0, 0.0, 0.0), (0.05, 0.0, 0.0), (0.2, 1.0, 0.15)],
+    ids=["mean", "top5", "lowpass_border"],
+)
 def model(request) -> SAGAN:
     torch.manual_seed(0)
-    # Smoothing on, so the exported graph includes it; and both score reductions.
-    return SAGAN(**tiny_networks(), scorer=Scorer(map_sigma=1.0, top_fraction=request.param)).eval()
+    # Smoothing on, so the exported graph includes it; both score reductions; and the residual's
+    # low-pass with the border left out of the score.
+    top_fraction, residual_sigma, border = request.param
+    scorer = Scorer(
+        map_sigma=1.0, top_fraction=top_fraction, residual_sigma=residual_sigma, border=border
+    )
+    return SAGAN(**tiny_networks(), scorer=scorer).eval()
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +83,19 @@ def test_the_weight_averaged_generator_is_the_one_exported():
         for p in model.generator_ema.parameters():
             p.mul_(0.5)
     assert AnomalyScorer.from_model(model).generator is model.generator_ema
+
+
+def test_the_border_and_the_residual_low_pass_change_what_scores():
+    images = torch.zeros(1, 1, 20, 20)
+    edge = images.clone()
+    edge[..., :2, :] = 1.0  # a difference in the top rows only
+    whole = Scorer()(images, edge)[0]
+    inner = Scorer(border=0.15)(images, edge)[0]
+    assert whole.item() > 0 and inner.item() == 0.0
+    checker = (torch.arange(400).view(1, 1, 20, 20) % 2 * 2 - 1).float() * 0.5
+    assert Scorer(residual_sigma=2.0)(checker, torch.zeros_like(checker))[0].item() < 0.05
+    assert Scorer()(checker, torch.zeros_like(checker))[0].item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match=r"scorer border=0\.5: must be in \[0, 0\.5\)"):
+        Scorer(border=0.5)
+    with pytest.raises(ValueError, match=r"scorer residual_sigma=-1: must be >= 0"):
+        Scorer(residual_sigma=-1)
