@@ -20,7 +20,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 from lightning.fabric.plugins import CheckpointIO
@@ -216,12 +216,19 @@ def main(args: list[str] | None = None) -> None:
     try:
         _main(args)
     except Exception as error:
-        found = _user_error(error)
-        if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
-            raise
-        print(f"error: {found}", file=sys.stderr)
-        print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
-        sys.exit(2)
+        report(error)
+
+
+def report(error: Exception) -> NoReturn:
+    """End the program on ``error``: one ``error:`` line and exit status 2 for the library's
+    verdicts on the user's input (`sagan_ad.cli.errors`), the traceback for anything else or
+    with ``SAGAN_AD_DEBUG=1``."""
+    found = _user_error(error)
+    if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
+        raise error
+    print(f"error: {found}", file=sys.stderr)
+    print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
+    sys.exit(2)
 
 
 def _main(args: list[str] | None) -> None:
