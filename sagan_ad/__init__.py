@@ -76,6 +76,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "sagan_ad.training.checkpointing": ("AtomicCheckpointIO", "LastCheckpoint", "load_checkpoint"),
     "sagan_ad.training.divergence": ("DivergenceError", "DivergenceGuard"),
+    "sagan_ad.training.engine": ("Engine",),
     "sagan_ad.training.losses": ("SAGANLoss",),
     "sagan_ad.training.optimizers": ("paper_adam",),
     "sagan_ad.training.outputs": ("EvaluationWriter",),
@@ -156,6 +157,7 @@ if TYPE_CHECKING:
     )
     from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
     from sagan_ad.training.divergence import DivergenceError, DivergenceGuard
+    from sagan_ad.training.engine import Engine
     from sagan_ad.training.losses import SAGANLoss
     from sagan_ad.training.optimizers import paper_adam
     from sagan_ad.training.outputs import EvaluationWriter
@@ -174,6 +176,7 @@ __all__ = [
     "DicomOptions",
     "DivergenceError",
     "DivergenceGuard",
+    "Engine",
     "EvaluationReport",
     "EvaluationWriter",
     "Evaluator",

@@ -9,7 +9,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from sagan_ad.compat import checkpoint_source
@@ -56,8 +55,9 @@ class SAGAN(L.LightningModule):
     object (YAML: a nested ``class_path``) recorded in the checkpoint, so a checkpoint rebuilds
     the model that wrote it.
 
-    Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` and ``max_steps`` left at
-    -1: training stops after ``max_iterations`` (the data are an endless stream). A resumed run
+    Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` (or `sagan_ad.Engine`)
+    and ``max_steps`` left at -1 (fit refuses another value): training stops after
+    ``max_iterations`` (the data are an endless stream). A resumed run
     continues bit-identically on CPU; the `DivergenceGuard` stops a run before a non-finite step
     or checkpoint; validate, test and predict refuse an untrained model unless
     ``model.allow_untrained = True``; `score`, `anomaly_map`, `infer` and ``forward`` refuse
@@ -380,10 +380,13 @@ class SAGAN(L.LightningModule):
         record_components(self, COMPONENTS)
         run_state.check_data_matches(self, datamodule)
         if self.trainer.max_steps != -1:
-            rank_zero_warn(
-                f"Trainer(max_steps={self.trainer.max_steps}) counts the steps of both optimizers;"
-                f" SAGAN stops after max_iterations={self.max_iterations} iterations, set that "
-                "instead"
+            # Lightning would stop after that many optimizer steps, part-way through the run
+            # that max_iterations describes: a silent early stop.
+            raise ValueError(
+                f"Trainer(max_steps={self.trainer.max_steps}) (--trainer.max_steps) counts "
+                "Lightning's optimizer steps, one or two per SAGAN iteration: leave it at -1 and "
+                f"set the model's max_iterations (now {self.max_iterations}; "
+                "--model.max_iterations) instead"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

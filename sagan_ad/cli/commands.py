@@ -8,7 +8,7 @@ import importlib
 
 from sagan_ad.cli.checks import check_output_folder
 from sagan_ad.cli.usage import SUBCOMMANDS
-from sagan_ad.configs import copy_example, describe, shipped_file, shipped_files
+from sagan_ad.configs import copy_example, describe, needs_gpu, shipped_file, shipped_files
 
 
 def _import(dotted: str) -> type:
@@ -144,7 +144,8 @@ def configs_main(args: list[str]) -> None:
     print("Configs shipped with sagan-ad (pass the name: sagan-ad fit --config quickstart):")
     for name, path in files.items():
         if path.suffix != ".py":
-            print(f"  {name:<{width}}{describe(path)}")
+            gpu = " Needs a GPU (without one: --trainer.accelerator cpu)." * needs_gpu(path)
+            print(f"  {name:<{width}}{describe(path)}{gpu}")
     print("\nPython examples:")
     for name, path in files.items():
         if path.suffix == ".py":
