@@ -45,6 +45,20 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
     "critic_1x1": {"model": {"critic": {"init_args": {"num_downsamples": 5}}}},
     "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
+    "one_critic_step_600": {"model": {"n_critic": 1, "max_iterations": 600}},
+    "cosine_lr": {
+        "model": {
+            "scheduler_g": {
+                "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                "init_args": {"T_max": 500},
+            },
+            "scheduler_d": {
+                "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                "init_args": {"T_max": 1000},
+            },
+        }
+    },
+    "perlin": {"model": {"synthesizer": {"class_path": "sagan_ad.PerlinBlobSynthesizer"}}},
 }
 
 

@@ -23,6 +23,7 @@ from sagan_ad.training.checkpoint_files import (
 )
 from sagan_ad.training.checkpoint_settings import check_settings, flat_settings
 from sagan_ad.training.engine import Engine
+from sagan_ad.training.hparams import factory_config
 from sagan_ad.training.resume import SPECIAL_PATHS, resolve_checkpoint
 
 
@@ -105,11 +106,15 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
 
 
 def _plain(value: Any) -> Any:
-    """A parsed configuration (jsonargparse namespaces) as plain dicts."""
+    """A parsed configuration (jsonargparse namespaces) as plain dicts, with optimizer and
+    scheduler factories as the checkpoint records them (`factory_config`)."""
     if hasattr(value, "as_dict"):
         value = value.as_dict()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if callable(value):
+        record = factory_config(value)
+        return value if record is None else record
     return value
 
 
