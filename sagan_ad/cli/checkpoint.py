@@ -112,6 +112,9 @@ def _plain(value: Any) -> Any:
         value = value.as_dict()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # As checkpoints record them (YAML has lists only).
+        return [_plain(v) for v in value]
     if callable(value):
         record = factory_config(value)
         return value if record is None else record
