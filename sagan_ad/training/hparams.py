@@ -201,7 +201,8 @@ def record_components(module: Any, names: tuple[str, ...], factories: tuple[str,
     # before the components were recorded.
     initial = getattr(module, "_hparams_initial", None)
     if initial is not None:
-        initial.update({name: module.hparams[name] for name in names if name in module.hparams})
+        recorded = (*names, *factories)
+        initial.update({name: module.hparams[name] for name in recorded if name in module.hparams})
 
 
 def _describe(value: Any) -> str:
