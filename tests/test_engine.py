@@ -192,3 +192,21 @@ def test_a_gpu_config_on_a_cpu_machine_suggests_the_cpu_flag(medad_root, tmp_pat
     err = capsys.readouterr().err
     assert "No supported gpu backend found" in err
     assert "add --trainer.accelerator cpu" in err
+
+
+def test_configs_lists_which_shipped_configs_need_a_gpu(capsys):
+    main(["configs"])
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:2] == "  "
+    }
+    flag = "Needs a GPU (without one: --trainer.accelerator cpu)."
+    assert lines["medad_rsna"].endswith(flag) and lines["nih_gpu"].endswith(flag)
+    assert flag not in lines["quickstart"] and flag not in lines["nih_cpu"]
+
+
+def test_without_a_test_set_nothing_is_tested_after_fit(tmp_path):
+    run = engine(tmp_path)
+    assert run.test_kept_checkpoint(tiny_sagan(), None) is None
+    data = tiny_data()
+    data.test = None  # a DataModule without a test set
+    assert run.test_kept_checkpoint(tiny_sagan(), data) is None

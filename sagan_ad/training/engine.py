@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.training.checkpoint_files import check_model_class, read_checkpoint
@@ -233,8 +234,10 @@ class Engine:
         self, model: L.LightningModule, datamodule: L.LightningDataModule | None = None
     ) -> list[dict[str, float]] | None:
         """Test the checkpoint the run kept on validation (the model as it is when no validation
-        chose one); None, testing nothing, when ``datamodule`` has no test set (without a
-        DataModule, the model's own ``test_dataloader`` is used)."""
+        chose one); None, testing nothing, when there is no test set: ``datamodule`` has none,
+        or, without a DataModule, the model has no ``test_dataloader`` of its own."""
+        if datamodule is None and not is_overridden("test_dataloader", model):
+            return None
         if datamodule is not None and getattr(datamodule, "test", True) is None:
             return None
         checkpoint = self.trainer.checkpoint_callback
