@@ -35,18 +35,6 @@ QUICKSTART = REPO / "examples" / "quickstart.yaml"
 PAPER_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 5e-5, "betas": [0.5, 0.999]}}
 
 
-def cosine(generator_steps: int, critic_steps: int) -> dict[str, Any]:
-    """Both learning rates decayed to 0 over the run by a cosine (schedulers step with their
-    optimizer: the generator's every ``n_critic``-th iteration)."""
-    return {
-        f"scheduler_{net}": {
-            "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
-            "init_args": {"T_max": steps},
-        }
-        for net, steps in (("g", generator_steps), ("d", critic_steps))
-    }
-
-
 #: Name -> overrides of ``model.init_args`` and ``data.init_args`` of the quickstart (a component's
 #: settings under its ``init_args``, merged into the quickstart's).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -58,13 +46,17 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
     "critic_1x1": {"model": {"critic": {"init_args": {"num_downsamples": 5}}}},
     "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
-    "one_critic_step_600": {"model": {"n_critic": 1, "max_iterations": 600}},
-    "cosine_lr": {"model": cosine(500, 1000)},
-    "perlin": {"model": {"synthesizer": {"class_path": "sagan_ad.PerlinBlobSynthesizer"}}},
-    "one_critic_step_700": {"model": {"n_critic": 1, "max_iterations": 700}},
-    "one_critic_step_700_batch_12": {
-        "model": {"n_critic": 1, "max_iterations": 700},
-        "data": {"batch_size": 12},
+    "two_critic_steps": {"model": {"n_critic": 2}},
+    "batch_16": {"data": {"batch_size": 16}},
+    "sigma_2": {"model": {"scorer": {"init_args": {"map_sigma": 2.0}}}},
+    # The quickstart before it took one critic step per generator step and batches of 8.
+    "previous_quickstart": {
+        "model": {
+            "n_critic": 2,
+            "max_iterations": 1000,
+            "scorer": {"init_args": {"map_sigma": 2.0}},
+        },
+        "data": {"batch_size": 16},
     },
 }
 
@@ -72,9 +64,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 def overlay(variant: str) -> dict[str, Any]:
     """The variant as a second config file's content."""
     return {
-        part: settings if part == "trainer" else {"init_args": settings}
-        for part, settings in VARIANTS[variant].items()
-        if settings
+        part: {"init_args": settings} for part, settings in VARIANTS[variant].items() if settings
     }
 
 
