@@ -124,8 +124,8 @@ def test_quickstart_seeds_runs_the_command_line_with_each_variant(tmp_path):
         "no_ema",
         "subtle_lesions",
         "critic_1x1",
-        "two_critic_steps",
-        "previous_quickstart",
+        "sigma_2",
+        "one_critic_step_batch_8",
     ],
 )
 def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
