@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart.yaml"
 PAPER_ADAM = {"class_path": "torch.optim.Adam", "init_args": {"lr": 5e-5, "betas": [0.5, 0.999]}}
 
+
 #: Name -> overrides of ``model.init_args`` and ``data.init_args`` of the quickstart (a component's
 #: settings under its ``init_args``, merged into the quickstart's).
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -45,6 +46,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
     "critic_1x1": {"model": {"critic": {"init_args": {"num_downsamples": 5}}}},
     "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
+    "sigma_2": {"model": {"scorer": {"init_args": {"map_sigma": 2.0, "top_fraction": 0.02}}}},
+    # Tried and not kept (docs/quickstart.md, "What to expect").
+    "one_critic_step_batch_8": {
+        "model": {"n_critic": 1, "max_iterations": 900},
+        "data": {"batch_size": 8},
+    },
 }
 
 

@@ -9,72 +9,162 @@ Examples:
     ...     model, SyntheticCXRDataModule())  # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from sagan_ad.compat import install_moved_module_finder
-from sagan_ad.data import (
-    AnomalyDataModule,
-    Augmentation,
-    DicomOptions,
-    FolderDataModule,
-    FolderPredictDataModule,
-    ImageCache,
-    ImageReadError,
-    ImageSet,
-    IntensityAugmentation,
-    IntensityNormalization,
-    LAGDataModule,
-    MedADDataModule,
-    PreprocessSettings,
-    RSNADataModule,
-    SplitData,
-    SplitError,
-    SyntheticCXRDataModule,
-    VinDrCXRDataModule,
-    normalize_images,
-    scale_boxes,
-)
-from sagan_ad.evaluation.audit import AuditThresholds, ShortcutWarning, shortcut_audit
-from sagan_ad.evaluation.evaluator import Evaluator
-from sagan_ad.evaluation.localization import PixelMetrics, PointingGame
-from sagan_ad.evaluation.metrics import ImageMetrics, SingleClassWarning, detection_metrics
-from sagan_ad.evaluation.report import EvaluationReport, build_report
-from sagan_ad.evaluation.scorer import Scorer
-from sagan_ad.evaluation.scoring import (
-    anomaly_map,
-    anomaly_score,
-    map_to_score,
-    score_and_map,
-    smooth_map,
-)
-from sagan_ad.evaluation.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
-from sagan_ad.export import AnomalyScorer, export_scorer
-from sagan_ad.module import SAGAN
-from sagan_ad.networks.cpu_kernels import pytorch_kernels, uses_cpu_kernels
-from sagan_ad.networks.critic import Critic
-from sagan_ad.networks.generator import Generator
-from sagan_ad.synthesis import (
-    CutPasteSynthesizer,
-    FPISynthesizer,
-    PatchBlendSynthesizer,
-    PerlinBlobSynthesizer,
-    Synthesizer,
-)
-from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
-from sagan_ad.training.checkpoint_files import (
-    CheckpointError,
-    UnsafeCheckpointError,
-    read_checkpoint,
-)
-from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
-from sagan_ad.training.divergence import DivergenceError, DivergenceGuard
-from sagan_ad.training.losses import SAGANLoss
-from sagan_ad.training.optimizers import paper_adam
-from sagan_ad.training.outputs import EvaluationWriter
-from sagan_ad.training.performance import Performance
-from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __version__ = "0.1.0"
 
+# Public names are imported on first use (PEP 562), so that `import sagan_ad` and the command
+# line's --help, --version and configs answer without loading torch and Lightning.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "sagan_ad.data": (
+        "AnomalyDataModule",
+        "Augmentation",
+        "DicomOptions",
+        "FolderDataModule",
+        "FolderPredictDataModule",
+        "ImageCache",
+        "ImageReadError",
+        "ImageSet",
+        "IntensityAugmentation",
+        "IntensityNormalization",
+        "LAGDataModule",
+        "MedADDataModule",
+        "PreprocessSettings",
+        "RSNADataModule",
+        "SplitData",
+        "SplitError",
+        "SyntheticCXRDataModule",
+        "VinDrCXRDataModule",
+        "normalize_images",
+        "scale_boxes",
+    ),
+    "sagan_ad.evaluation.audit": ("AuditThresholds", "ShortcutWarning", "shortcut_audit"),
+    "sagan_ad.evaluation.evaluator": ("Evaluator",),
+    "sagan_ad.evaluation.localization": ("PixelMetrics", "PointingGame"),
+    "sagan_ad.evaluation.metrics": ("ImageMetrics", "SingleClassWarning", "detection_metrics"),
+    "sagan_ad.evaluation.report": ("EvaluationReport", "build_report"),
+    "sagan_ad.evaluation.scorer": ("Scorer",),
+    "sagan_ad.evaluation.scoring": (
+        "anomaly_map",
+        "anomaly_score",
+        "map_to_score",
+        "score_and_map",
+        "smooth_map",
+    ),
+    "sagan_ad.evaluation.thresholds": ("ThresholdPolicy", "apply_threshold", "choose_threshold"),
+    "sagan_ad.export": ("AnomalyScorer", "export_scorer"),
+    "sagan_ad.module": ("SAGAN",),
+    "sagan_ad.networks.cpu_kernels": ("pytorch_kernels", "uses_cpu_kernels"),
+    "sagan_ad.networks.critic": ("Critic",),
+    "sagan_ad.networks.generator": ("Generator",),
+    "sagan_ad.synthesis": (
+        "CutPasteSynthesizer",
+        "FPISynthesizer",
+        "PatchBlendSynthesizer",
+        "PerlinBlobSynthesizer",
+        "Synthesizer",
+    ),
+    "sagan_ad.training.callbacks": ("IterationProgressBar", "best_and_last_checkpoints"),
+    "sagan_ad.training.checkpoint_files": (
+        "CheckpointError",
+        "UnsafeCheckpointError",
+        "read_checkpoint",
+    ),
+    "sagan_ad.training.checkpointing": ("AtomicCheckpointIO", "LastCheckpoint", "load_checkpoint"),
+    "sagan_ad.training.divergence": ("DivergenceError", "DivergenceGuard"),
+    "sagan_ad.training.engine": ("Engine",),
+    "sagan_ad.training.losses": ("SAGANLoss",),
+    "sagan_ad.training.optimizers": ("paper_adam",),
+    "sagan_ad.training.outputs": ("EvaluationWriter",),
+    "sagan_ad.training.performance": ("Performance",),
+    "sagan_ad.training.tracking": ("SplitRecorder", "ValidationSampleLogger"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
 install_moved_module_finder()
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sagan_ad' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
+
+
+if TYPE_CHECKING:
+    from sagan_ad.data import (
+        AnomalyDataModule,
+        Augmentation,
+        DicomOptions,
+        FolderDataModule,
+        FolderPredictDataModule,
+        ImageCache,
+        ImageReadError,
+        ImageSet,
+        IntensityAugmentation,
+        IntensityNormalization,
+        LAGDataModule,
+        MedADDataModule,
+        PreprocessSettings,
+        RSNADataModule,
+        SplitData,
+        SplitError,
+        SyntheticCXRDataModule,
+        VinDrCXRDataModule,
+        normalize_images,
+        scale_boxes,
+    )
+    from sagan_ad.evaluation.audit import AuditThresholds, ShortcutWarning, shortcut_audit
+    from sagan_ad.evaluation.evaluator import Evaluator
+    from sagan_ad.evaluation.localization import PixelMetrics, PointingGame
+    from sagan_ad.evaluation.metrics import ImageMetrics, SingleClassWarning, detection_metrics
+    from sagan_ad.evaluation.report import EvaluationReport, build_report
+    from sagan_ad.evaluation.scorer import Scorer
+    from sagan_ad.evaluation.scoring import (
+        anomaly_map,
+        anomaly_score,
+        map_to_score,
+        score_and_map,
+        smooth_map,
+    )
+    from sagan_ad.evaluation.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
+    from sagan_ad.export import AnomalyScorer, export_scorer
+    from sagan_ad.module import SAGAN
+    from sagan_ad.networks.cpu_kernels import pytorch_kernels, uses_cpu_kernels
+    from sagan_ad.networks.critic import Critic
+    from sagan_ad.networks.generator import Generator
+    from sagan_ad.synthesis import (
+        CutPasteSynthesizer,
+        FPISynthesizer,
+        PatchBlendSynthesizer,
+        PerlinBlobSynthesizer,
+        Synthesizer,
+    )
+    from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
+    from sagan_ad.training.checkpoint_files import (
+        CheckpointError,
+        UnsafeCheckpointError,
+        read_checkpoint,
+    )
+    from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, load_checkpoint
+    from sagan_ad.training.divergence import DivergenceError, DivergenceGuard
+    from sagan_ad.training.engine import Engine
+    from sagan_ad.training.losses import SAGANLoss
+    from sagan_ad.training.optimizers import paper_adam
+    from sagan_ad.training.outputs import EvaluationWriter
+    from sagan_ad.training.performance import Performance
+    from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __all__ = [
     "SAGAN",
@@ -89,6 +179,7 @@ __all__ = [
     "DicomOptions",
     "DivergenceError",
     "DivergenceGuard",
+    "Engine",
     "EvaluationReport",
     "EvaluationWriter",
     "Evaluator",

@@ -34,7 +34,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
 import yaml
 
 from sagan_ad.settings import INSTANTIATOR
@@ -325,6 +324,10 @@ def checkpoint_source(path: Any) -> Any:
     """
     if not isinstance(path, (str, Path)):
         return path
+    # Here rather than at the top: `import sagan_ad` installs this module's finder, and must not
+    # pay for torch.
+    import torch
+
     try:
         # Memory-mapped: the tensors are not read, only the settings are looked at.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -75,6 +75,23 @@ def describe(path: Path) -> str:
     return " ".join(words)
 
 
+def needs_gpu(path: Path) -> bool:
+    """Whether a shipped config asks for a GPU (``trainer.accelerator: gpu`` or ``cuda``).
+
+    Examples:
+        >>> needs_gpu(shipped_files()["medad_rsna"]), needs_gpu(shipped_files()["quickstart"])
+        (True, False)
+    """
+    import yaml
+
+    if path.suffix not in CONFIG_SUFFIXES:
+        return False
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    trainer = config.get("trainer") if isinstance(config, dict) else None
+    accelerator = trainer.get("accelerator") if isinstance(trainer, dict) else None
+    return str(accelerator).lower() in ("gpu", "cuda")
+
+
 def _unknown(name: str, kind: str, configs_only: bool = False) -> ValueError:
     files = shipped_files()
     names = [n for n, p in files.items() if p.suffix in CONFIG_SUFFIXES or not configs_only]

@@ -1,9 +1,11 @@
 """Deployable scorers: the generator, the score and the anomaly map as ONNX or TorchScript.
 
 The exported graph takes float32 images ``(B, C, S, S)`` in ``[-1, 1]`` (any batch size) and
-returns ``(scores (B,), anomaly_maps (B, 1, S, S))``, exactly what `SAGAN.infer` computes with
-SAGAN's own map and score: the patching of the image into the generator's grid is inside the
-generator. Scoring is deterministic (the released code's random inference is not exported).
+returns ``(scores (B,), anomaly_maps (B, 1, S, S))``, exactly what `SAGAN.infer` computes: the
+patching of the image into the generator's grid is inside the generator, and the map and score
+are the model's `sagan_ad.Scorer` (a subclass's own included: the place to change the score of
+an exported model). Scoring is deterministic (the released code's random inference is not
+exported).
 
 Both formats refuse what the model refuses: another rank, channel count or image size, and
 another dtype than float32, raise an error naming what was expected and what came (ONNX Runtime
@@ -44,7 +46,7 @@ from torch import Tensor, nn
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
 from sagan_ad.evaluation.inputs import images_in_range
-from sagan_ad.evaluation.scoring import score_and_map
+from sagan_ad.evaluation.scorer import Scorer
 from sagan_ad.module import SAGAN
 from sagan_ad.networks.generator import Generator
 
@@ -65,8 +67,9 @@ class AnomalyScorer(nn.Module):
             `sagan_ad.Scorer`'s ``top_fraction``.
         normalizer: the intensity normalisation the model was trained with, applied to the
             input first (None: the input is used as given).
-        residual_sigma: low-pass of the residual, as `sagan_ad.Scorer`'s ``residual_sigma``.
-        border: edges left out of the score, as `sagan_ad.Scorer`'s ``border``.
+        scorer: the map and score to export, a `sagan_ad.Scorer` (a subclass's own
+            ``anomaly_map`` and ``score`` included, traced as they compute); default:
+            ``Scorer(map_sigma, score_top_fraction)``, whose settings it then replaces.
 
     Examples:
         >>> from sagan_ad.networks.critic import Critic
@@ -82,26 +85,27 @@ class AnomalyScorer(nn.Module):
         map_sigma: float = 0.0,
         score_top_fraction: float = 1.0,
         normalizer: IntensityNormalizer | None = None,
-        residual_sigma: float = 0.0,
-        border: float = 0.0,
+        scorer: Scorer | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 < score_top_fraction <= 1.0:
             raise ValueError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
         self.generator = generator
-        self.map_sigma = float(map_sigma)
-        self.score_top_fraction = float(score_top_fraction)
+        self.scorer = scorer if scorer is not None else Scorer(map_sigma, score_top_fraction)
+        self.map_sigma = self.scorer.map_sigma
+        self.score_top_fraction = self.scorer.top_fraction
         self.normalizer = normalizer
-        self.residual_sigma = float(residual_sigma)
-        self.border = float(border)
 
     @classmethod
     def from_model(cls, model: SAGAN, input_normalized: bool = False) -> AnomalyScorer:
-        """The scorer of a `SAGAN` (which must score with its own map and score).
+        """The scorer of a `SAGAN`: its inference generator (the weight average with
+        ``generator_ema``) and its `sagan_ad.Scorer`, a subclass's map and score included.
 
-        The model's intensity normalisation (``model.scorer.normalization``) becomes the
-        graph's first step; with ``input_normalized`` it is left out and the caller applies it
-        (`sagan_ad.data.normalize_images`), which CLAHE requires.
+        A score changed by overriding ``anomaly_map`` or ``score`` on the SAGAN subclass is
+        refused: override them on a `sagan_ad.Scorer` subclass instead (the one place export
+        traces). The model's intensity normalisation (``model.scorer.normalization``) becomes
+        the graph's first step; with ``input_normalized`` it is left out and the caller applies
+        it (`sagan_ad.data.normalize_images`), which CLAHE requires.
         """
         scorer = model.scorer
         if scorer.inference != "deterministic":
@@ -110,11 +114,13 @@ class AnomalyScorer(nn.Module):
                 f"inference={scorer.inference!r}"
             )
         own = type(model).anomaly_map is SAGAN.anomaly_map and type(model).score is SAGAN.score
-        if not own or scorer.overridden():
+        if not own:
             raise ValueError(
-                f"{type(model).__name__} or its scorer {type(scorer).__name__} overrides "
-                "anomaly_map or score; export a scorer module of your own that reproduces the "
-                "override"
+                f"{type(model).__name__} overrides anomaly_map or score on the model, which "
+                "export does not trace: move the override into a sagan_ad.Scorer subclass "
+                "(anomaly_map(images, restored), score(maps)) and build the model with "
+                "scorer=YourScorer(); export traces the model's scorer (docs/evaluation.md, "
+                "'Export')"
             )
         normalization = IntensityNormalization.parse(scorer.normalization)
         if not (input_normalized or normalization.graph_expressible):
@@ -127,14 +133,7 @@ class AnomalyScorer(nn.Module):
         normalizer = None
         if not input_normalized and normalization.method != "none":
             normalizer = IntensityNormalizer(normalization)
-        return cls(
-            model.inference_generator,
-            scorer.map_sigma,
-            scorer.top_fraction,
-            normalizer,
-            scorer.residual_sigma,
-            scorer.border,
-        )
+        return cls(model.inference_generator, normalizer=normalizer, scorer=copy.deepcopy(scorer))
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Scores and maps of ``images``; NaN for images outside ``[-1, 1]`` (in the graph)."""
@@ -143,14 +142,7 @@ class AnomalyScorer(nn.Module):
         if self.normalizer is not None:
             images = self.normalizer(images)
         restored = self.generator(images, residual_mask=False)
-        scores, maps = score_and_map(
-            images,
-            restored,
-            self.map_sigma,
-            self.score_top_fraction,
-            self.residual_sigma,
-            self.border,
-        )
+        scores, maps = self.scorer(images, restored)
         scores = torch.where(valid, scores, torch.full_like(scores, float("nan")))
         maps = torch.where(valid.view(-1, 1, 1, 1), maps, torch.full_like(maps, float("nan")))
         return scores, maps

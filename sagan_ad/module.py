@@ -9,7 +9,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from sagan_ad.compat import checkpoint_source
@@ -22,11 +21,10 @@ from sagan_ad.evaluation.thresholds import apply_threshold
 from sagan_ad.networks.critic import Critic, check_critic_fits
 from sagan_ad.networks.generator import Generator
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
-from sagan_ad.training import losses, run_state
+from sagan_ad.training import hparams, losses, run_state
 from sagan_ad.training.ddp import allow_unused_parameters
 from sagan_ad.training.divergence import DivergenceGuard
 from sagan_ad.training.ema import update_average
-from sagan_ad.training.hparams import record_components
 from sagan_ad.training.losses import SAGANLoss
 from sagan_ad.training.optimizers import (
     OptimizerFactory,
@@ -38,9 +36,10 @@ from sagan_ad.training.optimizers import (
 from sagan_ad.training.performance import Performance
 from sagan_ad.training.training_logs import TrainingLogs
 
-COMPONENTS = ("generator", "critic", "loss", "scorer", "evaluator", "performance")
+COMPONENTS = ("generator", "critic", "synthesizer", "loss", "scorer", "evaluator", "performance")
 """The constructor arguments recorded as component settings (see `sagan_ad.training.hparams`)."""
 FACTORIES = ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d")
+"""The constructor arguments recorded as factories (a function's name, or a class's settings)."""
 
 
 class SAGAN(L.LightningModule):
@@ -53,11 +52,12 @@ class SAGAN(L.LightningModule):
     (``|x_n - G(x_n)|``) and restoration (``(x_n - G(x~_n))^2``) terms; the ``scorer`` turns
     ``|x - G(x)| / 2`` into a map and a score; the ``evaluator`` reports each validation and test
     and chooses the operating `threshold` (a buffer, saved in checkpoints). Each component is an
-    object (YAML: a nested ``class_path``) recorded in the checkpoint, so a checkpoint rebuilds
-    the model that wrote it.
+    object (YAML: a nested ``class_path``) recorded in the checkpoint with the optimizer and
+    scheduler factories, so a checkpoint rebuilds the model that wrote it (or loading warns).
 
-    Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` and ``max_steps`` left at
-    -1: training stops after ``max_iterations`` (the data are an endless stream). A resumed run
+    Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` (or `sagan_ad.Engine`)
+    and ``max_steps`` left at -1 (fit refuses another value): training stops after
+    ``max_iterations`` (the data are an endless stream). A resumed run
     continues bit-identically on CPU; the `DivergenceGuard` stops a run before a non-finite step
     or checkpoint; validate, test and predict refuse an untrained model unless
     ``model.allow_untrained = True``; `score`, `anomaly_map`, `infer` and ``forward`` refuse
@@ -146,8 +146,8 @@ class SAGAN(L.LightningModule):
         )
         self.performance.prepare([self.generator, self.critic], self.generator_ema)
         self.divergence = DivergenceGuard(self.performance.divergence_check_interval)
-        self.save_hyperparameters(ignore=[*COMPONENTS, "synthesizer", *FACTORIES])
-        record_components(self, COMPONENTS)
+        self.save_hyperparameters(ignore=[*COMPONENTS, *FACTORIES])
+        hparams.record_components(self, COMPONENTS, FACTORIES)
         self.automatic_optimization = False
         self.iteration = 0
         self.logs = TrainingLogs()
@@ -377,24 +377,30 @@ class SAGAN(L.LightningModule):
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         self.scorer.normalization = fitted_normalization(self.scorer.normalization, datamodule)
-        record_components(self, COMPONENTS)
+        hparams.record_components(self, COMPONENTS, FACTORIES)
         run_state.check_data_matches(self, datamodule)
         if self.trainer.max_steps != -1:
-            rank_zero_warn(
-                f"Trainer(max_steps={self.trainer.max_steps}) counts the steps of both optimizers;"
-                f" SAGAN stops after max_iterations={self.max_iterations} iterations, set that "
-                "instead"
+            # Lightning would stop after that many optimizer steps, part-way through the run
+            # that max_iterations describes: a silent early stop.
+            raise ValueError(
+                f"Trainer(max_steps={self.trainer.max_steps}) (--trainer.max_steps) counts "
+                "Lightning's optimizer steps, one or two per SAGAN iteration: leave it at -1 and "
+                f"set the model's max_iterations (now {self.max_iterations}; "
+                "--model.max_iterations) instead"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.divergence.check_weights(self, self.iteration)
         run_state.write_run_state(self, checkpoint)
+        if self._unrecorded:
+            checkpoint[hparams.UNRECORDED_KEY] = dict(self._unrecorded)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run_state.read_run_state(self, checkpoint)
+        hparams.warn_unrestored(self, checkpoint)
         # The data the checkpoint was trained on, whatever this instance was built with.
         self.scorer.normalization = run_state.recorded_normalization(checkpoint)
-        record_components(self, COMPONENTS)
+        hparams.record_components(self, COMPONENTS, FACTORIES)
 
     # ----------------------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict[str, Any], stage: str) -> Tensor:

@@ -118,7 +118,16 @@ def test_quickstart_seeds_runs_the_command_line_with_each_variant(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "variant", ["paper_optimizers", "mean_score", "no_ema", "subtle_lesions", "critic_1x1"]
+    "variant",
+    [
+        "paper_optimizers",
+        "mean_score",
+        "no_ema",
+        "subtle_lesions",
+        "critic_1x1",
+        "sigma_2",
+        "one_critic_step_batch_8",
+    ],
 )
 def test_quickstart_variants_are_valid_settings(variant, tmp_path, capsys):
     sys.path.insert(0, str(BENCHMARKS))

@@ -284,18 +284,26 @@ class TopPixelScorer(Scorer):
         return maps.flatten(1).amax(dim=1)
 
 
-def test_a_scorer_subclass_scores_evaluation_and_refuses_export(tmp_path):
+def test_a_scorer_subclass_scores_evaluation_and_is_exported_as_it_scores(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = SAGAN(**tiny_networks(), scorer=TopPixelScorer()).eval()
+    model = SAGAN(**tiny_networks(), scorer=TopPixelScorer(map_sigma=1.0), generator_ema=0.9)
+    with torch.no_grad():
+        model.generator_ema.head.weight.mul_(1.5)  # scoring must use the average, not G
+    model.eval()
     images = torch.rand(2, 1, 32, 32) * 2 - 1
     with torch.no_grad():
         expected = model.anomaly_map(images).flatten(1).amax(dim=1)
         torch.testing.assert_close(model.score(images), expected)
         torch.testing.assert_close(model.infer(images)["score"], expected)  # what evaluation uses
-    with pytest.raises(
-        ValueError, match="its scorer TopPixelScorer overrides anomaly_map or score"
-    ):
-        export_scorer(model, tmp_path / "s.pt", format="torchscript")
+    path = export_scorer(model, tmp_path / "s.onnx", format="onnx")
+    session = onnxruntime.InferenceSession(str(path))
+    scores, maps = session.run(None, {"images": images.numpy()})
+    torch.testing.assert_close(torch.from_numpy(scores), expected, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.from_numpy(maps), model.anomaly_map(images), atol=1e-4, rtol=0
+        )
 
 
 def test_a_config_with_a_setting_in_both_spellings_is_an_error_line(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """``python -m sagan_ad.cli`` runs the ``sagan-ad`` command."""
 
-from sagan_ad.cli.app import main
+from sagan_ad.cli import main
 
 main()

@@ -20,34 +20,38 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
-from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
 from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
 from sagan_ad.cli.commands import configs_main, export_main
 from sagan_ad.cli.errors import _user_error
+from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
 from sagan_ad.compat import migrate_arguments
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.module import SAGAN
-from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.training.checkpoint_files import read_checkpoint
-from sagan_ad.training.checkpointing import AtomicCheckpointIO
-from sagan_ad.training.outputs import EvaluationWriter
+from sagan_ad.training.engine import TRAINER_DEFAULTS, Engine, trainer_arguments
 from sagan_ad.training.resume import SPECIAL_PATHS
 from sagan_ad.training.run_config import RunConfigSaver
-from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __all__ = ["SAGANCLI", "main"]
+
+TRAINER_OPTIONS = ("callbacks", "plugins", "enable_checkpointing", "enable_progress_bar")
+"""The Trainer settings that decide which defaults `trainer_arguments` adds."""
 
 
 class SAGANCLI(LightningCLI):
     """LightningCLI for SAGAN: ``fit`` also tests the best checkpoint when the data has a test set.
+
+    The Trainer's defaults, the checkpoint checks before a run and the test after fit are those
+    of `sagan_ad.Engine`, the same run path from Python; a ``ModelCheckpoint`` of the config
+    adds to the built-in best and last checkpoints, so ``--ckpt_path best`` and ``last`` keep
+    their meaning.
 
     Models and DataModules are given by ``class_path`` (subclass mode), so a user's own
     ``SAGAN`` subclass or DataModule works from YAML. Unless the config brings its own, the
@@ -100,36 +104,25 @@ class SAGANCLI(LightningCLI):
         )
         add_checkpoint_arguments(parser)
 
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_logger_packages(self._get(config, "trainer", default={}).get("logger"))
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        """Add the default checkpointing and progress bar unless the config brings its own."""
+        """Add the default callbacks and atomic checkpoint writes (`sagan_ad.Engine`'s)."""
         config = self._get(self.config_init, "trainer", default={})
         check_writable(Path(config.get("default_root_dir") or os.getcwd()))
-        callbacks = list(config.get("callbacks") or [])
         options = self.config[self.subcommand] if self.subcommand else self.config
         check_counts(config, options, self.subcommand)
-        if config.get("enable_checkpointing") is not False and not any(
-            isinstance(c, ModelCheckpoint) for c in callbacks
-        ):
-            every = options.get("last_every_n_iterations")
-            callbacks = best_and_last_checkpoints(last_every_n_iterations=every) + callbacks
-        if config.get("enable_progress_bar") is not False and not any(
-            isinstance(c, ProgressBar) for c in callbacks
-        ):
-            callbacks.append(IterationProgressBar())
-        if options.get("write_outputs", True) and not any(
-            isinstance(c, EvaluationWriter) for c in callbacks
-        ):
-            callbacks.append(EvaluationWriter())
-        if not any(isinstance(c, SplitRecorder) for c in callbacks):
-            callbacks.append(SplitRecorder())
-        samples = options.get("val_samples", 8)
-        if samples and not any(isinstance(c, ValidationSampleLogger) for c in callbacks):
-            callbacks.append(ValidationSampleLogger(num_samples=samples))
-        plugins = config.get("plugins")
-        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins] * bool(plugins)
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            plugins.append(AtomicCheckpointIO())
-        return super().instantiate_trainer(**{"callbacks": callbacks, "plugins": plugins, **kwargs})
+        given = {key: config.get(key) for key in TRAINER_OPTIONS}
+        arguments = trainer_arguments(
+            given,
+            write_outputs=options.get("write_outputs", True),
+            val_samples=options.get("val_samples", 8),
+            last_every_n_iterations=options.get("last_every_n_iterations"),
+        )
+        defaults = {"callbacks": arguments["callbacks"], "plugins": arguments["plugins"]}
+        return super().instantiate_trainer(**{**defaults, **kwargs})
 
     def _parse_ckpt_path(self) -> None:
         """Read a ``--ckpt_path`` file with clear errors and build the model from its settings.
@@ -176,14 +169,8 @@ class SAGANCLI(LightningCLI):
         check_evaluated(self.trainer, "predict")
 
     def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True):
-            return
-        datamodule = self.datamodule
-        if datamodule is not None and getattr(datamodule, "test", True) is None:
-            return
-        checkpoint = self.trainer.checkpoint_callback
-        has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
-        self.trainer.test(self.model, datamodule=datamodule, ckpt_path="best" if has_best else None)
+        if self.config[self.subcommand].get("test_after_fit", True):
+            Engine(self.trainer).test_kept_checkpoint(self.model, self.datamodule)
 
 
 def add_checkpoint_arguments(parser: LightningArgumentParser) -> None:
@@ -216,12 +203,19 @@ def main(args: list[str] | None = None) -> None:
     try:
         _main(args)
     except Exception as error:
-        found = _user_error(error)
-        if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
-            raise
-        print(f"error: {found}", file=sys.stderr)
-        print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
-        sys.exit(2)
+        report(error)
+
+
+def report(error: Exception) -> NoReturn:
+    """End the program on ``error``: one ``error:`` line and exit status 2 for the library's
+    verdicts on the user's input (`sagan_ad.cli.errors`), the traceback for anything else or
+    with ``SAGAN_AD_DEBUG=1``."""
+    found = _user_error(error)
+    if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
+        raise error
+    print(f"error: {found}", file=sys.stderr)
+    print("(set SAGAN_AD_DEBUG=1 for the full traceback)", file=sys.stderr)
+    sys.exit(2)
 
 
 def _main(args: list[str] | None) -> None:
@@ -253,6 +247,6 @@ def _lightning_cli(args: list[str]) -> None:
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={name: {"description": SUBCOMMANDS[name]} for name in SAGANCLI.subcommands()},
-        trainer_defaults={"max_epochs": -1, "check_val_every_n_epoch": None},
+        trainer_defaults=TRAINER_DEFAULTS,
         args=args,
     )

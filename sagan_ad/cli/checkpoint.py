@@ -5,10 +5,8 @@ resumed fit continued in its own run folder."""
 from __future__ import annotations
 
 from argparse import ArgumentError
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -23,45 +21,30 @@ from sagan_ad.training.checkpoint_files import (
     import_model_class,
     read_checkpoint,
 )
-from sagan_ad.training.checkpoint_settings import check_settings, check_weights_fit, flat_settings
-from sagan_ad.training.resume import (
-    SPECIAL_PATHS,
-    continue_run,
-    find_last_checkpoint,
-    resolve_checkpoint,
-)
+from sagan_ad.training.checkpoint_settings import check_settings, flat_settings
+from sagan_ad.training.engine import Engine
+from sagan_ad.training.hparams import factory_config
+from sagan_ad.training.resume import SPECIAL_PATHS, resolve_checkpoint
 
 
 def prepare_run(cli: LightningCLI) -> None:
-    """Before a subcommand runs: resolve ``--ckpt_path last|best``, check the checkpoint (file,
-    model class), continue a resumed run in its own folder, and check the output folders."""
+    """Before a subcommand runs: resolve ``--ckpt_path last|best``, build an evaluation's model
+    with the checkpoint's settings, check the checkpoint and continue a resumed run in its own
+    folder (`sagan_ad.Engine.prepare`, as from Python), and check the output folders."""
     stage = cli.subcommand
     options = cli.config_init[stage]
     requested = options.get("ckpt_path")
     resolved = resolve_checkpoint(cli.trainer, requested, stage)
-    if isinstance(resolved, str) and "://" not in resolved:
+    # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed fit
+    # keeps the configuration it was restarted with (a longer max_iterations, say).
+    if requested in SPECIAL_PATHS and stage != "fit" and isinstance(resolved, str):
         checkpoint = read_checkpoint(resolved, mmap=True)
-        # Evaluating last / best builds the model from the checkpoint, as a path does; a resumed
-        # fit keeps the configuration it was restarted with (a longer max_iterations, say).
-        adopt = requested in SPECIAL_PATHS and stage != "fit"
-        if adopt and adopt_checkpoint_settings(cli, checkpoint, resolved):
+        if adopt_checkpoint_settings(cli, checkpoint, resolved):
             cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
-        source = f"checkpoint {resolved!r} (--ckpt_path)"
-        check_model_class(checkpoint, type(cli.model), source)
-        check_weights_fit(checkpoint, cli.model, source)
-        if stage == "fit" and (requested == "last" or _is_newest_last(cli.trainer, resolved)):
-            continue_run(cli.trainer, resolved)
-    options["ckpt_path"] = resolved
+    options["ckpt_path"] = Engine(cli.trainer).prepare(cli.model, stage, resolved, "--ckpt_path")
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
-
-
-def _is_newest_last(trainer: L.Trainer, path: str) -> bool:
-    """Whether ``path`` is the experiment's newest last checkpoint: resuming it by its path is
-    the same resume as ``--ckpt_path last`` (an older checkpoint starts a new run from it)."""
-    newest = find_last_checkpoint(trainer)
-    return newest is not None and Path(path).resolve() == newest.resolve()
 
 
 def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:
@@ -123,11 +106,18 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
 
 
 def _plain(value: Any) -> Any:
-    """A parsed configuration (jsonargparse namespaces) as plain dicts."""
+    """A parsed configuration (jsonargparse namespaces) as plain dicts, with optimizer and
+    scheduler factories as the checkpoint records them (`factory_config`)."""
     if hasattr(value, "as_dict"):
         value = value.as_dict()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # As checkpoints record them (YAML has lists only).
+        return [_plain(v) for v in value]
+    if callable(value):
+        record = factory_config(value)
+        return value if record is None else record
     return value
 
 

@@ -9,13 +9,12 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import lightning as L
+from typing import TYPE_CHECKING, Any
 
 from sagan_ad.configs import is_bare_name
-from sagan_ad.training.outputs import EvaluationWriter
-from sagan_ad.training.runs import planned_run_dir
+
+if TYPE_CHECKING:
+    import lightning as L
 
 __all__ = ["check_output_folder", "check_writable"]
 
@@ -132,6 +131,10 @@ def check_output_folders(
 ) -> None:
     """Check, before a run, every folder it will write: the loggers', the run's, the evaluation
     outputs' and the data cache."""
+    # Imported here: `sagan-ad configs --copy` checks its folder without loading Lightning.
+    from sagan_ad.training.outputs import EvaluationWriter
+    from sagan_ad.training.runs import planned_run_dir
+
     for logger in trainer.loggers:
         if logger.save_dir:
             check_output_folder(logger.save_dir, "--trainer.logger.init_args.save_dir")

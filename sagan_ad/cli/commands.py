@@ -6,18 +6,14 @@ from __future__ import annotations
 import argparse
 import importlib
 
-import lightning as L
-
 from sagan_ad.cli.checks import check_output_folder
 from sagan_ad.cli.usage import SUBCOMMANDS
-from sagan_ad.configs import copy_example, describe, shipped_file, shipped_files
-from sagan_ad.export import export_scorer
-from sagan_ad.training.checkpoint_files import CheckpointError
-from sagan_ad.training.checkpointing import load_checkpoint
-from sagan_ad.training.resume import SPECIAL_PATHS
+from sagan_ad.configs import copy_example, describe, needs_gpu, shipped_file, shipped_files
 
 
 def _import(dotted: str) -> type:
+    import lightning as L
+
     module, _, name = dotted.rpartition(".")
     try:
         found = getattr(importlib.import_module(module), name)
@@ -46,6 +42,13 @@ def export_main(args: list[str]) -> None:
     Examples:
         >>> export_main(["--ckpt_path", "best.ckpt", "--output", "sagan.onnx"])  # doctest: +SKIP
     """
+    # Imported here, not at the top: `sagan-ad configs` shares this module and answers without
+    # loading torch.
+    from sagan_ad.export import export_scorer
+    from sagan_ad.training.checkpoint_files import CheckpointError
+    from sagan_ad.training.checkpointing import load_checkpoint
+    from sagan_ad.training.resume import SPECIAL_PATHS
+
     parser = argparse.ArgumentParser(
         prog="sagan-ad export",
         description="Export a checkpoint's scorer (generator, anomaly map and score).",
@@ -141,7 +144,8 @@ def configs_main(args: list[str]) -> None:
     print("Configs shipped with sagan-ad (pass the name: sagan-ad fit --config quickstart):")
     for name, path in files.items():
         if path.suffix != ".py":
-            print(f"  {name:<{width}}{describe(path)}")
+            gpu = " Needs a GPU (without one: --trainer.accelerator cpu)." * needs_gpu(path)
+            print(f"  {name:<{width}}{describe(path)}{gpu}")
     print("\nPython examples:")
     for name, path in files.items():
         if path.suffix == ".py":

@@ -13,6 +13,9 @@ import sagan_ad
 from sagan_ad.training.checkpoint_files import CheckpointError
 from sagan_ad.training.divergence import DivergenceError
 
+_GPU_MISSING = "No supported gpu backend found"
+"""Lightning's whole message for ``accelerator: gpu`` on a machine without one."""
+
 
 def _user_error(error: BaseException) -> BaseException | None:
     """The library's message about the user's input or run behind ``error``, if any (not a bug).
@@ -25,6 +28,11 @@ def _user_error(error: BaseException) -> BaseException | None:
     while cause is not None:
         # Lightning's MisconfigurationException is its verdict on a Trainer setting the user
         # chose (max_steps=-5, devices=0, a GPU accelerator without a GPU).
+        if isinstance(cause, MisconfigurationException) and _GPU_MISSING in str(cause):
+            return RuntimeError(
+                f"{cause} The config asks for a GPU (trainer.accelerator: gpu): on a machine "
+                "without one, add --trainer.accelerator cpu"
+            )
         if isinstance(
             cause,
             DivergenceError | sagan_ad.ImageReadError | CheckpointError | MisconfigurationException,

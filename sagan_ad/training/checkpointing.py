@@ -169,7 +169,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def load_checkpoint(
-    path: str | Path, model_class: type[L.LightningModule] | None = None, map_location: Any = "cpu"
+    path: str | Path,
+    model_class: type[L.LightningModule] | None = None,
+    map_location: Any = "cpu",
+    **settings: Any,
 ) -> L.LightningModule:
     """Load a model from a checkpoint with ``torch.load(weights_only=True)``, as its own class.
 
@@ -186,6 +189,9 @@ def load_checkpoint(
         model_class: the checkpoint's LightningModule class (default: the recorded one); a
             different class than the recorded one is refused with a `CheckpointError`.
         map_location: where to put the tensors (default CPU).
+        **settings: model settings to build it with instead of the recorded ones, such as a
+            component or optimizer factory the checkpoint could not record (loading names
+            those in a warning).
 
     Returns:
         The model, in eval mode.
@@ -207,7 +213,7 @@ def load_checkpoint(
             # Lightning's instantiator calls a jsonargparse method jsonargparse deprecates.
             warnings.filterwarnings("ignore", message=r".*instantiate_classes.*deprecated")
             model = model_class.load_from_checkpoint(
-                checkpoint_source(path), map_location=map_location, weights_only=True
+                checkpoint_source(path), map_location=map_location, weights_only=True, **settings
             )
     except CheckpointError as err:
         # Raised by the model's on_load_checkpoint, which does not know the file's name.

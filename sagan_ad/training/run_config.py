@@ -20,8 +20,8 @@ def _plain_config(parser: Any, config: Any) -> dict[str, Any]:
 
 def config_hyperparameters(config: dict[str, Any], logged: dict[str, Any]) -> dict[str, Any]:
     """What a run's loggers get beside the model's own hyper-parameters (``logged``): the model
-    class, the model arguments the model does not record (optimizers, schedulers,
-    synthesizer), and the data, trainer and seed settings.
+    class, the model arguments the model does not record itself (a subclass's own), and the
+    data, trainer and seed settings.
 
     Examples:
         >>> config = {"model": {"class_path": "sagan_ad.SAGAN", "init_args": {"image_size": 32,
