@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from sagan_ad.protected import writable_target
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ def content_digest(path: str | os.PathLike) -> str:
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     # Write beside the target, then rename: a crash leaves the old file or none, never half.
+    path = writable_target(path, "cache_dir")
     try:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:

@@ -24,6 +24,7 @@ from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.tables import read_metadata_csv
+from sagan_ad.protected import protect
 
 
 class MedADDataModule(FileDataModule):
@@ -291,6 +292,7 @@ class MedADDataModule(FileDataModule):
         # are reported together.
         all_names = [name for names, _ in parts.values() for name in names]
         paths = [self.root / self.image_dir / name for name in all_names]
+        protect(paths, "an image of the data")
         array, tags, identities = self._decode(paths)
         self.identities = {
             name: {**ids, **group_identity(self.group_by, self.groups.get(name, ""))}

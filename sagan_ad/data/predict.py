@@ -20,6 +20,7 @@ from sagan_ad.data.discovery import IMAGE_SUFFIXES, discover_images
 from sagan_ad.data.file_kinds import is_dicom, missing_reason
 from sagan_ad.data.image_io import EXIF_ORIENTATION, ImageReadError, decode_image, read_image
 from sagan_ad.data.intensity import IntensityNormalization
+from sagan_ad.protected import protect
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
@@ -126,6 +127,7 @@ class ImageFolder(Dataset):
         check_bit_depth(bit_depth)
         self.root = Path(root)
         self.paths = list_images(self.root, extensions, recursive, force_dicom)
+        protect(self.paths, "an image to predict")
         if not self.paths:
             raise FileNotFoundError(
                 f"no image files ({', '.join(extensions)}, or DICOM without suffix) found in "

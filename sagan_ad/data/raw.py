@@ -28,6 +28,7 @@ from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
+from sagan_ad.protected import protect
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ class RawDataModule(FileDataModule):
             save_interval=self.cache_save_interval,
         )
         cached = cache.load([records[n].path for n in used], on_error=self.on_error)
+        protect([records[n].path for n in used], "an image of the data")
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):

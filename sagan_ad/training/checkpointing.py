@@ -25,6 +25,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sagan_ad.compat import checkpoint_source, upgrade_checkpoint
+from sagan_ad.protected import writable_target
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -138,7 +139,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         >>> torch.load(target, weights_only=True)["x"].tolist()
         [1.0, 1.0]
     """
-    path = Path(path)
+    path = writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
