@@ -12,6 +12,19 @@ from sagan_ad.networks.generator import Generator
 Inference = Literal["deterministic", "reference"]
 
 
+def _check_normalization(spec: str) -> None:
+    """Refuse a recorded normalisation that names no method (a hand-edited checkpoint), here
+    rather than later as a data setting the user never set."""
+    # Imported here: the data package builds on the model's parts, not the other way round.
+    from sagan_ad.data.intensity import IntensityNormalization
+
+    try:
+        IntensityNormalization.parse(spec)
+    except ValueError as err:
+        reason = str(err).partition(": ")[2] or str(err)
+        raise ValueError(f"scorer normalization={spec!r}: {reason}") from None
+
+
 class Scorer(nn.Module):
     """Turns an image and its restoration ``G(x)`` into an anomaly map and an image score.
 
@@ -57,6 +70,8 @@ class Scorer(nn.Module):
             raise ValueError(
                 f"scorer inference={inference!r}: choose 'deterministic' or 'reference'"
             )
+        if normalization is not None:
+            _check_normalization(normalization)
         self.map_sigma = float(map_sigma)
         self.top_fraction = float(top_fraction)
         self.inference = inference
