@@ -13,8 +13,10 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.cli.checks import check_output_folders
+from sagan_ad.cli.resumed import check_resumed_settings
 from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.module import SAGAN
+from sagan_ad.protected import protect
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -30,6 +32,7 @@ from sagan_ad.training.resume import (
     find_last_checkpoint,
     resolve_checkpoint,
 )
+from sagan_ad.training.run_config import _plain_config
 
 
 def prepare_run(cli: LightningCLI) -> None:
@@ -50,7 +53,13 @@ def prepare_run(cli: LightningCLI) -> None:
         check_model_class(checkpoint, type(cli.model), source)
         check_weights_fit(checkpoint, cli.model, source)
         if stage == "fit" and (requested == "last" or _is_newest_last(cli.trainer, resolved)):
+            folder = Path(resolved).parent.parent
+            current = _plain_config(cli._parser(stage), cli.config[stage])
+            check_resumed_settings(folder, current, requested)
             continue_run(cli.trainer, resolved)
+        else:
+            # Only the run a checkpoint belongs to may write over it (a resumed last.ckpt).
+            protect(resolved, f"the checkpoint given by --ckpt_path {requested}")
     options["ckpt_path"] = resolved
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
