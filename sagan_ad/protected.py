@@ -13,7 +13,19 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["OutputIsInputError", "forget_inputs", "protect", "writable_target"]
+__all__ = [
+    "OUTPUT_MARKER",
+    "OutputIsInputError",
+    "forget_inputs",
+    "mark_output_folder",
+    "protect",
+    "writable_target",
+]
+
+OUTPUT_MARKER = ".sagan-ad-outputs"
+"""The file that marks a folder of sagan-ad's outputs (a run folder, a test or predict folder):
+image discovery never reads such a folder as data, so overlays, curves and sample grids of an
+earlier run are never trained on or scored."""
 
 # (device, inode) of each input -> (what it is, size, modification time). Size and time tell an
 # input from a later file that reuses a deleted input's inode, and from an input a run has since
@@ -117,3 +129,24 @@ def _kind(mode: int) -> str:
         (stat.S_ISSOCK, "a socket"),
     )
     return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def mark_output_folder(folder: str | os.PathLike) -> None:
+    """Mark ``folder`` as holding sagan-ad's outputs (`OUTPUT_MARKER`), creating it.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> mark_output_folder(folder)
+        >>> (folder / OUTPUT_MARKER).is_file()
+        True
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / OUTPUT_MARKER
+    if not marker.exists():
+        marker.write_text(
+            "Outputs of sagan-ad (a run, a test or a predict). sagan-ad never reads the images "
+            "of a folder holding this file as data.\n",
+            encoding="utf-8",
+        )

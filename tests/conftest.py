@@ -165,6 +165,16 @@ def write_dicom(
     return path
 
 
+def film(value: int, shape: tuple[int, ...] = (8, 8), dtype: type = np.uint8) -> np.ndarray:
+    """A small test image of about ``value``: a uniform image is refused as a blank film, so a
+    left-to-right ramp (4 grey levels at 8 bits, a quarter of the value at 16) leads down to it
+    (up from it near 0), leaving the largest value, and so the used bit depth, unchanged."""
+    spread = 4 if dtype == np.uint8 else max(4, value // 4)
+    ramp = np.round(np.linspace(spread, 0, shape[1]))
+    row = value - ramp if value >= spread else value + ramp[::-1]
+    return np.ascontiguousarray(np.broadcast_to(row, shape).astype(dtype))
+
+
 def chest_phantom(height: int = 48, width: int = 40, high: int = 4095) -> np.ndarray:
     """A crude chest in display values (bright spine band, dark lungs) as uint16 in 0..high."""
     image = np.full((height, width), 0.5)

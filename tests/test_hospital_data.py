@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import chest_phantom, write_dicom, write_medad_tree
+from conftest import chest_phantom, film, write_dicom, write_medad_tree
 from PIL import Image
 from test_raw_datamodules import LAG_COUNTS, lag_tree, write_csv
 
@@ -115,7 +115,7 @@ def test_apple_double_files_are_not_images_of_a_folder_datamodule(tmp_path):
     normals = tmp_path / "normals"
     normals.mkdir()
     for i in range(4):
-        Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(normals / f"n{i}.png")
+        Image.fromarray(film(40 * i, (12, 12))).save(normals / f"n{i}.png")
     apple_double(normals)
     (normals / ".git").mkdir()
     (normals / ".git" / "x.png").write_bytes(b"")
@@ -188,7 +188,7 @@ def test_validation_hold_out_keeps_patients_whole_by_csv_column(tmp_path):
     rows = []
     (tmp_path / "img").mkdir()
     for i in range(12):
-        Image.fromarray(np.full((12, 12), 10 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        Image.fromarray(film(10 * i, (12, 12))).save(tmp_path / "img" / f"{i}.png")
         rows.append([f"img/{i}.png", f"patient{i // 3}"])
     write_csv(tmp_path / "normals.csv", ["path", "patient"], rows)
     dm = FolderDataModule(
@@ -408,7 +408,7 @@ def test_split_manifest_says_where_the_split_came_from(tmp_path, medad_root):
 def test_folder_datamodule_manifest_lists_its_roles(tmp_path):
     (tmp_path / "n").mkdir()
     for i in range(4):
-        Image.fromarray(np.full((12, 12), i, np.uint8)).save(tmp_path / "n" / f"{i}.png")
+        Image.fromarray(film(i, (12, 12))).save(tmp_path / "n" / f"{i}.png")
     dm = FolderDataModule(tmp_path / "n", cache_dir=tmp_path / "c", val_fraction=0.0, **QUIET)
     dm.setup()
     assert dm.split_manifest() == {
@@ -453,7 +453,7 @@ def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
 
 def test_files_of_different_depths_share_the_largest_and_say_so(tmp_path, caplog):
     twelve_bit_ramps(tmp_path / "n", 3)
-    Image.fromarray(np.full((32, 32), 12000, np.uint16)).save(tmp_path / "n" / "deep.png")
+    Image.fromarray(film(12000, (32, 32), np.uint16)).save(tmp_path / "n" / "deep.png")
     with caplog.at_level(logging.WARNING):
         dm = FolderDataModule(
             tmp_path / "n",

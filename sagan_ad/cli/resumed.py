@@ -58,8 +58,9 @@ def resumed_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[
     ``{key: (run's value, this command's value)}``; command options are no difference.
 
     Examples:
-        >>> resumed_differences({"data": {"init_args": {"seed": 0}}},
-        ...                     {"data": {"init_args": {"seed": 1}}, "ckpt_path": "last"})
+        >>> run = {"data": {"class_path": "D", "init_args": {"seed": 0}}}
+        >>> now = {"data": {"class_path": "D", "init_args": {"seed": 1}}, "ckpt_path": "last"}
+        >>> resumed_differences(run, now)
         {'data.seed': (0, 1)}
     """
     old, new = flat(saved), flat(current)

@@ -383,7 +383,8 @@ class ImageCache:
             bits.append(depth)
         if kept:
             where = os.path.commonpath([os.path.dirname(os.path.abspath(paths[i])) for i in kept])
-            unify_bit_depth(images, bits, self.settings.bit_depth, where)
+            names = [paths[i] for i in kept]
+            unify_bit_depth(images, bits, self.settings.bit_depth, where, names)
         skipped = [(paths[i], problems[i]) for i in problems]
         return CachedImages(images, kept, sizes, tags, skipped, identities)
 

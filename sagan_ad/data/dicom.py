@@ -14,6 +14,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_presentation_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from sagan_ad.data.dicom_bits import bits_stored_problem
+
 DicomMode = Literal["standard", "benchmark"]
 WindowMode = Literal["header", "percentile", "minmax"]
 
@@ -178,6 +180,9 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
             "export the frame you want as a single-frame file"
         )
     _check_pixel_module(ds, path, photometric)
+    contradiction = bits_stored_problem(ds)
+    if contradiction:
+        raise DicomReadError(f"{path}: {contradiction}")
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         pixels = ds.pixel_array
