@@ -69,6 +69,8 @@ def sniff(path: str | os.PathLike) -> str | None:
     for magic, kind in SIGNATURES:
         if head.startswith(magic):
             return kind
+    if head and not head.strip(b"\0"):
+        return "a file of NUL bytes only (a transfer that failed?)"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:

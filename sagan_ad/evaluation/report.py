@@ -14,7 +14,11 @@ import torch
 from torch import Tensor
 
 from sagan_ad.evaluation.audit import AuditThresholds, shortcut_audit
-from sagan_ad.evaluation.metrics import SingleClassWarning, detection_metrics
+from sagan_ad.evaluation.metrics import (
+    MIN_CLASS_FOR_INTERVAL,
+    SingleClassWarning,
+    detection_metrics,
+)
 from sagan_ad.evaluation.thresholds import apply_threshold
 
 MAX_GROUPS = 10
@@ -213,6 +217,13 @@ def build_report(
     """
     scores = scores.detach().double().cpu()
     labels = labels.detach().long().cpu()
+    bad = [name for name, s in zip(names, scores.tolist(), strict=False) if not math.isfinite(s)]
+    if bad:
+        raise ValueError(
+            f"{stage}: {len(bad)} of {len(names)} image(s) have a NaN or infinite score "
+            f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}): no metric can rank them; "
+            "find why (non-finite weights, an image outside the model's range) and score again"
+        )
     metrics = detection_metrics(scores, labels, bootstrap_resamples, seed)
     metrics["threshold"] = threshold
     metrics.update(operating_point(scores, labels, threshold))
@@ -225,7 +236,7 @@ def build_report(
                 group = detection_metrics(scores[keep], labels[keep], bootstrap_resamples, seed)
                 group.update(operating_point(scores[keep], labels[keep], threshold))
                 metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
-    messages: list[str] = []
+    messages: list[str] = _few_images(stage, labels)
     if statistics is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SingleClassWarning)
@@ -233,6 +244,7 @@ def build_report(
                 scores, labels, statistics, metrics["AUROC"], groups, audit, stage
             )
         metrics.update(found)
+        messages = _few_images(stage, labels) + messages
     predictions = apply_threshold(scores, threshold).tolist()
     rows = []
     for i, name in enumerate(names):
@@ -247,3 +259,18 @@ def build_report(
             row.update(metadata[i])
         rows.append(row)
     return EvaluationReport(stage, metrics, rows, scores, labels, messages)
+
+
+def _few_images(stage: str, labels: Tensor) -> list[str]:
+    """A warning when a class has a single image: the AUROC is then the rank of that one image
+    among the others, and no interval can say how uncertain it is."""
+    counts = {"normal": int((labels == 0).sum()), "abnormal": int((labels == 1).sum())}
+    few = [f"{n} {kind}" for kind, n in counts.items() if n == 1]
+    if not few or 0 in counts.values():
+        return []
+    return [
+        f"{stage}: the AUROC rests on {' and '.join(few)} image: it is the rank of that one "
+        "image among the others, not a measure of the model; the bootstrap interval is left out "
+        f"(NaN below {MIN_CLASS_FOR_INTERVAL} images per class). Evaluate on more images of each "
+        "class"
+    ]
