@@ -175,6 +175,25 @@ def film(value: int, shape: tuple[int, ...] = (8, 8), dtype: type = np.uint8) ->
     return np.ascontiguousarray(np.broadcast_to(row, shape).astype(dtype))
 
 
+def mark(pixels: np.ndarray, i: int, value: int | None = None) -> np.ndarray:
+    """``pixels`` with a bright band of rows and one of columns (an eighth of the image each)
+    placed by ``i``, and from ``i = 64`` on a third band, of half the brightness (512
+    placements): films of different patients made from one phantom would
+    otherwise be the same image, which the leakage check finds (identical decoded pixels) as a
+    copy on two sides."""
+    marked = pixels.copy()
+    h, w = marked.shape[:2]
+    top = marked.max() if value is None else value
+    rows, cols = max(1, h // 8), max(1, w // 8)
+    row, col = (i % 8) * rows, (i // 8 % 8) * cols
+    marked[row : row + rows, ...] = top
+    marked[:, col : col + cols, ...] = top
+    if i >= 64:
+        second = (i // 64 % 8) * cols
+        marked[:, second : second + cols, ...] = top // 2
+    return marked
+
+
 def chest_phantom(height: int = 48, width: int = 40, high: int = 4095) -> np.ndarray:
     """A crude chest in display values (bright spine band, dark lungs) as uint16 in 0..high."""
     image = np.full((height, width), 0.5)

@@ -64,6 +64,8 @@ class FolderDataModule(RawDataModule):
         ...                       test_abnormal="confirmed.csv")  # doctest: +SKIP
     """
 
+    roles_given = True
+
     def __init__(
         self,
         normal: str | os.PathLike,

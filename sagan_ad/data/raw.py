@@ -28,6 +28,7 @@ from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
+from sagan_ad.data.twins import SAME_PIXELS, pixel_twins
 from sagan_ad.protected import protect
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class RawDataModule(FileDataModule):
     """
 
     default_counts: ClassVar[dict[str, int]] = {}
+    roles_given: ClassVar[bool] = False
+    """Whether the user gives each image's role (training, test) rather than the DataModule
+    drawing it: the advice of the leakage check differs."""
 
     def __init__(
         self,
@@ -274,6 +278,10 @@ class RawDataModule(FileDataModule):
             }
             for name, row in rows.items()
         }
+        # Copies by decoded pixels too (a test film re-encoded into training), cheap once cached.
+        twins = pixel_twins(cached.images[list(rows.values())], list(rows))
+        for name, first in twins.items():
+            self.identities[name][SAME_PIXELS] = first
         self._known_names = list(split.known_normal)
         written = self.split_json(split)
         make_folder(self.cache_dir)
@@ -371,7 +379,14 @@ class RawDataModule(FileDataModule):
         if held & set(self.unlabeled.names):
             keep = [i for i, name in enumerate(self.unlabeled.names) if name not in held]
             self.unlabeled = self.unlabeled.subset(np.array(keep, dtype=np.int64))
-        check_leakage(self.sides(), self.identities, self.leakage, type(self).__name__)
+        check_leakage(
+            self.sides(),
+            self.identities,
+            self.leakage,
+            type(self).__name__,
+            group_by=self.group_by,
+            roles_given=self.roles_given or self.split_file is not None,
+        )
 
 
 def _parts(split: MedADSplit) -> list[list[str]]:
