@@ -234,17 +234,24 @@ def _where(name: str, argv: list[str], value: str | None = None) -> str:
     ``--config`` file that holds it as a key (with ``value``, where one does), as later files
     override earlier ones."""
     leaf = name.split(".")[-1]
-    flags = [
-        arg.split("=")[0]
-        for arg in argv
-        if arg.startswith("--") and arg.split("=")[0].split(".")[-1] == leaf
-    ]
-    if flags:
-        return f"given as {flags[0]} on the command line"
+    flags = {}
+    for i, arg in enumerate(argv):
+        key, equals, given = arg.partition("=")
+        if arg.startswith("--") and key.split(".")[-1] == leaf:
+            flags[key] = given if equals else (argv[i + 1] if i + 1 < len(argv) else "")
     files = [p for p in config_files(argv) if p.is_file() and _holds_key(p, leaf)]
-    exact = [p for p in files if value is not None and _holds_key(p, leaf, value)]
-    if exact or files:
-        return f"in --config {(exact or files)[-1]}"
+    if value is not None:
+        # Where the refused value itself was given, when it was given more than once.
+        exact_flags = [key for key, given in flags.items() if given == value]
+        if exact_flags:
+            return f"given as {exact_flags[-1]} on the command line"
+        exact = [p for p in files if _holds_key(p, leaf, value)]
+        if exact:
+            return f"in --config {exact[-1]}"
+    if flags:
+        return f"given as {list(flags)[-1]} on the command line"
+    if files:
+        return f"in --config {files[-1]}"
     return "on the command line or in a config"
 
 

@@ -285,7 +285,13 @@ class RawDataModule(FileDataModule):
         self._known_names = list(split.known_normal)
         written = self.split_json(split)
         make_folder(self.cache_dir)
-        atomic_write_text(self.split_path, json.dumps(written, indent=1))
+        # A split file given back from the cache folder is the record already: never rewrite
+        # the user's input (the run folder's data.json records what was used).
+        given = self.split_file is not None and file_identity(self.split_file) == file_identity(
+            self.split_path
+        )
+        if not given:
+            atomic_write_text(self.split_path, json.dumps(written, indent=1))
         left_out = len(used) - len(rows)
         self._manifest = {
             "source": self.split_source()
