@@ -78,9 +78,16 @@ def test_one_abnormal_image_gives_no_interval_and_a_warning():
         torch.tensor([0.1, 0.2, 0.8, 0.9]),
         torch.tensor([0, 0, 1, 1]),
         list("abcd"),
+        threshold=0.5,
         bootstrap_resamples=50,
     )
     assert not math.isnan(two.metrics["AUROC_CI_low"]) and not two.warnings
+    unvalidated = build_report("test", two.scores, two.labels, list("abcd"), bootstrap_resamples=0)
+    assert unvalidated.warnings == [
+        "test: no threshold (the model was never validated): predictions are -1 (undecided) "
+        "and the metrics at the threshold are NaN; validate with a validation set (val_fraction "
+        "above 0, or a val split) to choose one"
+    ]
 
 
 def saved_run(folder, seed=0, batch_size=4) -> None:

@@ -22,7 +22,7 @@ from sagan_ad.data.file_kinds import missing_reason
 from sagan_ad.data.files import FileDataModule
 from sagan_ad.data.groups import group_identity, group_values
 from sagan_ad.data.image_io import ImageReadError
-from sagan_ad.data.leakage import check_disjoint, check_leakage, file_identity
+from sagan_ad.data.leakage import canonical_id, check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
@@ -173,7 +173,8 @@ class RawDataModule(FileDataModule):
         """The group of each image by ``group_by`` (see `group_values`); without it, the data
         set's own patient key (empty: a group of its own)."""
         if self.group_by is None:
-            return {name: r.group for name, r in records.items()}
+            # Compared as the leakage check compares them: " P8" is the patient "P8".
+            return {name: canonical_id(r.group) for name, r in records.items()}
         return group_values(
             self.group_by,
             {name: r.metadata for name, r in records.items()},

@@ -236,7 +236,7 @@ def build_report(
                 group = detection_metrics(scores[keep], labels[keep], bootstrap_resamples, seed)
                 group.update(operating_point(scores[keep], labels[keep], threshold))
                 metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
-    messages: list[str] = _few_images(stage, labels)
+    messages: list[str] = _few_images(stage, labels) + _no_threshold(stage, threshold)
     if statistics is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SingleClassWarning)
@@ -244,7 +244,7 @@ def build_report(
                 scores, labels, statistics, metrics["AUROC"], groups, audit, stage
             )
         metrics.update(found)
-        messages = _few_images(stage, labels) + messages
+        messages = _few_images(stage, labels) + _no_threshold(stage, threshold) + messages
     predictions = apply_threshold(scores, threshold).tolist()
     rows = []
     for i, name in enumerate(names):
@@ -273,4 +273,16 @@ def _few_images(stage: str, labels: Tensor) -> list[str]:
         "image among the others, not a measure of the model; the bootstrap interval is left out "
         f"(NaN below {MIN_CLASS_FOR_INTERVAL} images per class). Evaluate on more images of each "
         "class"
+    ]
+
+
+def _no_threshold(stage: str, threshold: float) -> list[str]:
+    """A note in a test report scored without a threshold (a model never validated on
+    labelled or pseudo-anomaly data): its predictions are undecided."""
+    if stage != "test" or not math.isnan(threshold):
+        return []
+    return [
+        f"{stage}: no threshold (the model was never validated): predictions are -1 "
+        "(undecided) and the metrics at the threshold are NaN; validate with a validation set "
+        "(val_fraction above 0, or a val split) to choose one"
     ]

@@ -64,9 +64,11 @@ class TrainingLogs:
 
     def log_report(self, module: L.LightningModule, stage: str, report: EvaluationReport) -> None:
         """Log a validation's or test's metrics (AUROC and AP on the progress bar too), with the
-        iteration as step, and raise the shortcut audit's warnings."""
+        iteration as step, and raise the report's warnings (the shortcut audit's as
+        `ShortcutWarning`)."""
         for message in report.warnings:
-            rank_zero_warn(message, category=ShortcutWarning)
+            audit = message.startswith("shortcut audit")
+            rank_zero_warn(message, category=ShortcutWarning if audit else UserWarning)
         logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}
         main = {k: logged.pop(k) for k in (f"{stage}/AUROC", f"{stage}/AP")}
         module.log_dict(main, prog_bar=True)
