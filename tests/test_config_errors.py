@@ -84,8 +84,24 @@ def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
             "--config {config}: line 2, column 1 is indented with a tab",
         ),
         ("- a\n- b\n", "--config {config} holds a YAML list, not settings"),
+        (
+            "model:\n  init_args:\n    scorer:\n      class_path: sagan_ad.Scorr\n",
+            "model.scorer: class_path 'sagan_ad.Scorr' cannot be imported (module 'sagan_ad' has "
+            "no attribute 'Scorr') (did you mean 'sagan_ad.Scorer'?)",
+        ),
     ],
-    ids=["nested", "component", "data", "logger", "type", "trainer", "empty", "tab", "list"],
+    ids=[
+        "nested",
+        "component",
+        "data",
+        "logger",
+        "type",
+        "trainer",
+        "empty",
+        "tab",
+        "list",
+        "class",
+    ],
 )
 def test_config_mistakes_are_one_line_naming_the_setting_and_the_file(tmp_path, text, expected):
     line = fit_with(tmp_path, text)

@@ -185,3 +185,13 @@ def test_discovery_never_reads_sagan_ad_outputs_as_images(tmp_path, caplog):
     assert "1 folder(s) of sagan-ad outputs" in caplog.text
     assert (scans / "runs" / "version_0" / OUTPUT_MARKER).is_file()
     assert np.asarray(Image.open(overlays / "a.png.png")).shape == (20, 20)
+
+
+def test_a_root_inside_an_output_folder_is_never_read_as_data(tmp_path):
+    run = tmp_path / "runs" / "version_0"
+    overlays = run / "predict" / "overlays"
+    overlays.mkdir(parents=True)
+    Image.fromarray(film(90, (20, 20))).save(overlays / "a.png.png")
+    mark_output_folder(run)
+    found = discover_images(overlays)
+    assert found.images == [] and found.outputs == [run.resolve()]

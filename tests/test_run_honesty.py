@@ -111,8 +111,8 @@ def test_resuming_with_data_settings_that_change_the_images_is_refused(tmp_path)
         check_resumed_settings(tmp_path, now, "last")
     assert str(info.value).startswith(
         "--ckpt_path last resumes a run whose data settings were others: data.seed=3 (the run: "
-        "0); the images it trains and validates on would change mid-run and the best "
-        "checkpoint be chosen across two validation sets"
+        "0); the images it trains and validates on (or how validation scores them) would change "
+        "mid-run and the best checkpoint be chosen across two validation sets"
     )
 
 
@@ -162,3 +162,14 @@ def test_a_resumed_fit_keeps_the_runs_config_and_records_its_own_beside_it(tmp_p
         stderr.getvalue()
     )
     assert not (run / "config-resumed-2.yaml").exists()
+
+
+def test_resuming_with_another_scorer_is_refused(tmp_path):
+    run = saved_run(tmp_path)
+    now = {**run, "model": {**run["model"], "init_args": {"max_iterations": 4}}}
+    now["model"]["init_args"]["scorer"] = {
+        "class_path": "sagan_ad.Scorer",
+        "init_args": {"top_fraction": 0.1},
+    }
+    with pytest.raises(ValueError, match=r"model.scorer=.*model.scorer.top_fraction=0.1"):
+        check_resumed_settings(tmp_path, now, "last")

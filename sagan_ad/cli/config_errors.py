@@ -22,6 +22,9 @@ _UNKNOWN = re.compile(r"Option '(?P<key>[^']+)' is not accepted")
 _TYPE = re.compile(r"^(?P<expected>Expected a .+?)\. Got value: (?P<value>.*)$")
 _SUBCOMMAND = re.compile(r"Subcommand '(?P<cmd>[^']+)' does not accept option '(?P<key>[^']+)'")
 _INLINE_CLASS = re.compile(r"class_path='(?P<cls>[^']+)'")
+_NO_CLASS = re.compile(r"module '(?P<module>[^']+)' has no attribute '(?P<name>[^']+)'")
+_NO_MODULE = re.compile(r"No module named '(?P<module>[^']+)'")
+_STRUCTURE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'None")
 
 
 def config_files(argv: Iterable[str]) -> list[Path]:
@@ -138,12 +141,20 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
             stack.append((indent, "key", key["key"]) if key else (indent, "class", cls["cls"]))
             continue
         unknown, wrong = _UNKNOWN.search(text), _TYPE.match(text)
-        if not (unknown or wrong):
+        missing = _NO_CLASS.search(text) or _NO_MODULE.search(text)
+        if not (unknown or wrong or missing):
             continue
         while stack and stack[-1][0] >= indent:
             stack.pop()
         path = [value for _, kind, value in stack if kind == "key"]
         classes = [value for _, kind, value in stack if kind == "class"]
+        if missing and classes:
+            return (
+                f"{'.'.join(path)}: class_path {classes[-1]!r} cannot be imported ({text})"
+                f"{_suggest_class(classes[-1])} ({_where(path[-1] if path else '', argv)})"
+            )
+        if missing:
+            continue
         inline = _INLINE_CLASS.search(text)
         owner = inline["cls"] if inline else (classes[-1] if classes else None)
         if unknown:
@@ -162,7 +173,36 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
             f"{setting}={wrong['value']!r}: expected {_type_words(expected)} "
             f"({_where(path[-1].split('.')[-1] if path else '', argv, wrong['value'])})"
         )
-    return lines[0].strip() if len(lines) == 1 else " ".join(line.strip() for line in lines[:3])
+    return _innermost(lines)
+
+
+def _innermost(lines: list[str]) -> str:
+    """The deepest line of a nested error that says what is wrong, after its setting."""
+    keys: list[str] = []
+    best = (-1, lines[0].strip() if lines else "")
+    for raw in lines:
+        text = raw.strip().removeprefix("- ")
+        key = _KEY.match(text)
+        if key:
+            keys.append(key["key"])
+            continue
+        if not text or text.startswith(_STRUCTURE) or _CLASS.match(raw.strip()):
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        if indent > best[0]:
+            best = (indent, f"{'.'.join(keys)}: {text}" if keys else text)
+    return best[1]
+
+
+def _suggest_class(dotted: str) -> str:
+    """``did you mean`` for a class path whose module exists but lacks the class."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        names = [n for n, v in vars(importlib.import_module(module)).items() if isinstance(v, type)]
+    except (ImportError, ValueError):
+        return ""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.7)
+    return f" (did you mean {f'{module}.{close[0]}'!r}?)" if close else ""
 
 
 def _type_words(expected: str) -> str:

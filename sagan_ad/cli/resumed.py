@@ -1,7 +1,8 @@
 """A resumed ``fit`` is the run it continues: the settings it is restarted with are compared with
 the run's own ``config.yaml``. Data settings that decide which images train and validate may
 not change (the best checkpoint would be chosen across two validation sets); other changes are
-named in a warning, and ``config.yaml`` keeps the settings the run started with."""
+named in a warning, and ``config.yaml`` keeps the settings the run started with. The scorer's
+settings count with the data's: they make the validation AUROC checkpoints are chosen by."""
 
 from __future__ import annotations
 
@@ -93,13 +94,16 @@ def check_resumed_settings(run_folder: Path, current: dict[str, Any], checkpoint
     data = [
         shown[k]
         for k in differences
-        if k.split(".")[0] == "data" and k.split(".")[-1] not in DELIVERY
+        if (k.split(".")[0] == "data" and k.split(".")[-1] not in DELIVERY)
+        # The scorer makes the validation AUROC that the best checkpoint is chosen by.
+        or k.startswith("model.scorer")
     ]
     if data:
         raise ValueError(
             f"--ckpt_path {checkpoint} resumes a run whose data settings were others: "
-            f"{', '.join(data)}; the images it trains and validates on would change mid-run and "
-            f"the best checkpoint be chosen across two validation sets. Resume with the run's "
+            f"{', '.join(data)}; the images it trains and validates on (or how validation scores "
+            "them) would change mid-run and the best checkpoint be chosen across two validation "
+            f"sets. Resume with the run's "
             f"settings ({saved_file}), or start a new run (without --ckpt_path last, or from a "
             "copy of the checkpoint outside the run folder)"
         )

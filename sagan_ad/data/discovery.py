@@ -116,6 +116,12 @@ def discover_images(
     folder = Path(folder)
     wanted = {s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes}
     found = Discovery([])
+    # A folder inside sagan-ad's outputs (a run's predict/overlays) is outputs as a whole.
+    above = [folder, *folder.resolve().parents]
+    marked = next((p for p in above if (p / OUTPUT_MARKER).is_file()), None)
+    if marked is not None:
+        found.outputs.append(marked)
+        return found
     visited: set[tuple[int, int]] = set()
     for top, dirs, files in os.walk(folder, followlinks=True):
         stat = os.stat(top)
