@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 import lightning as L
 
@@ -94,7 +95,8 @@ def export_main(args: list[str]) -> None:
     protect(options.ckpt_path, "the checkpoint given by --ckpt_path")
     # Before the checkpoint is loaded and traced: `--output` naming it (by any path, a link)
     # would replace the trained weights with the scorer.
-    writable_target(options.output, "--output")
+    if not Path(options.output).is_dir():  # a folder is named by export, with a file to give
+        writable_target(options.output, "--output")
     model = load_checkpoint(options.ckpt_path, model_class)
     if getattr(model, "iteration", None) == 0 and not options.allow_untrained:
         raise CheckpointError(
