@@ -162,3 +162,12 @@ def test_predict_skips_unreadable_files_and_records_them_beside_the_predictions(
     assert sorted(skipped) == ["IM0009", "blank.png"]
     assert "the file is empty" in skipped["IM0009"]
     assert "every pixel has the value 9" in skipped["blank.png"]
+
+
+def test_a_film_of_one_colour_is_blank_in_grey(tmp_path):
+    red = np.zeros((20, 20, 3), np.uint8)
+    red[..., 0] = 200
+    Image.fromarray(red).save(tmp_path / "red.png")
+    for channels in (1, 3):
+        with pytest.raises(ImageReadError, match=r"every pixel has the colour \(200, 0, 0\)"):
+            read_image(tmp_path / "red.png", 16, in_channels=channels)

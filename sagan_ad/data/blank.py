@@ -19,15 +19,21 @@ def blank_reason(decoded: np.ndarray, image: np.ndarray) -> str | None:
         >>> blank_reason(narrow, np.array([[[0, 255]]], np.uint8)) is None
         True
     """
-    if image.size == 0 or image.min() != image.max():
-        return None
+    channels = image.reshape(image.shape[0], -1) if image.ndim == 3 else image.reshape(1, -1)
+    if image.size == 0 or (channels.min(axis=1) != channels.max(axis=1)).any():
+        return None  # some channel varies across the image
     low, high = decoded.min(), decoded.max()
     if low == high:
         return f"every pixel has the value {_shown(low)}: the image is blank"
+    pixels = decoded.reshape(-1, decoded.shape[-1]) if decoded.ndim == 3 else None
+    if pixels is not None and (pixels == pixels[0]).all():
+        colour = ", ".join(_shown(v) for v in pixels[0])
+        return f"every pixel has the colour ({colour}): the image is blank"
+    shade = ", ".join(str(int(v)) for v in channels[:, 0])
     return (
         f"its values span {_shown(low)} to {_shown(high)} ({decoded.dtype}), less than one grey "
-        f"level of the 8-bit image the model reads: it would come out as a uniform grey "
-        f"{int(image.flat[0])}"
+        f"level of the 8-bit image the model reads: it would come out as a uniform "
+        f"{'grey' if len(channels) == 1 else 'colour'} {shade}"
     )
 
 
