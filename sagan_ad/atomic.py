@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sagan_ad.protected import writable_target
+
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # A temporary is named after its target, the writing process and its host:
 # ".<stem>.partial-<pid>-<host><suffix>".
@@ -25,7 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     OpenCV) still work. If the block raises, the temporary file is removed and ``path`` is left
     untouched, so an interrupted run never leaves an output that looks complete but is not. The
     first write into a folder also removes the temporaries that killed processes left there
-    (`remove_stale_temporaries`).
+    (`remove_stale_temporaries`). A symbolic link is written through (the link is kept), and a
+    target that is an input of the same command or no regular file (a device, FIFO, folder) is
+    refused before anything is written (`sagan_ad.protected.writable_target`).
 
     Examples:
         >>> import tempfile
@@ -35,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> target.read_text()
         '{}'
     """
-    target = Path(path)
+    target = writable_target(path)
     if target.parent not in _CLEANED:
         remove_stale_temporaries(target.parent)
         _CLEANED.add(target.parent)

@@ -49,6 +49,7 @@ from sagan_ad.evaluation.inputs import images_in_range
 from sagan_ad.evaluation.scorer import Scorer
 from sagan_ad.module import SAGAN
 from sagan_ad.networks.generator import Generator
+from sagan_ad.protected import OutputIsInputError, input_role, writable_target
 
 ONNX_INLINE_LIMIT = 2**31 - 2**26
 """Weights (bytes) above which an ONNX export keeps them in a ``.data`` file beside the model:
@@ -271,7 +272,7 @@ def _output_path(path: str | os.PathLike) -> Path:
             f"export target {str(path)!r}: its folder cannot be created ({err.strerror or err}): "
             "choose another output path"
         ) from err
-    return path
+    return writable_target(path)
 
 
 @contextlib.contextmanager
@@ -279,6 +280,8 @@ def _writing(path: Path) -> Iterator[None]:
     """Name the target in write failures (full disk, no permission): torch's own say neither."""
     try:
         yield
+    except OutputIsInputError:
+        raise  # names the file and what it is already
     except OSError as err:
         full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         advice = "free some space or choose" if full else "choose"
@@ -324,14 +327,16 @@ def _write_onnx(scorer: AnomalyScorer, example: Tensor, path: Path) -> None:
         data = program.model_proto.SerializeToString()
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
-        # A sidecar beside the new file belongs to an earlier export it replaces.
-        sidecar.unlink(missing_ok=True)
+        # A sidecar beside the new file belongs to an earlier export it replaces (unless it is
+        # no export's: an input of this command, or not a regular file).
+        if sidecar.is_file() and input_role(sidecar) is None:
+            sidecar.unlink()
         return
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         staging.mkdir()
         program.save(staging / path.name, external_data=True)
-        os.replace(staging / sidecar.name, sidecar)
+        os.replace(staging / sidecar.name, writable_target(sidecar))
         os.replace(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -172,6 +172,35 @@ def write_dicom(
     return path
 
 
+def film(value: int, shape: tuple[int, ...] = (8, 8), dtype: type = np.uint8) -> np.ndarray:
+    """A small test image of about ``value``: a uniform image is refused as a blank film, so a
+    left-to-right ramp (4 grey levels at 8 bits, a quarter of the value at 16) leads down to it
+    (up from it near 0), leaving the largest value, and so the used bit depth, unchanged."""
+    spread = 4 if dtype == np.uint8 else max(4, value // 4)
+    ramp = np.round(np.linspace(spread, 0, shape[1]))
+    row = value - ramp if value >= spread else value + ramp[::-1]
+    return np.ascontiguousarray(np.broadcast_to(row, shape).astype(dtype))
+
+
+def mark(pixels: np.ndarray, i: int, value: int | None = None) -> np.ndarray:
+    """``pixels`` with a bright band of rows and one of columns (an eighth of the image each)
+    placed by ``i``, and from ``i = 64`` on a third band, of half the brightness (512
+    placements): films of different patients made from one phantom would
+    otherwise be the same image, which the leakage check finds (identical decoded pixels) as a
+    copy on two sides."""
+    marked = pixels.copy()
+    h, w = marked.shape[:2]
+    top = marked.max() if value is None else value
+    rows, cols = max(1, h // 8), max(1, w // 8)
+    row, col = (i % 8) * rows, (i // 8 % 8) * cols
+    marked[row : row + rows, ...] = top
+    marked[:, col : col + cols, ...] = top
+    if i >= 64:
+        second = (i // 64 % 8) * cols
+        marked[:, second : second + cols, ...] = top // 2
+    return marked
+
+
 def chest_phantom(height: int = 48, width: int = 40, high: int = 4095) -> np.ndarray:
     """A crude chest in display values (bright spine band, dark lungs) as uint16 in 0..high."""
     image = np.full((height, width), 0.5)

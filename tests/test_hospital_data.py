@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import chest_phantom, write_dicom, write_medad_tree
+from conftest import chest_phantom, film, mark, write_dicom, write_medad_tree
 from PIL import Image
 from test_raw_datamodules import LAG_COUNTS, lag_tree, write_csv
 
@@ -46,7 +46,7 @@ def rsna_tree(root: Path, normal: int, opacity: int, patient=None, start: int = 
         abnormal = i - start >= normal
         write_dicom(
             root / "stage_2_train_images" / f"{pid}.dcm",
-            (chest_phantom(20, 20) // (1 + i % 3) // 16).astype(np.uint8),
+            (mark(chest_phantom(20, 20) // (1 + i % 3), i) // 16).astype(np.uint8),
             PatientID=patient(i) if patient else pid,
         )
         info.append(f"{pid},{'Lung Opacity' if abnormal else 'Normal'}")
@@ -115,7 +115,7 @@ def test_apple_double_files_are_not_images_of_a_folder_datamodule(tmp_path):
     normals = tmp_path / "normals"
     normals.mkdir()
     for i in range(4):
-        Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(normals / f"n{i}.png")
+        Image.fromarray(film(40 * i, (12, 12))).save(normals / f"n{i}.png")
     apple_double(normals)
     (normals / ".git").mkdir()
     (normals / ".git" / "x.png").write_bytes(b"")
@@ -131,7 +131,7 @@ def dicom_folder(folder: Path, patients: list[str], start: int = 0) -> list[Path
     return [
         write_dicom(
             folder / f"im{start + i}.dcm",
-            chest_phantom(20, 20) // (1 + i % 3),
+            mark(chest_phantom(20, 20) // (1 + i % 3), start + i),
             bits_stored=12,
             PatientID=patient,
         )
@@ -159,8 +159,10 @@ def test_a_patient_in_training_and_test_is_refused_or_reported(tmp_path, caplog)
         folder()
     assert str(info.value).startswith(
         "FolderDataModule: 1 patient(s) or image(s) are on two sides of the split: PatientID "
-        "'P2' in training (1) and test (1). A model validated or tested on a patient it trained "
-        "on scores too well: set group_by='PatientID'"
+        "'P2' in training (1) and test (1). A model validated or tested on a patient or image "
+        "it trained on scores too well: the split you gave puts a patient (PatientID) in "
+        "training and test: move each patient's images to one side of it; leakage='warn' only "
+        "reports this"
     )
     with caplog.at_level(logging.WARNING):
         folder(leakage="warn")
@@ -188,7 +190,7 @@ def test_validation_hold_out_keeps_patients_whole_by_csv_column(tmp_path):
     rows = []
     (tmp_path / "img").mkdir()
     for i in range(12):
-        Image.fromarray(np.full((12, 12), 10 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        Image.fromarray(film(10 * i, (12, 12))).save(tmp_path / "img" / f"{i}.png")
         rows.append([f"img/{i}.png", f"patient{i // 3}"])
     write_csv(tmp_path / "normals.csv", ["path", "patient"], rows)
     dm = FolderDataModule(
@@ -278,9 +280,12 @@ def test_group_by_must_name_a_column_or_a_dicom_keyword(tmp_path):
 def test_medad_data_with_dicom_images_is_checked_for_patient_leakage(tmp_path):
     images = tmp_path / "medad" / "images"
     patients = {"k0": "A", "k1": "B", "k2": "C", "k3": "D", "u0": "E", "u1": "F", "t0": "B"}
-    for name, patient in patients.items():
+    for i, (name, patient) in enumerate(patients.items()):
         write_dicom(
-            images / f"{name}.dcm", chest_phantom(20, 20), bits_stored=12, PatientID=patient
+            images / f"{name}.dcm",
+            mark(chest_phantom(20, 20), i),
+            bits_stored=12,
+            PatientID=patient,
         )
     split = {
         "train": {
@@ -301,9 +306,12 @@ def test_medad_group_by_a_dicom_keyword_keeps_patients_apart(tmp_path):
     images = tmp_path / "medad" / "images"
     patients = {f"k{i}": "ABCDEF"[i // 2] for i in range(12)}  # two known normals each
     patients |= {"u0": "A", "u1": "G", "u2": "H", "u3": "I", "t0": "J"}
-    for name, patient in patients.items():
+    for i, (name, patient) in enumerate(patients.items()):
         write_dicom(
-            images / f"{name}.dcm", chest_phantom(20, 20), bits_stored=12, PatientID=patient
+            images / f"{name}.dcm",
+            mark(chest_phantom(20, 20), i),
+            bits_stored=12,
+            PatientID=patient,
         )
     split = {
         "train": {
@@ -442,7 +450,7 @@ def test_split_manifest_says_where_the_split_came_from(tmp_path, medad_root):
 def test_folder_datamodule_manifest_lists_its_roles(tmp_path):
     (tmp_path / "n").mkdir()
     for i in range(4):
-        Image.fromarray(np.full((12, 12), i, np.uint8)).save(tmp_path / "n" / f"{i}.png")
+        Image.fromarray(film(i, (12, 12))).save(tmp_path / "n" / f"{i}.png")
     dm = FolderDataModule(tmp_path / "n", cache_dir=tmp_path / "c", val_fraction=0.0, **QUIET)
     dm.setup()
     assert dm.split_manifest() == {
@@ -487,7 +495,7 @@ def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
 
 def test_files_of_different_depths_share_the_largest_and_say_so(tmp_path, caplog):
     twelve_bit_ramps(tmp_path / "n", 3)
-    Image.fromarray(np.full((32, 32), 12000, np.uint16)).save(tmp_path / "n" / "deep.png")
+    Image.fromarray(film(12000, (32, 32), np.uint16)).save(tmp_path / "n" / "deep.png")
     with caplog.at_level(logging.WARNING):
         dm = FolderDataModule(
             tmp_path / "n",
@@ -643,7 +651,9 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
     images = tmp_path / "medad" / "images"
     names = [f"IM{i}" for i in range(8)]
     for i, name in enumerate(names):
-        write_dicom(images / name, chest_phantom() // (1 + i % 3), bits_stored=12, file_meta=False)
+        write_dicom(
+            images / name, mark(chest_phantom() // (1 + i % 3), i), bits_stored=12, file_meta=False
+        )
     split = {"train": {"0": names[:4], "unlabeled": {"0": names[4:6], "1": names[6:]}}}
     (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
     options = dict(image_size=16, val_fraction=0.0, unlabeled_size=2, anomaly_ratio=0.5)

@@ -35,20 +35,22 @@ def test_sixteen_bit_grayscale_png_and_tiff_keep_their_depth(tmp_path):
         decoded = decode_image(tmp_path / name)
         assert decoded.dtype == np.uint16
         np.testing.assert_array_equal(decoded, pixels)
-    full = np.full((16, 16), 65535, np.uint16)
+    # White beside black (a uniform film is refused as blank): 65535 is white at 16 bits.
+    full = np.zeros((16, 16), np.uint16)
+    full[:, :8] = 65535
     Image.fromarray(full).save(tmp_path / "white.png")
-    assert load_image(tmp_path / "white.png", 8).min() == 255
+    assert load_image(tmp_path / "white.png", 16)[0, :, :8].min() == 255
 
 
 def test_sixteen_bit_rgb_is_read_in_rgb_order(tmp_path):
     bgr = np.zeros((8, 8, 3), np.uint16)
-    bgr[..., 2] = 65535  # red, in OpenCV's BGR order
+    bgr[:, :4, 2] = 65535  # red beside black, in OpenCV's BGR order
     cv2.imwrite(str(tmp_path / "red.png"), bgr)
     decoded = decode_image(tmp_path / "red.png")
-    assert decoded.dtype == np.uint16 and decoded[..., 0].min() == 65535
-    image = load_image(tmp_path / "red.png", 4, in_channels=3)
-    assert image[0].min() == 255 and image[1:].max() == 0
-    assert load_image(tmp_path / "red.png", 4)[0, 0, 0] == round(0.299 * 255)
+    assert decoded.dtype == np.uint16 and decoded[:, :4, 0].min() == 65535
+    image = load_image(tmp_path / "red.png", 8, in_channels=3)
+    assert image[0, :, :4].min() == 255 and image[1:].max() == 0
+    assert load_image(tmp_path / "red.png", 8)[0, 0, 0] == round(0.299 * 255)
 
 
 def test_eight_bit_reading_is_unchanged(tmp_path):

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import chest_phantom, tiny_networks, write_dicom
+from conftest import chest_phantom, mark, tiny_networks, write_dicom
+from conftest import film as film_png
 from PIL import Image
 
 from sagan_ad import (
@@ -34,7 +35,7 @@ def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
 
 
 def film(i: int) -> np.ndarray:
-    return (chest_phantom(SIZE, SIZE) // (1 + i % 3)).astype(np.uint16)
+    return mark(chest_phantom(SIZE, SIZE) // (1 + i % 3), i).astype(np.uint16)
 
 
 def rsna_tree(root: Path, normal: int = 8, opacity: int = 6, other: int = 3) -> Path:
@@ -43,7 +44,7 @@ def rsna_tree(root: Path, normal: int = 8, opacity: int = 6, other: int = 3) -> 
         pid = f"p{i:03d}"
         write_dicom(
             root / "stage_2_train_images" / f"{pid}.dcm",
-            film(i).astype(np.uint8),
+            (film(i) // 16).astype(np.uint8),
             ViewPosition="PA" if i % 2 else "AP",
         )
         if i < normal:
@@ -294,16 +295,19 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
     normals = tmp_path / "normals"
     normals.mkdir()
     for i in range(6):
-        Image.fromarray(np.full((20, 20), 60 + i, np.uint16) * 256).save(normals / f"n{i}.png")
+        pixels = np.full((20, 20), (60 + i) * 256, np.uint16)
+        pixels[:, :10] += 256  # one grey above and below: a uniform film is refused as blank
+        pixels[:, 10:] -= 256
+        Image.fromarray(pixels).save(normals / f"n{i}.png")
     write_dicom(tmp_path / "ward" / "u0.dcm", chest_phantom(), bits_stored=12)
     write_dicom(tmp_path / "ward" / "sub" / "u1.dcm", chest_phantom(), bits_stored=12)
     write_dicom(tmp_path / "ward" / "IM0002", chest_phantom(), bits_stored=12)  # PACS export
     (tmp_path / "ward" / "notes.txt").write_text("not an image")
     test = tmp_path / "test"
     test.mkdir()
-    Image.fromarray(np.full((20, 20), 200, np.uint8)).save(test / "t0.png")
+    Image.fromarray(film_png(200, (20, 20))).save(test / "t0.png")
     write_csv(test / "abnormal.csv", ["path", "site"], [["t0.png", "A"]])
-    Image.fromarray(np.full((20, 20), 10, np.uint8)).save(test / "t1.png")
+    Image.fromarray(film_png(10, (20, 20))).save(test / "t1.png")
     write_csv(test / "normal.csv", ["path", "site"], [["t1.png", "B"]])
     dm = FolderDataModule(
         normals,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,12 +29,14 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
 from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
 from sagan_ad.cli.commands import configs_main, export_main
+from sagan_ad.cli.config_errors import check_config_files, parse_error_message
 from sagan_ad.cli.errors import _user_error
 from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
 from sagan_ad.compat import migrate_arguments
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.module import SAGAN
+from sagan_ad.protected import forget_inputs
 from sagan_ad.training.checkpoint_files import read_checkpoint
 from sagan_ad.training.engine import TRAINER_DEFAULTS, Engine, trainer_arguments
 from sagan_ad.training.resume import SPECIAL_PATHS
@@ -107,6 +110,23 @@ class SAGANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_logger_packages(self._get(config, "trainer", default={}).get("logger"))
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as Lightning does, but report a wrong setting as one sentence that names it,
+        where it was given and the setting meant (`parse_error_message`), not jsonargparse's
+        usage text and nested union errors."""
+        parsers = [parser, *_subcommand_parsers(parser).values()]
+        for each in parsers:
+            each.exit_on_error = False
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            argv = [str(a) for a in args] if isinstance(args, list | tuple) else sys.argv[1:]
+            known = _known_settings(parser, argv)
+            raise ValueError(parse_error_message(str(err), argv, known)) from None
+        finally:
+            for each in parsers:
+                each.exit_on_error = True
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the default callbacks and atomic checkpoint writes (`sagan_ad.Engine`'s)."""
@@ -183,6 +203,23 @@ def add_checkpoint_arguments(parser: LightningArgumentParser) -> None:
     )
 
 
+def _subcommand_parsers(parser: LightningArgumentParser) -> dict[str, Any]:
+    action = getattr(parser, "_subcommands_action", None)
+    return dict(getattr(action, "_name_parser_map", {}) or {})
+
+
+def _known_settings(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
+    """The dotted settings of the subcommand in ``argv`` (for suggestions)."""
+    subparser = _subcommand_parsers(parser).get(argv[0] if argv else "")
+    if subparser is None:
+        return []
+    try:
+        # Namespace.keys() gives the nested keys dotted; iterating a Namespace does not.
+        return [str(key) for key in subparser.get_defaults().keys()]  # noqa: SIM118
+    except Exception:  # a default that cannot be built: no suggestions, the error still shows
+        return []
+
+
 def _use_working_folder() -> None:
     """Let ``class_path`` name modules of the current folder (``--model my_module.MySAGAN``),
     as ``python -m`` would; appended, so a local file never shadows an installed package."""
@@ -200,6 +237,7 @@ def main(args: list[str] | None = None) -> None:
     Examples:
         >>> main(["fit", "--config", "examples/quickstart.yaml"])  # doctest: +SKIP
     """
+    forget_inputs()
     try:
         _main(args)
     except Exception as error:
@@ -230,11 +268,13 @@ def _main(args: list[str] | None) -> None:
         export_main(argv[1:])
         return
     check_class_paths(argv)
+    argv = resolve_config_arguments(argv)
+    check_config_files(argv)
     with warnings.catch_warnings():
         # The arguments always come as `args` (config names resolved), which LightningCLI takes
         # for a mistake when sys.argv holds arguments too.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        _lightning_cli(migrate_arguments(resolve_config_arguments(argv)))
+        _lightning_cli(migrate_arguments(argv))
 
 
 def _lightning_cli(args: list[str]) -> None:

@@ -5,14 +5,18 @@ resumed fit continued in its own run folder."""
 from __future__ import annotations
 
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.cli.checks import check_output_folders
+from sagan_ad.cli.resumed import check_resumed_settings
 from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.module import SAGAN
+from sagan_ad.protected import protect
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -24,7 +28,8 @@ from sagan_ad.training.checkpoint_files import (
 from sagan_ad.training.checkpoint_settings import check_settings, flat_settings
 from sagan_ad.training.engine import Engine
 from sagan_ad.training.hparams import factory_config
-from sagan_ad.training.resume import SPECIAL_PATHS, resolve_checkpoint
+from sagan_ad.training.resume import SPECIAL_PATHS, find_last_checkpoint, resolve_checkpoint
+from sagan_ad.training.run_config import _plain_config
 
 
 def prepare_run(cli: LightningCLI) -> None:
@@ -41,10 +46,26 @@ def prepare_run(cli: LightningCLI) -> None:
         checkpoint = read_checkpoint(resolved, mmap=True)
         if adopt_checkpoint_settings(cli, checkpoint, resolved):
             cli.model = cli._get(cli.parser.instantiate_classes(cli.config), "model")
+    local = isinstance(resolved, str) and "://" not in resolved
+    resumed = local and stage == "fit"
+    resumed = resumed and (requested == "last" or _is_newest_last(cli.trainer, resolved))
+    if resumed:
+        current = _plain_config(cli._parser(stage), cli.config[stage])
+        check_resumed_settings(Path(resolved).parent.parent, current, requested)
+    elif local:
+        # Only the run a checkpoint belongs to may write over it (a resumed last.ckpt).
+        protect(resolved, f"the checkpoint given by --ckpt_path {requested}")
     options["ckpt_path"] = Engine(cli.trainer).prepare(cli.model, stage, resolved, "--ckpt_path")
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
+
+
+def _is_newest_last(trainer: L.Trainer, path: str) -> bool:
+    """Whether ``path`` is the experiment's newest last checkpoint: resuming it by its path is
+    the same resume as ``--ckpt_path last`` (an older checkpoint starts a new run from it)."""
+    newest = find_last_checkpoint(trainer)
+    return newest is not None and Path(path).resolve() == newest.resolve()
 
 
 def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], path: str) -> bool:

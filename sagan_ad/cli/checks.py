@@ -82,22 +82,19 @@ def check_writable(folder: Path) -> None:
         >>> import tempfile
         >>> check_writable(Path(tempfile.mkdtemp()) / "run")
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    # Created and taken back: a run stopped by a later check leaves no empty folders behind.
+    reason = _try_creating(folder, existing)
+    if reason is not None:
         # mkdir's own reason for a file in the way is "File exists" or "Not a directory".
-        existing = folder
-        while not existing.exists() and existing.parent != existing:
-            existing = existing.parent
-        reason = err.strerror or str(err)
         if existing.exists() and not existing.is_dir():
             reason = f"{str(existing)!r} is a file, not a folder"
         raise PermissionError(
             f"the output folder {str(folder)!r} cannot be written ({reason}): "
             "choose another --trainer.default_root_dir"
-        ) from err
+        )
 
 
 def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
@@ -119,11 +116,35 @@ def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
         problem, error = f"{str(existing)!r} is a file, not a folder", NotADirectoryError
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem, error = f"{str(existing)!r} is not writable", PermissionError
+    else:
+        # Permissions do not tell everything (root may write anywhere, yet no folder can be
+        # made under /proc or on a read-only mount): try, and take back what was made.
+        problem, error = _try_creating(folder, existing), PermissionError
     if problem is not None:
         raise error(
             f"{setting}: the output folder {str(folder)!r} cannot be created or written "
             f"({problem}): choose another folder with {setting}"
         )
+
+
+def _try_creating(folder: Path, existing: Path) -> str | None:
+    """Create ``folder`` (below its existing ancestor ``existing``) and a file in it, then
+    remove both; the reason it failed, or None."""
+    made = []
+    try:
+        for part in reversed([folder, *folder.parents]):
+            if part.exists() or existing.is_relative_to(part):
+                continue
+            part.mkdir()
+            made.append(part)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{err.strerror or err}"
+    finally:
+        for part in reversed(made):
+            part.rmdir()
+    return None
 
 
 def check_output_folders(

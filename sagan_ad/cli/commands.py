@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 from sagan_ad.cli.checks import check_output_folder
 from sagan_ad.cli.usage import SUBCOMMANDS
@@ -45,6 +46,7 @@ def export_main(args: list[str]) -> None:
     # Imported here, not at the top: `sagan-ad configs` shares this module and answers without
     # loading torch.
     from sagan_ad.export import export_scorer
+    from sagan_ad.protected import protect, writable_target
     from sagan_ad.training.checkpoint_files import CheckpointError
     from sagan_ad.training.checkpointing import load_checkpoint
     from sagan_ad.training.resume import SPECIAL_PATHS
@@ -93,6 +95,11 @@ def export_main(args: list[str]) -> None:
             f"settings): pass the file, for example lightning_logs/version_0/checkpoints/{example}"
         )
     model_class = _import(options.model) if options.model else None
+    protect(options.ckpt_path, "the checkpoint given by --ckpt_path")
+    # Before the checkpoint is loaded and traced: `--output` naming it (by any path, a link)
+    # would replace the trained weights with the scorer.
+    if not Path(options.output).is_dir():  # a folder is named by export, with a file to give
+        writable_target(options.output, "--output")
     model = load_checkpoint(options.ckpt_path, model_class)
     if getattr(model, "iteration", None) == 0 and not options.allow_untrained:
         raise CheckpointError(

@@ -119,7 +119,11 @@ def data_set_depth(bits: Sequence[int | None], bit_depth: BitDepth, where: str) 
 
 
 def unify_bit_depth(
-    images: np.ndarray, bits: Sequence[int | None], bit_depth: BitDepth, where: str
+    images: np.ndarray,
+    bits: Sequence[int | None],
+    bit_depth: BitDepth,
+    where: str,
+    names: Sequence[object] | None = None,
 ) -> int | None:
     """Bring the 16-bit images of one data set to the `data_set_depth`, in place.
 
@@ -132,6 +136,8 @@ def unify_bit_depth(
         bits: `used_bits` of each image (``None`` for images that are not 16-bit).
         bit_depth: the setting the images were read with.
         where: the data set, for the messages.
+        names: the file of each image: an image that the data set's depth flattens to one grey
+            is then refused, naming it (`ValueError`).
 
     Returns:
         The data set's depth under ``"auto"`` (``None`` without 16-bit images or otherwise).
@@ -144,11 +150,20 @@ def unify_bit_depth(
     if bit_depth == "auto":
         _warn_outlier_depth(images, bits, where)
     top = data_set_depth(bits, bit_depth, where)
+    flattened = []
     if top is not None:
         for i, b in enumerate(bits):
             if b is not None and b < top:
                 factor = (2.0**b - 1.0) / (2.0**top - 1.0)
                 images[i] = np.round(images[i] * factor).astype(np.uint8)
+                if names is not None and images[i].min() == images[i].max():
+                    flattened.append(f"{names[i]} (uses {b} bits)")
+    if flattened:
+        raise ValueError(
+            f"{where}: {len(flattened)} 16-bit image(s) hold so little of the data set's "
+            f"{top}-bit scale that they come out as one uniform grey: {', '.join(flattened[:10])}"
+            "; remove them, or set bit_depth to the depth they were exported with"
+        )
     return top
 
 

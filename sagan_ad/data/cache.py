@@ -426,6 +426,8 @@ class ImageCache:
         if kept:
             # The folders of the files (their keys are absolute paths), each once.
             where = os.path.commonpath({os.path.dirname(keys[i]) for i in kept})
-            unify_bit_depth(images, [e[BITS] for e in entries], self.settings.bit_depth, where)
+            names = [paths[i] for i in kept]
+            bits = [e[BITS] for e in entries]
+            unify_bit_depth(images, bits, self.settings.bit_depth, where, names)
         skipped = [(paths[i], problems[i]) for i in problems]
         return CachedImages(images, kept, sizes, tags, skipped, identities, headers)

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sagan_ad.protected import writable_target
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +60,7 @@ def bytes_digest(data: bytes) -> str:
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     # Write beside the target, then rename: a crash leaves the old file or none, never half.
+    path = writable_target(path, "cache_dir")
     try:
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:

@@ -16,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_presentation_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from sagan_ad.data.dicom_bits import bits_stored_problem
 from sagan_ad.data.dicom_voi import first_value, padding_mask, usable_lut, voi
 
 DicomMode = Literal["standard", "benchmark"]
@@ -191,6 +192,9 @@ def _decoded_pixels(ds: Dataset, path: str | os.PathLike) -> np.ndarray:
             "export the frame you want as a single-frame file"
         )
     _check_pixel_module(ds, path, photometric)
+    contradiction = bits_stored_problem(ds)
+    if contradiction:
+        raise DicomReadError(f"{path}: {contradiction}")
     syntax = ds.file_meta.TransferSyntaxUID
     try:
         pixels = _native_pixels(ds)

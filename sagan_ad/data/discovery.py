@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sagan_ad.data.dicom import is_dicom_file
-from sagan_ad.data.file_kinds import DICOM_SUFFIXES
+from sagan_ad.data.file_kinds import DICOM_SUFFIXES, dicom_without_image, failed_transfer
 from sagan_ad.data.messages import log_once
+from sagan_ad.protected import OUTPUT_MARKER
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *DICOM_SUFFIXES)
 """The suffixes every reader of folders lists (training and ``predict`` alike), any case."""
@@ -52,20 +53,36 @@ class Discovery:
         images: the image files, sorted.
         junk: hidden or system files and folders that were skipped (`is_junk`, ``__MACOSX``).
         other: files that are not images (by suffix, or without suffix nor DICOM magic).
+        outputs: folders of sagan-ad's own outputs (`sagan_ad.protected.OUTPUT_MARKER`: run,
+            test and predict folders), never read as data.
+        not_images: DICOM files that hold no image (a ``DICOMDIR``, structured reports,
+            presentation states, key objects: `dicom_without_image`), with what they hold.
     """
 
     images: list[Path]
     junk: list[Path] = field(default_factory=list)
     other: list[Path] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)
+    not_images: list[tuple[Path, str]] = field(default_factory=list)
 
     def log_skipped(self, folder: str | os.PathLike) -> None:
         """One warning with the counts of what was skipped (nothing when nothing was)."""
-        if not (self.junk or self.other):
+        if not (self.junk or self.other or self.outputs or self.not_images):
             return
         parts = []
+        if self.outputs:
+            shown = ", ".join(str(p) for p in self.outputs[:3])
+            parts.append(
+                f"{len(self.outputs)} folder(s) of sagan-ad outputs ({shown}): overlays and "
+                "curves of earlier runs are not data"
+            )
         if self.junk:
             shown = ", ".join(p.name for p in self.junk[:3])
             parts.append(f"{len(self.junk)} hidden or system file(s) or folder(s) ({shown}, ...)")
+        if self.not_images:
+            kinds = Counter(kind.split(" (")[0] for _, kind in self.not_images)
+            listed = ", ".join(f"{n} {kind.removeprefix('a ')}" for kind, n in kinds.most_common(4))
+            parts.append(f"{len(self.not_images)} DICOM file(s) that hold no image ({listed})")
         if self.other:
             kinds = Counter(p.suffix.lower() or "(no suffix)" for p in self.other)
             listed = ", ".join(f"{n} {suffix}" for suffix, n in kinds.most_common(5))
@@ -84,7 +101,12 @@ def discover_images(
     (read as DICOM). Hidden and system files and folders (`is_junk`, `JUNK_FOLDERS`: also the
     thumbnail and recycle folders of network storage) are never images. Symbolic links to
     folders are followed (each folder once); dangling links, link loops and special files with
-    an image suffix are listed as images, so that reading them reports what they are.
+    an image suffix are listed as images, so that reading them reports what they are. Folders
+    of sagan-ad's own outputs (marked by `sagan_ad.protected.OUTPUT_MARKER`) are skipped whole.
+    DICOM files that hold no image (``DICOMDIR``, reports, presentation states: see
+    `dicom_without_image`) are skipped and counted; files without suffix that look like failed
+    transfers (empty, NUL bytes, a stub: `failed_transfer`) are listed as images, so that
+    reading them reports them.
 
     Examples:
         >>> import tempfile
@@ -93,9 +115,16 @@ def discover_images(
     """
     folder = Path(folder)
     wanted = {s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes}
+    # A folder inside sagan-ad's outputs (a run's predict/overlays) is outputs as a whole.
+    above = [folder, *folder.resolve().parents]
+    marked = next((p for p in above if (p / OUTPUT_MARKER).is_file()), None)
+    if marked is not None:
+        return Discovery([], outputs=[marked])
     images: list[str] = []
     junk: list[str] = []
     other: list[str] = []
+    outputs: list[str] = []
+    not_images: list[tuple[str, str]] = []
     visited: set[tuple[int, int]] = set()
     # Strings and os.scandir, not Path objects: a hospital export has hundreds of thousands of
     # files, and scandir tells regular files apart without one stat per file.
@@ -111,6 +140,9 @@ def discover_images(
         if (stat.st_dev, stat.st_ino) in visited:
             continue
         visited.add((stat.st_dev, stat.st_ino))
+        if any(entry.name == OUTPUT_MARKER for entry in entries):
+            outputs.append(top)
+            continue
         subfolders = []
         for entry in entries:
             name, path = entry.name, entry.path
@@ -132,11 +164,26 @@ def discover_images(
                 # but kept where an image was meant, so that reading reports it.
                 (images if force_dicom or suffix in wanted else other).append(path)
             elif force_dicom or suffix in wanted or (not suffix and is_dicom_file(path)):
+                dicom = force_dicom or not suffix or suffix in DICOM_SUFFIXES
+                content = dicom_without_image(path) if dicom else None
+                if content is None:
+                    images.append(path)
+                else:
+                    not_images.append((path, content))
+            elif not suffix and failed_transfer(path):
+                # A PACS export's image cut short: reading it names it (an error, or skipped
+                # and listed with on_error='skip'), where a README would just be passed over.
                 images.append(path)
             else:
                 other.append(path)
         tops.extend(reversed(subfolders))
-    return Discovery(_sorted_paths(images), _sorted_paths(junk), _sorted_paths(other))
+    return Discovery(
+        _sorted_paths(images),
+        _sorted_paths(junk),
+        _sorted_paths(other),
+        _sorted_paths(outputs),
+        [(Path(p), content) for p, content in not_images],
+    )
 
 
 def _is_file(entry: os.DirEntry) -> bool:

@@ -9,6 +9,9 @@ import os
 import unicodedata
 from pathlib import Path
 
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID
+
 from sagan_ad.data.dicom import is_dicom_file
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -73,6 +76,8 @@ def sniff_bytes(head: bytes) -> str | None:
     for magic, kind in SIGNATURES:
         if head.startswith(magic):
             return kind
+    if head and not head.strip(b"\0"):
+        return "a file of NUL bytes only (a transfer that failed?)"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:
@@ -149,3 +154,56 @@ def _near_names(path: Path) -> str | None:
             return None
         found = found / entries[_spelling(part)]
     return str(found) if found.is_file() else None
+
+
+def dicom_without_image(path: str | os.PathLike) -> str | None:
+    """What a DICOM file holds when it is no image, by its name (``DICOMDIR``) or its Media
+    Storage SOP Class (a directory, structured report, presentation state, key object
+    selection, encapsulated PDF, ...), or None: an image, or a class not known to hold none.
+
+    Examples:
+        >>> dicom_without_image("export/DICOMDIR")
+        'a DICOMDIR (the index of a PACS export)'
+    """
+    if Path(path).name.upper() == "DICOMDIR":
+        return "a DICOMDIR (the index of a PACS export)"
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:
+        return None  # no file meta: read as an image, which reports what is wrong
+    sop_class = meta.get("MediaStorageSOPClassUID")
+    if sop_class is None:
+        return None
+    name = UID(str(sop_class)).name
+    # pydicom names every standard class; image classes say so ("DX Image Storage - For
+    # Presentation", "Ophthalmic Photography 8 Bit Image Storage"), others do not.
+    if name == str(sop_class) or "Image" in name:
+        return None
+    return f"a DICOM {name.removesuffix(' Storage')} ({sop_class}), not an image"
+
+
+def failed_transfer(path: str | os.PathLike) -> bool:
+    """Whether a file without suffix looks like a transfer that failed (a PACS export's image
+    cut short): empty, only NUL bytes, or under the 132 bytes of a DICOM preamble and not text.
+
+    Examples:
+        >>> import tempfile
+        >>> stub = Path(tempfile.mkdtemp()) / "IM000007"
+        >>> _ = stub.write_bytes(b"")
+        >>> failed_transfer(stub)
+        True
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    if not head.strip(b"\0"):
+        return True
+    if len(head) >= 132:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

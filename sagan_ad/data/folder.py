@@ -74,6 +74,7 @@ class FolderDataModule(RawDataModule):
     """
 
     decodes_every_record = True
+    roles_given = True
 
     def __init__(
         self,

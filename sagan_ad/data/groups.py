@@ -12,12 +12,9 @@ from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.headers import IDENTITY_TAGS, header_tags
+from sagan_ad.data.headers import COMPARED_TAGS, header_tags
+from sagan_ad.data.leakage import canonical_id
 from sagan_ad.data.messages import log_once
-
-MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
-"""Group values that mean "unknown" (as pandas, R and spreadsheets write them), compared
-without case."""
 
 
 def from_headers(column: str | None, metadata: Mapping[str, Mapping[str, str]]) -> bool:
@@ -48,9 +45,10 @@ def group_values(
     ``store``, unless the caller read them already: ``headers``, by image); empty: a group of
     its own.
 
-    Empty values and the words spreadsheets and pandas write for a missing value
-    (`MISSING_VALUES`: ``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise
-    every image without a patient would be one giant patient. How many images have none
+    Values are compared as the leakage check compares them (`canonical_id`): spaces and NULs
+    around them stripped, and the words spreadsheets and pandas write for a missing value
+    (``nan``, ``None``, ``NULL``, ``N/A``, ...) are no group: otherwise every image without a
+    patient would be one giant patient. How many images have none
     is logged once, naming ``owner``.
     """
     if any(column in metadata.get(name, {}) for name in paths):
@@ -71,10 +69,8 @@ def group_values(
             else [headers.get(n, {}) for n in names]
         )
         values = {name: f.get(column, "") for name, f in zip(names, found, strict=True)}
-    groups = {
-        name: "" if value.strip().casefold() in MISSING_VALUES else value.strip()
-        for name, value in values.items()
-    }
+    # The form the leakage check compares too (`canonical_id`).
+    groups = {name: canonical_id(value) for name, value in values.items()}
     lacking = sum(1 for value in groups.values() if not value)
     if lacking:
         log_once(
@@ -87,6 +83,6 @@ def group_values(
 def group_identity(group_by: str | None, group: str) -> dict[str, str]:
     """What `check_leakage` compares for an image's group: nothing where the group is empty or
     is a DICOM identity tag (compared as such already)."""
-    if not group or group_by in IDENTITY_TAGS:
+    if not group or group_by in COMPARED_TAGS:
         return {}
     return {f"group ({group_by or 'patient key'})": group}

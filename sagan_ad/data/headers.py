@@ -13,8 +13,11 @@ from sagan_ad.data.dicom import read_tags
 from sagan_ad.data.file_kinds import is_dicom
 from sagan_ad.data.image_io import ImageReadError
 
-IDENTITY_TAGS = ("PatientID", "SOPInstanceUID")
-"""DICOM header values kept with every cached image for the leakage check."""
+COMPARED_TAGS = ("PatientID", "SOPInstanceUID")
+"""DICOM header values the leakage check compares across the sides of a split."""
+IDENTITY_TAGS = (*COMPARED_TAGS, "PatientName", "PatientBirthDate")
+"""DICOM header values kept with every cached image for the leakage check: those it compares,
+and those that tell one patient spelt two ways (`sagan_ad.data.leakage.near_identical_ids`)."""
 
 
 def header_tags(

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.dataset import Dataset
 
 from sagan_ad.data.bit_depth import BitDepth, scale_bits, unify_bit_depth, used_bits
+from sagan_ad.data.blank import blank_reason
 from sagan_ad.data.cache_files import bytes_digest
 from sagan_ad.data.dicom import (
     DicomOptions,
@@ -242,7 +243,7 @@ def read_image(
     Examples:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "x.png"
-        >>> Image.fromarray(np.full((8, 6), 1000, np.uint16)).save(p)
+        >>> Image.fromarray(np.arange(48, dtype=np.uint16).reshape(8, 6) * 20).save(p)
         >>> read_image(p, 4).bits, read_image(p, 4).original_size
         (10, (8, 6))
     """
@@ -251,6 +252,12 @@ def read_image(
         image = resize_image(array, image_size, in_channels, bit_depth)
     except ValueError as err:
         raise ImageReadError(f"{path}: {err}") from err
+    blank = blank_reason(array, image)
+    if blank is not None:
+        raise ImageReadError(
+            f"{path}: {blank}; a blank film is no normal and no finding: remove it from the "
+            "data (or, for a 16-bit film with so little contrast, check its export)"
+        )
     bits = used_bits(array) if array.dtype == np.uint16 else None
     tags = header_values(dataset, keywords) if dataset is not None else {}
     return ReadImage(
@@ -276,7 +283,7 @@ def load_image_and_size(
     Examples:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "x.png"
-        >>> Image.new("L", (100, 80), 128).save(p)
+        >>> Image.linear_gradient("L").resize((100, 80)).save(p)
         >>> load_image_and_size(p, 64)[1]
         (80, 100)
     """
@@ -313,7 +320,7 @@ def load_image(
     Examples:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "x.png"
-        >>> Image.new("L", (100, 80), 128).save(p)
+        >>> Image.linear_gradient("L").resize((100, 80)).save(p)
         >>> load_image(p, 64).shape
         (1, 64, 64)
     """
@@ -375,5 +382,5 @@ def load_images(
         )
     if paths:
         where = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
-        unify_bit_depth(out, bits, bit_depth, where)
+        unify_bit_depth(out, bits, bit_depth, where, [str(p) for p in paths])
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Literal
 
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError
+from sagan_ad.data.twins import SAME_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,39 @@ LeakageCheck = Literal["raise", "warn", "ignore"]
 SAME_BYTES = "identical bytes"
 """The identity under which `check_leakage` compares file contents (a digest of the bytes), so
 that a copy of an image under another name or in another folder is caught like a link to it."""
+COPIES = (SAME_BYTES, SAME_PIXELS)
+"""The identities that say two files are one image (a copy, or a re-encoding)."""
+PERSON_TAGS = ("PatientName", "PatientBirthDate")
+"""Header values never compared as identities (two patients may share them), but used to find
+patient IDs that are one patient spelt twice (`near_identical_ids`)."""
+MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
+"""Identity values that mean "unknown" (as pandas, R and spreadsheets write them), compared
+without case."""
+
+
+def canonical_id(value: object) -> str:
+    """An identity (a patient ID, a group, a UID) as compared: DICOM pads values with spaces
+    and NULs that carry no meaning, so those are stripped; words for a missing value are
+    unknown (``""``), which never matches.
+
+    Examples:
+        >>> canonical_id(" P8 "), canonical_id("1.2.3\\x00"), canonical_id("N/A")
+        ('P8', '1.2.3', '')
+    """
+    text = str(value).strip(" \t\r\n\x00")
+    return "" if text.casefold() in MISSING_VALUES else text
+
+
+def loose_id(value: str) -> str:
+    """A patient ID with the differences of spelling that exports introduce taken out: letter
+    case, zero padding of numbers, and ``-``, ``_``, ``.`` or space separators.
+
+    Examples:
+        >>> loose_id("P-0008"), loose_id("p_8")
+        ('p8', 'p8')
+    """
+    text = re.sub(r"[-_.\s]", "", value.casefold())
+    return re.sub(r"(?<!\d)0+(?=\d)", "", text)
 
 
 def file_identity(path: str | os.PathLike) -> tuple:
@@ -171,6 +206,8 @@ def check_leakage(
     identities: Mapping[str, Mapping[str, str]],
     mode: LeakageCheck = "raise",
     source: str = "split",
+    group_by: str | None = None,
+    roles_given: bool = False,
 ) -> list[str]:
     """Find patients or images on two sides of a split (training, validation, test).
 
@@ -182,6 +219,15 @@ def check_leakage(
             unknown and never match.
         mode: ``"raise"``: `SplitError`; ``"warn"``: one warning; ``"ignore"``: no check.
         source: the data set, for the message.
+        group_by: the data's ``group_by`` setting, for the advice.
+        roles_given: whether the user gave training and test (a ``data.json``, folders or
+            CSVs of each role) rather than a split drawn by the DataModule, for the advice.
+
+    Identities are compared in the form the grouping uses (`canonical_id`: surrounding spaces
+    and NULs stripped, words for a missing value unknown), so ``" P8"`` is ``"P8"``; patient IDs
+    spelt differently with the same PatientName and PatientBirthDate are named in a warning
+    (`near_identical_ids`). Copies are found by bytes (`SAME_BYTES`) and by decoded pixels
+    (`sagan_ad.data.twins.SAME_PIXELS`: a film re-encoded).
 
     Identical bytes found only in training and validation (two copies of one image in the
     training data, separated by the validation hold-out) are always a warning, never an error;
@@ -201,13 +247,27 @@ def check_leakage(
     for side, names in sides.items():
         for name in dict.fromkeys(names):
             for kind, value in identities.get(name, {}).items():
-                if value:
+                # Compared as the grouping compares them (" P8" is "P8").
+                value = value if kind in COPIES else canonical_id(value)
+                if value and kind not in PERSON_TAGS:
                     found.setdefault((kind, value), {}).setdefault(side, []).append(name)
+    _warn_near_identical_ids(sides, identities, source)
     problems, mild, twice = [], [], []
+    kinds_found: set[str] = set()
+    patient_sides: set[str] = set()
+    # A byte copy is also a pixel twin: name it once, as the copy it is.
+    copied = {
+        frozenset(n for names in where.values() for n in names)
+        for (kind, _), where in found.items()
+        if kind == SAME_BYTES
+    }
     for (kind, value), where in found.items():
+        members = frozenset(n for names in where.values() for n in names)
+        if kind == SAME_PIXELS and members in copied:
+            continue
         if len(where) < 2:
             names = next(iter(where.values()))
-            if kind == SAME_BYTES and len(names) > 1:
+            if kind in COPIES and len(names) > 1:
                 twice.append(", ".join(names[:3]))
             continue
         line = f"{_shown(kind, value, where)} in " + " and ".join(
@@ -216,8 +276,12 @@ def check_leakage(
         # Two copies of one image inside the training data are no leak until the validation
         # hold-out (drawn by the DataModule, not by the user) separates them; it then only
         # sways the choice of checkpoint, so it is reported but does not stop a run.
-        held_apart = kind == SAME_BYTES and set(where) == {"training", "validation"}
+        held_apart = kind in COPIES and set(where) == {"training", "validation"}
         (mild if held_apart else problems).append(line)
+        if not held_apart:
+            kinds_found.add(kind)
+            if kind not in COPIES:
+                patient_sides.update(where)
     if twice:
         # No leak, but the image weighs double (or more) in its part.
         log.warning(
@@ -238,13 +302,13 @@ def check_leakage(
     if not problems:
         return mild
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    placeholder = _placeholder_hint(found, identities)
     message = (
         f"{source}: {len(problems)} patient(s) or image(s) are on two sides of the split: "
-        f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient it "
-        "trained on scores too well: set group_by='PatientID' (raw and folder data; for Med-AD "
-        "data it keeps validation apart, while training against test is data.json's) to keep "
-        "each patient on one side, or remove the duplicates (copies of one file count) from "
-        "the split; leakage='warn' only reports this" + _placeholder_hint(found, identities)
+        f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient or image "
+        f"it trained on scores too well: "
+        + (placeholder or _advice(kinds_found, patient_sides, group_by, roles_given))
+        + "; leakage='warn' only reports this"
     )
     if mode == "raise":
         raise SplitError(message)
@@ -262,21 +326,94 @@ def _placeholder_hint(
     common = [
         f"{kind} {value!r} ({sum(map(len, where.values()))} of {having[kind]} images)"
         for (kind, value), where in found.items()
-        if kind != SAME_BYTES
+        if kind not in COPIES
         and len(where) > 1
         and sum(map(len, where.values())) >= max(3, having[kind] / 2)
     ]
     if not common:
         return ""
     return (
-        f". Shared by most images: {', '.join(common[:3])}; if that is an anonymizer's "
-        "placeholder rather than one patient or image, the check cannot tell patients apart: "
-        "set leakage='warn' (or 'ignore') and keep the patients apart yourself"
+        f"shared by most images: {', '.join(common[:3])}; if that is an anonymizer's "
+        "placeholder rather than one patient or image, it cannot tell patients apart: group "
+        "by a column or tag that identifies patients (group_by), or set leakage='warn' (or "
+        "'ignore') and keep the patients apart yourself"
+    )
+
+
+def _advice(kinds: set[str], sides: set[str], group_by: str | None, roles_given: bool) -> str:
+    """What to do about the leaks of ``kinds`` (patients found on ``sides``), given how the
+    split was made: the user's roles are moved by the user, the DataModule's draw is grouped."""
+    advice = []
+    if kinds & set(COPIES) or "SOPInstanceUID" in kinds:
+        advice.append(
+            "remove the copies (one image under two names or encodings) so that each image is "
+            "on one side"
+        )
+    patients = kinds - set(COPIES) - {"SOPInstanceUID"}
+    named = ", ".join(sorted(patients))
+    if patients and roles_given and "test" in sides:
+        advice.append(
+            f"the split you gave puts a patient ({named}) in training and test: move each "
+            "patient's images to one side of it"
+        )
+    if patients and ("validation" in sides or not roles_given):
+        if group_by is None:
+            advice.append(
+                "set group_by to the column or DICOM keyword that identifies patients (for "
+                "example group_by='PatientID') to keep each patient on one side"
+                + (" of the validation hold-out" if roles_given else "")
+            )
+        else:
+            advice.append(
+                f"group_by={group_by!r} keeps its groups whole, but these images share another "
+                f"identity ({named}): group by that one instead"
+            )
+    return "; ".join(advice)
+
+
+def near_identical_ids(
+    identities: Mapping[str, Mapping[str, str]], names: Sequence[str] | None = None
+) -> list[tuple[str, str]]:
+    """Pairs of different PatientIDs that `loose_id` makes one, among images with the same
+    PatientName and PatientBirthDate (both known): one patient exported twice with another
+    spelling (case, zero padding, ``-`` or ``_``).
+
+    Examples:
+        >>> ids = {"a": {"PatientID": "P-008", "PatientName": "DOE^J", "PatientBirthDate": "1970"},
+        ...        "b": {"PatientID": "p8", "PatientName": "DOE^J", "PatientBirthDate": "1970"}}
+        >>> near_identical_ids(ids)
+        [('P-008', 'p8')]
+    """
+    people: dict[tuple[str, str, str], set[str]] = {}
+    for name in names if names is not None else identities:
+        ids = identities.get(name, {})
+        patient = canonical_id(ids.get("PatientID", ""))
+        person = tuple(canonical_id(ids.get(tag, "")) for tag in PERSON_TAGS)
+        if patient and all(person):
+            people.setdefault((loose_id(patient), *person), set()).add(patient)
+    return [tuple(sorted(spellings))[:2] for spellings in people.values() if len(spellings) > 1]
+
+
+def _warn_near_identical_ids(
+    sides: Mapping[str, Sequence[str]], identities: Mapping[str, Mapping[str, str]], source: str
+) -> None:
+    side_of = {name: side for side, names in sides.items() for name in names}
+    pairs = near_identical_ids(identities, list(side_of))
+    if not pairs:
+        return
+    shown = "; ".join(f"{a!r} and {b!r}" for a, b in pairs[:10])
+    log.warning(
+        "%s: %d PatientID(s) look like one patient spelt twice (same PatientName and "
+        "PatientBirthDate; the IDs differ only in case, zero padding or separators): %s. If "
+        "they are one patient, correct the IDs so that grouping and the leakage check see one",
+        source,
+        len(pairs),
+        shown,
     )
 
 
 def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
-    if kind != SAME_BYTES:
+    if kind not in COPIES:
         return f"{kind} {value!r}"
     # A digest means nothing to a reader: name the files instead.
     names = [name for side_names in where.values() for name in side_names]

@@ -24,6 +24,8 @@ from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.tables import read_metadata_csv
+from sagan_ad.data.twins import SAME_PIXELS, pixel_twins
+from sagan_ad.protected import protect
 
 
 class MedADDataModule(FileDataModule):
@@ -300,11 +302,15 @@ class MedADDataModule(FileDataModule):
         # are reported together.
         all_names = [name for names, _ in parts.values() for name in names]
         paths = [self.root / self.image_dir / name for name in all_names]
+        protect(paths, "an image of the data")
         array, tags, identities = self._decode(paths)
         self.identities = {
             name: {**ids, **group_identity(self.group_by, self.groups.get(name, ""))}
             for name, ids in zip(all_names, identities, strict=True)
         }
+        # Copies by decoded pixels too (a test film re-encoded into training).
+        for name, first in pixel_twins(array, all_names).items():
+            self.identities[name][SAME_PIXELS] = first
         images = torch.from_numpy(array)
         sets: dict[str, ImageSet | None] = {}
         start = 0
@@ -395,4 +401,11 @@ class MedADDataModule(FileDataModule):
         checked = self.known_normal is not None
         super().setup(stage)
         if not checked:
-            check_leakage(self.sides(), self.identities, self.leakage, str(self.root))
+            check_leakage(
+                self.sides(),
+                self.identities,
+                self.leakage,
+                str(self.root),
+                group_by=self.group_by,
+                roles_given=True,
+            )

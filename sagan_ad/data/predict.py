@@ -14,12 +14,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, data_set_depth, used_bits
+from sagan_ad.data.cache import OnError
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_dataset
 from sagan_ad.data.discovery import IMAGE_SUFFIXES, discover_images
 from sagan_ad.data.file_kinds import is_dicom, missing_reason
 from sagan_ad.data.image_io import EXIF_ORIENTATION, ImageReadError, decode_image, read_image
 from sagan_ad.data.intensity import IntensityNormalization
+from sagan_ad.protected import protect
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
@@ -97,15 +99,17 @@ class ImageFolder(Dataset):
 
     Items are ``{"image": uint8 (C, S, S), "label": -1, "index", "name", "path",
     "original_size": (height, width)}``; ``name`` is the path relative to ``root``, so output file
-    names can be traced back to the input. Files are read exactly as training reads them
-    (`sagan_ad.data.read_image`). With ``bit_depth="auto"`` the folder is one data set: the
-    16-bit files are read once here to find the largest depth they use, and every file is
-    scaled by it.
+    names can be traced back to the input. A file that cannot be read raises `ImageReadError`
+    naming it, or with ``on_error="skip"`` gives an item with ``"skipped"``: the reason (and a
+    blank placeholder image, which the predict DataModule's batches leave out). Files are read
+    exactly as training reads them (`sagan_ad.data.read_image`). With ``bit_depth="auto"`` the
+    folder is one data set: the 16-bit files are read once here to find the largest depth they
+    use, and every file is scaled by it.
 
     Examples:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
-        >>> Image.new("L", (50, 40)).save(root / "a.png")
+        >>> Image.linear_gradient("L").resize((50, 40)).save(root / "a.png")
         >>> item = ImageFolder(root, image_size=32)[0]
         >>> item["name"], item["image"].shape, item["original_size"]
         ('a.png', torch.Size([1, 32, 32]), (40, 50))
@@ -122,10 +126,15 @@ class ImageFolder(Dataset):
         dicom: DicomOptions | None = None,
         force_dicom: bool = False,
         bit_depth: BitDepth = "auto",
+        on_error: OnError = "raise",
     ) -> None:
         check_bit_depth(bit_depth)
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+        self.on_error = on_error
         self.root = Path(root)
         self.paths = list_images(self.root, extensions, recursive, force_dicom)
+        protect(self.paths, "an image to predict")
         if not self.paths:
             raise FileNotFoundError(
                 f"no image files ({', '.join(extensions)}, or DICOM without suffix) found in "
@@ -140,7 +149,12 @@ class ImageFolder(Dataset):
             deep = [p for p in self.paths if _is_sixteen_bit(p, force_dicom)]
             bits = []
             for path in deep:
-                array = decode_image(path, dicom, force_dicom)
+                try:
+                    array = decode_image(path, dicom, force_dicom)
+                except ImageReadError:
+                    if on_error == "raise":
+                        raise
+                    continue  # skipped, with its reason, when it is read
                 bits.append(used_bits(array) if array.dtype == np.uint16 else None)
             self.bit_depth = data_set_depth(bits, "auto", str(self.root)) or "auto"
 
@@ -149,22 +163,31 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        read = read_image(
-            path,
-            self.image_size,
-            self.in_channels,
-            dicom=self.dicom,
-            force_dicom=self.force_dicom,
-            bit_depth=self.bit_depth,
-        )
-        return {
-            "image": torch.from_numpy(read.image),
+        item = {
             "label": -1,
             "index": index,
             "name": path.relative_to(self.root).as_posix(),
             "path": str(path),
-            "original_size": read.original_size,
         }
+        try:
+            read = read_image(
+                path,
+                self.image_size,
+                self.in_channels,
+                dicom=self.dicom,
+                force_dicom=self.force_dicom,
+                bit_depth=self.bit_depth,
+            )
+        except ImageReadError as err:
+            if self.on_error == "raise":
+                raise ImageReadError(
+                    f"{err}; fix or remove it, or set on_error='skip' (--data.on_error skip) "
+                    "to score the other images and list the unreadable ones in "
+                    "predict/skipped.csv"
+                ) from err
+            size = (self.in_channels, self.image_size, self.image_size)
+            return {**item, "image": torch.zeros(size, dtype=torch.uint8), "skipped": str(err)}
+        return {**item, "image": torch.from_numpy(read.image), "original_size": read.original_size}
 
 
 class FolderPredictDataModule(L.LightningDataModule):
@@ -190,6 +213,10 @@ class FolderPredictDataModule(L.LightningDataModule):
         normalization: intensity normalisation of the images (see
             `sagan_ad.data.IntensityNormalization`); None (default) applies the one the model
             was trained with, as its checkpoint records it.
+        on_error: ``"raise"`` (default): an unreadable file (empty, truncated, not an image, a
+            blank film) stops the run, naming it; ``"skip"``: the other files are scored, and
+            the skipped ones are listed with their reasons in ``predict/skipped.csv`` beside
+            ``predictions.csv`` and in a warning.
 
     Examples:
         >>> dm = FolderPredictDataModule("scans/", image_size=64)  # doctest: +SKIP
@@ -212,6 +239,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         force_dicom: bool = False,
         bit_depth: BitDepth = "auto",
         normalization: str | IntensityNormalization | None = None,
+        on_error: OnError = "raise",
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
@@ -219,6 +247,9 @@ class FolderPredictDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         check_bit_depth(bit_depth)
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+        self.on_error = on_error
         self.root = Path(root)
         self.image_size = image_size
         self.in_channels = in_channels
@@ -245,6 +276,7 @@ class FolderPredictDataModule(L.LightningDataModule):
                 dicom=self.dicom,
                 force_dicom=self.force_dicom,
                 bit_depth=self.bit_depth,
+                on_error=self.on_error,
             )
 
     def predict_dataloader(self) -> DataLoader:
@@ -279,6 +311,15 @@ class FolderPredictDataModule(L.LightningDataModule):
 
 def _collate(items: list[dict]) -> dict:
     # The default collate would turn the (height, width) tuples into two tensors.
+    skipped = [
+        {"name": item["name"], "path": item["path"], "reason": item["skipped"]}
+        for item in items
+        if "skipped" in item
+    ]
+    if skipped:
+        read = [item for item in items if "skipped" not in item]
+        batch = _collate(read) if read else _empty(items[0]["image"])
+        return {**batch, "skipped": skipped}
     return {
         "image": torch.stack([item["image"] for item in items]),
         "label": torch.tensor([item["label"] for item in items]),
@@ -286,4 +327,16 @@ def _collate(items: list[dict]) -> dict:
         "name": [item["name"] for item in items],
         "path": [item["path"] for item in items],
         "original_size": [item["original_size"] for item in items],
+    }
+
+
+def _empty(placeholder: torch.Tensor) -> dict:
+    """A batch of no image (every file of it was skipped)."""
+    return {
+        "image": placeholder.new_zeros((0, *placeholder.shape)),
+        "label": torch.zeros(0, dtype=torch.long),
+        "index": torch.zeros(0, dtype=torch.long),
+        "name": [],
+        "path": [],
+        "original_size": [],
     }

@@ -22,12 +22,14 @@ from sagan_ad.data.file_kinds import missing_reason
 from sagan_ad.data.files import FileDataModule
 from sagan_ad.data.groups import from_headers, group_identity, group_values
 from sagan_ad.data.image_io import ImageReadError
-from sagan_ad.data.leakage import check_disjoint, check_leakage, file_identity
+from sagan_ad.data.leakage import canonical_id, check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
+from sagan_ad.data.twins import SAME_PIXELS, pixel_twins
+from sagan_ad.protected import protect
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ class RawDataModule(FileDataModule):
     decodes_every_record: ClassVar[bool] = False
     """Whether every record is decoded whatever the split (roles given, nothing drawn): then a
     DICOM ``group_by`` is read while decoding, in the one read of each file."""
+    roles_given: ClassVar[bool] = False
+    """Whether the user gives each image's role (training, test) rather than the DataModule
+    drawing it: the advice of the leakage check differs."""
 
     def __init__(
         self,
@@ -174,7 +179,8 @@ class RawDataModule(FileDataModule):
         header values already read, by name); without it, the data set's own patient key
         (empty: a group of its own)."""
         if self.group_by is None:
-            return {name: r.group for name, r in records.items()}
+            # Compared as the leakage check compares them: " P8" is the patient "P8".
+            return {name: canonical_id(r.group) for name, r in records.items()}
         return group_values(
             self.group_by,
             {name: r.metadata for name, r in records.items()},
@@ -275,6 +281,7 @@ class RawDataModule(FileDataModule):
         else:
             row_of = {name: row for row, name in enumerate(headers)}
             cached = early.select([row_of[n] for n in used])
+        protect([records[n].path for n in used], "an image of the data")
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):
@@ -295,10 +302,20 @@ class RawDataModule(FileDataModule):
             }
             for name, row in rows.items()
         }
+        # Copies by decoded pixels too (a test film re-encoded into training), cheap once cached.
+        twins = pixel_twins(cached.images[list(rows.values())], list(rows))
+        for name, first in twins.items():
+            self.identities[name][SAME_PIXELS] = first
         self._known_names = list(split.known_normal)
         written = self.split_json(split)
         make_folder(self.cache_dir)
-        atomic_write_text(self.split_path, json.dumps(written, indent=1))
+        # A split file given back from the cache folder is the record already: never rewrite
+        # the user's input (the run folder's data.json records what was used).
+        given = self.split_file is not None and file_identity(self.split_file) == file_identity(
+            self.split_path
+        )
+        if not given:
+            atomic_write_text(self.split_path, json.dumps(written, indent=1))
         left_out = len(used) - len(rows) + unreadable
         self._manifest = {
             "source": self.split_source()
@@ -392,7 +409,14 @@ class RawDataModule(FileDataModule):
         if held & set(self.unlabeled.names):
             keep = [i for i, name in enumerate(self.unlabeled.names) if name not in held]
             self.unlabeled = self.unlabeled.subset(np.array(keep, dtype=np.int64))
-        check_leakage(self.sides(), self.identities, self.leakage, type(self).__name__)
+        check_leakage(
+            self.sides(),
+            self.identities,
+            self.leakage,
+            type(self).__name__,
+            group_by=self.group_by,
+            roles_given=self.roles_given or self.split_file is not None,
+        )
 
 
 def _parts(split: MedADSplit) -> list[list[str]]:

@@ -124,6 +124,16 @@ def holdout_groups(
             break
         held += members
     if count - len(held) < 2:
+        largest, size = (Counter(g for g in groups if g).most_common(1) or [("", 0)])[0]
+        if size >= max(3, count / 2):
+            # Not too few images: one group value shared by most, an anonymizer's placeholder.
+            raise SplitError(
+                f"group {largest!r} holds {size} of the {count} known normals, so no group can "
+                "be held out for validation without taking most of them: if that value is an "
+                "anonymizer's placeholder (ANON, ANONYMOUS, 0000) rather than one patient, it "
+                "cannot tell patients apart; set group_by to a column or tag that identifies "
+                "patients, or leave group_by out"
+            )
         raise SplitError(
             f"val_fraction={fraction} of {count} known normals in {len(ordered)} groups leaves "
             f"{count - len(held)} for training: add known normals or lower val_fraction"

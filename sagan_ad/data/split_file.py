@@ -11,6 +11,7 @@ from pathlib import Path
 from sagan_ad.data.leakage import check_disjoint
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError
+from sagan_ad.protected import protect
 
 
 def _names(node: object, where: str, path: Path) -> list[str]:
@@ -134,6 +135,7 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _read_json(path: Path) -> object:
+    protect(path, "the split file read by this command")
     try:
         raw = path.read_bytes()
     except OSError as err:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sagan_ad.data.leakage import file_identity
 from sagan_ad.data.messages import log_once
+from sagan_ad.protected import protect
 
 
 def separator_hint(columns: list[str]) -> str:
@@ -26,6 +27,7 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
     """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: expected {layout}")
+    protect(path, "a table read by this command")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -68,6 +70,7 @@ def read_metadata_csv(
     """
     if not path.is_file():
         raise FileNotFoundError(f"metadata_csv={str(path)!r} does not exist")
+    protect(path, "the metadata_csv read by this command")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []

@@ -26,6 +26,10 @@ class SingleClassWarning(UserWarning):
     """A metric that needs normal and abnormal images got only one class; it returns NaN."""
 
 
+MIN_CLASS_FOR_INTERVAL = 2
+"""Images of each class the bootstrap interval of the AUROC needs (NaN below)."""
+
+
 def _check(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
     labels = torch.as_tensor(labels).flatten().long()
@@ -33,6 +37,14 @@ def _check(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"{scores.numel()} scores but {labels.numel()} labels")
     if not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError("labels must be 0 (normal) or 1 (abnormal)")
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        # A NaN has no rank: AUROC and AP would each place it somewhere of their own choosing.
+        raise ValueError(
+            f"{bad} of {scores.numel()} scores are NaN or infinite: no metric can rank them; "
+            "find why (a model with non-finite weights, an image outside the model's range) "
+            "and score again"
+        )
     return scores, labels
 
 
@@ -263,9 +275,12 @@ def detection_metrics(
             "AP": average_precision(scores, labels),
             "F1_max": f1_max(scores, labels)[0],
         }
+        # A class of one image resamples to itself: the interval would show only the other
+        # class's spread, as if the AUROC were known that well.
+        smallest = min(int((labels == 0).sum()), int((labels == 1).sum()))
         low, high = (
             bootstrap_auroc_ci(scores, labels, num_resamples=num_resamples, seed=seed)
-            if num_resamples
+            if num_resamples and smallest >= MIN_CLASS_FOR_INTERVAL
             else (math.nan, math.nan)
         )
         metrics.update(AUROC_CI_low=low, AUROC_CI_high=high)

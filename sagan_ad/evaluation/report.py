@@ -15,7 +15,11 @@ from torch import Tensor
 
 from sagan_ad.evaluation.audit import AuditThresholds, shortcut_audit
 from sagan_ad.evaluation.matching import MatchedSubset, MatchingSettings, matched_metrics
-from sagan_ad.evaluation.metrics import SingleClassWarning, detection_metrics
+from sagan_ad.evaluation.metrics import (
+    MIN_CLASS_FOR_INTERVAL,
+    SingleClassWarning,
+    detection_metrics,
+)
 from sagan_ad.evaluation.thresholds import apply_threshold
 
 MAX_GROUPS = 10
@@ -227,6 +231,13 @@ def build_report(
     """
     scores = scores.detach().double().cpu()
     labels = labels.detach().long().cpu()
+    bad = [name for name, s in zip(names, scores.tolist(), strict=False) if not math.isfinite(s)]
+    if bad:
+        raise ValueError(
+            f"{stage}: {len(bad)} of {len(names)} image(s) have a NaN or infinite score "
+            f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}): no metric can rank them; "
+            "find why (non-finite weights, an image outside the model's range) and score again"
+        )
     metrics = detection_metrics(scores, labels, bootstrap_resamples, seed)
     metrics["threshold"] = threshold
     metrics.update(operating_point(scores, labels, threshold))
@@ -239,7 +250,7 @@ def build_report(
                 group = detection_metrics(scores[keep], labels[keep], bootstrap_resamples, seed)
                 group.update(operating_point(scores[keep], labels[keep], threshold))
                 metrics.update({f"{k}/{column}={value}": v for k, v in group.items()})
-    messages: list[str] = []
+    messages: list[str] = _few_images(stage, labels) + _no_threshold(stage, threshold)
     notes: list[str] = []
     matched = None
     if statistics is not None:
@@ -262,6 +273,7 @@ def build_report(
                 found.update(paired)
                 notes += [f"{stage}: {note}"] if note else []
         metrics.update(found)
+        messages = _few_images(stage, labels) + _no_threshold(stage, threshold) + messages
     predictions = apply_threshold(scores, threshold).tolist()
     rows = []
     for i, name in enumerate(names):
@@ -276,3 +288,30 @@ def build_report(
             row.update(metadata[i])
         rows.append(row)
     return EvaluationReport(stage, metrics, rows, scores, labels, messages, notes, matched)
+
+
+def _few_images(stage: str, labels: Tensor) -> list[str]:
+    """A warning when a class has a single image: the AUROC is then the rank of that one image
+    among the others, and no interval can say how uncertain it is."""
+    counts = {"normal": int((labels == 0).sum()), "abnormal": int((labels == 1).sum())}
+    few = [f"{n} {kind}" for kind, n in counts.items() if n == 1]
+    if not few or 0 in counts.values():
+        return []
+    return [
+        f"{stage}: the AUROC rests on {' and '.join(few)} image: it is the rank of that one "
+        "image among the others, not a measure of the model; the bootstrap interval is left out "
+        f"(NaN below {MIN_CLASS_FOR_INTERVAL} images per class). Evaluate on more images of each "
+        "class"
+    ]
+
+
+def _no_threshold(stage: str, threshold: float) -> list[str]:
+    """A note in a test report scored without a threshold (a model never validated on
+    labelled or pseudo-anomaly data): its predictions are undecided."""
+    if stage != "test" or not math.isnan(threshold):
+        return []
+    return [
+        f"{stage}: no threshold (the model was never validated): predictions are -1 "
+        "(undecided) and the metrics at the threshold are NaN; validate with a validation set "
+        "(val_fraction above 0, or a val split) to choose one"
+    ]

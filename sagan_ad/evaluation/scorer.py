@@ -18,6 +18,19 @@ from sagan_ad.networks.generator import Generator
 Inference = Literal["deterministic", "reference"]
 
 
+def _check_normalization(spec: str) -> None:
+    """Refuse a recorded normalisation that names no method (a hand-edited checkpoint), here
+    rather than later as a data setting the user never set."""
+    # Imported here: the data package builds on the model's parts, not the other way round.
+    from sagan_ad.data.intensity import IntensityNormalization
+
+    try:
+        IntensityNormalization.parse(spec)
+    except ValueError as err:
+        reason = str(err).partition(": ")[2] or str(err)
+        raise ValueError(f"scorer normalization={spec!r}: {reason}") from None
+
+
 class Scorer(nn.Module):
     """Turns an image and its restoration ``G(x)`` into an anomaly map and an image score.
 
@@ -78,6 +91,8 @@ class Scorer(nn.Module):
             raise ValueError(f"scorer residual_sigma={residual_sigma}: must be >= 0")
         if not 0.0 <= border < 0.5:
             raise ValueError(f"scorer border={border}: must be in [0, 0.5)")
+        if normalization is not None:
+            _check_normalization(normalization)
         self.map_sigma = float(map_sigma)
         self.residual_sigma = float(residual_sigma)
         self.border = float(border)

@@ -98,13 +98,62 @@ def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the che
         ...
         sagan_ad.training.checkpoint_files.CheckpointError: the checkpoint records settings ...
     """
-    problems = _problems(checkpoint.get("hyper_parameters") or {}, cls)
+    recorded = checkpoint.get("hyper_parameters") or {}
+    problems = _problems(recorded, cls)
     if problems:
         raise CheckpointError(
             f"{source} records settings that {model_class_name(cls)} does not take: "
             f"{', '.join(problems)}. It was written by another version of sagan-ad or another "
             "model class, or edited: load it with the version and class that wrote it"
         )
+    refused = _refused_values(recorded, cls)
+    if refused:
+        # Names and types fit, the values do not: no version of sagan-ad writes those.
+        raise CheckpointError(
+            f"{source} records settings whose values {model_class_name(cls)} refuses: "
+            f"{'; '.join(refused)}. The file was edited or damaged after it was written: use "
+            "an unedited checkpoint of the run, or correct those values"
+        )
+
+
+def _refused_values(recorded: dict[str, Any], cls: type, prefix: str = "") -> list[str]:
+    """The recorded values that the classes' own checks refuse: each component built from its
+    recorded settings, and the model's plain settings on a model of default components."""
+    refused = []
+    plain = {}
+    for key, value in sorted(recorded.items()):
+        if key.startswith("_"):
+            continue
+        if isinstance(value, dict) and "class_path" in value:
+            component = _import_class(value["class_path"])
+            arguments = value.get("init_args") or {}
+            nested = _refused_values(arguments, component, f"{prefix}{key}.") if component else []
+            refused += nested
+            if component is not None and not nested:
+                problem = _refusal(component, arguments)
+                if problem:
+                    refused.append(f"{prefix}{key} ({problem})")
+        elif not isinstance(value, dict):
+            plain[key] = value
+    if not prefix and plain:
+        problem = _refusal(cls, plain)
+        if problem:
+            refused.append(problem)
+    return refused
+
+
+def _refusal(cls: type, arguments: dict[str, Any]) -> str | None:
+    """The message of the ``ValueError`` ``cls(**arguments)`` raises, or None (also when it
+    needs arguments not recorded: those are the model's to report)."""
+    try:
+        # On the meta device: the checks run, no weights are allocated or initialised.
+        with torch.device("meta"):
+            cls(**arguments)
+    except ValueError as err:
+        return str(err).splitlines()[0]
+    except Exception:
+        return None
+    return None
 
 
 def _problems(recorded: dict[str, Any], cls: type, prefix: str = "") -> list[str]:

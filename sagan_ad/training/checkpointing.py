@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.compat import checkpoint_source, upgrade_checkpoint
+from sagan_ad.protected import writable_target
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -138,7 +140,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         >>> torch.load(target, weights_only=True)["x"].tolist()
         [1.0, 1.0]
     """
-    path = Path(path)
+    path = writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
@@ -316,6 +318,25 @@ class LastCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and trainer.is_global_zero and "://" not in str(self.dirpath):
             remove_stale_partials(self.dirpath)
+        data = trainer.datamodule
+        if stage == "fit" and data is not None and getattr(data, "val", False) is None:
+            rank_zero_warn(
+                f"{type(data).__name__} has no validation set (val_fraction="
+                f"{getattr(data, 'val_fraction', '?')} and no val split): no checkpoint is "
+                "chosen on validation and no threshold is set, so last.ckpt keeps the final "
+                "weights, the test after fit scores them, and predictions are -1 (undecided); "
+                "set val_fraction above 0 or give a val split to choose both"
+            )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save the final weights as ``last.ckpt`` unless a validation just did: a run that
+        never validates (no validation set) would otherwise end with no checkpoint at all."""
+        if trainer.global_step == self._last_global_step_saved or trainer.global_step == 0:
+            return
+        filepath = self.format_checkpoint_name({})
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self.last_model_path = self.best_model_path = filepath
 
     def on_train_batch_end(
         self,

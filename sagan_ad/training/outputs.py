@@ -15,7 +15,8 @@ shares):
   threshold and colour scale written on it
   (`sagan_ad.evaluation.visualization.overlay_picture`). Overlays
   keep the input's relative path (``sub/c.dcm`` gives ``overlays/sub/c.dcm.png``), so every
-  overlay maps back to one input and no two inputs share one.
+  overlay maps back to one input and no two inputs share one. Files the DataModule skipped
+  (``on_error="skip"``) are listed with their reasons in ``predict/skipped.csv``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from sagan_ad.evaluation.visualization import (
     save_png,
     to_uint8_image,
 )
+from sagan_ad.protected import mark_output_folder
 from sagan_ad.training.runs import run_dir
 from sagan_ad.training.tracking import log_pictures, log_table, save_run_files
 
@@ -228,6 +230,7 @@ class EvaluationWriter(Callback):
         self.overlay_style = overlay_style
         self.overlay_alpha = overlay_alpha
         self._rows: list[dict[str, Any]] = []
+        self._skipped: list[dict[str, Any]] = []
         self._taken: set[str] = set()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -236,8 +239,11 @@ class EvaluationWriter(Callback):
             run_dir(trainer)
 
     def output_dir(self, trainer: L.Trainer, stage: str) -> Path:
-        """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``."""
-        return Path(self.dirpath or run_dir(trainer)) / stage
+        """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``; that folder
+        is marked as sagan-ad's outputs, so that image discovery never reads them as data."""
+        base = Path(self.dirpath or run_dir(trainer))
+        mark_output_folder(base)
+        return base / stage
 
     def _suffix(self, trainer: L.Trainer) -> str:
         # Each process of a multi-device predict writes its own part of the table.
@@ -261,10 +267,12 @@ class EvaluationWriter(Callback):
         )
         log_pictures(trainer, {"test/roc": directory / "roc.png", "test/pr": directory / "pr.png"})
         log_table(trainer, "test/predictions", report.rows)
-        save_run_files(trainer, sorted(p for p in directory.iterdir() if p.is_file()))
+        files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")]
+        save_run_files(trainer, sorted(files))
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
+        self._skipped = []
         self._taken = set()
         threshold = getattr(pl_module, "threshold", None)
         if isinstance(threshold, torch.Tensor) and bool(threshold.isnan()):
@@ -317,6 +325,8 @@ class EvaluationWriter(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         directory = self.output_dir(trainer, "predict")
+        if isinstance(batch, dict):
+            self._skipped += batch.get("skipped") or []
         count = len(outputs["score"])
         names = outputs.get("name") or [str(int(i)) for i in outputs["index"]]
         paths = outputs.get("path") or [""] * count
@@ -342,4 +352,15 @@ class EvaluationWriter(Callback):
         table = directory / f"predictions{self._suffix(trainer)}.csv"
         write_csv(table, self._rows)
         log_table(trainer, "predict/predictions", self._rows)
-        save_run_files(trainer, [table])
+        written = [table]
+        if self._skipped:
+            # Beside the predictions: a file missing from the table is never missing silently.
+            skipped = directory / f"skipped{self._suffix(trainer)}.csv"
+            write_csv(skipped, self._skipped)
+            written.append(skipped)
+            shown = "; ".join(f"{row['name']}: {row['reason']}" for row in self._skipped[:5])
+            rank_zero_warn(
+                f"predict skipped {len(self._skipped)} unreadable file(s) (on_error='skip'), "
+                f"listed with their reasons in {skipped}: {shown}"
+            )
+        save_run_files(trainer, written)

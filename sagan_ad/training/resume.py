@@ -15,6 +15,7 @@ import io
 import os
 import re
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ from sagan_ad.training.checkpointing import remove_stale_partials
 
 SPECIAL_PATHS = ("last", "best")
 """The ``--ckpt_path`` words resolved by `resolve_checkpoint`."""
+_CONTINUED: weakref.WeakKeyDictionary[L.Trainer, Path] = weakref.WeakKeyDictionary()
+
+
+def continued_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The checkpoint whose run ``trainer`` continues (`continue_run`), or None for a new run.
+
+    Examples:
+        >>> continued_checkpoint(L.Trainer(logger=False)) is None
+        True
+    """
+    return _CONTINUED.get(trainer)
 
 
 def checkpoint_folders(trainer: L.Trainer) -> list[tuple[Path, bool]]:
@@ -208,6 +220,7 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
         >>> continue_run(L.Trainer(logger=False), "last.ckpt")  # doctest: +SKIP
     """
     checkpoint = Path(checkpoint)
+    _CONTINUED[trainer] = checkpoint
     folder = checkpoint.parent
     version_dir = folder.parent
     iteration = int(read_checkpoint(checkpoint, mmap=True).get("sagan_iteration", -1))

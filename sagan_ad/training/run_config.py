@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 
+from sagan_ad.atomic import atomic_path
+from sagan_ad.protected import input_role, mark_output_folder
+from sagan_ad.training.resume import continued_checkpoint
 from sagan_ad.training.runs import run_dir
 from sagan_ad.training.tracking import save_run_files
 
@@ -58,17 +62,30 @@ class RunConfigSaver(SaveConfigCallback):
             return
         folder = run_dir(trainer)
         if trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(
-                self.config,
-                folder / self.config_filename,
-                skip_none=False,
-                overwrite=True,
-                multifile=self.multifile,
-            )
+            mark_output_folder(folder)
+            resumed = stage == "fit" and continued_checkpoint(trainer) is not None
+            self._write(folder / self.config_filename, resumed)
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def _write(self, target: Path, resumed: bool) -> None:
+        """Write the config to ``target`` atomically; a resumed run's (or an input's) own
+        ``config.yaml`` is kept, and a config that differs goes beside it as
+        ``config-resumed-N.yaml``: the file says what the run started with."""
+        if self.multifile:
+            self.parser.save(self.config, target, skip_none=False, overwrite=True, multifile=True)
+            return
+        text = self.parser.dump(self.config, skip_none=False)
+        if target.is_file() and (resumed or input_role(target) is not None):
+            if target.read_text(encoding="utf-8") == text:
+                return
+            number = 1
+            while target.with_name(f"{target.stem}-resumed-{number}{target.suffix}").exists():
+                number += 1
+            target = target.with_name(f"{target.stem}-resumed-{number}{target.suffix}")
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         config = _plain_config(self.parser, self.config)

@@ -22,6 +22,7 @@ from torch import Tensor
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.datasets import to_model_range
 from sagan_ad.evaluation.visualization import sample_grid, save_png
+from sagan_ad.protected import mark_output_folder
 from sagan_ad.training.runs import run_dir
 
 WANDB_OWN_FILES = frozenset(
@@ -114,7 +115,7 @@ class SplitRecorder(Callback):
         manifest = manifest() if callable(manifest) else None
         if not isinstance(manifest, dict) or not trainer.is_global_zero:
             return
-        folder.mkdir(parents=True, exist_ok=True)
+        mark_output_folder(folder)
         with atomic_path(folder / "data.json") as tmp:
             tmp.write_text(json.dumps(manifest["split"], indent=1), encoding="utf-8")
         with atomic_path(folder / "split_source.txt") as tmp:

@@ -64,9 +64,11 @@ class TrainingLogs:
 
     def log_report(self, module: L.LightningModule, stage: str, report: EvaluationReport) -> None:
         """Log a validation's or test's metrics (AUROC and AP on the progress bar too), with the
-        iteration as step, raise the shortcut audit's warnings and log the report's notes."""
+        iteration as step, raise the report's warnings (the shortcut audit's as
+        `ShortcutWarning`) and log its notes."""
         for message in report.warnings:
-            rank_zero_warn(message, category=ShortcutWarning)
+            audit = message.startswith("shortcut audit")
+            rank_zero_warn(message, category=ShortcutWarning if audit else UserWarning)
         for note in report.notes:
             rank_zero_info(note)
         logged = {f"{stage}/{k}": v for k, v in report.metrics.items()}

@@ -1,0 +1,168 @@
+"""One line where a dump was (issue 22, class 7): a setting misspelt or mistyped at any depth of a
+config, an empty or tab-indented config, an output folder that cannot be made, and a checkpoint
+edited by hand each give one ``error:`` line naming the setting or file and what to do."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_sagan
+
+from sagan_ad import CheckpointError, load_checkpoint
+from sagan_ad.cli import main
+from sagan_ad.training.checkpointing import atomic_save
+
+
+def cli_error(*args: str) -> str:
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as info:
+        main(list(args))
+    printed = stderr.getvalue()
+    assert info.value.code == 2 and "Traceback" not in printed, printed
+    assert "usage:" not in printed and "Does not validate" not in printed, printed
+    (line,) = [x for x in printed.splitlines() if x.startswith("error: ")]
+    assert len(printed.splitlines()) == 2, printed  # the line and the debug hint
+    return line
+
+
+def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
+    config = tmp_path / "mine.yaml"
+    config.write_text(text)
+    return cli_error(
+        "fit",
+        "--model=sagan_ad.SAGAN",
+        *TINY_MODEL_ARGS,
+        *TINY_DATA_ARGS,
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        "--config",
+        str(config),
+        *extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "model:\n  init_args:\n    max_iteratons: 3\n",
+            "model.max_iteratons is not a setting of sagan_ad.SAGAN (did you mean "
+            "'max_iterations'?) (in --config {config})",
+        ),
+        (
+            "model:\n  init_args:\n    scorer:\n      init_args:\n        top_fractoin: 0.1\n",
+            "model.scorer.top_fractoin is not a setting of sagan_ad.Scorer (did you mean "
+            "'top_fraction'?) (in --config {config})",
+        ),
+        (
+            "data:\n  init_args:\n    val_fracton: 0.1\n",
+            "data.val_fracton is not a setting of sagan_ad.SyntheticCXRDataModule (did you mean "
+            "'val_fraction'?) (in --config {config})",
+        ),
+        (
+            "trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
+            "    init_args:\n      save_dri: x\n",
+            "trainer.logger.save_dri is not a setting of lightning.pytorch.loggers.CSVLogger "
+            "(did you mean 'save_dir'?) (in --config {config})",
+        ),
+        (
+            "data:\n  init_args:\n    batch_size: sixteen\n",
+            "data.batch_size='sixteen': expected an int (in --config {config})",
+        ),
+        (
+            "trainer:\n  max_stesp: 3\n",
+            "trainer.max_stesp is not a setting of sagan-ad fit (did you mean "
+            "'trainer.max_steps'?) (in --config {config}); sagan-ad fit --help lists the settings",
+        ),
+        ("", "--config {config} holds no settings (it is empty or only comments)"),
+        (
+            "model:\n\tmax_iterations: 3\n",
+            "--config {config}: line 2, column 1 is indented with a tab",
+        ),
+        ("- a\n- b\n", "--config {config} holds a YAML list, not settings"),
+        (
+            "model:\n  init_args:\n    scorer:\n      class_path: sagan_ad.Scorr\n",
+            "model.scorer: class_path 'sagan_ad.Scorr' cannot be imported (module 'sagan_ad' has "
+            "no attribute 'Scorr') (did you mean 'sagan_ad.Scorer'?)",
+        ),
+    ],
+    ids=[
+        "nested",
+        "component",
+        "data",
+        "logger",
+        "type",
+        "trainer",
+        "empty",
+        "tab",
+        "list",
+        "class",
+    ],
+)
+def test_config_mistakes_are_one_line_naming_the_setting_and_the_file(tmp_path, text, expected):
+    line = fit_with(tmp_path, text)
+    assert line.startswith("error: " + expected.format(config=tmp_path / "mine.yaml")), line
+
+
+def test_a_mistake_on_the_command_line_is_named_as_given(tmp_path):
+    line = fit_with(tmp_path, "seed_everything: 1\n", "--data.val_fracton=0.2")
+    assert line == (
+        "error: data.val_fracton is not a setting of sagan_ad.SyntheticCXRDataModule (did you "
+        "mean 'val_fraction'?) (given as --data.val_fracton on the command line)"
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_leaves_nothing(tmp_path):
+    line = cli_error(
+        "fit",
+        "--model=sagan_ad.SAGAN",
+        *TINY_MODEL_ARGS,
+        *TINY_DATA_ARGS,
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir=/proc/sagan-ad-test",
+    )
+    assert line.startswith(
+        "error: --trainer.logger.init_args.save_dir: the output folder '/proc/sagan-ad-test' "
+        "cannot be created or written ("
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def edited(tmp_path: Path, component: str, setting: str, value: object) -> Path:
+    model = tiny_sagan(max_iterations=2)
+    model.iteration = 2
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    checkpoint["hyper_parameters"][component]["init_args"][setting] = value
+    checkpoint.update(sagan_iteration=2, sagan_model_class="sagan_ad.SAGAN")
+    checkpoint["pytorch-lightning_version"] = L.__version__
+    path = tmp_path / f"{setting}.ckpt"
+    atomic_save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "reason"),
+    [
+        ("top_fraction", 2.0, "scorer top_fraction=2.0: must be in (0, 1]"),
+        ("normalization", "bogus", "scorer normalization='bogus': choose one of none, equalize"),
+    ],
+)
+def test_an_edited_checkpoint_is_called_edited_naming_the_value(tmp_path, setting, value, reason):
+    path = edited(tmp_path, "scorer", setting, value)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"checkpoint {str(path)!r} records settings whose values sagan_ad.SAGAN refuses: "
+        f"scorer ({reason}"
+    )
+    assert "edited or damaged" in message and "another version" not in message
+    line = cli_error("export", "--ckpt_path", str(path), "--output", str(tmp_path / "s.onnx"))
+    assert line.startswith(f"error: checkpoint {str(path)!r} records settings whose values")
+    assert torch.load(path, weights_only=True)["sagan_iteration"] == 2

@@ -1,0 +1,190 @@
+"""One patient under any spelling, one film under any encoding, and advice that fits the split
+(issue 22, classes 2 and 6)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import chest_phantom, mark, write_dicom
+from PIL import Image, PngImagePlugin
+
+from sagan_ad.data import FolderDataModule, SplitError, check_leakage
+from sagan_ad.data.leakage import SAME_BYTES, canonical_id, near_identical_ids
+from sagan_ad.data.split import holdout_groups
+from sagan_ad.data.twins import SAME_PIXELS
+
+QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
+
+
+@pytest.mark.parametrize(
+    ("train", "test"),
+    [("P8", " P8"), ("P8", "P8 "), ("P8", "P8\x00"), ("1.2.3", "1.2.3\x00 ")],
+)
+def test_identities_are_compared_in_the_groupings_canonical_form(train, test):
+    ids = {"a": {"PatientID": train}, "b": {"PatientID": test}}
+    with pytest.raises(
+        SplitError,
+        match=r"PatientID 'P8' in training \(1\) and test \(1\)|"
+        r"PatientID '1\.2\.3' in training \(1\) and test \(1\)",
+    ):
+        check_leakage({"training": ["a"], "test": ["b"]}, ids)
+
+
+def test_words_for_a_missing_value_never_match():
+    ids = {"a": {"PatientID": "N/A"}, "b": {"PatientID": " nan "}}
+    assert check_leakage({"training": ["a"], "test": ["b"]}, ids) == []
+    assert canonical_id("  NULL ") == ""
+
+
+def test_a_patient_spelt_two_ways_with_one_name_and_birth_date_is_warned(caplog):
+    person = {"PatientName": "DOE^JANE", "PatientBirthDate": "19700101"}
+    ids = {
+        "a": {"PatientID": "P-0008", **person},
+        "b": {"PatientID": "p_8", **person},
+        "c": {"PatientID": "P9", **person, "PatientBirthDate": "19800101"},
+        "d": {"PatientID": "p9"},  # no name or birth date: cannot tell
+    }
+    with caplog.at_level(logging.WARNING):
+        assert check_leakage({"training": ["a", "c"], "test": ["b", "d"]}, ids, source="ward") == []
+    assert (
+        "ward: 1 PatientID(s) look like one patient spelt twice (same PatientName and "
+        "PatientBirthDate; the IDs differ only in case, zero padding or separators): 'P-0008' "
+        "and 'p_8'"
+    ) in caplog.text
+    assert near_identical_ids(ids) == [("P-0008", "p_8")]
+
+
+def test_names_and_birth_dates_are_never_compared_as_identities():
+    person = {"PatientName": "DOE^J", "PatientBirthDate": "19700101"}
+    ids = {"a": {"PatientID": "P1", **person}, "b": {"PatientID": "P2", **person}}
+    assert check_leakage({"training": ["a"], "test": ["b"]}, ids) == []
+
+
+def reencoded(source: Path, target: Path, how: str) -> None:
+    image = Image.open(source)
+    if how == "png_chunk":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", "a PACS viewer")
+        image.save(target.with_suffix(".png"), pnginfo=info)
+    elif how == "tiff":
+        image.save(target.with_suffix(".tif"), compression="tiff_lzw")
+    else:
+        image.save(target.with_suffix(".jpg"), quality=100)
+
+
+@pytest.mark.parametrize("how", ["png_chunk", "tiff", "jpeg100"])
+def test_a_test_film_re_encoded_into_training_is_a_leak(tmp_path, how):
+    normal, sick = tmp_path / "normal", tmp_path / "sick"
+    for folder, base in ((normal, 0), (sick, 10)):
+        folder.mkdir()
+        for i in range(4):
+            pixels = mark(chest_phantom(40, 40, high=255), base + i).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"f{base + i}.png")
+    reencoded(sick / "f10.png", normal / "again", how)
+    dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+    with pytest.raises(SplitError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert f"{SAME_PIXELS} (normal/again" in message and "test_abnormal/f10.png" in message
+    assert "remove the copies (one image under two names or encodings)" in message
+    assert "group_by" not in message  # no patients to group in a folder of PNGs
+
+
+def test_a_byte_copy_is_named_once_as_a_copy(tmp_path):
+    ids = {
+        "a": {SAME_BYTES: "d1", SAME_PIXELS: "a"},
+        "b": {SAME_BYTES: "d1", SAME_PIXELS: "a"},
+    }
+    with pytest.raises(SplitError) as info:
+        check_leakage({"training": ["a"], "test": ["b"]}, ids)
+    assert str(info.value).count(" in training (1) and test (1)") == 1
+    assert SAME_BYTES in str(info.value) and SAME_PIXELS not in str(info.value)
+
+
+def test_advice_fits_how_the_split_was_made():
+    ids = {"a": {"PatientID": "P1"}, "b": {"PatientID": "P1"}}
+    sides = {"training": ["a"], "test": ["b"]}
+
+    def message(**kwargs) -> str:
+        with pytest.raises(SplitError) as info:
+            check_leakage(sides, ids, **kwargs)
+        return str(info.value)
+
+    drawn = message()
+    assert "set group_by to the column or DICOM keyword that identifies patients" in drawn
+    grouped = message(group_by="site")
+    assert "group_by='site' keeps its groups whole, but these images share another identity" in (
+        grouped
+    )
+    assert "set group_by" not in grouped
+    given = message(roles_given=True, group_by="PatientID")
+    assert "the split you gave puts a patient (PatientID) in training and test: move" in given
+    assert "set group_by" not in given
+
+
+def write_anonymized(folder: Path, count: int, start: int) -> None:
+    for i in range(count):
+        write_dicom(
+            folder / f"im{start + i}.dcm",
+            mark(chest_phantom(20, 20), start + i),
+            bits_stored=12,
+            PatientID="ANON",
+        )
+
+
+def test_a_placeholder_patient_id_is_named_not_val_fraction(tmp_path):
+    write_anonymized(tmp_path / "normal", 6, 0)
+    dm = FolderDataModule(
+        tmp_path / "normal",
+        cache_dir=tmp_path / "c",
+        group_by="PatientID",
+        val_fraction=0.3,
+        **QUIET,
+    )
+    with pytest.raises(SplitError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert message.startswith("group 'ANON' holds 6 of the 6 known normals")
+    assert "anonymizer's placeholder" in message and "val_fraction" not in message
+
+
+def test_a_placeholder_on_two_sides_is_named_as_such(tmp_path):
+    write_anonymized(tmp_path / "normal", 4, 0)
+    write_anonymized(tmp_path / "sick", 2, 10)
+    dm = FolderDataModule(
+        tmp_path / "normal",
+        test_abnormal=tmp_path / "sick",
+        cache_dir=tmp_path / "c",
+        group_by="PatientID",
+        val_fraction=0.0,
+        **QUIET,
+    )
+    with pytest.raises(SplitError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert "shared by most images: PatientID 'ANON' (6 of 6 images)" in message
+    assert "set group_by='PatientID'" not in message and "move each patient" not in message
+
+
+def test_holdout_of_a_few_groups_still_names_val_fraction():
+    with pytest.raises(SplitError, match=r"val_fraction=0.9 of 6 known normals in 3 groups"):
+        holdout_groups(["p1", "p1", "p2", "p2", "p3", "p3"], 0.9, seed=0)
+
+
+def test_copies_stay_reported_by_bytes(tmp_path):
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i in range(4):
+        pixels = mark(chest_phantom(40, 40, high=255), i).astype(np.uint8)
+        Image.fromarray(pixels).save(normal / f"f{i}.png")
+    sick = tmp_path / "sick"
+    sick.mkdir()
+    shutil.copy(normal / "f0.png", sick / "copy.png")
+    Image.fromarray(mark(chest_phantom(40, 40, high=255), 9).astype(np.uint8)).save(sick / "x.png")
+    dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+    with pytest.raises(SplitError, match=r"identical bytes \(normal/f0.png, test_abnormal/copy"):
+        dm.setup()
