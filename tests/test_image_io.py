@@ -196,7 +196,9 @@ def mixed_files(folder) -> list:
     ]
     for i in range(2):
         paths.append(folder / f"{i}.png")
-        Image.fromarray(np.full((12, 10), 50 * (i + 1), np.uint8)).save(paths[-1])
+        # Not uniform: a blank film is refused.
+        pixels = np.full((12, 10), 50 * (i + 1), np.uint8) + np.arange(10, dtype=np.uint8)
+        Image.fromarray(pixels).save(paths[-1])
     return paths
 
 

@@ -370,5 +370,8 @@ def test_same_seed_same_metrics(medad_root, tmp_path):
         return val, dict(model.reports["test"].metrics)
 
     first, second = run(), run()
-    assert first == second
+    # Compared as text: the matched subset of 12 test films is too small, and its NaN AUROCs
+    # equal each other only there.
+    assert json.dumps(first) == json.dumps(second)
+    assert first[1]["matched/too_small"] == 1.0
     assert set(first[0]) >= {"AUROC", "AP"}

@@ -82,8 +82,8 @@ class ImageSet:
 
         Examples:
             >>> s = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), [0, 1], ["a", "b"])
-            >>> s.statistics().shape
-            torch.Size([2, 2])
+            >>> s.statistics().shape  # one column per name of STATISTICS
+            torch.Size([2, 6])
         """
         return image_statistics(self.images) if self.decoded_stats is None else self.decoded_stats
 
