@@ -181,3 +181,46 @@ def test_data_pipeline_parts_run_on_a_small_hospital_tree(tmp_path):
     assert data_pipeline.library_setup(folder, tmp_path / "cache", 16, 1) == 10
     assert data_pipeline.library_setup(folder, tmp_path / "cache", 16, 1) == 10
     assert data_pipeline.manifest_check(folder, tmp_path / "cache", 16)[0] == 10
+
+
+def test_score_grid_chooses_on_validation_and_reproduces_the_test(tmp_path):
+    import yaml
+    from conftest import tiny_sagan, tiny_trainer, write_medad_tree
+
+    from sagan_ad import Evaluator, MedADDataModule
+
+    root = write_medad_tree(tmp_path / "medad")
+    data_args = {
+        "root": str(root),
+        "image_size": 32,
+        "batch_size": 4,
+        "val_fraction": 0.25,
+        "val_abnormal": 3,
+    }
+    model = tiny_sagan(max_iterations=4, evaluator=Evaluator(bootstrap_resamples=20))
+    trainer = tiny_trainer(tmp_path, enable_checkpointing=False)
+    data = MedADDataModule(**data_args)
+    trainer.fit(model, data)
+    trainer.test(model, data, verbose=False)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "best-iteration=4.ckpt")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"data": {"init_args": data_args}}))
+
+    printed = run(
+        "score_grid.py", str(run_dir), "--residual-sigmas", "0", "1", "--borders", "0", "0.1"
+    )
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
+    settings = [tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows[1:]]
+    assert settings == [("0", "0"), ("0", "0.1"), ("1", "0"), ("1", "0.1")]
+    # The model's own scorer (the paper's score) gives the test AUROC that trainer.test reported.
+    test_auroc = float(rows[1].split("|")[5])
+    assert test_auroc == pytest.approx(model.reports["test"].metrics["AUROC"], abs=1e-3)
+    # The best mean validation AUROC chooses; a tie goes to the simplest setting.
+    means = [float(row.split("|")[4].strip(" *")) for row in rows[1:]]
+    chosen = settings[means.index(max(means))]
+    line = next(line for line in printed.splitlines() if line.startswith("chosen on validation"))
+    assert line.startswith(
+        f"chosen on validation: residual_sigma {chosen[0]}, border {chosen[1]} ("
+    )
+    assert float(line.split("(")[1].rstrip(")")) == pytest.approx(max(means), abs=5e-4)
