@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sagan_ad import SAGAN, Critic, Generator
+
+# One intra-op thread, here and in the commands the tests start: the suite runs one process per
+# core, its networks are tiny, and a second thread per process would mostly wait at OpenMP
+# barriers (docs/performance.md, "Threads").
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NIH_ROOT = SHARED_DATA / "nih-cxr14-pneumonia"
