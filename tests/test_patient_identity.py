@@ -12,10 +12,10 @@ import pytest
 from conftest import chest_phantom, mark, write_dicom
 from PIL import Image, PngImagePlugin
 
-from sagan_ad.data import FolderDataModule, SplitError, check_leakage
+from sagan_ad.data import FolderDataModule, SplitError, check_leakage, twins
 from sagan_ad.data.leakage import SAME_BYTES, canonical_id, near_identical_ids
 from sagan_ad.data.split import holdout_groups
-from sagan_ad.data.twins import SAME_PIXELS
+from sagan_ad.data.twins import MAX_TOLERANCE, MEAN_TOLERANCE, SAME_PIXELS
 
 QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
 
@@ -188,3 +188,44 @@ def test_copies_stay_reported_by_bytes(tmp_path):
     dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
     with pytest.raises(SplitError, match=r"identical bytes \(normal/f0.png, test_abnormal/copy"):
         dm.setup()
+
+
+def _twins_by_every_pair(images: np.ndarray, names: list[str]) -> dict[str, str]:
+    """`pixel_twins` by brute force: every pair compared pixel by pixel."""
+    parent = list(range(len(names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    flat = images.reshape(len(names), -1).astype(np.int16)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            difference = np.abs(flat[i] - flat[j])
+            if difference.mean() <= MEAN_TOLERANCE and difference.max() <= MAX_TOLERANCE:
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(names)):
+        groups.setdefault(root(i), []).append(i)
+    return {names[i]: names[g[0]] for g in groups.values() if len(g) > 1 for i in g}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pixel_twins_finds_every_pair_that_a_full_comparison_finds(monkeypatch, seed):
+    # Small chunks, so that candidates are looked for across chunks of the sorted order.
+    monkeypatch.setattr(twins, "_CHUNK", 7)
+    rng = np.random.default_rng(seed)
+    films = rng.integers(0, 256, (12, 2, 24, 27), dtype=np.uint8)
+    films[:4] //= 8  # dark films, close in mean: many candidates, few twins
+    images = films[rng.integers(0, len(films), 60)].astype(np.int16)
+    # Half re-encoded (one level off here and there), half changed too much to be one film.
+    step = np.where(np.arange(60) < 30, 1, 4)[:, None, None, None]
+    touched = rng.random(images.shape) < rng.uniform(0.05, 0.3)
+    images += rng.integers(-1, 2, images.shape) * step * touched
+    images = np.clip(images, 0, 255).astype(np.uint8)
+    names = [f"film{i}.png" for i in range(len(images))]
+    found = twins.pixel_twins(images, names)
+    assert found == _twins_by_every_pair(images, names)
+    assert found  # the draw repeats films: some twins must be there

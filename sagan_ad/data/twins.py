@@ -22,23 +22,23 @@ _CHUNK = 1024
 def _signatures(images: np.ndarray) -> np.ndarray:
     """Each image as the means of an 8 x 8 grid of blocks per channel."""
     n, _, h, w = images.shape
-    rows = np.array_split(np.arange(h), min(8, h))
-    cols = np.array_split(np.arange(w), min(8, w))
-    values = images.astype(np.float64)
-    blocks = [
-        values[:, :, r[0] : r[-1] + 1, k[0] : k[-1] + 1].mean(axis=(2, 3))
-        for r in rows
-        for k in cols
-    ]
-    return np.stack(blocks, axis=2).reshape(n, -1)
+    rows = [r[0] for r in np.array_split(np.arange(h), min(8, h))]
+    cols = [k[0] for k in np.array_split(np.arange(w), min(8, w))]
+    # Exact integer sums block by block (no float copy of every image), then the means.
+    sums = np.add.reduceat(np.add.reduceat(images, rows, axis=2, dtype=np.int64), cols, axis=3)
+    heights = np.diff([*rows, h])
+    widths = np.diff([*cols, w])
+    return (sums / np.multiply.outer(heights, widths)).reshape(n, -1)
 
 
 def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
     """The images of ``names`` that are one film with another (see the module docstring), each
     mapped to the first name of its group; images with no twin are left out.
 
-    Candidates come from a coarse signature (block means), so the cost is one small matrix
-    product per pair of chunks; each candidate pair is then compared pixel by pixel.
+    Candidates come from a coarse signature (block means): the images are sorted by the mean
+    of their signature, which two candidates share within the mean tolerance's bound, so each
+    image is compared only with its neighbours in that order (one small matrix product per
+    chunk); each candidate pair is then compared pixel by pixel.
 
     Args:
         images: ``(N, C, S, S)`` uint8, as decoded and resized for the model.
@@ -56,10 +56,15 @@ def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
     if n < 2:
         return {}
     signature = _signatures(images)
-    squared = (signature**2).sum(axis=1)
     # Block means of two images of one film differ by at most the mean tolerance on average;
     # twice that (in the RMS of the blocks) keeps every twin and few others.
-    limit = (2 * MEAN_TOLERANCE) ** 2 * signature.shape[1]
+    reach = 2 * MEAN_TOLERANCE
+    limit = reach**2 * signature.shape[1]
+    # Within that limit the signatures' means differ by at most `reach` (Cauchy-Schwarz).
+    key = signature.mean(axis=1)
+    order = np.argsort(key, kind="stable")
+    ordered, keys = signature[order], key[order]
+    squared = (ordered**2).sum(axis=1)
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -70,14 +75,18 @@ def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
 
     flat = images.reshape(n, -1)
     for start in range(0, n, _CHUNK):
-        block = signature[start : start + _CHUNK]
+        end = min(start + _CHUNK, n)
+        stop = int(np.searchsorted(keys, keys[end - 1] + reach * (1 + 1e-9), side="right"))
         distance = (
-            squared[start : start + _CHUNK, None] + squared[None, :] - 2 * block @ signature.T
+            squared[start:end, None]
+            + squared[None, start:stop]
+            - 2 * ordered[start:end] @ ordered[start:stop].T
         )
-        for i, j in zip(*np.nonzero(distance <= limit), strict=True):
-            i = int(i) + start
-            j = int(j)
-            if j <= i or root(i) == root(j):
+        near, other = np.nonzero(distance <= limit)
+        later = other > near  # each pair once, never an image with itself
+        firsts, seconds = order[near[later] + start], order[other[later] + start]
+        for i, j in zip(firsts.tolist(), seconds.tolist(), strict=True):
+            if root(i) == root(j):
                 continue
             difference = np.abs(flat[i].astype(np.int16) - flat[j].astype(np.int16))
             if difference.mean() <= MEAN_TOLERANCE and difference.max() <= MAX_TOLERANCE:
