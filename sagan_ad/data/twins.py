@@ -17,6 +17,7 @@ NIH set by 30 or more."""
 MAX_TOLERANCE = 8
 """Largest difference of any one pixel between two images of one film."""
 _CHUNK = 1024
+_SUM_PIXELS = 1 << 22
 
 
 def _signatures(images: np.ndarray) -> np.ndarray:
@@ -24,11 +25,17 @@ def _signatures(images: np.ndarray) -> np.ndarray:
     n, _, h, w = images.shape
     rows = [r[0] for r in np.array_split(np.arange(h), min(8, h))]
     cols = [k[0] for k in np.array_split(np.arange(w), min(8, w))]
-    # Exact integer sums block by block (no float copy of every image), then the means.
-    sums = np.add.reduceat(np.add.reduceat(images, rows, axis=2, dtype=np.int64), cols, axis=3)
-    heights = np.diff([*rows, h])
-    widths = np.diff([*cols, w])
-    return (sums / np.multiply.outer(heights, widths)).reshape(n, -1)
+    sizes = np.multiply.outer(np.diff([*rows, h]), np.diff([*cols, w]))
+    # A few million pixels at a time: a float copy of every image at once would cost eight
+    # times the images' memory (exact sums either way).
+    step = max(1, _SUM_PIXELS // images[0].size)
+    blocks = [
+        np.add.reduceat(
+            np.add.reduceat(images[i : i + step].astype(np.float64), cols, axis=3), rows, axis=2
+        )
+        for i in range(0, n, step)
+    ]
+    return (np.concatenate(blocks) / sizes).reshape(n, -1)
 
 
 def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
