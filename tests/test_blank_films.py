@@ -22,6 +22,7 @@ from sagan_ad.data import (
     load_images,
     read_image,
 )
+from sagan_ad.data.file_kinds import dicom_without_image, media_storage_class
 
 QUIET = {"image_size": 16, "cache_workers": 1, "progress": False, "val_fraction": 0.0}
 REMEDY = "a blank film is no normal and no finding: remove it from the data"
@@ -171,3 +172,29 @@ def test_a_film_of_one_colour_is_blank_in_grey(tmp_path):
     for channels in (1, 3):
         with pytest.raises(ImageReadError, match=r"every pixel has the colour \(200, 0, 0\)"):
             read_image(tmp_path / "red.png", 16, in_channels=channels)
+
+
+def test_the_sop_class_read_from_the_first_bytes_is_pydicoms(tmp_path):
+    """`media_storage_class` reads the meta group itself; where it cannot (a meta group longer
+    than its read, no preamble) it must give pydicom's answer or pydicom's error."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import dcmread, read_file_meta_info
+
+    root = pacs_export(tmp_path / "export")
+    long_meta = write_dicom(
+        tmp_path / "long_meta.dcm", None, SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11"
+    )
+    ds = dcmread(long_meta)
+    # A meta element larger than the first read puts the class after its end.
+    ds.file_meta.FileMetaInformationVersion = b"\x00\x01" * 3000
+    ds.save_as(long_meta, enforce_file_format=True)
+    assert long_meta.read_bytes().find(b"1.2.840.10008.5.1.4.1.1.88.11") > 4096
+    old_style = write_dicom(tmp_path / "old.dcm", mark(chest_phantom(20, 20), 1), file_meta=False)
+    paths = [*sorted(p for p in root.iterdir() if p.name != "README"), long_meta]
+    for path in paths:
+        expected = read_file_meta_info(path).get("MediaStorageSOPClassUID")
+        assert media_storage_class(path) == (None if expected is None else str(expected)), path
+    assert dicom_without_image(long_meta).startswith("a DICOM Basic Text SR")
+    with pytest.raises(InvalidDicomError):
+        media_storage_class(old_style)
+    assert dicom_without_image(old_style) is None
