@@ -196,7 +196,7 @@ def media_storage_class(path: str | os.PathLike) -> str | None:
 
     The meta header (group 0002) is always explicit VR little endian, so it is read straight
     from the file's first bytes: every file of a folder is looked at once per setup, and
-    pydicom's general reader costs about 30 times as much. Anything unexpected in those bytes
+    pydicom's general reader costs more than ten times as much. Anything unexpected in those bytes
     goes to pydicom's reader, which gives the same answer or the error.
 
     Examples:

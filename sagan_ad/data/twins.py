@@ -42,9 +42,9 @@ def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
     """The images of ``names`` that are one film with another (see the module docstring), each
     mapped to the first name of its group; images with no twin are left out.
 
-    Candidates come from a coarse signature (block means): the images are sorted by the mean
-    of their signature, which two candidates share within the mean tolerance's bound, so each
-    image is compared only with its neighbours in that order (one small matrix product per
+    Candidates come from a coarse signature (block means). The images are sorted by the mean
+    of their signature, in which two candidates differ by at most twice the mean tolerance, so
+    each image is compared only with its neighbours in that order (one small matrix product per
     chunk); each candidate pair is then compared pixel by pixel.
 
     Args:
