@@ -108,7 +108,6 @@ def measure(args: argparse.Namespace) -> None:
         import logging
 
         from sagan_ad import FolderDataModule, ImageCache  # noqa: F401
-        from sagan_ad.data import discovery  # noqa: F401
 
         logging.disable(logging.WARNING)  # the tree's PNGs have no PatientID: said once per run
     start, cpu = time.perf_counter(), _cpu_seconds()
