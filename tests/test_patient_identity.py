@@ -229,3 +229,48 @@ def test_pixel_twins_finds_every_pair_that_a_full_comparison_finds(monkeypatch, 
     found = twins.pixel_twins(images, names)
     assert found == _twins_by_every_pair(images, names)
     assert found  # the draw repeats films: some twins must be there
+
+
+def test_remembered_twins_search_once_per_content(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    films = rng.integers(0, 256, (6, 1, 16, 16), dtype=np.uint8)
+    films[3] = films[0]
+    names = [f"f{i}.png" for i in range(6)]
+    record = tmp_path / "cache" / "twins.json"
+    searches = []
+    search = twins.pixel_twins
+    monkeypatch.setattr(twins, "pixel_twins", lambda *a: searches.append(1) or search(*a))
+    expected = {"f0.png": "f0.png", "f3.png": "f0.png"}
+    assert twins.remembered_pixel_twins(films, names, record) == expected
+    assert twins.remembered_pixel_twins(films.copy(), list(names), record) == expected
+    assert len(searches) == 1  # the same pixels and names: read back
+    changed = films.copy()
+    changed[3, 0, 0, 0] ^= 255  # no longer one film with f0
+    assert twins.remembered_pixel_twins(changed, names, record) == {}
+    assert twins.remembered_pixel_twins(films, names[::-1], record) == {
+        "f5.png": "f5.png",
+        "f2.png": "f5.png",
+    }  # the names go with the order: another answer, searched again
+    assert len(searches) == 3
+    record.write_text('{"key": ')  # a record cut short is searched again and replaced
+    assert twins.remembered_pixel_twins(films, names, record) == expected
+    assert len(searches) == 4
+    assert twins.remembered_pixel_twins(films, names, record) == expected
+    assert len(searches) == 4
+
+
+def test_a_re_encoded_test_film_is_still_caught_on_the_second_setup(tmp_path):
+    normal, sick = tmp_path / "normal", tmp_path / "sick"
+    for folder, base in ((normal, 0), (sick, 10)):
+        folder.mkdir()
+        for i in range(4):
+            pixels = mark(chest_phantom(40, 40, high=255), base + i).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"f{base + i}.png")
+    FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET).setup()
+    assert (tmp_path / "c" / "twins.json").is_file()
+    # A copy added after the first setup: the record is of other images, so it is searched.
+    reencoded(sick / "f10.png", normal / "again", "tiff")
+    for _ in range(2):  # and the answer, once recorded, is the same
+        dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+        with pytest.raises(SplitError, match=f"{SAME_PIXELS} \\(normal/again"):
+            dm.setup()

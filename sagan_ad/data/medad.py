@@ -24,7 +24,7 @@ from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.tables import read_metadata_csv
-from sagan_ad.data.twins import SAME_PIXELS, pixel_twins
+from sagan_ad.data.twins import SAME_PIXELS, pixel_twins, remembered_pixel_twins
 from sagan_ad.protected import protect
 
 
@@ -308,8 +308,14 @@ class MedADDataModule(FileDataModule):
             name: {**ids, **group_identity(self.group_by, self.groups.get(name, ""))}
             for name, ids in zip(all_names, identities, strict=True)
         }
-        # Copies by decoded pixels too (a test film re-encoded into training).
-        for name, first in pixel_twins(array, all_names).items():
+        # Copies by decoded pixels too (a test film re-encoded into training); with a cache, the
+        # answer is kept beside it for the next setup of the same images.
+        twins = (
+            pixel_twins(array, all_names)
+            if self.cache_dir is None
+            else remembered_pixel_twins(array, all_names, self.cache_dir / "twins.json")
+        )
+        for name, first in twins.items():
             self.identities[name][SAME_PIXELS] = first
         images = torch.from_numpy(array)
         sets: dict[str, ImageSet | None] = {}

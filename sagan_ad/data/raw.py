@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from sagan_ad.data.messages import listing
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
 from sagan_ad.data.split_file import read_medad_split
-from sagan_ad.data.twins import SAME_PIXELS, pixel_twins
+from sagan_ad.data.twins import SAME_PIXELS, remembered_pixel_twins
 from sagan_ad.protected import protect
 
 log = logging.getLogger(__name__)
@@ -221,15 +222,26 @@ class RawDataModule(FileDataModule):
         # Two names of one file (a link, a CSV row written two ways, a file given two roles)
         # would put the same image on both sides of the split.
         seen: dict[tuple, Record] = {}
+        missing = []
         for record in records:
-            other = seen.setdefault(file_identity(record.path), record)
+            # One stat per file, as a hospital export has many: a regular file is known by its
+            # device and inode; anything else by `file_identity`, which also resolves the path.
+            try:
+                found = os.stat(record.path)
+            except (OSError, ValueError):
+                found = None
+            if found is not None and stat.S_ISREG(found.st_mode):
+                identity: tuple = ("inode", found.st_dev, found.st_ino)
+            else:
+                identity = file_identity(record.path)
+                missing.append(record)
+            other = seen.setdefault(identity, record)
             if other is not record:
                 raise ValueError(
                     f"{record.path} is both {other.name!r} and {record.name!r}: they are the "
                     "same file, and every file may appear once (one role, one class): remove "
                     "one of them"
                 )
-        missing = [r for r in records if not r.path.is_file()]
         self._fail_or_skip(
             [f"{r.name}: {r.path} {missing_reason(r.path)}" for r in missing],
             "listed image(s) whose file does not exist (or is not a file)",
@@ -302,8 +314,11 @@ class RawDataModule(FileDataModule):
             }
             for name, row in rows.items()
         }
-        # Copies by decoded pixels too (a test film re-encoded into training), cheap once cached.
-        twins = pixel_twins(cached.images[list(rows.values())], list(rows))
+        # Copies by decoded pixels too (a test film re-encoded into training); the answer is
+        # kept beside the cache, so a second setup of unchanged data does not search again.
+        twins = remembered_pixel_twins(
+            cached.images[list(rows.values())], list(rows), self.cache_dir / "twins.json"
+        )
         for name, first in twins.items():
             self.identities[name][SAME_PIXELS] = first
         self._known_names = list(split.known_normal)

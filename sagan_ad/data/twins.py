@@ -4,9 +4,15 @@ chunks, a lossless TIFF, a quality-100 JPEG), which a comparison of file bytes c
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from sagan_ad.data.cache_files import atomic_write_text, make_folder
 
 SAME_PIXELS = "the same decoded pixels"
 """The identity under which the leakage check compares decoded images (`pixel_twins`)."""
@@ -18,6 +24,7 @@ MAX_TOLERANCE = 8
 """Largest difference of any one pixel between two images of one film."""
 _CHUNK = 1024
 _SUM_PIXELS = 1 << 22
+_RECORD_FORMAT = 1
 
 
 def _signatures(images: np.ndarray) -> np.ndarray:
@@ -107,3 +114,40 @@ def pixel_twins(images: np.ndarray, names: Sequence[str]) -> dict[str, str]:
         if len(members) > 1
         for i in members
     }
+
+
+def remembered_pixel_twins(
+    images: np.ndarray, names: Sequence[str], record: str | os.PathLike
+) -> dict[str, str]:
+    """`pixel_twins`, kept in the JSON file ``record`` under a digest of the images' pixels and
+    names: a second setup of the same data reads the answer instead of searching again.
+
+    The digest covers every pixel, so any change of a film, of its decoding or of the order
+    of the images searches again (and replaces the record); a record that cannot be read is
+    searched again too.
+
+    Examples:
+        >>> import tempfile
+        >>> films = np.zeros((2, 1, 8, 8), np.uint8)
+        >>> record = os.path.join(tempfile.mkdtemp(), "twins.json")
+        >>> remembered_pixel_twins(films, ["a.png", "b.png"], record)
+        {'a.png': 'a.png', 'b.png': 'a.png'}
+        >>> remembered_pixel_twins(films, ["a.png", "b.png"], record)  # read back
+        {'a.png': 'a.png', 'b.png': 'a.png'}
+    """
+    digest = hashlib.sha256(repr((_RECORD_FORMAT, images.shape, str(images.dtype))).encode())
+    digest.update(memoryview(np.ascontiguousarray(images)).cast("B"))
+    digest.update("\0".join(names).encode("utf-8", "surrogatepass"))
+    key = digest.hexdigest()
+    record = Path(record)
+    try:
+        with record.open(encoding="utf-8") as f:
+            stored = json.load(f)
+        if stored["key"] == key:
+            return dict(stored["twins"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no record yet, another data set's, or unreadable: search
+    twins = pixel_twins(images, names)
+    make_folder(record.parent)
+    atomic_write_text(record, json.dumps({"key": key, "twins": twins}))
+    return twins
