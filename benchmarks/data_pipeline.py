@@ -17,7 +17,8 @@ read once before timing, so that every measurement finds it in the page cache. T
 - the first setup: ``FolderDataModule(tree, group_by="PatientID", image_size=...)``'s
   ``setup("fit")`` with an empty cache (discovery, headers, decoding on ``--workers``
   processes, digests, cache writes, split and leakage checks);
-- the second setup: the same on the filled cache, in another process.
+- the second setup: the same again, in another process (it reads the setup record that the
+  first one wrote, `sagan_ad.data.setup_record`).
 
 It prints each run, the medians as files/s, the ratios first setup / loop (pair by pair, the
 median) and the peak memory (the largest resident set of the measuring process and of any

@@ -119,6 +119,11 @@ class FolderDataModule(RawDataModule):
             self._roles[role] = [r.name for r in found]
         return records
 
+    def listed_folders(self) -> list[Path]:
+        """The source folders (a CSV source is a setting: its size and time count, and the
+        files it lists are checked one by one)."""
+        return [source for source, _ in self.sources.values() if source and source.is_dir()]
+
     def assign(self, records: dict[str, Record]) -> MedADSplit:
         return MedADSplit(
             known_normal=[n for n in self._roles["normal"] if n in records],

@@ -10,14 +10,19 @@ log = logging.getLogger(__name__)
 
 
 _logged: set[str] = set()
+said: list[list] | None = None
+"""Where a setup being recorded keeps its warnings (`sagan_ad.data.setup_record`): also those
+this process said before, which a later process reading the record must say again."""
 
 
-def log_once(message: str, level: int = logging.WARNING) -> None:
+def log_once(message: str, level: int = logging.WARNING, logger: logging.Logger = log) -> None:
     """Log ``message`` the first time this process meets it (a data set is read more than once
     per run: by ``prepare_data`` and by ``setup``)."""
+    if said is not None and level >= logging.WARNING:
+        said.append([logger.name, level, message])
     if message not in _logged:
         _logged.add(message)
-        log.log(level, message)
+        logger.log(level, message)
 
 
 def listing(lines: Sequence[str], limit: int = 20) -> str:

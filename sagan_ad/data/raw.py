@@ -26,8 +26,15 @@ from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.leakage import canonical_id, check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.messages import listing
+from sagan_ad.data.setup_record import record_of, set_up_recorded
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
-from sagan_ad.data.split_draw import SPLIT_PARTS, protocol_split
+from sagan_ad.data.split_draw import (
+    SPLIT_PARTS,
+    protocol_parts,
+    protocol_split,
+    split_tests,
+    without_names,
+)
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.twins import SAME_PIXELS, remembered_pixel_twins
 from sagan_ad.protected import protect
@@ -146,7 +153,7 @@ class RawDataModule(FileDataModule):
         """The split: ``split_file`` if given, else drawn with `protocol_split`."""
         if self.split_file is not None:
             split = read_medad_split(self.split_file)
-            unknown = [n for part in _parts(split) for n in part if n not in records]
+            unknown = [n for part in protocol_parts(split) for n in part if n not in records]
             if unknown:
                 raise SplitError(
                     f"split_file={str(self.split_file)!r} names {len(unknown)} image(s) that "
@@ -260,10 +267,17 @@ class RawDataModule(FileDataModule):
     def prepare_data(self) -> None:
         # Lightning runs this once per node before `setup` runs on every process: decoding
         # here fills the cache once, so that the ranks of a multi-GPU run only read it.
-        self.load()
+        if record_of(self).read(state=False) is None:
+            self.load()
+
+    def listed_folders(self) -> list[Path]:
+        """The folders whose every file the setup record's digest covers: the release folder."""
+        return [self.root] if self.root.is_dir() else []
 
     def load(self) -> SplitData:
-        records = self._existing(self.records())
+        listed = self.records()
+        self._read_files = [os.fspath(r.path) for r in listed]
+        records = self._existing(listed)
         cache = ImageCache(
             self.cache_dir / "images",
             self.settings,
@@ -287,13 +301,14 @@ class RawDataModule(FileDataModule):
         self.groups = self.group_keys(records, headers)
         split = self.assign(records)
         unlabeled = self.unlabeled_set(split)
-        used = list(dict.fromkeys(split.known_normal + unlabeled[0] + _tests(split)))
+        used = list(dict.fromkeys(split.known_normal + unlabeled[0] + split_tests(split)))
         if early is None:
             cached = cache.load([records[n].path for n in used], on_error=self.on_error)
         else:
             row_of = {name: row for row, name in enumerate(headers)}
             cached = early.select([row_of[n] for n in used])
-        protect([records[n].path for n in used], "an image of the data")
+        self._used_files = [os.fspath(records[n].path) for n in used]
+        protect(self._used_files, "an image of the data")
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):
@@ -306,7 +321,7 @@ class RawDataModule(FileDataModule):
             else:
                 bad_boxes.append(f"{record.name} ({record.path}): {problem}")
         self._fail_or_skip(bad_boxes, "image(s) with boxes outside the image")
-        split = _without(split, set(used) - set(rows))
+        split = without_names(split, set(used) - set(rows))
         self.identities = {
             name: {
                 **cached.identities[row],
@@ -360,7 +375,7 @@ class RawDataModule(FileDataModule):
                 original_sizes=[cached.original_sizes[rows[n]] for n in names],
             )
 
-        tests = _tests(split)
+        tests = split_tests(split)
         known = image_set(split.known_normal, [0] * len(split.known_normal))
         if known is None:
             raise SplitError(f"{type(self).__name__}: no readable known-normal image is left")
@@ -414,10 +429,11 @@ class RawDataModule(FileDataModule):
         return grouped_holdout(groups, self.val_fraction, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
-        checked = self.known_normal is not None
+        if self.known_normal is None:
+            set_up_recorded(self, lambda: self._set_up(stage))
+
+    def _set_up(self, stage: str | None) -> None:
         super().setup(stage)
-        if checked:
-            return
         # Known normals that also serve as the unlabeled set (FolderDataModule without an
         # unlabeled source) must not bring the validation images back into training.
         held = set(self.sides()["validation"])
@@ -432,17 +448,3 @@ class RawDataModule(FileDataModule):
             group_by=self.group_by,
             roles_given=self.roles_given or self.split_file is not None,
         )
-
-
-def _parts(split: MedADSplit) -> list[list[str]]:
-    return [getattr(split, part) for part in SPLIT_PARTS]
-
-
-def _tests(split: MedADSplit) -> list[str]:
-    return split.test_normal + split.test_abnormal
-
-
-def _without(split: MedADSplit, dropped: set[str]) -> MedADSplit:
-    return MedADSplit(
-        **{part: [n for n in getattr(split, part) if n not in dropped] for part in SPLIT_PARTS}
-    )

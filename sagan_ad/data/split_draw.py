@@ -197,3 +197,35 @@ def protocol_split(
             ", ".join(short),
         )
     return MedADSplit(**parts)
+
+
+def protocol_parts(split: MedADSplit) -> list[list[str]]:
+    """The names of each of `SPLIT_PARTS`, in that order.
+
+    Examples:
+        >>> protocol_parts(MedADSplit(["a"], test_abnormal=["b"]))
+        [['a'], [], [], [], ['b']]
+    """
+    return [getattr(split, part) for part in SPLIT_PARTS]
+
+
+def split_tests(split: MedADSplit) -> list[str]:
+    """The test images: the normal ones, then the abnormal ones.
+
+    Examples:
+        >>> split_tests(MedADSplit(["a"], test_normal=["b"], test_abnormal=["c"]))
+        ['b', 'c']
+    """
+    return split.test_normal + split.test_abnormal
+
+
+def without_names(split: MedADSplit, dropped: set[str]) -> MedADSplit:
+    """The protocol parts of ``split`` without the names ``dropped`` (images left out).
+
+    Examples:
+        >>> without_names(MedADSplit(["a", "b"], test_abnormal=["c"]), {"b"}).known_normal
+        ['a']
+    """
+    return MedADSplit(
+        **{part: [n for n in getattr(split, part) if n not in dropped] for part in SPLIT_PARTS}
+    )

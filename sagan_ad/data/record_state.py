@@ -1,0 +1,129 @@
+"""A setup's state as the setup record holds it (JSON and arrays, no pickle), and the warnings
+the setup gave, to be given again by a setup read from the record."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sagan_ad.data.base import ImageSet
+
+_TAG = "\0"
+
+
+class UnrecordableError(Exception):
+    """A setting or a piece of state that the record cannot hold: the setup is not recorded."""
+
+
+@contextmanager
+def captured_warnings() -> Iterator[list[list]]:
+    """The warnings sagan_ad's loggers give within the block, as ``[logger, level, message]``,
+    to be given again by a setup read from the record (`replay`)."""
+    from sagan_ad.data import messages
+
+    found: list[list] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            found.append([record.name, record.levelno, record.getMessage()])
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("sagan_ad")
+    logger.addHandler(handler)
+    previous, messages.said = messages.said, found
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        messages.said = previous
+
+
+def replay(logs: Sequence[Sequence]) -> None:
+    """Give the recorded warnings again, each once per process (as `log_once` does)."""
+    from sagan_ad.data.messages import log_once
+
+    seen = set()
+    for name, level, message in logs:
+        if (name, message) not in seen:
+            seen.add((name, message))
+            log_once(message, level, logging.getLogger(name))
+
+
+def encode(value: Any, arrays: list[np.ndarray]) -> Any:
+    """``value`` as JSON, its tensors and arrays appended to ``arrays`` (referred to by
+    position); `UnrecordableError` for a type the record cannot hold. Plain JSON stays as it is
+    (so that reading it back is one ``json.loads``); anything else, and every list or dict that
+    holds some, is a one-key dict whose key starts with NUL."""
+    return _encode(value, arrays)[0]
+
+
+def _encode(value: Any, arrays: list[np.ndarray]) -> tuple[Any, bool]:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value, False
+    if isinstance(value, list):
+        items = [_encode(v, arrays) for v in value]
+        plain = [item for item, _ in items]
+        return ({f"{_TAG}list": plain}, True) if any(t for _, t in items) else (plain, False)
+    if isinstance(value, dict) and all(isinstance(k, str) and k[:1] != _TAG for k in value):
+        items = {k: _encode(v, arrays) for k, v in value.items()}
+        plain = {k: item for k, (item, _) in items.items()}
+        tagged = any(t for _, t in items.values())
+        return ({f"{_TAG}dict": plain}, True) if tagged else (plain, False)
+    if isinstance(value, torch.Tensor | np.ndarray):
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        arrays.append(array)
+        return {f"{_TAG}{type(value).__name__}": len(arrays) - 1}, True
+    if isinstance(value, os.PathLike):
+        return {f"{_TAG}path": os.fspath(value)}, True
+    if isinstance(value, tuple):
+        return {f"{_TAG}tuple": [encode(v, arrays) for v in value]}, True
+    if isinstance(value, ImageSet):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        # Whole columns, not one entry per image: a data set has thousands.
+        if value.boxes is not None:
+            counts = [len(b) for b in value.boxes]
+            boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in value.boxes])
+            fields["boxes"] = {"counts": counts, "values": boxes}
+        if value.original_sizes is not None:
+            fields["original_sizes"] = [list(size) for size in value.original_sizes]
+        return {f"{_TAG}image_set": encode(fields, arrays)}, True
+    raise UnrecordableError(f"state of type {type(value).__name__}")
+
+
+def decode(value: Any, arrays: Sequence[np.ndarray]) -> Any:
+    """The inverse of `encode`."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, inner),) = value.items()
+        if kind[:1] == _TAG:
+            return _decode_tagged(kind[1:], inner, arrays)
+    return value
+
+
+def _decode_tagged(kind: str, inner: Any, arrays: Sequence[np.ndarray]) -> Any:
+    if kind == "list":
+        return [decode(v, arrays) for v in inner]
+    if kind == "dict":
+        return {k: decode(v, arrays) for k, v in inner.items()}
+    if kind == "Tensor":
+        return torch.from_numpy(arrays[inner])
+    if kind == "ndarray":
+        return arrays[inner]
+    if kind == "path":
+        return Path(inner)
+    if kind == "tuple":
+        return tuple(decode(v, arrays) for v in inner)
+    fields = decode(inner, arrays)
+    if fields["boxes"] is not None:
+        ends = np.cumsum(fields["boxes"]["counts"])
+        fields["boxes"] = np.split(fields["boxes"]["values"], ends[:-1])
+    if fields["original_sizes"] is not None:
+        fields["original_sizes"] = [tuple(size) for size in fields["original_sizes"]]
+    return ImageSet(**fields)
