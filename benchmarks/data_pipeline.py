@@ -106,11 +106,10 @@ def measure(args: argparse.Namespace) -> None:
         import cv2  # noqa: F401
         import pydicom  # noqa: F401
     else:
-        import logging
-
+        # The warnings (the tree's PNGs have no PatientID) go to this process's stderr, which
+        # `run` keeps apart: silenced, the first setup would keep no record (its warnings could
+        # not be given again).
         from sagan_ad import FolderDataModule, ImageCache  # noqa: F401
-
-        logging.disable(logging.WARNING)  # the tree's PNGs have no PatientID: said once per run
     start, cpu = time.perf_counter(), _cpu_seconds()
     if args.run == "loop":
         files = hand_written_loop(folder, args.image_size)

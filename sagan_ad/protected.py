@@ -31,6 +31,9 @@ earlier run are never trained on or scored."""
 # input from a later file that reuses a deleted input's inode, and from an input a run has since
 # rewritten itself (a resumed run's last.ckpt).
 _INPUTS: dict[tuple[int, int], tuple[str, int, int]] = {}
+protected_now: list[list[str]] | None = None
+"""Where a setup being recorded keeps the inputs it protects (`sagan_ad.data.setup_record`), so
+that a setup read from its record protects them again."""
 
 
 class OutputIsInputError(FileExistsError):
@@ -56,6 +59,8 @@ def protect(paths: str | os.PathLike | Iterable[str | os.PathLike], what: str) -
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     for path in paths:
+        if protected_now is not None:
+            protected_now.append([os.fspath(path), what])
         try:
             found = os.stat(path)
         except (OSError, ValueError):

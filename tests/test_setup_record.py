@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,15 @@ def _films(folder: Path, count: int, base: int = 0, suffix: str = ".png") -> Non
     for i in range(count):
         pixels = mark(chest_phantom(40, 40, high=255), base + i).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"f{base + i}{suffix}")
+    _settle(folder)
+
+
+def _settle(folder: Path) -> None:
+    """Date the files a minute back: a file modified within `RACY_NS` of a setup may still
+    change unseen, and such a setup is not recorded (tested below)."""
+    past = time.time_ns() - 60_000_000_000
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, ns=(past, past))
 
 
 @pytest.fixture
@@ -137,6 +147,7 @@ def test_any_change_of_files_or_settings_sets_up_again(tree, monkeypatch, change
         _films(tree / "ward", 1, base=30)
     elif change == "removed_film":
         (tree / "ward" / "f20.png").unlink()
+        _settle(tree / "ward")
     elif change == "touched_film":
         film = tree / "sick" / "f40.png"
         stat = film.stat()
@@ -159,6 +170,7 @@ def test_a_file_listed_by_a_csv_is_checked_where_it_lies(tree, monkeypatch):
     listing = tree / "lists" / "ward.csv"
     listing.parent.mkdir()
     listing.write_text("path\n" + "".join(f"../elsewhere/f{60 + i}.png\n" for i in range(3)))
+    _settle(listing.parent)
     _module(tree, unlabeled=listing).setup()
     loads = _loads(monkeypatch)
     _module(tree, unlabeled=listing).setup()
@@ -166,12 +178,14 @@ def test_a_file_listed_by_a_csv_is_checked_where_it_lies(tree, monkeypatch):
     # The CSV is unchanged; a film it lists, outside every listed folder, is rewritten.
     _films(elsewhere, 1, base=70)
     os.replace(elsewhere / "f70.png", elsewhere / "f61.png")
+    _settle(elsewhere)
     _module(tree, unlabeled=listing).setup()
     assert loads == [1]
 
 
 def test_the_warnings_of_the_setup_are_given_again(tree, caplog):
     (tree / "normal" / "Thumbs.db").write_bytes(b"x")
+    _settle(tree / "normal")
     _module(tree).setup()
     message = "skipped 1 hidden or system file(s)"
     from sagan_ad.data import messages
@@ -198,6 +212,7 @@ def test_a_damaged_record_is_set_up_again_and_replaced(tree, monkeypatch, caplog
 def test_a_setup_that_fails_leaves_no_record(tree):
     # A test film copied into training: the leakage check refuses, every time.
     (tree / "normal" / "copy.png").write_bytes((tree / "sick" / "f40.png").read_bytes())
+    _settle(tree / "normal")
     for _ in range(2):
         with pytest.raises(SplitError):
             _module(tree).setup()
@@ -219,6 +234,7 @@ def test_a_dicom_tree_grouped_by_patient_keeps_its_groups(tmp_path, monkeypatch)
     for i in range(12):
         pixels = mark(chest_phantom(40, 40), i).astype(np.uint16)
         write_dicom(folder / f"p{i % 4}" / f"im{i}.dcm", pixels, PatientID=f"P{i % 4}")
+    _settle(folder)
     settings = {"cache_dir": tmp_path / "cache", "group_by": "PatientID", **QUIET}
     first = FolderDataModule(folder, **settings)
     first.setup()
@@ -256,3 +272,72 @@ def test_encode_keeps_every_type_of_state():
         encode({"x": object()}, [])
     with pytest.raises(UnrecordableError):
         SetupRecord(Path("/nonexistent/setup.npz"), None, [], []).key  # noqa: B018
+
+
+def test_a_file_modified_just_before_the_setup_is_not_recorded(tree, monkeypatch):
+    film = tree / "ward" / "f20.png"
+    film.write_bytes(film.read_bytes())  # now: its time may not yet tell a later change
+    loads = _loads(monkeypatch)
+    _module(tree).setup()
+    assert not (tree / "cache" / "setup.npz").exists()
+    _settle(tree / "ward")
+    _module(tree).setup()
+    _module(tree).setup()
+    assert loads == [1, 1]  # recorded by the second setup, read by the third
+
+
+def test_a_setup_whose_warnings_are_silenced_is_not_recorded(tree):
+    logging.getLogger("sagan_ad").setLevel(logging.ERROR)
+    try:
+        _module(tree).setup()
+    finally:
+        logging.getLogger("sagan_ad").setLevel(logging.NOTSET)
+    assert not (tree / "cache" / "setup.npz").exists()
+    _module(tree).setup()
+    assert (tree / "cache" / "setup.npz").exists()
+
+
+def test_a_restored_setup_protects_its_inputs_and_rewrites_its_split(tree):
+    from sagan_ad.protected import OutputIsInputError, forget_inputs, writable_target
+
+    listing = tree / "lists" / "sick.csv"
+    listing.parent.mkdir()
+    listing.write_text("path\n../sick/f40.png\n../sick/f41.png\n")
+    _settle(listing.parent)
+    _module(tree, test_abnormal=listing).setup()
+    split = (tree / "cache" / "data.json").read_text()
+    (tree / "cache" / "data.json").unlink()
+    forget_inputs()  # a new command
+    _module(tree, test_abnormal=listing).setup()
+    for path in (listing, tree / "sick" / "f40.png"):  # the table and an image it lists
+        with pytest.raises(OutputIsInputError):
+            writable_target(path)
+    assert (tree / "cache" / "data.json").read_text() == split
+
+
+def test_a_cache_folder_inside_the_data_folder_still_sees_new_films(tmp_path):
+    _films(tmp_path / "normal", 8)
+    settings = {"val_fraction": 0.25, **QUIET}
+
+    def films_read(dm: FolderDataModule) -> int:
+        return len(dm.known_normal) + len(dm.val) // 2  # each held-out film once, as a normal
+
+    for base, cache in ((20, tmp_path / "normal"), (30, tmp_path / "normal" / "cache")):
+        first = FolderDataModule(tmp_path / "normal", cache_dir=cache, **settings)
+        first.setup()
+        _films(tmp_path / "normal", 1, base=base)
+        again = FolderDataModule(tmp_path / "normal", cache_dir=cache, **settings)
+        again.setup()
+        assert films_read(again) == films_read(first) + 1
+
+
+class _OwnBlend:
+    """A validation synthesizer of the user's own: its code is not in the digest."""
+
+    def __call__(self, images, generator=None):
+        return images.clone(), torch.zeros_like(images[:, :1], dtype=torch.bool)
+
+
+def test_a_setting_of_the_users_own_type_is_never_recorded(tree):
+    _module(tree, val_synthesizer=_OwnBlend()).setup()
+    assert not (tree / "cache" / "setup.npz").exists()

@@ -26,7 +26,7 @@ from sagan_ad.data.image_io import ImageReadError
 from sagan_ad.data.leakage import canonical_id, check_disjoint, check_leakage, file_identity
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.messages import listing
-from sagan_ad.data.setup_record import record_of, set_up_recorded
+from sagan_ad.data.setup_record import file_signatures, record_of, set_up_recorded
 from sagan_ad.data.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.split_draw import (
     SPLIT_PARTS,
@@ -276,7 +276,8 @@ class RawDataModule(FileDataModule):
 
     def load(self) -> SplitData:
         listed = self.records()
-        self._read_files = [os.fspath(r.path) for r in listed]
+        # Taken before any file is read: a file changed while this setup runs is then seen.
+        self._read_files = file_signatures([r.path for r in listed])
         records = self._existing(listed)
         cache = ImageCache(
             self.cache_dir / "images",
@@ -307,8 +308,7 @@ class RawDataModule(FileDataModule):
         else:
             row_of = {name: row for row, name in enumerate(headers)}
             cached = early.select([row_of[n] for n in used])
-        self._used_files = [os.fspath(records[n].path) for n in used]
-        protect(self._used_files, "an image of the data")
+        protect([records[n].path for n in used], "an image of the data")
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):

@@ -24,37 +24,48 @@ class UnrecordableError(Exception):
 
 
 @contextmanager
-def captured_warnings() -> Iterator[list[list]]:
-    """The warnings sagan_ad's loggers give within the block, as ``[logger, level, message]``,
-    to be given again by a setup read from the record (`replay`)."""
+def captured_setup() -> Iterator[dict[str, list[list]]]:
+    """What a setup does besides its state, kept to be done again by a setup read from the
+    record (`replay`): the warnings sagan_ad's loggers give (``"logs"``: ``[logger, level,
+    message]``) and the inputs it protects from being overwritten (``"protected"``: ``[path,
+    what]``)."""
+    from sagan_ad import protected
     from sagan_ad.data import messages
 
-    found: list[list] = []
+    found: dict[str, list[list]] = {"logs": [], "protected": []}
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            found.append([record.name, record.levelno, record.getMessage()])
+            found["logs"].append([record.name, record.levelno, record.getMessage()])
 
     handler = Keep(logging.WARNING)
     logger = logging.getLogger("sagan_ad")
     logger.addHandler(handler)
-    previous, messages.said = messages.said, found
+    said, messages.said = messages.said, found["logs"]
+    kept, protected.protected_now = protected.protected_now, found["protected"]
     try:
         yield found
     finally:
         logger.removeHandler(handler)
-        messages.said = previous
+        messages.said, protected.protected_now = said, kept
 
 
-def replay(logs: Sequence[Sequence]) -> None:
-    """Give the recorded warnings again, each once per process (as `log_once` does)."""
+def replay(done: dict[str, list[list]]) -> None:
+    """Give the recorded warnings again, each once per process (as `log_once` does), and
+    protect the recorded inputs again."""
     from sagan_ad.data.messages import log_once
+    from sagan_ad.protected import protect
 
     seen = set()
-    for name, level, message in logs:
+    for name, level, message in done["logs"]:
         if (name, message) not in seen:
             seen.add((name, message))
             log_once(message, level, logging.getLogger(name))
+    by_role: dict[str, list[str]] = {}
+    for path, what in done["protected"]:
+        by_role.setdefault(what, []).append(path)
+    for what, paths in by_role.items():
+        protect(paths, what)
 
 
 def encode(value: Any, arrays: list[np.ndarray]) -> Any:

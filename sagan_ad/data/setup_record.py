@@ -21,32 +21,30 @@ not used). Anything else that changed sets up again and replaces the record.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import functools
 import hashlib
 import json
 import logging
 import os
-import platform
-import stat as stat_module
+import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sagan_ad.data.cache_files import make_folder, paused_gc
+from sagan_ad.data.cache_files import atomic_write_text, make_folder, paused_gc
+from sagan_ad.data.messages import log_once
 from sagan_ad.data.record_state import (
     UnrecordableError,
-    captured_warnings,
+    captured_setup,
     decode,
     encode,
     replay,
 )
-from sagan_ad.protected import OUTPUT_MARKER, protect
+from sagan_ad.data.setup_digest import canonical, code_digest, file_signatures, listing, versions
 
 log = logging.getLogger(__name__)
 
@@ -59,159 +57,18 @@ STATE = frozenset(
 )
 """The public attributes a setup sets (its private ``_`` attributes are state too): not
 settings, so not part of the digest."""
-_LIBRARIES = (
-    ("numpy",),
-    ("torch",),
-    ("pydicom",),
-    ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless"),
-    ("pillow",),
-    ("pylibjpeg",),
-    ("pylibjpeg-libjpeg",),
-    ("pylibjpeg-openjpeg",),
-    ("python-gdcm",),
+NOT_READ = frozenset(
+    {"batch_size", "eval_batch_size", "num_workers", "progress", "cache_workers"}
+    | {"cache_save_interval"}
 )
+"""Settings a setup does not read (how data is batched and decoded, not what it holds): not
+part of the digest either."""
+RACY_NS = 2_000_000_000
+"""A file modified less than this before the listing may change again within its time's
+resolution (2 s on FAT, 1 s on some network file systems) without its time changing: a setup
+that read such a file is not recorded (the next one is)."""
 # What reading a damaged record raises (cut short, not a zip, not JSON, another layout).
 _DAMAGED = (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile)
-
-
-def _canonical(value: Any, out: list[str]) -> None:
-    """Append a text that identifies ``value`` (settings: plain values, paths, sagan_ad's own
-    dataclasses and components) to ``out``; raise `UnrecordableError` for anything else."""
-    if value is None or isinstance(value, bool | int | float | str | enum.Enum):
-        out.append(repr(value))
-    elif isinstance(value, os.PathLike):
-        path = os.path.abspath(os.fspath(value))
-        out.append(f"Path({path!r}")
-        # A file named by a setting (a split file, a CSV of paths) is read: its time counts.
-        # A folder's files are in the listing (`listed_folders`), or are outputs (the cache).
-        try:
-            found = os.stat(path)
-        except (OSError, ValueError):
-            found = None
-        if found is not None and stat_module.S_ISREG(found.st_mode):
-            out.append(f",{found.st_size},{found.st_mtime_ns},{found.st_ino}")
-        out.append(")")
-    elif isinstance(value, list | tuple):
-        out.append(type(value).__name__ + "[")
-        for item in value:
-            _canonical(item, out)
-            out.append(",")
-        out.append("]")
-    elif isinstance(value, dict):
-        out.append("{")
-        for key in sorted(value, key=repr):
-            _canonical(key, out)
-            out.append(":")
-            _canonical(value[key], out)
-            out.append(",")
-        out.append("}")
-    elif isinstance(value, set | frozenset):
-        _canonical(sorted(value, key=repr), out)
-    elif dataclasses.is_dataclass(value) or type(value).__module__.startswith("sagan_ad."):
-        kind = type(value)
-        out.append(f"{kind.__module__}.{kind.__qualname__}")
-        fields = (
-            {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-            if dataclasses.is_dataclass(value)
-            else vars(value)
-        )
-        _canonical(fields, out)
-    else:
-        raise UnrecordableError(f"a setting of type {type(value).__name__}")
-
-
-@functools.cache
-def _code_digest() -> str:
-    """The digest of sagan_ad's own code (a setup also runs its synthesis and statistics): an
-    edited checkout sets up again."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-@functools.cache
-def _versions() -> str:
-    """The versions of what decodes a file (from the installed distributions: the modules may
-    not be imported yet)."""
-    from sagan_ad import __version__
-
-    found = [f"sagan_ad={__version__}", f"python={platform.python_version()}"]
-    for names in _LIBRARIES:
-        for name in names:
-            try:
-                found.append(f"{name}={metadata.version(name)}")
-                break
-            except metadata.PackageNotFoundError:
-                continue
-        else:
-            found.append(f"{names[0]}=absent")
-    return " ".join(found)
-
-
-def _listing(roots: Sequence[Path], skipped: Sequence[Path], digest: Any) -> None:
-    """Feed the listing of ``roots`` (folders) into ``digest``: each file's path relative to
-    its root, size, time, inode and mode; folders followed through links, each once."""
-    skip = {os.path.abspath(p) for p in skipped}
-    visited: set[tuple[int, int]] = set()
-    for root in roots:
-        top = os.path.abspath(root)
-        digest.update(f"\0root {top}\n".encode())
-        # Discovery reads nothing inside sagan-ad's outputs, wherever the marker is above.
-        marked = [
-            p
-            for p in [top, *map(str, Path(top).parents)]
-            if os.path.isfile(os.path.join(p, OUTPUT_MARKER))
-        ]
-        digest.update(f"marked {marked}\n".encode())
-        folders = [top]
-        while folders:
-            folder = folders.pop()
-            try:
-                found = os.stat(folder)
-                with os.scandir(folder) as listing:
-                    entries = sorted(listing, key=lambda e: e.name)
-            except OSError as err:
-                digest.update(f"unlisted {folder} {err.errno}\n".encode())
-                continue
-            if (found.st_dev, found.st_ino) in visited or folder in skip:
-                continue
-            visited.add((found.st_dev, found.st_ino))
-            if any(entry.name == OUTPUT_MARKER for entry in entries):
-                digest.update(f"outputs {folder}\n".encode())
-                continue
-            lines = []
-            for entry in entries:
-                try:
-                    info = entry.stat()
-                except OSError as err:
-                    lines.append(f"{entry.path} unreadable {err.errno}")
-                    continue
-                if stat_module.S_ISDIR(info.st_mode):
-                    folders.append(entry.path)
-                    lines.append(f"{entry.path}/")
-                else:
-                    lines.append(
-                        f"{entry.path} {info.st_size} {info.st_mtime_ns} {info.st_ino} "
-                        f"{info.st_mode}"
-                    )
-            digest.update(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
-
-
-def file_signatures(paths: Sequence[str | os.PathLike]) -> list[list]:
-    """``[path, size, time, inode]`` of each file (``[path]`` where it cannot be stat'ed): how
-    the record finds a change in files read outside the listed folders."""
-    signatures = []
-    for path in map(os.fspath, paths):
-        try:
-            found = os.stat(path)
-        except (OSError, ValueError):
-            signatures.append([path])
-        else:
-            signatures.append([path, found.st_size, found.st_mtime_ns, found.st_ino])
-    return signatures
 
 
 class SetupRecord:
@@ -253,6 +110,8 @@ class SetupRecord:
         self._folders = list(folders)
         self._skipped = list(skipped)
         self._key: str | None = None
+        self._listed: set[str] = set()
+        self._newest = self._started = 0
 
     @property
     def key(self) -> str:
@@ -261,10 +120,11 @@ class SetupRecord:
             raise UnrecordableError("not recorded for this DataModule")
         if self._key is None:
             text: list[str] = []
-            _canonical(self._settings, text)
-            digest = hashlib.sha256(f"{RECORD_FORMAT} {_versions()} {_code_digest()}\n".encode())
+            canonical(self._settings, text)
+            digest = hashlib.sha256(f"{RECORD_FORMAT} {versions()} {code_digest()}\n".encode())
             digest.update("".join(text).encode("utf-8", "surrogateescape"))
-            _listing(self._folders, self._skipped, digest)
+            self._started = time.time_ns()
+            self._listed, self._newest = listing(self._folders, self._skipped, digest)
             self._key = digest.hexdigest()
         return self._key
 
@@ -288,7 +148,7 @@ class SetupRecord:
                 count = record["arrays"] if state else 0
                 arrays = [stored[f"a{i}"] for i in range(count)]
         except _DAMAGED as err:
-            log.warning("the setup record %s cannot be read (%s): setting up again", self.path, err)
+            log_once(f"the setup record {self.path} cannot be read ({err}): setting up again")
             return None
         if file_signatures([s[0] for s in record["files"]]) != record["files"]:
             return None
@@ -296,19 +156,28 @@ class SetupRecord:
             decoded = decode(record["state"], arrays) if state else None
         return {**record, "state": decoded}
 
-    def write(self, state: dict[str, Any], files: Sequence[str | os.PathLike], logs: list) -> bool:
-        """Record ``state`` (see `encode`) with the signatures of ``files`` and the ``logs`` of
-        the setup; whether it was written (not above `MAX_RECORD_BYTES`, nor for unrecordable
-        settings or state). Written to a temporary file and renamed."""
+    def write(self, state: dict[str, Any], files: Sequence[list], done: dict[str, list]) -> bool:
+        """Record ``state`` (see `encode`) with ``files`` (the `file_signatures` of the files
+        the setup read, taken before it read them: those outside the listing are kept) and what
+        the setup ``done`` besides (`captured_setup`); whether it was written. Not written for
+        unrecordable settings or state, above `MAX_RECORD_BYTES`, or where a file read was
+        modified within `RACY_NS` of the listing. Written to a temporary file and renamed."""
         arrays: list[np.ndarray] = []
         try:
-            record = {
-                "key": self.key,
-                "files": file_signatures(files),
-                "logs": logs,
-                "state": encode(state, arrays),
-                "arrays": len(arrays),
-            }
+            key = self.key
+            outside = [s for s in files if os.path.abspath(s[0]) not in self._listed]
+            newest = max([self._newest, *(s[2] for s in outside if len(s) > 2)])
+            if newest > self._started - RACY_NS:
+                raise UnrecordableError("a file read was modified just before the setup")
+            text = json.dumps(
+                {
+                    "key": key,
+                    "files": outside,
+                    "done": done,
+                    "state": encode(state, arrays),
+                    "arrays": len(arrays),
+                }
+            )
         except UnrecordableError as err:
             log.debug("setup not recorded: %s", err)
             return False
@@ -316,14 +185,15 @@ class SetupRecord:
             self.path.unlink(missing_ok=True)
             return False
         make_folder(self.path.parent)
-        text = np.frombuffer(json.dumps(record).encode(), np.uint8)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        # A name of its own per writer: ranks on several machines may share the folder.
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
-            with temporary.open("wb") as f:
-                np.savez(f, record=text, **{f"a{i}": a for i, a in enumerate(arrays)})
+            with os.fdopen(handle, "wb") as f:
+                payload = np.frombuffer(text.encode(), np.uint8)
+                np.savez(f, record=payload, **{f"a{i}": a for i, a in enumerate(arrays)})
             os.replace(temporary, self.path)
         finally:
-            temporary.unlink(missing_ok=True)
+            Path(temporary).unlink(missing_ok=True)
         return True
 
 
@@ -337,7 +207,7 @@ def record_of(datamodule: Any) -> SetupRecord:
     settings = {
         key: value
         for key, value in vars(datamodule).items()
-        if not key.startswith("_") and key not in STATE and key not in _lightning()
+        if not key.startswith("_") and key not in STATE | NOT_READ and key not in _lightning()
     }
     # "class" is no attribute name, so it never hides a setting.
     settings["class"] = f"{kind.__module__}.{kind.__qualname__}"
@@ -352,8 +222,8 @@ def record_of(datamodule: Any) -> SetupRecord:
 def set_up_recorded(datamodule: Any, set_up: Callable[[], None]) -> None:
     """Set ``datamodule`` up from its record where the record serves, else by ``set_up()``
     (reading the files), then record what that set up. Besides the record's `STATE`, the
-    DataModule keeps ``_read_files`` (every file it listed) and ``_used_files`` (those it
-    read, protected from being overwritten) in its private state."""
+    DataModule keeps ``_read_files`` (the `file_signatures` of every file it listed, taken
+    before reading them) in its private state, and its split in ``_manifest``."""
     record = record_of(datamodule)
     # The listing and the record's names and dicts form no cycle (see `paused_gc`).
     with paused_gc():
@@ -361,23 +231,44 @@ def set_up_recorded(datamodule: Any, set_up: Callable[[], None]) -> None:
         if recorded is not None:
             for key, value in recorded["state"].items():
                 setattr(datamodule, key, value)
-            protect(datamodule._used_files, "an image of the data")
-            replay(recorded["logs"])
+            replay(recorded["done"])
     if recorded is not None:
+        _rewrite_split(datamodule)
         return
-    with captured_warnings() as logs:
+    # A warning that this process does not log cannot be kept: such a setup is not recorded.
+    heard = logging.getLogger("sagan_ad").isEnabledFor(logging.WARNING)
+    with captured_setup() as done:
         set_up()
-    folders = tuple(os.path.join(os.path.abspath(f), "") for f in datamodule.listed_folders())
-    outside = [p for p in datamodule._read_files if not os.path.abspath(p).startswith(folders)]
+    if not heard:
+        return
     state = {
         key: value
         for key, value in vars(datamodule).items()
         if (key in STATE or key.startswith("_")) and key not in _lightning()
     }
     try:
-        record.write(state, outside, logs)
-    except OSError as err:
+        record.write(state, datamodule._read_files, done)
+    except Exception as err:  # a record that cannot be kept must not fail the setup it records
         log.warning("the setup record %s could not be written (%s)", record.path, err)
+
+
+def _rewrite_split(datamodule: Any) -> None:
+    """Write the split back to ``<cache_dir>/data.json`` where another setup (of another
+    DataModule sharing the folder) replaced it, or someone removed it: it is the file a user
+    gives back as ``split_file`` to repeat a run."""
+    manifest = getattr(datamodule, "_manifest", None)
+    path = getattr(datamodule, "split_path", None)
+    if not manifest or path is None:
+        return
+    text = json.dumps(manifest["split"], indent=1)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass
+    given = getattr(datamodule, "split_file", None)
+    if given is None or os.path.abspath(given) != os.path.abspath(path):
+        atomic_write_text(path, text)
 
 
 @functools.cache
