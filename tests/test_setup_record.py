@@ -341,3 +341,17 @@ class _OwnBlend:
 def test_a_setting_of_the_users_own_type_is_never_recorded(tree):
     _module(tree, val_synthesizer=_OwnBlend()).setup()
     assert not (tree / "cache" / "setup.npz").exists()
+
+
+def test_an_image_two_sets_hold_is_kept_once():
+    images = torch.arange(3 * 16, dtype=torch.uint8).view(3, 1, 4, 4)
+    known = ImageSet(images, [0, 0, 0], ["a", "b", "c"])
+    changed = images[[2, 0]].clone()
+    changed[0, 0, 0, 0] += 1  # "c" again, but not pixel for pixel: kept apart
+    unlabeled = ImageSet(changed, [-1, -1], ["c", "a"])
+    arrays: list[np.ndarray] = []
+    encoded = json.loads(json.dumps(encode({"k": known, "u": unlabeled}, arrays)))
+    assert sum(a.size for a in arrays if a.dtype == np.uint8) == 4 * 16  # a, b, c, changed c
+    restored = decode(encoded, arrays)
+    _same(restored["k"], known)
+    _same(restored["u"], unlabeled)

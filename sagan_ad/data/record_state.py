@@ -73,18 +73,18 @@ def encode(value: Any, arrays: list[np.ndarray]) -> Any:
     position); `UnrecordableError` for a type the record cannot hold. Plain JSON stays as it is
     (so that reading it back is one ``json.loads``); anything else, and every list or dict that
     holds some, is a one-key dict whose key starts with NUL."""
-    return _encode(value, arrays)[0]
+    return _encode(value, arrays, {})[0]
 
 
-def _encode(value: Any, arrays: list[np.ndarray]) -> tuple[Any, bool]:
+def _encode(value: Any, arrays: list[np.ndarray], seen: dict) -> tuple[Any, bool]:
     if value is None or isinstance(value, bool | int | float | str):
         return value, False
     if isinstance(value, list):
-        items = [_encode(v, arrays) for v in value]
+        items = [_encode(v, arrays, seen) for v in value]
         plain = [item for item, _ in items]
         return ({f"{_TAG}list": plain}, True) if any(t for _, t in items) else (plain, False)
     if isinstance(value, dict) and all(isinstance(k, str) and k[:1] != _TAG for k in value):
-        items = {k: _encode(v, arrays) for k, v in value.items()}
+        items = {k: _encode(v, arrays, seen) for k, v in value.items()}
         plain = {k: item for k, (item, _) in items.items()}
         tagged = any(t for _, t in items.values())
         return ({f"{_TAG}dict": plain}, True) if tagged else (plain, False)
@@ -95,9 +95,10 @@ def _encode(value: Any, arrays: list[np.ndarray]) -> tuple[Any, bool]:
     if isinstance(value, os.PathLike):
         return {f"{_TAG}path": os.fspath(value)}, True
     if isinstance(value, tuple):
-        return {f"{_TAG}tuple": [encode(v, arrays) for v in value]}, True
+        return {f"{_TAG}tuple": [_encode(v, arrays, seen)[0] for v in value]}, True
     if isinstance(value, ImageSet):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        fields["images"] = _ImageRows(value.images, value.names)
         # Whole columns, not one entry per image: a data set has thousands.
         if value.boxes is not None:
             counts = [len(b) for b in value.boxes]
@@ -105,7 +106,9 @@ def _encode(value: Any, arrays: list[np.ndarray]) -> tuple[Any, bool]:
             fields["boxes"] = {"counts": counts, "values": boxes}
         if value.original_sizes is not None:
             fields["original_sizes"] = [list(size) for size in value.original_sizes]
-        return {f"{_TAG}image_set": encode(fields, arrays)}, True
+        return {f"{_TAG}image_set": _encode(fields, arrays, seen)[0]}, True
+    if isinstance(value, _ImageRows):
+        return {f"{_TAG}images": value.encode(arrays, seen)}, True
     raise UnrecordableError(f"state of type {type(value).__name__}")
 
 
@@ -131,6 +134,8 @@ def _decode_tagged(kind: str, inner: Any, arrays: Sequence[np.ndarray]) -> Any:
         return Path(inner)
     if kind == "tuple":
         return tuple(decode(v, arrays) for v in inner)
+    if kind == "images":
+        return _ImageRows.decode(inner, arrays)
     fields = decode(inner, arrays)
     if fields["boxes"] is not None:
         ends = np.cumsum(fields["boxes"]["counts"])
@@ -138,3 +143,36 @@ def _decode_tagged(kind: str, inner: Any, arrays: Sequence[np.ndarray]) -> Any:
     if fields["original_sizes"] is not None:
         fields["original_sizes"] = [tuple(size) for size in fields["original_sizes"]]
     return ImageSet(**fields)
+
+
+class _ImageRows:
+    """An image set's images, each kept once per record: an image that an earlier set of the
+    record holds under the same name, pixel for pixel (the known normals that also make the
+    unlabeled set), is a reference to that row (half the record, and half its reading)."""
+
+    def __init__(self, images: torch.Tensor, names: Sequence[str]) -> None:
+        self.images, self.names = images.detach().cpu().numpy(), names
+
+    def encode(self, arrays: list[np.ndarray], seen: dict[str, tuple[int, int]]) -> list:
+        own = len(arrays) + 1  # after the references
+        refs, new = np.empty((len(self.names), 2), np.int64), []
+        for i, name in enumerate(self.names):
+            found = seen.get(name)
+            if found is not None and np.array_equal(arrays[found[0]][found[1]], self.images[i]):
+                refs[i] = found
+            else:
+                refs[i] = (own, len(new))
+                new.append(i)
+        arrays += [refs, self.images[new]]
+        for row, i in enumerate(new):
+            seen.setdefault(self.names[i], (own, row))
+        return [own - 1, list(self.images.shape[1:])]
+
+    @staticmethod
+    def decode(inner: list, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+        refs, shape = arrays[inner[0]], inner[1]
+        images = np.empty((len(refs), *shape), np.uint8)
+        for source in np.unique(refs[:, 0]):
+            rows = refs[:, 0] == source
+            images[rows] = arrays[source][refs[rows, 1]]
+        return torch.from_numpy(images)
