@@ -5,7 +5,7 @@ film.
 
 What the digest covers (`SetupRecord.key`):
 
-- the DataModule's class and every setting it holds (its public attributes, with the size and
+- the DataModule's class and every setting its setup reads (its public attributes, with the size and
   modification time of each setting that names a file: a split file, a CSV of paths);
 - the listing of its folders: every file's path, size, modification time, inode and mode
   (one ``stat`` per file, as the image cache's manifest; folders of sagan-ad's outputs and the
