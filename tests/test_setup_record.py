@@ -355,3 +355,19 @@ def test_an_image_two_sets_hold_is_kept_once():
     restored = decode(encoded, arrays)
     _same(restored["k"], known)
     _same(restored["u"], unlabeled)
+
+
+def test_the_record_is_read_without_huge_pages_and_numpy_is_set_back():
+    from sagan_ad.data.setup_record import small_pages
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    original = switch(True)
+    try:
+        for before in (True, False):
+            switch(before)
+            with small_pages():
+                inside = switch(False)  # returns the setting it replaces
+            assert inside is False
+            assert switch(True) is before  # set back on leaving the block
+    finally:
+        switch(original)
