@@ -76,14 +76,20 @@ def reencoded(source: Path, target: Path, how: str) -> None:
         image.save(target.with_suffix(".jpg"), quality=100)
 
 
-@pytest.mark.parametrize("how", ["png_chunk", "tiff", "jpeg100"])
-def test_a_test_film_re_encoded_into_training_is_a_leak(tmp_path, how):
-    normal, sick = tmp_path / "normal", tmp_path / "sick"
+def _normal_and_sick(root: Path) -> tuple[Path, Path]:
+    """Two folders of four distinct 40 px films each: ``normal/f0-3.png``, ``sick/f10-13.png``."""
+    normal, sick = root / "normal", root / "sick"
     for folder, base in ((normal, 0), (sick, 10)):
         folder.mkdir()
         for i in range(4):
             pixels = mark(chest_phantom(40, 40, high=255), base + i).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"f{base + i}.png")
+    return normal, sick
+
+
+@pytest.mark.parametrize("how", ["png_chunk", "tiff", "jpeg100"])
+def test_a_test_film_re_encoded_into_training_is_a_leak(tmp_path, how):
+    normal, sick = _normal_and_sick(tmp_path)
     reencoded(sick / "f10.png", normal / "again", how)
     dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
     with pytest.raises(SplitError) as info:
@@ -260,12 +266,7 @@ def test_remembered_twins_search_once_per_content(tmp_path, monkeypatch):
 
 
 def test_a_re_encoded_test_film_is_still_caught_on_the_second_setup(tmp_path):
-    normal, sick = tmp_path / "normal", tmp_path / "sick"
-    for folder, base in ((normal, 0), (sick, 10)):
-        folder.mkdir()
-        for i in range(4):
-            pixels = mark(chest_phantom(40, 40, high=255), base + i).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"f{base + i}.png")
+    normal, sick = _normal_and_sick(tmp_path)
     FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET).setup()
     assert (tmp_path / "c" / "twins.json").is_file()
     # A copy added after the first setup: the record is of other images, so it is searched.
