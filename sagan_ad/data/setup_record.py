@@ -131,8 +131,14 @@ class SetupRecord:
 
     def read(self, state: bool = True) -> dict[str, Any] | None:
         """The record, where it was written for this key and its other files are unchanged:
-        ``{"files", "logs", "state"}`` (the state as `decode` gives it back; without its
+        ``{"files", "done", "state"}`` (the state as `decode` gives it back; without its
         arrays, which are not read, with ``state=False``)."""
+        # Without the cycle collector: the listing and the record's tens of thousands of names
+        # and dicts would start a full collection over every object torch made (`paused_gc`).
+        with paused_gc(), small_pages():
+            return self._read(state)
+
+    def _read(self, state: bool) -> dict[str, Any] | None:
         try:
             key = self.key
         except UnrecordableError:
@@ -140,9 +146,7 @@ class SetupRecord:
         if not self.path.is_file():
             return None
         try:
-            # Without the cycle collector: the record's tens of thousands of names and dicts
-            # would start a full collection over every object torch made (see `paused_gc`).
-            with paused_gc(), small_pages(), np.load(self.path, allow_pickle=False) as stored:
+            with np.load(self.path, allow_pickle=False) as stored:
                 record = json.loads(stored["record"].tobytes())
                 if record.get("key") != key:
                     return None
@@ -153,9 +157,7 @@ class SetupRecord:
             return None
         if file_signatures([s[0] for s in record["files"]]) != record["files"]:
             return None
-        with paused_gc(), small_pages():
-            decoded = decode(record["state"], arrays) if state else None
-        return {**record, "state": decoded}
+        return {**record, "state": decode(record["state"], arrays) if state else None}
 
     def write(self, state: dict[str, Any], files: Sequence[list], done: dict[str, list]) -> bool:
         """Record ``state`` (see `encode`) with ``files`` (the `file_signatures` of the files
@@ -246,14 +248,12 @@ def set_up_recorded(datamodule: Any, set_up: Callable[[], None]) -> None:
     DataModule keeps ``_read_files`` (the `file_signatures` of every file it listed, taken
     before reading them) in its private state, and its split in ``_manifest``."""
     record = record_of(datamodule)
-    # The listing and the record's names and dicts form no cycle (see `paused_gc`).
-    with paused_gc():
-        recorded = record.read()
-        if recorded is not None:
-            for key, value in recorded["state"].items():
-                setattr(datamodule, key, value)
-            replay(recorded["done"])
+    recorded = record.read()
     if recorded is not None:
+        for key, value in recorded["state"].items():
+            setattr(datamodule, key, value)
+        with paused_gc():  # the protections replayed: thousands of paths, no cycle
+            replay(recorded["done"])
         _rewrite_split(datamodule)
         return
     # A warning that this process does not log cannot be kept: such a setup is not recorded.
@@ -277,17 +277,14 @@ def _rewrite_split(datamodule: Any) -> None:
     """Write the split back to ``<cache_dir>/data.json`` where another setup (of another
     DataModule sharing the folder) replaced it, or someone removed it: it is the file a user
     gives back as ``split_file`` to repeat a run."""
-    manifest = getattr(datamodule, "_manifest", None)
-    path = getattr(datamodule, "split_path", None)
-    if not manifest or path is None:
-        return
-    text = json.dumps(manifest["split"], indent=1)
+    path, given = datamodule.split_path, datamodule.split_file
+    text = json.dumps(datamodule._manifest["split"], indent=1)
     try:
         if path.read_text(encoding="utf-8") == text:
             return
     except (OSError, ValueError):
         pass
-    given = getattr(datamodule, "split_file", None)
+    # A split file given back from the cache folder is the user's input: never rewritten.
     if given is None or os.path.abspath(given) != os.path.abspath(path):
         atomic_write_text(path, text)
 
