@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from sagan_ad.errors import InputError
 from sagan_ad.settings import INSTANTIATOR
 
 MOVED_MODULES: dict[str, str] = {
@@ -179,7 +180,7 @@ def migrate_settings(settings: dict[str, Any]) -> dict[str, Any]:
         >>> migrate_settings({"map_sigma": 1.0, "scorer": {"init_args": {"top_fraction": 0.1}}})
         Traceback (most recent call last):
         ...
-        ValueError: model.map_sigma (a v0.1 setting) and model.scorer are both set: write it as ...
+        sagan_ad.errors.InputError: model.map_sigma (a v0.1 setting) and model.scorer are both ...
     """
     kept = {k: v for k, v in settings.items() if k not in FLAT_SETTINGS}
     parts: dict[str, dict[str, Any]] = {}
@@ -188,7 +189,7 @@ def migrate_settings(settings: dict[str, Any]) -> dict[str, Any]:
             component, argument = FLAT_SETTINGS[key]
             if kept.get(component) is not None:
                 # Either would silently replace the other.
-                raise ValueError(
+                raise InputError(
                     f"model.{key} (a v0.1 setting) and model.{component} are both set: write it "
                     f"as model.{component}.{argument}"
                 )

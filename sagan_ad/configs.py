@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from sagan_ad.atomic import atomic_path
+from sagan_ad.errors import FileError, InputError, MissingFileError
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -32,7 +33,7 @@ def examples_dir() -> Path:
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "examples").is_dir():
         return checkout / "examples"
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"the example configs are missing from this installation ({packaged} does not exist): "
         "reinstall sagan-ad, or pass a config file by its path"
     )
@@ -92,12 +93,12 @@ def needs_gpu(path: Path) -> bool:
     return str(accelerator).lower() in ("gpu", "cuda")
 
 
-def _unknown(name: str, kind: str, configs_only: bool = False) -> ValueError:
+def _unknown(name: str, kind: str, configs_only: bool = False) -> InputError:
     files = shipped_files()
     names = [n for n, p in files.items() if p.suffix in CONFIG_SUFFIXES or not configs_only]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return ValueError(
+    return InputError(
         f"{kind} {name!r}: no such file, and no shipped config of that name; {hint}"
         f"shipped: {', '.join(names)} (`sagan-ad configs` describes them)"
     )
@@ -121,7 +122,7 @@ def resolve_config(value: str) -> str:
     unchanged for the config parser to judge.
 
     Raises:
-        ValueError: a bare name that is neither a file nor a shipped config (the message lists
+        sagan_ad.errors.InputError: a bare name that is neither a file nor a shipped config ...
             the shipped ones).
 
     Examples:
@@ -130,14 +131,14 @@ def resolve_config(value: str) -> str:
         >>> resolve_config("quikstart")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: --config 'quikstart': no such file, ... did you mean 'quickstart'? ...
+        sagan_ad.errors.InputError: --config 'quikstart': no such file, ... did you mean ...
     """
     if Path(value).is_file():
         try:
             Path(value).read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             # jsonargparse reports it as a UnicodeDecodeError traceback without the file name.
-            raise ValueError(
+            raise InputError(
                 f"--config {value!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
                 f"position {err.start}): a config is a YAML file; save it as UTF-8"
             ) from None
@@ -173,7 +174,7 @@ def shipped_file(name: str) -> Path:
     with or without ``.py``.
 
     Raises:
-        ValueError: no shipped file has that name (the message lists them).
+        sagan_ad.errors.InputError: no shipped file has that name (the message lists them).
 
     Examples:
         >>> shipped_file("subclass_sagan").name, shipped_file("logger_wandb.yaml").name
@@ -192,7 +193,7 @@ def copy_example(name: str, folder: str | os.PathLike = ".", overwrite: bool = F
 
     Raises:
         FileExistsError: the target exists and ``overwrite`` is false.
-        ValueError: no shipped file has that name (the message lists them).
+        sagan_ad.errors.InputError: no shipped file has that name (the message lists them).
 
     Examples:
         >>> import tempfile
@@ -202,7 +203,7 @@ def copy_example(name: str, folder: str | os.PathLike = ".", overwrite: bool = F
     source = shipped_file(name)
     target = Path(folder) / source.name
     if target.exists() and not overwrite:
-        raise FileExistsError(
+        raise FileError(
             f"{target} already exists: edit it, remove it, or pass --force to overwrite it"
         )
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
+from sagan_ad.errors import FileError, InputError, MissingExtraError
 from sagan_ad.evaluation.inputs import images_in_range
 from sagan_ad.evaluation.scorer import Scorer
 from sagan_ad.module import SAGAN
@@ -90,7 +91,7 @@ class AnomalyScorer(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 < score_top_fraction <= 1.0:
-            raise ValueError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
+            raise InputError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
         self.generator = generator
         self.scorer = scorer if scorer is not None else Scorer(map_sigma, score_top_fraction)
         self.map_sigma = self.scorer.map_sigma
@@ -110,13 +111,13 @@ class AnomalyScorer(nn.Module):
         """
         scorer = model.scorer
         if scorer.inference != "deterministic":
-            raise ValueError(
+            raise InputError(
                 "only deterministic inference can be exported; the model has "
                 f"inference={scorer.inference!r}"
             )
         own = type(model).anomaly_map is SAGAN.anomaly_map and type(model).score is SAGAN.score
         if not own:
-            raise ValueError(
+            raise InputError(
                 f"{type(model).__name__} overrides anomaly_map or score on the model, which "
                 "export does not trace: move the override into a sagan_ad.Scorer subclass "
                 "(anomaly_map(images, restored), score(maps)) and build the model with "
@@ -125,7 +126,7 @@ class AnomalyScorer(nn.Module):
             )
         normalization = IntensityNormalization.parse(scorer.normalization)
         if not (input_normalized or normalization.graph_expressible):
-            raise ValueError(
+            raise InputError(
                 f"the model was trained on {normalization.spec()}-normalised images, which "
                 "the exported graph cannot compute: export with input_normalized=True (command "
                 "line: --input_normalized) and apply sagan_ad.data.normalize_images(images, "
@@ -172,6 +173,7 @@ class CheckedScorer(nn.Module):
         self.size = size
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        # Built-in exceptions only: TorchScript cannot raise sagan_ad's.
         if (
             images.dim() != 4
             or images.shape[1] != self.channels
@@ -228,9 +230,9 @@ def export_scorer(
         >>> export_scorer(model, "sagan.pt", format="torchscript")  # doctest: +SKIP
     """
     if format not in ("onnx", "torchscript"):
-        raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
+        raise InputError(f"format={format!r}: choose 'onnx' or 'torchscript'")
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
     scorer = (
         model
         if isinstance(model, AnomalyScorer)
@@ -261,14 +263,14 @@ def export_scorer(
 def _output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(
+        raise FileError(
             f"export target {str(path)!r} is a folder: give a file name, such as "
             f"{str(path / 'sagan.onnx')!r}"
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise type(err)(
+        raise FileError(
             f"export target {str(path)!r}: its folder cannot be created ({err.strerror or err}): "
             "choose another output path"
         ) from err
@@ -285,7 +287,7 @@ def _writing(path: Path) -> Iterator[None]:
     except OSError as err:
         full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
         advice = "free some space or choose" if full else "choose"
-        raise type(err)(
+        raise FileError(
             f"cannot write the exported scorer to {str(path)!r} ({err.strerror or err}): "
             f"{advice} another output path, in a folder you can write; no partial file was left"
         ) from err
@@ -315,7 +317,7 @@ def _write_onnx(scorer: AnomalyScorer, example: Tensor, path: Path) -> None:
                 verbose=False,
             )
     except ImportError as err:
-        raise ImportError(
+        raise MissingExtraError(
             f"ONNX export needs the export extra ({err.name or err} is missing): pip install "
             "'sagan-ad[export]'"
         ) from err

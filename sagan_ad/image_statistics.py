@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
+
 STATISTICS: tuple[str, ...] = (
     "mean_intensity",
     "contrast",
@@ -109,7 +111,7 @@ def image_statistics(images: Tensor) -> Tensor:
         (1.0, 0.0)
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(
+        raise InputError(
             f"image_statistics takes uint8 images (N, C, H, W), got {images.dtype} "
             f"{tuple(images.shape)}"
         )

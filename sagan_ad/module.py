@@ -13,6 +13,7 @@ from torch import Tensor
 
 from sagan_ad.compat import checkpoint_source
 from sagan_ad.data.intensity import fitted_normalization
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.inputs import check_images
 from sagan_ad.evaluation.report import EvaluationReport
@@ -117,11 +118,11 @@ class SAGAN(L.LightningModule):
     ) -> None:
         super().__init__()
         if n_critic < 1:
-            raise ValueError(f"n_critic={n_critic}: must be >= 1")
+            raise InputError(f"n_critic={n_critic}: must be >= 1")
         if max_iterations < 1:
-            raise ValueError(f"max_iterations={max_iterations}: must be >= 1")
+            raise InputError(f"max_iterations={max_iterations}: must be >= 1")
         if not 0.0 <= generator_ema < 1.0:
-            raise ValueError(f"generator_ema={generator_ema}: must be in [0, 1) (0 turns it off)")
+            raise InputError(f"generator_ema={generator_ema}: must be in [0, 1) (0 turns it off)")
         self.generator = generator if generator is not None else Generator()
         if critic is None:
             critic = Critic(
@@ -382,7 +383,7 @@ class SAGAN(L.LightningModule):
         if self.trainer.max_steps != -1:
             # Lightning would stop after that many optimizer steps, part-way through the run
             # that max_iterations describes: a silent early stop.
-            raise ValueError(
+            raise InputError(
                 f"Trainer(max_steps={self.trainer.max_steps}) (--trainer.max_steps) counts "
                 "Lightning's optimizer steps, one or two per SAGAN iteration: leave it at -1 and "
                 f"set the model's max_iterations (now {self.max_iterations}; "

@@ -13,6 +13,8 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from sagan_ad.errors import FileError
+
 __all__ = [
     "OUTPUT_MARKER",
     "OutputIsInputError",
@@ -36,7 +38,7 @@ protected_now: list[list[str]] | None = None
 that a setup read from its record protects them again."""
 
 
-class OutputIsInputError(FileExistsError):
+class OutputIsInputError(FileError, FileExistsError):
     """A write would replace a file that the same command reads (or a file that is no regular
     file); the message names both and says what to choose instead."""
 

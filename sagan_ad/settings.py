@@ -12,6 +12,8 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from sagan_ad.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -37,7 +39,7 @@ def from_mapping(
         >>> from_mapping(Window, {"hihg": 2}, "window")
         Traceback (most recent call last):
         ...
-        ValueError: window has unknown field(s) hihg: the fields are high, low (did you mean high?)
+        sagan_ad.errors.InputError: window has unknown field(s) hihg: the fields are high, low ...
     """
     known = sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(known))
@@ -45,7 +47,7 @@ def from_mapping(
         close = [difflib.get_close_matches(str(name), known, n=1) for name in unknown]
         hints = sorted({match[0] for match in close if match})
         hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise ValueError(
+        raise InputError(
             f"{where} has unknown field(s) {', '.join(unknown)}: the fields are "
             f"{', '.join(known)}{hint}"
         )

@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
+
 
 class Synthesizer(ABC):
     """Interface of a pseudo-anomaly synthesizer.
@@ -62,16 +64,16 @@ class PatchBlendSynthesizer(Synthesizer):
         blend_max: float = 1.0,
     ) -> None:
         if not 0.0 < min_half_width < max_half_width <= 0.5:
-            raise ValueError(
+            raise InputError(
                 f"PatchBlendSynthesizer: need 0 < min_half_width ({min_half_width}) < "
                 f"max_half_width ({max_half_width}) <= 0.5"
             )
         if not 0.0 < center_fraction <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"PatchBlendSynthesizer: center_fraction={center_fraction} not in (0, 1]"
             )
         if not 0.0 <= blend_min < blend_max <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"PatchBlendSynthesizer: need 0 <= blend_min ({blend_min}) < "
                 f"blend_max ({blend_max}) <= 1"
             )
@@ -123,10 +125,10 @@ class PatchBlendSynthesizer(Synthesizer):
 
 def _check_batch(images: Tensor, name: str, min_batch: int = 1, why: str = "") -> None:
     if images.ndim != 4:
-        raise ValueError(f"{name}: expected images (B, C, H, W), got {tuple(images.shape)}")
+        raise InputError(f"{name}: expected images (B, C, H, W), got {tuple(images.shape)}")
     if images.shape[0] < min_batch:
         reason = f": {why}" if why else ""
-        raise ValueError(f"{name} needs at least {min_batch} images per batch{reason}")
+        raise InputError(f"{name} needs at least {min_batch} images per batch{reason}")
 
 
 def _uniform(low: float, high: float, n: int, generator, device) -> Tensor:
@@ -173,11 +175,11 @@ class CutPasteSynthesizer(Synthesizer):
         brightness: float = 0.1,
     ) -> None:
         if not 0.0 < min_area <= max_area < 1.0:
-            raise ValueError(
+            raise InputError(
                 f"CutPasteSynthesizer: need 0 < min_area ({min_area}) <= max_area ({max_area}) < 1"
             )
         if max_aspect < 1.0 or brightness < 0.0:
-            raise ValueError(
+            raise InputError(
                 f"CutPasteSynthesizer: need max_aspect ({max_aspect}) >= 1 and brightness "
                 f"({brightness}) >= 0"
             )
@@ -240,7 +242,7 @@ class FPISynthesizer(Synthesizer):
 
     def __init__(self, min_size: float = 0.1, max_size: float = 0.5) -> None:
         if not 0.0 < min_size <= max_size <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"FPISynthesizer: need 0 < min_size ({min_size}) <= max_size ({max_size}) <= 1"
             )
         self.min_size = min_size
@@ -333,17 +335,17 @@ class PerlinBlobSynthesizer(Synthesizer):
         blend_max: float = 1.0,
     ) -> None:
         if not 0 <= min_scale <= max_scale <= 8:
-            raise ValueError(
+            raise InputError(
                 f"PerlinBlobSynthesizer: need 0 <= min_scale ({min_scale}) <= max_scale "
                 f"({max_scale}) <= 8"
             )
         if not 0.0 < min_area <= max_area < 1.0:
-            raise ValueError(
+            raise InputError(
                 f"PerlinBlobSynthesizer: need 0 < min_area ({min_area}) <= max_area "
                 f"({max_area}) < 1"
             )
         if not 0.0 <= blend_min <= blend_max <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"PerlinBlobSynthesizer: need 0 <= blend_min ({blend_min}) <= blend_max "
                 f"({blend_max}) <= 1"
             )

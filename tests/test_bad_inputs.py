@@ -125,12 +125,12 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
     "NaN in a float TIFF": (
         lambda tmp: float_tiff(tmp, float("nan")),
         ImageReadError,
-        r"float\.tiff: ValueError: 1 float pixel\(s\) are NaN or Inf",
+        r"float\.tiff: 1 float pixel\(s\) are NaN or Inf",
     ),
     "Inf in a float TIFF": (
         lambda tmp: float_tiff(tmp, float("inf")),
         ImageReadError,
-        r"float\.tiff: ValueError: 1 float pixel\(s\) are NaN or Inf",
+        r"float\.tiff: 1 float pixel\(s\) are NaN or Inf",
     ),
     "image smaller than the patch grid": (
         lambda tmp: SAGAN(

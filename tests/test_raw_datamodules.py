@@ -336,7 +336,7 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
     # Less the validation hold-out, which is never trained on.
     assert alone.unlabeled.names == alone.known_normal.names and alone.test is None
     assert len(alone.known_normal) == 4 and len(alone.val) == 2 * 2
-    with pytest.raises(ValueError, match=r"same file, and every file may appear once \(one role"):
+    with pytest.raises(ValueError, match=r"the same file may appear once \(one role"):
         FolderDataModule(normals, test_normal=normals, cache_dir=tmp_path / "c").setup()
 
 

@@ -35,6 +35,7 @@ from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
 from sagan_ad.compat import migrate_arguments
 from sagan_ad.configs import resolve_config_arguments
+from sagan_ad.errors import InputError
 from sagan_ad.module import SAGAN
 from sagan_ad.protected import forget_inputs
 from sagan_ad.training.checkpoint_files import read_checkpoint
@@ -123,7 +124,7 @@ class SAGANCLI(LightningCLI):
         except ArgumentError as err:
             argv = [str(a) for a in args] if isinstance(args, list | tuple) else sys.argv[1:]
             known = _known_settings(parser, argv)
-            raise ValueError(parse_error_message(str(err), argv, known)) from None
+            raise InputError(parse_error_message(str(err), argv, known)) from None
         finally:
             for each in parsers:
                 each.exit_on_error = True

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sagan_ad.configs import is_bare_name
+from sagan_ad.errors import FileError, InputError
 
 if TYPE_CHECKING:
     import lightning as L
@@ -30,17 +31,17 @@ def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
         >>> check_counts({"val_check_interval": 0}, {})
         Traceback (most recent call last):
         ...
-        ValueError: --trainer.val_check_interval=0: validate every N >= 1 iterations ...
+        sagan_ad.errors.InputError: --trainer.val_check_interval=0: validate every N >= 1 ...
     """
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and interval < 1:
-        raise ValueError(
+        raise InputError(
             f"--trainer.val_check_interval={interval}: validate every N >= 1 iterations (or "
             "pass a fraction in (0, 1] of an epoch, where the data has epochs)"
         )
     samples = options.get("val_samples")
     if samples is not None and samples < 0:
-        raise ValueError(f"--val_samples={samples}: pass 0 (no images) or a positive number")
+        raise InputError(f"--val_samples={samples}: pass 0 (no images) or a positive number")
     evaluated = {"validate": "val", "test": "test", "predict": "predict"}.get(stage or "")
     if stage == "fit" and options.get("test_after_fit", True):
         evaluated = "test"
@@ -48,14 +49,14 @@ def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
     if limit is not None and limit == 0:
         after_fit = " (or --test_after_fit=false)" if stage == "fit" else ""
         what = "the test after fit" if stage == "fit" else stage
-        raise ValueError(
+        raise InputError(
             f"--trainer.limit_{evaluated}_batches={limit}: {what} would score no image and "
             f"write no report; leave it out, or pass a number of batches >= 1 or a fraction in "
             f"(0, 1]{after_fit}"
         )
     every = options.get("last_every_n_iterations")
     if every is not None and every < 1:
-        raise ValueError(
+        raise InputError(
             f"--last_every_n_iterations={every}: pass a number >= 1, or leave it out to write "
             "last.ckpt at validations only"
         )
@@ -68,7 +69,7 @@ def check_evaluated(trainer: L.Trainer, stage: str) -> None:
     split = {"validate": "val", "test": "test", "predict": "predict"}[stage]
     if sum(getattr(trainer, f"num_{split}_batches") or [0]) == 0:
         data = type(trainer.datamodule).__name__ if trainer.datamodule else "the data"
-        raise ValueError(
+        raise InputError(
             f"{stage} scored no image: {data} has no {split} batches; give it a {split} split "
             f"(for a DataModule with val_fraction, a value above 0), and check "
             f"--trainer.limit_{split}_batches"
@@ -91,7 +92,7 @@ def check_writable(folder: Path) -> None:
         # mkdir's own reason for a file in the way is "File exists" or "Not a directory".
         if existing.exists() and not existing.is_dir():
             reason = f"{str(existing)!r} is a file, not a folder"
-        raise PermissionError(
+        raise FileError(
             f"the output folder {str(folder)!r} cannot be written ({reason}): "
             "choose another --trainer.default_root_dir"
         )
@@ -105,7 +106,7 @@ def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
         >>> check_output_folder("/etc/hostname/run", "--trainer.default_root_dir")
         Traceback (most recent call last):
         ...
-        NotADirectoryError: --trainer.default_root_dir: the output folder '/etc/hostname/run' ...
+        sagan_ad.errors.FileError: --trainer.default_root_dir: the output folder ... cannot ...
     """
     folder = Path(folder)
     existing = folder
@@ -113,15 +114,15 @@ def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
         existing = existing.parent
     problem = None
     if not existing.is_dir():
-        problem, error = f"{str(existing)!r} is a file, not a folder", NotADirectoryError
+        problem = f"{str(existing)!r} is a file, not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
-        problem, error = f"{str(existing)!r} is not writable", PermissionError
+        problem = f"{str(existing)!r} is not writable"
     else:
         # Permissions do not tell everything (root may write anywhere, yet no folder can be
         # made under /proc or on a read-only mount): try, and take back what was made.
-        problem, error = _try_creating(folder, existing), PermissionError
+        problem = _try_creating(folder, existing)
     if problem is not None:
-        raise error(
+        raise FileError(
             f"{setting}: the output folder {str(folder)!r} cannot be created or written "
             f"({problem}): choose another folder with {setting}"
         )
@@ -183,14 +184,14 @@ def check_class_paths(argv: list[str]) -> None:
     that a missing module is one sentence saying where to put it.
 
     Raises:
-        ValueError: the module cannot be found or lacks the class.
+        sagan_ad.errors.InputError: the module cannot be found or lacks the class.
 
     Examples:
         >>> check_class_paths(["fit", "--model", "sagan_ad.SAGAN"])
         >>> check_class_paths(["fit", "--model=my_modul.MySAGAN"])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: --model my_modul.MySAGAN: there is no module 'my_modul'; put my_modul.py ...
+        sagan_ad.errors.InputError: --model my_modul.MySAGAN: there is no module 'my_modul'; ...
     """
     for i, arg in enumerate(argv):
         key, _, value = arg.partition("=")
@@ -206,10 +207,10 @@ def check_class_paths(argv: list[str]) -> None:
         except ModuleNotFoundError:
             found = False
         if not found:
-            raise ValueError(
+            raise InputError(
                 f"{flag} {value}: there is no module {module!r}; put {module.split('.')[0]}.py "
                 f"in the current folder ({os.getcwd()}) or in a folder on PYTHONPATH, or install "
                 "the package that provides it"
             )
         if not hasattr(importlib.import_module(module), name):
-            raise ValueError(f"{flag} {value}: module {module!r} has no class {name!r}")
+            raise InputError(f"{flag} {value}: module {module!r} has no class {name!r}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from sagan_ad.cli.checks import check_output_folder
 from sagan_ad.cli.usage import SUBCOMMANDS
 from sagan_ad.configs import copy_example, describe, needs_gpu, shipped_file, shipped_files
+from sagan_ad.errors import InputError
 
 
 def _import(dotted: str) -> type:
@@ -19,13 +20,13 @@ def _import(dotted: str) -> type:
     try:
         found = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(
+        raise InputError(
             f"--model {dotted!r} cannot be imported ({type(err).__name__}: {err}): pass the "
             "dotted path of the checkpoint's model class (for example mypackage.MySAGAN), or "
             "leave --model out to use the class the checkpoint records"
         ) from None
     if not (isinstance(found, type) and issubclass(found, L.LightningModule)):
-        raise ValueError(f"--model {dotted!r} is not a LightningModule class")
+        raise InputError(f"--model {dotted!r} is not a LightningModule class")
     return found
 
 

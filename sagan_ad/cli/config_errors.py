@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from sagan_ad.errors import InputError
 from sagan_ad.protected import protect
 
 _KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":')
@@ -52,7 +53,7 @@ def check_config_files(argv: Iterable[str]) -> None:
     ``config.yaml`` given back as ``--config``).
 
     Raises:
-        ValueError: naming the file and what to change.
+        sagan_ad.errors.InputError: naming the file and what to change.
 
     Examples:
         >>> import tempfile
@@ -61,7 +62,7 @@ def check_config_files(argv: Iterable[str]) -> None:
         >>> check_config_files(["fit", "--config", str(empty)])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: --config .../empty.yaml holds no settings (it is empty or only comments)...
+        sagan_ad.errors.InputError: --config .../empty.yaml holds no settings (it is empty or ...
     """
     for path in config_files(argv):
         if not path.is_file():
@@ -70,15 +71,15 @@ def check_config_files(argv: Iterable[str]) -> None:
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"--config {path}: {_yaml_problem(err, text)}") from None
+            raise InputError(f"--config {path}: {_yaml_problem(err, text)}") from None
         if loaded is None:
-            raise ValueError(
+            raise InputError(
                 f"--config {path} holds no settings (it is empty or only comments): write the "
                 "settings into it (sagan-ad configs --copy quickstart gives an example), or "
                 "leave that --config out"
             )
         if not isinstance(loaded, dict):
-            raise ValueError(
+            raise InputError(
                 f"--config {path} holds a YAML {type(loaded).__name__}, not settings: write "
                 "them as 'key: value' lines (model:, data:, trainer:, ...)"
             )

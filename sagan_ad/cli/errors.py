@@ -4,26 +4,21 @@ library's verdicts on the user's data, configuration, run or environment, as opp
 
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
-
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-import sagan_ad
-from sagan_ad.training.checkpoint_files import CheckpointError
-from sagan_ad.training.divergence import DivergenceError
+from sagan_ad.errors import UserError
 
 _GPU_MISSING = "No supported gpu backend found"
 """Lightning's whole message for ``accelerator: gpu`` on a machine without one."""
 
 
 def _user_error(error: BaseException) -> BaseException | None:
-    """The library's message about the user's input or run behind ``error``, if any (not a bug).
+    """The library's message about the user's input or run behind ``error``, if any (not a bug):
+    a `sagan_ad.errors.UserError`, or Lightning's verdict on a Trainer setting.
 
-    jsonargparse re-raises a model's or DataModule's ``ValueError`` wrapped in its own, so the
-    chain of causes is searched.
+    jsonargparse re-raises a model's or DataModule's error wrapped in its own, so the chain of
+    causes is searched.
     """
-    package = str(Path(sagan_ad.__file__).parent)
     cause: BaseException | None = error
     while cause is not None:
         # Lightning's MisconfigurationException is its verdict on a Trainer setting the user
@@ -33,10 +28,7 @@ def _user_error(error: BaseException) -> BaseException | None:
                 f"{cause} The config asks for a GPU (trainer.accelerator: gpu): on a machine "
                 "without one, add --trainer.accelerator cpu"
             )
-        if isinstance(
-            cause,
-            DivergenceError | sagan_ad.ImageReadError | CheckpointError | MisconfigurationException,
-        ):
+        if isinstance(cause, UserError | MisconfigurationException):
             return cause
         # W&B's own errors (no API key, no network) are about the user's environment; wandb is
         # optional, so they are known by their module rather than imported.
@@ -45,14 +37,5 @@ def _user_error(error: BaseException) -> BaseException | None:
                 f"W&B: {cause} To log without an account, set WANDB_MODE=offline (the run "
                 "stays on disk for `wandb sync`), or choose another logger with --trainer.logger"
             )
-        frames = traceback.extract_tb(cause.__traceback__)
-        # Raised by sagan_ad's own argument and data checks, not deep inside a dependency (an
-        # ImportError from sagan_ad names the missing optional extra).
-        if (
-            isinstance(cause, ValueError | OSError | ImportError)
-            and frames
-            and frames[-1].filename.startswith(package)
-        ):
-            return cause
         cause = cause.__cause__
     return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from sagan_ad.errors import MissingExtraError
+
 LOGGER_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
     "TensorBoardLogger": (("tensorboard", "tensorboardX"), "pip install 'sagan-ad[tensorboard]'"),
     "WandbLogger": (("wandb",), "pip install 'sagan-ad[wandb]'"),
@@ -25,7 +27,7 @@ def check_logger_packages(logger: Any) -> None:
         >>> check_logger_packages({"class_path": "lightning.pytorch.loggers.NeptuneLogger"})
         Traceback (most recent call last):
         ...
-        ImportError: --trainer.logger lightning.pytorch.loggers.NeptuneLogger needs the ...
+        sagan_ad.errors.MissingExtraError: --trainer.logger ...
     """
     for entry in logger if isinstance(logger, list | tuple) else [logger]:
         class_path = _get(entry, "class_path")
@@ -36,7 +38,7 @@ def check_logger_packages(logger: Any) -> None:
             continue
         packages, install = known
         if not any(importlib.util.find_spec(package) for package in packages):
-            raise ImportError(
+            raise MissingExtraError(
                 f"--trainer.logger {class_path} needs the {' or '.join(packages)} package, which "
                 f"is not installed: {install}, or choose another logger (the configs' default is "
                 "lightning.pytorch.loggers.CSVLogger)"

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from lightning.pytorch.utilities import rank_zero_warn
 
+from sagan_ad.errors import InputError
+
 # Data settings that change how images are delivered, not which: a resumed run may change them.
 DELIVERY = frozenset(
     {
@@ -99,7 +101,7 @@ def check_resumed_settings(run_folder: Path, current: dict[str, Any], checkpoint
         or k.startswith("model.scorer")
     ]
     if data:
-        raise ValueError(
+        raise InputError(
             f"--ckpt_path {checkpoint} resumes a run whose data settings were others: "
             f"{', '.join(data)}; the images it trains and validates on (or how validation scores "
             "them) would change mid-run and the best checkpoint be chosen across two validation "

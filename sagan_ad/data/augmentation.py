@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
 from sagan_ad.settings import from_mapping
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ def _range(value: Any, name: str, low: float, high: float) -> tuple[float, float
     try:
         first, second = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}={value!r}: give a range [low, high]") from None
+        raise InputError(f"{where}={value!r}: give a range [low, high]") from None
     if not low <= first <= second <= high:
-        raise ValueError(f"{where}={[first, second]}: need {low:g} <= low <= high <= {high:g}")
+        raise InputError(f"{where}={[first, second]}: need {low:g} <= low <= high <= {high:g}")
     return first, second
 
 
@@ -108,13 +109,13 @@ class Augmentation:
     def __post_init__(self) -> None:
         where = "data.augment"
         if not 0.0 <= self.brightness <= 1.0:
-            raise ValueError(f"{where}.brightness={self.brightness}: must be in [0, 1]")
+            raise InputError(f"{where}.brightness={self.brightness}: must be in [0, 1]")
         if not 0.0 <= self.contrast < 1.0:
-            raise ValueError(f"{where}.contrast={self.contrast}: must be in [0, 1)")
+            raise InputError(f"{where}.contrast={self.contrast}: must be in [0, 1)")
         if self.gamma is not None:
             low, high = (float(g) for g in self.gamma)
             if not 0.0 < low <= high:
-                raise ValueError(f"{where}.gamma={tuple(self.gamma)}: need 0 < low <= high")
+                raise InputError(f"{where}.gamma={tuple(self.gamma)}: need 0 < low <= high")
             object.__setattr__(self, "gamma", (low, high))
         limits = {
             "blur": (0.1, 10.0),
@@ -126,7 +127,7 @@ class Augmentation:
         for name, (low, high) in limits.items():
             object.__setattr__(self, name, _range(getattr(self, name), name, low, high))
         if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"{where}.p={self.p}: must be in [0, 1]")
+            raise InputError(f"{where}.p={self.p}: must be in [0, 1]")
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any] | Augmentation | None) -> Augmentation | None:
@@ -143,7 +144,7 @@ class Augmentation:
         if isinstance(spec, Mapping):
             spec = from_mapping(cls, spec, "data.augment")
         if not isinstance(spec, cls):
-            raise ValueError(
+            raise InputError(
                 f"data.augment={spec!r}: give a mapping such as {{brightness: 0.2, gamma: [0.7, "
                 "1.4], blur: [0.3, 1.0]}"
             )

@@ -24,6 +24,7 @@ from sagan_ad.data.datasets import (
 )
 from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.data.split import holdout_indices
+from sagan_ad.errors import InputError
 from sagan_ad.image_statistics import image_statistics
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 
@@ -58,19 +59,19 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"ImageSet.images must be uint8 (N, C, H, W), got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
         if not len(self.images) == len(self.labels) == len(self.names):
-            raise ValueError(
+            raise InputError(
                 f"ImageSet: {len(self.images)} images, {len(self.labels)} labels and "
                 f"{len(self.names)} names must match"
             )
         for field_name in ("metadata", "boxes", "original_sizes", "decoded_stats"):
             values = getattr(self, field_name)
             if values is not None and len(values) != len(self.images):
-                raise ValueError(
+                raise InputError(
                     f"ImageSet.{field_name} has {len(values)} entries for {len(self.images)} images"
                 )
 
@@ -136,14 +137,14 @@ def check_numbers(
         >>> check_numbers(whole={"image_size": "64"})
         Traceback (most recent call last):
         ...
-        ValueError: image_size='64': must be a whole number
+        sagan_ad.errors.InputError: image_size='64': must be a whole number
     """
     for name, value in (whole or {}).items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
-            raise ValueError(f"{name}={value!r}: must be a whole number")
+            raise InputError(f"{name}={value!r}: must be a whole number")
     for name, value in (real or {}).items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-            raise ValueError(f"{name}={value!r}: must be a number")
+            raise InputError(f"{name}={value!r}: must be a number")
 
 
 class AnomalyDataModule(L.LightningDataModule):
@@ -214,23 +215,23 @@ class AnomalyDataModule(L.LightningDataModule):
             real={"val_fraction": val_fraction},
         )
         if seed < 0:
-            raise ValueError(f"seed={seed}: must be >= 0")
+            raise InputError(f"seed={seed}: must be >= 0")
         if in_channels not in (1, 3):
-            raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
+            raise InputError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if image_size < 8:
-            raise ValueError(f"image_size={image_size}: must be at least 8")
+            raise InputError(f"image_size={image_size}: must be at least 8")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
-            raise ValueError(f"batch_size={batch_size}, eval_batch_size={eval_batch_size}: >= 1")
+            raise InputError(f"batch_size={batch_size}, eval_batch_size={eval_batch_size}: >= 1")
         if num_workers < 0:
-            raise ValueError(f"num_workers={num_workers}: must be >= 0")
+            raise InputError(f"num_workers={num_workers}: must be >= 0")
         if data_on_device and num_workers:
-            raise ValueError("data_on_device needs num_workers=0: workers cannot hold its tensors")
+            raise InputError("data_on_device needs num_workers=0: workers cannot hold its tensors")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1)")
+            raise InputError(f"val_fraction={val_fraction}: must be in [0, 1)")
         self.normalization = IntensityNormalization.parse(normalization)
         self.augment = Augmentation.parse(augment)
         if data_on_device and self.augment is not None:
-            raise ValueError(
+            raise InputError(
                 f"data_on_device=True with augment ({self.augment.describe()}): the augmentation "
                 "runs on the CPU while the batches are gathered, so set data_on_device to false, "
                 "or turn augment off"
@@ -408,7 +409,7 @@ class AnomalyDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         if self.test is None or len(self.test) == 0:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} has no test set: add labelled test images to the split "
                 "(test.'0' / test.'1' in data.json) or skip testing"
             )

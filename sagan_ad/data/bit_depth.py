@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from sagan_ad.data.messages import log_once
+from sagan_ad.errors import InputError
 
 BitDepth = int | Literal["auto", "dtype"]
 
@@ -23,12 +24,12 @@ def check_bit_depth(bit_depth: BitDepth) -> None:
         >>> check_bit_depth(20)
         Traceback (most recent call last):
         ...
-        ValueError: bit_depth=20: must be 'auto', 'dtype' or a number of bits from 1 to 16
+        sagan_ad.errors.InputError: bit_depth=20: must be 'auto', 'dtype' or a number of bits ...
     """
     if bit_depth in ("auto", "dtype"):
         return
     if isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 1 <= bit_depth <= 16:
-        raise ValueError(
+        raise InputError(
             f"bit_depth={bit_depth!r}: must be 'auto', 'dtype' or a number of bits from 1 to 16"
         )
 
@@ -65,7 +66,7 @@ def scale_bits(array: np.ndarray, bit_depth: BitDepth = "auto") -> int | None:
         return 16
     top = int(array.max()) if array.size else 0
     if top > 2**bit_depth - 1:
-        raise ValueError(
+        raise InputError(
             f"pixel value {top} exceeds bit_depth={bit_depth} (largest {2**bit_depth - 1}): set "
             "bit_depth to the depth the files were exported with, or 'auto'"
         )
@@ -159,7 +160,7 @@ def unify_bit_depth(
                 if names is not None and images[i].min() == images[i].max():
                     flattened.append(f"{names[i]} (uses {b} bits)")
     if flattened:
-        raise ValueError(
+        raise InputError(
             f"{where}: {len(flattened)} 16-bit image(s) hold so little of the data set's "
             f"{top}-bit scale that they come out as one uniform grey: {', '.join(flattened[:10])}"
             "; remove them, or set bit_depth to the depth they were exported with"

@@ -44,6 +44,7 @@ from sagan_ad.data.headers import IDENTITY_TAGS
 from sagan_ad.data.image_io import ImageReadError, read_image
 from sagan_ad.data.leakage import SAME_BYTES
 from sagan_ad.data.messages import listing
+from sagan_ad.errors import InputError, describe
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _decode(job: tuple[str, PreprocessSettings, tuple[str, ...]]) -> Decoded | s
     except ImageReadError as err:
         return str(err)
     except Exception as err:
-        return f"{path}: {type(err).__name__}: {err}"
+        return f"{path}: {describe(err)}"
     return Decoded(read.image, read.original_size, read.tags, read.bits, read.digest)
 
 
@@ -252,11 +253,11 @@ class ImageCache:
         save_interval: float = 60.0,
     ) -> None:
         if num_workers is not None and num_workers < 1:
-            raise ValueError(f"cache num_workers={num_workers}: must be >= 1")
+            raise InputError(f"cache num_workers={num_workers}: must be >= 1")
         if identity not in ("stat", "verify", "content"):
-            raise ValueError(f"cache identity={identity!r}: must be 'stat', 'verify' or 'content'")
+            raise InputError(f"cache identity={identity!r}: must be 'stat', 'verify' or 'content'")
         if not save_interval > 0 or shard_size < 1:
-            raise ValueError(
+            raise InputError(
                 f"cache save_interval={save_interval}, shard_size={shard_size}: must be > 0"
             )
         self.identity = identity
@@ -374,7 +375,7 @@ class ImageCache:
                 kept in the index; entries cached without them have their headers read.
         """
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+            raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         keywords = tuple(keywords)
         wanted = tuple(dict.fromkeys(self.settings.dicom_tags + IDENTITY_TAGS + keywords))
         paths = [str(p) for p in paths]

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sagan_ad.errors import FileError
 from sagan_ad.protected import writable_target
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _unwritable(path: Path, err: OSError) -> OSError:
+def _unwritable(path: Path, err: OSError) -> FileError:
     what = " (a folder is in the way)" if path.is_dir() else ""
-    return OSError(
+    return FileError(
         f"cannot write {path}{what}: {err.strerror or err}; choose another cache_dir, or free "
         "or repair that folder"
     )
@@ -90,7 +91,7 @@ def make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OSError(
+        raise FileError(
             f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "
             "way, or no permission); choose another cache_dir"
         ) from err

@@ -20,6 +20,7 @@ import numpy as np
 
 from sagan_ad.data.cache_files import content_digest, read_json_store
 from sagan_ad.data.dicom import read_tags
+from sagan_ad.errors import describe
 
 log = logging.getLogger(__name__)
 
@@ -155,4 +156,4 @@ def _header_or_error(path: str, keywords: tuple[str, ...]) -> dict[str, str] | s
     try:
         return read_tags(path, keywords)
     except Exception as err:
-        return f"{path}: {type(err).__name__}: {err}"
+        return f"{path}: {describe(err)}"

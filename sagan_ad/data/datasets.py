@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, default_collate, get_worker_info
 
 from sagan_ad.data.augmentation import stream_seed
+from sagan_ad.errors import InputError
 
 
 def to_model_range(images: Tensor) -> Tensor:
@@ -89,13 +90,13 @@ class TrainingStream(IterableDataset):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+            raise InputError(f"batch_size={batch_size}: must be >= 1")
         if start_batch < 0:
-            raise ValueError(f"start_batch={start_batch}: must be >= 0")
+            raise InputError(f"start_batch={start_batch}: must be >= 0")
         if len(normal) == 0:
-            raise ValueError("the training stream has no known-normal images")
+            raise InputError("the training stream has no known-normal images")
         if len(unlabeled) == 0:
-            raise ValueError(
+            raise InputError(
                 "the training stream has no unlabeled images; for normals-only training set "
                 "anomaly_ratio=0 with unlabeled images taken from the normal pool"
             )
@@ -161,7 +162,7 @@ class DeviceTrainingStream(TrainingStream):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if self.augment is not None:
-            raise ValueError(
+            raise InputError(
                 "DeviceTrainingStream cannot augment: the augmentation runs on the CPU; use "
                 "TrainingStream"
             )
@@ -225,7 +226,7 @@ class LabelledImages(Dataset):
         metadata: Sequence[dict[str, str]] | None = None,
     ) -> None:
         if not len(images) == len(labels) == len(names):
-            raise ValueError(
+            raise InputError(
                 f"images ({len(images)}), labels ({len(labels)}) and names ({len(names)}) differ "
                 "in length"
             )
@@ -243,7 +244,7 @@ class LabelledImages(Dataset):
             if values is None:
                 continue
             if len(values) != len(images):
-                raise ValueError(f"{len(values)} {key} entries for {len(images)} images")
+                raise InputError(f"{len(values)} {key} entries for {len(images)} images")
             self.extras[key] = values
 
     def __len__(self) -> int:

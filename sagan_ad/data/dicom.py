@@ -18,6 +18,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from sagan_ad.data.dicom_bits import bits_stored_problem
 from sagan_ad.data.dicom_voi import first_value, padding_mask, usable_lut, voi
+from sagan_ad.errors import DataError, InputError
 
 DicomMode = Literal["standard", "benchmark"]
 WindowMode = Literal["header", "percentile", "minmax"]
@@ -32,7 +33,7 @@ PLUGIN_HINT = (
 )
 
 
-class DicomReadError(ValueError):
+class DicomReadError(DataError):
     """A DICOM file cannot be turned into an image; the message names the file and the fix."""
 
 
@@ -65,18 +66,18 @@ class DicomOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in ("standard", "benchmark"):
-            raise ValueError(f"dicom mode={self.mode!r}: must be 'standard' or 'benchmark'")
+            raise InputError(f"dicom mode={self.mode!r}: must be 'standard' or 'benchmark'")
         if self.window not in ("header", "percentile", "minmax"):
-            raise ValueError(f"window={self.window!r}: must be 'header', 'percentile' or 'minmax'")
+            raise InputError(f"window={self.window!r}: must be 'header', 'percentile' or 'minmax'")
         if self.fallback_window not in ("percentile", "minmax"):
-            raise ValueError(
+            raise InputError(
                 f"fallback_window={self.fallback_window!r}: must be 'percentile' or 'minmax'"
             )
         if len(self.percentiles) != 2:
-            raise ValueError(f"percentiles={self.percentiles}: give a low and a high percentile")
+            raise InputError(f"percentiles={self.percentiles}: give a low and a high percentile")
         low, high = self.percentiles
         if not 0.0 <= low < high <= 100.0:
-            raise ValueError(f"percentiles={self.percentiles}: need 0 <= low < high <= 100")
+            raise InputError(f"percentiles={self.percentiles}: need 0 <= low < high <= 100")
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:

@@ -11,6 +11,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_voi_lut
 
+from sagan_ad.errors import InputError
+
 if TYPE_CHECKING:
     from sagan_ad.data.dicom import DicomOptions
 
@@ -123,7 +125,7 @@ def voi(
             both = apply_voi_lut(probed, ds, index=0, prefer_lut=lut)
         except Exception as err:
             # A LUT whose data are shorter than its descriptor says, for one.
-            raise ValueError(
+            raise InputError(
                 f"the header's {'VOI LUT' if lut else 'window'} cannot be applied "
                 f"({type(err).__name__}: {err}): the header is damaged; set window='percentile' "
                 "or window='minmax' to window by the image's own values"

@@ -9,6 +9,7 @@ from sagan_ad.data.bit_depth import BitDepth
 from sagan_ad.data.cache import CacheIdentity, PreprocessSettings
 from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode
 from sagan_ad.data.leakage import LeakageCheck, check_data_options
+from sagan_ad.errors import InputError
 
 
 class FileDataModule(AnomalyDataModule):
@@ -65,9 +66,9 @@ class FileDataModule(AnomalyDataModule):
             whole={"unlabeled_size": unlabeled_size}, real={"anomaly_ratio": anomaly_ratio}
         )
         if not 0.0 <= anomaly_ratio <= 1.0:
-            raise ValueError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
+            raise InputError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
         if unlabeled_size is not None and unlabeled_size < 1:
-            raise ValueError(f"unlabeled_size={unlabeled_size}: must be >= 1")
+            raise InputError(f"unlabeled_size={unlabeled_size}: must be >= 1")
         check_data_options(leakage, cache_identity, cache_save_interval)
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size

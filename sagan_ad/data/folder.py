@@ -10,6 +10,7 @@ from sagan_ad.data.discovery import discover_images
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.tables import read_csv
+from sagan_ad.errors import InputError, MissingFileError
 
 CSV_LAYOUT = "a CSV with a 'path' column (relative to the CSV's folder); other columns = metadata"
 
@@ -20,14 +21,14 @@ def _source_records(source: Path, role: str, label: int, force_dicom: bool) -> l
         for line, row in enumerate(read_csv(source, ("path",), CSV_LAYOUT), start=2):
             if not row["path"]:
                 # Path("") is the CSV's own folder: it would be reported as a missing image.
-                raise ValueError(f"{source}, line {line}: the path is empty; {CSV_LAYOUT}")
+                raise InputError(f"{source}, line {line}: the path is empty; {CSV_LAYOUT}")
             path = Path(row["path"])
             path = path if path.is_absolute() else source.parent / path
             metadata = {k: v for k, v in row.items() if k != "path"}
             records.append(Record(f"{role}/{row['path']}", path, label, metadata=metadata))
         return records
     if not source.is_dir():
-        raise FileNotFoundError(f"{role}={str(source)!r} is neither a folder nor a .csv file")
+        raise MissingFileError(f"{role}={str(source)!r} is neither a folder nor a .csv file")
     found = discover_images(source, force_dicom=force_dicom)
     found.log_skipped(source)
     prefix = os.path.join(str(source), "")

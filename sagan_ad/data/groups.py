@@ -15,6 +15,7 @@ from pydicom.datadict import tag_for_keyword
 from sagan_ad.data.headers import COMPARED_TAGS, header_tags
 from sagan_ad.data.leakage import canonical_id
 from sagan_ad.data.messages import log_once
+from sagan_ad.errors import InputError
 
 
 def from_headers(column: str | None, metadata: Mapping[str, Mapping[str, str]]) -> bool:
@@ -56,7 +57,7 @@ def group_values(
         values = {name: metadata.get(name, {}).get(column, "") for name in paths}
     elif tag_for_keyword(column) is None:
         columns = sorted({k for name in paths for k in metadata.get(name, {})})
-        raise ValueError(
+        raise InputError(
             f"group_by={column!r} is neither a column of the data (columns: "
             f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
         )

@@ -35,6 +35,7 @@ from sagan_ad.data.pixels import (
     _raw_mode,
     _sixteen_bit_colour,
 )
+from sagan_ad.errors import InputError, UserError, describe
 
 # ITU-R 601-2 luma, the weights PIL uses for "RGB" -> "L".
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -42,7 +43,7 @@ EXIF_ORIENTATION = 0x0112
 TIFF_PHOTOMETRIC = 262
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(UserError, RuntimeError):
     """One or more image files could not be read; the message lists every file and why."""
 
 
@@ -93,7 +94,7 @@ def _decode(
         with _open_image(data) as img:
             frames = int(getattr(img, "n_frames", 1))
             if frames > 1:
-                raise ValueError(
+                raise InputError(
                     f"the file holds {frames} images (pages or frames): save the one to use as "
                     "a single-image file"
                 )
@@ -107,14 +108,14 @@ def _decode(
             if tiff and tags.get(TIFF_PHOTOMETRIC) == 0 and not _raw_mode(img).endswith(";I"):
                 # PIL inverts MinIsWhite (0 = white) only at 1 and 8 bits: deeper or float
                 # pixels would come out as a negative.
-                raise ValueError(
+                raise InputError(
                     f"TIFF photometric MinIsWhite (0 is white) in pixel mode {img.mode!r} is "
                     "not supported: save the image as MinIsBlack (0 is black)"
                 )
             if tiff and orientation in (5, 6, 7, 8):
                 # PIL (some versions) decodes these with width and height swapped, and OpenCV
                 # refuses them: no reader here gives their pixels reliably.
-                raise ValueError(
+                raise InputError(
                     f"TIFF orientation {orientation} (a quarter turn) is not supported: save the "
                     "image upright"
                 )
@@ -134,7 +135,7 @@ def _decode(
     except Exception as err:
         size = Path(path).stat().st_size if Path(path).is_file() else None
         hint = " (the file is empty)" if size == 0 else ""
-        raise ImageReadError(f"{path}{hint}: {type(err).__name__}: {err}") from err
+        raise ImageReadError(f"{path}{hint}: {describe(err)}") from err
 
 
 def _open_image(data: bytes) -> Image.Image:
@@ -153,7 +154,7 @@ def _open_image(data: bytes) -> Image.Image:
             detail = "not a PNG, JPEG, TIFF, BMP or DICOM file"
         else:
             detail = f"not a PNG, JPEG, TIFF, BMP or DICOM file: its bytes say it is {kind}"
-        raise ValueError(f"{detail}; convert or remove it") from None
+        raise InputError(f"{detail}; convert or remove it") from None
 
 
 def _to_unit_float(array: np.ndarray, bits: int | None) -> np.ndarray:
@@ -184,7 +185,7 @@ def resize_image(
         255
     """
     if in_channels not in (1, 3):
-        raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
+        raise InputError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
     size = (image_size, image_size)
     if array.dtype == np.uint8:
         img = Image.fromarray(array)

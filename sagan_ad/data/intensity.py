@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.errors import DataMismatchError, InputError
 from sagan_ad.settings import from_mapping
 
 NormalizationMethod = Literal["none", "equalize", "clahe", "zscore", "percentile"]
@@ -86,19 +87,19 @@ class IntensityNormalization:
     def __post_init__(self) -> None:
         where = "data.normalization"
         if self.method not in NORMALIZATION_METHODS:
-            raise ValueError(
+            raise InputError(
                 f"{where}.method={self.method!r}: choose one of {', '.join(NORMALIZATION_METHODS)}"
             )
         if self.clip_limit <= 0 or self.tile_grid < 1:
-            raise ValueError(
+            raise InputError(
                 f"{where}: clip_limit={self.clip_limit} must be > 0 and tile_grid="
                 f"{self.tile_grid} >= 1"
             )
         if self.zscore_range <= 0:
-            raise ValueError(f"{where}.zscore_range={self.zscore_range}: must be > 0")
+            raise InputError(f"{where}.zscore_range={self.zscore_range}: must be > 0")
         low, high = (float(p) for p in self.percentiles)
         if not 0.0 <= low < high <= 100.0:
-            raise ValueError(
+            raise InputError(
                 f"{where}.percentiles={tuple(self.percentiles)}: need 0 <= low < high <= 100"
             )
         # YAML gives lists and integers; fixed types keep the object hashable and its spec
@@ -127,7 +128,7 @@ class IntensityNormalization:
             return cls(**_spec_fields(spec))
         if isinstance(spec, Mapping):
             return from_mapping(cls, spec, "data.normalization")
-        raise ValueError(
+        raise InputError(
             f"data.normalization={spec!r}: give a method name ({', '.join(NORMALIZATION_METHODS)}) "
             "or a mapping such as {method: clahe, clip_limit: 2.0}"
         )
@@ -162,7 +163,7 @@ class IntensityNormalization:
             [128]
         """
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
+            raise InputError(
                 f"intensity normalisation takes uint8 (N, C, H, W) images, got {images.dtype} "
                 f"{tuple(images.shape)}"
             )
@@ -189,10 +190,10 @@ def _spec_fields(spec: str) -> dict[str, Any]:
         if isinstance(call, ast.Name):
             return {"method": call.id}
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and not call.args):
-            raise ValueError(spec)
+            raise InputError(spec)
         fields = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     except (SyntaxError, ValueError) as err:
-        raise ValueError(
+        raise InputError(
             f"data.normalization={spec!r}: give a method name "
             f"({', '.join(NORMALIZATION_METHODS)}), optionally with parameters such as "
             "'clahe(clip_limit=3.0)', or a mapping such as {method: clahe, clip_limit: 3.0}"
@@ -238,7 +239,7 @@ def check_normalization(
         return
     ours = IntensityNormalization.parse(recorded)
     if ours.spec() != theirs.spec():
-        raise ValueError(
+        raise DataMismatchError(
             f"the model was trained on images with intensity normalisation {ours.spec()} (as "
             f"its checkpoint records), but data.normalization is {theirs.spec()}: set "
             f"data.normalization to {ours.spec()!r} so that {stage} sees images prepared like "
@@ -275,7 +276,7 @@ class IntensityNormalizer(nn.Module):
     def __init__(self, normalization: IntensityNormalization) -> None:
         super().__init__()
         if not normalization.graph_expressible:
-            raise ValueError(
+            raise InputError(
                 f"{normalization.spec()} cannot be computed inside the exported graph: apply "
                 "sagan_ad.data.normalize_images to the images before scoring"
             )

@@ -9,6 +9,7 @@ from typing import ClassVar
 from sagan_ad.data.discovery import Discovery, discover_images
 from sagan_ad.data.messages import log_once
 from sagan_ad.data.raw import RawDataModule, Record
+from sagan_ad.errors import MissingFileError
 
 CLASS_FOLDERS = {"non_glaucoma": 0, "suspicious_glaucoma": 1}
 ATTENTION = "attention"
@@ -54,7 +55,7 @@ class LAGDataModule(RawDataModule):
         for folder_name, label in CLASS_FOLDERS.items():
             folder = self.root / folder_name
             if not folder.is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"{folder} does not exist: the LAG release has the class folders "
                     f"{', '.join(CLASS_FOLDERS)} under data.root"
                 )

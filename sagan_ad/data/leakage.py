@@ -14,6 +14,7 @@ from typing import Literal
 from sagan_ad.data.medad_split import MedADSplit
 from sagan_ad.data.split import SplitError
 from sagan_ad.data.twins import SAME_PIXELS
+from sagan_ad.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -429,13 +430,13 @@ def check_data_options(leakage: str, cache_identity: str, cache_save_interval: f
         >>> check_data_options("maybe", "stat", 60.0)
         Traceback (most recent call last):
         ...
-        ValueError: leakage='maybe': must be 'raise', 'warn' or 'ignore'
+        sagan_ad.errors.InputError: leakage='maybe': must be 'raise', 'warn' or 'ignore'
     """
     if leakage not in ("raise", "warn", "ignore"):
-        raise ValueError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
+        raise InputError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
     if cache_identity not in ("stat", "verify", "content"):
-        raise ValueError(
+        raise InputError(
             f"cache_identity={cache_identity!r}: must be 'stat', 'verify' or 'content'"
         )
     if not cache_save_interval > 0:
-        raise ValueError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")
+        raise InputError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")

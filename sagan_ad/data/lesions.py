@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from sagan_ad.data.phantoms import _MIN_SIZE
+from sagan_ad.errors import InputError
 
 __all__ = ["add_lesions", "check_range"]
 
@@ -60,15 +61,15 @@ def add_lesions(
             if isinstance(images, np.ndarray)
             else type(images).__name__
         )
-        raise ValueError(f"images must be a uint8 array of shape (n, H, W), got {got}")
+        raise InputError(f"images must be a uint8 array of shape (n, H, W), got {got}")
     if min(images.shape[1:]) < _MIN_SIZE:
-        raise ValueError(
+        raise InputError(
             f"images must be at least {_MIN_SIZE} x {_MIN_SIZE} pixels, got shape {images.shape}"
         )
     if isinstance(max_lesions, bool) or not isinstance(max_lesions, (int, np.integer)):
-        raise ValueError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
+        raise InputError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
     if max_lesions < 1:
-        raise ValueError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
+        raise InputError(f"max_lesions must be an integer >= 1, got {max_lesions!r}")
     radius = check_range("radius", radius, 0.25)
     contrast = check_range("contrast", contrast, 255.0)
 
@@ -95,9 +96,9 @@ def check_range(name: str, bounds: tuple[float, float], upper: float) -> tuple[f
     try:
         low, high = (float(v) for v in bounds)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a (low, high) pair of numbers, got {bounds!r}") from None
+        raise InputError(f"{name} must be a (low, high) pair of numbers, got {bounds!r}") from None
     if not 0.0 < low <= high <= upper:
-        raise ValueError(f"{name} must satisfy 0 < low <= high <= {upper:g}, got {bounds!r}")
+        raise InputError(f"{name} must satisfy 0 < low <= high <= {upper:g}, got {bounds!r}")
     return low, high
 
 

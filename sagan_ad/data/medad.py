@@ -25,6 +25,7 @@ from sagan_ad.data.split import SplitError, build_unlabeled, unlabeled_counts
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.tables import read_metadata_csv
 from sagan_ad.data.twins import SAME_PIXELS, pixel_twins, remembered_pixel_twins
+from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
 
@@ -107,14 +108,14 @@ class MedADDataModule(FileDataModule):
         super().__init__(**kwargs)
         check_numbers(whole={"val_abnormal": val_abnormal})
         if val_abnormal < 0:
-            raise ValueError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
+            raise InputError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
         if val_balance_by is not None and (metadata_csv is None or not val_abnormal):
-            raise ValueError(
+            raise InputError(
                 f"val_balance_by={val_balance_by!r} balances the labelled validation carve-out "
                 "by a metadata_csv column: set val_abnormal > 0 and metadata_csv too"
             )
         if group_by is not None and metadata_csv is None and tag_for_keyword(group_by) is None:
-            raise ValueError(
+            raise InputError(
                 f"group_by={group_by!r} is not a DICOM keyword such as 'PatientID'; to group by "
                 "a column, set metadata_csv to the CSV that holds it"
             )
@@ -137,7 +138,7 @@ class MedADDataModule(FileDataModule):
     def read_split(self) -> MedADSplit:
         """The validated split file (`split_path`)."""
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.root={str(self.root)!r} is not a folder: point it at a Med-AD data set "
                 "folder holding images/ and data.json"
             )
@@ -145,7 +146,7 @@ class MedADDataModule(FileDataModule):
         split = read_medad_split(path)
         if not (self.root / self.image_dir).is_dir():
             # Otherwise every name of data.json would be listed as a missing file.
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"image_dir={self.image_dir!r}: {self.root / self.image_dir} is not a folder; "
                 f"name the folder of {self.root} that holds the images of data.json"
             )
@@ -182,12 +183,12 @@ class MedADDataModule(FileDataModule):
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
         where = f"val_abnormal={self.val_abnormal} ({self.split_path})"
         if split.has_validation:
-            raise ValueError(
+            raise InputError(
                 f"{where}: data.json already has a labelled validation set (val); set "
                 "val_abnormal to 0 to use it"
             )
         if self.val_fraction <= 0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: the validation normals are the val_fraction held-out known normals, "
                 f"but val_fraction={self.val_fraction}; set it above 0"
             )
@@ -212,7 +213,7 @@ class MedADDataModule(FileDataModule):
                 reserve_normal=reserve_normal,
             )
         except SplitError as err:
-            raise ValueError(f"{where}: {err}") from err
+            raise InputError(f"{where}: {err}") from err
 
     def group_keys(self, split: MedADSplit, metadata: dict[str, dict[str, str]]) -> dict[str, str]:
         """The group of every image of ``split`` by ``group_by`` (see
@@ -253,7 +254,7 @@ class MedADDataModule(FileDataModule):
                 self.val_fraction, self.seed, self.groups, *reserve
             )
         except SplitError as err:
-            raise ValueError(f"group_by={self.group_by!r} ({self.split_path}): {err}") from err
+            raise InputError(f"group_by={self.group_by!r} ({self.split_path}): {err}") from err
         return split
 
     def _unlabeled(self, split: MedADSplit, size: int) -> tuple[list[str], list[int]]:

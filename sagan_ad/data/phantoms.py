@@ -21,6 +21,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from sagan_ad.errors import InputError
+
 __all__ = ["make_chest_phantoms"]
 
 _MIN_SIZE = 32
@@ -57,9 +59,9 @@ def make_chest_phantoms(n: int, size: int, rng: np.random.Generator) -> np.ndarr
         ((8, 128, 128), dtype('uint8'))
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        raise InputError(f"n must be a non-negative integer, got {n!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_SIZE:
-        raise ValueError(f"size must be an integer >= {_MIN_SIZE}, got {size!r}")
+        raise InputError(f"size must be an integer >= {_MIN_SIZE}, got {size!r}")
     n, size = int(n), int(size)
     out = np.empty((n, size, size), dtype=np.uint8)
     if n == 0:

@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from sagan_ad.errors import InputError
+
 
 def _raw_mode(img: Image.Image) -> str:
     # The decoder's raw mode (for example "L;I", "I;16B", "RGB;16B"), before loading clears it.
@@ -23,7 +25,7 @@ def _sixteen_bit_colour(img: Image.Image) -> bool:
 def _opaque(alpha: np.ndarray, opaque: int) -> np.ndarray:
     transparent = int(np.count_nonzero(alpha != opaque))
     if transparent:
-        raise ValueError(
+        raise InputError(
             f"{transparent} pixel(s) are transparent (alpha channel): what lies under them is "
             "not part of the picture; flatten the image onto a background and save it without "
             "alpha"
@@ -43,9 +45,9 @@ def _checked_values(array: np.ndarray) -> np.ndarray:
         # in [0, 1] into a black image.
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
-            raise ValueError(f"{bad} float pixel(s) are NaN or Inf: fix or re-export the image")
+            raise InputError(f"{bad} float pixel(s) are NaN or Inf: fix or re-export the image")
         if array.size and (array.min() < 0.0 or array.max() > 1.0):
-            raise ValueError(
+            raise InputError(
                 f"float pixel values range from {array.min():g} to {array.max():g}; float "
                 "images are read as intensities in [0, 1] (0 black, 1 white): rescale to [0, 1] "
                 "or export as 8 or 16-bit integers"
@@ -53,12 +55,12 @@ def _checked_values(array: np.ndarray) -> np.ndarray:
         return array
     if np.issubdtype(array.dtype, np.integer):
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise ValueError(
+            raise InputError(
                 f"{array.dtype.itemsize * 8}-bit integer pixels from {array.min()} to "
                 f"{array.max()}, outside 0..65535: export as 8 or 16-bit unsigned integers"
             )
         return array.astype(np.uint16)
-    raise ValueError(f"pixels of type {array.dtype} are not supported: export as 8 or 16 bit")
+    raise InputError(f"pixels of type {array.dtype} are not supported: export as 8 or 16 bit")
 
 
 CONVERTED_MODES = ("CMYK", "YCbCr", "P")
@@ -92,7 +94,7 @@ def _pil_pixels(img: Image.Image) -> np.ndarray:
     elif img.mode in CONVERTED_MODES:
         return np.asarray(img.convert("RGB"))
     else:
-        raise ValueError(
+        raise InputError(
             f"pixel mode {img.mode!r} is not supported (it would be converted to wrong colours "
             "or values): save the image as grayscale or RGB"
         )
@@ -106,7 +108,7 @@ def _opencv_pixels(data: bytes) -> np.ndarray:
     applied."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ValueError("OpenCV could not decode the image")
+        raise InputError("OpenCV could not decode the image")
     return _opencv_values(array)
 
 

@@ -21,6 +21,7 @@ from sagan_ad.data.discovery import IMAGE_SUFFIXES, discover_images
 from sagan_ad.data.file_kinds import is_dicom, missing_reason
 from sagan_ad.data.image_io import EXIF_ORIENTATION, ImageReadError, decode_image, read_image
 from sagan_ad.data.intensity import IntensityNormalization
+from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
@@ -71,11 +72,11 @@ def list_images(
         >>> list_images(Path("does-not-exist"))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        FileNotFoundError: ...
+        sagan_ad.errors.MissingFileError: ...
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder of images")
+        raise MissingFileError(f"{root} is not a folder of images")
     found = discover_images(root, extensions, recursive, force_dicom)
     found.log_skipped(root)
     return sorted(found.images, key=lambda p: p.relative_to(root).as_posix())
@@ -130,13 +131,13 @@ class ImageFolder(Dataset):
     ) -> None:
         check_bit_depth(bit_depth)
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+            raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.on_error = on_error
         self.root = Path(root)
         self.paths = list_images(self.root, extensions, recursive, force_dicom)
         protect(self.paths, "an image to predict")
         if not self.paths:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no image files ({', '.join(extensions)}, or DICOM without suffix) found in "
                 f"{self.root}"
             )
@@ -243,12 +244,12 @@ class FolderPredictDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if in_channels not in (1, 3):
-            raise ValueError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
+            raise InputError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+            raise InputError(f"batch_size={batch_size}: must be >= 1")
         check_bit_depth(bit_depth)
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+            raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.on_error = on_error
         self.root = Path(root)
         self.image_size = image_size

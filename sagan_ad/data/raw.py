@@ -37,6 +37,7 @@ from sagan_ad.data.split_draw import (
 )
 from sagan_ad.data.split_file import read_medad_split
 from sagan_ad.data.twins import SAME_PIXELS, remembered_pixel_twins
+from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class RawDataModule(FileDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
+            raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.root = Path(root).expanduser()
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         self.cache_dir = (
@@ -244,10 +245,9 @@ class RawDataModule(FileDataModule):
                 missing.append(record)
             other = seen.setdefault(identity, record)
             if other is not record:
-                raise ValueError(
-                    f"{record.path} is both {other.name!r} and {record.name!r}: they are the "
-                    "same file, and every file may appear once (one role, one class): remove "
-                    "one of them"
+                raise InputError(
+                    f"{record.path} is both {other.name!r} and {record.name!r}: the same file "
+                    "may appear once (one role, one class): remove one of them"
                 )
         self._fail_or_skip(
             [f"{r.name}: {r.path} {missing_reason(r.path)}" for r in missing],
@@ -259,7 +259,7 @@ class RawDataModule(FileDataModule):
     def require_root(self) -> None:
         """Raise a clear error when ``root`` is not a folder."""
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data.root={str(self.root)!r} is not a folder: point it at the "
                 f"{type(self).__name__} release folder"
             )

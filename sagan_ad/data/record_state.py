@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from sagan_ad.data.base import ImageSet
+from sagan_ad.errors import SaganError
 
 _TAG = "\0"
 
 
-class UnrecordableError(Exception):
+class UnrecordableError(SaganError):
     """A setting or a piece of state that the record cannot hold: the setup is not recorded."""
 
 

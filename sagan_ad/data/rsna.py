@@ -10,6 +10,7 @@ import numpy as np
 from sagan_ad.data.messages import listing
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.tables import number, read_csv
+from sagan_ad.errors import InputError
 
 LAYOUT = (
     "the Kaggle RSNA release: stage_2_train_images/<patientId>.dcm, "
@@ -66,12 +67,12 @@ class RSNADataModule(RawDataModule):
             if cls not in CLASSES:
                 unknown[cls] += 1  # a class left out unseen would shrink a class silently
             if classes.setdefault(pid, cls) != cls:
-                raise ValueError(
+                raise InputError(
                     f"{info}, line {line}: patient {pid} is both {classes[pid]!r} and {cls!r}"
                 )
         if unknown:
             found = ", ".join(f"{cls!r} ({n} rows)" for cls, n in unknown.most_common(5))
-            raise ValueError(
+            raise InputError(
                 f"{info}: unknown class value(s) {found}; the release's classes are "
                 f"{', '.join(repr(c) for c in CLASSES)} (spelt exactly): correct the column"
             )
@@ -101,7 +102,7 @@ class RSNADataModule(RawDataModule):
             if cls == ABNORMAL and pid not in boxes
         ]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"{labels} and {info.name} disagree or hold invalid values; correct them:\n  "
                 + listing(bad)
             )

@@ -10,8 +10,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from sagan_ad.errors import DataError
 
-class SplitError(ValueError):
+
+class SplitError(DataError):
     """The split file or the requested split is invalid; the message says what to change."""
 
 

@@ -12,6 +12,7 @@ from sagan_ad.data.base import AnomalyDataModule, ImageSet, SplitData
 from sagan_ad.data.lesions import add_lesions, check_range
 from sagan_ad.data.phantoms import make_chest_phantoms
 from sagan_ad.data.split import holdout_indices, unlabeled_counts
+from sagan_ad.errors import InputError
 
 
 class SyntheticCXRDataModule(AnomalyDataModule):
@@ -65,11 +66,11 @@ class SyntheticCXRDataModule(AnomalyDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if num_known_normal < 2:
-            raise ValueError(f"num_known_normal={num_known_normal}: must be >= 2")
+            raise InputError(f"num_known_normal={num_known_normal}: must be >= 2")
         if num_test < 0:
-            raise ValueError(f"num_test={num_test}: must be >= 0")
+            raise InputError(f"num_test={num_test}: must be >= 0")
         if validation not in ("lesions", "pseudo"):
-            raise ValueError(f"validation={validation!r}: must be 'lesions' or 'pseudo'")
+            raise InputError(f"validation={validation!r}: must be 'lesions' or 'pseudo'")
         self.validation = validation
         self.num_known_normal = num_known_normal
         self.unlabeled_size = num_known_normal if unlabeled_size is None else unlabeled_size

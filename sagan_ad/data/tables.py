@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sagan_ad.data.leakage import file_identity
 from sagan_ad.data.messages import log_once
+from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
 
@@ -26,7 +27,7 @@ def separator_hint(columns: list[str]) -> str:
 def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
     """Rows of a CSV file that must have ``columns``; errors name the file and its layout."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: expected {layout}")
+        raise MissingFileError(f"{path} does not exist: expected {layout}")
     protect(path, "a table read by this command")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -34,7 +35,7 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 found = reader.fieldnames or []
-                raise ValueError(
+                raise InputError(
                     f"{path}: missing column(s) {', '.join(missing)} (has {found})"
                     f"{separator_hint(found)}; expected {layout}"
                 )
@@ -42,7 +43,7 @@ def read_csv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str
                 {k: (v or "").strip() for k, v in row.items() if k is not None} for row in reader
             ]
     except UnicodeDecodeError as err:
-        raise ValueError(
+        raise InputError(
             f"{path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
             f"{err.start}): save it as UTF-8"
         ) from None
@@ -69,20 +70,20 @@ def read_metadata_csv(
     warning (a misspelt name would otherwise leave its image without metadata unseen).
     """
     if not path.is_file():
-        raise FileNotFoundError(f"metadata_csv={str(path)!r} does not exist")
+        raise MissingFileError(f"metadata_csv={str(path)!r} does not exist")
     protect(path, "the metadata_csv read by this command")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "file" not in columns:
-            raise ValueError(
+            raise InputError(
                 f"metadata_csv {path} has no 'file' column (has {columns})"
                 f"{separator_hint(columns)}: name each image as data.json does in a column "
                 "called file"
             )
         for option, column in required.items():
             if column not in columns:
-                raise ValueError(f"{option}={column!r} is not a column of {path} (has {columns})")
+                raise InputError(f"{option}={column!r} is not a column of {path} (has {columns})")
         rows = list(enumerate(reader, start=2))
     by_file = {file_identity(images / name): name for name in names}
     found: dict[str, dict[str, str]] = {}
@@ -98,7 +99,7 @@ def read_metadata_csv(
             lines[name] = line
             found[name] = {k: (v or "").strip() for k, v in row.items() if k not in ("file", None)}
     if twice:
-        raise ValueError(
+        raise InputError(
             f"metadata_csv {path} describes one image twice: {', '.join(twice[:10])}; keep "
             "one row per image"
         )

@@ -9,6 +9,7 @@ import numpy as np
 from sagan_ad.data.messages import listing
 from sagan_ad.data.raw import RawDataModule, Record
 from sagan_ad.data.tables import number, read_csv
+from sagan_ad.errors import InputError
 
 LAYOUT = (
     "the VinDr-CXR release: train/<image_id>.dicom and train.csv "
@@ -61,7 +62,7 @@ class VinDrCXRDataModule(RawDataModule):
                 )
             rows.setdefault(row["image_id"], []).append(row)
         if mismatched:
-            raise ValueError(
+            raise InputError(
                 f"{table}: class_name and class_id disagree (class_id {NO_FINDING_ID} is "
                 f"{NO_FINDING!r}); correct them:\n  {listing(mismatched)}"
             )

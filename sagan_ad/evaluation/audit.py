@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.metrics import auroc
 from sagan_ad.image_statistics import STATISTICS, describe_statistic
 from sagan_ad.settings import from_mapping
@@ -78,13 +79,13 @@ class AuditThresholds:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.margin < 0.5:
-            raise ValueError(f"shortcut_audit.margin={self.margin}: must be in [0, 0.5)")
+            raise InputError(f"shortcut_audit.margin={self.margin}: must be in [0, 0.5)")
         if not 0.0 < self.max_intensity_corr <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"shortcut_audit.max_intensity_corr={self.max_intensity_corr}: must be in (0, 1]"
             )
         if not 0.0 < self.max_share_gap <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"shortcut_audit.max_share_gap={self.max_share_gap}: must be in (0, 1]"
             )
 
@@ -187,7 +188,7 @@ def group_auroc(groups: Sequence[str], labels: Tensor) -> float:
 def statistic_names(count: int) -> tuple[str, ...]:
     """The names of the first ``count`` columns of a statistics tensor (`STATISTICS`)."""
     if not 1 <= count <= len(STATISTICS):
-        raise ValueError(
+        raise InputError(
             f"image statistics have {count} column(s): the audit knows {len(STATISTICS)} "
             f"({', '.join(STATISTICS)}), and takes the first of them in that order; compute "
             "them with sagan_ad.image_statistics.image_statistics"

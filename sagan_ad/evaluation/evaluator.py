@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import AuditThresholds
 from sagan_ad.evaluation.localization import (
     PixelMetrics,
@@ -75,16 +76,16 @@ class Evaluator(nn.Module):
     ) -> None:
         super().__init__()
         if threshold_policy not in THRESHOLD_POLICIES:
-            raise ValueError(
+            raise InputError(
                 f"evaluator threshold_policy={threshold_policy!r}: choose one of "
                 f"{THRESHOLD_POLICIES}"
             )
         if not 0.0 < threshold_percentile < 100.0:
-            raise ValueError(
+            raise InputError(
                 f"evaluator threshold_percentile={threshold_percentile}: must be in (0, 100)"
             )
         if bootstrap_resamples < 0:
-            raise ValueError(f"evaluator bootstrap_resamples={bootstrap_resamples}: must be >= 0")
+            raise InputError(f"evaluator bootstrap_resamples={bootstrap_resamples}: must be >= 0")
         self.threshold_policy = threshold_policy
         self.threshold_percentile = threshold_percentile
         self.bootstrap_resamples = bootstrap_resamples
@@ -114,7 +115,7 @@ class Evaluator(nn.Module):
         """Add a batch's ``scores`` ``(B,)`` and anomaly ``maps`` ``(B, 1, H, W)``."""
         labels, indices = batch["label"], batch["index"]
         if (labels < 0).any():
-            raise ValueError("evaluation batches need labels 0 (normal) or 1 (abnormal)")
+            raise InputError("evaluation batches need labels 0 (normal) or 1 (abnormal)")
         self.image_metrics[stage].update(scores.float(), labels, indices, batch.get("statistics"))
         masks = batch.get("mask")
         if masks is not None:

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
+
 INPUT_RANGE = (-1.0, 1.0)
 """The value range of the images a SAGAN takes (``sagan_ad.data.to_model_range`` maps uint8 to
 it)."""
@@ -41,30 +43,30 @@ def check_images(images: Tensor, channels: int, size: int, weights: Tensor | Non
         >>> check_images(torch.full((1, 1, 32, 32), 255.0), channels=1, size=32)
         Traceback (most recent call last):
         ...
-        ValueError: images must lie in [-1, 1] (got values from 255 to 255): ...
+        sagan_ad.errors.InputError: images must lie in [-1, 1] (got values from 255 to 255): ...
     """
     if not isinstance(images, Tensor):
-        raise ValueError(
+        raise InputError(
             f"images must be a torch.Tensor of shape (B, {channels}, {size}, {size}), got "
             f"{type(images).__name__}"
         )
     expected = f"(B, {channels}, {size}, {size})"
     if images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
-        raise ValueError(
+        raise InputError(
             f"images must have shape {expected} (the model's in_channels and image_size), got "
             f"{tuple(images.shape)}"
         )
     if not images.is_floating_point():
-        raise ValueError(f"images must be float in [-1, 1], got dtype {images.dtype}: {_CONVERT}")
+        raise InputError(f"images must be float in [-1, 1], got dtype {images.dtype}: {_CONVERT}")
     if weights is not None:
         _check_like(images, weights)
     if images.numel() == 0:
         return
     low, high = (float(v) for v in torch.aminmax(images.detach().float()))
     if math.isnan(low) or math.isnan(high):
-        raise ValueError("images contain NaN values: a SAGAN scores finite images in [-1, 1]")
+        raise InputError("images contain NaN values: a SAGAN scores finite images in [-1, 1]")
     if not (INPUT_RANGE[0] - RANGE_TOLERANCE <= low and high <= INPUT_RANGE[1] + RANGE_TOLERANCE):
-        raise ValueError(
+        raise InputError(
             f"images must lie in [-1, 1] (got values from {low:g} to {high:g}): "
             f"{_CONVERT}, or rescale float images to [-1, 1]"
         )
@@ -73,17 +75,17 @@ def check_images(images: Tensor, channels: int, size: int, weights: Tensor | Non
 def _check_like(images: Tensor, weights: Tensor) -> None:
     """Refuse images the model's ``weights`` cannot be applied to (layout, device, dtype)."""
     if images.layout != torch.strided:
-        raise ValueError(
+        raise InputError(
             f"images must be a dense tensor, got layout {images.layout}: convert with "
             "images.to_dense()"
         )
     if images.device != weights.device:
-        raise ValueError(
+        raise InputError(
             f"images are on {images.device}, the model on {weights.device}: move them with "
             "images.to(model.device)"
         )
     if images.dtype != weights.dtype and not _autocast(images.device.type):
-        raise ValueError(
+        raise InputError(
             f"images must be {weights.dtype} like the model's weights, got {images.dtype}: "
             f"convert with images.to({weights.dtype})"
         )

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.metrics import SingleClassWarning
 
 
@@ -77,9 +78,9 @@ class PixelMetrics(Metric):
     def __init__(self, num_thresholds: int = 1001, max_fpr: float = 0.3, **kwargs) -> None:
         super().__init__(**kwargs)
         if num_thresholds < 2:
-            raise ValueError(f"num_thresholds={num_thresholds}: must be >= 2")
+            raise InputError(f"num_thresholds={num_thresholds}: must be >= 2")
         if not 0.0 < max_fpr <= 1.0:
-            raise ValueError(f"max_fpr={max_fpr}: must be in (0, 1]")
+            raise InputError(f"max_fpr={max_fpr}: must be in (0, 1]")
         self.num_thresholds = num_thresholds
         self.max_fpr = max_fpr
         zeros = torch.zeros(num_thresholds, dtype=torch.float64)
@@ -92,7 +93,7 @@ class PixelMetrics(Metric):
 
     def update(self, maps: Tensor, masks: Tensor) -> None:
         if maps.shape != masks.shape:
-            raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
+            raise InputError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
         t = self.num_thresholds
         bins = _bins(maps, t).flatten()
         truth = masks.flatten().bool()

@@ -37,6 +37,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import group_auroc, statistic_names, trivial_auroc
 from sagan_ad.evaluation.metrics import auroc, bootstrap_auroc_ci
 from sagan_ad.settings import from_mapping
@@ -67,16 +68,16 @@ class MatchingSettings:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.tolerance, int | float) and self.tolerance > 0):
-            raise ValueError(
+            raise InputError(
                 f"matched_subset.tolerance={self.tolerance!r}: must be a number > 0 (standard "
                 "deviations)"
             )
         if isinstance(self.min_pairs, bool) or not (
             isinstance(self.min_pairs, int) and self.min_pairs >= 2
         ):
-            raise ValueError(f"matched_subset.min_pairs={self.min_pairs!r}: must be a whole >= 2")
+            raise InputError(f"matched_subset.min_pairs={self.min_pairs!r}: must be a whole >= 2")
         if isinstance(self.columns, str) or not all(isinstance(c, str) for c in self.columns):
-            raise ValueError(
+            raise InputError(
                 f"matched_subset.columns={self.columns!r}: must be a list of metadata column names"
             )
         object.__setattr__(self, "columns", tuple(self.columns))

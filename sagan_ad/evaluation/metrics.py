@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from sagan_ad.errors import InputError
+
 FIXED_LEVELS = (0.90, 0.95)
 """The specificity and sensitivity levels of `detection_metrics`' operating points."""
 
@@ -34,13 +36,13 @@ def _check(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
     labels = torch.as_tensor(labels).flatten().long()
     if scores.shape != labels.shape:
-        raise ValueError(f"{scores.numel()} scores but {labels.numel()} labels")
+        raise InputError(f"{scores.numel()} scores but {labels.numel()} labels")
     if not bool(((labels == 0) | (labels == 1)).all()):
-        raise ValueError("labels must be 0 (normal) or 1 (abnormal)")
+        raise InputError("labels must be 0 (normal) or 1 (abnormal)")
     bad = int((~torch.isfinite(scores)).sum())
     if bad:
         # A NaN has no rank: AUROC and AP would each place it somewhere of their own choosing.
-        raise ValueError(
+        raise InputError(
             f"{bad} of {scores.numel()} scores are NaN or infinite: no metric can rank them; "
             "find why (a model with non-finite weights, an image outside the model's range) "
             "and score again"
@@ -108,9 +110,9 @@ def bootstrap_auroc_ci(
     """
     scores, labels = _check(scores, labels)
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level={level}: must be in (0, 1)")
+        raise InputError(f"level={level}: must be in (0, 1)")
     if num_resamples < 1:
-        raise ValueError(f"num_resamples={num_resamples}: must be >= 1")
+        raise InputError(f"num_resamples={num_resamples}: must be >= 1")
     if not _has_both_classes(labels, "the AUROC interval"):
         return math.nan, math.nan
     generator = torch.Generator().manual_seed(seed)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import AuditThresholds, shortcut_audit
 from sagan_ad.evaluation.matching import MatchedSubset, MatchingSettings, matched_metrics
 from sagan_ad.evaluation.metrics import (
@@ -233,7 +234,7 @@ def build_report(
     labels = labels.detach().long().cpu()
     bad = [name for name, s in zip(names, scores.tolist(), strict=False) if not math.isfinite(s)]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{stage}: {len(bad)} of {len(names)} image(s) have a NaN or infinite score "
             f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}): no metric can rank them; "
             "find why (non-finite weights, an image outside the model's range) and score again"

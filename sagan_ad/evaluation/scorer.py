@@ -6,6 +6,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.scoring import (
     anomaly_map,
     map_to_score,
@@ -28,7 +29,7 @@ def _check_normalization(spec: str) -> None:
         IntensityNormalization.parse(spec)
     except ValueError as err:
         reason = str(err).partition(": ")[2] or str(err)
-        raise ValueError(f"scorer normalization={spec!r}: {reason}") from None
+        raise InputError(f"scorer normalization={spec!r}: {reason}") from None
 
 
 class Scorer(nn.Module):
@@ -80,17 +81,17 @@ class Scorer(nn.Module):
     ) -> None:
         super().__init__()
         if map_sigma < 0:
-            raise ValueError(f"scorer map_sigma={map_sigma}: must be >= 0")
+            raise InputError(f"scorer map_sigma={map_sigma}: must be >= 0")
         if not 0.0 < top_fraction <= 1.0:
-            raise ValueError(f"scorer top_fraction={top_fraction}: must be in (0, 1]")
+            raise InputError(f"scorer top_fraction={top_fraction}: must be in (0, 1]")
         if inference not in ("deterministic", "reference"):
-            raise ValueError(
+            raise InputError(
                 f"scorer inference={inference!r}: choose 'deterministic' or 'reference'"
             )
         if residual_sigma < 0:
-            raise ValueError(f"scorer residual_sigma={residual_sigma}: must be >= 0")
+            raise InputError(f"scorer residual_sigma={residual_sigma}: must be >= 0")
         if not 0.0 <= border < 0.5:
-            raise ValueError(f"scorer border={border}: must be in [0, 0.5)")
+            raise InputError(f"scorer border={border}: must be in [0, 0.5)")
         if normalization is not None:
             _check_normalization(normalization)
         self.map_sigma = float(map_sigma)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sagan_ad.errors import InputError
+
 
 def anomaly_map(images: Tensor, restored: Tensor, residual_sigma: float = 0.0) -> Tensor:
     """Per-pixel anomaly map ``|x - G(x)| / 2``, averaged over channels, shape ``(B, 1, H, W)``.
@@ -28,7 +30,7 @@ def anomaly_map(images: Tensor, restored: Tensor, residual_sigma: float = 0.0) -
         True
     """
     if images.shape != restored.shape:
-        raise ValueError(
+        raise InputError(
             f"images {tuple(images.shape)} and restored {tuple(restored.shape)} differ in shape"
         )
     residual = images - restored
@@ -51,7 +53,7 @@ def score_region(maps: Tensor, border: float = 0.0) -> Tensor:
         torch.Size([1, 1, 6, 12])
     """
     if not 0.0 <= border < 0.5:
-        raise ValueError(f"border={border}: must be in [0, 0.5)")
+        raise InputError(f"border={border}: must be in [0, 0.5)")
     height, width = maps.shape[-2:]
     top, left = int(border * height), int(border * width)
     return maps[..., top : height - top, left : width - left]
@@ -74,7 +76,7 @@ def map_to_score(maps: Tensor, top_fraction: float = 1.0) -> Tensor:
         (0.125, 1.0)
     """
     if not 0.0 < top_fraction <= 1.0:
-        raise ValueError(f"top_fraction={top_fraction}: must be in (0, 1]")
+        raise InputError(f"top_fraction={top_fraction}: must be in (0, 1]")
     flat = maps.flatten(1)
     if top_fraction == 1.0:
         return flat.mean(dim=1)
@@ -108,7 +110,7 @@ def smooth_map(maps: Tensor, sigma: float) -> Tensor:
         (1.0, True)
     """
     if sigma < 0:
-        raise ValueError(f"sigma={sigma}: must be >= 0")
+        raise InputError(f"sigma={sigma}: must be >= 0")
     if sigma == 0:
         return maps
     radius = max(1, math.ceil(3 * sigma))

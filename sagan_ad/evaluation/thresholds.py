@@ -19,6 +19,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.metrics import f1_max, roc_points
 
 ThresholdPolicy = Literal["balanced", "youden", "f1", "percentile"]
@@ -54,18 +55,18 @@ def choose_threshold(
         0.2
     """
     if policy not in THRESHOLD_POLICIES:
-        raise ValueError(f"threshold policy {policy!r}: choose one of {THRESHOLD_POLICIES}")
+        raise InputError(f"threshold policy {policy!r}: choose one of {THRESHOLD_POLICIES}")
     scores = torch.as_tensor(scores, dtype=torch.float64).flatten()
     labels = torch.as_tensor(labels).flatten().long()
     normal = scores[labels == 0]
     if normal.numel() == 0:
-        raise ValueError("choosing a threshold needs normal validation images; none were given")
+        raise InputError("choosing a threshold needs normal validation images; none were given")
     if policy == "percentile":
         if not 0.0 < percentile < 100.0:
-            raise ValueError(f"percentile={percentile}: must be in (0, 100)")
+            raise InputError(f"percentile={percentile}: must be in (0, 100)")
         return float(torch.quantile(normal, percentile / 100.0))
     if int((labels == 1).sum()) == 0:
-        raise ValueError(
+        raise InputError(
             f"threshold policy {policy!r} needs abnormal validation images and the validation "
             "set has none: use policy 'percentile' (a percentile of the normal scores)"
         )

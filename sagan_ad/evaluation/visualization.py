@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from sagan_ad.atomic import atomic_path
+from sagan_ad.errors import FileError, InputError
 from sagan_ad.evaluation.metrics import auroc, average_precision, curve_counts, roc_points
 from sagan_ad.evaluation.report import operating_point
 
@@ -200,9 +201,9 @@ def overlay_picture(
         True
     """
     if style not in OVERLAY_STYLES:
-        raise ValueError(f"overlay style {style!r}: choose one of {OVERLAY_STYLES}")
+        raise InputError(f"overlay style {style!r}: choose one of {OVERLAY_STYLES}")
     if style == "panels" and restored is None:
-        raise ValueError("the 'panels' overlay style needs the restored image")
+        raise InputError("the 'panels' overlay style needs the restored image")
     factor = max(1, math.ceil(MIN_OVERLAY_SIDE / max(film.shape[:2])))
     if factor > 1:
         film = np.repeat(np.repeat(film, factor, axis=0), factor, axis=1)
@@ -276,7 +277,7 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write a ``uint8`` RGB array as a PNG file."""
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
+            raise FileError(f"could not write {path}")
 
 
 def _operating_point(scores: Tensor, labels: Tensor, threshold: float | None) -> dict | None:

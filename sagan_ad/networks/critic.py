@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
 from sagan_ad.networks.cpu_kernels import SingleWindowConv2d
 
 
@@ -31,7 +32,7 @@ class Critic(nn.Module):
     def __init__(self, in_channels: int = 1, base_channels: int = 64, num_downsamples: int = 6):
         super().__init__()
         if in_channels < 1 or base_channels < 1 or num_downsamples < 1:
-            raise ValueError(
+            raise InputError(
                 f"Critic(in_channels={in_channels}, base_channels={base_channels}, "
                 f"num_downsamples={num_downsamples}): all must be positive"
             )
@@ -57,7 +58,7 @@ class Critic(nn.Module):
             or images.shape[1] != self.in_channels
             or min(images.shape[-2:]) < min_side
         ):
-            raise ValueError(
+            raise InputError(
                 f"Critic expects (B, {self.in_channels}, H, W) with H, W >= {min_side} "
                 f"(2 ** num_downsamples), got {tuple(images.shape)}"
             )
@@ -73,16 +74,16 @@ def check_critic_fits(critic: Critic, generator: nn.Module) -> None:
         >>> check_critic_fits(Critic(num_downsamples=6), Generator(image_size=32, base_channels=4))
         Traceback (most recent call last):
         ...
-        ValueError: generator image_size=32 is smaller than the critic's 2**num_downsamples = ...
+        sagan_ad.errors.InputError: generator image_size=32 is smaller than the critic's ...
     """
     channels, size = generator.in_channels, generator.image_size
     if critic.in_channels != channels:
-        raise ValueError(
+        raise InputError(
             f"critic in_channels={critic.in_channels} but generator in_channels={channels}: "
             "set both to the image channels"
         )
     if size < 2**critic.num_downsamples:
-        raise ValueError(
+        raise InputError(
             f"generator image_size={size} is smaller than the critic's 2**num_downsamples = "
             f"{2**critic.num_downsamples}: lower the critic's num_downsamples"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
 from sagan_ad.networks.cpu_kernels import to_channels_last, uses_cpu_kernels
 from sagan_ad.networks.layers import (
     AttentionGate,
@@ -31,10 +32,10 @@ def check_generator_geometry(image_size: int, patch_grid: int) -> int:
         32
     """
     if patch_grid < 1:
-        raise ValueError(f"patch_grid={patch_grid}: must be a positive integer")
+        raise InputError(f"patch_grid={patch_grid}: must be a positive integer")
     step = patch_grid * 2**ENCODER_DOWNSAMPLES
     if image_size < step or image_size % step:
-        raise ValueError(
+        raise InputError(
             f"image_size={image_size} cannot be cut into a {patch_grid}x{patch_grid} patch grid "
             f"whose patches the encoder halves {ENCODER_DOWNSAMPLES} times: image_size must be a "
             f"multiple of patch_grid * {2**ENCODER_DOWNSAMPLES} = {step} (for example 64, 128, 256)"
@@ -110,14 +111,14 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1:
-            raise ValueError(f"in_channels={in_channels}: must be at least 1")
+            raise InputError(f"in_channels={in_channels}: must be at least 1")
         if base_channels < 1 or num_res_blocks < 0:
-            raise ValueError(
+            raise InputError(
                 f"base_channels={base_channels} must be >= 1 and num_res_blocks={num_res_blocks} "
                 ">= 0"
             )
         if not 0.0 < residual_keep_prob <= 1.0:
-            raise ValueError(f"residual_keep_prob={residual_keep_prob}: must be in (0, 1]")
+            raise InputError(f"residual_keep_prob={residual_keep_prob}: must be in (0, 1]")
         check_generator_geometry(image_size, patch_grid)
         # Every constructor argument is kept under its own name, so a SAGAN can record the
         # generator in its hyper-parameters and rebuild it from a checkpoint.
@@ -199,7 +200,7 @@ class Generator(nn.Module):
             self.image_size,
             self.image_size,
         ):
-            raise ValueError(
+            raise InputError(
                 f"Generator expects images of shape (B, {self.in_channels}, {self.image_size}, "
                 f"{self.image_size}), got {tuple(images.shape)}"
             )

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
 from sagan_ad.networks.cpu_kernels import InstanceNorm2d
 
 PositionEncoding = Literal["film", "reference", "none"]
@@ -172,7 +173,7 @@ class PositionFusion(nn.Module):
     def __init__(self, channels: int, num_patches: int, mode: PositionEncoding) -> None:
         super().__init__()
         if mode not in POSITION_ENCODINGS:
-            raise ValueError(f"position_encoding={mode!r}: choose one of {POSITION_ENCODINGS}")
+            raise InputError(f"position_encoding={mode!r}: choose one of {POSITION_ENCODINGS}")
         self.mode = mode
         extra = code_bits(num_patches) if mode == "reference" else 0
         self.conv = nn.Conv2d(channels + extra, channels, 1)

@@ -19,6 +19,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from sagan_ad.errors import InputError, MissingFileError
+
 MODEL_CLASS_KEY = "sagan_model_class"
 """Checkpoint entry naming the model class that wrote it (an importable dotted name)."""
 
@@ -30,14 +32,14 @@ _PASS_ANOTHER = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used; the message names the file and says what to pass.
 
     Examples:
         >>> read_checkpoint("missing.ckpt")
         Traceback (most recent call last):
         ...
-        FileNotFoundError: checkpoint 'missing.ckpt' does not exist: pass a .ckpt file ...
+        sagan_ad.errors.MissingFileError: checkpoint 'missing.ckpt' does not exist: pass a ...
     """
 
 
@@ -84,7 +86,7 @@ def read_checkpoint(
     path = Path(path)
     name = repr(str(path))
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {name} does not exist: {_PASS_ANOTHER}")
+        raise MissingFileError(f"checkpoint {name} does not exist: {_PASS_ANOTHER}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {name} is a folder, not a file: {_PASS_ANOTHER}")
     size = path.stat().st_size

@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.compat import checkpoint_source, upgrade_checkpoint
+from sagan_ad.errors import FileError, InputError
 from sagan_ad.protected import writable_target
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
@@ -156,7 +157,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             raise
         reason = (err.strerror or str(err)) if isinstance(err, OSError) else None
         reason = reason or "the write stopped part-way"
-        raise OSError(
+        raise FileError(
             f"cannot write checkpoint {str(path)!r} ({reason}): is the disk full or the folder "
             "not writable? The previous checkpoint, if any, is left as it was"
         ) from err
@@ -310,7 +311,7 @@ class LastCheckpoint(ModelCheckpoint):
             dirpath=dirpath, monitor=None, filename="last", enable_version_counter=False
         )
         if every_n_iterations is not None and every_n_iterations < 1:
-            raise ValueError(f"every_n_iterations={every_n_iterations}: must be >= 1 (or None)")
+            raise InputError(f"every_n_iterations={every_n_iterations}: must be >= 1 (or None)")
         self.every_n_iterations = every_n_iterations
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

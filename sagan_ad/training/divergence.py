@@ -8,13 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError, RunError
+
 _ADVICE = (
     "no checkpoint holds weights from after it: resume from the last good one (--ckpt_path "
     "last) with a lower learning rate, see docs/reliability.md"
 )
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(RunError):
     """Training produced a non-finite loss, gradient or weight; the message names which and at
     which iteration.
 
@@ -45,7 +47,7 @@ class DivergenceGuard:
 
     def __init__(self, interval: int = 1) -> None:
         if isinstance(interval, bool) or interval < 1:
-            raise ValueError(f"divergence_check_interval={interval!r}: must be an integer >= 1")
+            raise InputError(f"divergence_check_interval={interval!r}: must be an integer >= 1")
         self.interval = int(interval)
         # First iteration with a non-finite value per network, -1 while none.
         self._first_bad: dict[str, Tensor] = {}

@@ -17,6 +17,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from sagan_ad.errors import InputError
 from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.training.checkpoint_files import check_model_class, read_checkpoint
 from sagan_ad.training.checkpoint_settings import check_weights_fit
@@ -161,14 +162,14 @@ class Engine:
         **trainer_settings: Any,
     ) -> None:
         if trainer is not None and trainer_settings:
-            raise ValueError(
+            raise InputError(
                 f"Engine(trainer=..., {', '.join(sorted(trainer_settings))}=...): give either a "
                 "Trainer or its settings, not both"
             )
         if val_samples < 0:
-            raise ValueError(f"val_samples={val_samples}: pass 0 (no images) or a positive number")
+            raise InputError(f"val_samples={val_samples}: pass 0 (no images) or a positive number")
         if last_every_n_iterations is not None and last_every_n_iterations < 1:
-            raise ValueError(
+            raise InputError(
                 f"last_every_n_iterations={last_every_n_iterations}: pass a number >= 1, or None "
                 "to write last.ckpt at validations only"
             )

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sagan_ad.errors import InputError
+
 
 def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Critic's Wasserstein term ``-E[D(real)] + E[D(fake)]`` (to be minimised).
@@ -110,7 +112,7 @@ class SAGANLoss(nn.Module):
     ) -> None:
         super().__init__()
         if min(lambda_gp, lambda_identity, lambda_restoration) < 0:
-            raise ValueError(
+            raise InputError(
                 f"loss weights lambda_gp={lambda_gp}, lambda_identity={lambda_identity} and "
                 f"lambda_restoration={lambda_restoration} must be >= 0"
             )

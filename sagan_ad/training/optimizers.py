@@ -9,6 +9,8 @@ from torch import Tensor
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from sagan_ad.errors import InputError
+
 OptimizerFactory = Callable[[Iterable], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 
@@ -49,12 +51,12 @@ def build(setting: str, factory: Callable[[Any], Any], argument: Any) -> Any:
         >>> build("optimizer_g", lambda p: torch.optim.SGD(p, lr=-1.0), [torch.zeros(1)])
         Traceback (most recent call last):
         ...
-        ValueError: model.optimizer_g: Invalid learning rate: -1.0; fix the init_args of ...
+        sagan_ad.errors.InputError: model.optimizer_g: Invalid learning rate: -1.0; fix the ...
     """
     try:
         return factory(argument)
     except (ValueError, TypeError) as err:
-        raise ValueError(
+        raise InputError(
             f"model.{setting}: {err}; fix the init_args of model.init_args.{setting} in the config"
         ) from err
 

@@ -38,6 +38,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.dicom import DicomOptions
 from sagan_ad.data.image_io import decode_image
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import best_trivial, describe_trivial
 from sagan_ad.evaluation.report import EvaluationReport
 from sagan_ad.evaluation.visualization import (
@@ -219,11 +220,11 @@ class EvaluationWriter(Callback):
         overlay_alpha: float = 0.6,
     ) -> None:
         if overlay_style not in OVERLAY_STYLES:
-            raise ValueError(f"overlay_style={overlay_style!r}: choose one of {OVERLAY_STYLES}")
+            raise InputError(f"overlay_style={overlay_style!r}: choose one of {OVERLAY_STYLES}")
         if overlay_vmax is not None and not overlay_vmax > 0:
-            raise ValueError(f"overlay_vmax={overlay_vmax}: must be > 0 (or None: per image)")
+            raise InputError(f"overlay_vmax={overlay_vmax}: must be > 0 (or None: per image)")
         if not 0.0 < overlay_alpha <= 1.0:
-            raise ValueError(f"overlay_alpha={overlay_alpha}: must be in (0, 1]")
+            raise InputError(f"overlay_alpha={overlay_alpha}: must be in (0, 1]")
         self.dirpath = dirpath
         self.overlays = overlays
         self.overlay_vmax = overlay_vmax

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sagan_ad.errors import InputError
+
 
 @dataclass(frozen=True)
 class Performance:
@@ -40,7 +42,7 @@ class Performance:
     def __post_init__(self) -> None:
         interval = self.divergence_check_interval
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"divergence_check_interval={interval!r}: must be an integer >= 1")
+            raise InputError(f"divergence_check_interval={interval!r}: must be an integer >= 1")
 
     def prepare(self, trained: list[nn.Module], averaged: nn.Module | None = None) -> None:
         """Put the ``trained`` networks (and the ``averaged`` generator, which only runs

@@ -11,6 +11,7 @@ import torch
 
 from sagan_ad.compat import is_flat, migrate_settings
 from sagan_ad.data.intensity import check_normalization
+from sagan_ad.errors import DataMismatchError, InputError
 from sagan_ad.training.checkpoint_files import (
     check_finite_weights,
     check_model_class,
@@ -54,7 +55,7 @@ def check_trained(module: L.LightningModule, stage: str) -> None:
     """Refuse to evaluate a model that never trained nor loaded weights (a random network)."""
     if module.iteration > 0 or module._weights_loaded or module.allow_untrained:
         return
-    raise ValueError(
+    raise InputError(
         f"{stage} refused: the model is untrained (iteration 0, and no checkpoint of a "
         "later iteration or state dict loaded), so it "
         "would score a random network. Pass the trained weights (sagan-ad: --ckpt_path last, "
@@ -111,7 +112,7 @@ def check_data_matches(module: L.LightningModule, datamodule: Any) -> None:
         theirs = getattr(datamodule, name, None)
         ours = getattr(module.generator, name)
         if theirs is not None and theirs != ours:
-            raise ValueError(
+            raise DataMismatchError(
                 f"model.generator.{name}={ours} but data.{name}={theirs}: set both to the same "
                 "value"
             )

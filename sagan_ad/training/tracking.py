@@ -21,6 +21,7 @@ from torch import Tensor
 
 from sagan_ad.atomic import atomic_path
 from sagan_ad.data.datasets import to_model_range
+from sagan_ad.errors import InputError
 from sagan_ad.evaluation.visualization import sample_grid, save_png
 from sagan_ad.protected import mark_output_folder
 from sagan_ad.training.runs import run_dir
@@ -153,7 +154,7 @@ class ValidationSampleLogger(Callback):
         dirpath: str | os.PathLike | None = None,
     ) -> None:
         if num_samples < 1:
-            raise ValueError(f"num_samples={num_samples}: must be >= 1")
+            raise InputError(f"num_samples={num_samples}: must be >= 1")
         self.num_samples = num_samples
         self.key = key
         self.dirpath = dirpath
