@@ -19,19 +19,6 @@ Examples:
 
 from __future__ import annotations
 
-__all__ = [
-    "DataError",
-    "DataMismatchError",
-    "FileError",
-    "InputError",
-    "MissingExtraError",
-    "MissingFileError",
-    "RunError",
-    "SaganError",
-    "UserError",
-    "describe",
-]
-
 
 class SaganError(Exception):
     """Base of every error that sagan_ad raises on purpose."""

@@ -112,7 +112,6 @@ def check_output_folder(folder: str | os.PathLike, setting: str) -> None:
     existing = folder
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
-    problem = None
     if not existing.is_dir():
         problem = f"{str(existing)!r} is a file, not a folder"
     elif not os.access(existing, os.W_OK | os.X_OK):
