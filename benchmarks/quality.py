@@ -283,11 +283,11 @@ def main(argv: list[str] | None = None) -> None:
             model, seconds, best_weights = trained[trained_key]
             model = model.to(device)
             model.scorer.inference = inference
-            restored = restore_all(model.restore, test_images)
+            restored = restore_all(model.inference.restore, test_images)
             test = variants_of(model, test_images, restored)
             val_images = to_float(data.val.images).to(device)
             val_labels = torch.tensor(data.val.labels)
-            val_restored = restore_all(model.restore, val_images)
+            val_restored = restore_all(model.inference.restore, val_images)
             val = variants_of(model, val_images, val_restored)
             best = max(SCORE_VARIANTS, key=lambda v: auroc(val[v].cpu(), val_labels))
             # The main table scores with the model's own settings (the paper's mean unless the

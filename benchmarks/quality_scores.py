@@ -143,7 +143,7 @@ def best_checkpoint_numbers(
     chosen = copy.deepcopy(model)
     chosen.load_state_dict(best.state)
     chosen.eval()
-    scores = own_score(chosen, images, restore_all(chosen.restore, images)).cpu()
+    scores = own_score(chosen, images, restore_all(chosen.inference.restore, images)).cpu()
     return {
         "best_val_auroc": best.best_auroc,
         "best_iteration": float(best.iteration),

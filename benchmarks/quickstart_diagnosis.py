@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         s_n, s_a = model.score(x_n), model.score(x_a)
         # What of the lesion passes through G: G(lesioned) - G(same phantom without it).
-        passed = ((model.restore(x_a) - model.restore(x_n)) * inside).sum()
+        restored_a = model.infer(x_a, with_restored=True)["restored"]
+        restored_n = model.infer(x_n, with_restored=True)["restored"]
+        passed = ((restored_a - restored_n) * inside).sum()
     added = ((x_a - x_n) * inside).sum()
     oracle = (x_a - x_n).abs().mean((1, 2, 3)) / 2
     labels = torch.tensor([0] * 100 + [1] * 100)

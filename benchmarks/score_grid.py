@@ -59,7 +59,7 @@ def restore(model: torch.nn.Module, images: torch.Tensor, batch: int = 64) -> to
     with torch.no_grad():
         for start in range(0, len(images), batch):
             x = to_model_range(images[start : start + batch])
-            parts.append(model.scorer.restore(model.generator, x))
+            parts.append(model.inference.restore(x))
     return torch.cat(parts)
 
 

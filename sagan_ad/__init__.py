@@ -24,6 +24,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sagan_ad.data": (
         "AnomalyDataModule",
         "Augmentation",
+        "DecodeSettings",
         "DicomOptions",
         "FolderDataModule",
         "FolderPredictDataModule",
@@ -68,11 +69,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "smooth_map",
     ),
     "sagan_ad.evaluation.thresholds": ("ThresholdPolicy", "apply_threshold", "choose_threshold"),
-    "sagan_ad.export": ("AnomalyScorer", "export_scorer"),
+    "sagan_ad.export": ("export_scorer",),
+    "sagan_ad.inference": ("AnomalyScorer",),
     "sagan_ad.module": ("SAGAN",),
     "sagan_ad.networks.cpu_kernels": ("pytorch_kernels", "uses_cpu_kernels"),
     "sagan_ad.networks.critic": ("Critic",),
     "sagan_ad.networks.generator": ("Generator",),
+    "sagan_ad.preprocessing": ("Preprocessing",),
     "sagan_ad.synthesis": (
         "CutPasteSynthesizer",
         "FPISynthesizer",
@@ -117,6 +120,7 @@ if TYPE_CHECKING:
     from sagan_ad.data import (
         AnomalyDataModule,
         Augmentation,
+        DecodeSettings,
         DicomOptions,
         FolderDataModule,
         FolderPredictDataModule,
@@ -161,11 +165,13 @@ if TYPE_CHECKING:
         smooth_map,
     )
     from sagan_ad.evaluation.thresholds import ThresholdPolicy, apply_threshold, choose_threshold
-    from sagan_ad.export import AnomalyScorer, export_scorer
+    from sagan_ad.export import export_scorer
+    from sagan_ad.inference import AnomalyScorer
     from sagan_ad.module import SAGAN
     from sagan_ad.networks.cpu_kernels import pytorch_kernels, uses_cpu_kernels
     from sagan_ad.networks.critic import Critic
     from sagan_ad.networks.generator import Generator
+    from sagan_ad.preprocessing import Preprocessing
     from sagan_ad.synthesis import (
         CutPasteSynthesizer,
         FPISynthesizer,
@@ -200,6 +206,7 @@ __all__ = [
     "CutPasteSynthesizer",
     "DataError",
     "DataMismatchError",
+    "DecodeSettings",
     "DicomOptions",
     "DivergenceError",
     "DivergenceGuard",
@@ -231,6 +238,7 @@ __all__ = [
     "PixelMetrics",
     "PointingGame",
     "PreprocessSettings",
+    "Preprocessing",
     "RSNADataModule",
     "RunError",
     "SAGANLoss",

@@ -129,7 +129,6 @@ FLAT_SETTINGS: dict[str, tuple[str, str]] = {
     "map_sigma": ("scorer", "map_sigma"),
     "score_top_fraction": ("scorer", "top_fraction"),
     "inference": ("scorer", "inference"),
-    "normalization": ("scorer", "normalization"),
     "threshold_policy": ("evaluator", "threshold_policy"),
     "threshold_percentile": ("evaluator", "threshold_percentile"),
     "bootstrap_resamples": ("evaluator", "bootstrap_resamples"),
@@ -239,16 +238,39 @@ def upgrade_checkpoint(checkpoint: dict[str, Any]) -> bool:
         False
     """
     recorded = checkpoint.get("hyper_parameters")
-    if not isinstance(recorded, dict) or not is_flat(recorded):
+    if not isinstance(recorded, dict):
         return False
+    moved = _move_normalization(checkpoint, recorded)
+    if not is_flat(recorded):
+        return moved
     if any(recorded.get(component) is not None for component in _COMPONENT_CLASSES):
         # Written with components: flat keys beside them were added by hand, and are refused
         # as settings the model does not take rather than read as v0.1's.
-        return False
+        return moved
     upgraded = migrate_settings(recorded)
     # Only Lightning's own instantiator turns the class_path mappings back into components.
     upgraded["_instantiator"] = INSTANTIATOR
     checkpoint["hyper_parameters"] = upgraded
+    return True
+
+
+def _move_normalization(checkpoint: dict[str, Any], recorded: dict[str, Any]) -> bool:
+    """Move the training data's normalisation, which checkpoints written before 2026-12-08 kept
+    among the model's settings (v0.1: ``normalization``; then ``scorer.init_args``), into the
+    model's recorded pre-processing (`sagan_ad.preprocessing.PREPROCESSING_KEY`)."""
+    from sagan_ad.preprocessing import PREPROCESSING_KEY
+
+    scorer = recorded.get("scorer")
+    arguments = scorer.get("init_args") if isinstance(scorer, dict) else None
+    found = [
+        settings.pop("normalization")
+        for settings in (recorded, arguments)
+        if isinstance(settings, dict) and "normalization" in settings
+    ]
+    if not found:
+        return False
+    if PREPROCESSING_KEY not in checkpoint:
+        checkpoint[PREPROCESSING_KEY] = {"normalization": found[-1] or "none", "decode": None}
     return True
 
 

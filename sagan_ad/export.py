@@ -1,11 +1,11 @@
 """Deployable scorers: the generator, the score and the anomaly map as ONNX or TorchScript.
 
 The exported graph takes float32 images ``(B, C, S, S)`` in ``[-1, 1]`` (any batch size) and
-returns ``(scores (B,), anomaly_maps (B, 1, S, S))``, exactly what `SAGAN.infer` computes: the
-patching of the image into the generator's grid is inside the generator, and the map and score
-are the model's `sagan_ad.Scorer` (a subclass's own included: the place to change the score of
-an exported model). Scoring is deterministic (the released code's random inference is not
-exported).
+returns ``(scores (B,), anomaly_maps (B, 1, S, S))``: the model's inference path
+(`sagan_ad.AnomalyScorer`, the module validation, test and predict run), traced. The patching
+of the image into the generator's grid is inside the generator, and the map and score are the
+model's `sagan_ad.Scorer` (a subclass's own included). Scoring is deterministic (the released
+code's random inference is not exported).
 
 Both formats refuse what the model refuses: another rank, channel count or image size, and
 another dtype than float32, raise an error naming what was expected and what came (ONNX Runtime
@@ -17,10 +17,11 @@ number that looks valid. Files are written atomically; an ONNX file holds its we
 they exceed the 2 GB protobuf limit (`ONNX_INLINE_LIMIT`), then they go into ``<file>.data``
 beside it.
 
-A model trained on intensity-normalised images (``data.normalization``) carries its
-normalisation inside the graph, so the input stays the image as decoded; CLAHE has no graph
-expression, and its export needs ``input_normalized=True``: the caller then normalises with
-`sagan_ad.data.normalize_images` first.
+A model trained on intensity-normalised images (``data.normalization``, recorded in
+``model.preprocessing``) carries its normalisation inside the graph, so the input stays the
+image as decoded; CLAHE has no graph expression, and its export needs
+``input_normalized=True``: the caller then normalises with `sagan_ad.data.normalize_images`
+first.
 
 ONNX export needs the ``export`` extra (``pip install 'sagan-ad[export]'``: onnx, onnxscript,
 onnxruntime).
@@ -44,12 +45,9 @@ import torch
 from torch import Tensor, nn
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
 from sagan_ad.errors import FileError, InputError, MissingExtraError
-from sagan_ad.evaluation.inputs import images_in_range
-from sagan_ad.evaluation.scorer import Scorer
+from sagan_ad.inference import AnomalyScorer
 from sagan_ad.module import SAGAN
-from sagan_ad.networks.generator import Generator
 from sagan_ad.protected import OutputIsInputError, input_role, writable_target
 
 ONNX_INLINE_LIMIT = 2**31 - 2**26
@@ -57,97 +55,6 @@ ONNX_INLINE_LIMIT = 2**31 - 2**26
 the 2 GiB protobuf limit less room for the graph."""
 
 ExportFormat = Literal["onnx", "torchscript"]
-
-
-class AnomalyScorer(nn.Module):
-    """The inference part of a trained SAGAN: ``images -> (scores, anomaly_maps)``.
-
-    Args:
-        generator: the trained generator (its training-time residual mask is never applied).
-        map_sigma: Gaussian smoothing of the map, as `sagan_ad.Scorer`'s ``map_sigma``.
-        score_top_fraction: share of the largest map values averaged into the score, as
-            `sagan_ad.Scorer`'s ``top_fraction``.
-        normalizer: the intensity normalisation the model was trained with, applied to the
-            input first (None: the input is used as given).
-        scorer: the map and score to export, a `sagan_ad.Scorer` (a subclass's own
-            ``anomaly_map`` and ``score`` included, traced as they compute); default:
-            ``Scorer(map_sigma, score_top_fraction)``, whose settings it then replaces.
-
-    Examples:
-        >>> from sagan_ad.networks.critic import Critic
-        >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
-        >>> scores, maps = AnomalyScorer.from_model(model)(torch.zeros(2, 1, 32, 32))
-        >>> scores.shape, maps.shape
-        (torch.Size([2]), torch.Size([2, 1, 32, 32]))
-    """
-
-    def __init__(
-        self,
-        generator: Generator,
-        map_sigma: float = 0.0,
-        score_top_fraction: float = 1.0,
-        normalizer: IntensityNormalizer | None = None,
-        scorer: Scorer | None = None,
-    ) -> None:
-        super().__init__()
-        if not 0.0 < score_top_fraction <= 1.0:
-            raise InputError(f"score_top_fraction={score_top_fraction}: must be in (0, 1]")
-        self.generator = generator
-        self.scorer = scorer if scorer is not None else Scorer(map_sigma, score_top_fraction)
-        self.map_sigma = self.scorer.map_sigma
-        self.score_top_fraction = self.scorer.top_fraction
-        self.normalizer = normalizer
-
-    @classmethod
-    def from_model(cls, model: SAGAN, input_normalized: bool = False) -> AnomalyScorer:
-        """The scorer of a `SAGAN`: its inference generator (the weight average with
-        ``generator_ema``) and its `sagan_ad.Scorer`, a subclass's map and score included.
-
-        A score changed by overriding ``anomaly_map`` or ``score`` on the SAGAN subclass is
-        refused: override them on a `sagan_ad.Scorer` subclass instead (the one place export
-        traces). The model's intensity normalisation (``model.scorer.normalization``) becomes
-        the graph's first step; with ``input_normalized`` it is left out and the caller applies
-        it (`sagan_ad.data.normalize_images`), which CLAHE requires.
-        """
-        scorer = model.scorer
-        if scorer.inference != "deterministic":
-            raise InputError(
-                "only deterministic inference can be exported; the model has "
-                f"inference={scorer.inference!r}"
-            )
-        own = type(model).anomaly_map is SAGAN.anomaly_map and type(model).score is SAGAN.score
-        if not own:
-            raise InputError(
-                f"{type(model).__name__} overrides anomaly_map or score on the model, which "
-                "export does not trace: move the override into a sagan_ad.Scorer subclass "
-                "(anomaly_map(images, restored), score(maps)) and build the model with "
-                "scorer=YourScorer(); export traces the model's scorer (docs/evaluation.md, "
-                "'Export')"
-            )
-        normalization = IntensityNormalization.parse(scorer.normalization)
-        if not (input_normalized or normalization.graph_expressible):
-            raise InputError(
-                f"the model was trained on {normalization.spec()}-normalised images, which "
-                "the exported graph cannot compute: export with input_normalized=True (command "
-                "line: --input_normalized) and apply sagan_ad.data.normalize_images(images, "
-                f"{normalization.spec()!r}) to the uint8 images before scoring"
-            )
-        normalizer = None
-        if not input_normalized and normalization.method != "none":
-            normalizer = IntensityNormalizer(normalization)
-        return cls(model.inference_generator, normalizer=normalizer, scorer=copy.deepcopy(scorer))
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Scores and maps of ``images``; NaN for images outside ``[-1, 1]`` (in the graph)."""
-        # Judged on the input as given: the normalised image is the graph's own business.
-        valid = images_in_range(images)
-        if self.normalizer is not None:
-            images = self.normalizer(images)
-        restored = self.generator(images, residual_mask=False)
-        scores, maps = self.scorer(images, restored)
-        scores = torch.where(valid, scores, torch.full_like(scores, float("nan")))
-        maps = torch.where(valid.view(-1, 1, 1, 1), maps, torch.full_like(maps, float("nan")))
-        return scores, maps
 
 
 class CheckedScorer(nn.Module):
@@ -158,6 +65,7 @@ class CheckedScorer(nn.Module):
 
     Examples:
         >>> from sagan_ad.networks.critic import Critic
+        >>> from sagan_ad.networks.generator import Generator
         >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
         >>> checked = CheckedScorer(AnomalyScorer.from_model(model), channels=1, size=32)
         >>> checked(torch.zeros(1, 1, 64, 64))

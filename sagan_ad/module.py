@@ -12,15 +12,16 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from sagan_ad.compat import checkpoint_source
-from sagan_ad.data.intensity import fitted_normalization
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.inputs import check_images
 from sagan_ad.evaluation.report import EvaluationReport
 from sagan_ad.evaluation.scorer import Scorer
 from sagan_ad.evaluation.thresholds import apply_threshold
+from sagan_ad.inference import AnomalyScorer, refuse_scoring_overrides
 from sagan_ad.networks.critic import Critic, check_critic_fits
 from sagan_ad.networks.generator import Generator
+from sagan_ad.preprocessing import Preprocessing
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 from sagan_ad.training import hparams, losses, run_state
 from sagan_ad.training.ddp import allow_unused_parameters
@@ -55,6 +56,8 @@ class SAGAN(L.LightningModule):
     and chooses the operating `threshold` (a buffer, saved in checkpoints). Each component is an
     object (YAML: a nested ``class_path``) recorded in the checkpoint with the optimizer and
     scheduler factories, so a checkpoint rebuilds the model that wrote it (or loading warns).
+    Fit records how the training films were decoded and normalised (`preprocessing`), which
+    predict applies to new films; every stage and export score through `inference`.
 
     Train with ``Trainer(max_epochs=-1, check_val_every_n_epoch=None)`` (or `sagan_ad.Engine`)
     and ``max_steps`` left at -1 (fit refuses another value): training stops after
@@ -65,8 +68,9 @@ class SAGAN(L.LightningModule):
     images of another shape or dtype and values outside ``[-1, 1]`` (``docs/reliability.md``).
 
     Subclass to change one step without copying the training loop: override `generate`,
-    `synthesize`, `critic_loss`, `generator_loss`, `identity_loss`, `restoration_loss`,
-    `anomaly_map` or `score`.
+    `synthesize`, `critic_loss`, `generator_loss`, `identity_loss` or `restoration_loss`. The
+    score changes on a `sagan_ad.Scorer` subclass (``scorer=``): a subclass that overrides
+    `anomaly_map`, `score` or `infer` here is refused when it is defined.
 
     Args:
         generator: the restoring generator (default: the paper's `sagan_ad.Generator`, 64 px).
@@ -79,7 +83,7 @@ class SAGAN(L.LightningModule):
         optimizer_d: factory of the critic optimizer (default `paper_adam`).
         scheduler_g: optional factory of a generator LR scheduler, stepped per generator step.
         scheduler_d: optional factory of a critic LR scheduler, stepped per critic step.
-        scorer: map smoothing, top fraction, inference mode and recorded normalisation
+        scorer: the anomaly map and score: smoothing, top fraction, border, inference mode
             (default: `sagan_ad.Scorer`, the paper's mean absolute difference).
         evaluator: thresholds, bootstrap, shortcut audit and subgroups of validation and test
             (default: `sagan_ad.Evaluator`).
@@ -135,6 +139,7 @@ class SAGAN(L.LightningModule):
         self.scorer = scorer if scorer is not None else Scorer()
         self.evaluator = evaluator if evaluator is not None else Evaluator()
         self.performance = performance if performance is not None else Performance()
+        self.preprocessing = Preprocessing()
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.n_critic = n_critic
@@ -160,6 +165,10 @@ class SAGAN(L.LightningModule):
         self._loading_untrained = False
         self.register_load_state_dict_post_hook(run_state.mark_weights_loaded)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        refuse_scoring_overrides(cls, SAGAN)
+
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SAGAN:  # type: ignore[override]
         """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
@@ -178,43 +187,35 @@ class SAGAN(L.LightningModule):
         """The generator that scores images: the weight average with ``generator_ema > 0``."""
         return self.generator if self.generator_ema is None else self.generator_ema
 
-    def restore(self, images: Tensor) -> Tensor:
-        """``G(images)``: the normal-looking restoration (see `sagan_ad.Scorer.restore`);
-        ``images`` must be float ``(B, C, S, S)`` in ``[-1, 1]``."""
-        generator = self.inference_generator
-        weights = next(generator.parameters())
-        check_images(images, generator.in_channels, generator.image_size, weights)
-        return self.scorer.restore(generator, images)
-
-    def anomaly_map(self, images: Tensor) -> Tensor:
-        """Per-pixel anomaly map in ``[0, 1]``, shape ``(B, 1, H, W)`` (`sagan_ad.Scorer`)."""
-        return self.scorer.anomaly_map(images, self.restore(images))
-
-    def score(self, images: Tensor) -> Tensor:
-        """Image anomaly score in ``[0, 1]``, shape ``(B,)``; higher means more abnormal."""
-        return self.scorer.score(self.anomaly_map(images))
-
-    def forward(self, images: Tensor) -> Tensor:
-        """Anomaly scores of ``images`` (``(B, C, H, W)`` in ``[-1, 1]``)."""
-        return self.score(images)
+    @property
+    def inference(self) -> AnomalyScorer:
+        """The inference path every stage and export runs: the inference generator, then the
+        scorer (a view that shares the model's modules)."""
+        return AnomalyScorer(self.inference_generator, self.scorer)
 
     def infer(self, images: Tensor, with_restored: bool = False) -> dict[str, Tensor]:
-        """Scores, anomaly maps and (optionally) restorations of ``images`` in one call.
-
-        Uses one generator pass when `anomaly_map` and `score` are SAGAN's own; a subclass that
-        overrides either is called through its overrides, so its scores are the ones evaluated.
+        """Scores, anomaly maps and (optionally) restorations of ``images``, float
+        ``(B, C, S, S)`` in ``[-1, 1]``, checked first (`sagan_ad.evaluation.inputs`).
 
         Returns:
             ``{"score": (B,), "anomaly_map": (B, 1, H, W)}``, plus ``"restored"`` on request.
         """
-        if type(self).anomaly_map is SAGAN.anomaly_map and type(self).score is SAGAN.score:
-            restored = self.restore(images)
-            score, maps = self.scorer(images, restored)
-        else:
-            restored = self.restore(images) if with_restored else None
-            score, maps = self.score(images), self.anomaly_map(images)
-        out = {"score": score, "anomaly_map": maps}
-        return {**out, "restored": restored} if with_restored else out
+        generator = self.inference_generator
+        weights = next(generator.parameters())
+        check_images(images, generator.in_channels, generator.image_size, weights)
+        return self.inference.infer(images, with_restored)
+
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """Per-pixel anomaly map in ``[0, 1]``, shape ``(B, 1, H, W)`` (`sagan_ad.Scorer`)."""
+        return self.infer(images)["anomaly_map"]
+
+    def score(self, images: Tensor) -> Tensor:
+        """Image anomaly score in ``[0, 1]``, shape ``(B,)``; higher means more abnormal."""
+        return self.infer(images)["score"]
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Anomaly scores of ``images`` (``(B, C, H, W)`` in ``[-1, 1]``)."""
+        return self.score(images)
 
     # ----------------------------------------------------------------------------- losses
     @property
@@ -363,7 +364,7 @@ class SAGAN(L.LightningModule):
     # ----------------------------------------------------------------------------- stages
     def _start_stage(self, stage: str) -> None:
         run_state.check_trained(self, stage)
-        run_state.check_data_matches(self, getattr(self.trainer, "datamodule", None))
+        run_state.check_data_matches(self, getattr(self.trainer, "datamodule", None), stage)
 
     def on_validation_start(self) -> None:
         if self.trainer.state.fn != TrainerFn.FITTING:
@@ -377,9 +378,9 @@ class SAGAN(L.LightningModule):
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        self.scorer.normalization = fitted_normalization(self.scorer.normalization, datamodule)
+        run_state.check_data_matches(self, datamodule, "fit")
+        self.preprocessing.fit(datamodule)
         hparams.record_components(self, COMPONENTS, FACTORIES)
-        run_state.check_data_matches(self, datamodule)
         if self.trainer.max_steps != -1:
             # Lightning would stop after that many optimizer steps, part-way through the run
             # that max_iterations describes: a silent early stop.
@@ -399,8 +400,6 @@ class SAGAN(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         run_state.read_run_state(self, checkpoint)
         hparams.warn_unrestored(self, checkpoint)
-        # The data the checkpoint was trained on, whatever this instance was built with.
-        self.scorer.normalization = run_state.recorded_normalization(checkpoint)
         hparams.record_components(self, COMPONENTS, FACTORIES)
 
     # ----------------------------------------------------------------------------- evaluation
@@ -437,11 +436,15 @@ class SAGAN(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Score a batch: ``score``, ``prediction`` (1 abnormal, 0 normal, -1 without a
         threshold), ``threshold``, ``anomaly_map``, ``restored``, ``image`` and the batch's
-        ``label``, ``index``, ``name``, ``path`` and ``original_size`` entries where present."""
-        out = self.infer(batch["image"], with_restored=True)
+        ``label``, ``index``, ``name``, ``path`` and ``original_size`` entries where present;
+        uint8 images (files as decoded) are prepared by `preprocessing` first."""
+        images = batch["image"]
+        if images.dtype == torch.uint8:
+            images = self.preprocessing(images)
+        out = self.infer(images, with_restored=True)
         out["prediction"] = apply_threshold(out["score"], self.threshold)
         out["threshold"] = self.threshold.expand_as(out["score"]).clone()
-        out["image"] = batch["image"]
+        out["image"] = images
         passed = ("label", "index", "name", "path", "original_size")
         out.update({k: v for k, v in batch.items() if k in passed})
         return out

@@ -16,6 +16,7 @@ from sagan_ad import (
     SAGAN,
     EvaluationWriter,
     Evaluator,
+    Scorer,
     ShortcutWarning,
     build_report,
     shortcut_audit,
@@ -70,26 +71,37 @@ class Films(AnomalyDataModule):
         )
 
 
-class BrightnessMeter(SAGAN):
-    """Scores darkness: 1 - the mean of the image."""
+class DarknessScorer(Scorer):
+    """Maps darkness, 1 - the image in [0, 1]; the score is its mean, 1 - the film's mean."""
 
-    def score(self, images: torch.Tensor) -> torch.Tensor:
-        return 1 - (images.flatten(1).mean(1) + 1) / 2
-
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+    def anomaly_map(self, images: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         return (1 - (images + 1) / 2).mean(1, keepdim=True)
 
 
-class SpotDetector(SAGAN):
+class SpotScorer(Scorer):
     """Scores the brightest 3x3 patch above the film's mean: finds the spot whatever the film's
     brightness and texture."""
 
-    def score(self, images: torch.Tensor) -> torch.Tensor:
-        patches = torch.nn.functional.avg_pool2d(images, 3, stride=1)
-        return patches.flatten(1).max(1).values - images.flatten(1).mean(1)
-
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+    def anomaly_map(self, images: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         return (images.mean(1, keepdim=True) + 1) / 2
+
+    def score(self, maps: torch.Tensor) -> torch.Tensor:
+        patches = torch.nn.functional.avg_pool2d(maps, 3, stride=1)
+        return patches.flatten(1).max(1).values - maps.flatten(1).mean(1)
+
+
+class BrightnessMeter(SAGAN):
+    """Scores darkness (`DarknessScorer`)."""
+
+    def __init__(self, scorer: Scorer | None = None, **kwargs) -> None:
+        super().__init__(scorer=scorer if scorer is not None else DarknessScorer(), **kwargs)
+
+
+class SpotDetector(SAGAN):
+    """Scores the brightest spot (`SpotScorer`)."""
+
+    def __init__(self, scorer: Scorer | None = None, **kwargs) -> None:
+        super().__init__(scorer=scorer if scorer is not None else SpotScorer(), **kwargs)
 
 
 def audited_test(model_class, darker_abnormals: bool, tmp_path) -> tuple[dict, list]:

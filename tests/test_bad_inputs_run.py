@@ -30,6 +30,7 @@ from sagan_ad import (
     SAGAN,
     CheckpointError,
     Evaluator,
+    Scorer,
     SyntheticCXRDataModule,
     UnsafeCheckpointError,
     load_checkpoint,
@@ -79,11 +80,19 @@ def run(subcommand: str, root: Path, *extra: str) -> None:
     main([subcommand, *MODEL, *DATA, *QUIET, *logger(root), *extra])
 
 
-class DoubledScore(SAGAN):
-    """A subclass that scores differently: loading its weights as a plain SAGAN changes scores."""
+class DoublingScorer(Scorer):
+    """Twice the paper's score."""
 
-    def score(self, images: torch.Tensor) -> torch.Tensor:
-        return 2 * super().score(images)
+    def score(self, maps: torch.Tensor) -> torch.Tensor:
+        return 2 * super().score(maps)
+
+
+class DoubledScore(SAGAN):
+    """A subclass that scores differently (its scorer doubles): loading its weights as a plain
+    SAGAN changes scores."""
+
+    def __init__(self, scorer: Scorer | None = None, **kwargs) -> None:
+        super().__init__(scorer=scorer if scorer is not None else DoublingScorer(), **kwargs)
 
 
 class Renamed(SAGAN):

@@ -53,7 +53,7 @@ def test_pre_component_checkpoint_loads_scores_and_exports_identically() -> None
     model = load_checkpoint(FIXTURES / "main_2026_12_tiny.ckpt")
     assert isinstance(model, SAGAN)
     assert model.iteration == expected["iteration"]
-    assert model.scorer.normalization == expected["normalization"]
+    assert model.preprocessing.normalization.spec() == expected["normalization"]
     assert math.isclose(float(model.threshold), expected["threshold"], rel_tol=1e-6)
     images = _images(expected)
     with torch.no_grad():

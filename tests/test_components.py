@@ -46,7 +46,6 @@ def unusual_model() -> SAGAN:
         scorer=Scorer(
             map_sigma=1.5,
             top_fraction=0.1,
-            normalization="equalize",
             residual_sigma=1.0,
             border=0.1,
         ),

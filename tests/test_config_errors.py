@@ -15,6 +15,7 @@ from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_sagan
 
 from sagan_ad import CheckpointError, load_checkpoint
 from sagan_ad.cli import main
+from sagan_ad.preprocessing import PREPROCESSING_KEY
 from sagan_ad.training.checkpointing import atomic_save
 
 
@@ -150,7 +151,7 @@ def edited(tmp_path: Path, component: str, setting: str, value: object) -> Path:
     ("setting", "value", "reason"),
     [
         ("top_fraction", 2.0, "scorer top_fraction=2.0: must be in (0, 1]"),
-        ("normalization", "bogus", "scorer normalization='bogus': choose one of none, equalize"),
+        ("residual_sigma", -1.0, "scorer residual_sigma=-1.0: must be >= 0"),
     ],
 )
 def test_an_edited_checkpoint_is_called_edited_naming_the_value(tmp_path, setting, value, reason):
@@ -166,3 +167,25 @@ def test_an_edited_checkpoint_is_called_edited_naming_the_value(tmp_path, settin
     line = cli_error("export", "--ckpt_path", str(path), "--output", str(tmp_path / "s.onnx"))
     assert line.startswith(f"error: checkpoint {str(path)!r} records settings whose values")
     assert torch.load(path, weights_only=True)["sagan_iteration"] == 2
+
+
+@pytest.mark.parametrize("where", ["record", "scorer"])
+def test_an_edited_normalisation_is_called_edited_naming_the_value(tmp_path, where):
+    # Recorded with the pre-processing; older checkpoints kept it among the scorer's settings.
+    path = edited(tmp_path, "scorer", "residual_sigma", 0.0)
+    checkpoint = torch.load(path, weights_only=True)
+    if where == "record":
+        checkpoint[PREPROCESSING_KEY] = {"normalization": "bogus", "decode": None}
+    else:
+        checkpoint["hyper_parameters"]["scorer"]["init_args"]["normalization"] = "bogus"
+    atomic_save(checkpoint, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"checkpoint {str(path)!r} records a pre-processing that cannot be read "
+        "(data.normalization.method='bogus': choose one of none, equalize"
+    )
+    assert "edited or damaged" in message
+    line = cli_error("export", "--ckpt_path", str(path), "--output", str(tmp_path / "s.onnx"))
+    assert line.startswith(f"error: checkpoint {str(path)!r} records a pre-processing that")

@@ -11,7 +11,14 @@ import pytest
 import torch
 from conftest import tiny_networks, tiny_trainer
 
-from sagan_ad import SAGAN, EvaluationWriter, Evaluator, SyntheticCXRDataModule, build_report
+from sagan_ad import (
+    SAGAN,
+    EvaluationWriter,
+    Evaluator,
+    Scorer,
+    SyntheticCXRDataModule,
+    build_report,
+)
 from sagan_ad.data import ImageSet, SplitData
 
 
@@ -120,15 +127,15 @@ def test_test_reports_subgroups_pointing_game_and_metadata_columns(tmp_path):
 
 
 def test_pointing_game_counts_peaks_inside_boxes(tmp_path):
-    class RightHalfMap(SAGAN):
+    class RightHalfMap(Scorer):
         """A map that always peaks in the right half of the image."""
 
-        def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        def anomaly_map(self, images: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
             maps = torch.zeros(images.shape[0], 1, *images.shape[-2:], device=images.device)
             maps[..., 5, 25] = 1.0
             return maps
 
-    model = RightHalfMap(**tiny_networks())
+    model = SAGAN(**tiny_networks(), scorer=RightHalfMap())
     model.allow_untrained = True  # its map ignores the weights
     trainer = quick_trainer(tmp_path)
     results = trainer.test(model, phantoms(AnnotatedPhantoms), verbose=False)[0]

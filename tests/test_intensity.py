@@ -23,15 +23,17 @@ from sagan_ad import (
     FolderPredictDataModule,
     LAGDataModule,
     MedADDataModule,
+    Preprocessing,
     RSNADataModule,
-    Scorer,
     SyntheticCXRDataModule,
     VinDrCXRDataModule,
     export_scorer,
+    load_checkpoint,
 )
 from sagan_ad.cli import main
 from sagan_ad.data import (
     Augmentation,
+    DecodeSettings,
     DeviceTrainingStream,
     IntensityNormalization,
     IntensityNormalizer,
@@ -41,6 +43,7 @@ from sagan_ad.data import (
     to_model_range,
 )
 from sagan_ad.data.intensity import to_uint8
+from sagan_ad.preprocessing import PREPROCESSING_KEY
 
 
 def radiographs(n: int = 12, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -324,12 +327,14 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
     medad_root, tmp_path
 ):
     model, trainer = fitted(medad_root, tmp_path, "zscore(zscore_range=2)")
-    assert model.scorer.normalization == "zscore(zscore_range=2.0)"
+    assert model.preprocessing.normalization.spec() == "zscore(zscore_range=2.0)"
     path = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(path)
-    recorded = torch.load(path, weights_only=True)["hyper_parameters"]["scorer"]
-    saved = recorded["init_args"]["normalization"]
+    recorded = torch.load(path, weights_only=True)
+    saved = recorded[PREPROCESSING_KEY]["normalization"]
     assert saved == "zscore(zscore_range=2.0)"
+    assert recorded[PREPROCESSING_KEY]["decode"] == DecodeSettings().record()
+    assert "normalization" not in recorded["hyper_parameters"]["scorer"]["init_args"]
     fresh = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     other = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="zscore")
     message = (
@@ -348,7 +353,7 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
         normalization={"method": "zscore", "zscore_range": 2.0},
     )
     tiny_trainer(tmp_path).test(fresh, same, ckpt_path=path, verbose=False)
-    assert fresh.scorer.normalization == saved
+    assert fresh.preprocessing.normalization.spec() == saved
 
 
 def test_resuming_on_differently_normalised_data_is_refused(medad_root, tmp_path):
@@ -361,15 +366,38 @@ def test_resuming_on_differently_normalised_data_is_refused(medad_root, tmp_path
         tiny_trainer(tmp_path).fit(model, dm, ckpt_path=path)
 
 
-def test_checkpoints_from_before_normalisation_count_as_none(medad_root, tmp_path):
-    _, trainer = fitted(medad_root, tmp_path, "none")
-    path = tmp_path / "old.ckpt"
+def without_preprocessing_record(root, tmp_path, normalization: str, on_scorer: bool):
+    """A checkpoint as older versions wrote it: the normalisation among the scorer's settings
+    (``on_scorer``), or nowhere (before normalisation existed)."""
+    _, trainer = fitted(root, tmp_path, normalization)
+    path = tmp_path / "older.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    del checkpoint["hyper_parameters"]["scorer"]["init_args"]["normalization"]
+    del checkpoint[PREPROCESSING_KEY]
+    if on_scorer:
+        checkpoint["hyper_parameters"]["scorer"]["init_args"]["normalization"] = normalization
     torch.save(checkpoint, path)
+    return path
+
+
+def test_checkpoints_that_kept_the_normalisation_on_the_scorer_load_it(medad_root, tmp_path):
+    # Checkpoints written before the pre-processing record kept it among the scorer's settings.
+    path = without_preprocessing_record(medad_root, tmp_path, "equalize", on_scorer=True)
+    for loaded in (
+        SAGAN.load_from_checkpoint(path, weights_only=True),
+        load_checkpoint(path),
+    ):
+        assert loaded.preprocessing.normalization.spec() == "equalize"
+    dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25)
+    fresh = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
+    with pytest.raises(ValueError, match=r"normalisation equalize .* data\.normalization is none"):
+        tiny_trainer(tmp_path).test(fresh, dm, ckpt_path=path, verbose=False)
+
+
+def test_checkpoints_from_before_normalisation_count_as_none(medad_root, tmp_path):
+    path = without_preprocessing_record(medad_root, tmp_path, "none", on_scorer=False)
     loaded = SAGAN.load_from_checkpoint(path, weights_only=True)
-    assert loaded.scorer.normalization == "none"
+    assert loaded.preprocessing.normalization.spec() == "none"
     dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="clahe")
     with pytest.raises(ValueError, match="normalisation none"):
         tiny_trainer(tmp_path).test(loaded, dm, verbose=False)
@@ -382,20 +410,20 @@ def write_folder(root, count: int = 3, seed: int = 0):
     return root
 
 
-def test_predict_follows_the_models_normalisation_unless_told_otherwise(medad_root, tmp_path):
+def test_predict_prepares_the_films_with_the_models_normalisation(medad_root, tmp_path):
     model, _ = fitted(medad_root, tmp_path, "equalize")
     folder = write_folder(tmp_path / "scans")
     predict = tiny_trainer(tmp_path)
-    out = predict.predict(model, FolderPredictDataModule(folder, image_size=32))
+    data = FolderPredictDataModule(folder, image_size=32)
+    out = predict.predict(model, data)
     images = torch.cat([batch["image"] for batch in out])
-    decoded = FolderPredictDataModule(folder, image_size=32)
-    decoded.setup()
-    raw = torch.stack([decoded.dataset[i]["image"] for i in range(len(decoded.dataset))])
+    raw = torch.stack([data.dataset[i]["image"] for i in range(len(data.dataset))])
+    # The DataModule hands the films as decoded; the model's pre-processing prepares them.
+    assert raw.dtype == torch.uint8
     assert torch.equal(images, to_model_range(IntensityNormalization("equalize").apply(raw)))
-    with pytest.raises(ValueError, match=r"normalisation equalize .* data\.normalization is clahe"):
-        predict.predict(
-            model, FolderPredictDataModule(folder, image_size=32, normalization="clahe")
-        )
+    scores = torch.cat([batch["score"] for batch in out])
+    with torch.no_grad():
+        assert torch.equal(scores, model.score(images))
 
 
 # --------------------------------------------------------------------------- export
@@ -405,7 +433,8 @@ def test_predict_follows_the_models_normalisation_unless_told_otherwise(medad_ro
 def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    model = SAGAN(**tiny_networks(), scorer=Scorer(normalization=method)).eval()
+    model = SAGAN(**tiny_networks()).eval()
+    model.preprocessing = Preprocessing(method)
     raw = radiographs(5)
     with torch.no_grad():
         expected = model.infer(to_model_range(normalize_images(raw, method)))
@@ -421,7 +450,8 @@ def test_exported_scorer_normalises_inside_the_graph(method, tmp_path):
 
 def test_clahe_export_needs_the_callers_normalisation(tmp_path):
     torch.manual_seed(0)
-    model = SAGAN(**tiny_networks(), scorer=Scorer(normalization="clahe(clip_limit=3.0)")).eval()
+    model = SAGAN(**tiny_networks()).eval()
+    model.preprocessing = Preprocessing("clahe(clip_limit=3.0)")
     with pytest.raises(
         ValueError,
         match=r"clahe\(clip_limit=3\.0, tile_grid=8\)-normalised images.*"
@@ -429,7 +459,7 @@ def test_clahe_export_needs_the_callers_normalisation(tmp_path):
     ):
         export_scorer(model, tmp_path / "s.pt", format="torchscript")
     raw = radiographs(3)
-    record = model.scorer.normalization
+    record = model.preprocessing.normalization
     path = export_scorer(model, tmp_path / "s.pt", format="torchscript", input_normalized=True)
     scores, _ = torch.jit.load(str(path))(to_model_range(normalize_images(raw, record)))
     with torch.no_grad():
@@ -460,8 +490,7 @@ def test_command_line_normalisation_reaches_the_checkpoint_and_export(tmp_path, 
     ]
     main(["fit", *args])
     checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
-    settings = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
-    record = settings["scorer"]["init_args"]["normalization"]
+    record = torch.load(checkpoint, weights_only=True)[PREPROCESSING_KEY]["normalization"]
     assert record == "clahe(clip_limit=2.0, tile_grid=8)"
     metrics = json.loads(next((tmp_path / "run").rglob("test/metrics.json")).read_text())
     assert "audit/AUROC_mean_intensity" in metrics["metrics"]

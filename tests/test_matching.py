@@ -15,7 +15,14 @@ import pytest
 import torch
 from conftest import tiny_networks, tiny_trainer, write_medad_tree
 
-from sagan_ad import SAGAN, EvaluationWriter, Evaluator, MedADDataModule, build_report
+from sagan_ad import (
+    SAGAN,
+    EvaluationWriter,
+    Evaluator,
+    MedADDataModule,
+    Scorer,
+    build_report,
+)
 from sagan_ad.evaluation.audit import best_trivial
 from sagan_ad.evaluation.matching import (
     MatchedSubset,
@@ -236,14 +243,19 @@ def test_the_subset_as_a_data_json():
     assert pairs.split(["n0", "a1", "n2", "a3"]) == {"test": {"0": ["n0", "n2"], "1": ["a1", "a3"]}}
 
 
-class Brightness(SAGAN):
-    """Scores brightness (the abnormal films of `write_medad_tree` are brighter)."""
+class BrightnessScorer(Scorer):
+    """Maps brightness; the score is its mean (the abnormal films of `write_medad_tree` are
+    brighter)."""
 
-    def score(self, images: torch.Tensor) -> torch.Tensor:
-        return images.flatten(1).mean(1)
-
-    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+    def anomaly_map(self, images: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         return (images.mean(1, keepdim=True) + 1) / 2
+
+
+class Brightness(SAGAN):
+    """Scores brightness (`BrightnessScorer`)."""
+
+    def __init__(self, scorer: Scorer | None = None, **kwargs) -> None:
+        super().__init__(scorer=scorer if scorer is not None else BrightnessScorer(), **kwargs)
 
 
 def test_a_test_writes_the_matched_subset_and_a_datamodule_tests_on_it(tmp_path):

@@ -179,7 +179,7 @@ def test_main_table_scores_with_the_models_own_settings(quality):
         scorer=Scorer(map_sigma=1.0, top_fraction=0.05),
     ).eval()
     images = torch.rand(3, 1, 32, 32) * 2 - 1
-    restored = quality.restore_all(model.restore, images)
+    restored = quality.restore_all(model.inference.restore, images)
     assert torch.allclose(quality.own_score(model, images, restored), model.score(images))
 
 

@@ -55,7 +55,9 @@ def prepare_run(cli: LightningCLI) -> None:
     elif local:
         # Only the run a checkpoint belongs to may write over it (a resumed last.ckpt).
         protect(resolved, f"the checkpoint given by --ckpt_path {requested}")
-    options["ckpt_path"] = Engine(cli.trainer).prepare(cli.model, stage, resolved, "--ckpt_path")
+    options["ckpt_path"] = Engine(cli.trainer).prepare(
+        cli.model, stage, resolved, "--ckpt_path", cli.datamodule
+    )
     if isinstance(cli.model, SAGAN):
         cli.model.allow_untrained = bool(options.get("allow_untrained", False))
     check_output_folders(cli.trainer, cli.datamodule, stage, options)
@@ -95,8 +97,7 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
     differences = [
         f"{key}={value!r} (configuration: {configured.get(key)!r})"
         for key, value in flat_settings(hparams).items()
-        # An unset component (None) is the default one, and no normalization means "what the
-        # data uses", which fit records in the checkpoint: neither is a difference.
+        # An unset component (None) is the default one: no difference.
         if configured.get(key) is not None and configured.get(key) != value
     ]
     if recorded is not None and recorded != current.get("class_path"):

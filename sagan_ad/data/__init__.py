@@ -13,6 +13,7 @@ from sagan_ad.data.datasets import (
     collate_evaluation,
     to_model_range,
 )
+from sagan_ad.data.decoding import DecodeSettings
 from sagan_ad.data.dicom import DicomOptions, DicomReadError, read_dicom
 from sagan_ad.data.discovery import IMAGE_SUFFIXES, Discovery, discover_images, find_images
 from sagan_ad.data.files import FileDataModule
@@ -70,6 +71,7 @@ __all__ = [
     "AnomalyDataModule",
     "Augmentation",
     "CachedImages",
+    "DecodeSettings",
     "DeviceTrainingStream",
     "DicomOptions",
     "DicomReadError",

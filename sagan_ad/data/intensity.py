@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sagan_ad.errors import DataMismatchError, InputError
+from sagan_ad.errors import InputError
 from sagan_ad.settings import from_mapping
 
 NormalizationMethod = Literal["none", "equalize", "clahe", "zscore", "percentile"]
@@ -199,52 +199,6 @@ def _spec_fields(spec: str) -> dict[str, Any]:
             "'clahe(clip_limit=3.0)', or a mapping such as {method: clahe, clip_limit: 3.0}"
         ) from err
     return {"method": call.func.id, **fields}
-
-
-def fitted_normalization(recorded: str | None, datamodule: object) -> str | None:
-    """What a model records at the start of fit: the `spec` of the DataModule's
-    ``normalization``.
-
-    A model that already records one (resumed, or set by hand) must be fitted on data normalised
-    the same way.
-
-    Examples:
-        >>> from types import SimpleNamespace
-        >>> data = SimpleNamespace(normalization=IntensityNormalization("equalize"))
-        >>> fitted_normalization(None, data)
-        'equalize'
-    """
-    theirs = getattr(datamodule, "normalization", None)
-    if not isinstance(theirs, IntensityNormalization):
-        return recorded
-    if recorded is None:
-        return theirs.spec()
-    check_normalization(recorded, datamodule, "fit")
-    return IntensityNormalization.parse(recorded).spec()
-
-
-def check_normalization(
-    recorded: str | None, datamodule: object, stage: str = "this evaluation"
-) -> None:
-    """Refuse a DataModule whose ``normalization`` differs from the model's record (a model
-    without one was trained on images as decoded); DataModules without the attribute, or with
-    None (follow the model), pass.
-
-    Examples:
-        >>> from types import SimpleNamespace
-        >>> check_normalization("clahe", SimpleNamespace(normalization=None))
-    """
-    theirs = getattr(datamodule, "normalization", None)
-    if not isinstance(theirs, IntensityNormalization):
-        return
-    ours = IntensityNormalization.parse(recorded)
-    if ours.spec() != theirs.spec():
-        raise DataMismatchError(
-            f"the model was trained on images with intensity normalisation {ours.spec()} (as "
-            f"its checkpoint records), but data.normalization is {theirs.spec()}: set "
-            f"data.normalization to {ours.spec()!r} so that {stage} sees images prepared like "
-            "the training images"
-        )
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -15,12 +14,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad.data.bit_depth import BitDepth, check_bit_depth, data_set_depth, used_bits
 from sagan_ad.data.cache import OnError
-from sagan_ad.data.datasets import to_model_range
-from sagan_ad.data.dicom import DicomMode, DicomOptions, WindowMode, read_dataset
+from sagan_ad.data.decoding import DecodeSettings
+from sagan_ad.data.dicom import DicomOptions, read_dataset
 from sagan_ad.data.discovery import IMAGE_SUFFIXES, discover_images
 from sagan_ad.data.file_kinds import is_dicom, missing_reason
 from sagan_ad.data.image_io import EXIF_ORIENTATION, ImageReadError, decode_image, read_image
-from sagan_ad.data.intensity import IntensityNormalization
 from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
@@ -197,9 +195,10 @@ class FolderPredictDataModule(L.LightningDataModule):
     It lists every format training reads (PNG, JPEG, TIFF, BMP, DICOM with or without suffix;
     hidden and system files skipped) and decodes them lazily exactly as training does
     (`sagan_ad.data.read_image`: grayscale or RGB, bilinear resize to ``image_size``, the same
-    DICOM and bit-depth settings); each batch carries the file's relative name, its path and its
-    original ``(height, width)``, from which outputs are drawn at full size. Use the DICOM and
-    ``bit_depth`` settings the model was trained with.
+    DICOM and bit-depth settings); each batch carries the uint8 images as decoded, the file's
+    relative name, its path and its original ``(height, width)``, from which outputs are drawn at
+    full size. The model prepares the images (its recorded intensity normalisation, then
+    ``[-1, 1]``: `sagan_ad.Preprocessing`), so nothing here depends on the model.
 
     Args:
         root: the folder; subfolders are searched when ``recursive``.
@@ -209,18 +208,18 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: DataLoader workers decoding files.
         extensions: file extensions to include.
         recursive: also list files in subfolders.
-        dicom_mode: see `sagan_ad.data.RawDataModule`; likewise ``window``,
-            ``fallback_window``, ``percentiles``, ``force_dicom`` and ``bit_depth``.
-        normalization: intensity normalisation of the images (see
-            `sagan_ad.data.IntensityNormalization`); None (default) applies the one the model
-            was trained with, as its checkpoint records it.
+        decode: the DICOM and bit-depth settings (`sagan_ad.data.DecodeSettings`); they must be
+            the model's (``model.preprocessing.decode``), which ``sagan-ad predict`` and
+            `sagan_ad.Engine` fill in when it is None (default). Other settings are refused at
+            predict start.
         on_error: ``"raise"`` (default): an unreadable file (empty, truncated, not an image, a
             blank film) stops the run, naming it; ``"skip"``: the other files are scored, and
             the skipped ones are listed with their reasons in ``predict/skipped.csv`` beside
             ``predictions.csv`` and in a warning.
 
     Examples:
-        >>> dm = FolderPredictDataModule("scans/", image_size=64)  # doctest: +SKIP
+        >>> dm = FolderPredictDataModule("scans/", image_size=64,
+        ...                              decode=model.preprocessing.decode)  # doctest: +SKIP
         >>> trainer.predict(model, datamodule=dm)  # doctest: +SKIP
     """
 
@@ -233,13 +232,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
-        dicom_mode: DicomMode = "standard",
-        window: WindowMode = "header",
-        fallback_window: Literal["percentile", "minmax"] = "minmax",
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        force_dicom: bool = False,
-        bit_depth: BitDepth = "auto",
-        normalization: str | IntensityNormalization | None = None,
+        decode: DecodeSettings | None = None,
         on_error: OnError = "raise",
     ) -> None:
         super().__init__()
@@ -247,7 +240,11 @@ class FolderPredictDataModule(L.LightningDataModule):
             raise InputError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}: must be >= 1")
-        check_bit_depth(bit_depth)
+        if decode is not None and not isinstance(decode, DecodeSettings):
+            raise InputError(
+                f"decode={decode!r}: give a sagan_ad.data.DecodeSettings (such as "
+                "model.preprocessing.decode) or None"
+            )
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.on_error = on_error
@@ -258,25 +255,21 @@ class FolderPredictDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.extensions = tuple(extensions)
         self.recursive = recursive
-        self.dicom = DicomOptions(dicom_mode, window, fallback_window, tuple(percentiles))
-        self.force_dicom = force_dicom
-        self.bit_depth = bit_depth
-        self.normalization = (
-            None if normalization is None else IntensityNormalization.parse(normalization)
-        )
+        self.decode = decode
         self.dataset: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is None:
+            decode = self.decode or DecodeSettings()
             self.dataset = ImageFolder(
                 self.root,
                 self.image_size,
                 self.in_channels,
                 self.extensions,
                 self.recursive,
-                dicom=self.dicom,
-                force_dicom=self.force_dicom,
-                bit_depth=self.bit_depth,
+                dicom=decode.dicom,
+                force_dicom=decode.force_dicom,
+                bit_depth=decode.bit_depth,
                 on_error=self.on_error,
             )
 
@@ -289,25 +282,6 @@ class FolderPredictDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=_collate,
         )
-
-    def applied_normalization(self) -> IntensityNormalization:
-        """``normalization``, or else the model's recorded one (``"none"`` without either)."""
-        if self.normalization is not None:
-            return self.normalization
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        scorer = getattr(module, "scorer", None)
-        return IntensityNormalization.parse(getattr(scorer, "normalization", None))
-
-    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        normalization = self.applied_normalization()
-        if normalization.method != "none" and batch["image"].dtype == torch.uint8:
-            batch["image"] = normalization.apply(batch["image"])
-        return batch
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if batch["image"].dtype == torch.uint8:
-            batch["image"] = to_model_range(batch["image"])
-        return batch
 
 
 def _collate(items: list[dict]) -> dict:

@@ -7,29 +7,9 @@ from typing import Literal
 from torch import Tensor, nn
 
 from sagan_ad.errors import InputError
-from sagan_ad.evaluation.scoring import (
-    anomaly_map,
-    map_to_score,
-    score_and_map,
-    score_region,
-    smooth_map,
-)
-from sagan_ad.networks.generator import Generator
+from sagan_ad.evaluation.scoring import anomaly_map, map_to_score, score_region, smooth_map
 
 Inference = Literal["deterministic", "reference"]
-
-
-def _check_normalization(spec: str) -> None:
-    """Refuse a recorded normalisation that names no method (a hand-edited checkpoint), here
-    rather than later as a data setting the user never set."""
-    # Imported here: the data package builds on the model's parts, not the other way round.
-    from sagan_ad.data.intensity import IntensityNormalization
-
-    try:
-        IntensityNormalization.parse(spec)
-    except ValueError as err:
-        reason = str(err).partition(": ")[2] or str(err)
-        raise InputError(f"scorer normalization={spec!r}: {reason}") from None
 
 
 class Scorer(nn.Module):
@@ -38,8 +18,14 @@ class Scorer(nn.Module):
     The map is ``|x - G(x)| / 2`` in ``[0, 1]`` (of the residual low-passed by a Gaussian of
     ``residual_sigma`` pixels), smoothed by a Gaussian of ``map_sigma`` pixels; the score is the
     mean of the ``top_fraction`` largest map values (1: the paper's mean over all pixels) inside
-    the map less a ``border`` at each edge. The exported graph (`sagan_ad.AnomalyScorer`)
-    computes the same. The paper's score is the default: ``residual_sigma=0``, ``border=0``.
+    the map less a ``border`` at each edge. The paper's score is the default:
+    ``residual_sigma=0``, ``border=0``.
+
+    It is the one place to change the score: validation, test, predict, `sagan_ad.SAGAN.score`
+    and the exported graph all run `sagan_ad.AnomalyScorer`, which calls `anomaly_map` and
+    `score`; a subclass that overrides them (``anomaly_map(images, restored)``, ``score(maps)``)
+    and is given to the model (``SAGAN(scorer=MyScorer())``) is what every stage and export
+    computes.
 
     Args:
         map_sigma: Gaussian smoothing (pixels) of the anomaly map, 0 for none; the score is
@@ -56,11 +42,6 @@ class Scorer(nn.Module):
         border: the share of the height and of the width at each edge left out of the score,
             in ``[0, 0.5)``: 0.15 scores the lung fields of a chest film rather than its edges
             (`sagan_ad.evaluation.scoring.score_region`); the map keeps its full size.
-        normalization: the intensity normalisation of the images the model was trained on (the
-            `sagan_ad.data.IntensityNormalization.spec` string, such as ``"equalize"``). Leave
-            it None: fit records the DataModule's ``normalization`` here, so it is saved in every
-            checkpoint; validate, test and predict refuse data normalised otherwise, and export
-            embeds it in the graph.
 
     Examples:
         >>> import torch
@@ -75,7 +56,6 @@ class Scorer(nn.Module):
         map_sigma: float = 0.0,
         top_fraction: float = 1.0,
         inference: Inference = "deterministic",
-        normalization: str | None = None,
         residual_sigma: float = 0.0,
         border: float = 0.0,
     ) -> None:
@@ -92,18 +72,11 @@ class Scorer(nn.Module):
             raise InputError(f"scorer residual_sigma={residual_sigma}: must be >= 0")
         if not 0.0 <= border < 0.5:
             raise InputError(f"scorer border={border}: must be in [0, 0.5)")
-        if normalization is not None:
-            _check_normalization(normalization)
         self.map_sigma = float(map_sigma)
         self.residual_sigma = float(residual_sigma)
         self.border = float(border)
         self.top_fraction = float(top_fraction)
         self.inference = inference
-        self.normalization = normalization
-
-    def restore(self, generator: Generator, images: Tensor) -> Tensor:
-        """``G(images)`` as this scorer sees it (the residual mask only in ``"reference"``)."""
-        return generator(images, residual_mask=self.inference == "reference")
 
     def anomaly_map(self, images: Tensor, restored: Tensor) -> Tensor:
         """The (smoothed) anomaly map ``(B, 1, H, W)`` of ``images`` and their restorations."""
@@ -113,24 +86,14 @@ class Scorer(nn.Module):
         """Image scores ``(B,)`` of anomaly maps."""
         return map_to_score(score_region(maps, self.border), self.top_fraction)
 
-    def overridden(self) -> bool:
-        """Whether a subclass changes `anomaly_map` or `score` (then `forward` calls them, and
-        the exported graph, which computes the paper's map and score, cannot reproduce it)."""
-        own = type(self).anomaly_map is Scorer.anomaly_map and type(self).score is Scorer.score
-        return not own
-
     def forward(self, images: Tensor, restored: Tensor) -> tuple[Tensor, Tensor]:
-        """``(scores, maps)``: in one pass over the maps, or through a subclass's overrides."""
-        if self.overridden():
-            maps = self.anomaly_map(images, restored)
-            return self.score(maps), maps
-        return score_and_map(
-            images, restored, self.map_sigma, self.top_fraction, self.residual_sigma, self.border
-        )
+        """``(scores, maps)`` of ``images`` and their restorations."""
+        maps = self.anomaly_map(images, restored)
+        return self.score(maps), maps
 
     def extra_repr(self) -> str:
         return (
             f"map_sigma={self.map_sigma}, top_fraction={self.top_fraction}, "
-            f"inference={self.inference!r}, normalization={self.normalization!r}, "
+            f"inference={self.inference!r}, "
             f"residual_sigma={self.residual_sigma}, border={self.border}"
         )

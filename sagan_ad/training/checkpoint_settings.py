@@ -72,7 +72,7 @@ def check_weights_fit(
     settings = [
         f"{key}={value!r} (model: {ours[key]!r})"
         for key, value in flat_settings(checkpoint.get("hyper_parameters") or {}).items()
-        # The model's None (normalization: what the data uses) is no difference.
+        # The model's None (an unset component: the default one) is no difference.
         if ours.get(key) is not None and ours[key] != value
     ]
     found = shapes[:2] + [f"{len(missing)} weights missing"] * bool(missing)

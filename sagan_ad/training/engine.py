@@ -18,12 +18,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from sagan_ad.errors import InputError
+from sagan_ad.preprocessing import adopt_decode
 from sagan_ad.training.callbacks import IterationProgressBar, best_and_last_checkpoints
 from sagan_ad.training.checkpoint_files import check_model_class, read_checkpoint
 from sagan_ad.training.checkpoint_settings import check_weights_fit
 from sagan_ad.training.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from sagan_ad.training.outputs import EvaluationWriter
 from sagan_ad.training.resume import continue_run, find_last_checkpoint, resolve_checkpoint
+from sagan_ad.training.run_state import preprocessing_of
 from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
 
 __all__ = ["TRAINER_DEFAULTS", "Engine", "default_callbacks", "trainer_arguments"]
@@ -189,20 +191,27 @@ class Engine:
         stage: str,
         ckpt_path: Any = None,
         setting: str = "ckpt_path",
+        datamodule: Any = None,
     ) -> Any:
         """Before ``stage`` (``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``): the
         checkpoint file ``ckpt_path`` means (`sagan_ad.training.resume.resolve_checkpoint`),
         checked against ``model`` (its class, then whether its weights fit); a fit from the
         experiment's newest ``last.ckpt`` continues that run in its folder
-        (`sagan_ad.training.resume.continue_run`). Returns the resolved path; errors name the
-        checkpoint and ``setting`` (the option that gave it)."""
+        (`sagan_ad.training.resume.continue_run`). Before predict, a ``datamodule`` without
+        decode settings (`sagan_ad.data.FolderPredictDataModule`'s ``decode=None``) gets the
+        ones the checkpoint (or, without one, the model) records. Returns the resolved path;
+        errors name the checkpoint and ``setting`` (the option that gave it)."""
         resolved = resolve_checkpoint(self.trainer, ckpt_path, stage)
         if not isinstance(resolved, str | Path) or "://" in str(resolved):
+            if stage == "predict" and resolved is None and hasattr(model, "preprocessing"):
+                adopt_decode(datamodule, model.preprocessing)
             return resolved
         checkpoint = read_checkpoint(resolved, mmap=True)
         source = f"checkpoint {str(resolved)!r} ({setting})"
         check_model_class(checkpoint, type(model), source)
         check_weights_fit(checkpoint, model, source)
+        if stage == "predict":
+            adopt_decode(datamodule, preprocessing_of(checkpoint))
         if stage == "fit":
             newest = find_last_checkpoint(self.trainer)
             if newest is not None and Path(resolved).resolve() == newest.resolve():
@@ -281,5 +290,5 @@ class Engine:
     ) -> list[Any] | None:
         """Score images: the batches of `sagan_ad.SAGAN.predict_step` (and, with the default
         callbacks, ``predict/predictions.csv`` and the overlays in the run's folder)."""
-        path = self.prepare(model, "predict", ckpt_path)
+        path = self.prepare(model, "predict", ckpt_path, datamodule=datamodule)
         return self.trainer.predict(model, dataloaders, datamodule=datamodule, ckpt_path=path)

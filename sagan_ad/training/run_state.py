@@ -1,18 +1,20 @@
 """What a SAGAN checkpoint carries beyond the weights (the iteration, the model's class, every
-RNG state, the training data's normalisation), and the checks that decide whether a model may
+RNG state, the training data's pre-processing), and the checks that decide whether a model may
 evaluate: trained weights, and data that match it."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
 import torch
 
-from sagan_ad.compat import is_flat, migrate_settings
-from sagan_ad.data.intensity import check_normalization
+from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.errors import DataMismatchError, InputError
+from sagan_ad.preprocessing import PREPROCESSING_KEY, Preprocessing
 from sagan_ad.training.checkpoint_files import (
+    CheckpointError,
     check_finite_weights,
     check_model_class,
     model_class_name,
@@ -21,8 +23,10 @@ from sagan_ad.training.checkpointing import global_rng_state, set_global_rng_sta
 
 
 def write_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-    """Add the iteration, the model's class and the RNG states to ``checkpoint``."""
+    """Add the iteration, the model's class, its pre-processing and the RNG states to
+    ``checkpoint``."""
     checkpoint["sagan_iteration"] = module.iteration
+    checkpoint[PREPROCESSING_KEY] = module.preprocessing.record()
     checkpoint["sagan_model_class"] = model_class_name(type(module))
     checkpoint["sagan_global_rng_state"] = global_rng_state()
     checkpoint["sagan_rng_state"] = (module.rng.device.type, module.rng.get_state())
@@ -42,6 +46,34 @@ def read_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> Non
     # Checkpoints written before thresholds existed load with no threshold chosen.
     checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
     module.randomness.load(checkpoint)
+    module.preprocessing = preprocessing_of(checkpoint)
+
+
+def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
+    """The pre-processing a checkpoint's model was trained with, in any version's record;
+    checkpoints from before normalisation existed were trained on images as decoded.
+
+    Examples:
+        >>> preprocessing_of({"hyper_parameters": {"normalization": "equalize"}})
+        Preprocessing(normalization='equalize', decode=None)
+        >>> preprocessing_of({}).normalization.spec()
+        'none'
+    """
+    record = checkpoint.get(PREPROCESSING_KEY)
+    if record is None:
+        # An older checkpoint kept the normalisation among the model's settings: read it from a
+        # copy, as the upgrade would place it.
+        older = {"hyper_parameters": copy.deepcopy(checkpoint.get("hyper_parameters") or {})}
+        upgrade_checkpoint(older)
+        record = older.get(PREPROCESSING_KEY) or {"normalization": "none"}
+    try:
+        return Preprocessing.from_record(record)
+    except InputError as err:
+        # No version of sagan-ad writes a record it cannot read back.
+        raise CheckpointError(
+            f"the checkpoint records a pre-processing that cannot be read ({err}). The file was "
+            "edited or damaged after it was written: use an unedited checkpoint of the run"
+        ) from err
 
 
 def mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
@@ -106,8 +138,9 @@ class TrainingRandomness:
         self._global = None
 
 
-def check_data_matches(module: L.LightningModule, datamodule: Any) -> None:
-    """Refuse data of another size, channel count or intensity normalisation than the model's."""
+def check_data_matches(module: L.LightningModule, datamodule: Any, stage: str) -> None:
+    """Refuse data of another size or channel count than the model's, or prepared otherwise than
+    its recorded pre-processing (`sagan_ad.Preprocessing.check`)."""
     for name in ("image_size", "in_channels"):
         theirs = getattr(datamodule, name, None)
         ours = getattr(module.generator, name)
@@ -116,20 +149,4 @@ def check_data_matches(module: L.LightningModule, datamodule: Any) -> None:
                 f"model.generator.{name}={ours} but data.{name}={theirs}: set both to the same "
                 "value"
             )
-    check_normalization(module.scorer.normalization, datamodule)
-
-
-def recorded_normalization(checkpoint: dict[str, Any]) -> str:
-    """The intensity normalisation a checkpoint's model was trained on, in any version's
-    settings; checkpoints from before normalisation existed were trained on decoded images.
-
-    Examples:
-        >>> recorded_normalization({"hyper_parameters": {"normalization": "equalize"}})
-        'equalize'
-        >>> recorded_normalization({})
-        'none'
-    """
-    recorded = checkpoint.get("hyper_parameters") or {}
-    recorded = migrate_settings(recorded) if is_flat(recorded) else recorded
-    scorer = (recorded.get("scorer") or {}).get("init_args") or {}
-    return scorer.get("normalization") or "none"
+    module.preprocessing.check(datamodule, stage)
