@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sagan_ad.compat import install_moved_module_finder
-
 __version__ = "0.1.0"
 
 # Public names are imported on first use (PEP 562), so that `import sagan_ad` and the command
@@ -99,8 +97,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sagan_ad.training.tracking": ("SplitRecorder", "ValidationSampleLogger"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-
-install_moved_module_finder()
 
 
 def __getattr__(name: str) -> Any:

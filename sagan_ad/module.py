@@ -11,7 +11,6 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from sagan_ad.compat import checkpoint_source
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.inputs import check_images
@@ -24,6 +23,7 @@ from sagan_ad.networks.generator import Generator
 from sagan_ad.preprocessing import Preprocessing
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 from sagan_ad.training import hparams, losses, run_state
+from sagan_ad.training.checkpoint_upgrade import checkpoint_source
 from sagan_ad.training.ddp import allow_unused_parameters
 from sagan_ad.training.divergence import DivergenceGuard
 from sagan_ad.training.ema import update_average
@@ -172,7 +172,7 @@ class SAGAN(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SAGAN:  # type: ignore[override]
         """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
-        settings, `sagan_ad.compat.upgrade_checkpoint`). Prefer `sagan_ad.load_checkpoint`,
+        settings, `sagan_ad.training.checkpoint_upgrade`). Prefer `sagan_ad.load_checkpoint`,
         which also refuses pickled code and damaged files by name."""
         return super().load_from_checkpoint(checkpoint_source(checkpoint_path), *args, **kwargs)
 

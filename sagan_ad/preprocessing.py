@@ -36,7 +36,7 @@ class Preprocessing:
         normalization: the training images' intensity normalisation (None: not known yet; a
             model that never saw data treats images as decoded).
         decode: the training files' decode settings (None: not recorded, such as a model fitted
-            on a cached Med-AD tree or written by an older version).
+            on generated images or written by an older version).
 
     Examples:
         >>> import torch
@@ -117,9 +117,9 @@ class Preprocessing:
             raise DataMismatchError(
                 f"the model was trained on files decoded with {self.decode.describe()} (as its "
                 f"checkpoint records), but the data of {stage} decode them with "
-                f"{decode.describe()}: set the data's DICOM and bit-depth settings to the "
-                "recorded ones (a predict DataModule takes them with decode=model.preprocessing."
-                "decode, which the command line does for you)"
+                f"{decode.describe()}: set data.decode to the recorded settings (a predict "
+                "DataModule left at decode=None gets them from sagan-ad predict and "
+                "sagan_ad.Engine; from Python, pass decode=model.preprocessing.decode)"
             )
 
     def record(self) -> dict[str, Any]:

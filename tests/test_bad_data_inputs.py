@@ -28,7 +28,7 @@ from conftest import (
 )
 from PIL import Image
 
-from sagan_ad import FolderDataModule, ImageReadError, MedADDataModule, SplitError
+from sagan_ad import DecodeSettings, FolderDataModule, ImageReadError, MedADDataModule, SplitError
 from sagan_ad.cli import main
 from sagan_ad.data import (
     IMAGE_EXTENSIONS,
@@ -291,7 +291,7 @@ def test_explicit_bit_depth_refuses_values_it_cannot_hold(tmp_path):
         "bit_depth to the depth the files were exported with, or 'auto'"
     )
     with pytest.raises(ValueError, match=r"bit_depth=20: must be 'auto', 'dtype' or a number"):
-        FolderDataModule(tmp_path, bit_depth=20)
+        FolderDataModule(tmp_path, decode=DecodeSettings(bit_depth=20))
 
 
 def test_palette_one_bit_and_opaque_alpha_images_read_as_their_colours(tmp_path):

@@ -4,21 +4,23 @@ takes everything it knows of an image from the batches."""
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
-import sys
 import warnings
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_networks, tiny_trainer
+from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_networks, tiny_sagan, tiny_trainer
 from lightning.pytorch.cli import instantiate_module
 from torch.utils.data import DataLoader
 
 from sagan_ad import (
     SAGAN,
+    CheckpointError,
     Critic,
     Evaluator,
     Generator,
@@ -29,8 +31,15 @@ from sagan_ad import (
     load_checkpoint,
 )
 from sagan_ad.cli import main
-from sagan_ad.compat import FLAT_SETTINGS, migrate_arguments, migrate_settings
 from sagan_ad.data.datasets import LabelledImages, collate_evaluation
+from sagan_ad.preprocessing import PREPROCESSING_KEY
+from sagan_ad.training.checkpoint_upgrade import (
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    V0_1_SETTINGS,
+    format_version,
+    upgrade_checkpoint,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -131,7 +140,7 @@ def test_a_component_that_cannot_be_recorded_says_so():
     assert "scorer" not in model.hparams
 
 
-def test_v0_1_settings_migrate_to_the_components_that_mean_the_same_model():
+def test_v0_1_checkpoint_settings_upgrade_to_the_components_that_mean_the_same_model():
     flat = {
         "image_size": 32,
         "base_channels": 4,
@@ -142,10 +151,17 @@ def test_v0_1_settings_migrate_to_the_components_that_mean_the_same_model():
         "score_top_fraction": 0.1,
         "threshold_policy": "percentile",
         "channels_last": False,
+        "normalization": "equalize",
         "seed": 9,
         "max_iterations": 7,
     }
-    model = instantiate_module(SAGAN, migrate_settings(flat))
+    checkpoint = {"hyper_parameters": dict(flat)}
+    assert format_version(checkpoint) == 1
+    assert upgrade_checkpoint(checkpoint)
+    assert checkpoint[FORMAT_KEY] == FORMAT_VERSION
+    assert checkpoint[PREPROCESSING_KEY] == {"normalization": "equalize", "decode": None}
+    settings = {k: v for k, v in checkpoint["hyper_parameters"].items() if k != "_instantiator"}
+    model = instantiate_module(SAGAN, settings)
     assert model.generator.image_size == 32 and model.generator.base_channels == 4
     # v0.1's rule: the critic is as wide as the generator unless critic_base_channels is set.
     assert (model.critic.base_channels, model.critic.num_downsamples) == (4, 5)
@@ -153,48 +169,55 @@ def test_v0_1_settings_migrate_to_the_components_that_mean_the_same_model():
     assert model.evaluator.threshold_policy == "percentile"
     # The seed also seeded the AUROC bootstrap in v0.1.
     assert (model.seed, model.evaluator.seed, model.max_iterations) == (9, 9, 7)
-    assert set(FLAT_SETTINGS) >= set(flat) - {"seed", "max_iterations"}
+    assert set(V0_1_SETTINGS) >= set(flat) - {"seed", "max_iterations", "normalization"}
 
 
-def test_v0_1_command_line_flags_are_renamed_with_a_warning():
-    with pytest.warns(FutureWarning, match=r"--model.score_top_fraction .*--model.scorer.top_fr"):
-        args = migrate_arguments(["fit", "--model.score_top_fraction=0.1", "--model.n_critic=3"])
-    assert args == ["fit", "--model.scorer.top_fraction=0.1", "--model.n_critic=3"]
-
-
-def test_a_v0_1_config_file_still_trains_the_same_model(tmp_path, capsys):
-    old = {
-        "model": {
-            "class_path": "sagan_ad.SAGAN",
-            "init_args": {
-                "image_size": 32,
-                "base_channels": 4,
-                "num_res_blocks": 1,
-                "critic_base_channels": 4,
-                "critic_downsamples": 5,
-                "score_top_fraction": 0.1,
-                "max_iterations": 2,
-            },
+def test_a_checkpoint_of_a_newer_or_unknown_format_is_refused_by_name(tmp_path):
+    model = tiny_sagan(max_iterations=1)
+    model.iteration = 1
+    for recorded, reason in [
+        (FORMAT_VERSION + 1, rf"has format {FORMAT_VERSION + 1}, written by a newer version"),
+        ("3", r"records format '3', which no version of sagan-ad writes"),
+    ]:
+        checkpoint = {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "sagan_iteration": 1,
+            FORMAT_KEY: recorded,
+            "pytorch-lightning_version": L.__version__,
         }
-    }
-    config = tmp_path / "v0_1.yaml"
-    config.write_text(yaml.safe_dump(old))
-    migrated = r"v0_1.yaml: .*model.score_top_fraction -> model.sc"
-    with pytest.warns(FutureWarning, match=migrated), pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", str(config), *TINY_DATA_ARGS, "--print_config"])
-    assert stop.value.code in (0, None)
-    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
-    assert model["generator"]["init_args"]["image_size"] == 32
-    assert model["critic"]["init_args"]["num_downsamples"] == 5
-    assert model["scorer"]["init_args"]["top_fraction"] == 0.1
-    assert yaml.safe_load(config.read_text()) == old  # the user's file is left as it is
+        path = tmp_path / "future.ckpt"
+        torch.save(checkpoint, path)
+        with pytest.raises(CheckpointError, match=rf"checkpoint '.*future\.ckpt' {reason}"):
+            load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--model.score_top_fraction=0.1"],
+        ["--config", "v0_1.yaml"],
+    ],
+    ids=["flag", "config"],
+)
+def test_v0_1_flat_settings_are_refused_naming_the_setting(tmp_path, capsys, where):
+    # No version of sagan-ad was published with them: they are dropped, not translated.
+    old = {"model": {"class_path": "sagan_ad.SAGAN", "init_args": {"score_top_fraction": 0.1}}}
+    (tmp_path / "v0_1.yaml").write_text(yaml.safe_dump(old))
+    where = [str(tmp_path / w) if w.endswith(".yaml") else w for w in where]
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *where, *TINY_DATA_ARGS, "--print_config"])
+    assert stop.value.code == 2
+    assert "model.score_top_fraction is not a setting of sagan_ad.SAGAN" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
 def test_the_shipped_configs_use_the_component_settings(name):
     model = (yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()) or {}).get("model") or {}
     settings = model.get("init_args", {})
-    assert not set(settings) & set(FLAT_SETTINGS), name
+    assert not set(settings) & set(V0_1_SETTINGS), name
 
 
 def test_the_tiny_command_line_model_is_the_tiny_python_model(capsys):
@@ -206,20 +229,10 @@ def test_the_tiny_command_line_model_is_the_tiny_python_model(capsys):
     assert printed["critic"]["init_args"]["num_downsamples"] == networks["critic"].num_downsamples
 
 
-def test_v0_1_module_paths_still_import_with_a_warning(monkeypatch):
-    import sagan_ad.networks.generator as new
-
-    # Imported under the old path earlier in this process, a module warns no more: forget it.
-    for old_path in ("sagan_ad.generator", "sagan_ad.checkpointing"):
-        monkeypatch.delitem(sys.modules, old_path, raising=False)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        import sagan_ad.generator as old
-        from sagan_ad.checkpointing import load_checkpoint as old_loader
-    assert old is new and old_loader is load_checkpoint
-    assert any("sagan_ad.networks.generator" in str(w.message) for w in caught)
-    assert new.__spec__.name == "sagan_ad.networks.generator"
+def test_v0_1_module_paths_are_gone():
+    # Dropped with the flat settings: every module has its one path.
+    assert importlib.util.find_spec("sagan_ad.generator") is None
+    assert importlib.util.find_spec("sagan_ad.checkpointing") is None
 
 
 def evaluation_loader(images: torch.Tensor) -> DataLoader:
@@ -303,18 +316,3 @@ def test_a_scorer_subclass_scores_evaluation_and_is_exported_as_it_scores(tmp_pa
         torch.testing.assert_close(
             torch.from_numpy(maps), model.anomaly_map(images), atol=1e-4, rtol=0
         )
-
-
-def test_a_config_with_a_setting_in_both_spellings_is_an_error_line(tmp_path, capsys):
-    config = tmp_path / "mixed.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"model": {"init_args": {"map_sigma": 1.0, "scorer": {"top_fraction": 0.1}}}}
-        )
-    )
-    with pytest.warns(FutureWarning), pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", str(config), *TINY_DATA_ARGS, "--print_config"])
-    assert stop.value.code == 2
-    assert (
-        "model.map_sigma (a v0.1 setting) and model.scorer are both set" in capsys.readouterr().err
-    )

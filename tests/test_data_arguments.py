@@ -31,13 +31,19 @@ BASE_VALUES = {
 FILE_VALUES = {
     "anomaly_ratio": ("0.5", 0.5),
     "unlabeled_size": ("9", 9),
-    "dicom_mode": ("benchmark", "benchmark"),
-    "window": ("minmax", "minmax"),
-    "fallback_window": ("percentile", "percentile"),
-    "percentiles": ("[1, 99]", [1.0, 99.0]),
+    "decode": (
+        '{"dicom_mode": "benchmark", "window": "minmax", "fallback_window": "percentile", '
+        '"percentiles": [1, 99], "force_dicom": true, "bit_depth": "dtype"}',
+        {
+            "dicom_mode": "benchmark",
+            "window": "minmax",
+            "fallback_window": "percentile",
+            "percentiles": [1.0, 99.0],
+            "force_dicom": True,
+            "bit_depth": "dtype",
+        },
+    ),
     "dicom_tags": ("[ViewPosition]", ["ViewPosition"]),
-    "force_dicom": ("true", True),
-    "bit_depth": ("dtype", "dtype"),
     "leakage": ("warn", "warn"),
     "cache_identity": ("verify", "verify"),
     "cache_save_interval": ("5.0", 5.0),

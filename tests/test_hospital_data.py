@@ -31,7 +31,7 @@ from sagan_ad import (
     SplitError,
     SyntheticCXRDataModule,
 )
-from sagan_ad.data import decode_image, load_image, protocol_split, read_dicom
+from sagan_ad.data import DecodeSettings, decode_image, load_image, protocol_split, read_dicom
 
 QUIET = dict(image_size=16, cache_workers=1, progress=False)
 
@@ -480,7 +480,10 @@ def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
     assert dm.known_normal.images[3].max() == round((4095 - 300) / 4095 * 255)
     with caplog.at_level(logging.WARNING):
         old = FolderDataModule(
-            tmp_path / "n", cache_dir=tmp_path / "b", bit_depth="dtype", **options
+            tmp_path / "n",
+            cache_dir=tmp_path / "b",
+            decode=DecodeSettings(bit_depth="dtype"),
+            **options,
         )
         old.prepare_data()
         old.setup()
@@ -659,7 +662,8 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
     options = dict(image_size=16, val_fraction=0.0, unlabeled_size=2, anomaly_ratio=0.5)
     with pytest.raises(ImageReadError, match=r"IM0: .*DICOM without preamble \(set force_dicom"):
         MedADDataModule(tmp_path / "medad", **options).setup()
-    bench = MedADDataModule(tmp_path / "medad", force_dicom=True, dicom_mode="benchmark", **options)
+    decode = DecodeSettings(dicom_mode="benchmark", force_dicom=True)
+    bench = MedADDataModule(tmp_path / "medad", decode=decode, **options)
     bench.setup()
     expected = load_image(
         images / "IM0", 16, force_dicom=True, dicom=DicomOptions(mode="benchmark")
@@ -668,8 +672,7 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
     folder = FolderDataModule(
         images,
         cache_dir=tmp_path / "c",
-        force_dicom=True,
-        window="percentile",
+        decode=DecodeSettings(window="percentile", force_dicom=True),
         val_fraction=0.0,
         **QUIET,
     )

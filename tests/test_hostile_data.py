@@ -687,7 +687,10 @@ def test_a_csv_separated_by_another_character_says_so(tmp_path, separator):
         ({"val_fraction": "0.1"}, "val_fraction='0.1': must be a number"),
         ({"unlabeled_size": 2.5}, "unlabeled_size=2.5: must be a whole number"),
         ({"seed": -1}, "seed=-1: must be >= 0"),
-        ({"percentiles": (1,)}, r"percentiles=\(1,\): give a low and a high percentile"),
+        (
+            {"decode": {"percentiles": (1,)}},
+            r"percentiles=\(1,\): give a low and a high percentile",
+        ),
     ],
 )
 def test_options_of_the_wrong_type_are_named_not_a_type_error(tmp_path, option, message):

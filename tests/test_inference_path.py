@@ -58,7 +58,7 @@ def benchmark_model(tmp_path) -> tuple[Path, Path]:
         cache_workers=1,
         progress=False,
         val_fraction=0.0,
-        dicom_mode="benchmark",
+        decode=DecodeSettings(dicom_mode="benchmark"),
     )
     model = tiny_sagan(max_iterations=1)
     trainer = tiny_trainer(tmp_path / "run", enable_checkpointing=False)
@@ -73,12 +73,12 @@ def test_fit_records_the_decode_settings_and_predict_reads_films_with_them(
 ):
     path, films = benchmark_model
     record = torch.load(path, weights_only=True)[PREPROCESSING_KEY]
-    assert record["decode"]["dicom"]["mode"] == "benchmark"
+    assert record["decode"]["dicom_mode"] == "benchmark"
     assert record["normalization"] == "none"
     data = FolderPredictDataModule(films, image_size=32, batch_size=4)
     engine = Engine(tiny_trainer(tmp_path / "predict"))
     out = engine.predict(SAGAN(**tiny_networks()), data, ckpt_path=str(path))
-    assert data.decode == DecodeSettings(DicomOptions(mode="benchmark"))
+    assert data.decode == DecodeSettings(dicom_mode="benchmark")
     predicted = torch.cat([batch["image"] for batch in out])
     benchmark = ImageFolder(films, 32, dicom=DicomOptions(mode="benchmark"))
     standard = ImageFolder(films, 32)
@@ -110,7 +110,7 @@ def test_the_command_line_predicts_with_the_recorded_decode_settings(benchmark_m
             [
                 "predict",
                 *arguments,
-                "--data.decode.dicom.mode=standard",
+                "--data.decode.dicom_mode=standard",
                 f"--trainer.logger.save_dir={tmp_path / 'refused'}",
             ]
         )
@@ -122,7 +122,7 @@ def test_predict_refuses_films_decoded_otherwise_than_the_model_was_trained(
 ):
     path, films = benchmark_model
     data = FolderPredictDataModule(films, image_size=32, decode=DecodeSettings())
-    with pytest.raises(DataMismatchError, match=r"decoded with dicom mode='benchmark'.*'standard'"):
+    with pytest.raises(DataMismatchError, match=r"decoded with dicom_mode='benchmark'.*'standard'"):
         tiny_trainer(tmp_path / "p").predict(SAGAN(**tiny_networks()), data, ckpt_path=str(path))
 
 
@@ -166,12 +166,16 @@ def test_a_scorer_subclass_changes_every_stage_alike():
 
 
 def test_the_preprocessing_record_round_trips_and_a_damaged_one_is_named():
-    decode = DecodeSettings(DicomOptions(mode="benchmark", percentiles=(1.0, 99.0)), True, 12)
+    decode = DecodeSettings("benchmark", percentiles=(1.0, 99.0), force_dicom=True, bit_depth=12)
     prep = Preprocessing("clahe(clip_limit=3.0)", decode)
     again = Preprocessing.from_record(prep.record())
     assert again.decode == decode
     assert again.normalization == prep.normalization
     with pytest.raises(InputError, match="recorded decode settings"):
         Preprocessing.from_record({"normalization": "none", "decode": {"dicom": {"mode": 3}}})
+    with pytest.raises(InputError, match=r"recorded decode settings .*dicom mode=3"):
+        Preprocessing.from_record({"normalization": "none", "decode": {"dicom_mode": 3}})
     with pytest.raises(InputError, match=r"decode='benchmark': give a sagan_ad\.data\.Decode"):
         FolderPredictDataModule("scans", decode="benchmark")
+    with pytest.raises(InputError, match=r"decode: no setting 'mode'; the settings are dicom_mode"):
+        FolderPredictDataModule("scans", decode={"mode": "benchmark"})

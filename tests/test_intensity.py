@@ -44,6 +44,7 @@ from sagan_ad.data import (
 )
 from sagan_ad.data.intensity import to_uint8
 from sagan_ad.preprocessing import PREPROCESSING_KEY
+from sagan_ad.training.checkpoint_upgrade import FORMAT_KEY
 
 
 def radiographs(n: int = 12, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -373,7 +374,7 @@ def without_preprocessing_record(root, tmp_path, normalization: str, on_scorer: 
     path = tmp_path / "older.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
-    del checkpoint[PREPROCESSING_KEY]
+    del checkpoint[PREPROCESSING_KEY], checkpoint[FORMAT_KEY]
     if on_scorer:
         checkpoint["hyper_parameters"]["scorer"]["init_args"]["normalization"] = normalization
     torch.save(checkpoint, path)

@@ -33,7 +33,6 @@ from sagan_ad.cli.config_errors import check_config_files, parse_error_message
 from sagan_ad.cli.errors import _user_error
 from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
-from sagan_ad.compat import migrate_arguments
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.errors import InputError
 from sagan_ad.module import SAGAN
@@ -275,7 +274,7 @@ def _main(args: list[str] | None) -> None:
         # The arguments always come as `args` (config names resolved), which LightningCLI takes
         # for a mistake when sys.argv holds arguments too.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        _lightning_cli(migrate_arguments(argv))
+        _lightning_cli(argv)
 
 
 def _lightning_cli(args: list[str]) -> None:

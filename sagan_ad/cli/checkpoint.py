@@ -14,7 +14,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.cli.checks import check_output_folders
 from sagan_ad.cli.resumed import check_resumed_settings
-from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.module import SAGAN
 from sagan_ad.protected import protect
 from sagan_ad.training.checkpoint_files import (
@@ -26,6 +25,7 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpoint_settings import check_settings, flat_settings
+from sagan_ad.training.checkpoint_upgrade import upgrade_checkpoint
 from sagan_ad.training.engine import Engine
 from sagan_ad.training.hparams import factory_config
 from sagan_ad.training.resume import SPECIAL_PATHS, find_last_checkpoint, resolve_checkpoint
@@ -76,15 +76,15 @@ def adopt_checkpoint_settings(cli: LightningCLI, checkpoint: dict[str, Any], pat
 
     Returns whether anything differed (the model must then be built again).
     """
-    # A v0.1 checkpoint's flat settings become the components they mean.
-    upgrade_checkpoint(checkpoint)
+    source = f"checkpoint {path!r} (--ckpt_path)"
+    # An older format's settings become the components they mean.
+    upgrade_checkpoint(checkpoint, source)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     hparams.pop("_instantiator", None)
     stage = cli.config["subcommand"]
     current = cli.config[stage].get("model")
     if not hparams or current is None:
         return False
-    source = f"checkpoint {path!r} (--ckpt_path)"
     if checkpoint.get(MODEL_CLASS_KEY) is not None:
         # The class the checkpoint records must be the configured one (refused otherwise, with
         # what to pass); only checkpoints without that record take Lightning's _class_path.

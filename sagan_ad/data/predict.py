@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -232,7 +233,7 @@ class FolderPredictDataModule(L.LightningDataModule):
         num_workers: int = 0,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         recursive: bool = True,
-        decode: DecodeSettings | None = None,
+        decode: DecodeSettings | Mapping[str, Any] | None = None,
         on_error: OnError = "raise",
     ) -> None:
         super().__init__()
@@ -240,11 +241,8 @@ class FolderPredictDataModule(L.LightningDataModule):
             raise InputError(f"in_channels={in_channels}: must be 1 (grayscale) or 3 (RGB)")
         if batch_size < 1:
             raise InputError(f"batch_size={batch_size}: must be >= 1")
-        if decode is not None and not isinstance(decode, DecodeSettings):
-            raise InputError(
-                f"decode={decode!r}: give a sagan_ad.data.DecodeSettings (such as "
-                "model.preprocessing.decode) or None"
-            )
+        if decode is not None:
+            decode = DecodeSettings.parse(decode)
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.on_error = on_error

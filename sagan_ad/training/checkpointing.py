@@ -25,7 +25,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sagan_ad.compat import checkpoint_source, upgrade_checkpoint
 from sagan_ad.errors import FileError, InputError
 from sagan_ad.protected import writable_target
 from sagan_ad.training.checkpoint_files import (
@@ -39,6 +38,7 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpoint_settings import check_settings
+from sagan_ad.training.checkpoint_upgrade import checkpoint_source, upgrade_checkpoint
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -185,7 +185,7 @@ def load_checkpoint(
     values and load fine. The model class is the one the checkpoint records (imported by its
     dotted name, never unpickled); checkpoints written before classes were recorded load as
     `sagan_ad.SAGAN`. Checkpoints of v0.1, whose settings were flat, load as the same model
-    built from components (`sagan_ad.compat.upgrade_checkpoint`).
+    built from components (`sagan_ad.training.checkpoint_upgrade.upgrade_checkpoint`).
 
     Args:
         path: a ``.ckpt`` file written by ``sagan-ad fit`` or a Lightning Trainer.
@@ -208,7 +208,7 @@ def load_checkpoint(
     if model_class is None:
         model_class = import_model_class(checkpoint.get(MODEL_CLASS_KEY, "sagan_ad.SAGAN"), source)
     check_model_class(checkpoint, model_class, source)
-    upgrade_checkpoint(checkpoint)
+    upgrade_checkpoint(checkpoint, source)
     check_settings(checkpoint, model_class, source)
     del checkpoint
     try:

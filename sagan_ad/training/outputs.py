@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.data.dicom import DicomOptions
+from sagan_ad.data.decoding import DecodeSettings
 from sagan_ad.data.image_io import decode_image
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import best_trivial, describe_trivial
@@ -182,16 +182,14 @@ def overlay_name(name: str) -> str:
 
 def read_film(path: str, datamodule: object = None) -> np.ndarray:
     """The original image file at its own resolution as ``uint8`` RGB, read as the DataModule
-    reads it (its ``dicom`` options and ``force_dicom`` flag, where it has them).
+    reads it (its DICOM options and ``force_dicom`` flag: `sagan_ad.data.DecodeSettings.of`).
 
     Examples:
         >>> read_film("scans/a.dcm", trainer.datamodule).shape  # doctest: +SKIP
         (2048, 2500, 3)
     """
-    options = getattr(datamodule, "dicom", None)
-    force = getattr(datamodule, "force_dicom", False)
-    options = options if isinstance(options, DicomOptions) else None
-    return film_to_rgb(decode_image(path, options, force_dicom=force is True))
+    decode = DecodeSettings.of(datamodule) or DecodeSettings()
+    return film_to_rgb(decode_image(path, decode.dicom, force_dicom=decode.force_dicom))
 
 
 class EvaluationWriter(Callback):

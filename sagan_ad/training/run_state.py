@@ -4,13 +4,11 @@ evaluate: trained weights, and data that match it."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import lightning as L
 import torch
 
-from sagan_ad.compat import upgrade_checkpoint
 from sagan_ad.errors import DataMismatchError, InputError
 from sagan_ad.preprocessing import PREPROCESSING_KEY, Preprocessing
 from sagan_ad.training.checkpoint_files import (
@@ -19,12 +17,19 @@ from sagan_ad.training.checkpoint_files import (
     check_model_class,
     model_class_name,
 )
+from sagan_ad.training.checkpoint_upgrade import (
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    format_version,
+    upgraded,
+)
 from sagan_ad.training.checkpointing import global_rng_state, set_global_rng_state
 
 
 def write_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
     """Add the iteration, the model's class, its pre-processing and the RNG states to
     ``checkpoint``."""
+    checkpoint[FORMAT_KEY] = FORMAT_VERSION
     checkpoint["sagan_iteration"] = module.iteration
     checkpoint[PREPROCESSING_KEY] = module.preprocessing.record()
     checkpoint["sagan_model_class"] = model_class_name(type(module))
@@ -36,6 +41,7 @@ def read_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> Non
     """Check ``checkpoint`` against ``module`` (its class, finite weights) and restore the run
     state `write_run_state` saved; every load passes here (a Trainer's ``ckpt_path``,
     ``load_from_checkpoint``, `sagan_ad.load_checkpoint`)."""
+    format_version(checkpoint)
     check_model_class(checkpoint, type(module))
     weights = [name for name, _ in module.named_parameters()]
     check_finite_weights(checkpoint["state_dict"], weights)
@@ -59,13 +65,9 @@ def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
         >>> preprocessing_of({}).normalization.spec()
         'none'
     """
-    record = checkpoint.get(PREPROCESSING_KEY)
-    if record is None:
-        # An older checkpoint kept the normalisation among the model's settings: read it from a
-        # copy, as the upgrade would place it.
-        older = {"hyper_parameters": copy.deepcopy(checkpoint.get("hyper_parameters") or {})}
-        upgrade_checkpoint(older)
-        record = older.get(PREPROCESSING_KEY) or {"normalization": "none"}
+    # An older checkpoint kept the normalisation among the model's settings: read it where the
+    # upgrade puts it.
+    record = upgraded(checkpoint).get(PREPROCESSING_KEY)
     try:
         return Preprocessing.from_record(record)
     except InputError as err:
