@@ -5,7 +5,7 @@ their contents:
 
 - **1**, sagan_ad v0.1: flat model settings (``image_size``, ``lambda_gp``, ...) instead of
   components, and the training data's ``normalization`` among them;
-- **2**, components (until 2026-12-08): the normalisation among the scorer's settings;
+- **2**, components (until 2026-12-07): the normalisation among the scorer's settings;
 - **3** (`FORMAT_VERSION`): the pre-processing record
   (`sagan_ad.preprocessing.PREPROCESSING_KEY`) and the format key.
 
