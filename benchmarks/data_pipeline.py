@@ -18,7 +18,7 @@ read once before timing, so that every measurement finds it in the page cache. T
   ``setup("fit")`` with an empty cache (discovery, headers, decoding on ``--workers``
   processes, digests, cache writes, split and leakage checks);
 - the second setup: the same again, in another process (it reads the setup record that the
-  first one wrote, `sagan_ad.data.setup_record`).
+  first one wrote, `sagan_ad.data.caching.setup_record`).
 
 It prints each run, the medians as files/s, the ratios first setup / loop (pair by pair, the
 median) and the peak memory (the largest resident set of the measuring process and of any
@@ -88,7 +88,7 @@ def manifest_check(folder: Path, cache: Path, size: int) -> tuple[int, float]:
     """The cache's check of a filled cache alone (a ``stat`` per file against the index, the
     images gathered from the shards), as `FolderDataModule` runs it: files and seconds."""
     from sagan_ad import FolderDataModule, ImageCache
-    from sagan_ad.data.discovery import find_images
+    from sagan_ad.data.reading.discovery import find_images
 
     settings = FolderDataModule(folder, image_size=size).settings
     paths = find_images(folder)

@@ -29,7 +29,7 @@ from pydicom.uid import generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sagan_ad.data.dicom import read_dataset
+from sagan_ad.data.reading.dicom import read_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILMS = (

@@ -99,7 +99,7 @@ from quality_scores import (
 from quality_tables import merge, plot_ratio, save_json, tables
 
 from sagan_ad import SAGAN, MedADDataModule
-from sagan_ad.data.intensity import NORMALIZATION_METHODS
+from sagan_ad.data.images.intensity import NORMALIZATION_METHODS
 from sagan_ad.evaluation.metrics import auroc
 
 

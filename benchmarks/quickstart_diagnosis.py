@@ -37,8 +37,8 @@ from harness import adam, describe, training_only_trainer
 from torch import Tensor
 
 from sagan_ad import SAGAN, Critic, Evaluator, Generator, SAGANLoss, SyntheticCXRDataModule
-from sagan_ad.data.lesions import add_lesions
-from sagan_ad.data.phantoms import make_chest_phantoms
+from sagan_ad.data.images.lesions import add_lesions
+from sagan_ad.data.images.phantoms import make_chest_phantoms
 from sagan_ad.evaluation.metrics import auroc
 from sagan_ad.synthesis import PatchBlendSynthesizer, PerlinBlobSynthesizer
 

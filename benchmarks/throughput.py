@@ -57,7 +57,7 @@ from throughput_flops import iteration_flops, peak_tflops, percent_of_peak
 from throughput_released import ReleasedLikeData, ReleasedLikeSAGAN
 
 from sagan_ad import SAGAN, Critic, Generator, Performance, SyntheticCXRDataModule
-from sagan_ad.data.datasets import to_model_range
+from sagan_ad.data.modules.datasets import to_model_range
 from sagan_ad.networks.cpu_kernels import pytorch_kernels
 
 

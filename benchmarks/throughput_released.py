@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sagan_ad import SAGAN, PatchBlendSynthesizer, SyntheticCXRDataModule
-from sagan_ad.data.datasets import to_model_range
+from sagan_ad.data.modules.datasets import to_model_range
 
 
 class ReleasedLikePairs(Dataset):

@@ -14,9 +14,9 @@ from typing import Any
 
 from torch import Tensor
 
-from sagan_ad.data.datasets import to_model_range
-from sagan_ad.data.decoding import DecodeSettings
-from sagan_ad.data.intensity import IntensityNormalization, IntensityNormalizer
+from sagan_ad.data.images.intensity import IntensityNormalization, IntensityNormalizer
+from sagan_ad.data.modules.datasets import to_model_range
+from sagan_ad.data.reading.decoding import DecodeSettings
 from sagan_ad.errors import DataMismatchError, InputError
 
 PREPROCESSING_KEY = "sagan_preprocessing"

@@ -34,7 +34,8 @@ earlier run are never trained on or scored."""
 # rewritten itself (a resumed run's last.ckpt).
 _INPUTS: dict[tuple[int, int], tuple[str, int, int]] = {}
 protected_now: list[list[str]] | None = None
-"""Where a setup being recorded keeps the inputs it protects (`sagan_ad.data.setup_record`), so
+"""Where a setup being recorded keeps the inputs it protects
+(`sagan_ad.data.caching.setup_record`), so
 that a setup read from its record protects them again."""
 
 

@@ -530,7 +530,7 @@ def mixed_folder(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_found_images_are_sorted_part_by_part_as_paths_are(tmp_path):
-    from sagan_ad.data.discovery import discover_images
+    from sagan_ad.data.reading.discovery import discover_images
 
     names = ["a-b.png", "a/b.png", "a/c/d.png", "a.b/x.png", "A.png", "b.png", "a b/y.png"]
     for name in names:

@@ -24,7 +24,7 @@ from sagan_ad import (
     SplitError,
 )
 from sagan_ad.cli import main
-from sagan_ad.data.image_io import load_image
+from sagan_ad.data.reading.image_io import load_image
 
 
 class CLIError(Exception):

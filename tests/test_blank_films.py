@@ -22,7 +22,7 @@ from sagan_ad.data import (
     load_images,
     read_image,
 )
-from sagan_ad.data.file_kinds import dicom_without_image, media_storage_class
+from sagan_ad.data.reading.file_kinds import dicom_without_image, media_storage_class
 
 QUIET = {"image_size": 16, "cache_workers": 1, "progress": False, "val_fraction": 0.0}
 REMEDY = "a blank film is no normal and no finding: remove it from the data"

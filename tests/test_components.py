@@ -31,7 +31,7 @@ from sagan_ad import (
     load_checkpoint,
 )
 from sagan_ad.cli import main
-from sagan_ad.data.datasets import LabelledImages, collate_evaluation
+from sagan_ad.data.modules.datasets import LabelledImages, collate_evaluation
 from sagan_ad.preprocessing import PREPROCESSING_KEY
 from sagan_ad.training.checkpoint_upgrade import (
     FORMAT_KEY,

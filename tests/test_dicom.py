@@ -281,7 +281,7 @@ def _display_cases():
 def test_the_display_computed_per_stored_value_equals_the_display_of_every_pixel(tmp_path, case):
     """read_dicom maps each stored value once (a table); the per-pixel pipeline is the
     reference, percentiles, padding and LUTs that are not monotonic included."""
-    from sagan_ad.data import dicom
+    from sagan_ad.data.reading import dicom
 
     pixels, tags, options = _display_cases()[case]
     photometric = tags.pop("PhotometricInterpretation", "MONOCHROME2")
@@ -303,7 +303,7 @@ def test_native_pixel_data_read_directly_equal_pydicom(tmp_path, dtype, bits, ga
     cleared (unsigned) or repeat the sign (signed), as pydicom does."""
     import pydicom
 
-    from sagan_ad.data import dicom
+    from sagan_ad.data.reading import dicom
 
     rng = np.random.default_rng(0)
     info = np.iinfo(dtype)

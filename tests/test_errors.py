@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import sagan_ad
-from sagan_ad.cli.errors import _user_error
+from sagan_ad.cli.errors import user_error
 from sagan_ad.errors import (
     DataError,
     FileError,
@@ -39,13 +39,13 @@ def test_the_library_errors_share_one_base_and_keep_their_builtin_kind(name, bui
 def test_the_cli_reports_user_errors_by_type_wherever_they_were_raised():
     # Raised here, in a test, not inside the package: still the user's.
     error = InputError("batch_size=0: must be >= 1")
-    assert _user_error(error) is error
+    assert user_error(error) is error
     wrapped = RuntimeError("jsonargparse could not build the data")
     wrapped.__cause__ = MissingFileError("data.root='x' is not a folder")
-    assert isinstance(_user_error(wrapped), MissingFileError)
+    assert isinstance(user_error(wrapped), MissingFileError)
     # A built-in error is a defect of the library (or of a dependency): its traceback shows.
-    assert _user_error(ValueError("internal")) is None
-    assert _user_error(FileNotFoundError("cache shard")) is None
+    assert user_error(ValueError("internal")) is None
+    assert user_error(FileNotFoundError("cache shard")) is None
 
 
 def test_a_bad_setting_raises_an_input_error_that_names_it():

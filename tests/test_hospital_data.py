@@ -18,7 +18,7 @@ from conftest import chest_phantom, film, mark, write_dicom, write_medad_tree
 from PIL import Image
 from test_raw_datamodules import LAG_COUNTS, lag_tree, write_csv
 
-import sagan_ad.data.cache as cache_module
+import sagan_ad.data.caching.cache as cache_module
 from sagan_ad import (
     DicomOptions,
     FolderDataModule,
@@ -235,7 +235,7 @@ def test_group_by_patient_keeps_every_patient_on_one_side_of_a_drawn_split(tmp_p
 def test_a_folder_grouped_by_a_dicom_keyword_reads_each_file_once(tmp_path, monkeypatch):
     """The group's header value is read while decoding (no header pass first), and it keeps
     each patient's films on one side of the validation hold-out."""
-    import sagan_ad.data.groups as groups_module
+    import sagan_ad.data.splits.groups as groups_module
 
     for i in range(12):
         write_dicom(

@@ -50,7 +50,7 @@ from sagan_ad import (
     VinDrCXRDataModule,
 )
 from sagan_ad.data import decode_image, read_dicom, read_medad_split
-from sagan_ad.data.leakage import SAME_BYTES, check_leakage
+from sagan_ad.data.splits.leakage import SAME_BYTES, check_leakage
 
 QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
 

@@ -23,7 +23,7 @@ from sagan_ad.data import (
     load_image,
     load_images,
 )
-from sagan_ad.data.leakage import SAME_BYTES
+from sagan_ad.data.splits.leakage import SAME_BYTES
 
 
 def test_sixteen_bit_grayscale_png_and_tiff_keep_their_depth(tmp_path):
@@ -88,7 +88,7 @@ def test_cache_decodes_once_and_is_keyed_by_settings_and_file(tmp_path, monkeypa
     np.testing.assert_array_equal(first.images[2], load_image(paths[2], 16))
 
     calls = []
-    import sagan_ad.data.cache as cache_module
+    import sagan_ad.data.caching.cache as cache_module
 
     real = cache_module.read_image
     monkeypatch.setattr(
@@ -140,7 +140,7 @@ def test_cache_errors_list_everything_or_skip_with_a_log(tmp_path, caplog):
 def test_a_crash_while_writing_leaves_no_partial_cache(tmp_path, monkeypatch):
     paths = dicom_files(tmp_path / "raw", 3)
     cache = ImageCache(tmp_path / "c", PreprocessSettings(8), num_workers=1, progress=False)
-    import sagan_ad.data.cache as cache_module
+    import sagan_ad.data.caching.cache as cache_module
 
     def crash(path, array):
         with open(path, "wb") as handle:
@@ -205,7 +205,7 @@ def mixed_files(folder) -> list:
 def test_a_cache_build_reads_each_file_once_and_a_hit_opens_none(tmp_path, monkeypatch):
     """Pixels, header values and the digest of the bytes come from one read; a later run
     compares size and modification time only."""
-    import sagan_ad.data.cache_index as index_module
+    import sagan_ad.data.caching.cache_index as index_module
 
     paths = mixed_files(tmp_path / "raw")
     opened = opened_sources(monkeypatch, paths)
@@ -225,7 +225,7 @@ def test_a_cache_build_reads_each_file_once_and_a_hit_opens_none(tmp_path, monke
 
 
 def test_header_values_asked_for_later_are_read_once_and_kept(tmp_path, monkeypatch):
-    import sagan_ad.data.cache_index as index_module
+    import sagan_ad.data.caching.cache_index as index_module
 
     paths = mixed_files(tmp_path / "raw")
     settings = PreprocessSettings(8)
@@ -254,7 +254,7 @@ def test_a_plain_png_with_a_colour_key_is_refused_like_transparency(tmp_path):
 
 @pytest.mark.parametrize("kind", ["grey16", "rgb", "grey8"])
 def test_plain_pngs_decode_to_the_pixels_pil_gives(tmp_path, kind):
-    from sagan_ad.data.pixels import _pil_pixels
+    from sagan_ad.data.reading.pixels import pil_pixels
 
     rng = np.random.default_rng(1)
     shape = {"grey16": (13, 11), "rgb": (13, 11, 3), "grey8": (13, 11)}[kind]
@@ -262,7 +262,7 @@ def test_plain_pngs_decode_to_the_pixels_pil_gives(tmp_path, kind):
     pixels = rng.integers(0, top, shape, endpoint=True).astype(np.uint16 if top > 255 else np.uint8)
     Image.fromarray(pixels).save(tmp_path / "p.png")
     with Image.open(tmp_path / "p.png") as img:
-        expected = _pil_pixels(img)
+        expected = pil_pixels(img)
     decoded = decode_image(tmp_path / "p.png")
     assert decoded.dtype == expected.dtype
     np.testing.assert_array_equal(decoded, expected)

@@ -16,7 +16,7 @@ from conftest import tiny_networks
 import sagan_ad.export
 from sagan_ad import SAGAN, export_scorer
 from sagan_ad.cli import main
-from sagan_ad.data.datasets import to_model_range
+from sagan_ad.data.modules.datasets import to_model_range
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

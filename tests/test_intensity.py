@@ -42,7 +42,7 @@ from sagan_ad.data import (
     normalize_images,
     to_model_range,
 )
-from sagan_ad.data.intensity import to_uint8
+from sagan_ad.data.images.intensity import to_uint8
 from sagan_ad.preprocessing import PREPROCESSING_KEY
 from sagan_ad.training.checkpoint_upgrade import FORMAT_KEY
 

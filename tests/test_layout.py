@@ -32,12 +32,23 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def top_level(tree: ast.Module) -> list[ast.stmt]:
+    """The module's own statements, with those under ``if TYPE_CHECKING:``: a cycle of type
+    annotations is a cycle of ideas all the same."""
+    statements = []
+    for node in tree.body:
+        statements.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            statements.extend(node.body)
+    return statements
+
+
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """The sagan_ad modules ``path`` imports when it is imported (top-level statements only:
-    imports inside functions run later and cannot make an import cycle)."""
+    """The sagan_ad modules ``path`` imports when it is imported (top-level statements and those
+    for type checking: imports inside functions run later and cannot make an import cycle)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
-    for node in tree.body:
+    for node in top_level(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -70,3 +81,15 @@ def test_modules_import_each_other_without_a_cycle():
         if name not in state:
             visit(name)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_module_imports_a_private_name_of_another():
+    # What a module shares is public; a private name stays in the module that defines it.
+    found = []
+    for path in python_files(PACKAGE):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sagan_ad"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                private = [name for name in private if not name.startswith("__")]
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{n}" for n in private]
+    assert not found, "private names imported across modules: " + ", ".join(found)

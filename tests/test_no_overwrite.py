@@ -20,7 +20,7 @@ from PIL import Image
 from sagan_ad.atomic import atomic_path
 from sagan_ad.cli import main
 from sagan_ad.data import FolderDataModule, MedADDataModule, discover_images
-from sagan_ad.data.cache_files import atomic_write_text
+from sagan_ad.data.storage import atomic_write_text
 from sagan_ad.protected import (
     OUTPUT_MARKER,
     OutputIsInputError,

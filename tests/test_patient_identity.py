@@ -12,10 +12,11 @@ import pytest
 from conftest import chest_phantom, mark, write_dicom
 from PIL import Image, PngImagePlugin
 
-from sagan_ad.data import FolderDataModule, SplitError, check_leakage, twins
-from sagan_ad.data.leakage import SAME_BYTES, canonical_id, near_identical_ids
-from sagan_ad.data.split import holdout_groups
-from sagan_ad.data.twins import MAX_TOLERANCE, MEAN_TOLERANCE, SAME_PIXELS
+from sagan_ad.data import FolderDataModule, SplitError, check_leakage
+from sagan_ad.data.splits import twins
+from sagan_ad.data.splits.leakage import SAME_BYTES, canonical_id, near_identical_ids
+from sagan_ad.data.splits.split import holdout_groups
+from sagan_ad.data.splits.twins import MAX_TOLERANCE, MEAN_TOLERANCE, SAME_PIXELS
 
 QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
 

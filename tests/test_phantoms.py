@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sagan_ad.data.lesions import add_lesions
-from sagan_ad.data.phantoms import make_chest_phantoms
+from sagan_ad.data.images.lesions import add_lesions
+from sagan_ad.data.images.phantoms import make_chest_phantoms
 
 SIZE = 64
 

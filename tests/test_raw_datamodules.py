@@ -343,7 +343,7 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
 def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_path, monkeypatch):
     import lightning as L
 
-    import sagan_ad.data.cache as cache_module
+    import sagan_ad.data.caching.cache as cache_module
     from sagan_ad import SAGAN
 
     decoded = []

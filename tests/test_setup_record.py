@@ -16,14 +16,14 @@ from conftest import chest_phantom, mark, write_dicom
 from PIL import Image
 
 from sagan_ad.data import FolderDataModule, ImageSet, SplitError
-from sagan_ad.data import raw as raw_module
-from sagan_ad.data.setup_record import (
+from sagan_ad.data.caching.setup_record import (
     STATE,
     SetupRecord,
     UnrecordableError,
     decode,
     encode,
 )
+from sagan_ad.data.modules import raw as raw_module
 
 QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
 
@@ -358,7 +358,7 @@ def test_an_image_two_sets_hold_is_kept_once():
 
 
 def test_the_record_is_read_without_huge_pages_and_numpy_is_set_back():
-    from sagan_ad.data.setup_record import small_pages
+    from sagan_ad.data.caching.setup_record import small_pages
 
     switch = np._core.multiarray._set_madvise_hugepage
     original = switch(True)

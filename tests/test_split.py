@@ -9,10 +9,15 @@ import pytest
 from conftest import write_medad_tree
 
 from sagan_ad import MedADDataModule
-from sagan_ad.data.leakage import check_disjoint
-from sagan_ad.data.medad_split import MedADSplit
-from sagan_ad.data.split import SplitError, build_unlabeled, holdout_indices, unlabeled_counts
-from sagan_ad.data.split_file import read_medad_split
+from sagan_ad.data.splits.leakage import check_disjoint
+from sagan_ad.data.splits.medad_split import MedADSplit
+from sagan_ad.data.splits.split import (
+    SplitError,
+    build_unlabeled,
+    holdout_indices,
+    unlabeled_counts,
+)
+from sagan_ad.data.splits.split_file import read_medad_split
 
 
 def test_unlabeled_mixture_takes_the_first_names_of_each_pool():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from sagan_ad.cli.usage import _front_door
+from sagan_ad.cli.usage import front_door
 
 if TYPE_CHECKING:
     from sagan_ad.cli.app import SAGANCLI
@@ -28,7 +28,7 @@ def main(args: list[str] | None = None) -> None:
         sagan-ad ...
     """
     argv = sys.argv[1:] if args is None else list(args)
-    if _front_door(argv):
+    if front_door(argv):
         return
     if argv[:1] == ["configs"]:
         from sagan_ad.cli.commands import configs_main

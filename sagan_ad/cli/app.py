@@ -30,9 +30,9 @@ from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
 from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
 from sagan_ad.cli.commands import configs_main, export_main
 from sagan_ad.cli.config_errors import check_config_files, parse_error_message
-from sagan_ad.cli.errors import _user_error
+from sagan_ad.cli.errors import user_error
 from sagan_ad.cli.loggers import check_logger_packages
-from sagan_ad.cli.usage import SUBCOMMANDS, _front_door
+from sagan_ad.cli.usage import SUBCOMMANDS, front_door
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.errors import InputError
 from sagan_ad.module import SAGAN
@@ -248,7 +248,7 @@ def report(error: Exception) -> NoReturn:
     """End the program on ``error``: one ``error:`` line and exit status 2 for the library's
     verdicts on the user's input (`sagan_ad.cli.errors`), the traceback for anything else or
     with ``SAGAN_AD_DEBUG=1``."""
-    found = _user_error(error)
+    found = user_error(error)
     if os.environ.get("SAGAN_AD_DEBUG", "") not in ("", "0") or found is None:
         raise error
     print(f"error: {found}", file=sys.stderr)
@@ -258,7 +258,7 @@ def report(error: Exception) -> NoReturn:
 
 def _main(args: list[str] | None) -> None:
     argv = sys.argv[1:] if args is None else args
-    if _front_door(argv):
+    if front_door(argv):
         return
     _use_working_folder()
     if argv[:1] == ["configs"]:

@@ -29,7 +29,7 @@ from sagan_ad.training.checkpoint_upgrade import upgrade_checkpoint
 from sagan_ad.training.engine import Engine
 from sagan_ad.training.hparams import factory_config
 from sagan_ad.training.resume import SPECIAL_PATHS, find_last_checkpoint, resolve_checkpoint
-from sagan_ad.training.run_config import _plain_config
+from sagan_ad.training.run_config import plain_config
 
 
 def prepare_run(cli: LightningCLI) -> None:
@@ -50,7 +50,7 @@ def prepare_run(cli: LightningCLI) -> None:
     resumed = local and stage == "fit"
     resumed = resumed and (requested == "last" or _is_newest_last(cli.trainer, resolved))
     if resumed:
-        current = _plain_config(cli._parser(stage), cli.config[stage])
+        current = plain_config(cli._parser(stage), cli.config[stage])
         check_resumed_settings(Path(resolved).parent.parent, current, requested)
     elif local:
         # Only the run a checkpoint belongs to may write over it (a resumed last.ckpt).

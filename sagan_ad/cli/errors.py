@@ -12,7 +12,7 @@ _GPU_MISSING = "No supported gpu backend found"
 """Lightning's whole message for ``accelerator: gpu`` on a machine without one."""
 
 
-def _user_error(error: BaseException) -> BaseException | None:
+def user_error(error: BaseException) -> BaseException | None:
     """The library's message about the user's input or run behind ``error``, if any (not a bug):
     a `sagan_ad.errors.UserError`, or Lightning's verdict on a Trainer setting.
 

@@ -45,7 +45,7 @@ options:
 """
 
 
-def _front_door(argv: list[str]) -> bool:
+def front_door(argv: list[str]) -> bool:
     """Answer ``--help``, ``--version``, no subcommand and an unknown subcommand; whether done."""
     first = argv[0] if argv else None
     if first in ("-h", "--help"):

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 _logged: set[str] = set()
 said: list[list] | None = None
-"""Where a setup being recorded keeps its warnings (`sagan_ad.data.setup_record`): also those
+"""Where a setup being recorded keeps its warnings (`sagan_ad.data.caching.setup_record`): also
+those
 this process said before, which a later process reading the record must say again."""
 
 

@@ -36,8 +36,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.data.decoding import DecodeSettings
-from sagan_ad.data.image_io import decode_image
+from sagan_ad.data.reading.decoding import DecodeSettings
+from sagan_ad.data.reading.image_io import decode_image
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.audit import best_trivial, describe_trivial
 from sagan_ad.evaluation.report import EvaluationReport

@@ -16,7 +16,7 @@ from sagan_ad.training.runs import run_dir
 from sagan_ad.training.tracking import save_run_files
 
 
-def _plain_config(parser: Any, config: Any) -> dict[str, Any]:
+def plain_config(parser: Any, config: Any) -> dict[str, Any]:
     dumped = yaml.safe_load(parser.dump(config, skip_none=False, skip_link_targets=False))
     subcommand = dumped.get("subcommand")
     return dumped[subcommand] if subcommand else dumped
@@ -88,7 +88,7 @@ class RunConfigSaver(SaveConfigCallback):
             tmp.write_text(text, encoding="utf-8")
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        config = _plain_config(self.parser, self.config)
+        config = plain_config(self.parser, self.config)
         extra = config_hyperparameters(config, dict(getattr(pl_module, "hparams", {})))
         for logger in trainer.loggers:
             logger.log_hyperparams(extra)

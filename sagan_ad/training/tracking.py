@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from sagan_ad.atomic import atomic_path
-from sagan_ad.data.datasets import to_model_range
+from sagan_ad.data.modules.datasets import to_model_range
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.visualization import sample_grid, save_png
 from sagan_ad.protected import mark_output_folder

@@ -1,0 +1,2 @@
+"""What is done to decoded images: intensity normalisation, augmentation, the built-in phantoms and
+lesions, boxes."""

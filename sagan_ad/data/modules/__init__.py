@@ -1,0 +1,1 @@
+"""The LightningDataModules and the torch datasets they serve."""
