@@ -35,8 +35,8 @@ earlier run are never trained on or scored."""
 _INPUTS: dict[tuple[int, int], tuple[str, int, int]] = {}
 protected_now: list[list[str]] | None = None
 """Where a setup being recorded keeps the inputs it protects
-(`sagan_ad.data.caching.setup_record`), so
-that a setup read from its record protects them again."""
+(`sagan_ad.data.caching.setup_record`), so that a setup read from its record protects them
+again."""
 
 
 class OutputIsInputError(FileError, FileExistsError):

@@ -11,9 +11,9 @@ log = logging.getLogger(__name__)
 
 _logged: set[str] = set()
 said: list[list] | None = None
-"""Where a setup being recorded keeps its warnings (`sagan_ad.data.caching.setup_record`): also
-those
-this process said before, which a later process reading the record must say again."""
+"""Where a setup being recorded keeps its warnings (`sagan_ad.data.caching.setup_record`):
+also those this process said before, which a later process reading the record must say
+again."""
 
 
 def log_once(message: str, level: int = logging.WARNING, logger: logging.Logger = log) -> None:

@@ -69,7 +69,7 @@ class PreprocessSettings:
         dicom_tags: DICOM header keywords stored with each image (for example
             ``("ViewPosition", "PatientSex")``), carried as metadata.
         bit_depth: how 16-bit PNG / TIFF are scaled (see
-        `sagan_ad.data.reading.bit_depth.scale_bits`).
+            `sagan_ad.data.reading.bit_depth.scale_bits`).
     """
 
     image_size: int
@@ -202,9 +202,8 @@ class ImageCache:
     Layout: ``root/<settings key>/`` holds ``settings.json``, shards ``shard-*.npy`` of uint8
     ``(n, C, S, S)`` arrays and ``index.json``, the manifest: for each file's absolute path its
     size and modification time when read, its shard row, original size, header values, used
-    bit depth and a digest of its bytes (see `sagan_ad.data.caching.cache_index`). A damaged index
-    or
-    shard (cut short, deleted, not an object, images of other settings) is not trusted: the
+    bit depth and a digest of its bytes (see `sagan_ad.data.caching.cache_index`). A damaged
+    index or shard (cut short, deleted, not an object, images of other settings) is not trusted: the
     files it held are decoded again, with a warning; a cache folder that cannot be written is
     an `OSError` naming it. A changed setting never reuses stale pixels; what counts as a
     changed file is ``identity``:

@@ -31,9 +31,8 @@ from sagan_ad.protected import protect
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
-training reads (`sagan_ad.data.reading.discovery.IMAGE_SUFFIXES`), plus files without a suffix that
-carry
-the DICOM magic."""
+training reads (`sagan_ad.data.reading.discovery.IMAGE_SUFFIXES`), plus files without a suffix
+that carry the DICOM magic."""
 
 
 def original_size(path: str | os.PathLike, force_dicom: bool = False) -> tuple[int, int]:
@@ -71,9 +70,8 @@ def list_images(
 ) -> list[Path]:
     """Image files under ``root``, sorted by relative path: those with one of ``extensions``,
     files without a suffix that carry the DICOM magic, or every file with ``force_dicom``;
-    hidden and system files never (`sagan_ad.data.reading.discovery.discover_images`). What was
-    skipped
-    is logged once, as counts.
+    hidden and system files never (`sagan_ad.data.reading.discovery.discover_images`). What
+    was skipped is logged once, as counts.
 
     Examples:
         >>> list_images(Path("does-not-exist"))  # doctest: +ELLIPSIS
