@@ -31,6 +31,7 @@ from sagan_ad import (
     SplitError,
     SyntheticCXRDataModule,
 )
+from sagan_ad.atomic import _HOST
 from sagan_ad.data import DecodeSettings, decode_image, load_image, protocol_split, read_dicom
 
 QUIET = dict(image_size=16, cache_workers=1, progress=False)
@@ -565,6 +566,23 @@ def test_content_identity_reuses_moved_files_without_decoding(tmp_path, monkeypa
     cache = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False, identity="content")
     np.testing.assert_array_equal(cache.load(moved).images, first.images)
     assert decoded == []
+
+
+def test_a_killed_writers_temporary_in_the_cache_is_removed_by_the_next_write(tmp_path):
+    # Temporaries named by a process that no longer runs are what a kill mid-write leaves.
+    paths = [
+        write_dicom(tmp_path / f"{i}.dcm", chest_phantom() // (i + 1), bits_stored=12)
+        for i in range(2)
+    ]
+    settings = PreprocessSettings(16)
+    folder = tmp_path / "c" / settings.key()
+    folder.mkdir(parents=True)
+    stale = folder / f".shard-00000.partial-999999999-{_HOST}.npy"
+    stale.write_bytes(b"half a shard")
+    loaded = ImageCache(tmp_path / "c", settings, num_workers=1, progress=False).load(paths)
+    assert len(loaded.images) == 2
+    assert not stale.exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_an_interrupted_build_resumes_from_its_last_save(tmp_path, monkeypatch):

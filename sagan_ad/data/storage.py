@@ -10,10 +10,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.errors import FileError
 from sagan_ad.protected import writable_target
 
@@ -81,22 +81,16 @@ def bytes_digest(data: bytes) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    # Write beside the target, then rename: a crash leaves the old file or none, never half.
-    path = writable_target(path, "cache_dir")
+    """Replace ``path`` by what ``write`` puts into a temporary file beside it
+    (`sagan_ad.atomic.atomic_path`: a crash leaves the old file or none, and the next write
+    into the folder removes a dead writer's temporary); a write that fails names the file and
+    ``cache_dir``."""
+    target = writable_target(path, "cache_dir")
     try:
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_path(target) as tmp:
+            write(tmp)
     except OSError as err:
-        raise _unwritable(path, err) from err
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise _unwritable(path, err) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _unwritable(target, err) from err
 
 
 def _unwritable(path: Path, err: OSError) -> FileError:
