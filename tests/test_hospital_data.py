@@ -493,7 +493,7 @@ def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
     assert warned == [
         f"{tmp_path / 'n'}: of the 16-bit files, 4 use 12 bits; bit_depth='dtype' scales them "
         "by 65535, so they lose contrast: set bit_depth='auto' or the depth they were exported "
-        "with (for example 12)"
+        "with (for example 12; a DataModule's decode.bit_depth)"
     ]
 
 

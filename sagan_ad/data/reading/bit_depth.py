@@ -99,7 +99,7 @@ def data_set_depth(bits: Sequence[int | None], bit_depth: BitDepth, where: str) 
         log_once(
             f"{where}: of the 16-bit files, {listed}; bit_depth='dtype' scales them by 65535, "
             "so they lose contrast: set bit_depth='auto' or the depth they were exported with "
-            f"(for example {top})"
+            f"(for example {top}; a DataModule's decode.bit_depth)"
         )
     if bit_depth != "auto":
         return None
@@ -107,13 +107,13 @@ def data_set_depth(bits: Sequence[int | None], bit_depth: BitDepth, where: str) 
         log_once(
             f"{where}: of the 16-bit files, {listed}; bit_depth='auto' scales them all by the "
             f"largest depth ({2**top - 1} is white): if the deeper files are outliers, remove "
-            "them or set bit_depth to the export depth"
+            "them or set bit_depth (a DataModule's decode.bit_depth) to the export depth"
         )
     else:
         log_once(
             f"{where}: the 16-bit files use {top} bits: scaled by {2**top - 1} "
-            f"(bit_depth='auto'; pass bit_depth={top} to read other images of this data set "
-            "alike)",
+            f"(bit_depth='auto'; pass bit_depth={top}, a DataModule's decode.bit_depth, to read "
+            "other images of this data set alike)",
             logging.INFO,
         )
     return top
@@ -163,7 +163,8 @@ def unify_bit_depth(
         raise InputError(
             f"{where}: {len(flattened)} 16-bit image(s) hold so little of the data set's "
             f"{top}-bit scale that they come out as one uniform grey: {', '.join(flattened[:10])}"
-            "; remove them, or set bit_depth to the depth they were exported with"
+            "; remove them, or set bit_depth (a DataModule's decode.bit_depth) to the depth they "
+            "were exported with"
         )
     return top
 

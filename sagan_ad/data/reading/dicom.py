@@ -357,7 +357,8 @@ def _display(
             f"{path}: the header's {'VOI LUT' if usable_lut(ds) else 'window'} "
             f"(Window Center {ds.get('WindowCenter', '-')}, Width {ds.get('WindowWidth', '-')}) "
             "maps every pixel to one grey, so the image would be blank: set window='percentile' "
-            "or window='minmax' to window by the image's own values"
+            "or window='minmax' (a DataModule's decode.window) to window by the image's own "
+            "values"
         )
     if "PresentationLUTSequence" in ds:
         # A Presentation LUT maps to P-values itself, including any inversion.

@@ -128,7 +128,8 @@ def voi(
             raise InputError(
                 f"the header's {'VOI LUT' if lut else 'window'} cannot be applied "
                 f"({type(err).__name__}: {err}): the header is damaged; set window='percentile' "
-                "or window='minmax' to window by the image's own values"
+                "or window='minmax' (a DataModule's decode.window) to window by the image's own "
+                "values"
             ) from err
         shown, probe = both[:-2].reshape(values.shape), both[-2:].astype(np.float64)
         low, high = float(probe.min()), float(probe.max())

@@ -73,7 +73,10 @@ def sniff_bytes(head: bytes) -> str | None:
         return "a DICOM file"
     if head[:2] == b"\x08\x00":
         # Group 0008 (identification) first, little endian: an old ACR-NEMA style data set.
-        return "DICOM without preamble (set force_dicom=True to read such files)"
+        return (
+            "DICOM without preamble (set force_dicom=True, a DataModule's decode.force_dicom, "
+            "to read such files)"
+        )
     for magic, kind in SIGNATURES:
         if head.startswith(magic):
             return kind
