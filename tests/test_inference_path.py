@@ -173,7 +173,9 @@ def test_the_preprocessing_record_round_trips_and_a_damaged_one_is_named():
     assert again.normalization == prep.normalization
     with pytest.raises(InputError, match="recorded decode settings"):
         Preprocessing.from_record({"normalization": "none", "decode": {"dicom": {"mode": 3}}})
-    with pytest.raises(InputError, match=r"recorded decode settings .*dicom mode=3"):
+    with pytest.raises(InputError, match=r"decode\.dicom_mode='bogus': must be 'standard' or"):
+        DecodeSettings(dicom_mode="bogus")
+    with pytest.raises(InputError, match=r"recorded decode settings .*decode\.dicom_mode=3"):
         Preprocessing.from_record({"normalization": "none", "decode": {"dicom_mode": 3}})
     with pytest.raises(InputError, match=r"decode='benchmark': give a sagan_ad\.data\.Decode"):
         FolderPredictDataModule("scans", decode="benchmark")

@@ -45,7 +45,11 @@ class DecodeSettings:
         # YAML and JSON give a list: stored as the tuple DicomOptions compares with.
         object.__setattr__(self, "percentiles", tuple(self.percentiles))
         check_bit_depth(self.bit_depth)
-        # A mode or window that does not exist is refused here, not at the first DICOM file.
+        if self.dicom_mode not in ("standard", "benchmark"):
+            raise InputError(
+                f"decode.dicom_mode={self.dicom_mode!r}: must be 'standard' or 'benchmark'"
+            )
+        # A window that does not exist is refused here, not at the first DICOM file.
         DicomOptions(self.dicom_mode, self.window, self.fallback_window, self.percentiles)
 
     @property
