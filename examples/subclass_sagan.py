@@ -26,8 +26,9 @@ The same ``model.loss`` and ``model.scorer`` in a YAML config::
           class_path: sagan_ad.Scorer
           init_args: {top_fraction: 0.05}
 
-A subclass of `sagan_ad.SAGAN` that overrides a hook (``restoration_loss``, ``score``, ...) works
-too; a component keeps the change in one small class and lets it travel in checkpoints.
+A subclass of `sagan_ad.SAGAN` that overrides a training hook (``restoration_loss``,
+``generate``, ...) works too; the score changes on a `sagan_ad.Scorer` subclass only. A component
+keeps the change in one small class and lets it travel in checkpoints.
 """
 
 from __future__ import annotations

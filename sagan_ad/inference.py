@@ -95,8 +95,9 @@ class AnomalyScorer(nn.Module):
         """Scores ``(B,)`` and anomaly maps ``(B, 1, H, W)`` of images in ``[-1, 1]``, plus the
         restorations under ``"restored"`` on request."""
         restored = self.restore(images)
-        maps = self.scorer.anomaly_map(images, restored)
-        out = {"score": self.scorer.score(maps), "anomaly_map": maps}
+        # The scorer called whole: a subclass may override its forward, not only its parts.
+        scores, maps = self.scorer(images, restored)
+        out = {"score": scores, "anomaly_map": maps}
         return {**out, "restored": restored} if with_restored else out
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
+from sagan_ad.data.modules.predict import DECODED
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.evaluator import Evaluator
 from sagan_ad.evaluation.inputs import check_images
@@ -437,10 +438,9 @@ class SAGAN(L.LightningModule):
         """Score a batch: ``score``, ``prediction`` (1 abnormal, 0 normal, -1 without a
         threshold), ``threshold``, ``anomaly_map``, ``restored``, ``image`` and the batch's
         ``label``, ``index``, ``name``, ``path`` and ``original_size`` entries where present;
-        uint8 images (files as decoded) are prepared by `preprocessing` first."""
+        films marked ``"decoded"`` (a predict DataModule's) are prepared by `preprocessing`."""
         images = batch["image"]
-        if images.dtype == torch.uint8:
-            images = self.preprocessing(images)
+        images = self.preprocessing(images) if batch.get(DECODED, False) else images
         out = self.infer(images, with_restored=True)
         out["prediction"] = apply_threshold(out["score"], self.threshold)
         out["threshold"] = self.threshold.expand_as(out["score"]).clone()

@@ -119,7 +119,9 @@ class Preprocessing:
                 f"checkpoint records), but the data of {stage} decode them with "
                 f"{decode.describe()}: set data.decode to the recorded settings (a predict "
                 "DataModule left at decode=None gets them from sagan-ad predict and "
-                "sagan_ad.Engine; from Python, pass decode=model.preprocessing.decode)"
+                "sagan_ad.Engine.predict; with a plain Trainer, pass "
+                "decode=model.preprocessing.decode of the loaded model, "
+                "sagan_ad.load_checkpoint(path))"
             )
 
     def record(self) -> dict[str, Any]:

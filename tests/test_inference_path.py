@@ -76,6 +76,8 @@ def test_fit_records_the_decode_settings_and_predict_reads_films_with_them(
     assert record["decode"]["dicom_mode"] == "benchmark"
     assert record["normalization"] == "none"
     data = FolderPredictDataModule(films, image_size=32, batch_size=4)
+    data.setup()  # a first look at the folder, before the checkpoint's settings are known
+    assert len(data.dataset) == 6
     engine = Engine(tiny_trainer(tmp_path / "predict"))
     out = engine.predict(SAGAN(**tiny_networks()), data, ckpt_path=str(path))
     assert data.decode == DecodeSettings(dicom_mode="benchmark")
@@ -133,7 +135,10 @@ def test_every_stage_and_export_score_through_the_one_inference_module():
     images = model.preprocessing(raw)
     with torch.no_grad():
         expected = model.inference.infer(images, with_restored=True)
-        predicted = model.predict_step({"image": raw}, 0)
+        predicted = model.predict_step({"image": raw, "decoded": True}, 0)
+        # Unmarked uint8 images may be normalised already: refused, never prepared twice.
+        with pytest.raises(InputError, match="images must be float"):
+            model.predict_step({"image": raw}, 0)
         exported_scores, exported_maps = AnomalyScorer.from_model(model)(images)
     assert torch.equal(predicted["score"], expected["score"])
     assert torch.equal(predicted["anomaly_map"], expected["anomaly_map"])
@@ -165,6 +170,22 @@ def test_a_scorer_subclass_changes_every_stage_alike():
         assert torch.equal(AnomalyScorer.from_model(model)(images)[0], model.score(images))
 
 
+def test_a_scorer_subclass_that_overrides_forward_is_what_every_stage_runs():
+    class Halved(Scorer):
+        def forward(self, images, restored):
+            scores, maps = super().forward(images, restored)
+            return scores / 2, maps
+
+    torch.manual_seed(0)
+    model = SAGAN(**tiny_networks(), scorer=Halved()).eval()
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        paper = SAGAN(**tiny_networks()).eval()
+        paper.load_state_dict(model.state_dict())
+        assert torch.allclose(model.score(images), paper.score(images) / 2)
+        assert torch.equal(AnomalyScorer.from_model(model)(images)[0], model.score(images))
+
+
 def test_the_preprocessing_record_round_trips_and_a_damaged_one_is_named():
     decode = DecodeSettings("benchmark", percentiles=(1.0, 99.0), force_dicom=True, bit_depth=12)
     prep = Preprocessing("clahe(clip_limit=3.0)", decode)
@@ -175,6 +196,10 @@ def test_the_preprocessing_record_round_trips_and_a_damaged_one_is_named():
         Preprocessing.from_record({"normalization": "none", "decode": {"dicom": {"mode": 3}}})
     with pytest.raises(InputError, match=r"decode\.dicom_mode='bogus': must be 'standard' or"):
         DecodeSettings(dicom_mode="bogus")
+    with pytest.raises(InputError, match=r"decode\.percentiles=5: give a low and a high"):
+        DecodeSettings(percentiles=5)
+    with pytest.raises(InputError, match=r"decode\.force_dicom='no': must be true or false"):
+        DecodeSettings(force_dicom="no")
     with pytest.raises(InputError, match=r"recorded decode settings .*decode\.dicom_mode=3"):
         Preprocessing.from_record({"normalization": "none", "decode": {"dicom_mode": 3}})
     with pytest.raises(InputError, match=r"decode='benchmark': give a sagan_ad\.data\.Decode"):

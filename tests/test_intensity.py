@@ -3,6 +3,7 @@ record of the normalisation, predict and export."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import cv2
@@ -386,6 +387,7 @@ def test_checkpoints_that_kept_the_normalisation_on_the_scorer_load_it(medad_roo
     path = without_preprocessing_record(medad_root, tmp_path, "equalize", on_scorer=True)
     for loaded in (
         SAGAN.load_from_checkpoint(path, weights_only=True),
+        SAGAN.load_from_checkpoint(io.BytesIO(path.read_bytes()), weights_only=True),
         load_checkpoint(path),
     ):
         assert loaded.preprocessing.normalization.spec() == "equalize"

@@ -202,18 +202,26 @@ def _components_of_flat(settings: dict[str, Any]) -> dict[str, Any]:
 
 def checkpoint_source(path: Any) -> Any:
     """What to hand Lightning's ``load_from_checkpoint`` for ``path``: the path itself, or an
-    in-memory copy in the current format (`upgrade_checkpoint`). File objects and files that do
-    not load are passed on as they are, for Lightning to report.
+    in-memory copy in the current format (`upgrade_checkpoint`). A file object is read into
+    memory (and handed on as a fresh one); remote paths and files that do not load are passed on
+    as they are, for Lightning to report.
 
     Examples:
         >>> checkpoint_source("no-such.ckpt")
         'no-such.ckpt'
     """
-    if not isinstance(path, (str, Path)):
+    if hasattr(path, "read"):
+        path = io.BytesIO(path.read())
+        source: Any = io.BytesIO(path.getvalue())
+    elif isinstance(path, (str, Path)) and "://" not in str(path):
+        source = path
+    else:
         return path
     try:
-        # Memory-mapped: the tensors are not read, only the settings are looked at.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Memory-mapped where a file: the tensors are not read, only the settings looked at.
+        checkpoint = torch.load(
+            source, map_location="cpu", weights_only=True, mmap=not hasattr(source, "read")
+        )
     except Exception:
         return path
     if not isinstance(checkpoint, dict) or not upgrade_checkpoint(checkpoint):

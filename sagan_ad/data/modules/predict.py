@@ -29,6 +29,10 @@ from sagan_ad.data.reading.image_io import (
 from sagan_ad.errors import InputError, MissingFileError
 from sagan_ad.protected import protect
 
+DECODED = "decoded"
+"""The batch entry that marks its ``image`` as uint8 films as decoded, which the model prepares
+with its recorded pre-processing (`sagan_ad.SAGAN.predict_step`)."""
+
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 """File extensions `FolderPredictDataModule` lists by default (case-insensitive): the same as
 training reads (`sagan_ad.data.reading.discovery.IMAGE_SUFFIXES`), plus files without a suffix
@@ -260,11 +264,15 @@ class FolderPredictDataModule(L.LightningDataModule):
         self.extensions = tuple(extensions)
         self.recursive = recursive
         self.decode = decode
+        self._built_with: DecodeSettings | None = None
         self.dataset: ImageFolder | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.dataset is None:
-            decode = self.decode or DecodeSettings()
+        decode = self.decode or DecodeSettings()
+        # Built again when the decode settings changed since (adopted from a checkpoint after
+        # a first look at the folder): the films are scored as they are then decoded.
+        if self.dataset is None or self._built_with != decode:
+            self._built_with = decode
             self.dataset = ImageFolder(
                 self.root,
                 self.image_size,
@@ -301,6 +309,7 @@ def _collate(items: list[dict]) -> dict:
         return {**batch, "skipped": skipped}
     return {
         "image": torch.stack([item["image"] for item in items]),
+        DECODED: True,
         "label": torch.tensor([item["label"] for item in items]),
         "index": torch.tensor([item["index"] for item in items]),
         "name": [item["name"] for item in items],
@@ -312,6 +321,7 @@ def _collate(items: list[dict]) -> dict:
 def _empty(placeholder: torch.Tensor) -> dict:
     """A batch of no image (every file of it was skipped)."""
     return {
+        DECODED: True,
         "image": placeholder.new_zeros((0, *placeholder.shape)),
         "label": torch.zeros(0, dtype=torch.long),
         "index": torch.zeros(0, dtype=torch.long),

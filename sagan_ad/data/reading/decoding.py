@@ -42,8 +42,15 @@ class DecodeSettings:
     bit_depth: BitDepth = "auto"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.percentiles, (list, tuple)):
+            raise InputError(
+                f"decode.percentiles={self.percentiles!r}: give a low and a high percentile, "
+                "such as [0.5, 99.5]"
+            )
         # YAML and JSON give a list: stored as the tuple DicomOptions compares with.
         object.__setattr__(self, "percentiles", tuple(self.percentiles))
+        if not isinstance(self.force_dicom, bool):
+            raise InputError(f"decode.force_dicom={self.force_dicom!r}: must be true or false")
         check_bit_depth(self.bit_depth)
         if self.dicom_mode not in ("standard", "benchmark"):
             raise InputError(
