@@ -64,11 +64,8 @@ class Preprocessing:
 
     def __call__(self, images: Tensor) -> Tensor:
         """uint8 images ``(B, C, H, W)`` as decoded -> float model input in ``[-1, 1]``."""
-        applied = self.applied
-        if applied.method != "none":
-            # OpenCV's equalisation and CLAHE run on the CPU: predict's batches are small.
-            device = images.device
-            images = applied.apply(images.cpu()).to(device)
+        if self.applied.method != "none":
+            images = self.applied.apply(images)
         return to_model_range(images)
 
     def graph(self) -> IntensityNormalizer | None:
@@ -151,6 +148,6 @@ class Preprocessing:
 def adopt_decode(datamodule: object, preprocessing: Preprocessing) -> None:
     """Give a predict DataModule that was built without decode settings (``decode=None``) the
     ones ``preprocessing`` records, so that new films are decoded as the training films were."""
-    unset = getattr(datamodule, "__dict__", {}).get("decode", False) is None
+    unset = getattr(datamodule, "decode", False) is None
     if unset and preprocessing.decode is not None:
         datamodule.decode = preprocessing.decode  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ import torch
 from conftest import chest_phantom, mark, write_dicom
 from PIL import Image
 
-from sagan_ad.data import FolderDataModule, ImageSet, SplitError
+from sagan_ad.data import DecodeSettings, FolderDataModule, ImageSet, SplitError
 from sagan_ad.data.caching.setup_record import (
     STATE,
     SetupRecord,
@@ -137,7 +137,16 @@ def test_a_setup_sets_only_state_the_record_keeps(tree):
 
 @pytest.mark.parametrize(
     "change",
-    ["added_film", "removed_film", "touched_film", "seed", "val_fraction", "image_size"],
+    [
+        "added_film",
+        "removed_film",
+        "touched_film",
+        "seed",
+        "val_fraction",
+        "image_size",
+        "decode",
+        "dicom_tags",
+    ],
 )
 def test_any_change_of_files_or_settings_sets_up_again(tree, monkeypatch, change):
     _module(tree).setup()
@@ -153,7 +162,13 @@ def test_any_change_of_files_or_settings_sets_up_again(tree, monkeypatch, change
         stat = film.stat()
         os.utime(film, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     else:
-        kwargs = {"seed": 1, "val_fraction": 0.5, "image_size": 40}[change]
+        kwargs = {
+            "seed": 1,
+            "val_fraction": 0.5,
+            "image_size": 40,
+            "decode": DecodeSettings(bit_depth="dtype"),
+            "dicom_tags": ["ViewPosition"],
+        }[change]
         kwargs = {change: kwargs}
     dm = _module(tree, **kwargs)
     dm.setup()

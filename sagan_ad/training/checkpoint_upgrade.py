@@ -142,13 +142,15 @@ def upgrade_checkpoint(checkpoint: dict[str, Any], source: str = "the checkpoint
 
 def upgraded(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The entries an upgrade of ``checkpoint`` would give, leaving it as it is (the weights are
-    shared, not copied).
+    shared, not copied; a checkpoint in the current format is returned as it is).
 
     Examples:
         >>> upgraded({"hyper_parameters": {"normalization": "equalize", "lambda_gp": 5.0}})[
         ...     PREPROCESSING_KEY]["normalization"]
         'equalize'
     """
+    if format_version(checkpoint) == FORMAT_VERSION:
+        return checkpoint
     copied = {key: value for key, value in checkpoint.items() if key != "hyper_parameters"}
     copied["hyper_parameters"] = copy.deepcopy(checkpoint.get("hyper_parameters"))
     upgrade_checkpoint(copied)

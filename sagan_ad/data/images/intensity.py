@@ -172,7 +172,8 @@ class IntensityNormalization:
         if self.method in ("zscore", "percentile"):
             normalized = IntensityNormalizer(self)(images.float().div(127.5).sub(1.0))
             return to_uint8(normalized)
-        planes = np.ascontiguousarray(images.numpy()).reshape(-1, *images.shape[-2:])
+        # OpenCV runs on the CPU: images on another device go there and come back.
+        planes = np.ascontiguousarray(images.cpu().numpy()).reshape(-1, *images.shape[-2:])
         if self.method == "equalize":
             out = np.stack([cv2.equalizeHist(plane) for plane in planes])
         else:
@@ -180,7 +181,7 @@ class IntensityNormalization:
                 clipLimit=float(self.clip_limit), tileGridSize=(self.tile_grid, self.tile_grid)
             )
             out = np.stack([clahe.apply(plane) for plane in planes])
-        return torch.from_numpy(out.reshape(images.shape))
+        return torch.from_numpy(out.reshape(images.shape)).to(images.device)
 
 
 def _spec_fields(spec: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ class FileDataModule(AnomalyDataModule):
     `FolderDataModule`).
 
     It holds the options they share: how files are decoded (``decode``, which fit records in
-    the model, and with the image size and DICOM tags ``self.settings``, a
+    the model; with the image size and DICOM tags it makes ``settings``, a
     `PreprocessSettings`), how their cache recognises a file, what the leakage check does, and
     how the unlabeled mixture is drawn from the pools. The other arguments are those of
     [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule], passed on as ``**kwargs``.
@@ -65,20 +65,26 @@ class FileDataModule(AnomalyDataModule):
         self.decode = DecodeSettings.parse(decode)
         self.anomaly_ratio = anomaly_ratio
         self.unlabeled_size = unlabeled_size
-        self.settings = PreprocessSettings(
-            image_size=self.image_size,
-            in_channels=self.in_channels,
-            dicom=self.decode.dicom,
-            force_dicom=self.decode.force_dicom,
-            dicom_tags=tuple(dicom_tags or ()),
-            bit_depth=self.decode.bit_depth,
-        )
+        self.dicom_tags = tuple(dicom_tags or ())
         self.leakage = leakage
         self.cache_identity = cache_identity
         self.cache_save_interval = cache_save_interval
         self.groups: dict[str, str] = {}
         self.identities: dict[str, dict[str, str]] = {}
         self._manifest: dict | None = None
+
+    @property
+    def settings(self) -> PreprocessSettings:
+        """Everything that decides the cached pixels: the image size, channels, ``decode`` and
+        ``dicom_tags``."""
+        return PreprocessSettings(
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            dicom=self.decode.dicom,
+            force_dicom=self.decode.force_dicom,
+            dicom_tags=self.dicom_tags,
+            bit_depth=self.decode.bit_depth,
+        )
 
     def split_manifest(self) -> dict | None:
         """What `load` recorded: see `AnomalyDataModule.split_manifest` (None before)."""

@@ -109,7 +109,7 @@ class DecodeSettings:
     def of(cls, datamodule: object) -> DecodeSettings | None:
         """The decode settings of a DataModule (its ``decode``: the defaults where it is None);
         None for one that reads no files (generated images)."""
-        decode = getattr(datamodule, "__dict__", {}).get("decode", False)
+        decode = getattr(datamodule, "decode", False)
         if decode is None or isinstance(decode, DecodeSettings):
             return decode or cls()
         return None
