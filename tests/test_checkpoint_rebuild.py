@@ -23,6 +23,7 @@ from sagan_ad import (
     load_checkpoint,
     paper_adam,
 )
+from sagan_ad.training import hparams
 
 
 class StripeSynthesizer(Synthesizer):
@@ -205,3 +206,26 @@ def test_an_unrecordable_synthesizer_warns_when_loaded_without_it(tmp_path):
     ):
         loaded = load_checkpoint(path)
     assert isinstance(loaded.synthesizer, PatchBlendSynthesizer)
+
+
+def test_loading_the_default_optimizers_warns_of_nothing_even_the_first_time(tmp_path, monkeypatch):
+    # The warnings of unrecordable settings are given once per process: as in a fresh one.
+    monkeypatch.setattr(hparams, "_warned", {})
+    path = save(SAGAN(**tiny_networks()).eval(), tmp_path)
+    loaded = load_fully_recorded(path)
+    assert loaded.optimizer_g is paper_adam and loaded.optimizer_d is paper_adam
+
+
+def test_load_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
+    path = save(SAGAN(**tiny_networks()).eval(), tmp_path)
+    read = []
+    original = torch.load
+
+    def counting(source, *args, **kwargs):
+        if not hasattr(source, "read"):
+            read.append(str(source))
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    load_checkpoint(path)
+    assert read == [str(path)]

@@ -134,7 +134,7 @@ def _refused_values(recorded: dict[str, Any], cls: type, prefix: str = "") -> li
                 if problem:
                     refused.append(f"{prefix}{key} ({problem})")
         elif not isinstance(value, dict):
-            plain[key] = value
+            plain[key] = _function_named(value) or value
     if not prefix and plain:
         problem = _refusal(cls, plain)
         if problem:
@@ -179,6 +179,20 @@ def _problems(recorded: dict[str, Any], cls: type, prefix: str = "") -> list[str
         elif not _fits(value, accepted[key]):
             problems.append(f"{name}={value!r} (expects {_describe(accepted[key])})")
     return problems
+
+
+def _function_named(value: Any) -> Any:
+    """The module-level function a recorded dotted name names (an optimizer factory such as
+    ``sagan_ad.paper_adam``, which loading builds the model with), or None: the values are
+    checked as the model gets them, not as strings it would warn it cannot record."""
+    if not isinstance(value, str) or "." not in value:
+        return None
+    module, _, name = value.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if inspect.isfunction(found) else None
 
 
 def _import_class(path: str) -> type | None:

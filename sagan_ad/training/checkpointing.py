@@ -11,6 +11,7 @@ raises a `CheckpointError` that names it and says what to do (see
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import warnings
@@ -38,7 +39,7 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpoint_settings import check_settings
-from sagan_ad.training.checkpoint_upgrade import checkpoint_source, upgrade_checkpoint
+from sagan_ad.training.checkpoint_upgrade import upgrade_checkpoint
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -210,13 +211,18 @@ def load_checkpoint(
     check_model_class(checkpoint, model_class, source)
     upgrade_checkpoint(checkpoint, source)
     check_settings(checkpoint, model_class, source)
+    # Lightning builds the model from the checkpoint read above (upgraded, in memory): the file
+    # is read once, and a file replaced meanwhile cannot give the model other weights.
+    in_memory = io.BytesIO()
+    torch.save(checkpoint, in_memory)
+    in_memory.seek(0)
     del checkpoint
     try:
         with warnings.catch_warnings():
             # Lightning's instantiator calls a jsonargparse method jsonargparse deprecates.
             warnings.filterwarnings("ignore", message=r".*instantiate_classes.*deprecated")
             model = model_class.load_from_checkpoint(
-                checkpoint_source(path), map_location=map_location, weights_only=True, **settings
+                in_memory, map_location=map_location, weights_only=True, **settings
             )
     except CheckpointError as err:
         # Raised by the model's on_load_checkpoint, which does not know the file's name.
@@ -362,3 +368,4 @@ class LastCheckpoint(ModelCheckpoint):
         trainer.save_checkpoint(filepath, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self.last_model_path = self.best_model_path = filepath
+
