@@ -14,7 +14,7 @@ read once before timing, so that every measurement finds it in the page cache. T
 - the loop: what a user writes in five minutes, in one process: ``pydicom.dcmread(...)
   .pixel_array``, min-max to 8 bits and ``cv2.resize`` (area) for DICOMs, ``cv2.imread`` and
   ``cv2.resize`` for PNGs, into one array (no VOI LUT, header check, digest or cache);
-- the first setup: ``FolderDataModule(tree, group_by="PatientID", image_size=...)``'s
+- the first setup: ``FolderDataModule(tree, split={"group_by": "PatientID"}, image_size=...)``'s
   ``setup("fit")`` with an empty cache (discovery, headers, decoding on ``--workers``
   processes, digests, cache writes, split and leakage checks);
 - the second setup: the same again, in another process (it reads the setup record that the
@@ -74,11 +74,9 @@ def library_setup(folder: Path, cache: Path, size: int, workers: int | None) -> 
 
     dm = FolderDataModule(
         folder,
-        cache_dir=cache,
         image_size=size,
-        group_by="PatientID",
-        cache_workers=workers,
-        progress=False,
+        split={"group_by": "PatientID"},
+        cache={"dir": cache, "workers": workers, "progress": False},
     )
     dm.setup("fit")
     return len(dm.known_normal) + len(dm.val or ()) // 2
@@ -166,7 +164,7 @@ def main() -> None:
     parser.add_argument("--pngs", type=int, default=3000)
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="cache_workers (default: 2)")
+    parser.add_argument("--workers", type=int, default=None, help="cache.workers (default: 2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run", choices=tuple(KINDS), help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -187,7 +185,7 @@ def main() -> None:
     print(
         f"files: {len(files)} under {args.tree / 'images'} ({args.dicoms} DICOMs at 512 px, "
         f"{args.pngs} PNGs at 256 px, {args.patients} patients); cache at {args.image_size} px, "
-        f"cache_workers={args.workers or 'default'}"
+        f"cache.workers={args.workers or 'default'}"
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="sagan_ad_bench_") as tmp:

@@ -100,7 +100,11 @@ def main() -> None:
             evaluator=Evaluator(bootstrap_resamples=100),
         )
         data = SyntheticCXRDataModule(
-            num_known_normal=64, num_test=16, image_size=32, batch_size=8, val_fraction=0.25
+            num_known_normal=64,
+            num_test=16,
+            image_size=32,
+            batch_size=8,
+            split={"val_fraction": 0.25},
         )
         trainer.fit(model, data)
     (first_it, first), (last_it, last) = monitor.readings[0], monitor.readings[-1]

@@ -35,10 +35,10 @@ of the trivial statistics (mean and standard deviation, better direction) of the
 test inputs: what a brightness or contrast shortcut could still reach after normalisation. The
 matched subset, the correlation and the floors are always those of the images as decoded, so
 every setting is measured on the same pairs. ``--balance-val-by view_position`` balances the
-labelled validation carve-out by view (``MedADDataModule(val_balance_by=...)``), so that
+labelled validation carve-out by view (the DataModule's ``split.val_balance_by``), so that
 choosing on validation cannot choose on view, and ``--group-by nih_patient_id`` keeps every
-patient of the validation out of training (``MedADDataModule(group_by=...)``). These two flags,
-not the base YAML, decide the validation; ``examples/nih_cpu.yaml`` as shipped is ``--configs
+patient of the validation out of training (``split.group_by``). These two flags, not the base
+YAML, decide the validation; ``examples/nih_cpu.yaml`` as shipped is ``--configs
 full --normalizations none --augmentations bcg --labelled-val 34 --balance-val-by view_position
 --group-by nih_patient_id``, ``examples/pediatric_cpu.yaml`` is ``--base
 examples/pediatric_cpu.yaml --configs full --augmentations acquisition --group-by patient_id``.
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         metavar="N",
         help="validate on held-out known normals and N unused pool abnormals (real labels from "
-        "the training data; 0: pseudo anomalies instead); default: the YAML's data.val_abnormal. "
-        "Choose settings on this, never on test",
+        "the training data; 0: pseudo anomalies instead); default: the YAML's "
+        "data.split.val_abnormal. Choose settings on this, never on test",
     )
     parser.add_argument(
         "--normalizations",
@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     model_args, data_args = load_base(args.base)
     iterations = args.iterations or int(model_args["max_iterations"])
     val_abnormal = (
-        data_args.get("val_abnormal", 0) if args.labelled_val is None else args.labelled_val
+        (data_args.get("split") or {}).get("val_abnormal", 0)
+        if args.labelled_val is None
+        else args.labelled_val
     )
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
 

@@ -44,19 +44,22 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # One unlabeled size for every ratio, the largest the NIH pools allow at ratio 0 (74
     # normals), so that only the mixture changes along the curve.
     **{
-        f"ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 74})
+        f"ratio_{r:.1f}": ({}, {"split": {"anomaly_ratio": r, "unlabeled_size": 74}})
         for r in (0.0, 0.2, 0.4, 0.6, 0.8)
     },
     # The same on the pediatric films, whose normal pool holds 345 films.
     **{
-        f"pediatric_ratio_{r:.1f}": ({}, {"anomaly_ratio": r, "unlabeled_size": 345})
+        f"pediatric_ratio_{r:.1f}": ({}, {"split": {"anomaly_ratio": r, "unlabeled_size": 345}})
         for r in (0.0, 0.3, 0.6, 0.9)
     },
     # The paper's optimizer for both networks, where the base config has another.
     "paper_optimizer": ({"optimizer_g": adam(5e-5), "optimizer_d": adam(5e-5)}, {}),
     # Every unused pneumonia film of the pediatric release in the unlabeled pool (`SPARE_POOL`):
     # 3,000 unlabeled films at ratio 0.9 instead of 800 at 0.6.
-    "spare_pool": ({}, {"spare_pool": True, "anomaly_ratio": 0.9, "unlabeled_size": 3000}),
+    "spare_pool": (
+        {},
+        {"spare_pool": True, "split": {"anomaly_ratio": 0.9, "unlabeled_size": 3000}},
+    ),
 }
 
 SPARE_PART = "spare"
@@ -183,19 +186,24 @@ def make_data(
     ``balance_by`` the labelled carve-out is balanced by that column of ``root/labels.csv``, with
     ``group_by`` the validation hold-out keeps that column's groups (patients) out of training."""
     _, data_args = load_base(base)
+    split = dict(data_args.pop("split", None) or {})
     # The flags, not the YAML, decide balancing and grouping: the table's header records them,
     # and a data set without the YAML's labels.csv columns still runs.
-    for key in ("metadata_csv", "val_balance_by", "group_by"):
-        data_args.pop(key, None)
+    data_args.pop("metadata_csv", None)
+    for key in ("val_balance_by", "group_by"):
+        split.pop(key, None)
     overrides = dict(overrides)
     if overrides.pop("spare_pool", False):
-        overrides["split_file"] = spare_pool_split(root)
-    data_args.update(root=str(root), seed=seed, val_abnormal=val_abnormal, **overrides)
+        split["file"] = spare_pool_split(root)
+    split.update(val_abnormal=val_abnormal, **overrides.pop("split", {}))
+    data_args.update(root=str(root), seed=seed, **overrides)
     if balance_by:
-        data_args.update(metadata_csv="labels.csv", val_balance_by=balance_by)
+        data_args.update(metadata_csv="labels.csv")
+        split.update(val_balance_by=balance_by)
     if group_by:
-        data_args.update(metadata_csv="labels.csv", group_by=group_by)
-    data = MedADDataModule(**data_args)
+        data_args.update(metadata_csv="labels.csv")
+        split.update(group_by=group_by)
+    data = MedADDataModule(**data_args, split=split)
     data.setup("fit")
     return data
 

@@ -45,7 +45,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "pseudo_validation": {"data": {"validation": "pseudo"}},
     "subtle_lesions": {"data": {"lesion_radius": [0.04, 0.15], "lesion_contrast": [25.0, 90.0]}},
     "critic_1x1": {"model": {"critic": {"init_args": {"num_downsamples": 5}}}},
-    "validation_40": {"data": {"num_known_normal": 400, "val_fraction": 0.1}},
+    "validation_40": {"data": {"num_known_normal": 400, "split": {"val_fraction": 0.1}}},
     "sigma_2": {"model": {"scorer": {"init_args": {"map_sigma": 2.0, "top_fraction": 0.02}}}},
     # Tried and not kept (docs/quickstart.md, "What to expect").
     "one_critic_step_batch_8": {

@@ -38,8 +38,11 @@ L.seed_everything(0)
 model = SAGAN(Generator(image_size=32, base_channels=4, num_res_blocks=1),
               Critic(base_channels=4, num_downsamples=5), max_iterations=6,
               evaluator=Evaluator(bootstrap_resamples=0))
-data = SyntheticCXRDataModule(num_known_normal=16, num_test=8, image_size=32, batch_size=4,
-                              val_fraction=0.25)
+options = dict(num_known_normal=16, num_test=8, image_size=32, batch_size=4)
+try:
+    data = SyntheticCXRDataModule(**options, split={"val_fraction": 0.25})
+except TypeError:  # a checkout from before the split settings (f247dda and older)
+    data = SyntheticCXRDataModule(**options, val_fraction=0.25)
 trainer = L.Trainer(max_epochs=-1, check_val_every_n_epoch=None, val_check_interval=3,
                     accelerator="cpu", logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False)

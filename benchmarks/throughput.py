@@ -141,7 +141,7 @@ def train_throughput(
         "num_test": 0,
         "image_size": image_size,
         "batch_size": batch_size,
-        "val_fraction": 0.0,
+        "split": {"val_fraction": 0.0},
     }
     torch.manual_seed(0)
     if optimized:
@@ -200,7 +200,7 @@ def inference_throughput(args: argparse.Namespace) -> float:
         num_known_normal=2,
         num_test=args.inference_batch_size,
         image_size=args.image_size,
-        val_fraction=0.0,
+        split={"val_fraction": 0.0},
     )
     data.setup()
     images = to_model_range(data.test.images.to(device))

@@ -83,7 +83,7 @@ TINY_DATA_ARGS = [
     "--data.num_test=8",
     "--data.image_size=32",
     "--data.batch_size=4",
-    "--data.val_fraction=0.25",
+    "--data.split.val_fraction=0.25",
 ]
 """Command-line arguments of a synthetic data set that fits `tiny_networks` (16 known normals)."""
 

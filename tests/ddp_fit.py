@@ -20,7 +20,12 @@ from sagan_ad import SAGAN, Evaluator, SyntheticCXRDataModule
 
 def data() -> SyntheticCXRDataModule:
     return SyntheticCXRDataModule(
-        num_known_normal=24, num_test=8, image_size=32, batch_size=4, val_fraction=0.25, seed=0
+        num_known_normal=24,
+        num_test=8,
+        image_size=32,
+        batch_size=4,
+        seed=0,
+        split={"val_fraction": 0.25},
     )
 
 

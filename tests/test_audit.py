@@ -49,7 +49,7 @@ class Films(AnomalyDataModule):
     darker and carry no spot."""
 
     def __init__(self, darker_abnormals: bool, **kwargs) -> None:
-        super().__init__(image_size=32, batch_size=4, val_fraction=0.0, **kwargs)
+        super().__init__(image_size=32, batch_size=4, split={"val_fraction": 0.0}, **kwargs)
         self.darker_abnormals = darker_abnormals
 
     def load(self) -> SplitData:

@@ -79,13 +79,13 @@ def test_a_datamodule_takes_acquisition_augmentation_from_a_mapping(medad_root):
     data = MedADDataModule(
         medad_root,
         image_size=32,
-        val_fraction=0.25,
         augment={"blur": [0.3, 1.0], "jpeg": [50, 90], "p": 0.5},
+        split={"val_fraction": 0.25},
     )
     assert data.augment == Augmentation(blur=(0.3, 1.0), jpeg=(50, 90), p=0.5)
     data.setup()
     batch = next(iter(data.train_dataloader()))
-    plain = MedADDataModule(medad_root, image_size=32, val_fraction=0.25)
+    plain = MedADDataModule(medad_root, image_size=32, split={"val_fraction": 0.25})
     plain.setup()
     same = next(iter(plain.train_dataloader()))
     assert batch["normal"].shape == same["normal"].shape

@@ -56,7 +56,7 @@ def medad(tmp: Path, edit=None, text: str | None = None) -> Path:
 
 
 def setup(root: Path, **kwargs) -> MedADDataModule:
-    dm = MedADDataModule(root, image_size=16, val_fraction=0.0, **kwargs)
+    dm = MedADDataModule(root, image_size=16, split={"val_fraction": 0.0}, **kwargs)
     dm.setup()
     return dm
 
@@ -224,7 +224,7 @@ def test_a_csv_that_is_not_utf8_is_named(tmp_path):
     (tmp_path / "n.png").write_bytes(b"")
     (tmp_path / "list.csv").write_bytes("path,site\nn.png,K\u00f6ln\n".encode("latin-1"))
     with pytest.raises(ValueError) as info:
-        FolderDataModule(tmp_path / "list.csv", cache_dir=tmp_path / "c").setup()
+        FolderDataModule(tmp_path / "list.csv", cache={"dir": tmp_path / "c"}).setup()
     assert str(info.value) == (
         f"{tmp_path / 'list.csv'} is not UTF-8 text (byte 0xf6 at position 17): save it as UTF-8"
     )

@@ -164,17 +164,17 @@ CASES: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
         r'known_000\.png.* in both train\."0" and test\."0"',
     ),
     "negative anomaly ratio": (
-        lambda tmp: setup_medad(tmp, anomaly_ratio=-0.1),
+        lambda tmp: setup_medad(tmp, split={"anomaly_ratio": -0.1}),
         ValueError,
-        r"anomaly_ratio=-0\.1: must be in \[0, 1\]",
+        r"split\.anomaly_ratio=-0\.1: must be in \[0, 1\]",
     ),
     "anomaly ratio above 1": (
-        lambda tmp: setup_medad(tmp, anomaly_ratio=1.5),
+        lambda tmp: setup_medad(tmp, split={"anomaly_ratio": 1.5}),
         ValueError,
-        r"anomaly_ratio=1\.5: must be in \[0, 1\]",
+        r"split\.anomaly_ratio=1\.5: must be in \[0, 1\]",
     ),
     "abnormal pool overflow": (
-        lambda tmp: setup_medad(tmp, anomaly_ratio=1.0),
+        lambda tmp: setup_medad(tmp, split={"anomaly_ratio": 1.0}),
         SplitError,
         r"needs 12 abnormal images but the abnormal pool has 10",
     ),

@@ -121,7 +121,7 @@ def trained(path: Path, model_class: type[SAGAN] = SAGAN, iterations: int = 2, *
     evaluator = Evaluator(bootstrap_resamples=0)
     model = model_class(**tiny_networks(), max_iterations=iterations, evaluator=evaluator, **extra)
     data = SyntheticCXRDataModule(
-        num_known_normal=16, num_test=8, image_size=32, batch_size=4, val_fraction=0.25
+        num_known_normal=16, num_test=8, image_size=32, batch_size=4, split={"val_fraction": 0.25}
     )
     trainer = tiny_trainer(path.parent, enable_checkpointing=False)
     trainer.fit(model, data)
@@ -695,12 +695,12 @@ def test_a_cache_folder_that_is_a_file_is_named(tmp_path, medad_root):
         "--data=sagan_ad.MedADDataModule",
         f"--data.root={medad_root}",
         "--data.image_size=32",
-        f"--data.cache_dir={blocker / 'cache'}",
+        f"--data.cache.dir={blocker / 'cache'}",
         *QUIET,
         "--trainer.logger=false",
         f"--trainer.default_root_dir={tmp_path / 'run'}",
     )
-    assert message.startswith("error: --data.init_args.cache_dir: the output folder")
+    assert message.startswith("error: --data.init_args.cache.dir: the output folder")
     assert "a_file' is a file" in message
 
 
@@ -796,7 +796,7 @@ def test_evaluating_an_empty_split_is_an_error(tmp_path, source_checkpoint):
     """validate on data without a validation split exited 0 having scored nothing; test on data
     without a test set was a RuntimeError traceback (with a good message)."""
     options = [*MODEL, *DATA, *QUIET, *logger(tmp_path), f"--ckpt_path={source_checkpoint}"]
-    message = cli_error("validate", *options, "--data.val_fraction=0")
+    message = cli_error("validate", *options, "--data.split.val_fraction=0")
     assert message.startswith(
         "error: validate scored no image: SyntheticCXRDataModule has no val batches; give it a "
         "val split"

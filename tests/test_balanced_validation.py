@@ -84,7 +84,9 @@ def _flatten(node) -> list[str]:
 
 def test_metadata_csv_reaches_every_image_set(tmp_path):
     root, views = fake_tree(tmp_path)
-    dm = MedADDataModule(root, image_size=32, val_fraction=0.2, metadata_csv="labels.csv")
+    dm = MedADDataModule(
+        root, image_size=32, metadata_csv="labels.csv", split={"val_fraction": 0.2}
+    )
     dm.setup()
     assert [m["view_position"] for m in dm.test.metadata] == [views[n] for n in dm.test.names]
     assert set(dm.known_normal.metadata[0]) == {"view_position", "is_abnormal", "patient_sex"}
@@ -92,10 +94,13 @@ def test_metadata_csv_reaches_every_image_set(tmp_path):
 
 def test_datamodule_balances_the_carve_out_by_a_metadata_column(tmp_path):
     root, _ = fake_tree(tmp_path)
-    options = {"image_size": 32, "val_fraction": 0.2, "val_abnormal": 4}
-    plain = MedADDataModule(root, metadata_csv="labels.csv", **options)
+    split = {"val_fraction": 0.2, "val_abnormal": 4}
+    plain = MedADDataModule(root, image_size=32, metadata_csv="labels.csv", split=split)
     balanced = MedADDataModule(
-        root, metadata_csv=root / "labels.csv", val_balance_by="view_position", **options
+        root,
+        image_size=32,
+        metadata_csv=root / "labels.csv",
+        split={**split, "val_balance_by": "view_position"},
     )
     plain.setup()
     balanced.setup()
@@ -111,20 +116,28 @@ def test_datamodule_balances_the_carve_out_by_a_metadata_column(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("options", "split", "message"),
     [
-        ({"val_balance_by": "view_position"}, r"set val_abnormal > 0 and metadata_csv too"),
         (
-            {"val_balance_by": "view", "val_abnormal": 4, "metadata_csv": "labels.csv"},
-            r"val_balance_by='view' is not a column of .*labels\.csv \(has \['file', 'view_po",
+            {},
+            {"val_balance_by": "view_position"},
+            r"set split\.val_abnormal > 0 and metadata_csv too",
         ),
-        ({"metadata_csv": "missing.csv"}, r"metadata_csv='.*missing\.csv' does not exist"),
+        (
+            {"metadata_csv": "labels.csv"},
+            {"val_balance_by": "view", "val_abnormal": 4},
+            r"split\.val_balance_by='view' is not a column of .*labels\.csv "
+            r"\(has \['file', 'view_po",
+        ),
+        ({"metadata_csv": "missing.csv"}, {}, r"metadata_csv='.*missing\.csv' does not exist"),
     ],
 )
-def test_metadata_and_balance_settings_are_checked(tmp_path, options, message):
+def test_metadata_and_balance_settings_are_checked(tmp_path, options, split, message):
     root, _ = fake_tree(tmp_path)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        MedADDataModule(root, image_size=32, val_fraction=0.2, **options).setup()
+        MedADDataModule(
+            root, image_size=32, **options, split={"val_fraction": 0.2, **split}
+        ).setup()
 
 
 @requires_nih
@@ -132,10 +145,8 @@ def test_nih_carve_out_balanced_by_view():
     dm = MedADDataModule(
         NIH_ROOT,
         image_size=64,
-        val_fraction=0.2,
-        val_abnormal=34,
         metadata_csv="labels.csv",
-        val_balance_by="view_position",
+        split={"val_fraction": 0.2, "val_abnormal": 34, "val_balance_by": "view_position"},
     )
     dm.setup()
     counts = Counter(
@@ -172,24 +183,28 @@ def patients_by_side(dm: MedADDataModule, patients: dict[str, str]) -> dict[str,
     return {side: {patients[n] for n in names} for side, names in dm.sides().items()}
 
 
-GROUPED = {"image_size": 16, "val_fraction": 0.2, "metadata_csv": "labels.csv"}
+GROUPED = {"image_size": 16, "metadata_csv": "labels.csv"}
 
 
 @pytest.mark.parametrize(
-    "options",
+    "split",
     [{}, {"val_abnormal": 4}, {"val_abnormal": 4, "val_balance_by": "view_position"}],
     ids=["pseudo-anomalies", "carve-out", "balanced-carve-out"],
 )
-def test_group_by_keeps_each_patient_on_one_side_and_the_counts(tmp_path, options):
+def test_group_by_keeps_each_patient_on_one_side_and_the_counts(tmp_path, split):
     root, patients = patient_tree(tmp_path)
-    loose = MedADDataModule(root, leakage="ignore", **GROUPED, **options)
+    loose = MedADDataModule(
+        root, **GROUPED, split={"val_fraction": 0.2, "leakage": "ignore", **split}
+    )
     loose.setup()
     assert (
         patients_by_side(loose, patients)["training"]
         & patients_by_side(loose, patients)["validation"]
     ), "the fixture must hold the leak that group_by prevents"
-    # leakage="raise" (the default) also compares the group key across the sides.
-    dm = MedADDataModule(root, group_by="patient", **GROUPED, **options)
+    # split.leakage="raise" (the default) also compares the group key across the sides.
+    dm = MedADDataModule(
+        root, **GROUPED, split={"val_fraction": 0.2, "group_by": "patient", **split}
+    )
     dm.setup()
     sides = patients_by_side(dm, patients)
     assert not sides["training"] & sides["validation"]
@@ -198,9 +213,9 @@ def test_group_by_keeps_each_patient_on_one_side_and_the_counts(tmp_path, option
     assert len(dm.unlabeled) == 20 and sum(dm.unlabeled.labels) == 12
     val_normal = [n for n, label in zip(dm.val.names, dm.val.labels, strict=True) if not label]
     assert len(val_normal) == 4 and len(dm.known_normal) == 16
-    assert sum(dm.val.labels) == options.get("val_abnormal", len(val_normal))
+    assert sum(dm.val.labels) == split.get("val_abnormal", len(val_normal))
     assert dm.test.names == loose.test.names
-    if "val_balance_by" in options:
+    if "val_balance_by" in split:
         views = Counter(
             (m["view_position"], label)
             for m, label in zip(dm.val.metadata, dm.val.labels, strict=True)
@@ -210,7 +225,9 @@ def test_group_by_keeps_each_patient_on_one_side_and_the_counts(tmp_path, option
 
 def test_group_by_carve_out_passes_over_the_patients_of_training(tmp_path):
     root, patients = patient_tree(tmp_path)
-    dm = MedADDataModule(root, group_by="patient", val_abnormal=4, **GROUPED)
+    dm = MedADDataModule(
+        root, **GROUPED, split={"val_fraction": 0.2, "group_by": "patient", "val_abnormal": 4}
+    )
     dm.setup()
     # The pool's last films belong to known-normal patients (P4..P7) or share patient Q with the
     # mixture's first film: the carve-out skips those kept in training.
@@ -219,7 +236,7 @@ def test_group_by_carve_out_passes_over_the_patients_of_training(tmp_path):
     assert not {patients[n] for n in val_abnormal} & kept
     assert val_abnormal != [f"pool1_{i:03d}.png" for i in range(20, 24)]
     source = dm.split_manifest()["source"]
-    assert ", group_by='patient'; unlabeled set: the first names of each pool" in source
+    assert ", split.group_by='patient'; unlabeled set: the first names of each pool" in source
     assert "(images of validation groups passed over)" in source
     assert "abnormal pool whose group has no image in training or test" in source
     assert "of the known normals by whole groups (seed=0)" in source
@@ -232,39 +249,41 @@ def test_without_group_by_the_split_is_the_one_drawn_before(tmp_path):
     mixture = [f"pool1_{i:03d}.png" for i in range(12)] + [f"pool0_{i:03d}.png" for i in range(8)]
     for val_abnormal, abnormals in ((4, [f"pool1_{i:03d}.png" for i in range(20, 24)]), (0, [])):
         dm = MedADDataModule(
-            root, image_size=16, val_fraction=0.2, val_abnormal=val_abnormal, leakage="ignore"
+            root,
+            image_size=16,
+            split={"val_fraction": 0.2, "val_abnormal": val_abnormal, "leakage": "ignore"},
         )
         dm.setup()
         assert [n for n in dm.val.names if not n.endswith("#pseudo_anomaly")] == normals + abnormals
         assert dm.unlabeled.names == mixture
         carved = (
-            "val carved from the training data: val_abnormal=4 last names of the abnormal pool "
-            "and val_fraction=0.2 of the known normals (seed=0)"
+            "val carved from the training data: split.val_abnormal=4 last names of the abnormal "
+            "pool and split.val_fraction=0.2 of the known normals (seed=0)"
             if val_abnormal
-            else "validation: val_fraction=0.2 of the known normals held out (seed=0) with "
+            else "validation: split.val_fraction=0.2 of the known normals held out (seed=0) with "
             "pseudo anomalies"
         )
         assert dm.split_manifest()["source"] == (
             f"read from {root / 'data.json'}; unlabeled set: the first names of each pool, "
-            f"anomaly_ratio=0.6, unlabeled_size=20; {carved}"
+            f"split.anomaly_ratio=0.6, split.unlabeled_size=20; {carved}"
         )
 
 
 def test_group_by_says_what_to_do_when_the_counts_cannot_be_kept(tmp_path):
     root, _ = patient_tree(tmp_path)
-    options = {"val_abnormal": 22, "unlabeled_size": 2, **GROUPED}
+    split = {"val_fraction": 0.2, "val_abnormal": 22, "unlabeled_size": 2}
     # Without group_by the last 22 of the 24 pool abnormals are taken; with it, those of the
     # kept known normals' patients are not available.
-    MedADDataModule(root, leakage="ignore", **options).setup()
+    MedADDataModule(root, **GROUPED, split={**split, "leakage": "ignore"}).setup()
     with pytest.raises(
         ValueError,
-        match=r"val_abnormal=22 .*group_by='patient': cannot take 22 validation abnormals whose "
-        r"group has no image in training or test \(found 21\): of the 24 pool abnormals, 3 "
-        r"share a group with the kept known normals or the test set, and 0 were passed over "
-        r"because their groups hold pool images that the unlabeled mixture \(1 abnormals, 1 "
-        r"normals\) needs; lower val_abnormal or unlabeled_size",
+        match=r"split\.val_abnormal=22 .*split\.group_by='patient': cannot take 22 validation "
+        r"abnormals whose group has no image in training or test \(found 21\): of the 24 pool "
+        r"abnormals, 3 share a group with the kept known normals or the test set, and 0 were "
+        r"passed over because their groups hold pool images that the unlabeled mixture "
+        r"\(1 abnormals, 1 normals\) needs; lower split\.val_abnormal or split\.unlabeled_size",
     ):
-        MedADDataModule(root, group_by="patient", **options).setup()
+        MedADDataModule(root, **GROUPED, split={**split, "group_by": "patient"}).setup()
 
 
 def test_the_carve_out_passes_over_a_patient_whose_films_the_mixture_needs():
@@ -303,7 +322,7 @@ def test_a_hold_out_that_would_starve_the_mixture_is_refused():
         SplitError,
         match=r"val_fraction=0.3 holds out 2 of the 6 known normals, but only 0 are in groups "
         r"without pool images that the unlabeled mixture \(0 abnormals, 6 normals\) needs: lower "
-        r"val_fraction or unlabeled_size",
+        r"split\.val_fraction or split\.unlabeled_size",
     ):
         split.normals_held_apart(0.3, 0, patients, reserve_normal=6)
     held, apart = split.normals_held_apart(0.3, 0, patients, reserve_normal=4)
@@ -312,33 +331,37 @@ def test_a_hold_out_that_would_starve_the_mixture_is_refused():
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("options", "group_by", "message"),
     [
-        ({"group_by": "patient"}, r"group_by='patient' is not a DICOM keyword .* set metadata_csv"),
         (
-            {"group_by": "patient_id", "metadata_csv": "labels.csv"},
-            r"group_by='patient_id' is neither a column of the data \(columns: patient, view_pos",
+            {},
+            "patient",
+            r"split\.group_by='patient' is not a DICOM keyword .* set metadata_csv",
+        ),
+        (
+            {"metadata_csv": "labels.csv"},
+            "patient_id",
+            r"split\.group_by='patient_id' is neither a column of the data "
+            r"\(columns: patient, view_pos",
         ),
     ],
 )
-def test_group_by_must_name_a_column_or_a_dicom_keyword(tmp_path, options, message):
+def test_group_by_must_name_a_column_or_a_dicom_keyword(tmp_path, options, group_by, message):
     root, _ = patient_tree(tmp_path)
     with pytest.raises(ValueError, match=message):
-        MedADDataModule(root, image_size=16, **options).setup()
+        MedADDataModule(root, image_size=16, **options, split={"group_by": group_by}).setup()
 
 
 @requires_nih
 def test_nih_carve_out_by_patient_shares_no_patient_with_training():
-    options = {
-        "image_size": 64,
+    options = {"image_size": 64, "seed": 0, "metadata_csv": "labels.csv"}
+    split = {
         "val_fraction": 0.2,
         "val_abnormal": 34,
         "anomaly_ratio": 0.6,
-        "seed": 0,
-        "metadata_csv": "labels.csv",
         "val_balance_by": "view_position",
     }
-    dm = MedADDataModule(NIH_ROOT, group_by="nih_patient_id", **options)
+    dm = MedADDataModule(NIH_ROOT, **options, split={**split, "group_by": "nih_patient_id"})
     dm.setup()
 
     def patients(names: list[str], data: MedADDataModule) -> set[str]:
@@ -358,7 +381,7 @@ def test_nih_carve_out_by_patient_shares_no_patient_with_training():
     assert len(dm.known_normal) == 136 and len(dm.test) == 156
     assert len(dm.unlabeled) == 170 and sum(dm.unlabeled.labels) == 102
     # The same run without group_by: 18 of its 54 validation patients also train.
-    loose = MedADDataModule(NIH_ROOT, leakage="warn", **options)
+    loose = MedADDataModule(NIH_ROOT, **options, split={**split, "leakage": "warn"})
     loose.setup()
     before = {side: patients(names, loose) for side, names in loose.sides().items()}
     assert len(before["training"] & before["validation"]) == 18

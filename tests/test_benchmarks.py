@@ -194,8 +194,7 @@ def test_score_grid_chooses_on_validation_and_reproduces_the_test(tmp_path):
         "root": str(root),
         "image_size": 32,
         "batch_size": 4,
-        "val_fraction": 0.25,
-        "val_abnormal": 3,
+        "split": {"val_fraction": 0.25, "val_abnormal": 3},
     }
     model = tiny_sagan(max_iterations=4, evaluator=Evaluator(bootstrap_resamples=20))
     trainer = tiny_trainer(tmp_path, enable_checkpointing=False)

@@ -24,8 +24,13 @@ from sagan_ad.data import (
 )
 from sagan_ad.data.reading.file_kinds import dicom_without_image, media_storage_class
 
-QUIET = {"image_size": 16, "cache_workers": 1, "progress": False, "val_fraction": 0.0}
+QUIET = {"image_size": 16}
 REMEDY = "a blank film is no normal and no finding: remove it from the data"
+
+
+def quiet_cache(folder: Path) -> dict:
+    """Cache settings: decoded into `folder` by one process, without a progress bar."""
+    return {"dir": folder, "workers": 1, "progress": False}
 
 
 @pytest.mark.parametrize(
@@ -74,7 +79,9 @@ def test_blank_films_stop_the_setup_of_every_reader(tmp_path):
         Image.fromarray(film(80 + 40 * i, (20, 20))).save(normal / f"n{i}.png")
     Image.fromarray(np.full((20, 20), 0, np.uint8)).save(normal / "black.png")
     with pytest.raises(ImageReadError, match=r"black.png: every pixel has the value 0"):
-        FolderDataModule(normal, cache_dir=tmp_path / "c", **QUIET).setup()
+        FolderDataModule(
+            normal, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+        ).setup()
     with pytest.raises(ImageReadError, match=r"black.png: every pixel has the value 0"):
         load_images(sorted(normal.iterdir()), 16)
     predict = FolderPredictDataModule(normal, image_size=16)
@@ -124,7 +131,9 @@ def test_a_pacs_export_skips_and_counts_what_holds_no_image(tmp_path, caplog):
         "SR0001",
     ]
     with caplog.at_level(logging.WARNING):
-        dm = FolderDataModule(root, cache_dir=tmp_path / "c", **QUIET)
+        dm = FolderDataModule(
+            root, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+        )
         dm.setup()
     assert len(dm.known_normal) == 3
     assert "skipped 4 DICOM file(s) that hold no image (" in caplog.text
@@ -138,9 +147,17 @@ def test_a_failed_transfer_is_an_error_or_skipped_never_dropped_unseen(tmp_path,
     with pytest.raises(
         ImageReadError, match=r"(?s)1 image file\(s\) are missing or could not.*IM0009"
     ):
-        FolderDataModule(root, cache_dir=tmp_path / "c", **QUIET).setup()
+        FolderDataModule(
+            root, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+        ).setup()
     with caplog.at_level(logging.WARNING):
-        dm = FolderDataModule(root, cache_dir=tmp_path / "c", on_error="skip", **QUIET)
+        dm = FolderDataModule(
+            root,
+            on_error="skip",
+            **QUIET,
+            split={"val_fraction": 0.0},
+            cache=quiet_cache(tmp_path / "c"),
+        )
         dm.setup()
     assert len(dm.known_normal) == 3
     assert "IM0009" in caplog.text

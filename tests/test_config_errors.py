@@ -60,9 +60,14 @@ def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
             "'top_fraction'?) (in --config {config})",
         ),
         (
-            "data:\n  init_args:\n    val_fracton: 0.1\n",
-            "data.val_fracton is not a setting of sagan_ad.SyntheticCXRDataModule (did you mean "
-            "'val_fraction'?) (in --config {config})",
+            "data:\n  init_args:\n    batch_sise: 2\n",
+            "data.batch_sise is not a setting of sagan_ad.SyntheticCXRDataModule (did you mean "
+            "'batch_size'?) (in --config {config})",
+        ),
+        (
+            "data:\n  init_args:\n    split:\n      val_fracton: 0.1\n",
+            "split: no setting 'val_fracton'; the settings are val_fraction, anomaly_ratio, "
+            "unlabeled_size, counts, file, group_by, leakage, val_abnormal, val_balance_by",
         ),
         (
             "trainer:\n  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n"
@@ -95,6 +100,7 @@ def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
         "nested",
         "component",
         "data",
+        "data_group",
         "logger",
         "type",
         "trainer",
@@ -110,10 +116,10 @@ def test_config_mistakes_are_one_line_naming_the_setting_and_the_file(tmp_path, 
 
 
 def test_a_mistake_on_the_command_line_is_named_as_given(tmp_path):
-    line = fit_with(tmp_path, "seed_everything: 1\n", "--data.val_fracton=0.2")
+    line = fit_with(tmp_path, "seed_everything: 1\n", "--data.batch_sise=2")
     assert line == (
-        "error: data.val_fracton is not a setting of sagan_ad.SyntheticCXRDataModule (did you "
-        "mean 'val_fraction'?) (given as --data.val_fracton on the command line)"
+        "error: data.batch_sise is not a setting of sagan_ad.SyntheticCXRDataModule (did you "
+        "mean 'batch_size'?) (given as --data.batch_sise on the command line)"
     )
 
 

@@ -18,7 +18,9 @@ def first_batches(dm, n=3):
 
 
 def test_medad_split_counts_and_validation(medad_root):
-    dm = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25, seed=0)
+    dm = MedADDataModule(
+        medad_root, image_size=32, batch_size=4, seed=0, split={"val_fraction": 0.25}
+    )
     dm.setup()
     counts = dm.summary()
     # 12 known normals: 3 held out -> validation of 3 normals + 3 pseudo anomalies.
@@ -60,7 +62,7 @@ def test_stream_order_does_not_depend_on_worker_count(medad_root):
 
 
 def test_every_image_is_drawn_once_per_pass(medad_root):
-    dm = MedADDataModule(medad_root, image_size=32, batch_size=3, val_fraction=0.0)
+    dm = MedADDataModule(medad_root, image_size=32, batch_size=3, split={"val_fraction": 0.0})
     dm.setup()
     stream = dm.train_dataloader().dataset
     seen = next(iter(stream.batches()))["normal"]
@@ -78,7 +80,7 @@ def test_labelled_validation_in_data_json_is_used(tmp_path):
     split["train"]["0"] = split["train"]["0"][:-2]
     split["train"]["unlabeled"]["1"] = split["train"]["unlabeled"]["1"][:-2]
     (root / "data.json").write_text(json.dumps(split))
-    dm = MedADDataModule(root, image_size=32, unlabeled_size=6)
+    dm = MedADDataModule(root, image_size=32, split={"unlabeled_size": 6})
     dm.setup()
     assert dm.val.names == split["val"]["0"] + split["val"]["1"]
     assert dm.val.labels == [0, 0, 1, 1]
@@ -113,13 +115,13 @@ def test_missing_root_or_split_file(tmp_path):
 
 @pytest.mark.parametrize("ratio", [-0.5, 1.01])
 def test_anomaly_ratio_is_checked_at_construction(medad_root, ratio):
-    with pytest.raises(ValueError, match="anomaly_ratio"):
-        MedADDataModule(medad_root, anomaly_ratio=ratio)
+    with pytest.raises(ValueError, match=rf"split\.anomaly_ratio={ratio}: must be in \[0, 1\]"):
+        MedADDataModule(medad_root, split={"anomaly_ratio": ratio})
 
 
 def test_pool_overflow_is_explained(medad_root):
     with pytest.raises(SplitError, match="needs 12 abnormal images but the abnormal pool has 10"):
-        MedADDataModule(medad_root, anomaly_ratio=1.0).setup()
+        MedADDataModule(medad_root, split={"anomaly_ratio": 1.0}).setup()
 
 
 def test_same_file_in_train_and_test_is_refused(medad_root):
@@ -146,7 +148,7 @@ def test_synthetic_datamodule_is_deterministic_and_labelled():
 
 @requires_nih
 def test_real_nih_data_loads_with_the_protocol_counts():
-    dm = MedADDataModule(NIH_ROOT, image_size=64, val_fraction=0.1)
+    dm = MedADDataModule(NIH_ROOT, image_size=64, split={"val_fraction": 0.1})
     dm.setup()
     counts = dm.summary()
     assert counts["train/known_normal"] == 153 and counts["val/normal"] == 17
@@ -176,7 +178,12 @@ def test_synthetic_lesion_ranges_reach_the_abnormal_images_and_are_checked():
 
 
 def test_synthetic_validation_has_real_lesions_by_default():
-    kwargs = {"num_known_normal": 20, "num_test": 10, "image_size": 32, "val_fraction": 0.2}
+    kwargs = {
+        "num_known_normal": 20,
+        "num_test": 10,
+        "image_size": 32,
+        "split": {"val_fraction": 0.2},
+    }
     lesions = SyntheticCXRDataModule(**kwargs)
     pseudo = SyntheticCXRDataModule(validation="pseudo", **kwargs)
     lesions.setup()
@@ -199,6 +206,6 @@ def test_synthetic_validation_has_real_lesions_by_default():
     assert not lesions.val_masks[:4].any() and lesions.val_masks[4:].flatten(1).any(1).all()
     with pytest.raises(ValueError, match="validation='labelled'"):
         SyntheticCXRDataModule(validation="labelled")
-    no_val = SyntheticCXRDataModule(**{**kwargs, "val_fraction": 0.0})
+    no_val = SyntheticCXRDataModule(**{**kwargs, "split": {"val_fraction": 0.0}})
     no_val.setup()
     assert no_val.val is None and len(no_val.known_normal) == 20

@@ -30,7 +30,7 @@ QUIET = {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summa
 
 def tiny_data() -> SyntheticCXRDataModule:
     return SyntheticCXRDataModule(
-        num_known_normal=16, num_test=8, image_size=32, batch_size=4, val_fraction=0.25
+        num_known_normal=16, num_test=8, image_size=32, batch_size=4, split={"val_fraction": 0.25}
     )
 
 

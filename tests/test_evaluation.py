@@ -63,7 +63,7 @@ def test_validation_logs_the_metric_suite_pixel_metrics_and_chooses_a_threshold(
     L.seed_everything(0)
     model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=20), max_iterations=2)
     trainer = quick_trainer(tmp_path)
-    trainer.fit(model, phantoms(val_fraction=0.25))
+    trainer.fit(model, phantoms(split={"val_fraction": 0.25}))
     logged = trainer.callback_metrics
     for key in (
         "val/AUROC",

@@ -34,7 +34,12 @@ from sagan_ad import (
 from sagan_ad.atomic import _HOST
 from sagan_ad.data import DecodeSettings, decode_image, load_image, protocol_split, read_dicom
 
-QUIET = dict(image_size=16, cache_workers=1, progress=False)
+QUIET = dict(image_size=16)
+
+
+def quiet_cache(folder: Path, **settings) -> dict:
+    """The cache settings of these tests: one worker, no progress bar."""
+    return {"dir": folder, "workers": 1, "progress": False, **settings}
 
 
 def rsna_tree(root: Path, normal: int, opacity: int, patient=None, start: int = 0) -> Path:
@@ -62,9 +67,12 @@ def rsna_tree(root: Path, normal: int, opacity: int, patient=None, start: int = 
     return root
 
 
-def rsna(root: Path, cache: Path, counts: dict[str, int], **kwargs) -> RSNADataModule:
-    options = dict(cache_dir=cache, split_counts=counts, val_fraction=0.0, anomaly_ratio=0.5)
-    return RSNADataModule(root, **{**QUIET, **options, **kwargs})
+def rsna(
+    root: Path, cache: Path, counts: dict[str, int], split: dict | None = None, **kwargs
+) -> RSNADataModule:
+    """RSNA on a fake tree: `split` settings are merged into these tests' own."""
+    split = {"counts": counts, "val_fraction": 0.0, "anomaly_ratio": 0.5, **(split or {})}
+    return RSNADataModule(root, **{**QUIET, "split": split, "cache": quiet_cache(cache), **kwargs})
 
 
 def parts_of(split_json: dict) -> dict[str, str]:
@@ -95,12 +103,12 @@ def apple_double(root: Path) -> int:
 
 def test_apple_double_files_change_nothing_in_lag_and_are_counted_once(tmp_path, caplog):
     root = lag_tree(tmp_path / "lag")
-    options = dict(split_counts=LAG_COUNTS, val_fraction=0.0, **QUIET)
-    clean = LAGDataModule(root, cache_dir=tmp_path / "a", **options)
+    options = dict(**QUIET, split={"counts": LAG_COUNTS, "val_fraction": 0.0})
+    clean = LAGDataModule(root, **options, cache=quiet_cache(tmp_path / "a"))
     clean.setup()
     junk = apple_double(root)
     with caplog.at_level(logging.WARNING):
-        copied = LAGDataModule(root, cache_dir=tmp_path / "b", **options)
+        copied = LAGDataModule(root, **options, cache=quiet_cache(tmp_path / "b"))
         copied.prepare_data()
         copied.setup()
     assert copied.split_manifest()["split"] == clean.split_manifest()["split"]
@@ -120,7 +128,12 @@ def test_apple_double_files_are_not_images_of_a_folder_datamodule(tmp_path):
     apple_double(normals)
     (normals / ".git").mkdir()
     (normals / ".git" / "x.png").write_bytes(b"")
-    dm = FolderDataModule(normals, cache_dir=tmp_path / "c", val_fraction=0.0, **QUIET)
+    dm = FolderDataModule(
+        normals,
+        **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
+    )
     dm.setup()
     assert dm.known_normal.names == [f"normal/n{i}.png" for i in range(4)]
 
@@ -144,14 +157,13 @@ def test_a_patient_in_training_and_test_is_refused_or_reported(tmp_path, caplog)
     dicom_folder(tmp_path / "normals", ["P1", "P2", "P3", "P4", "P5", "P6"])
     dicom_folder(tmp_path / "sick", ["P2", "P9"], start=10)
 
-    def folder(**kwargs) -> FolderDataModule:
+    def folder(**split) -> FolderDataModule:
         dm = FolderDataModule(
             tmp_path / "normals",
             test_abnormal=tmp_path / "sick",
-            cache_dir=tmp_path / "c",
-            val_fraction=0.0,
             **QUIET,
-            **kwargs,
+            split={"val_fraction": 0.0, **split},
+            cache=quiet_cache(tmp_path / "c"),
         )
         dm.setup()
         return dm
@@ -162,8 +174,8 @@ def test_a_patient_in_training_and_test_is_refused_or_reported(tmp_path, caplog)
         "FolderDataModule: 1 patient(s) or image(s) are on two sides of the split: PatientID "
         "'P2' in training (1) and test (1). A model validated or tested on a patient or image "
         "it trained on scores too well: the split you gave puts a patient (PatientID) in "
-        "training and test: move each patient's images to one side of it; leakage='warn' only "
-        "reports this"
+        "training and test: move each patient's images to one side of it; "
+        "split.leakage='warn' only reports this"
     )
     with caplog.at_level(logging.WARNING):
         folder(leakage="warn")
@@ -179,9 +191,9 @@ def test_the_same_image_under_two_names_is_caught_by_its_sop_instance_uid(tmp_pa
     dm = FolderDataModule(
         tmp_path / "normals",
         test_normal=tmp_path / "test",
-        cache_dir=tmp_path / "c",
-        val_fraction=0.0,
         **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
     )
     with pytest.raises(SplitError, match=r"SOPInstanceUID '[\d.]+' in training \(1\) and test"):
         dm.setup()
@@ -196,10 +208,9 @@ def test_validation_hold_out_keeps_patients_whole_by_csv_column(tmp_path):
     write_csv(tmp_path / "normals.csv", ["path", "patient"], rows)
     dm = FolderDataModule(
         tmp_path / "normals.csv",
-        cache_dir=tmp_path / "c",
-        val_fraction=0.25,
-        group_by="patient",
         **QUIET,
+        split={"val_fraction": 0.25, "group_by": "patient"},
+        cache=quiet_cache(tmp_path / "c"),
     )
     dm.setup()
     patient = {f"normal/img/{i}.png": f"patient{i // 3}" for i in range(12)}
@@ -216,7 +227,7 @@ def test_group_by_patient_keeps_every_patient_on_one_side_of_a_drawn_split(tmp_p
     labels = root / "stage_2_train_labels.csv"
     labels.write_text(labels.read_text().replace("p011,,,,,0", "p011,2,3,5,5,1"))
     counts = dict(known_normal=8, pool_normal=6, pool_abnormal=6, test_normal=6, test_abnormal=6)
-    dm = rsna(root, tmp_path / "c", counts, group_by="PatientID", val_fraction=0.25)
+    dm = rsna(root, tmp_path / "c", counts, split={"group_by": "PatientID", "val_fraction": 0.25})
     dm.setup()
     patient = {f"p{i:03d}.dcm": f"P{i // 2:02d}" for i in range(40)}
     sides = {side: {patient[n] for n in names} for side, names in dm.sides().items()}
@@ -227,7 +238,7 @@ def test_group_by_patient_keeps_every_patient_on_one_side_of_a_drawn_split(tmp_p
     split = parts_of(dm.split_manifest()["split"])
     sides_of_p05 = {split[n].startswith("test") for n in ("p010.dcm", "p011.dcm") if n in split}
     assert len(sides_of_p05) <= 1
-    assert "group_by='PatientID'" in dm.split_manifest()["source"]
+    assert "split.group_by='PatientID'" in dm.split_manifest()["source"]
     # Without grouping the same draw puts some patient on two sides, and is refused.
     with pytest.raises(SplitError, match=r"PatientID 'P\d\d' in training \(\d\) and test"):
         rsna(root, tmp_path / "d", counts).setup()
@@ -251,7 +262,11 @@ def test_a_folder_grouped_by_a_dicom_keyword_reads_each_file_once(tmp_path, monk
     monkeypatch.setattr(
         cache_module, "read_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
     )
-    options = dict(cache_dir=tmp_path / "c", group_by="PatientID", val_fraction=0.25, **QUIET)
+    options = dict(
+        **QUIET,
+        split={"group_by": "PatientID", "val_fraction": 0.25},
+        cache=quiet_cache(tmp_path / "c"),
+    )
     dm = FolderDataModule(tmp_path / "normal", **options)
     dm.setup()
     assert sorted(decoded) == sorted(str(p) for p in (tmp_path / "normal").iterdir())
@@ -271,9 +286,9 @@ def test_group_by_must_name_a_column_or_a_dicom_keyword(tmp_path):
     root = rsna_tree(tmp_path / "rsna", normal=6, opacity=4)
     counts = dict(known_normal=2, pool_normal=1, pool_abnormal=2, test_normal=1, test_abnormal=1)
     with pytest.raises(ValueError) as info:
-        rsna(root, tmp_path / "c", counts, group_by="PatientIdentity").setup()
+        rsna(root, tmp_path / "c", counts, split={"group_by": "PatientIdentity"}).setup()
     assert str(info.value) == (
-        "group_by='PatientIdentity' is neither a column of the data (columns: class) nor a "
+        "split.group_by='PatientIdentity' is neither a column of the data (columns: class) nor a "
         "DICOM keyword such as 'PatientID'"
     )
 
@@ -297,7 +312,9 @@ def test_medad_data_with_dicom_images_is_checked_for_patient_leakage(tmp_path):
     }
     (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
     dm = MedADDataModule(
-        tmp_path / "medad", image_size=16, val_fraction=0.0, unlabeled_size=2, anomaly_ratio=0.5
+        tmp_path / "medad",
+        image_size=16,
+        split={"val_fraction": 0.0, "unlabeled_size": 2, "anomaly_ratio": 0.5},
     )
     with pytest.raises(SplitError, match=r"PatientID 'B' in training \(1\) and test \(1\)"):
         dm.setup()
@@ -322,11 +339,13 @@ def test_medad_group_by_a_dicom_keyword_keeps_patients_apart(tmp_path):
         "test": {"0": [], "1": ["t0.dcm"]},
     }
     (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
-    options = dict(image_size=16, val_fraction=0.25, unlabeled_size=2, anomaly_ratio=0.5)
+    split = {"val_fraction": 0.25, "unlabeled_size": 2, "anomaly_ratio": 0.5}
     # The plain hold-out splits patients (their PatientIDs are compared with or without group_by).
     with pytest.raises(SplitError, match=r"PatientID '[A-F]' in training \(1\) and validation"):
-        MedADDataModule(tmp_path / "medad", **options).setup()
-    dm = MedADDataModule(tmp_path / "medad", group_by="PatientID", **options)
+        MedADDataModule(tmp_path / "medad", image_size=16, split=split).setup()
+    dm = MedADDataModule(
+        tmp_path / "medad", image_size=16, split={**split, "group_by": "PatientID"}
+    )
     dm.setup()
     sides = {side: {patients[n[:-4]] for n in names} for side, names in dm.sides().items()}
     assert not sides["training"] & sides["validation"]
@@ -342,12 +361,12 @@ def test_medad_group_by_a_column_is_in_the_leakage_check(tmp_path):
     # (the split is given), but the check names the patient.
     with (root / "labels.csv").open("w") as handle:
         handle.write("file,patient\nknown_000.png,P1\ntest1_000.png,P1\n")
-    options = dict(image_size=16, val_fraction=0.0, metadata_csv="labels.csv")
-    MedADDataModule(root, **options).setup()
+    options = dict(image_size=16, metadata_csv="labels.csv")
+    MedADDataModule(root, **options, split={"val_fraction": 0.0}).setup()
     with pytest.raises(
         SplitError, match=r"group \(patient\) 'P1' in training \(1\) and test \(1\)"
     ):
-        MedADDataModule(root, group_by="patient", **options).setup()
+        MedADDataModule(root, **options, split={"val_fraction": 0.0, "group_by": "patient"}).setup()
 
 
 # ---------------------------------------------------------------- 3. stable splits
@@ -408,11 +427,12 @@ def test_the_draw_depends_on_the_seed_and_old_split_files_still_load(tmp_path):
         "test": {"0": names[6:8], "1": names[13:15]},
     }
     (tmp_path / "old.json").write_text(json.dumps(old, indent=1))
-    dm = rsna(root, tmp_path / "c", COUNTS, split_file=tmp_path / "old.json")
+    dm = rsna(root, tmp_path / "c", COUNTS, split={"file": tmp_path / "old.json"})
     dm.setup()
     assert dm.split_manifest() == {
         "source": f"read from {tmp_path / 'old.json'}; unlabeled set: the first names of each "
-        "pool, anomaly_ratio=0.5, unlabeled_size=the number of known normals; no validation set",
+        "pool, split.anomaly_ratio=0.5, split.unlabeled_size=the number of known normals; no "
+        "validation set",
         "split": old,
     }
 
@@ -423,25 +443,25 @@ def test_the_draw_depends_on_the_seed_and_old_split_files_still_load(tmp_path):
 def test_split_manifest_says_where_the_split_came_from(tmp_path, medad_root):
     root = rsna_tree(tmp_path / "rsna", normal=10, opacity=6)
     counts = dict(known_normal=4, pool_normal=2, pool_abnormal=4, test_normal=2, test_abnormal=2)
-    dm = rsna(root, tmp_path / "c", counts, seed=3, val_fraction=0.25)
+    dm = rsna(root, tmp_path / "c", counts, seed=3, split={"val_fraction": 0.25})
     assert dm.split_manifest() is None  # before setup
     dm.setup()
     manifest = dm.split_manifest()
     assert manifest["split"] == json.loads(dm.split_path.read_text())
     assert manifest["source"] == (
-        f"drawn by RSNADataModule from {root} with seed=3, split_counts={counts}, grouped by "
+        f"drawn by RSNADataModule from {root} with seed=3, split.counts={counts}, grouped by "
         "the data set's patient key (seeded hash of each image or group); unlabeled set: the "
-        "first names of each pool, anomaly_ratio=0.5, unlabeled_size=the number of known "
-        "normals; validation: val_fraction=0.25 of the known normals held out (seed=3) with "
-        "pseudo anomalies"
+        "first names of each pool, split.anomaly_ratio=0.5, split.unlabeled_size=the number of "
+        "known normals; validation: split.val_fraction=0.25 of the known normals held out "
+        "(seed=3) with pseudo anomalies"
     )
-    medad = MedADDataModule(medad_root, image_size=16, val_abnormal=2)
+    medad = MedADDataModule(medad_root, image_size=16, split={"val_abnormal": 2})
     medad.setup()
     assert medad.split_manifest()["split"] == json.loads((medad_root / "data.json").read_text())
     assert medad.split_manifest()["source"].startswith(
         f"read from {medad_root / 'data.json'}; unlabeled set: the first names of each pool, "
-        "anomaly_ratio=0.6, unlabeled_size=12; val carved from the training data: "
-        "val_abnormal=2 last names of the abnormal pool and val_fraction=0.1"
+        "split.anomaly_ratio=0.6, split.unlabeled_size=12; val carved from the training data: "
+        "split.val_abnormal=2 last names of the abnormal pool and split.val_fraction=0.1"
     )
     synthetic = SyntheticCXRDataModule(num_known_normal=8, num_test=4, image_size=32)
     synthetic.setup()
@@ -452,7 +472,12 @@ def test_folder_datamodule_manifest_lists_its_roles(tmp_path):
     (tmp_path / "n").mkdir()
     for i in range(4):
         Image.fromarray(film(i, (12, 12))).save(tmp_path / "n" / f"{i}.png")
-    dm = FolderDataModule(tmp_path / "n", cache_dir=tmp_path / "c", val_fraction=0.0, **QUIET)
+    dm = FolderDataModule(
+        tmp_path / "n",
+        **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
+    )
     dm.setup()
     assert dm.split_manifest() == {
         "source": f"roles as given (normal={str(tmp_path / 'n')!r}); no validation set",
@@ -472,8 +497,8 @@ def twelve_bit_ramps(folder: Path, n: int = 4) -> None:
 
 def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
     twelve_bit_ramps(tmp_path / "n")
-    options = dict(val_fraction=0.0, image_size=32, cache_workers=1, progress=False)
-    dm = FolderDataModule(tmp_path / "n", cache_dir=tmp_path / "a", **options)
+    options = dict(image_size=32, split={"val_fraction": 0.0})
+    dm = FolderDataModule(tmp_path / "n", **options, cache=quiet_cache(tmp_path / "a"))
     dm.setup()
     first = dm.known_normal.images[0, 0]
     assert first.min() == 0 and first.max() == 255 and len(first.unique()) == 32
@@ -482,9 +507,9 @@ def test_twelve_bit_pngs_keep_their_contrast_in_a_datamodule(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         old = FolderDataModule(
             tmp_path / "n",
-            cache_dir=tmp_path / "b",
             decode=DecodeSettings(bit_depth="dtype"),
             **options,
+            cache=quiet_cache(tmp_path / "b"),
         )
         old.prepare_data()
         old.setup()
@@ -503,11 +528,9 @@ def test_files_of_different_depths_share_the_largest_and_say_so(tmp_path, caplog
     with caplog.at_level(logging.WARNING):
         dm = FolderDataModule(
             tmp_path / "n",
-            cache_dir=tmp_path / "c",
-            val_fraction=0.0,
             image_size=32,
-            cache_workers=1,
-            progress=False,
+            split={"val_fraction": 0.0},
+            cache=quiet_cache(tmp_path / "c"),
         )
         dm.setup()
     assert "of the 16-bit files, 3 use 12 bits, 1 use 14 bits" in caplog.text
@@ -617,12 +640,12 @@ def test_an_interrupted_build_resumes_from_its_last_save(tmp_path, monkeypatch):
 
 
 def test_cache_options_reach_the_datamodules(tmp_path):
-    with pytest.raises(ValueError, match=r"cache_identity='hash': must be 'stat', 'verify' or"):
-        FolderDataModule(tmp_path, cache_identity="hash")
-    with pytest.raises(ValueError, match=r"cache_save_interval=0: must be > 0 seconds"):
-        FolderDataModule(tmp_path, cache_save_interval=0)
+    with pytest.raises(ValueError, match=r"cache.identity='hash': must be 'stat', 'verify' or"):
+        FolderDataModule(tmp_path, cache={"identity": "hash"})
+    with pytest.raises(ValueError, match=r"cache.save_interval=0: must be > 0 seconds"):
+        FolderDataModule(tmp_path, cache={"save_interval": 0})
     root = write_medad_tree(tmp_path / "medad")
-    dm = MedADDataModule(root, image_size=16, cache_dir=tmp_path / "c", cache_identity="verify")
+    dm = MedADDataModule(root, image_size=16, cache={"dir": tmp_path / "c", "identity": "verify"})
     dm.setup()
     plain = MedADDataModule(root, image_size=16)
     plain.setup()
@@ -677,7 +700,9 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
         )
     split = {"train": {"0": names[:4], "unlabeled": {"0": names[4:6], "1": names[6:]}}}
     (tmp_path / "medad" / "data.json").write_text(json.dumps(split))
-    options = dict(image_size=16, val_fraction=0.0, unlabeled_size=2, anomaly_ratio=0.5)
+    options = dict(
+        image_size=16, split={"val_fraction": 0.0, "unlabeled_size": 2, "anomaly_ratio": 0.5}
+    )
     with pytest.raises(ImageReadError, match=r"IM0: .*DICOM without preamble \(set force_dicom"):
         MedADDataModule(tmp_path / "medad", **options).setup()
     decode = DecodeSettings(dicom_mode="benchmark", force_dicom=True)
@@ -689,10 +714,10 @@ def test_force_dicom_and_dicom_options_reach_every_datamodule(tmp_path):
     np.testing.assert_array_equal(bench.known_normal.images[0].numpy(), expected)
     folder = FolderDataModule(
         images,
-        cache_dir=tmp_path / "c",
         decode=DecodeSettings(window="percentile", force_dicom=True),
-        val_fraction=0.0,
         **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
     )
     folder.setup()
     assert len(folder.known_normal) == 8

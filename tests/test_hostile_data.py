@@ -52,7 +52,12 @@ from sagan_ad import (
 from sagan_ad.data import decode_image, read_dicom, read_medad_split
 from sagan_ad.data.splits.leakage import SAME_BYTES, check_leakage
 
-QUIET = dict(image_size=8, val_fraction=0.0, cache_workers=1, progress=False)
+QUIET = dict(image_size=8)
+
+
+def quiet_cache(folder: Path) -> dict:
+    """Cache settings: decoded into `folder` by one process, without a progress bar."""
+    return {"dir": folder, "workers": 1, "progress": False}
 
 
 def medad(tmp: Path, edit=None) -> Path:
@@ -75,15 +80,20 @@ def test_a_copy_of_a_test_image_among_the_training_images_is_leakage(tmp_path, c
     # is not the same file to the file system, but it is the same image to the model.
     root = medad(tmp_path, lambda split: split["train"]["0"].append(copy_name))
     shutil.copy(root / "images" / "test1_000.png", root / "images" / copy_name)
-    cache = {"cache_dir": tmp_path / "cache"} if cached else {}
-    dm = MedADDataModule(root, image_size=8, val_fraction=0.0, unlabeled_size=5, **cache)
+    cache = {"cache": {"dir": tmp_path / "cache"}} if cached else {}
+    dm = MedADDataModule(
+        root, image_size=8, **cache, split={"val_fraction": 0.0, "unlabeled_size": 5}
+    )
     with pytest.raises(SplitError) as err:
         dm.setup()
     assert f"identical bytes ({copy_name}, test1_000.png) in training (1) and test (1)" in str(
         err.value
     )
     dm = MedADDataModule(
-        root, image_size=8, val_fraction=0.0, unlabeled_size=5, leakage="warn", **cache
+        root,
+        image_size=8,
+        **cache,
+        split={"val_fraction": 0.0, "unlabeled_size": 5, "leakage": "warn"},
     )
     dm.setup()
     assert copy_name in dm.known_normal.names
@@ -96,7 +106,11 @@ def test_a_copy_given_two_roles_in_folders_is_leakage(tmp_path):
             Image.fromarray(film(value + i)).save(tmp_path / folder / f"{folder}{i}.png")
     shutil.copy(tmp_path / "normal" / "normal0.png", tmp_path / "sick" / "copy.png")
     dm = FolderDataModule(
-        tmp_path / "normal", test_abnormal=tmp_path / "sick", cache_dir=tmp_path / "c", **QUIET
+        tmp_path / "normal",
+        test_abnormal=tmp_path / "sick",
+        **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
     )
     with pytest.raises(SplitError, match=r"identical bytes \(normal/normal0.png, test_abnormal/"):
         dm.setup()
@@ -115,14 +129,18 @@ def test_links_fifos_and_nas_thumbnails_are_reported_or_skipped_never_taken(tmp_
     thumbs.mkdir(parents=True)
     Image.new("L", (4, 4), 60).save(thumbs / "SYNOFILE_THUMB_M.jpg")
     with caplog.at_level(logging.WARNING):
-        dm = FolderDataModule(normal, cache_dir=tmp_path / "c", **QUIET)
+        dm = FolderDataModule(
+            normal, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+        )
         dm.setup()
     assert len(dm.known_normal) == 4
     assert "skipped 1 hidden or system file(s) or folder(s) (@eaDir" in caplog.text
     (normal / "dangling.png").symlink_to(tmp_path / "gone.png")
     (normal / "loop.png").symlink_to("loop.png")
     os.mkfifo(normal / "pipe.dcm")
-    dm = FolderDataModule(normal, cache_dir=tmp_path / "c", **QUIET)
+    dm = FolderDataModule(
+        normal, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+    )
     with pytest.raises(ImageReadError) as err:
         dm.setup()
     message = str(err.value)
@@ -131,7 +149,13 @@ def test_links_fifos_and_nas_thumbnails_are_reported_or_skipped_never_taken(tmp_
     )
     assert "loop.png is a symbolic link loop" in message
     assert "pipe.dcm is not a regular file (a FIFO, socket or device)" in message
-    dm = FolderDataModule(normal, cache_dir=tmp_path / "c", on_error="skip", **QUIET)
+    dm = FolderDataModule(
+        normal,
+        on_error="skip",
+        **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
+    )
     dm.setup()
     assert len(dm.known_normal) == 4
     # predict lists them too, and reading one says what it is instead of blocking on the FIFO.
@@ -155,7 +179,7 @@ def test_a_name_that_misses_its_file_by_a_detail_names_the_file_and_the_detail(
     (root / "images" / on_disk).parent.mkdir(exist_ok=True)
     shutil.move(root / "images" / "test1_000.png", root / "images" / on_disk)
     with pytest.raises(ImageReadError) as err:
-        MedADDataModule(root, image_size=8, val_fraction=0.0).setup()
+        MedADDataModule(root, image_size=8, split={"val_fraction": 0.0}).setup()
     assert f"does not exist, but '{root / 'images' / on_disk}' does" in str(err.value)
     assert f"the names differ in {difference}" in str(err.value)
 
@@ -164,7 +188,9 @@ def test_a_folder_named_as_an_image_and_a_folder_named_data_json_say_so(tmp_path
     root = medad(tmp_path, lambda split: split["train"]["0"].append("folder.png"))
     (root / "images" / "folder.png").mkdir()
     with pytest.raises(ImageReadError, match=r"folder\.png is a folder, not an image file"):
-        MedADDataModule(root, image_size=8, val_fraction=0.0, unlabeled_size=5).setup()
+        MedADDataModule(
+            root, image_size=8, split={"val_fraction": 0.0, "unlabeled_size": 5}
+        ).setup()
     (root / "data.json").unlink()
     (root / "data.json").mkdir()
     with pytest.raises(SplitError, match="data.json is a folder"):
@@ -343,7 +369,10 @@ def rewrite_csv(path: Path, edit) -> None:
 
 def rsna_module(root: Path, tmp: Path) -> RSNADataModule:
     return RSNADataModule(
-        root, cache_dir=tmp / "cache", split_counts=RSNA_COUNTS, anomaly_ratio=0.5, **QUIET
+        root,
+        **QUIET,
+        split={"val_fraction": 0.0, "counts": RSNA_COUNTS, "anomaly_ratio": 0.5},
+        cache=quiet_cache(tmp / "cache"),
     )
 
 
@@ -400,20 +429,20 @@ def test_rsna_csvs_that_disagree_or_hold_unknown_values_are_named(
 
 def test_vindr_no_finding_is_read_in_any_case_and_checked_against_class_id(tmp_path):
     counts = dict(known_normal=3, pool_normal=2, pool_abnormal=2, test_normal=2, test_abnormal=2)
-    options = dict(split_counts=counts, anomaly_ratio=0.5, **QUIET)
+    options = dict(**QUIET, split={"val_fraction": 0.0, "counts": counts, "anomaly_ratio": 0.5})
     root = vindr_tree(tmp_path / "vindr")
-    reference = VinDrCXRDataModule(root, cache_dir=tmp_path / "a", **options)
+    reference = VinDrCXRDataModule(root, **options, cache=quiet_cache(tmp_path / "a"))
     reference.setup()
     table = root / "train.csv"
     rewrite_csv(table, lambda row: {**row, "class_name": row["class_name"].replace("f", "F")})
-    dm = VinDrCXRDataModule(root, cache_dir=tmp_path / "b", **options)
+    dm = VinDrCXRDataModule(root, **options, cache=quiet_cache(tmp_path / "b"))
     dm.setup()
     assert dm.summary() == reference.summary()
     assert dm.test.labels == reference.test.labels
     # A finding labelled with the "No finding" id (or the reverse) is a relabelled CSV.
     rewrite_csv(table, lambda row: {**row, "class_id": "14"} if row["image_id"] == "v09" else row)
     with pytest.raises(ValueError, match="class_name 'Nodule/Mass' with class_id 14"):
-        VinDrCXRDataModule(root, cache_dir=tmp_path / "c", **options).setup()
+        VinDrCXRDataModule(root, **options, cache=quiet_cache(tmp_path / "c")).setup()
 
 
 # ---------------------------------------------------------------- a damaged cache
@@ -494,14 +523,18 @@ def test_metadata_rows_are_matched_as_files_and_one_image_has_one_row(tmp_path, 
     root = medad(tmp_path)
     (root / "meta.csv").write_text("file,sex\n./known_000.png,M\ngone.png,F\n")
     with caplog.at_level(logging.WARNING):
-        dm = MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv")
+        dm = MedADDataModule(
+            root, image_size=8, metadata_csv="meta.csv", split={"val_fraction": 0.0}
+        )
         dm.setup()
     # "./known_000.png" is known_000.png, as in data.json; it used to be dropped unseen.
     assert dm.known_normal.metadata[dm.known_normal.names.index("known_000.png")] == {"sex": "M"}
     assert "1 row(s) name no image of data.json (for example 'gone.png')" in caplog.text
     (root / "meta.csv").write_text("file,sex\nknown_000.png,M\nknown_001.png,M\nknown_000.png,F\n")
     with pytest.raises(ValueError, match=r"describes one image twice: lines 2 and 4"):
-        MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv").setup()
+        MedADDataModule(
+            root, image_size=8, metadata_csv="meta.csv", split={"val_fraction": 0.0}
+        ).setup()
 
 
 def test_missing_group_values_are_no_group_and_are_counted(tmp_path, caplog):
@@ -515,9 +548,9 @@ def test_missing_group_values_are_no_group_and_are_counted(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         dm = FolderDataModule(
             tmp_path / "normal.csv",
-            cache_dir=tmp_path / "c",
-            group_by="patient",
-            **{**QUIET, "val_fraction": 0.25},
+            **QUIET,
+            split={"val_fraction": 0.25, "group_by": "patient"},
+            cache=quiet_cache(tmp_path / "c"),
         )
         dm.setup()
     assert "4 of 8 images have no patient (the column is empty or says" in caplog.text
@@ -534,7 +567,12 @@ def test_an_empty_path_in_a_folder_csv_names_the_line(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "n" / "a.png")
     (tmp_path / "normal.csv").write_text("path,site\nn/a.png,A\n,B\n")
     with pytest.raises(ValueError, match=r"normal.csv, line 3: the path is empty"):
-        FolderDataModule(tmp_path / "normal.csv", cache_dir=tmp_path / "c", **QUIET).setup()
+        FolderDataModule(
+            tmp_path / "normal.csv",
+            **QUIET,
+            split={"val_fraction": 0.0},
+            cache=quiet_cache(tmp_path / "c"),
+        ).setup()
 
 
 def test_copies_inside_the_training_data_held_apart_by_validation_are_a_warning(caplog):
@@ -552,7 +590,9 @@ def test_the_real_nih_duplicate_pair_is_reported_when_validation_splits_it(caplo
     # 00002658_001.png and _002.png are byte-identical films of one patient, one among the
     # known normals and one in the normal pool; seed 0 of examples/nih_cpu.yaml holds out one.
     with caplog.at_level(logging.WARNING):
-        dm = MedADDataModule(NIH_ROOT, image_size=16, val_fraction=0.2, val_abnormal=34, seed=0)
+        dm = MedADDataModule(
+            NIH_ROOT, image_size=16, seed=0, split={"val_fraction": 0.2, "val_abnormal": 34}
+        )
         dm.setup()
     assert "identical bytes (00002658_001.png, 00002658_002.png) in training (1) and " in (
         caplog.text
@@ -567,7 +607,12 @@ def test_split_counts_must_be_whole_numbers(tmp_path, bad):
     # 3.7 was floored to 3, True counted as 1, "3" a TypeError.
     counts = {**RSNA_COUNTS, "known_normal": bad}
     root = rsna_tree(tmp_path / "rsna")
-    dm = RSNADataModule(root, cache_dir=tmp_path / "c", split_counts=counts, **QUIET)
+    dm = RSNADataModule(
+        root,
+        **QUIET,
+        split={"val_fraction": 0.0, "counts": counts},
+        cache=quiet_cache(tmp_path / "c"),
+    )
     with pytest.raises(SplitError, match=rf"\{{'known_normal': {bad!r}\}} are not whole numbers"):
         dm.setup()
 
@@ -575,7 +620,7 @@ def test_split_counts_must_be_whole_numbers(tmp_path, bad):
 def test_a_missing_image_dir_is_named_once_not_as_every_missing_file(tmp_path):
     root = medad(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"image_dir='imgs': .*imgs is not a folder"):
-        MedADDataModule(root, image_dir="imgs", image_size=8, val_fraction=0.0).setup()
+        MedADDataModule(root, image_dir="imgs", image_size=8, split={"val_fraction": 0.0}).setup()
 
 
 def test_a_voi_lut_shorter_than_its_descriptor_names_the_fix(tmp_path):
@@ -595,13 +640,16 @@ def test_a_voi_lut_shorter_than_its_descriptor_names_the_fix(tmp_path):
 
 def test_a_split_file_that_relabels_images_is_refused(tmp_path):
     root = rsna_tree(tmp_path / "rsna")
-    options = dict(split_counts=RSNA_COUNTS, anomaly_ratio=0.5, **QUIET)
-    RSNADataModule(root, cache_dir=tmp_path / "a", **options).setup()
+    drawn = {"val_fraction": 0.0, "counts": RSNA_COUNTS, "anomaly_ratio": 0.5}
+    RSNADataModule(root, **QUIET, split=drawn, cache=quiet_cache(tmp_path / "a")).setup()
     split = json.loads((tmp_path / "a" / "data.json").read_text())
     split["test"]["0"], split["test"]["1"] = split["test"]["1"], split["test"]["0"]
     (tmp_path / "swapped.json").write_text(json.dumps(split))
     dm = RSNADataModule(
-        root, cache_dir=tmp_path / "b", split_file=tmp_path / "swapped.json", **options
+        root,
+        **QUIET,
+        split={**drawn, "file": tmp_path / "swapped.json"},
+        cache=quiet_cache(tmp_path / "b"),
     )
     # The labels used to follow the split file: abnormal films scored as normal ones.
     with pytest.raises(SplitError, match=r"puts 4 image\(s\) in a part of the other class"):
@@ -611,7 +659,7 @@ def test_a_split_file_that_relabels_images_is_refused(tmp_path):
 def test_names_written_relative_to_root_instead_of_image_dir_say_so(tmp_path):
     root = medad(tmp_path, lambda split: split["test"].__setitem__("0", ["images/test0_000.png"]))
     with pytest.raises(SplitError, match=r"relative to image_dir='images'; drop the images/ pre"):
-        MedADDataModule(root, image_size=8, val_fraction=0.0).setup()
+        MedADDataModule(root, image_size=8, split={"val_fraction": 0.0}).setup()
 
 
 @pytest.mark.parametrize("marker", [True, False])
@@ -625,7 +673,9 @@ def test_a_burned_in_marker_that_sets_the_depth_of_16_bit_images_is_warned(
             pixels[:2, :2] = 65535  # an "R" marker burned in at full scale
         Image.fromarray(pixels).save(path)
     with caplog.at_level(logging.WARNING):
-        dm = MedADDataModule(root, image_size=16, val_fraction=0.0, cache_dir=tmp_path / "c")
+        dm = MedADDataModule(
+            root, image_size=16, split={"val_fraction": 0.0}, cache={"dir": tmp_path / "c"}
+        )
         dm.setup()
     warned = "16 of the 16-bit images keep 99% of their pixels in the darkest quarter"
     assert (warned in caplog.text) == marker
@@ -642,7 +692,11 @@ def test_an_anonymizer_placeholder_shared_by_most_images_is_named_as_such(tmp_pa
                 PatientID="ANONYMOUS",
             )
     dm = FolderDataModule(
-        tmp_path / "normal", test_abnormal=tmp_path / "sick", cache_dir=tmp_path / "c", **QUIET
+        tmp_path / "normal",
+        test_abnormal=tmp_path / "sick",
+        **QUIET,
+        split={"val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
     )
     with pytest.raises(SplitError) as err:
         dm.setup()
@@ -657,7 +711,7 @@ def test_copies_on_one_side_are_counted_in_a_warning(tmp_path, caplog):
     root = medad(tmp_path, lambda split: split["train"]["0"].append("again.png"))
     shutil.copy(root / "images" / "known_000.png", root / "images" / "again.png")
     with caplog.at_level(logging.WARNING):
-        dm = MedADDataModule(root, image_size=8, val_fraction=0.0, unlabeled_size=5)
+        dm = MedADDataModule(root, image_size=8, split={"val_fraction": 0.0, "unlabeled_size": 5})
         dm.setup()
     assert "1 image(s) are there more than once under other names, on one side" in caplog.text
     assert "(known_000.png, again.png)" in caplog.text or "(again.png, known_000.png)" in (
@@ -673,19 +727,26 @@ def test_a_csv_separated_by_another_character_says_so(tmp_path, separator):
     (tmp_path / "normal.csv").write_text(f"path{separator}site\nn/a.png{separator}A\n")
     expected = re.escape(f"seem separated by {separator!r}: save it comma-separated")
     with pytest.raises(ValueError, match=expected):
-        FolderDataModule(tmp_path / "normal.csv", cache_dir=tmp_path / "c", **QUIET).setup()
+        FolderDataModule(
+            tmp_path / "normal.csv",
+            **QUIET,
+            split={"val_fraction": 0.0},
+            cache=quiet_cache(tmp_path / "c"),
+        ).setup()
     root = medad(tmp_path)
     (root / "meta.csv").write_text(f"file{separator}sex\nknown_000.png{separator}M\n")
     with pytest.raises(ValueError, match=expected):
-        MedADDataModule(root, image_size=8, val_fraction=0.0, metadata_csv="meta.csv").setup()
+        MedADDataModule(
+            root, image_size=8, metadata_csv="meta.csv", split={"val_fraction": 0.0}
+        ).setup()
 
 
 @pytest.mark.parametrize(
     ("option", "message"),
     [
         ({"image_size": "64"}, "image_size='64': must be a whole number"),
-        ({"val_fraction": "0.1"}, "val_fraction='0.1': must be a number"),
-        ({"unlabeled_size": 2.5}, "unlabeled_size=2.5: must be a whole number"),
+        ({"split": {"val_fraction": "0.1"}}, r"split\.val_fraction='0\.1': must be a number"),
+        ({"split": {"unlabeled_size": 2.5}}, r"split\.unlabeled_size=2\.5: must be a whole number"),
         ({"seed": -1}, "seed=-1: must be >= 0"),
         (
             {"decode": {"percentiles": (1,)}},
@@ -705,7 +766,10 @@ def test_lag_attention_maps_shared_by_several_images_are_not_guessed(tmp_path, c
     shutil.copy(root / "non_glaucoma" / "image" / "non3.jpg", root / "non_glaucoma" / "non1.jpg")
     with caplog.at_level(logging.WARNING):
         dm = LAGDataModule(
-            root, cache_dir=tmp_path / "c", split_counts=LAG_COUNTS, anomaly_ratio=0.5, **QUIET
+            root,
+            **QUIET,
+            split={"val_fraction": 0.0, "counts": LAG_COUNTS, "anomaly_ratio": 0.5},
+            cache=quiet_cache(tmp_path / "c"),
         )
         records = {r.name: r for r in dm.records()}
     assert "1 file stem(s) name several images or attention maps (non1, ...)" in caplog.text

@@ -159,8 +159,10 @@ def test_a_crash_while_writing_leaves_no_partial_cache(tmp_path, monkeypatch):
 def test_medad_datamodule_reads_through_the_cache_identically(medad_root, tmp_path):
     from sagan_ad import MedADDataModule
 
-    plain = MedADDataModule(medad_root, image_size=16, val_fraction=0.0)
-    cached = MedADDataModule(medad_root, image_size=16, val_fraction=0.0, cache_dir=tmp_path / "c")
+    plain = MedADDataModule(medad_root, image_size=16, split={"val_fraction": 0.0})
+    cached = MedADDataModule(
+        medad_root, image_size=16, split={"val_fraction": 0.0}, cache={"dir": tmp_path / "c"}
+    )
     plain.setup()
     cached.setup()
     assert torch.equal(plain.test.images, cached.test.images)

@@ -52,13 +52,11 @@ def benchmark_model(tmp_path) -> tuple[Path, Path]:
     films = dicom_films(tmp_path / "films")
     data = FolderDataModule(
         films,
-        cache_dir=tmp_path / "cache",
         image_size=32,
         batch_size=2,
-        cache_workers=1,
-        progress=False,
-        val_fraction=0.0,
         decode=DecodeSettings(dicom_mode="benchmark"),
+        split={"val_fraction": 0.0},
+        cache={"dir": tmp_path / "cache", "workers": 1, "progress": False},
     )
     model = tiny_sagan(max_iterations=1)
     trainer = tiny_trainer(tmp_path / "run", enable_checkpointing=False)

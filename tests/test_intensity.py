@@ -158,9 +158,9 @@ def test_statistics_are_exact_for_many_images_of_any_size():
 
 
 def test_datamodule_normalises_every_part_after_taking_the_decoded_statistics(medad_root):
-    plain = MedADDataModule(medad_root, image_size=32, val_fraction=0.25)
+    plain = MedADDataModule(medad_root, image_size=32, split={"val_fraction": 0.25})
     equalized = MedADDataModule(
-        medad_root, image_size=32, val_fraction=0.25, normalization="equalize"
+        medad_root, image_size=32, normalization="equalize", split={"val_fraction": 0.25}
     )
     plain.setup()
     equalized.setup()
@@ -179,7 +179,7 @@ def test_datamodule_normalises_every_part_after_taking_the_decoded_statistics(me
 
 def test_the_cache_keeps_decoded_pixels_whatever_the_normalisation(medad_root, tmp_path):
     cache = tmp_path / "cache"
-    options = {"image_size": 32, "val_fraction": 0.25, "cache_dir": cache}
+    options = {"image_size": 32, "split": {"val_fraction": 0.25}, "cache": {"dir": cache}}
     first = MedADDataModule(medad_root, normalization="zscore", **options)
     first.setup()
     shards = sorted(cache.rglob("shard-*.npy"))
@@ -187,7 +187,7 @@ def test_the_cache_keeps_decoded_pixels_whatever_the_normalisation(medad_root, t
     second.setup()
     # No second decoding (same shards), and the second normalisation starts from decoded pixels.
     assert sorted(cache.rglob("shard-*.npy")) == shards
-    plain = MedADDataModule(medad_root, image_size=32, val_fraction=0.25)
+    plain = MedADDataModule(medad_root, image_size=32, split={"val_fraction": 0.25})
     plain.setup()
     assert torch.equal(second.test.images, IntensityNormalization("clahe").apply(plain.test.images))
 
@@ -239,7 +239,7 @@ def test_brightness_alone_keeps_each_films_contrast():
 
 
 def test_datamodule_augments_training_streams_only(medad_root):
-    options = {"image_size": 32, "batch_size": 4, "val_fraction": 0.25}
+    options = {"image_size": 32, "batch_size": 4, "split": {"val_fraction": 0.25}}
     plain = MedADDataModule(medad_root, **options)
     augmented = MedADDataModule(medad_root, augment={"brightness": 0.3}, **options)
     for dm in (plain, augmented):
@@ -277,8 +277,8 @@ def test_folder_datamodule_normalises_and_augments(tmp_path):
     normals = write_folder(tmp_path / "normal", 6)
     # Other films than the normals: copies of them would be a leak the setup refuses.
     tests = write_folder(tmp_path / "abnormal", 2, seed=1)
-    options = {"test_abnormal": tests, "cache_dir": tmp_path / "cache", "progress": False}
-    options.update(image_size=32, batch_size=2, val_fraction=0.34)
+    options = {"test_abnormal": tests, "cache": {"dir": tmp_path / "cache", "progress": False}}
+    options.update(image_size=32, batch_size=2, split={"val_fraction": 0.34})
     plain = FolderDataModule(normals, **options)
     changed = FolderDataModule(
         normals, normalization="zscore", augment={"gamma": [0.5, 2]}, **options
@@ -318,7 +318,12 @@ def fitted(root, tmp_path, normalization="zscore", **data) -> tuple[SAGAN, L.Tra
     L.seed_everything(0)
     model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=2)
     dm = MedADDataModule(
-        root, image_size=32, batch_size=4, val_fraction=0.25, normalization=normalization, **data
+        root,
+        image_size=32,
+        batch_size=4,
+        normalization=normalization,
+        **data,
+        split={"val_fraction": 0.25},
     )
     trainer = tiny_trainer(tmp_path, enable_checkpointing=True)
     trainer.fit(model, dm)
@@ -338,7 +343,9 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
     assert recorded[PREPROCESSING_KEY]["decode"] == DecodeSettings().record()
     assert "normalization" not in recorded["hyper_parameters"]["scorer"]["init_args"]
     fresh = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
-    other = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="zscore")
+    other = MedADDataModule(
+        medad_root, image_size=32, normalization="zscore", split={"val_fraction": 0.25}
+    )
     message = (
         r"trained on images with intensity normalisation zscore\(zscore_range=2\.0\) \(as its "
         r"checkpoint records\), but data\.normalization is zscore\(zscore_range=3\.0\): set "
@@ -351,8 +358,8 @@ def test_fit_records_the_normalisation_in_the_checkpoint_and_test_refuses_other_
     same = MedADDataModule(
         medad_root,
         image_size=32,
-        val_fraction=0.25,
         normalization={"method": "zscore", "zscore_range": 2.0},
+        split={"val_fraction": 0.25},
     )
     tiny_trainer(tmp_path).test(fresh, same, ckpt_path=path, verbose=False)
     assert fresh.preprocessing.normalization.spec() == saved
@@ -363,7 +370,7 @@ def test_resuming_on_differently_normalised_data_is_refused(medad_root, tmp_path
     path = tmp_path / "trained.ckpt"
     trainer.save_checkpoint(path)
     model = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0), max_iterations=4)
-    dm = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    dm = MedADDataModule(medad_root, image_size=32, batch_size=4, split={"val_fraction": 0.25})
     with pytest.raises(ValueError, match=r"normalisation equalize .* data\.normalization is none"):
         tiny_trainer(tmp_path).fit(model, dm, ckpt_path=path)
 
@@ -391,7 +398,7 @@ def test_checkpoints_that_kept_the_normalisation_on_the_scorer_load_it(medad_roo
         load_checkpoint(path),
     ):
         assert loaded.preprocessing.normalization.spec() == "equalize"
-    dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25)
+    dm = MedADDataModule(medad_root, image_size=32, split={"val_fraction": 0.25})
     fresh = SAGAN(**tiny_networks(), evaluator=Evaluator(bootstrap_resamples=0))
     with pytest.raises(ValueError, match=r"normalisation equalize .* data\.normalization is none"):
         tiny_trainer(tmp_path).test(fresh, dm, ckpt_path=path, verbose=False)
@@ -401,7 +408,9 @@ def test_checkpoints_from_before_normalisation_count_as_none(medad_root, tmp_pat
     path = without_preprocessing_record(medad_root, tmp_path, "none", on_scorer=False)
     loaded = SAGAN.load_from_checkpoint(path, weights_only=True)
     assert loaded.preprocessing.normalization.spec() == "none"
-    dm = MedADDataModule(medad_root, image_size=32, val_fraction=0.25, normalization="clahe")
+    dm = MedADDataModule(
+        medad_root, image_size=32, normalization="clahe", split={"val_fraction": 0.25}
+    )
     with pytest.raises(ValueError, match="normalisation none"):
         tiny_trainer(tmp_path).test(loaded, dm, verbose=False)
 
@@ -482,7 +491,7 @@ def test_command_line_normalisation_reaches_the_checkpoint_and_export(tmp_path, 
         f"--data.root={root}",
         "--data.image_size=32",
         "--data.batch_size=4",
-        "--data.val_fraction=0.25",
+        "--data.split.val_fraction=0.25",
         "--data.normalization.method=clahe",
         "--data.augment.gamma=[0.7, 1.4]",
         "--trainer.val_check_interval=2",

@@ -269,7 +269,7 @@ def test_a_test_writes_the_matched_subset_and_a_datamodule_tests_on_it(tmp_path)
         max_iterations=2,
         evaluator=Evaluator(bootstrap_resamples=0, matched_subset={"tolerance": 3.0}),
     )
-    data = MedADDataModule(root, image_size=32, batch_size=4, val_fraction=0.25)
+    data = MedADDataModule(root, image_size=32, batch_size=4, split={"val_fraction": 0.25})
     trainer = tiny_trainer(tmp_path, callbacks=[EvaluationWriter(tmp_path / "out")])
     trainer.fit(model, data)
     trainer.test(model, data, verbose=False)
@@ -285,8 +285,7 @@ def test_a_test_writes_the_matched_subset_and_a_datamodule_tests_on_it(tmp_path)
     again = MedADDataModule(
         root,
         image_size=32,
-        val_fraction=0.25,
-        split_file=tmp_path / "out" / "test" / "matched_data.json",
+        split={"val_fraction": 0.25, "file": tmp_path / "out" / "test" / "matched_data.json"},
     )
     again.setup()
     assert sorted(again.test.names) == sorted(written["test"]["0"] + written["test"]["1"])

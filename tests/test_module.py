@@ -20,7 +20,9 @@ from sagan_ad.training.losses import gradient_penalty
 
 
 def datamodule(root, **kwargs) -> MedADDataModule:
-    return MedADDataModule(root, image_size=32, batch_size=4, val_fraction=0.25, **kwargs)
+    return MedADDataModule(
+        root, image_size=32, batch_size=4, split={"val_fraction": 0.25}, **kwargs
+    )
 
 
 def flat(module: torch.nn.Module) -> torch.Tensor:

@@ -137,7 +137,7 @@ def test_no_writer_replaces_a_protected_input(tmp_path):
 def test_a_run_folder_on_a_med_ad_root_never_replaces_its_data_json(tmp_path):
     root = write_medad_tree(tmp_path / "medad")
     original = (root / "data.json").read_text()
-    dm = MedADDataModule(root, image_size=16, val_fraction=0.0)
+    dm = MedADDataModule(root, image_size=16, split={"val_fraction": 0.0})
     dm.setup()
     # What SplitRecorder writes into a run folder that is the data set's own root.
     manifest = json.dumps(dm.split_manifest()["split"])
@@ -155,12 +155,13 @@ def test_a_split_file_given_back_from_the_cache_folder_is_not_rewritten(tmp_path
     from sagan_ad.data import RSNADataModule
 
     root = rsna_tree(tmp_path / "rsna")
-    options = dict(cache_dir=tmp_path / "c", split_counts=RSNA_COUNTS, anomaly_ratio=0.5)
-    first = RSNADataModule(root, progress=False, cache_workers=1, **options)
+    cache = {"dir": tmp_path / "c", "workers": 1, "progress": False}
+    split = {"counts": RSNA_COUNTS, "anomaly_ratio": 0.5}
+    first = RSNADataModule(root, split=split, cache=cache)
     first.setup()
     given = tmp_path / "c" / "data.json"
     before = given.read_bytes()
-    again = RSNADataModule(root, split_file=given, progress=False, cache_workers=1, **options)
+    again = RSNADataModule(root, split={**split, "file": given}, cache=cache)
     again.setup()
     assert given.read_bytes() == before
     assert again.test.names == first.test.names
@@ -179,7 +180,9 @@ def test_discovery_never_reads_sagan_ad_outputs_as_images(tmp_path, caplog):
     assert found.images == [scans / "a.png"]
     assert found.outputs == [scans / "runs" / "version_0"]
     with caplog.at_level("WARNING"):
-        dm = FolderDataModule(scans, cache_dir=tmp_path / "c", val_fraction=0.0, image_size=16)
+        dm = FolderDataModule(
+            scans, image_size=16, split={"val_fraction": 0.0}, cache={"dir": tmp_path / "c"}
+        )
         dm.setup()
     assert dm.known_normal.names == ["normal/a.png"]
     assert "1 folder(s) of sagan-ad outputs" in caplog.text

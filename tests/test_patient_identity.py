@@ -18,7 +18,12 @@ from sagan_ad.data.splits.leakage import SAME_BYTES, canonical_id, near_identica
 from sagan_ad.data.splits.split import holdout_groups
 from sagan_ad.data.splits.twins import MAX_TOLERANCE, MEAN_TOLERANCE, SAME_PIXELS
 
-QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
+QUIET = {"image_size": 32}
+
+
+def quiet_cache(folder: Path) -> dict:
+    """The cache settings of these tests: ``folder``, one worker, no progress bar."""
+    return {"dir": folder, "workers": 1, "progress": False}
 
 
 @pytest.mark.parametrize(
@@ -92,7 +97,7 @@ def _normal_and_sick(root: Path) -> tuple[Path, Path]:
 def test_a_test_film_re_encoded_into_training_is_a_leak(tmp_path, how):
     normal, sick = _normal_and_sick(tmp_path)
     reencoded(sick / "f10.png", normal / "again", how)
-    dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+    dm = FolderDataModule(normal, test_abnormal=sick, **QUIET, cache=quiet_cache(tmp_path / "c"))
     with pytest.raises(SplitError) as info:
         dm.setup()
     message = str(info.value)
@@ -122,15 +127,16 @@ def test_advice_fits_how_the_split_was_made():
         return str(info.value)
 
     drawn = message()
-    assert "set group_by to the column or DICOM keyword that identifies patients" in drawn
+    assert "set split.group_by to the column or DICOM keyword that identifies patients" in drawn
     grouped = message(group_by="site")
-    assert "group_by='site' keeps its groups whole, but these images share another identity" in (
-        grouped
+    assert (
+        "split.group_by='site' keeps its groups whole, but these images share another identity"
+        in grouped
     )
-    assert "set group_by" not in grouped
+    assert "set split.group_by" not in grouped
     given = message(roles_given=True, group_by="PatientID")
     assert "the split you gave puts a patient (PatientID) in training and test: move" in given
-    assert "set group_by" not in given
+    assert "set split.group_by" not in given
 
 
 def write_anonymized(folder: Path, count: int, start: int) -> None:
@@ -147,10 +153,9 @@ def test_a_placeholder_patient_id_is_named_not_val_fraction(tmp_path):
     write_anonymized(tmp_path / "normal", 6, 0)
     dm = FolderDataModule(
         tmp_path / "normal",
-        cache_dir=tmp_path / "c",
-        group_by="PatientID",
-        val_fraction=0.3,
         **QUIET,
+        split={"group_by": "PatientID", "val_fraction": 0.3},
+        cache=quiet_cache(tmp_path / "c"),
     )
     with pytest.raises(SplitError) as info:
         dm.setup()
@@ -165,20 +170,19 @@ def test_a_placeholder_on_two_sides_is_named_as_such(tmp_path):
     dm = FolderDataModule(
         tmp_path / "normal",
         test_abnormal=tmp_path / "sick",
-        cache_dir=tmp_path / "c",
-        group_by="PatientID",
-        val_fraction=0.0,
         **QUIET,
+        split={"group_by": "PatientID", "val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
     )
     with pytest.raises(SplitError) as info:
         dm.setup()
     message = str(info.value)
     assert "shared by most images: PatientID 'ANON' (6 of 6 images)" in message
-    assert "set group_by='PatientID'" not in message and "move each patient" not in message
+    assert "split.group_by='PatientID'" not in message and "move each patient" not in message
 
 
 def test_holdout_of_a_few_groups_still_names_val_fraction():
-    with pytest.raises(SplitError, match=r"val_fraction=0.9 of 6 known normals in 3 groups"):
+    with pytest.raises(SplitError, match=r"split\.val_fraction=0.9 of 6 known normals in 3 groups"):
         holdout_groups(["p1", "p1", "p2", "p2", "p3", "p3"], 0.9, seed=0)
 
 
@@ -192,7 +196,7 @@ def test_copies_stay_reported_by_bytes(tmp_path):
     sick.mkdir()
     shutil.copy(normal / "f0.png", sick / "copy.png")
     Image.fromarray(mark(chest_phantom(40, 40, high=255), 9).astype(np.uint8)).save(sick / "x.png")
-    dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+    dm = FolderDataModule(normal, test_abnormal=sick, **QUIET, cache=quiet_cache(tmp_path / "c"))
     with pytest.raises(SplitError, match=r"identical bytes \(normal/f0.png, test_abnormal/copy"):
         dm.setup()
 
@@ -268,11 +272,13 @@ def test_remembered_twins_search_once_per_content(tmp_path, monkeypatch):
 
 def test_a_re_encoded_test_film_is_still_caught_on_the_second_setup(tmp_path):
     normal, sick = _normal_and_sick(tmp_path)
-    FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET).setup()
+    FolderDataModule(normal, test_abnormal=sick, **QUIET, cache=quiet_cache(tmp_path / "c")).setup()
     assert (tmp_path / "c" / "twins.json").is_file()
     # A copy added after the first setup: the record is of other images, so it is searched.
     reencoded(sick / "f10.png", normal / "again", "tiff")
     for _ in range(2):  # and the answer, once recorded, is the same
-        dm = FolderDataModule(normal, test_abnormal=sick, cache_dir=tmp_path / "c", **QUIET)
+        dm = FolderDataModule(
+            normal, test_abnormal=sick, **QUIET, cache=quiet_cache(tmp_path / "c")
+        )
         with pytest.raises(SplitError, match=f"{SAME_PIXELS} \\(normal/again"):
             dm.setup()

@@ -31,7 +31,12 @@ def _trainer(**kwargs) -> L.Trainer:
 
 def _data(**kwargs) -> SyntheticCXRDataModule:
     return SyntheticCXRDataModule(
-        num_known_normal=10, num_test=0, image_size=32, batch_size=4, val_fraction=0.0, **kwargs
+        num_known_normal=10,
+        num_test=0,
+        image_size=32,
+        batch_size=4,
+        split={"val_fraction": 0.0},
+        **kwargs,
     )
 
 

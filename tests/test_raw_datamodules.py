@@ -76,18 +76,15 @@ RSNA_COUNTS = {
 }
 
 
-def rsna(root: Path, tmp_path: Path, **kwargs) -> RSNADataModule:
+def rsna(root: Path, tmp_path: Path, split: dict | None = None, **kwargs) -> RSNADataModule:
+    """RSNA on a fake tree: `split` settings are merged into these tests' own."""
     options = dict(
-        cache_dir=tmp_path / "cache",
-        split_counts=RSNA_COUNTS,
         image_size=16,
         batch_size=2,
-        val_fraction=0.0,
-        cache_workers=1,
-        progress=False,
-        anomaly_ratio=0.5,
+        cache={"dir": tmp_path / "cache", "workers": 1, "progress": False},
     )
-    return RSNADataModule(root, **{**options, **kwargs})
+    split = {"counts": RSNA_COUNTS, "val_fraction": 0.0, "anomaly_ratio": 0.5, **(split or {})}
+    return RSNADataModule(root, split=split, **{**options, **kwargs})
 
 
 def test_rsna_class_rules_counts_boxes_and_split_file(tmp_path):
@@ -138,7 +135,7 @@ def test_split_is_seeded_and_repeatable_from_the_split_file(tmp_path):
     for dm in (a, b, c):
         dm.setup()
     assert a.split_path.read_text() == b.split_path.read_text() != c.split_path.read_text()
-    again = rsna(root, tmp_path / "d", seed=99, split_file=c.split_path)
+    again = rsna(root, tmp_path / "d", seed=99, split={"file": c.split_path})
     again.setup()
     assert again.test.names == c.test.names
     assert torch.equal(again.test.images, c.test.images)
@@ -149,7 +146,7 @@ def test_default_counts_are_the_medad_table_and_too_few_images_are_explained(tmp
     assert VinDrCXRDataModule.default_counts["pool_normal"] == 5606
     assert LAGDataModule.default_counts["test_abnormal"] == 811
     with pytest.raises(SplitError, match="needs 8851 normal images but it has 8"):
-        rsna(rsna_tree(tmp_path / "rsna"), tmp_path, split_counts=None).setup()
+        rsna(rsna_tree(tmp_path / "rsna"), tmp_path, split={"counts": None}).setup()
 
 
 def test_rsna_missing_files_and_boxes_outside_the_image(tmp_path, caplog):
@@ -164,12 +161,12 @@ def test_rsna_missing_files_and_boxes_outside_the_image(tmp_path, caplog):
     labels_csv.write_text(labels_csv.read_text().replace("p010,2,3,10,12", "p010,35,3,10,12"))
     # Every abnormal image is decoded: 5 in the all-abnormal unlabeled set, 1 in test.
     counts = {**RSNA_COUNTS, "known_normal": 3, "pool_abnormal": 5, "test_abnormal": 1}
-    options = dict(split_counts=counts, anomaly_ratio=1.0, unlabeled_size=5)
+    split = {"counts": counts, "anomaly_ratio": 1.0, "unlabeled_size": 5}
     with pytest.raises(ImageReadError, match=r"p010.dcm .*outside the 40x40"):
-        rsna(root, tmp_path, **options).setup()
+        rsna(root, tmp_path, split=split).setup()
     missing.unlink()
     with caplog.at_level(logging.WARNING):
-        dm = rsna(root, tmp_path, on_error="skip", **options)
+        dm = rsna(root, tmp_path, on_error="skip", split=split)
         dm.setup()
     assert "p001.dcm" in caplog.text and "p010.dcm" in caplog.text
     assert "p010.dcm" not in dm.split_path.read_text()
@@ -212,12 +209,9 @@ def test_vindr_normal_only_when_every_radiologist_says_no_finding(tmp_path):
     }
     dm = VinDrCXRDataModule(
         vindr_tree(tmp_path / "vindr"),
-        cache_dir=tmp_path / "cache",
-        split_counts=counts,
         image_size=16,
-        val_fraction=0.0,
-        cache_workers=2,
-        progress=False,
+        split={"counts": counts, "val_fraction": 0.0},
+        cache={"dir": tmp_path / "cache", "workers": 2, "progress": False},
     )
     dm.setup()
     split = json.loads(dm.split_path.read_text())
@@ -264,13 +258,10 @@ LAG_COUNTS = {
 def test_lag_classes_from_folders_attention_maps_excluded(tmp_path):
     dm = LAGDataModule(
         lag_tree(tmp_path / "lag"),
-        cache_dir=tmp_path / "cache",
-        split_counts=LAG_COUNTS,
         image_size=16,
-        val_fraction=0.0,
-        cache_workers=1,
-        progress=False,
         in_channels=3,
+        split={"counts": LAG_COUNTS, "val_fraction": 0.0},
+        cache={"dir": tmp_path / "cache", "workers": 1, "progress": False},
     )
     dm.setup()
     names = dm.known_normal.names + dm.unlabeled.names + dm.test.names
@@ -288,7 +279,7 @@ def test_lag_empty_class_folder_is_an_error(tmp_path):
         if "attention" not in str(path):
             path.unlink()
     with pytest.raises(ImageReadError, match="suspicious_glaucoma has no images"):
-        LAGDataModule(root, cache_dir=tmp_path / "c", split_counts=LAG_COUNTS).setup()
+        LAGDataModule(root, split={"counts": LAG_COUNTS}, cache={"dir": tmp_path / "c"}).setup()
 
 
 def test_folder_datamodule_from_folders_and_csv(tmp_path):
@@ -314,11 +305,9 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
         unlabeled=tmp_path / "ward",
         test_normal=test / "normal.csv",
         test_abnormal=test / "abnormal.csv",
-        cache_dir=tmp_path / "cache",
         image_size=8,
-        val_fraction=0.0,
-        cache_workers=1,
-        progress=False,
+        split={"val_fraction": 0.0},
+        cache={"dir": tmp_path / "cache", "workers": 1, "progress": False},
     )
     dm.setup()
     assert len(dm.known_normal) == 6 and dm.unlabeled.labels == [-1, -1, -1]
@@ -331,13 +320,15 @@ def test_folder_datamodule_from_folders_and_csv(tmp_path):
         "unlabeled/u0.dcm",
     ]
     # Without an unlabeled pool the known normals serve as the unlabeled set.
-    alone = FolderDataModule(normals, cache_dir=tmp_path / "cache", image_size=8, progress=False)
+    alone = FolderDataModule(
+        normals, image_size=8, cache={"dir": tmp_path / "cache", "progress": False}
+    )
     alone.setup()
     # Less the validation hold-out, which is never trained on.
     assert alone.unlabeled.names == alone.known_normal.names and alone.test is None
     assert len(alone.known_normal) == 4 and len(alone.val) == 2 * 2
     with pytest.raises(ValueError, match=r"the same file may appear once \(one role"):
-        FolderDataModule(normals, test_normal=normals, cache_dir=tmp_path / "c").setup()
+        FolderDataModule(normals, test_normal=normals, cache={"dir": tmp_path / "c"}).setup()
 
 
 def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_path, monkeypatch):
@@ -351,7 +342,7 @@ def test_trainer_fits_and_tests_on_a_raw_release_with_the_cache_filled_once(tmp_
     monkeypatch.setattr(
         cache_module, "read_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k)
     )
-    dm = rsna(rsna_tree(tmp_path / "rsna"), tmp_path, image_size=32, val_fraction=0.25)
+    dm = rsna(rsna_tree(tmp_path / "rsna"), tmp_path, image_size=32, split={"val_fraction": 0.25})
     L.seed_everything(0)
     model = SAGAN(**tiny_networks(), max_iterations=2)
     trainer = L.Trainer(

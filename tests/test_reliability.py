@@ -257,7 +257,7 @@ def test_divergence_stops_with_the_loss_and_iteration_and_keeps_the_good_checkpo
 ):
     L.seed_everything(0)
     model = model_class(**tiny_networks(), max_iterations=6)
-    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, split={"val_fraction": 0.25})
     trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(DivergenceError, match=re.escape(message)):
         trainer.fit(model, data)
@@ -273,7 +273,7 @@ def test_deferred_divergence_check_names_the_first_bad_iteration(medad_root, tmp
     model = NaNCriticLoss(
         **tiny_networks(), performance=Performance(divergence_check_interval=4), max_iterations=12
     )
-    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, split={"val_fraction": 0.25})
     trainer = atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path, 1))
     with pytest.raises(
         DivergenceError,
@@ -347,7 +347,7 @@ def test_a_checkpoint_that_runs_code_on_unpickling_is_refused(tmp_path):
 def test_trained_checkpoints_load_safely(medad_root, tmp_path):
     L.seed_everything(0)
     model = SAGAN(**tiny_networks(), max_iterations=2)
-    data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+    data = MedADDataModule(medad_root, image_size=32, batch_size=4, split={"val_fraction": 0.25})
     atomic_trainer(tmp_path, callbacks=best_and_last_checkpoints(tmp_path)).fit(model, data)
     restored = load_checkpoint(tmp_path / "last.ckpt")
     assert restored.iteration == 2 and not restored.training
@@ -362,7 +362,9 @@ def test_same_seed_same_metrics(medad_root, tmp_path):
         model = SAGAN(
             **tiny_networks(), evaluator=Evaluator(bootstrap_resamples=20), max_iterations=4
         )
-        data = MedADDataModule(medad_root, image_size=32, batch_size=4, val_fraction=0.25)
+        data = MedADDataModule(
+            medad_root, image_size=32, batch_size=4, split={"val_fraction": 0.25}
+        )
         trainer = atomic_trainer(tmp_path, enable_checkpointing=False)
         trainer.fit(model, data)
         val = dict(model.reports["val"].metrics)

@@ -23,16 +23,16 @@ from sagan_ad.training.callbacks import best_and_last_checkpoints
 
 def test_a_fit_without_validation_says_so_and_keeps_its_final_weights(tmp_path):
     data = SyntheticCXRDataModule(
-        num_known_normal=8, num_test=4, image_size=32, batch_size=4, val_fraction=0.0
+        num_known_normal=8, num_test=4, image_size=32, batch_size=4, split={"val_fraction": 0.0}
     )
     trainer = tiny_trainer(tmp_path, callbacks=best_and_last_checkpoints(str(tmp_path / "ck")))
     with pytest.warns(UserWarning) as caught:
         trainer.fit(tiny_sagan(max_iterations=3), datamodule=data)
     assert any(
         str(w.message).startswith(
-            "SyntheticCXRDataModule has no validation set (val_fraction=0.0 and no val split): "
-            "no checkpoint is chosen on validation and no threshold is set, so last.ckpt keeps "
-            "the final weights"
+            "SyntheticCXRDataModule has no validation set (split.val_fraction=0.0 and no val "
+            "split): no checkpoint is chosen on validation and no threshold is set, so last.ckpt "
+            "keeps the final weights"
         )
         for w in caught
     )
@@ -85,8 +85,8 @@ def test_one_abnormal_image_gives_no_interval_and_a_warning():
     unvalidated = build_report("test", two.scores, two.labels, list("abcd"), bootstrap_resamples=0)
     assert unvalidated.warnings == [
         "test: no threshold (the model was never validated): predictions are -1 (undecided) "
-        "and the metrics at the threshold are NaN; validate with a validation set (val_fraction "
-        "above 0, or a val split) to choose one"
+        "and the metrics at the threshold are NaN; validate with a validation set "
+        "(split.val_fraction above 0, or a val split) to choose one"
     ]
 
 

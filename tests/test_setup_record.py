@@ -25,7 +25,12 @@ from sagan_ad.data.caching.setup_record import (
 )
 from sagan_ad.data.modules import raw as raw_module
 
-QUIET = {"image_size": 32, "cache_workers": 1, "progress": False}
+QUIET = {"image_size": 32}
+
+
+def quiet_cache(folder: Path, **settings) -> dict:
+    """The cache settings of these tests: one worker, no progress bar."""
+    return {"dir": folder, "workers": 1, "progress": False, **settings}
 
 
 def _films(folder: Path, count: int, base: int = 0, suffix: str = ".png") -> None:
@@ -52,12 +57,14 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _module(tree: Path, **kwargs) -> FolderDataModule:
+def _module(
+    tree: Path, split: dict | None = None, cache: dict | None = None, **kwargs
+) -> FolderDataModule:
     settings = {
         "unlabeled": tree / "ward",
         "test_abnormal": tree / "sick",
-        "cache_dir": tree / "cache",
-        "val_fraction": 0.25,
+        "cache": quiet_cache(tree / "cache", **(cache or {})),
+        "split": {"val_fraction": 0.25, **(split or {})},
         **QUIET,
         **kwargs,
     }
@@ -163,13 +170,12 @@ def test_any_change_of_files_or_settings_sets_up_again(tree, monkeypatch, change
         os.utime(film, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     else:
         kwargs = {
-            "seed": 1,
-            "val_fraction": 0.5,
-            "image_size": 40,
-            "decode": DecodeSettings(bit_depth="dtype"),
-            "dicom_tags": ["ViewPosition"],
+            "seed": {"seed": 1},
+            "val_fraction": {"split": {"val_fraction": 0.5}},
+            "image_size": {"image_size": 40},
+            "decode": {"decode": DecodeSettings(bit_depth="dtype")},
+            "dicom_tags": {"dicom_tags": ["ViewPosition"]},
         }[change]
-        kwargs = {change: kwargs}
     dm = _module(tree, **kwargs)
     dm.setup()
     assert loads == [1]
@@ -238,9 +244,9 @@ def test_no_record_for_a_subclass_or_content_identity(tree, monkeypatch):
     class Mine(FolderDataModule):
         pass
 
-    Mine(tree / "normal", cache_dir=tree / "mine", **QUIET).setup()
+    Mine(tree / "normal", **QUIET, cache=quiet_cache(tree / "mine")).setup()
     assert not (tree / "mine" / "setup.npz").exists()
-    _module(tree, cache_identity="content").setup()
+    _module(tree, cache={"identity": "content"}).setup()
     assert not (tree / "cache" / "setup.npz").exists()
 
 
@@ -250,7 +256,11 @@ def test_a_dicom_tree_grouped_by_patient_keeps_its_groups(tmp_path, monkeypatch)
         pixels = mark(chest_phantom(40, 40), i).astype(np.uint16)
         write_dicom(folder / f"p{i % 4}" / f"im{i}.dcm", pixels, PatientID=f"P{i % 4}")
     _settle(folder)
-    settings = {"cache_dir": tmp_path / "cache", "group_by": "PatientID", **QUIET}
+    settings = {
+        "cache": quiet_cache(tmp_path / "cache"),
+        "split": {"group_by": "PatientID"},
+        **QUIET,
+    }
     first = FolderDataModule(folder, **settings)
     first.setup()
     loads = _loads(monkeypatch)
@@ -332,16 +342,16 @@ def test_a_restored_setup_protects_its_inputs_and_rewrites_its_split(tree):
 
 def test_a_cache_folder_inside_the_data_folder_still_sees_new_films(tmp_path):
     _films(tmp_path / "normal", 8)
-    settings = {"val_fraction": 0.25, **QUIET}
+    settings = {"split": {"val_fraction": 0.25}, **QUIET}
 
     def films_read(dm: FolderDataModule) -> int:
         return len(dm.known_normal) + len(dm.val) // 2  # each held-out film once, as a normal
 
     for base, cache in ((20, tmp_path / "normal"), (30, tmp_path / "normal" / "cache")):
-        first = FolderDataModule(tmp_path / "normal", cache_dir=cache, **settings)
+        first = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
         first.setup()
         _films(tmp_path / "normal", 1, base=base)
-        again = FolderDataModule(tmp_path / "normal", cache_dir=cache, **settings)
+        again = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
         again.setup()
         assert films_read(again) == films_read(first) + 1
 

@@ -165,7 +165,7 @@ def test_datamodule_validates_on_the_carved_labelled_set(tmp_path):
     root = write_medad_tree(tmp_path / "medad")
     carved = read_medad_split(root / "data.json").with_labelled_validation(0.25, 3)
     (root / "data.json").write_text(json.dumps(carved.to_json()))
-    data = MedADDataModule(root, image_size=32, batch_size=4, unlabeled_size=6)
+    data = MedADDataModule(root, image_size=32, batch_size=4, split={"unlabeled_size": 6})
     data.setup("fit")
     assert data.val.labels == [0] * 3 + [1] * 3
     assert data.val.names == carved.val_normal + carved.val_abnormal
@@ -177,7 +177,7 @@ def test_datamodule_carves_the_labelled_validation_itself(tmp_path):
     split = read_medad_split(root / "data.json")
     carved = split.with_labelled_validation(0.25, 3, seed=1)
     data = MedADDataModule(
-        root, image_size=32, batch_size=4, val_fraction=0.25, val_abnormal=3, seed=1
+        root, image_size=32, batch_size=4, seed=1, split={"val_fraction": 0.25, "val_abnormal": 3}
     )
     data.setup("fit")
     assert data.val.names == carved.val_normal + carved.val_abnormal
@@ -185,7 +185,7 @@ def test_datamodule_carves_the_labelled_validation_itself(tmp_path):
     # Training data are those of the run without the carve-out: the same known normals (the
     # pseudo-anomaly hold-out takes the same ones) and the same unlabeled mixture, sized by all
     # 12 known normals listed in data.json.
-    plain = MedADDataModule(root, image_size=32, batch_size=4, val_fraction=0.25, seed=1)
+    plain = MedADDataModule(root, image_size=32, batch_size=4, seed=1, split={"val_fraction": 0.25})
     plain.setup("fit")
     assert data.known_normal.names == plain.known_normal.names == carved.known_normal
     assert data.unlabeled.names == plain.unlabeled.names
@@ -194,25 +194,25 @@ def test_datamodule_carves_the_labelled_validation_itself(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("split", "message"),
     [
-        ({"val_abnormal": 10}, r"val_abnormal=10 \(.*data.json\).*10 pool abnormals"),
-        ({"val_abnormal": 3, "val_fraction": 0.0}, "val_fraction=0.0; set it above 0"),
-        ({"val_abnormal": -1}, "val_abnormal=-1"),
+        ({"val_abnormal": 10}, r"split\.val_abnormal=10 \(.*data.json\).*10 pool abnormals"),
+        ({"val_abnormal": 3, "val_fraction": 0.0}, r"split\.val_fraction=0\.0; set it above 0"),
+        ({"val_abnormal": -1}, r"split\.val_abnormal=-1"),
     ],
 )
-def test_datamodule_carve_out_errors_name_the_setting(tmp_path, kwargs, message):
+def test_datamodule_carve_out_errors_name_the_setting(tmp_path, split, message):
     root = write_medad_tree(tmp_path / "medad")
     with pytest.raises(ValueError, match=message):
-        MedADDataModule(root, image_size=32, batch_size=4, **kwargs).setup("fit")
+        MedADDataModule(root, image_size=32, batch_size=4, split=split).setup("fit")
 
 
 def test_datamodule_carve_out_refuses_a_split_with_its_own_validation(tmp_path):
     root = write_medad_tree(tmp_path / "medad")
     carved = read_medad_split(root / "data.json").with_labelled_validation(0.25, 3)
     (root / "data.json").write_text(json.dumps(carved.to_json()))
-    data = MedADDataModule(root, image_size=32, batch_size=4, val_abnormal=2)
+    data = MedADDataModule(root, image_size=32, batch_size=4, split={"val_abnormal": 2})
     with pytest.raises(
-        ValueError, match="already has a labelled validation set.*val_abnormal to 0"
+        ValueError, match=r"already has a labelled validation set.*split\.val_abnormal to 0"
     ):
         data.setup("fit")

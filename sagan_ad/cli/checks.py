@@ -64,14 +64,14 @@ def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
 
 def check_evaluated(trainer: L.Trainer, stage: str) -> None:
     """Fail when ``stage`` scored no image: an empty validation, test or predict set (a
-    DataModule without that split, val_fraction=0) otherwise ends with exit status 0 and no
+    DataModule without that split, split.val_fraction=0) otherwise ends with exit status 0 and no
     report, which a job script reads as success."""
     split = {"validate": "val", "test": "test", "predict": "predict"}[stage]
     if sum(getattr(trainer, f"num_{split}_batches") or [0]) == 0:
         data = type(trainer.datamodule).__name__ if trainer.datamodule else "the data"
         raise InputError(
             f"{stage} scored no image: {data} has no {split} batches; give it a {split} split "
-            f"(for a DataModule with val_fraction, a value above 0), and check "
+            f"(for a DataModule with split.val_fraction, a value above 0), and check "
             f"--trainer.limit_{split}_batches"
         )
 
@@ -166,7 +166,7 @@ def check_output_folders(
                 check_output_folder(callback.dirpath, f"dirpath of {type(callback).__name__}")
     cache = getattr(datamodule, "cache_dir", None)
     if cache is not None:
-        check_output_folder(cache, "--data.init_args.cache_dir")
+        check_output_folder(cache, "--data.init_args.cache.dir")
     writes = {"test": "test", "predict": "predict/overlays"}
     if stage == "fit" and (options is None or options.get("test_after_fit", True)):
         stage = "test"

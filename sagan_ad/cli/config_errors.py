@@ -162,11 +162,11 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
             name = unknown["key"]
             setting = ".".join([*path, name])
             settings = _settings_of(owner) if owner else []
-            hint = _suggest(name, settings)
+            hint = _in_group(name, settings) or _suggest(name, settings)
             listed = f"; its settings: {', '.join(settings)}" if settings and not hint else ""
             return (
                 f"{setting} is not a setting of {owner or 'this subcommand'}{hint} "
-                f"({_where(name, argv)}){listed}"
+                f"({_where(setting, argv)}){listed}"
             )
         expected = wrong["expected"].replace("Expected a ", "")
         setting = ".".join(path)
@@ -226,6 +226,24 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _in_group(name: str, settings: list[str]) -> str:
+    """``did you mean`` for a setting that is a field of one of the class's settings groups
+    (``val_fraction`` -> ``split.val_fraction``, ``cache_dir`` -> ``cache.dir``), as a config
+    written before the groups has them."""
+    from sagan_ad.data.setting_groups import SettingsGroup
+
+    for group in SettingsGroup.__subclasses__():
+        if group.group not in settings:
+            continue
+        field = name.removeprefix(f"{group.group}_")
+        if field in group.field_names():
+            return (
+                f" (did you mean {f'{group.group}.{field}'!r}? in YAML: "
+                f"{group.group}: {{{field}: ...}})"
+            )
+    return ""
+
+
 def _suggest_dotted(key: str, known: list[str]) -> str:
     """The suggestion for a dotted setting: the first part that no setting has, corrected
     (``modle.max_iterations`` -> ``model``; ``trainer.max_stesp`` -> ``trainer.max_steps``)."""
@@ -271,14 +289,17 @@ def _settings_of(dotted: str) -> list[str]:
 
 
 def _where(name: str, argv: list[str], value: str | None = None) -> str:
-    """Where ``name`` (a setting's last part) was given: on the command line, or the last
-    ``--config`` file that holds it as a key (with ``value``, where one does), as later files
-    override earlier ones."""
+    """Where ``name`` (a setting, or its last part) was given: on the command line, or the
+    last ``--config`` file that holds it as a key (with ``value``, where one does), as later
+    files override earlier ones. A dotted ``name`` matches only the options that end with it
+    (``data.val_fraction`` is not ``--data.split.val_fraction``)."""
     leaf = name.split(".")[-1]
     flags = {}
     for i, arg in enumerate(argv):
         key, equals, given = arg.partition("=")
-        if arg.startswith("--") and key.split(".")[-1] == leaf:
+        option = key.removeprefix("--").replace(".init_args.", ".")
+        same = option == name or option.endswith(f".{name}") if "." in name else True
+        if arg.startswith("--") and key.split(".")[-1] == leaf and same:
             flags[key] = given if equals else (argv[i + 1] if i + 1 < len(argv) else "")
     files = [p for p in config_files(argv) if p.is_file() and _holds_key(p, leaf)]
     if value is not None:

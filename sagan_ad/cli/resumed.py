@@ -14,21 +14,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from sagan_ad.errors import InputError
 
-# Data settings that change how images are delivered, not which: a resumed run may change them.
+# Data settings that change how images are delivered, not which: a resumed run may change them
+# (every setting of the cache group: where and how decoded images are kept).
 DELIVERY = frozenset(
-    {
-        "batch_size",
-        "eval_batch_size",
-        "num_workers",
-        "data_on_device",
-        "cache_dir",
-        "cache_workers",
-        "cache_identity",
-        "cache_save_interval",
-        "progress",
-        "leakage",
-    }
+    {"batch_size", "eval_batch_size", "num_workers", "data_on_device", "cache", "split.leakage"}
 )
+# The data's settings groups: None is the group's defaults, as an empty mapping is.
+GROUPS = frozenset({"cache", "split", "decode"})
 # Command options that say what this command does, not what the run is.
 COMMAND = frozenset({"ckpt_path", "config", "weights_only", "allow_untrained"})
 
@@ -66,12 +58,28 @@ def resumed_differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[
         >>> resumed_differences(run, now)
         {'data.seed': (0, 1)}
     """
-    old, new = flat(saved), flat(current)
+    old, new = flat(_groups_given(saved)), flat(_groups_given(current))
     return {
         key: (old.get(key), new.get(key))
         for key in sorted(set(old) | set(new))
         if key.split(".")[0] not in COMMAND and old.get(key) != new.get(key)
     }
+
+
+def _groups_given(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the data's settings groups given as None or empty (the group's
+    defaults), so that a group's fields compare one by one."""
+    data = config.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("init_args"), dict):
+        return config
+    init = {k: v for k, v in data["init_args"].items() if not (k in GROUPS and not v)}
+    return {**config, "data": {**data, "init_args": init}}
+
+
+def _delivery(setting: str) -> bool:
+    """Whether a data setting (``cache.dir``, ``batch_size``) only changes how images are
+    delivered."""
+    return setting in DELIVERY or setting.split(".")[0] in DELIVERY
 
 
 def check_resumed_settings(run_folder: Path, current: dict[str, Any], checkpoint: str) -> None:
@@ -96,7 +104,7 @@ def check_resumed_settings(run_folder: Path, current: dict[str, Any], checkpoint
     data = [
         shown[k]
         for k in differences
-        if (k.split(".")[0] == "data" and k.split(".")[-1] not in DELIVERY)
+        if (k.split(".")[0] == "data" and not _delivery(k.split(".", 1)[-1]))
         # The scorer makes the validation AUROC that the best checkpoint is chosen by.
         or k.startswith("model.scorer")
     ]

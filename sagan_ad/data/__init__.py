@@ -1,6 +1,7 @@
 """Data: DataModules, the protocol split, image reading and the built-in synthetic data."""
 
 from sagan_ad.data.caching.cache import CachedImages, ImageCache, PreprocessSettings
+from sagan_ad.data.caching.settings import CacheSettings
 from sagan_ad.data.images.augmentation import Augmentation, IntensityAugmentation
 from sagan_ad.data.images.boxes import box_problem, scale_boxes
 from sagan_ad.data.images.intensity import (
@@ -53,6 +54,7 @@ from sagan_ad.data.splits.leakage import (
     check_split_files,
 )
 from sagan_ad.data.splits.medad_split import MedADSplit
+from sagan_ad.data.splits.settings import SplitSettings
 from sagan_ad.data.splits.split import (
     SplitError,
     build_unlabeled,
@@ -71,6 +73,7 @@ __all__ = [
     "STATISTICS",
     "AnomalyDataModule",
     "Augmentation",
+    "CacheSettings",
     "CachedImages",
     "DecodeSettings",
     "DeviceTrainingStream",
@@ -98,6 +101,7 @@ __all__ = [
     "Record",
     "SplitData",
     "SplitError",
+    "SplitSettings",
     "SyntheticCXRDataModule",
     "TrainingStream",
     "VinDrCXRDataModule",

@@ -84,8 +84,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Replace ``path`` by what ``write`` puts into a temporary file beside it
     (`sagan_ad.atomic.atomic_path`: a crash leaves the old file or none, and the next write
     into the folder removes a dead writer's temporary); a write that fails names the file and
-    ``cache_dir``."""
-    target = writable_target(path, "cache_dir")
+    ``cache.dir``."""
+    target = writable_target(path, "cache.dir")
     try:
         with atomic_path(target) as tmp:
             write(tmp)
@@ -96,7 +96,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def _unwritable(path: Path, err: OSError) -> FileError:
     what = " (a folder is in the way)" if path.is_dir() else ""
     return FileError(
-        f"cannot write {path}{what}: {err.strerror or err}; choose another cache_dir, or free "
+        f"cannot write {path}{what}: {err.strerror or err}; choose another cache.dir, or free "
         "or repair that folder"
     )
 
@@ -108,7 +108,7 @@ def make_folder(folder: Path) -> None:
     except OSError as err:
         raise FileError(
             f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "
-            "way, or no permission); choose another cache_dir"
+            "way, or no permission); choose another cache.dir"
         ) from err
 
 

@@ -314,5 +314,5 @@ def _no_threshold(stage: str, threshold: float) -> list[str]:
     return [
         f"{stage}: no threshold (the model was never validated): predictions are -1 "
         "(undecided) and the metrics at the threshold are NaN; validate with a validation set "
-        "(val_fraction above 0, or a val split) to choose one"
+        "(split.val_fraction above 0, or a val split) to choose one"
     ]

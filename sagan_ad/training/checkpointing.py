@@ -328,11 +328,11 @@ class LastCheckpoint(ModelCheckpoint):
         data = trainer.datamodule
         if stage == "fit" and data is not None and getattr(data, "val", False) is None:
             rank_zero_warn(
-                f"{type(data).__name__} has no validation set (val_fraction="
-                f"{getattr(data, 'val_fraction', '?')} and no val split): no checkpoint is "
+                f"{type(data).__name__} has no validation set (split.val_fraction="
+                f"{_val_fraction(data)} and no val split): no checkpoint is "
                 "chosen on validation and no threshold is set, so last.ckpt keeps the final "
                 "weights, the test after fit scores them, and predictions are -1 (undecided); "
-                "set val_fraction above 0 or give a val split to choose both"
+                "set split.val_fraction above 0 or give a val split to choose both"
             )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -369,3 +369,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step
         self.last_model_path = self.best_model_path = filepath
 
+
+def _val_fraction(data: object) -> object:
+    """The validation fraction of a DataModule's ``split`` settings (``?`` for another kind)."""
+    return getattr(getattr(data, "split", None), "val_fraction", "?")

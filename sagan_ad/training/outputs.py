@@ -114,7 +114,7 @@ def matched_split(
     """The report's matched subset as a Med-AD ``data.json``: ``split`` (the data set's own,
     as `sagan_ad.data.AnomalyDataModule.split_manifest` records it) with its ``test`` replaced by
     the matched pairs, or the ``test`` entry alone; None without a matched subset. A
-    `sagan_ad.MedADDataModule` given it as ``split_file`` tests on the matched subset.
+    `sagan_ad.MedADDataModule` given it as ``split.file`` tests on the matched subset.
     """
     if report.matched is None or not report.matched.pairs:
         return None

@@ -15,7 +15,7 @@ What the digest covers (`SetupRecord.key`):
   Pillow and the DICOM decoders, which decide how a file is decoded.
 
 A file changed in place keeps its size and time only if whoever changed it set them back: the
-same trust as `ImageCache`'s default ``cache_identity="stat"`` (with ``"content"`` the record is
+same trust as `ImageCache`'s default ``cache.identity="stat"`` (with ``"content"`` the record is
 not used). Anything else that changed sets up again and replaces the record.
 """
 
@@ -64,12 +64,10 @@ STATE = frozenset(
 )
 """The public attributes a setup sets (its private ``_`` attributes are state too): not
 settings, so not part of the digest."""
-NOT_READ = frozenset(
-    {"batch_size", "eval_batch_size", "num_workers", "progress", "cache_workers"}
-    | {"cache_save_interval"}
-)
-"""Settings a setup does not read (how data is batched and decoded, not what it holds): not
-part of the digest either."""
+NOT_READ = frozenset({"batch_size", "eval_batch_size", "num_workers"})
+"""Settings a setup does not read (how data is batched, not what it holds): not part of the
+digest either."""
+
 RACY_NS = 2_000_000_000
 """A file modified less than this before the listing may change again within its time's
 resolution (2 s on FAT, 1 s on some network file systems) without its time changing: a setup
@@ -228,16 +226,18 @@ def small_pages() -> Iterator[None]:
 
 def record_of(datamodule: Any) -> SetupRecord:
     """The record of a raw-file DataModule's last setup: kept for sagan_ad's own DataModules
-    with ``cache_identity="stat"``; a subclass of yours sets up in full every time, as its
-    code is not part of the digest. ``datamodule`` has ``cache_dir``, ``cache_identity`` and
-    ``listed_folders()``."""
+    with ``cache.identity="stat"``; a subclass of yours sets up in full every time, as its
+    code is not part of the digest. ``datamodule`` has ``cache_dir``, ``cache`` (its
+    `sagan_ad.data.CacheSettings`) and ``listed_folders()``."""
     kind = type(datamodule)
-    own = kind.__module__.startswith("sagan_ad.") and datamodule.cache_identity == "stat"
+    own = kind.__module__.startswith("sagan_ad.") and datamodule.cache.identity == "stat"
     settings = {
         key: value
         for key, value in vars(datamodule).items()
         if not key.startswith("_") and key not in STATE | NOT_READ and key not in _lightning()
     }
+    # The folder as used (a path given as text or as a Path is one folder).
+    settings["cache"] = {"dir": datamodule.cache_dir, "identity": datamodule.cache.identity}
     # "class" is no attribute name, so it never hides a setting.
     settings["class"] = f"{kind.__module__}.{kind.__qualname__}"
     return SetupRecord(
@@ -282,7 +282,7 @@ def set_up_recorded(datamodule: Any, set_up: Callable[[], None]) -> None:
 def _rewrite_split(datamodule: Any) -> None:
     """Write the split back to ``<cache_dir>/data.json`` where another setup (of another
     DataModule sharing the folder) replaced it, or someone removed it: it is the file a user
-    gives back as ``split_file`` to repeat a run."""
+    gives back as ``split.file`` to repeat a run."""
     path, given = datamodule.split_path, datamodule.split_file
     text = json.dumps(datamodule._manifest["split"], indent=1)
     try:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Mapping
-from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -23,33 +22,12 @@ from sagan_ad.data.modules.datasets import (
     collate_evaluation,
     to_model_range,
 )
+from sagan_ad.data.setting_groups import check_numbers
+from sagan_ad.data.splits.settings import SplitSettings
 from sagan_ad.data.splits.split import holdout_indices
 from sagan_ad.errors import InputError
 from sagan_ad.image_statistics import image_statistics
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
-
-
-def check_numbers(
-    whole: Mapping[str, object] | None = None, real: Mapping[str, object] | None = None
-) -> None:
-    """Raise a `ValueError` naming each option that is not a whole (or a real) number.
-
-    ``None`` passes (optional options); ``True`` is no number. From Python, ``"64"`` or
-    ``2.5`` would otherwise fail later with a `TypeError` that names nothing, or be truncated.
-
-    Examples:
-        >>> check_numbers(whole={"image_size": 64, "eval_batch_size": None}, real={"f": 0.1})
-        >>> check_numbers(whole={"image_size": "64"})
-        Traceback (most recent call last):
-        ...
-        sagan_ad.errors.InputError: image_size='64': must be a whole number
-    """
-    for name, value in (whole or {}).items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
-            raise InputError(f"{name}={value!r}: must be a whole number")
-    for name, value in (real or {}).items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-            raise InputError(f"{name}={value!r}: must be a number")
 
 
 class AnomalyDataModule(L.LightningDataModule):
@@ -59,8 +37,8 @@ class AnomalyDataModule(L.LightningDataModule):
     serves training as an endless stream of ``{"normal", "unlabeled"}`` batches with independent
     seeded shuffles (started at the model's ``iteration``, so a resumed run sees the same
     batches as an uninterrupted one), and converts batches to float ``[-1, 1]`` on the target
-    device. Without a labelled validation set it holds out ``val_fraction`` of the known normals
-    and builds the validation set from them: each held-out normal (label 0) and a
+    device. Without a labelled validation set it holds out ``split.val_fraction`` of the known
+    normals and builds the validation set from them: each held-out normal (label 0) and a
     pseudo-anomalous copy of it (label 1) made once by ``val_synthesizer`` with a fixed seed, so
     the validation metric is comparable across runs and never touches the test set.
 
@@ -75,8 +53,13 @@ class AnomalyDataModule(L.LightningDataModule):
         batch_size: known normals and unlabeled images per training batch (each).
         eval_batch_size: batch size of validation/test/predict loaders (default: ``batch_size``).
         num_workers: DataLoader workers (the data are in memory: 0 is usually fastest).
-        val_fraction: fraction of known normals held out for validation when the source has no
-            labelled validation set; 0 disables validation.
+        split: how the images are assigned to training, validation and test
+            (`sagan_ad.data.SplitSettings`; YAML ``split: {val_fraction: 0.2}``, command line
+            ``--data.split.val_fraction 0.2``, or a mapping of its fields); None: the defaults.
+            Each DataModule takes the settings that mean something for its data
+            (``split_options``; here ``val_fraction``, the fraction of known normals held out
+            for validation when the source has no labelled validation set, 0 for none) and
+            refuses the others by name.
         val_synthesizer: makes the validation pseudo anomalies (default: SAGAN's patch blend).
         seed: seed of the hold-out, the validation pseudo anomalies and the training order.
         data_on_device: keep the uint8 training images on the Trainer's device and gather the
@@ -93,6 +76,12 @@ class AnomalyDataModule(L.LightningDataModule):
             run and any number of workers see the same images; None for none.
     """
 
+    split_options: ClassVar[tuple[str, ...]] = ("val_fraction",)
+    """The `SplitSettings` fields that mean something for this DataModule's data; a changed
+    field outside them is refused by name."""
+    split_why: ClassVar[str] = ""
+    """Why the other split settings mean nothing here, for that refusal."""
+
     def __init__(
         self,
         image_size: int = 64,
@@ -100,7 +89,7 @@ class AnomalyDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        val_fraction: float = 0.1,
+        split: SplitSettings | Mapping[str, Any] | None = None,
         val_synthesizer: Synthesizer | None = None,
         seed: int = 0,
         data_on_device: bool = False,
@@ -117,7 +106,6 @@ class AnomalyDataModule(L.LightningDataModule):
                 "num_workers": num_workers,
                 "seed": seed,
             },
-            real={"val_fraction": val_fraction},
         )
         if seed < 0:
             raise InputError(f"seed={seed}: must be >= 0")
@@ -131,8 +119,8 @@ class AnomalyDataModule(L.LightningDataModule):
             raise InputError(f"num_workers={num_workers}: must be >= 0")
         if data_on_device and num_workers:
             raise InputError("data_on_device needs num_workers=0: workers cannot hold its tensors")
-        if not 0.0 <= val_fraction < 1.0:
-            raise InputError(f"val_fraction={val_fraction}: must be in [0, 1)")
+        self.split = SplitSettings.parse(split)
+        self.split.refuse_outside(self.split_options, type(self).__name__, self.split_why)
         self.normalization = IntensityNormalization.parse(normalization)
         self.augment = Augmentation.parse(augment)
         if data_on_device and self.augment is not None:
@@ -146,7 +134,6 @@ class AnomalyDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.val_fraction = val_fraction
         self.val_synthesizer = val_synthesizer or PatchBlendSynthesizer()
         self.seed = seed
         self.data_on_device = data_on_device
@@ -166,7 +153,7 @@ class AnomalyDataModule(L.LightningDataModule):
             return
         data = self.load()
         self.unlabeled, self.test = data.unlabeled, data.test
-        if data.val is not None or self.val_fraction == 0.0:
+        if data.val is not None or self.split.val_fraction == 0.0:
             self.known_normal, self.val = data.known_normal, data.val
         else:
             keep, held = self.holdout(data.known_normal)
@@ -191,7 +178,7 @@ class AnomalyDataModule(L.LightningDataModule):
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the known normals kept for training and held out for validation
         (`holdout_indices`; DataModules that know patients hold out whole patients)."""
-        return holdout_indices(len(known), self.val_fraction, self.seed)
+        return holdout_indices(len(known), self.split.val_fraction, self.seed)
 
     def sides(self) -> dict[str, list[str]]:
         """The names of the images on each side of the split once set up: ``training`` (known

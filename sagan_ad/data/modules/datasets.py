@@ -98,7 +98,7 @@ class TrainingStream(IterableDataset):
         if len(unlabeled) == 0:
             raise InputError(
                 "the training stream has no unlabeled images; for normals-only training set "
-                "anomaly_ratio=0 with unlabeled images taken from the normal pool"
+                "split.anomaly_ratio=0 with unlabeled images taken from the normal pool"
             )
         self.normal = normal
         self.unlabeled = unlabeled

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from sagan_ad.data.caching.cache import CacheIdentity, PreprocessSettings
-from sagan_ad.data.modules.base import AnomalyDataModule, check_numbers
+from sagan_ad.data.caching.cache import ImageCache, PreprocessSettings
+from sagan_ad.data.caching.settings import CacheSettings
+from sagan_ad.data.modules.base import AnomalyDataModule
 from sagan_ad.data.reading.decoding import DecodeSettings
-from sagan_ad.data.splits.leakage import LeakageCheck, check_data_options
-from sagan_ad.errors import InputError
 
 
 class FileDataModule(AnomalyDataModule):
@@ -17,61 +17,70 @@ class FileDataModule(AnomalyDataModule):
     `RawDataModule` (and so `RSNADataModule`, `VinDrCXRDataModule`, `LAGDataModule` and
     `FolderDataModule`).
 
-    It holds the options they share: how files are decoded (``decode``, which fit records in
+    It holds the settings they share: how files are decoded (``decode``, which fit records in
     the model; with the image size and DICOM tags it makes ``settings``, a
-    `PreprocessSettings`), how their cache recognises a file, what the leakage check does, and
-    how the unlabeled mixture is drawn from the pools. The other arguments are those of
-    [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule], passed on as ``**kwargs``.
+    `PreprocessSettings`) and where the decoded images are kept (``cache``). The other
+    arguments are those of [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule]
+    (``split``: here also ``anomaly_ratio``, ``unlabeled_size`` and ``leakage``, what to do
+    when a group, a PatientID or a SOPInstanceUID is on two sides), passed on as ``**kwargs``.
 
     Args:
-        anomaly_ratio: fraction of abnormal images in the unlabeled set (0.6 in the paper).
-        unlabeled_size: size of the unlabeled set (default: number of known normals).
         decode: DICOM windowing, forced DICOM and bit depth (`sagan_ad.data.DecodeSettings`;
             YAML ``decode: {dicom_mode: benchmark, bit_depth: 12}``, command line
             ``--data.decode.dicom_mode benchmark``, or a mapping of its fields); None: the
             defaults.
         dicom_tags: DICOM header keywords carried as metadata (for example ``ViewPosition``).
-        leakage: what to do when a group (``group_by``), a PatientID or a SOPInstanceUID is
-            on two sides (training, validation, test): ``"raise"`` (default), ``"warn"`` or
-            ``"ignore"``.
-        cache_identity: how the cache recognises an unchanged file: ``"stat"`` (path, size
-            and modification time), ``"verify"`` (and the same bytes) or ``"content"`` (the
-            bytes alone); see `ImageCache`.
-        cache_save_interval: seconds between saves of a running cache build (an interrupted
-            build resumes from the last save).
+        cache: the cache of decoded images (`sagan_ad.data.CacheSettings`: ``dir``,
+            ``workers``, ``identity``, ``save_interval``, ``progress``; YAML
+            ``cache: {dir: cache/}``, command line ``--data.cache.dir cache/``); None: the
+            defaults.
         **kwargs: the arguments of `AnomalyDataModule`.
     """
 
+    split_options = ("val_fraction", "anomaly_ratio", "unlabeled_size", "leakage")
+
     def __init__(
         self,
-        anomaly_ratio: float = 0.6,
-        unlabeled_size: int | None = None,
         decode: DecodeSettings | Mapping[str, Any] | None = None,
         dicom_tags: list[str] | None = None,
-        leakage: LeakageCheck = "raise",
-        cache_identity: CacheIdentity = "stat",
-        cache_save_interval: float = 60.0,
+        cache: CacheSettings | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_numbers(
-            whole={"unlabeled_size": unlabeled_size}, real={"anomaly_ratio": anomaly_ratio}
-        )
-        if not 0.0 <= anomaly_ratio <= 1.0:
-            raise InputError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
-        if unlabeled_size is not None and unlabeled_size < 1:
-            raise InputError(f"unlabeled_size={unlabeled_size}: must be >= 1")
-        check_data_options(leakage, cache_identity, cache_save_interval)
         self.decode = DecodeSettings.parse(decode)
-        self.anomaly_ratio = anomaly_ratio
-        self.unlabeled_size = unlabeled_size
+        self.cache = CacheSettings.parse(cache)
         self.dicom_tags = tuple(dicom_tags or ())
-        self.leakage = leakage
-        self.cache_identity = cache_identity
-        self.cache_save_interval = cache_save_interval
         self.groups: dict[str, str] = {}
         self.identities: dict[str, dict[str, str]] = {}
         self._manifest: dict | None = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The cache folder: ``cache.dir``, else `default_cache_dir`."""
+        if self.cache.dir is not None:
+            return Path(self.cache.dir).expanduser()
+        return self.default_cache_dir()
+
+    @property
+    def split_file(self) -> Path | None:
+        """``split.file`` as a path (None without one)."""
+        return None if self.split.file is None else Path(self.split.file)
+
+    def default_cache_dir(self) -> Path | None:
+        """The cache folder without ``cache.dir``: None, decode into memory at every start."""
+        return None
+
+    def image_cache(self, folder: Path) -> ImageCache:
+        """The `ImageCache` in ``folder`` that decodes with `settings` and the ``cache``
+        settings."""
+        return ImageCache(
+            folder,
+            self.settings,
+            self.cache.workers,
+            self.cache.progress,
+            identity=self.cache.identity,
+            save_interval=self.cache.save_interval,
+        )
 
     @property
     def settings(self) -> PreprocessSettings:

@@ -53,13 +53,13 @@ class FolderDataModule(RawDataModule):
     the unlabeled set (plain one-class training), less those held out for validation. The roles
     are taken as given (no drawing); the same file in two roles is refused, and a patient in
     two (``group_by``, PatientID) is caught by the leakage check. The split used is written to
-    ``<cache_dir>/data.json``.
+    ``<cache.dir>/data.json``.
 
-    The other arguments are those of [`RawDataModule`][sagan_ad.data.modules.raw.RawDataModule] but
-    its split options (``split_counts``, ``split_file``, ``anomaly_ratio``,
-    ``unlabeled_size``: nothing is drawn), and so those of `FileDataModule` and
-    `AnomalyDataModule`, passed on as ``**kwargs``. ``group_by`` (a CSV column or a DICOM
-    keyword) also makes the validation hold-out keep patients whole.
+    The other arguments are those of [`RawDataModule`][sagan_ad.data.modules.raw.RawDataModule],
+    and so those of `FileDataModule` and `AnomalyDataModule`, passed on as ``**kwargs``; of
+    ``split`` a folder takes ``val_fraction``, ``group_by`` (a CSV column or a DICOM keyword,
+    which also makes the validation hold-out keep patients whole) and ``leakage``: nothing is
+    drawn, so ``counts``, ``file``, ``anomaly_ratio`` and ``unlabeled_size`` are refused.
 
     Args:
         normal: known normals (folder or CSV).
@@ -74,6 +74,8 @@ class FolderDataModule(RawDataModule):
         ...                       test_abnormal="confirmed.csv")  # doctest: +SKIP
     """
 
+    split_options = ("val_fraction", "group_by", "leakage")
+    split_why = "the folders give the roles, nothing is drawn"
     decodes_every_record = True
     roles_given = True
 
@@ -85,16 +87,7 @@ class FolderDataModule(RawDataModule):
         test_abnormal: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
-        # The roles are given, nothing is drawn: the split options of RawDataModule are unused,
-        # and given here so that they are no options of a folder (nor on its command line).
-        super().__init__(
-            root=normal,
-            split_counts=None,
-            split_file=None,
-            anomaly_ratio=0.0,
-            unlabeled_size=None,
-            **kwargs,
-        )
+        super().__init__(root=normal, **kwargs)
         self.sources = {
             "normal": (Path(normal), 0),
             "unlabeled": (None if unlabeled is None else Path(unlabeled), -1),
@@ -142,7 +135,7 @@ class FolderDataModule(RawDataModule):
         roles = ", ".join(
             f"{role}={str(source)!r}" for role, (source, _) in self.sources.items() if source
         )
-        grouping = f", group_by={self.group_by!r}" if self.group_by else ""
+        grouping = f", split.group_by={self.split.group_by!r}" if self.split.group_by else ""
         held = self._validation_source(self._known_names)
         return f"roles as given ({roles}{grouping}); {held}"
 

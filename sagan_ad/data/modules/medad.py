@@ -10,9 +10,7 @@ import numpy as np
 import torch
 from pydicom.datadict import tag_for_keyword
 
-from sagan_ad.data.caching.cache import ImageCache
 from sagan_ad.data.images.sets import ImageSet, SplitData
-from sagan_ad.data.modules.base import check_numbers
 from sagan_ad.data.modules.files import FileDataModule
 from sagan_ad.data.reading.dicom import read_tags
 from sagan_ad.data.reading.file_kinds import is_dicom
@@ -44,46 +42,48 @@ class MedADDataModule(FileDataModule):
     `sagan_ad.data.modules.base.AnomalyDataModule`).
 
     The other arguments are those of [`FileDataModule`][sagan_ad.data.modules.files.FileDataModule]
-    (``anomaly_ratio`` and ``unlabeled_size`` of the mixture; the decoding options, for DICOM
-    and 16-bit images; ``leakage``, for a group, PatientID or SOPInstanceUID on two sides; the
-    cache options, with ``cache_dir``) and of
-    [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule], passed on as ``**kwargs``.
+    (the decoding settings, for DICOM and 16-bit images; ``cache``: with a ``cache.dir``, decoded
+    images go through an `ImageCache` there, decoded once on ``cache.workers`` cores, so that a
+    later run reads them in seconds; without one they are decoded into memory at every start)
+    and of [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule], passed on as
+    ``**kwargs``.
+
+    Of ``split`` (`sagan_ad.data.SplitSettings`) a Med-AD folder takes:
+
+    - ``anomaly_ratio`` and ``unlabeled_size``, of the mixture;
+    - ``file``: the split to read instead of ``<root>/data.json``, a file in the same schema
+      (absolute, or relative to the working directory like ``root``): for example the
+      ``test/matched_data.json`` that a test writes, to test on its matched subset. Its names
+      are still relative to ``image_dir``;
+    - ``val_abnormal``: for a ``data.json`` without ``val``: validate on the ``val_fraction``
+      held-out known normals and this many abnormal images from the end of the unlabeled pool,
+      which the mixture never uses (`MedADSplit.with_labelled_validation`). The training and
+      test sets stay the same. Where pseudo anomalies are a poor proxy for the disease (on the
+      NIH pneumonia films they score at chance), this is what makes the best checkpoint by
+      ``val/AUROC`` meaningful;
+    - ``val_balance_by``: with ``val_abnormal``: a ``metadata_csv`` column (for example
+      ``view_position``) by which the abnormal validation images are balanced against the
+      held-out normals, so that the group cannot tell the validation classes apart
+      (`MedADSplit.with_labelled_validation`); the unlabeled mixture stays the same;
+    - ``group_by``: what keeps images together on one side of training and validation (and in
+      the leakage check): a ``metadata_csv`` column (``nih_patient_id``) or a DICOM keyword
+      read from the headers (``PatientID``); images without a value are groups of their own.
+      The ``val_fraction`` hold-out then takes whole groups; the ``val_abnormal`` carve-out
+      takes only abnormals whose group has no kept known normal and no test image, passing
+      over those whose groups the mixture needs; and the unlabeled mixture skips every image
+      of a validation group, taking the next names of its pool instead, so its counts stay
+      those asked for. The split of ``data.json`` itself (training against test) is not
+      changed: the leakage check reports a group in both. Default: no grouping;
+    - ``leakage``, for a group, PatientID or SOPInstanceUID on two sides, and ``val_fraction``.
 
     Args:
         root: the data set folder.
         image_dir: folder of the images, relative to ``root``.
-        cache_dir: if given, decoded images go through an `ImageCache` there (decoded once,
-            on every core; a later run reads them in seconds); otherwise they are decoded into
-            memory at every start.
-        val_abnormal: for a ``data.json`` without ``val``: validate on the ``val_fraction``
-            held-out known normals and this many abnormal images from the end of the unlabeled
-            pool, which the mixture never uses (`MedADSplit.with_labelled_validation`). The
-            training and test sets stay the same. Where pseudo anomalies are a poor proxy for the
-            disease (on the NIH pneumonia films they score at chance), this is what makes the
-            best checkpoint by ``val/AUROC`` meaningful.
         allow_outside_root: read ``data.json`` names that leave ``image_dir`` (absolute, or
             ``..`` past it); refused by default, so a split file cannot reach other folders.
-        split_file: the split to read instead of ``<root>/data.json``, a file in the same
-            schema (absolute, or relative to the working directory like ``root``): for example
-            the ``test/matched_data.json`` that a test writes, to test on its matched subset.
-            Its names are still relative to ``image_dir``.
         metadata_csv: a CSV file (relative to ``root``, or absolute) with a ``file`` column naming
             images as ``data.json`` does; its other columns become each image's metadata
             (subgroup metrics and the shortcut audit). Images it does not list get none.
-        val_balance_by: with ``val_abnormal``: a ``metadata_csv`` column (for example
-            ``view_position``) by which the abnormal validation images are balanced against the
-            held-out normals, so that the group cannot tell the validation classes apart
-            (`MedADSplit.with_labelled_validation`); the unlabeled mixture stays the same.
-        group_by: what keeps images together on one side of training and validation (and in
-            the leakage check): a ``metadata_csv`` column (``nih_patient_id``) or a DICOM
-            keyword read from the headers (``PatientID``); images without a value are groups
-            of their own. The ``val_fraction`` hold-out then takes whole groups; the
-            ``val_abnormal`` carve-out takes only abnormals whose group has no kept known normal
-            and no test image, passing over those whose groups the mixture needs; and the
-            unlabeled mixture skips every image of a validation group, taking the next names of
-            its pool instead, so its counts stay those asked for. The split of ``data.json``
-            itself (training against test) is not changed: the leakage check reports a group
-            in both. Default: no grouping, the split as without the option.
         **kwargs: the arguments of `FileDataModule` and `AnomalyDataModule`.
 
     Examples:
@@ -92,48 +92,53 @@ class MedADDataModule(FileDataModule):
         {'train/known_normal': 3466, 'train/unlabeled': 3851, ...}
     """
 
+    split_options = (
+        "val_fraction",
+        "anomaly_ratio",
+        "unlabeled_size",
+        "file",
+        "group_by",
+        "leakage",
+        "val_abnormal",
+        "val_balance_by",
+    )
+    split_why = "data.json gives the split"
+
     def __init__(
         self,
         root: str | os.PathLike,
         *,
         image_dir: str = "images",
-        cache_dir: str | os.PathLike | None = None,
-        val_abnormal: int = 0,
         allow_outside_root: bool = False,
-        split_file: str | os.PathLike | None = None,
         metadata_csv: str | os.PathLike | None = None,
-        val_balance_by: str | None = None,
-        group_by: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_numbers(whole={"val_abnormal": val_abnormal})
-        if val_abnormal < 0:
-            raise InputError(f"val_abnormal={val_abnormal}: must be >= 0 (0 = no carve-out)")
-        if val_balance_by is not None and (metadata_csv is None or not val_abnormal):
+        split = self.split
+        if split.val_balance_by is not None and (metadata_csv is None or not split.val_abnormal):
             raise InputError(
-                f"val_balance_by={val_balance_by!r} balances the labelled validation carve-out "
-                "by a metadata_csv column: set val_abnormal > 0 and metadata_csv too"
+                f"split.val_balance_by={split.val_balance_by!r} balances the labelled validation "
+                "carve-out by a metadata_csv column: set split.val_abnormal > 0 and metadata_csv "
+                "too"
             )
-        if group_by is not None and metadata_csv is None and tag_for_keyword(group_by) is None:
+        if (
+            split.group_by is not None
+            and metadata_csv is None
+            and tag_for_keyword(split.group_by) is None
+        ):
             raise InputError(
-                f"group_by={group_by!r} is not a DICOM keyword such as 'PatientID'; to group by "
-                "a column, set metadata_csv to the CSV that holds it"
+                f"split.group_by={split.group_by!r} is not a DICOM keyword such as 'PatientID'; "
+                "to group by a column, set metadata_csv to the CSV that holds it"
             )
-        self.val_abnormal = val_abnormal
-        self.val_balance_by = val_balance_by
-        self.group_by = group_by
         self._held_normals: list[str] = []
         self.metadata_csv = None if metadata_csv is None else Path(metadata_csv)
         self.root = Path(root)
-        self.split_file = None if split_file is None else Path(split_file)
         self.image_dir = image_dir
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.allow_outside_root = allow_outside_root
 
     @property
     def split_path(self) -> Path:
-        """The split file read: ``split_file``, or ``data.json`` in ``root``."""
+        """The split file read: ``split.file``, or ``data.json`` in ``root``."""
         return self.split_file or self.root / "data.json"
 
     def read_split(self) -> MedADSplit:
@@ -173,7 +178,11 @@ class MedADDataModule(FileDataModule):
         (empty without one; see `read_metadata_csv`)."""
         if self.metadata_csv is None:
             return {}
-        required = {} if self.val_balance_by is None else {"val_balance_by": self.val_balance_by}
+        required = (
+            {}
+            if self.split.val_balance_by is None
+            else {"split.val_balance_by": self.split.val_balance_by}
+        )
         return read_metadata_csv(
             self.root / self.metadata_csv,  # an absolute metadata_csv stays as it is
             self.root / self.image_dir,
@@ -182,35 +191,37 @@ class MedADDataModule(FileDataModule):
         )
 
     def _carve_validation(self, split: MedADSplit, metadata: dict, size: int) -> MedADSplit:
-        where = f"val_abnormal={self.val_abnormal} ({self.split_path})"
+        where = f"split.val_abnormal={self.split.val_abnormal} ({self.split_path})"
         if split.has_validation:
             raise InputError(
                 f"{where}: data.json already has a labelled validation set (val); set "
-                "val_abnormal to 0 to use it"
+                "split.val_abnormal to 0 to use it"
             )
-        if self.val_fraction <= 0:
+        if self.split.val_fraction <= 0:
             raise InputError(
-                f"{where}: the validation normals are the val_fraction held-out known normals, "
-                f"but val_fraction={self.val_fraction}; set it above 0"
+                f"{where}: the validation normals are the split.val_fraction held-out known "
+                f"normals, but split.val_fraction={self.split.val_fraction}; set it above 0"
             )
         groups = None
         reserve = reserve_normal = 0
-        if self.val_balance_by is not None:
-            where += f", balanced by {self.val_balance_by}"
-            groups = {name: row.get(self.val_balance_by, "") for name, row in metadata.items()}
-            reserve = unlabeled_counts(size, self.anomaly_ratio)[0]
-        if self.group_by is not None:
-            where += f", group_by={self.group_by!r}"
+        if self.split.val_balance_by is not None:
+            where += f", balanced by {self.split.val_balance_by}"
+            groups = {
+                name: row.get(self.split.val_balance_by, "") for name, row in metadata.items()
+            }
+            reserve = unlabeled_counts(size, self.split.anomaly_ratio)[0]
+        if self.split.group_by is not None:
+            where += f", split.group_by={self.split.group_by!r}"
             # Validation groups leave the pools, so the mixture's counts must stay available.
-            reserve, reserve_normal = unlabeled_counts(size, self.anomaly_ratio)
+            reserve, reserve_normal = unlabeled_counts(size, self.split.anomaly_ratio)
         try:
             return split.with_labelled_validation(
-                self.val_fraction,
-                self.val_abnormal,
+                self.split.val_fraction,
+                self.split.val_abnormal,
                 self.seed,
                 groups=groups,
                 reserve=reserve,
-                together=None if self.group_by is None else self.groups,
+                together=None if self.split.group_by is None else self.groups,
                 reserve_normal=reserve_normal,
             )
         except SplitError as err:
@@ -219,11 +230,11 @@ class MedADDataModule(FileDataModule):
     def group_keys(self, split: MedADSplit, metadata: dict[str, dict[str, str]]) -> dict[str, str]:
         """The group of every image of ``split`` by ``group_by`` (see
         `sagan_ad.data.modules.raw.group_values`); empty without ``group_by``."""
-        if self.group_by is None:
+        if self.split.group_by is None:
             return {}
         images = self.root / self.image_dir
         return group_values(
-            self.group_by,
+            self.split.group_by,
             metadata,
             {name: images / name for names in split.parts().values() for name in names},
             None if self.cache_dir is None else self.cache_dir / "headers.json",
@@ -234,7 +245,7 @@ class MedADDataModule(FileDataModule):
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
         """The validation hold-out of the known normals: with ``group_by``, the whole groups
         `load` chose (`MedADSplit.normals_held_apart`); without, the plain seeded one."""
-        if self.group_by is None:
+        if self.split.group_by is None:
             return super().holdout(known)
         held = set(self._held_normals)
         chosen = np.array([name in held for name in known.names])
@@ -246,32 +257,36 @@ class MedADDataModule(FileDataModule):
         `load` chooses here so that the mixture can skip its groups."""
         if split.has_validation:
             return split.apart_from(split.val_normal + split.val_abnormal, self.groups)
-        if not self.val_fraction:
+        if not self.split.val_fraction:
             return split
         # A pool of unknown labels has no counts to keep; it is only cut short.
-        reserve = (0, 0) if split.pool_unknown else unlabeled_counts(size, self.anomaly_ratio)
+        reserve = (0, 0) if split.pool_unknown else unlabeled_counts(size, self.split.anomaly_ratio)
         try:
             self._held_normals, split = split.normals_held_apart(
-                self.val_fraction, self.seed, self.groups, *reserve
+                self.split.val_fraction, self.seed, self.groups, *reserve
             )
         except SplitError as err:
-            raise InputError(f"group_by={self.group_by!r} ({self.split_path}): {err}") from err
+            raise InputError(
+                f"split.group_by={self.split.group_by!r} ({self.split_path}): {err}"
+            ) from err
         return split
 
     def _unlabeled(self, split: MedADSplit, size: int) -> tuple[list[str], list[int]]:
         if not split.pool_unknown:
-            return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
+            return build_unlabeled(
+                split.pool_normal, split.pool_abnormal, size, self.split.anomaly_ratio
+            )
         where = f'{self.split_path}: train.unlabeled."unknown"'
         if split.pool_normal or split.pool_abnormal:
             raise SplitError(
                 f'{where} lists images of unknown label beside the labelled pools "0" / '
                 '"1": keep one kind of unlabeled pool'
             )
-        size = len(split.pool_unknown) if self.unlabeled_size is None else size
+        size = len(split.pool_unknown) if self.split.unlabeled_size is None else size
         if size > len(split.pool_unknown):
             raise SplitError(
-                f"unlabeled_size={size} but {where} lists {len(split.pool_unknown)} images: "
-                "lower unlabeled_size"
+                f"split.unlabeled_size={size} but {where} lists {len(split.pool_unknown)} images: "
+                "lower split.unlabeled_size"
             )
         return split.pool_unknown[:size], [-1] * size
 
@@ -281,10 +296,14 @@ class MedADDataModule(FileDataModule):
         metadata = self.read_metadata(split)
         self.groups = self.group_keys(split, metadata)
         # Sized before any carve-out, so the unlabeled set is the same with or without it.
-        size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
-        if self.val_abnormal:
+        size = (
+            len(split.known_normal)
+            if self.split.unlabeled_size is None
+            else self.split.unlabeled_size
+        )
+        if self.split.val_abnormal:
             split = self._carve_validation(split, metadata, size)
-        elif self.group_by is not None:
+        elif self.split.group_by is not None:
             # The mixture must not train on a patient that validation holds.
             split = self._apart_from_validation(split, size)
         unlabeled_names, unlabeled_labels = self._unlabeled(split, size)
@@ -307,7 +326,7 @@ class MedADDataModule(FileDataModule):
         protect(paths, "an image of the data")
         array, tags, identities = self._decode(paths)
         self.identities = {
-            name: {**ids, **group_identity(self.group_by, self.groups.get(name, ""))}
+            name: {**ids, **group_identity(self.split.group_by, self.groups.get(name, ""))}
             for name, ids in zip(all_names, identities, strict=True)
         }
         # Copies by decoded pixels too (a test film re-encoded into training); with a cache, the
@@ -335,15 +354,15 @@ class MedADDataModule(FileDataModule):
         unlabeled = (
             'train.unlabeled."unknown"'
             if split.pool_unknown
-            else f"the first names of each pool, anomaly_ratio={self.anomaly_ratio}"
+            else f"the first names of each pool, split.anomaly_ratio={self.split.anomaly_ratio}"
         )
         grouping = ""
-        if self.group_by is not None:
-            grouping = f", group_by={self.group_by!r}"
+        if self.split.group_by is not None:
+            grouping = f", split.group_by={self.split.group_by!r}"
             unlabeled += " (images of validation groups passed over)"
         self._manifest = {
             "source": f"read from {source}{grouping}; unlabeled set: {unlabeled}, "
-            f"unlabeled_size={len(unlabeled_names)}; {self._validation_note(original)}",
+            f"split.unlabeled_size={len(unlabeled_names)}; {self._validation_note(original)}",
             "split": original.to_json(),
         }
         return SplitData(
@@ -355,20 +374,21 @@ class MedADDataModule(FileDataModule):
 
     def _validation_note(self, split: MedADSplit) -> str:
         """How validation was formed from ``split`` (the split of ``data.json``)."""
-        by_group = " by whole groups" if self.group_by else ""
-        if self.val_abnormal:
-            apart = " whose group has no image in training or test" if self.group_by else ""
+        settings = self.split
+        by_group = " by whole groups" if settings.group_by else ""
+        if settings.val_abnormal:
+            apart = " whose group has no image in training or test" if settings.group_by else ""
             return (
-                f"val carved from the training data: val_abnormal={self.val_abnormal} last "
-                f"names of the abnormal pool{apart} and val_fraction={self.val_fraction} of "
-                f"the known normals{by_group} (seed={self.seed})"
+                f"val carved from the training data: split.val_abnormal={settings.val_abnormal} "
+                f"last names of the abnormal pool{apart} and split.val_fraction="
+                f"{settings.val_fraction} of the known normals{by_group} (seed={self.seed})"
             )
         if split.has_validation:
             return "validation: val of data.json"
-        if self.val_fraction:
+        if settings.val_fraction:
             return (
-                f"validation: val_fraction={self.val_fraction} of the known normals held out"
-                f"{by_group} (seed={self.seed}) with pseudo anomalies"
+                f"validation: split.val_fraction={settings.val_fraction} of the known normals "
+                f"held out{by_group} (seed={self.seed}) with pseudo anomalies"
             )
         return "no validation set"
 
@@ -378,12 +398,7 @@ class MedADDataModule(FileDataModule):
         """The images of ``paths`` with their requested header values and identities."""
         settings = self.settings
         if self.cache_dir is not None:
-            cached = ImageCache(
-                self.cache_dir,
-                settings,
-                identity=self.cache_identity,
-                save_interval=self.cache_save_interval,
-            ).load(paths)
+            cached = self.image_cache(self.cache_dir).load(paths)
             return cached.images, cached.tags, cached.identities
         array = load_images(
             paths,
@@ -412,8 +427,8 @@ class MedADDataModule(FileDataModule):
             check_leakage(
                 self.sides(),
                 self.identities,
-                self.leakage,
+                self.split.leakage,
                 str(self.root),
-                group_by=self.group_by,
+                group_by=self.split.group_by,
                 roles_given=True,
             )

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sagan_ad.data.caching.cache import ImageCache, OnError
+from sagan_ad.data.caching.cache import OnError
 from sagan_ad.data.caching.setup_record import file_signatures, record_of, set_up_recorded
 from sagan_ad.data.images.boxes import box_problem
 from sagan_ad.data.images.sets import ImageSet, SplitData
@@ -74,35 +74,37 @@ class RawDataModule(FileDataModule):
     """Base of the DataModules over raw files: subclasses implement `records`.
 
     `load` draws the Med-AD protocol split from the records (seeded by ``seed``, counts
-    ``split_counts``, or the split file ``split_file``), decodes the images it uses through the
-    `ImageCache` at ``cache_dir``, checks the boxes against the original image sizes, writes the
-    split actually used as ``<cache_dir>/data.json`` (give it back as ``split_file`` to repeat a
+    ``split.counts``, or the split file ``split.file``), decodes the images it uses through the
+    `ImageCache` at ``cache.dir``, checks the boxes against the original image sizes, writes the
+    split actually used as ``<cache.dir>/data.json`` (give it back as ``split.file`` to repeat a
     run) and returns `ImageSet`s carrying boxes, original sizes and metadata.
 
     The other arguments are those of [`FileDataModule`][sagan_ad.data.modules.files.FileDataModule]
-    (decoding, cache, leakage check, unlabeled mixture) and of
+    (``decode``, ``dicom_tags``, ``cache``: its ``dir`` defaults to ``$SAGAN_AD_CACHE`` or
+    ``~/.cache/sagan_ad``, then one folder per DataModule class and root) and of
     [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule] (``seed`` also seeds the
-    split), passed on as ``**kwargs``.
+    split), passed on as ``**kwargs``. Their ``split`` (`sagan_ad.data.SplitSettings`) takes here
+    ``counts`` (images per part; default: the release's Med-AD counts), ``file`` (a
+    ``data.json`` to use instead of drawing a split), ``group_by`` (default: the data set's own
+    patient key where it has one, RSNA's ``patientId``, else none), ``leakage``,
+    ``anomaly_ratio``, ``unlabeled_size`` and ``val_fraction``.
 
     Args:
         root: the release folder.
-        cache_dir: cache folder (default: ``$SAGAN_AD_CACHE`` or ``~/.cache/sagan_ad``, then
-            one folder per DataModule class and root).
-        split_counts: images per split part (keys ``known_normal``, ``pool_normal``,
-            ``pool_abnormal``, ``test_normal``, ``test_abnormal``); default: the Med-AD counts.
-        split_file: a ``data.json`` to use instead of drawing a split.
         on_error: ``"raise"``: missing or unreadable files and bad boxes stop with one error
             listing all of them; ``"skip"``: they are left out and logged.
-        cache_workers: decoding processes (default: every core).
-        progress: progress bar while decoding.
-        group_by: what keeps images together on one side of the split, of the validation
-            hold-out and of the leakage check: a column of the data (a CSV column, a metadata
-            key) or a DICOM keyword read from each header (for example ``"PatientID"``).
-            Default: the data set's own patient key where it has one (RSNA: ``patientId``),
-            else none.
         **kwargs: the arguments of `FileDataModule` and `AnomalyDataModule`.
     """
 
+    split_options = (
+        "val_fraction",
+        "anomaly_ratio",
+        "unlabeled_size",
+        "counts",
+        "file",
+        "group_by",
+        "leakage",
+    )
     default_counts: ClassVar[dict[str, int]] = {}
     decodes_every_record: ClassVar[bool] = False
     """Whether every record is decoded whatever the split (roles given, nothing drawn): then a
@@ -114,36 +116,30 @@ class RawDataModule(FileDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        cache_dir: str | os.PathLike | None = None,
-        split_counts: dict[str, int] | None = None,
-        split_file: str | os.PathLike | None = None,
         on_error: OnError = "raise",
-        cache_workers: int | None = None,
-        progress: bool = True,
-        group_by: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r}: must be 'raise' or 'skip'")
         self.root = Path(root).expanduser()
-        digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
-        self.cache_dir = (
-            Path(cache_dir).expanduser()
-            if cache_dir is not None
-            else default_cache_root() / f"{type(self).__name__}-{digest}"
-        )
-        self.split_counts = {**self.default_counts, **(split_counts or {})}
-        self.split_file = None if split_file is None else Path(split_file)
+        # Taken now: a relative root keeps its cache folder if the working directory changes.
+        self._root_digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         self.on_error = on_error
-        self.cache_workers = cache_workers
-        self.progress = progress
-        self.group_by = group_by
         self._known_names: list[str] = []
+
+    def default_cache_dir(self) -> Path:
+        """``$SAGAN_AD_CACHE`` or ``~/.cache/sagan_ad``, then one folder per class and root."""
+        return default_cache_root() / f"{type(self).__name__}-{self._root_digest}"
+
+    @property
+    def split_counts(self) -> dict[str, int]:
+        """The images per part of a drawn split: ``split.counts`` over the release's defaults."""
+        return {**self.default_counts, **(self.split.counts or {})}
 
     @property
     def split_path(self) -> Path:
-        """Where the split actually used is written: ``<cache_dir>/data.json``."""
+        """Where the split actually used is written: ``<cache.dir>/data.json``."""
         return self.cache_dir / "data.json"
 
     @abstractmethod
@@ -151,13 +147,13 @@ class RawDataModule(FileDataModule):
         """Every labelled image of the release (labels 0 / 1), with boxes and metadata."""
 
     def assign(self, records: dict[str, Record]) -> MedADSplit:
-        """The split: ``split_file`` if given, else drawn with `protocol_split`."""
+        """The split: ``split.file`` if given, else drawn with `protocol_split`."""
         if self.split_file is not None:
             split = read_medad_split(self.split_file)
             unknown = [n for part in protocol_parts(split) for n in part if n not in records]
             if unknown:
                 raise SplitError(
-                    f"split_file={str(self.split_file)!r} names {len(unknown)} image(s) that "
+                    f"split.file={str(self.split_file)!r} names {len(unknown)} image(s) that "
                     f"are not in {self.root}: {', '.join(unknown[:10])}"
                 )
             # The labels come from the release, not from the split file: a split file of
@@ -170,7 +166,7 @@ class RawDataModule(FileDataModule):
             ]
             if wrong:
                 raise SplitError(
-                    f"split_file={str(self.split_file)!r} puts {len(wrong)} image(s) in a part "
+                    f"split.file={str(self.split_file)!r} puts {len(wrong)} image(s) in a part "
                     f"of the other class than {self.root} gives them: {', '.join(wrong[:10])}; "
                     "use a split file written for this release (and these labels)"
                 )
@@ -187,11 +183,11 @@ class RawDataModule(FileDataModule):
         """The group of each image by ``group_by`` (see `group_values`; ``headers``: the DICOM
         header values already read, by name); without it, the data set's own patient key
         (empty: a group of its own)."""
-        if self.group_by is None:
+        if self.split.group_by is None:
             # Compared as the leakage check compares them: " P8" is the patient "P8".
             return {name: canonical_id(r.group) for name, r in records.items()}
         return group_values(
-            self.group_by,
+            self.split.group_by,
             {name: r.metadata for name, r in records.items()},
             {name: r.path for name, r in records.items()},
             self.cache_dir / "headers.json",
@@ -202,8 +198,14 @@ class RawDataModule(FileDataModule):
 
     def unlabeled_set(self, split: MedADSplit) -> tuple[list[str], list[int]]:
         """The unlabeled training set of the protocol (see `build_unlabeled`)."""
-        size = len(split.known_normal) if self.unlabeled_size is None else self.unlabeled_size
-        return build_unlabeled(split.pool_normal, split.pool_abnormal, size, self.anomaly_ratio)
+        size = (
+            len(split.known_normal)
+            if self.split.unlabeled_size is None
+            else self.split.unlabeled_size
+        )
+        return build_unlabeled(
+            split.pool_normal, split.pool_abnormal, size, self.split.anomaly_ratio
+        )
 
     def split_json(self, split: MedADSplit) -> dict:
         """The content of the written ``data.json``."""
@@ -279,21 +281,14 @@ class RawDataModule(FileDataModule):
         # Taken before any file is read: a file changed while this setup runs is then seen.
         self._read_files = file_signatures([r.path for r in listed])
         records = self._existing(listed)
-        cache = ImageCache(
-            self.cache_dir / "images",
-            self.settings,
-            self.cache_workers,
-            self.progress,
-            identity=self.cache_identity,
-            save_interval=self.cache_save_interval,
-        )
+        cache = self.image_cache(self.cache_dir / "images")
         early, headers, unreadable = None, None, 0
         metadata = {name: r.metadata for name, r in records.items()}
-        if self.decodes_every_record and from_headers(self.group_by, metadata):
+        if self.decodes_every_record and from_headers(self.split.group_by, metadata):
             # Every file is decoded whatever the split: decode them now, reading the group's
             # header value from the same read of each file, instead of a header pass first.
             names = list(records)
-            keyword = (self.group_by,)
+            keyword = (self.split.group_by,)
             early = cache.load([records[n].path for n in names], self.on_error, keyword)
             kept = [names[i] for i in early.kept]
             headers = dict(zip(kept, early.headers, strict=True))
@@ -325,7 +320,7 @@ class RawDataModule(FileDataModule):
         self.identities = {
             name: {
                 **cached.identities[row],
-                **group_identity(self.group_by, self.groups.get(name, "")),
+                **group_identity(self.split.group_by, self.groups.get(name, "")),
             }
             for name, row in rows.items()
         }
@@ -393,18 +388,22 @@ class RawDataModule(FileDataModule):
         if self.split_file is not None:
             where = f"read from {self.split_file}"
         else:
-            grouping = f", group_by={self.group_by!r}" if self.group_by else ""
-            if self.group_by is None and any(self.groups.values()):
+            grouping = f", split.group_by={self.split.group_by!r}" if self.split.group_by else ""
+            if self.split.group_by is None and any(self.groups.values()):
                 grouping = ", grouped by the data set's patient key"
             where = (
                 f"drawn by {type(self).__name__} from {self.root} with seed={self.seed}, "
-                f"split_counts={self.split_counts}{grouping} (seeded hash of each image or "
+                f"split.counts={self.split_counts}{grouping} (seeded hash of each image or "
                 "group)"
             )
-        size = "the number of known normals" if self.unlabeled_size is None else self.unlabeled_size
+        size = (
+            "the number of known normals"
+            if self.split.unlabeled_size is None
+            else self.split.unlabeled_size
+        )
         return (
-            f"{where}; unlabeled set: the first names of each pool, anomaly_ratio="
-            f"{self.anomaly_ratio}, unlabeled_size={size}; "
+            f"{where}; unlabeled set: the first names of each pool, split.anomaly_ratio="
+            f"{self.split.anomaly_ratio}, split.unlabeled_size={size}; "
             f"{self._validation_source(self._known_names)}"
         )
 
@@ -413,12 +412,12 @@ class RawDataModule(FileDataModule):
         return shares_groups([self.groups.get(n, "") for n in known_names])
 
     def _validation_source(self, known_names: list[str]) -> str:
-        if self.val_fraction == 0:
+        if self.split.val_fraction == 0:
             return "no validation set"
         grouping = " by group" if self._grouped(known_names) else ""
         return (
-            f"validation: val_fraction={self.val_fraction} of the known normals held out"
-            f"{grouping} (seed={self.seed}) with pseudo anomalies"
+            f"validation: split.val_fraction={self.split.val_fraction} of the known normals "
+            f"held out{grouping} (seed={self.seed}) with pseudo anomalies"
         )
 
     def holdout(self, known: ImageSet) -> tuple[np.ndarray, np.ndarray]:
@@ -426,7 +425,7 @@ class RawDataModule(FileDataModule):
         several known normals, so no patient is in both training and validation
         (`grouped_holdout`)."""
         groups = [self.groups.get(name, "") for name in known.names]
-        return grouped_holdout(groups, self.val_fraction, self.seed)
+        return grouped_holdout(groups, self.split.val_fraction, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.known_normal is None:
@@ -443,8 +442,8 @@ class RawDataModule(FileDataModule):
         check_leakage(
             self.sides(),
             self.identities,
-            self.leakage,
+            self.split.leakage,
             type(self).__name__,
-            group_by=self.group_by,
+            group_by=self.split.group_by,
             roles_given=self.roles_given or self.split_file is not None,
         )

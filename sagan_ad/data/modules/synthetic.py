@@ -27,12 +27,12 @@ class SyntheticCXRDataModule(AnomalyDataModule):
     The other arguments are those of
     [`AnomalyDataModule`][sagan_ad.data.modules.base.AnomalyDataModule],
     passed on as ``**kwargs``: ``image_size`` is the side of the generated images (at least 32),
-    ``in_channels`` 1 or 3 (the grey phantom repeated), and ``seed`` also seeds the phantoms.
+    ``in_channels`` 1 or 3 (the grey phantom repeated), ``seed`` also seeds the phantoms, and
+    ``split`` takes ``val_fraction``, ``anomaly_ratio`` (the fraction of abnormal images in the
+    unlabeled set) and ``unlabeled_size`` (default: ``num_known_normal``).
 
     Args:
         num_known_normal: known-normal training images (before the validation hold-out).
-        anomaly_ratio: fraction of abnormal images in the unlabeled set.
-        unlabeled_size: unlabeled images (default: ``num_known_normal``).
         num_test: test images, half normal and half abnormal.
         lesion_radius: ``(low, high)`` lesion radius as a fraction of the image side (see
             `sagan_ad.data.images.lesions.add_lesions`). The default, 10-25% of the side, is larger
@@ -55,11 +55,12 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         5
     """
 
+    split_options = ("val_fraction", "anomaly_ratio", "unlabeled_size")
+    split_why = "the phantoms are generated, not drawn from files"
+
     def __init__(
         self,
         num_known_normal: int = 400,
-        anomaly_ratio: float = 0.6,
-        unlabeled_size: int | None = None,
         num_test: int = 200,
         lesion_radius: tuple[float, float] = (0.1, 0.25),
         lesion_contrast: tuple[float, float] = (50.0, 110.0),
@@ -75,11 +76,10 @@ class SyntheticCXRDataModule(AnomalyDataModule):
             raise InputError(f"validation={validation!r}: must be 'lesions' or 'pseudo'")
         self.validation = validation
         self.num_known_normal = num_known_normal
-        self.unlabeled_size = num_known_normal if unlabeled_size is None else unlabeled_size
+        self.unlabeled_size = self.split.unlabeled_size or num_known_normal
         self.n_unlabeled_abnormal, self.n_unlabeled_normal = unlabeled_counts(
-            self.unlabeled_size, anomaly_ratio
+            self.unlabeled_size, self.split.anomaly_ratio
         )
-        self.anomaly_ratio = anomaly_ratio
         self.num_test = num_test
         self.lesion_radius = check_range("lesion_radius", lesion_radius, 0.25)
         self.lesion_contrast = check_range("lesion_contrast", lesion_contrast, 255.0)
@@ -106,9 +106,9 @@ class SyntheticCXRDataModule(AnomalyDataModule):
         # are computed on real lesions; the model reads them as ``<stage>_masks``.
         known_normal, _ = self._images(self.num_known_normal, 0, 0, "known_normal")
         val = None
-        if self.validation == "lesions" and self.val_fraction > 0:
+        if self.validation == "lesions" and self.split.val_fraction > 0:
             # The same normals that the pseudo-anomaly validation would hold out.
-            keep, held = holdout_indices(self.num_known_normal, self.val_fraction, self.seed)
+            keep, held = holdout_indices(self.num_known_normal, self.split.val_fraction, self.seed)
             val_normal = known_normal.subset(held)
             lesioned, lesion_masks = self._images(0, len(held), 3, "val")
             known_normal = known_normal.subset(keep)

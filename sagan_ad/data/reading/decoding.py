@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from sagan_ad.data.reading.bit_depth import BitDepth, check_bit_depth
 from sagan_ad.data.reading.dicom_options import DicomMode, DicomOptions, WindowMode
+from sagan_ad.data.setting_groups import SettingsGroup
 from sagan_ad.errors import InputError
 
 
 @dataclass(frozen=True)
-class DecodeSettings:
+class DecodeSettings(SettingsGroup):
     """How image files become uint8 pixels: the settings every file-reading DataModule takes
     as ``decode`` (YAML: ``data.decode``, command line: ``--data.decode.dicom_mode``), which fit
     records in the model (`sagan_ad.Preprocessing`) and predict reads films with again.
@@ -33,6 +32,8 @@ class DecodeSettings:
         >>> settings.dicom.mode, DecodeSettings.from_record(settings.record()) == settings
         ('benchmark', True)
     """
+
+    group: ClassVar[str] = "decode"
 
     dicom_mode: DicomMode = "standard"
     window: WindowMode = "header"
@@ -64,47 +65,6 @@ class DecodeSettings:
         """The DICOM settings as the readers take them."""
         return DicomOptions(self.dicom_mode, self.window, self.fallback_window, self.percentiles)
 
-    def record(self) -> dict[str, Any]:
-        """The settings as plain values (a checkpoint entry)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def parse(cls, value: DecodeSettings | Mapping[str, Any] | None) -> DecodeSettings:
-        """``value`` as settings: None gives the defaults, a mapping its fields.
-
-        Examples:
-            >>> DecodeSettings.parse({"dicom_mode": "benchmark"}).dicom_mode
-            'benchmark'
-            >>> DecodeSettings.parse({"mode": "benchmark"})
-            Traceback (most recent call last):
-            ...
-            sagan_ad.errors.InputError: decode: no setting 'mode'; the settings are dicom_mode, ...
-        """
-        if value is None or isinstance(value, DecodeSettings):
-            return value or cls()
-        if not isinstance(value, Mapping):
-            raise InputError(
-                f"decode={value!r}: give a sagan_ad.data.DecodeSettings or a mapping of its "
-                "settings, such as {'dicom_mode': 'benchmark'}, or None for the defaults"
-            )
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in value if key not in fields]
-        if unknown:
-            raise InputError(
-                f"decode: no setting {unknown[0]!r}; the settings are {', '.join(fields)}"
-            )
-        return cls(**value)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> DecodeSettings:
-        """The settings of a `record`; a record that is not one is refused by name."""
-        try:
-            return cls(**record)
-        except (AttributeError, TypeError, ValueError) as err:
-            raise InputError(
-                f"recorded decode settings {record!r} are not readable: {err}"
-            ) from err
-
     @classmethod
     def of(cls, datamodule: object) -> DecodeSettings | None:
         """The decode settings of a DataModule (its ``decode``: the defaults where it is None);
@@ -113,7 +73,3 @@ class DecodeSettings:
         if decode is None or isinstance(decode, DecodeSettings):
             return decode or cls()
         return None
-
-    def describe(self) -> str:
-        """The settings as ``data.decode`` writes them."""
-        return ", ".join(f"{k}={v!r}" for k, v in self.record().items())

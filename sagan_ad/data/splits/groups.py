@@ -58,7 +58,7 @@ def group_values(
     elif tag_for_keyword(column) is None:
         columns = sorted({k for name in paths for k in metadata.get(name, {})})
         raise InputError(
-            f"group_by={column!r} is neither a column of the data (columns: "
+            f"split.group_by={column!r} is neither a column of the data (columns: "
             f"{', '.join(columns) or 'none'}) nor a DICOM keyword such as 'PatientID'"
         )
     else:

@@ -15,7 +15,6 @@ from sagan_ad.data.splits.medad_split import MedADSplit
 from sagan_ad.data.splits.split import SplitError
 from sagan_ad.data.splits.twins import SAME_PIXELS
 from sagan_ad.data.storage import file_identity
-from sagan_ad.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +289,7 @@ def check_leakage(
         f"{'; '.join(problems[:10])}{more}. A model validated or tested on a patient or image "
         f"it trained on scores too well: "
         + (placeholder or _advice(kinds_found, patient_sides, group_by, roles_given))
-        + "; leakage='warn' only reports this"
+        + "; split.leakage='warn' only reports this"
     )
     if mode == "raise":
         raise SplitError(message)
@@ -317,8 +316,8 @@ def _placeholder_hint(
     return (
         f"shared by most images: {', '.join(common[:3])}; if that is an anonymizer's "
         "placeholder rather than one patient or image, it cannot tell patients apart: group "
-        "by a column or tag that identifies patients (group_by), or set leakage='warn' (or "
-        "'ignore') and keep the patients apart yourself"
+        "by a column or tag that identifies patients (split.group_by), or set "
+        "split.leakage='warn' (or 'ignore') and keep the patients apart yourself"
     )
 
 
@@ -341,14 +340,14 @@ def _advice(kinds: set[str], sides: set[str], group_by: str | None, roles_given:
     if patients and ("validation" in sides or not roles_given):
         if group_by is None:
             advice.append(
-                "set group_by to the column or DICOM keyword that identifies patients (for "
-                "example group_by='PatientID') to keep each patient on one side"
+                "set split.group_by to the column or DICOM keyword that identifies patients (for "
+                "example split.group_by='PatientID') to keep each patient on one side"
                 + (" of the validation hold-out" if roles_given else "")
             )
         else:
             advice.append(
-                f"group_by={group_by!r} keeps its groups whole, but these images share another "
-                f"identity ({named}): group by that one instead"
+                f"split.group_by={group_by!r} keeps its groups whole, but these images share "
+                f"another identity ({named}): group by that one instead"
             )
     return "; ".join(advice)
 
@@ -401,23 +400,3 @@ def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
     names = [name for side_names in where.values() for name in side_names]
     more = f", ... ({len(names)} files)" if len(names) > 4 else ""
     return f"{kind} ({', '.join(names[:4])}{more})"
-
-
-def check_data_options(leakage: str, cache_identity: str, cache_save_interval: float) -> None:
-    """Raise a `ValueError` naming the DataModule option that has no meaning.
-
-    Examples:
-        >>> check_data_options("warn", "stat", 60.0)
-        >>> check_data_options("maybe", "stat", 60.0)
-        Traceback (most recent call last):
-        ...
-        sagan_ad.errors.InputError: leakage='maybe': must be 'raise', 'warn' or 'ignore'
-    """
-    if leakage not in ("raise", "warn", "ignore"):
-        raise InputError(f"leakage={leakage!r}: must be 'raise', 'warn' or 'ignore'")
-    if cache_identity not in ("stat", "verify", "content"):
-        raise InputError(
-            f"cache_identity={cache_identity!r}: must be 'stat', 'verify' or 'content'"
-        )
-    if not cache_save_interval > 0:
-        raise InputError(f"cache_save_interval={cache_save_interval}: must be > 0 seconds")

@@ -230,12 +230,12 @@ class MedADSplit:
             raise SplitError(
                 f"val_fraction={val_fraction} holds out {target} of the {count} known normals, "
                 f"but only {len(held)} are in groups without pool images that "
-                f"{room.mixture()} needs: lower val_fraction or unlabeled_size"
+                f"{room.mixture()} needs: lower split.val_fraction or split.unlabeled_size"
             )
         if count - len(held) < 2:
             raise SplitError(
                 f"val_fraction={val_fraction} of {count} known normals leaves "
-                f"{count - len(held)} for training: add known normals or lower val_fraction"
+                f"{count - len(held)} for training: add known normals or lower split.val_fraction"
             )
         return np.setdiff1d(np.arange(count), held), np.sort(np.array(held, dtype=np.int64))
 
@@ -275,7 +275,7 @@ class MedADSplit:
                 f"training or test ({found}): of the {len(self.pool_abnormal)} pool abnormals, "
                 f"{apart} share a group with the kept known normals or the test set, and "
                 f"{room.passed_over} were passed over because their groups hold pool images "
-                f"that {room.mixture()} needs; lower val_abnormal or unlabeled_size"
+                f"that {room.mixture()} needs; lower split.val_abnormal or split.unlabeled_size"
                 + (", or drop the balancing" if groups is not None else "")
             )
         val_abnormal = [n for n in self.pool_abnormal if n in taken]
@@ -393,6 +393,6 @@ def _balanced_tail(
         raise SplitError(
             f"cannot balance the {count} validation abnormals by group like the "
             f"{len(reference)} held-out normals: need {detail} outside the unlabeled mixture; "
-            "lower val_abnormal or drop the balancing"
+            "lower split.val_abnormal or drop the balancing"
         )
     return taken

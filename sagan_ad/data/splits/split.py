@@ -36,9 +36,9 @@ def unlabeled_counts(size: int, anomaly_ratio: float) -> tuple[int, int]:
         (102, 68)
     """
     if not 0.0 <= anomaly_ratio <= 1.0:
-        raise SplitError(f"anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
+        raise SplitError(f"split.anomaly_ratio={anomaly_ratio}: must be in [0, 1]")
     if size < 0:
-        raise SplitError(f"unlabeled_size={size}: must be >= 0")
+        raise SplitError(f"split.unlabeled_size={size}: must be >= 0")
     abnormal = math.floor(size * anomaly_ratio)
     return abnormal, size - abnormal
 
@@ -67,9 +67,9 @@ def build_unlabeled(
         short.append(f"{n_normal} normal images but the normal pool has {len(pool_normal)}")
     if short:
         raise SplitError(
-            f"an unlabeled set of {size} images at anomaly_ratio={anomaly_ratio} needs "
+            f"an unlabeled set of {size} images at split.anomaly_ratio={anomaly_ratio} needs "
             + " and ".join(short)
-            + ": lower unlabeled_size, or choose an anomaly_ratio the pools can supply"
+            + ": lower split.unlabeled_size, or choose a split.anomaly_ratio the pools can supply"
         )
     names = list(pool_abnormal[:n_abnormal]) + list(pool_normal[:n_normal])
     return names, [1] * n_abnormal + [0] * n_normal
@@ -87,14 +87,14 @@ def holdout_indices(count: int, fraction: float, seed: int) -> tuple[np.ndarray,
         (8, 2)
     """
     if not 0.0 <= fraction < 1.0:
-        raise SplitError(f"val_fraction={fraction}: must be in [0, 1)")
+        raise SplitError(f"split.val_fraction={fraction}: must be in [0, 1)")
     if fraction == 0.0:
         return np.arange(count), np.arange(0)
     n_held = holdout_target(count, fraction)
     if count - n_held < 2:
         raise SplitError(
-            f"val_fraction={fraction} of {count} known normals leaves {count - n_held} for "
-            "training: add known normals or lower val_fraction"
+            f"split.val_fraction={fraction} of {count} known normals leaves {count - n_held} for "
+            "training: add known normals or lower split.val_fraction"
         )
     order = np.random.default_rng(seed).permutation(count)
     return np.sort(order[n_held:]), np.sort(order[:n_held])
@@ -114,7 +114,7 @@ def holdout_groups(
         (2, 1)
     """
     if not 0.0 <= fraction < 1.0:
-        raise SplitError(f"val_fraction={fraction}: must be in [0, 1)")
+        raise SplitError(f"split.val_fraction={fraction}: must be in [0, 1)")
     count = len(groups)
     if fraction == 0.0:
         return np.arange(count), np.arange(0)
@@ -133,12 +133,13 @@ def holdout_groups(
                 f"group {largest!r} holds {size} of the {count} known normals, so no group can "
                 "be held out for validation without taking most of them: if that value is an "
                 "anonymizer's placeholder (ANON, ANONYMOUS, 0000) rather than one patient, it "
-                "cannot tell patients apart; set group_by to a column or tag that identifies "
-                "patients, or leave group_by out"
+                "cannot tell patients apart; set split.group_by to a column or tag that identifies "
+                "patients, or leave split.group_by out"
             )
         raise SplitError(
-            f"val_fraction={fraction} of {count} known normals in {len(ordered)} groups leaves "
-            f"{count - len(held)} for training: add known normals or lower val_fraction"
+            f"split.val_fraction={fraction} of {count} known normals in {len(ordered)} groups "
+            f"leaves {count - len(held)} for training: add known normals or lower "
+            "split.val_fraction"
         )
     keep = np.setdiff1d(np.arange(count), held)
     return keep, np.sort(np.array(held, dtype=np.int64))

@@ -124,16 +124,16 @@ def protocol_split(
     unknown = set(counts) - set(SPLIT_PARTS)
     if unknown or set(SPLIT_PARTS) - set(counts):
         raise SplitError(
-            f"split_counts={dict(counts)}: give exactly the keys {', '.join(SPLIT_PARTS)}"
+            f"split.counts={dict(counts)}: give exactly the keys {', '.join(SPLIT_PARTS)}"
         )
     # 3.7 would be floored, True counted as 1 and "3" compared with numbers: whole numbers only.
     odd = {k: n for k, n in counts.items() if isinstance(n, bool) or not isinstance(n, Integral)}
     if odd:
-        raise SplitError(f"split_counts={dict(counts)}: {odd} are not whole numbers of images")
+        raise SplitError(f"split.counts={dict(counts)}: {odd} are not whole numbers of images")
     if any(n < 0 for n in counts.values()):
-        raise SplitError(f"split_counts={dict(counts)}: counts must be >= 0")
+        raise SplitError(f"split.counts={dict(counts)}: counts must be >= 0")
     if counts["known_normal"] < 1:
-        raise SplitError("split_counts.known_normal must be >= 1: training needs known normals")
+        raise SplitError("split.counts.known_normal must be >= 1: training needs known normals")
     check_disjoint({"normal": normal, "abnormal": abnormal}, source=source)
     need_normal = counts["known_normal"] + counts["pool_normal"] + counts["test_normal"]
     need_abnormal = counts["pool_abnormal"] + counts["test_abnormal"]
@@ -144,8 +144,8 @@ def protocol_split(
         short.append(f"{need_abnormal} abnormal images but it has {len(abnormal)}")
     if short:
         raise SplitError(
-            f"{source}: split_counts={dict(counts)} needs " + " and ".join(short) + ": set "
-            "split_counts to what the data hold (the defaults are the Med-AD counts of the full "
+            f"{source}: split.counts={dict(counts)} needs " + " and ".join(short) + ": set "
+            "split.counts to what the data hold (the defaults are the Med-AD counts of the full "
             "release)"
         )
     groups = groups or {}
