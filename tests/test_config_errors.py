@@ -66,7 +66,8 @@ def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
         ),
         (
             "data:\n  init_args:\n    split:\n      val_fracton: 0.1\n",
-            "split: no setting 'val_fracton'; the settings are val_fraction, anomaly_ratio, "
+            "split: no setting 'val_fracton' (did you mean 'val_fraction'?); the settings are "
+            "val_fraction, anomaly_ratio, "
             "unlabeled_size, counts, file, group_by, leakage, val_abnormal, val_balance_by",
         ),
         (

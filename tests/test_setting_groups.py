@@ -194,7 +194,10 @@ def test_the_groups_are_nested_options_on_the_command_line_and_in_yaml(tmp_path,
             "split.counts (the phantoms are generated, not drawn from files)",
         ),
         ("--data.split.val_fraction=1.5", "error: split.val_fraction=1.5: must be in [0, 1)"),
-        ("--data.split.fraction=0.2", "error: split: no setting 'fraction'; the settings are"),
+        (
+            "--data.split.fraction=0.2",
+            "error: split: no setting 'fraction' (did you mean 'val_fraction'?); the settings are",
+        ),
     ],
 )
 def test_a_refused_split_setting_is_one_error_line_of_the_run(argument, message, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from numbers import Integral, Real
 from typing import Any, ClassVar, TypeVar
@@ -26,10 +27,10 @@ class SettingsGroup:
         >>> from sagan_ad.data import CacheSettings
         >>> CacheSettings.parse({"workers": 2}).changed()
         {'workers': 2}
-        >>> CacheSettings.parse({"folder": "cache/"})
+        >>> CacheSettings.parse({"worker": 2})
         Traceback (most recent call last):
         ...
-        sagan_ad.errors.InputError: cache: no setting 'folder'; the settings are dir, workers, ...
+        sagan_ad.errors.InputError: cache: no setting 'worker' (did you mean 'workers'?); the ...
     """
 
     group: ClassVar[str]
@@ -68,8 +69,11 @@ class SettingsGroup:
         fields = cls.field_names()
         unknown = [key for key in value if key not in fields]
         if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), fields, n=1, cutoff=0.7)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(
-                f"{cls.group}: no setting {unknown[0]!r}; the settings are {', '.join(fields)}"
+                f"{cls.group}: no setting {unknown[0]!r}{hint}; the settings are "
+                f"{', '.join(fields)}"
             )
         return cls(**value)
 
