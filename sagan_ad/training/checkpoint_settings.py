@@ -185,24 +185,23 @@ def _function_named(value: Any) -> Any:
     """The module-level function a recorded dotted name names (an optimizer factory such as
     ``sagan_ad.paper_adam``, which loading builds the model with), or None: the values are
     checked as the model gets them, not as strings it would warn it cannot record."""
-    if not isinstance(value, str) or "." not in value:
-        return None
-    module, _, name = value.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
+    found = _imported(value) if isinstance(value, str) and "." in value else None
     return found if inspect.isfunction(found) else None
 
 
 def _import_class(path: str) -> type | None:
     """The class at the dotted ``path``, or None."""
+    found = _imported(path)
+    return found if isinstance(found, type) else None
+
+
+def _imported(path: str) -> Any:
+    """The object at the dotted ``path``, or None where it cannot be imported."""
     module, _, name = path.rpartition(".")
     try:
-        found = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return None
-    return found if isinstance(found, type) else None
 
 
 def accepted_settings(cls: type) -> dict[str, Any] | None:

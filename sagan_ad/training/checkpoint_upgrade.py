@@ -202,6 +202,11 @@ def _components_of_flat(settings: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+class CurrentCheckpoint(io.BytesIO):
+    """A checkpoint in memory that is already in the current format (`load_checkpoint` checked
+    and upgraded it): `checkpoint_source` hands it on without reading it again."""
+
+
 def checkpoint_source(path: Any) -> Any:
     """What to hand Lightning's ``load_from_checkpoint`` for ``path``: the path itself, or an
     in-memory copy in the current format (`upgrade_checkpoint`). A file object is read into
@@ -212,6 +217,8 @@ def checkpoint_source(path: Any) -> Any:
         >>> checkpoint_source("no-such.ckpt")
         'no-such.ckpt'
     """
+    if isinstance(path, CurrentCheckpoint):
+        return path
     if hasattr(path, "read"):
         path = io.BytesIO(path.read())
         source: Any = io.BytesIO(path.getvalue())

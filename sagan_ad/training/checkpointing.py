@@ -11,7 +11,6 @@ raises a `CheckpointError` that names it and says what to do (see
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import warnings
@@ -39,7 +38,7 @@ from sagan_ad.training.checkpoint_files import (
     read_checkpoint,
 )
 from sagan_ad.training.checkpoint_settings import check_settings
-from sagan_ad.training.checkpoint_upgrade import upgrade_checkpoint
+from sagan_ad.training.checkpoint_upgrade import CurrentCheckpoint, upgrade_checkpoint
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -213,7 +212,7 @@ def load_checkpoint(
     check_settings(checkpoint, model_class, source)
     # Lightning builds the model from the checkpoint read above (upgraded, in memory): the file
     # is read once, and a file replaced meanwhile cannot give the model other weights.
-    in_memory = io.BytesIO()
+    in_memory = CurrentCheckpoint()
     torch.save(checkpoint, in_memory)
     in_memory.seek(0)
     del checkpoint

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from sagan_ad.data.reading.bit_depth import BitDepth, check_bit_depth
 from sagan_ad.data.reading.dicom_options import DicomMode, DicomOptions, WindowMode
-from sagan_ad.data.setting_groups import SettingsGroup
+from sagan_ad.data.setting_groups import SettingsGroup, check_choice, check_flag
 from sagan_ad.errors import InputError
 
 
@@ -50,13 +50,9 @@ class DecodeSettings(SettingsGroup):
             )
         # YAML and JSON give a list: stored as the tuple DicomOptions compares with.
         object.__setattr__(self, "percentiles", tuple(self.percentiles))
-        if not isinstance(self.force_dicom, bool):
-            raise InputError(f"decode.force_dicom={self.force_dicom!r}: must be true or false")
+        check_flag("decode", "force_dicom", self.force_dicom)
         check_bit_depth(self.bit_depth)
-        if self.dicom_mode not in ("standard", "benchmark"):
-            raise InputError(
-                f"decode.dicom_mode={self.dicom_mode!r}: must be 'standard' or 'benchmark'"
-            )
+        check_choice("decode", "dicom_mode", self.dicom_mode, ("standard", "benchmark"))
         # A window that does not exist is refused here, not at the first DICOM file.
         DicomOptions(self.dicom_mode, self.window, self.fallback_window, self.percentiles)
 
