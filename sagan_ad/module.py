@@ -24,7 +24,6 @@ from sagan_ad.networks.generator import Generator
 from sagan_ad.preprocessing import Preprocessing
 from sagan_ad.synthesis import PatchBlendSynthesizer, Synthesizer
 from sagan_ad.training import hparams, losses, run_state
-from sagan_ad.training.checkpoint_upgrade import checkpoint_source
 from sagan_ad.training.ddp import allow_unused_parameters
 from sagan_ad.training.divergence import DivergenceGuard
 from sagan_ad.training.ema import update_average
@@ -45,7 +44,7 @@ FACTORIES = ("optimizer_g", "optimizer_d", "scheduler_g", "scheduler_d")
 """The constructor arguments recorded as factories (a function's name, or a class's settings)."""
 
 
-class SAGAN(L.LightningModule):
+class SAGAN(run_state.CheckedLoading, L.LightningModule):
     """SAGAN for semi-supervised anomaly detection (Zhang et al., MICCAI 2024).
 
     Each *iteration* is a critic step, and every ``n_critic``-th one also a generator step
@@ -161,21 +160,12 @@ class SAGAN(L.LightningModule):
         self.randomness = run_state.TrainingRandomness(seed)
         # NaN until a validation chooses it; a buffer, so it travels with the weights.
         self.register_buffer("threshold", torch.tensor(float("nan")))
-        self.allow_untrained = False
-        self._weights_loaded = False
-        self._loading_untrained = False
-        self.register_load_state_dict_post_hook(run_state.mark_weights_loaded)
+        self.allow_untrained = self._weights_loaded = self._loading_untrained = False
+        self._loading_settings: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         refuse_scoring_overrides(cls, SAGAN)
-
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> SAGAN:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
-        settings, `sagan_ad.training.checkpoint_upgrade`). Prefer `sagan_ad.load_checkpoint`,
-        which also refuses pickled code and damaged files by name."""
-        return super().load_from_checkpoint(checkpoint_source(checkpoint_path), *args, **kwargs)
 
     @property
     def reports(self) -> dict[str, EvaluationReport]:

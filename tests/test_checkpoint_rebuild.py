@@ -19,11 +19,13 @@ from sagan_ad import (
     PerlinBlobSynthesizer,
     Scorer,
     Synthesizer,
+    SyntheticCXRDataModule,
     export_scorer,
     load_checkpoint,
     paper_adam,
 )
 from sagan_ad.training import hparams
+from sagan_ad.training.checkpoint_files import CheckpointError
 
 
 class StripeSynthesizer(Synthesizer):
@@ -229,3 +231,74 @@ def test_load_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", counting)
     load_checkpoint(path)
     assert read == [str(path)]
+
+
+def wide_networks() -> dict:
+    """Networks of another width than `tiny_networks`: its weights do not fit them."""
+    return tiny_networks(base_channels=8)
+
+
+def test_lightnings_own_load_refuses_weights_of_another_architecture_naming_the_setting(tmp_path):
+    """Every route that loads weights goes through the model's load_state_dict check: Lightning's
+    load_from_checkpoint (as a Trainer's ckpt_path does) says which setting differs instead of
+    torch listing every key of every tensor."""
+    path = save(SAGAN(**tiny_networks()).eval(), tmp_path)
+    with pytest.raises(CheckpointError) as refused:
+        SAGAN.load_from_checkpoint(path, **wide_networks())
+    message = str(refused.value)
+    assert message.startswith("the checkpoint does not fit the model: generator."), message
+    assert "in the checkpoint, (" in message
+    assert "Build the model with the settings the checkpoint was trained with" in message
+    assert "Error(s) in loading state_dict" not in message
+
+
+def test_a_trainer_given_a_checkpoint_of_another_architecture_refuses_it_by_name(tmp_path):
+    path = save(SAGAN(**tiny_networks()).eval(), tmp_path)
+    data = SyntheticCXRDataModule(
+        num_known_normal=8, num_test=4, image_size=32, batch_size=4, split={"val_fraction": 0.5}
+    )
+    with pytest.raises(CheckpointError, match=r"does not fit the model: .*base_channels=4 \(mod"):
+        tiny_trainer(tmp_path).test(SAGAN(**wide_networks()), datamodule=data, ckpt_path=path)
+
+
+def test_a_state_dict_is_checked_as_a_checkpoint_is():
+    """A user's own load_state_dict: another architecture and NaN weights are refused by name;
+    strict=False still takes a partial state dict; one from before thresholds loads without."""
+    model = SAGAN(**tiny_networks())
+    with pytest.raises(CheckpointError, match=r"^the state dict does not fit the model: gen"):
+        model.load_state_dict(SAGAN(**wide_networks()).state_dict())
+
+    poisoned = SAGAN(**tiny_networks()).state_dict()
+    name = next(key for key, _ in model.named_parameters())
+    poisoned[name] = poisoned[name].clone().fill_(float("nan"))
+    with pytest.raises(CheckpointError, match=f"non-finite weights .*first {name}"):
+        model.load_state_dict(poisoned)
+
+    generator_only = {
+        key: value
+        for key, value in SAGAN(**tiny_networks()).state_dict().items()
+        if key.startswith("generator.")
+    }
+    missing = model.load_state_dict(generator_only, strict=False).missing_keys
+    assert missing and all(not key.startswith("generator.") for key in missing)
+    assert torch.equal(model.generator.head.weight, generator_only["generator.head.weight"])
+    with pytest.raises(CheckpointError, match="in the checkpoint|in the state"):
+        model.load_state_dict(
+            {k: v for k, v in SAGAN(**wide_networks()).state_dict().items()}, strict=False
+        )
+
+    old = SAGAN(**tiny_networks()).state_dict()
+    del old["threshold"]
+    model.load_state_dict(old)
+    assert torch.isnan(model.threshold).all()
+
+
+def test_no_weight_mismatch_is_recognised_by_torchs_message_text():
+    """A torch release that rewords its load_state_dict error must not change what we say."""
+    import pathlib
+
+    import sagan_ad
+
+    package = pathlib.Path(sagan_ad.__file__).parent
+    sources = [p.read_text() for p in package.rglob("*.py")]
+    assert not [s for s in sources if "Error(s) in loading state_dict" in s]

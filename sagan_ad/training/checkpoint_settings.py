@@ -40,10 +40,15 @@ def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_weights_fit(
-    checkpoint: dict[str, Any], model: torch.nn.Module, source: str = "the checkpoint"
+    checkpoint: dict[str, Any],
+    model: torch.nn.Module,
+    source: str = "the checkpoint",
+    strict: bool = True,
 ) -> None:
-    """Refuse a checkpoint whose weights do not fit ``model`` (another architecture), naming the
-    settings that differ, before a strict load fails on it.
+    """Refuse a checkpoint whose weights do not fit ``model`` (another architecture) or hold NaN
+    or infinity, naming the settings that differ, before loading fails on it. Weights of another
+    shape are refused always (no load can take them); missing and unexpected ones only when
+    ``strict``, as ``load_state_dict(strict=False)`` takes them.
 
     Examples:
         >>> from sagan_ad import SAGAN, Critic, Generator
@@ -59,8 +64,8 @@ def check_weights_fit(
     theirs, ours = checkpoint.get("state_dict") or {}, model.state_dict()
     check_finite_weights(theirs, [key for key, _ in model.named_parameters()], source)
     # Checkpoints from before the threshold buffer load without one (SAGAN.on_load_checkpoint).
-    missing = sorted(set(ours) - set(theirs) - {"threshold"})
-    unexpected = sorted(set(theirs) - set(ours))
+    missing = sorted(set(ours) - set(theirs) - {"threshold"}) if strict else []
+    unexpected = sorted(set(theirs) - set(ours)) if strict else []
     shapes = [
         f"{key}: {tuple(theirs[key].shape)} in the checkpoint, {tuple(ours[key].shape)} here"
         for key in sorted(set(ours) & set(theirs))
@@ -72,16 +77,29 @@ def check_weights_fit(
     settings = [
         f"{key}={value!r} (model: {ours[key]!r})"
         for key, value in flat_settings(checkpoint.get("hyper_parameters") or {}).items()
-        # The model's None (an unset component: the default one) is no difference.
-        if ours.get(key) is not None and ours[key] != value
+        # The model's None (an unset component: the default one) is no difference. Lightning's
+        # load_from_checkpoint builds the components in the checkpoint's own settings, which
+        # then hold objects rather than what was recorded: those say nothing.
+        if ours.get(key) is not None and ours[key] != value and _is_plain(value)
     ]
     found = shapes[:2] + [f"{len(missing)} weights missing"] * bool(missing)
     found += [f"{len(unexpected)} unexpected weights"] * bool(unexpected)
-    raise CheckpointError(
-        f"{source} does not fit the model: {'; '.join(found)}. "
-        + (f"It was trained with {', '.join(settings)}: " if settings else "")
-        + "build the model with the settings the checkpoint was trained with"
-    )
+    if settings:
+        advice = f"It was trained with {', '.join(settings)}: build the model with those settings"
+    elif not checkpoint.get("hyper_parameters"):
+        advice = (
+            "It records no settings: build the model with the ones it was trained with (Python: "
+            "sagan_ad.load_checkpoint(path, generator=..., critic=...))"
+        )
+    else:
+        advice = "Build the model with the settings the checkpoint was trained with"
+    raise CheckpointError(f"{source} does not fit the model: {'; '.join(found)}. {advice}")
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_is_plain(item) for item in value)
+    return value is None or isinstance(value, str | int | float | bool)
 
 
 def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the checkpoint") -> None:

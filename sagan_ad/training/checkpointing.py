@@ -226,12 +226,9 @@ def load_checkpoint(
     except CheckpointError as err:
         # Raised by the model's on_load_checkpoint, which does not know the file's name.
         raise CheckpointError(str(err).replace("the checkpoint", source, 1)) from err
-    except (ArgumentError, TypeError, ValueError, RuntimeError) as err:
-        # A recorded setting the model refuses, or weights that do not fit the model its
-        # settings build (a checkpoint without settings, say); torch's other RuntimeErrors (a
-        # map_location without its device) say what they mean.
-        if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" not in str(err):
-            raise
+    except (ArgumentError, TypeError, ValueError) as err:
+        # A recorded setting the model refuses when it is built. Weights that do not fit the
+        # model are refused by name before they load (`run_state.CheckedLoading`).
         raise CheckpointError(
             f"{source} cannot be loaded into {model_class_name(model_class)} "
             f"({type(err).__name__}: {first_line(err)}): it was written by another version of "

@@ -1,6 +1,7 @@
 """What a SAGAN checkpoint carries beyond the weights (the iteration, the model's class, every
-RNG state, the training data's pre-processing), and the checks that decide whether a model may
-evaluate: trained weights, and data that match it."""
+RNG state, the training data's pre-processing), how a SAGAN takes weights by any route
+(`CheckedLoading`), and the checks that decide whether a model may evaluate: trained weights,
+and data that match it."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from sagan_ad.errors import DataMismatchError, InputError
 from sagan_ad.preprocessing import PREPROCESSING_KEY, Preprocessing
 from sagan_ad.training.checkpoint_files import (
     CheckpointError,
-    check_finite_weights,
     check_model_class,
     model_class_name,
 )
+from sagan_ad.training.checkpoint_settings import check_weights_fit
 from sagan_ad.training.checkpoint_upgrade import (
     FORMAT_KEY,
     FORMAT_VERSION,
+    checkpoint_source,
     format_version,
     upgraded,
 )
@@ -38,19 +40,18 @@ def write_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> No
 
 
 def read_run_state(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-    """Check ``checkpoint`` against ``module`` (its class, finite weights) and restore the run
-    state `write_run_state` saved; every load passes here (a Trainer's ``ckpt_path``,
-    ``load_from_checkpoint``, `sagan_ad.load_checkpoint`)."""
+    """Check ``checkpoint``'s format and class against ``module`` and restore the run state
+    `write_run_state` saved; every load passes here (a Trainer's ``ckpt_path``,
+    ``load_from_checkpoint``, `sagan_ad.load_checkpoint`), and its weights next through
+    `CheckedLoading.load_state_dict`."""
     format_version(checkpoint)
     check_model_class(checkpoint, type(module))
-    weights = [name for name, _ in module.named_parameters()]
-    check_finite_weights(checkpoint["state_dict"], weights)
     module.iteration = int(checkpoint.get("sagan_iteration", 0))
-    # Checked when the weights are in (`mark_weights_loaded`); checkpoints from before the
-    # iteration was recorded count as trained.
+    # Checked when the weights are in (`CheckedLoading.load_state_dict`); checkpoints from
+    # before the iteration was recorded count as trained.
     module._loading_untrained = checkpoint.get("sagan_iteration") == 0
-    # Checkpoints written before thresholds existed load with no threshold chosen.
-    checkpoint["state_dict"].setdefault("threshold", torch.tensor(float("nan")))
+    # For `CheckedLoading.load_state_dict` to name the settings of weights that do not fit.
+    module._loading_settings = checkpoint.get("hyper_parameters") or {}
     module.randomness.load(checkpoint)
     module.preprocessing = preprocessing_of(checkpoint)
 
@@ -78,11 +79,44 @@ def preprocessing_of(checkpoint: dict[str, Any]) -> Preprocessing:
         ) from err
 
 
-def mark_weights_loaded(module: torch.nn.Module, incompatible_keys: Any) -> None:
-    """A ``load_state_dict`` post-hook: the module now holds trained weights, unless they come
-    from a checkpoint saved before any iteration (the untrained network all the same)."""
-    module._weights_loaded = not module._loading_untrained
-    module._loading_untrained = False
+class CheckedLoading:
+    """How a SAGAN takes weights, whatever route brings them (`sagan_ad.load_checkpoint`,
+    Lightning's ``load_from_checkpoint``, a Trainer's ``ckpt_path``, a user's own
+    ``load_state_dict``): checkpoints of any recorded format, and weights that fit.
+
+    Examples:
+        >>> from sagan_ad import SAGAN, Critic, Generator
+        >>> model = SAGAN(Generator(image_size=32, base_channels=4), Critic(1, 4, 5))
+        >>> model.load_state_dict(model.state_dict())
+        <All keys matched successfully>
+    """
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
+        settings, `sagan_ad.training.checkpoint_upgrade`). Prefer `sagan_ad.load_checkpoint`,
+        which also refuses pickled code and damaged files by name."""
+        return super().load_from_checkpoint(  # type: ignore[misc]
+            checkpoint_source(checkpoint_path), *args, **kwargs
+        )
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """``torch.nn.Module.load_state_dict``, refusing before a tensor is copied weights of
+        another architecture, or holding NaN, and naming the settings that differ
+        (`sagan_ad.training.checkpoint_settings.check_weights_fit`) where torch would list
+        every key; weights from before thresholds existed load with no threshold chosen."""
+        module: Any = self
+        settings, module._loading_settings = module._loading_settings, None
+        state_dict = {"threshold": torch.tensor(float("nan")), **state_dict}
+        source = "the checkpoint" if settings is not None else "the state dict"
+        check_weights_fit(
+            {"state_dict": state_dict, "hyper_parameters": settings}, module, source, strict
+        )
+        keys = super().load_state_dict(state_dict, strict, assign)  # type: ignore[misc]
+        # Trained weights now, unless saved before any iteration (the untrained network).
+        module._weights_loaded = not module._loading_untrained
+        module._loading_untrained = False
+        return keys
 
 
 def check_trained(module: L.LightningModule, stage: str) -> None:
