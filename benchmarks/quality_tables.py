@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from sagan_ad.atomic import atomic_path
+
 
 def summarize(runs: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     keys = sorted({k for run in runs for k in run})
@@ -166,6 +168,5 @@ def tables(
 def save_json(path: Path, saved: dict[str, Any]) -> None:
     """Write ``saved`` atomically: a stopped study never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(saved, indent=1))
-    partial.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(saved, indent=1))

@@ -1,4 +1,8 @@
-"""Atomic file writes: a file is either absent, the old version, or complete, never half-written."""
+"""Atomic file writes: a file is either absent, the old version, or complete, never half-written.
+
+Every file sagan_ad writes in place goes through `atomic_path`: outputs, exports, caches, configs
+and, durably, checkpoints (`sagan_ad.training.checkpointing.atomic_save`).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ from sagan_ad.protected import writable_target
 
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 # A temporary is named after its target, the writing process and its host:
-# ".<stem>.partial-<pid>-<host><suffix>".
+# ".<stem>.partial-<pid>-<host><suffix>". The leading dot keeps it out of Lightning's search for
+# "last*.ckpt", and out of every listing that skips hidden files.
 _TEMPORARY = re.compile(r"^\..*\.partial-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})(\.[^.]*)?$")
 _CLEANED: set[Path] = set()
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
     The temporary name keeps the suffix, so writers that infer the format from it (matplotlib,
@@ -31,10 +36,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     target that is an input of the same command or no regular file (a device, FIFO, folder) is
     refused before anything is written (`sagan_ad.protected.writable_target`).
 
+    Args:
+        path: the file to write.
+        durable: also survive a power loss or a crash of the operating system: the temporary
+            is flushed to disk before it replaces ``path``, and the folder (which holds the
+            new name) after. Costs two ``fsync`` calls; checkpoints use it.
+
     Examples:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "metrics.json"
-        >>> with atomic_path(target) as tmp:
+        >>> with atomic_path(target, durable=True) as tmp:
         ...     _ = tmp.write_text("{}")
         >>> target.read_text()
         '{}'
@@ -46,9 +57,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = target.with_name(f".{target.stem}.partial-{os.getpid()}-{_HOST}{target.suffix}")
     try:
         yield tmp
+        if durable:
+            # Without it the rename can reach the disk before the data: after a power loss the
+            # target would then be the new name over an empty or partly written file.
+            _fsync(tmp, os.O_RDWR)
         os.replace(tmp, target)
+        # The new name lives in the folder's entries (POSIX only: Windows opens no folder).
+        if durable and hasattr(os, "O_DIRECTORY"):
+            _fsync(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named as a temporary of `atomic_path` (never a finished file).
+
+    Examples:
+        >>> is_temporary(".last.partial-4242-0badc0de.ckpt"), is_temporary("last.ckpt")
+        (True, False)
+    """
+    return _TEMPORARY.match(Path(path).name) is not None
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -77,6 +105,14 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         candidate.unlink(missing_ok=True)
         removed.append(candidate)
     return removed
+
+
+def _fsync(path: Path, flags: int) -> None:
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _running(pid: int) -> bool:

@@ -1,10 +1,16 @@
-"""Output files are replaced atomically: an interrupted write leaves no half-written file."""
+"""Files are replaced atomically, checkpoints also durably: an interrupted write leaves no
+half-written file, and a power loss no checkpoint whose data never reached the disk."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
+import torch
 
 from sagan_ad.atomic import atomic_path
+from sagan_ad.training.checkpointing import atomic_save
 from sagan_ad.training.outputs import write_csv
 
 
@@ -42,3 +48,51 @@ def test_a_csv_that_fails_midway_is_never_left_looking_complete(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_csv(target, rows)
     assert len(target.read_text().splitlines()) == 101
+
+
+def recorded_fsyncs(monkeypatch, target) -> list[tuple[str, int, bytes]]:
+    """Each ``os.fsync``: what it synced (file or folder), its inode, and ``target`` then."""
+    calls = []
+    real = os.fsync
+
+    def fsync(descriptor):
+        status = os.fstat(descriptor)
+        kind = "folder" if stat.S_ISDIR(status.st_mode) else "file"
+        calls.append((kind, status.st_ino, target.read_bytes()))
+        real(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="folders are synced on POSIX only")
+def test_a_durable_write_syncs_the_file_before_the_rename_and_the_folder_after(
+    tmp_path, monkeypatch
+):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old")
+    calls = recorded_fsyncs(monkeypatch, target)
+    with atomic_path(target, durable=True) as tmp:
+        tmp.write_bytes(b"new")
+    # The file synced is the temporary that became the target; the old one is still in place.
+    assert calls == [
+        ("file", target.stat().st_ino, b"old"),
+        ("folder", tmp_path.stat().st_ino, b"new"),
+    ]
+    calls.clear()
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"newer")
+    assert calls == [] and target.read_bytes() == b"newer"
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="folders are synced on POSIX only")
+def test_checkpoints_are_written_durably(tmp_path, monkeypatch):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old")
+    calls = recorded_fsyncs(monkeypatch, target)
+    atomic_save({"w": torch.ones(2)}, target)
+    assert [(kind, inode) for kind, inode, _ in calls] == [
+        ("file", target.stat().st_ino),
+        ("folder", tmp_path.stat().st_ino),
+    ]
+    assert calls[0][2] == b"old"

@@ -13,6 +13,7 @@ import torch
 from conftest import NIH_ROOT, requires_nih, write_medad_tree
 
 from sagan_ad import SAGAN, Critic, Generator, Scorer
+from sagan_ad.atomic import is_temporary
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
@@ -314,7 +315,7 @@ def test_a_stopped_study_keeps_the_runs_it_finished(quality, tmp_path, monkeypat
     runs = json.loads(saved.read_text())
     assert [len(v) for v in runs["results"].values()] == [1]
     assert "seeds [0, 1]" in runs["header"]
-    assert not list(tmp_path.glob("*.partial"))
+    assert not [path for path in tmp_path.iterdir() if is_temporary(path)]
 
 
 def test_group_by_keeps_patients_out_of_training_and_validation(quality, tmp_path):

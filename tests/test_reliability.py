@@ -3,6 +3,7 @@ determinism."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY_DATA_ARGS, tiny_networks, tiny_trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sagan_ad import (
     SAGAN,
@@ -27,6 +29,10 @@ from sagan_ad import (
     best_and_last_checkpoints,
     load_checkpoint,
 )
+from sagan_ad.atomic import is_temporary
+from sagan_ad.errors import FileError
+from sagan_ad.training.checkpointing import atomic_save
+from sagan_ad.training.resume import find_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,8 +146,9 @@ def killed_twice_and_resumed(root: Path, every: str) -> None:
     assert killed.returncode == -9, killed.stderr[-3000:]
     first = newest_last(root)
     assert torch.load(first, weights_only=True)["sagan_iteration"] == 5
-    # A write killed half-way leaves a .partial file; the resumed run removes it.
-    (first.parent / "best-iteration=8.ckpt.partial").write_bytes(b"half a checkpoint")
+    # A write killed half-way leaves a temporary; the resumed run removes it, even when another
+    # host of a cluster wrote it (which the next write into the folder would leave alone).
+    (first.parent / ".best-iteration=8.partial-999999999-0badc0de.ckpt").write_bytes(b"half")
     # Resumed in the same version folder and killed again at 9: last.ckpt is now the one
     # written by the validation of iteration 8.
     killed = cli_fit(root, kill_config(root, 9), every, "--ckpt_path=last")
@@ -149,7 +156,7 @@ def killed_twice_and_resumed(root: Path, every: str) -> None:
     assert f"Restoring states from the checkpoint path at {first}" in killed.stdout + killed.stderr
     assert newest_last(root) == first
     assert torch.load(first, weights_only=True)["sagan_iteration"] == 8
-    assert not list(root.rglob("*.partial"))
+    assert not [path for path in root.rglob("*") if is_temporary(path)]
 
     resumed = cli_fit(root, every, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -195,20 +202,81 @@ def test_sigkilled_augmented_run_resumes_bit_identically_on_workers(
     assert not all(torch.equal(weights[k], v) for k, v in uninterrupted.items())
 
 
-def test_atomic_save_keeps_the_old_checkpoint_when_the_write_dies(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        # What torch's zip writer raises when the disk fills up under it.
+        (
+            RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed"),
+            "the write stopped part-way",
+        ),
+    ],
+)
+def test_a_full_disk_keeps_the_old_checkpoint_and_names_the_file(
+    tmp_path, monkeypatch, failure, reason
+):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
 
     def dies_mid_write(obj, f, *args, **kwargs):
         f.write(b"half a checkpoint")
-        raise OSError("killed")
+        raise failure
 
     monkeypatch.setattr(torch, "save", dies_mid_write)
-    with pytest.raises(OSError, match="killed"):
+    expected = (
+        f"cannot write checkpoint '{path}' ({reason}): is the disk full or the folder not "
+        "writable? The previous checkpoint, if any, is left as it was"
+    )
+    with pytest.raises(FileError, match=f"^{re.escape(expected)}$"):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     monkeypatch.undo()
     assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys, torch
+from sagan_ad.training.checkpointing import atomic_save
+
+atomic_save({"state_dict": {"w": torch.ones(3)}}, sys.argv[1])
+
+def killed_mid_write(obj, f, *args, **kwargs):
+    f.write(b"half a checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = killed_mid_write
+atomic_save({"state_dict": {"w": torch.zeros(3)}}, sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
+def test_a_checkpoint_write_killed_midway_keeps_the_old_one_and_the_next_write_cleans(tmp_path):
+    # Both saves in another process: this one has not written into the folder yet, so its first
+    # write there is the next write after the kill.
+    path = tmp_path / "last.ckpt"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_SAVE, str(path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (leftover,) = (p for p in tmp_path.iterdir() if p != path)
+    assert leftover.name.startswith(".last.partial-") and leftover.suffix == ".ckpt"
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+    # Never taken for a checkpoint, by Lightning's search for last*.ckpt or by ours.
+    trainer = L.Trainer(
+        logger=False, default_root_dir=tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path)]
+    )
+    assert trainer.checkpoint_callback._find_last_checkpoints(trainer) == {str(path)}
+    assert find_last_checkpoint(trainer) == path
+    # The next checkpoint written into the folder (by a live process of this host) removes it.
+    atomic_save({"state_dict": {"w": torch.full((3,), 2.0)}}, tmp_path / "best.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_last_checkpoint_interval_must_be_positive():

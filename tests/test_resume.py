@@ -11,23 +11,26 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from sagan_ad.atomic import _HOST, atomic_path, remove_stale_temporaries
-from sagan_ad.training.checkpointing import LastCheckpoint
+from sagan_ad.training.checkpointing import AtomicCheckpointIO
 from sagan_ad.training.resume import continue_run, find_last_checkpoint, resolve_checkpoint
 
 
-def fake_checkpoint(path: Path, iteration: int) -> Path:
+def fake_checkpoint(path: Path, iteration: int, best: str | None = None) -> Path:
+    """A checkpoint of ``iteration``; ``best``: the file its ModelCheckpoint records as best."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": {},
-            "pytorch-lightning_version": L.__version__,
-            "sagan_iteration": iteration,
-        },
-        path,
-    )
+    checkpoint = {
+        "state_dict": {},
+        "pytorch-lightning_version": L.__version__,
+        "sagan_iteration": iteration,
+    }
+    if best is not None:
+        recorded = {"monitor": "val/AUROC", "best_model_path": str(path.parent / best)}
+        checkpoint["callbacks"] = {"ModelCheckpoint": recorded}
+    torch.save(checkpoint, path)
     # Distinct modification times, in the order the files are written.
     stamp = time.time_ns() + iteration * 10**9
     os.utime(path, ns=(stamp, stamp))
@@ -80,17 +83,21 @@ def test_resume_removes_what_the_killed_run_wrote_after_the_checkpoint(tmp_path,
     checkpoint = fake_checkpoint(folder / "last.ckpt", 6)
     # Killed between the best and the last save of the validation after iteration 8.
     orphan = fake_checkpoint(folder / "best-iteration=8.ckpt", 8)
-    (folder / "last.ckpt.partial").write_bytes(b"half")
+    # Killed mid-save on another host of a cluster: the next write here would leave it alone.
+    (folder / ".last.partial-999999999-0badc0de.ckpt").write_bytes(b"half")
     unrelated = folder / "notes.txt"
     unrelated.write_text("kept")
+    # A live command writing its output into a shared checkpoint folder keeps its temporary.
+    output = folder / f".metrics.partial-{os.getppid()}-{_HOST}.json"
+    output.write_text("{")
     trainer = L.Trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path)
     with caplog.at_level("INFO"):
         continue_run(trainer, checkpoint)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [earlier.name, checkpoint.name, unrelated.name]
+        [earlier.name, checkpoint.name, unrelated.name, output.name]
     )
     assert not orphan.exists()
-    assert "removed last.ckpt.partial, best-iteration=8.ckpt" in caplog.text
+    assert "removed .last.partial-999999999-0badc0de.ckpt, best-iteration=8.ckpt" in caplog.text
 
 
 def test_a_logger_version_chosen_by_the_user_is_kept(tmp_path):
@@ -116,14 +123,29 @@ def test_fit_last_without_a_checkpoint_starts_fresh_but_evaluation_stops(tmp_pat
     assert resolve_checkpoint(trainer, "some.ckpt", "test") == "some.ckpt"
 
 
-def test_the_periodic_last_checkpoint_cleans_its_folder_at_fit_start(tmp_path):
-    (tmp_path / "best-iteration=2.ckpt.partial").write_bytes(b"half")
-    callback = LastCheckpoint(dirpath=tmp_path)
-    trainer = L.Trainer(logger=False, default_root_dir=tmp_path)
-    callback.setup(trainer, L.LightningModule(), stage="test")
-    assert (tmp_path / "best-iteration=2.ckpt.partial").exists()
-    callback.setup(trainer, L.LightningModule(), stage="fit")
-    assert list(tmp_path.iterdir()) == []
+def test_the_next_checkpoint_save_removes_a_killed_saves_temporary(tmp_path):
+    stale = tmp_path / f".best-iteration=2.partial-999999999-{_HOST}.ckpt"
+    stale.write_bytes(b"half")
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_checkpoint_temporary_is_never_taken_for_last_or_best(tmp_path):
+    folder = tmp_path / "checkpoints"
+    best = fake_checkpoint(folder / "best-iteration=4.ckpt", 4, best="best-iteration=4.ckpt")
+    # Killed after writing the whole checkpoint, before its rename: newer than every checkpoint,
+    # and it records a best checkpoint that was never written.
+    temporary = folder / f".last.partial-999999999-{_HOST}.ckpt"
+    fake_checkpoint(temporary, 8, best="best-iteration=8.ckpt")
+    trainer = L.Trainer(
+        logger=False, default_root_dir=tmp_path, callbacks=[ModelCheckpoint(dirpath=folder)]
+    )
+    assert resolve_checkpoint(trainer, "best", "test") == str(best)
+    last = fake_checkpoint(folder / "last.ckpt", 6)
+    assert resolve_checkpoint(trainer, "last", "test") == str(last)
+    # Lightning's own search, for Trainer.fit(ckpt_path="last") without sagan_ad's.
+    assert trainer.checkpoint_callback._find_last_checkpoints(trainer) == {str(last)}
+    assert temporary.exists()
 
 
 def test_stale_output_temporaries_of_dead_writers_are_removed(tmp_path):

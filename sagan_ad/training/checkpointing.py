@@ -11,7 +11,6 @@ raises a `CheckpointError` that names it and says what to do (see
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from argparse import ArgumentError
@@ -25,8 +24,9 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from sagan_ad.atomic import atomic_path
 from sagan_ad.errors import FileError, InputError
-from sagan_ad.protected import writable_target
+from sagan_ad.protected import OutputIsInputError
 from sagan_ad.training.checkpoint_files import (
     MODEL_CLASS_KEY,
     CheckpointError,
@@ -41,7 +41,6 @@ from sagan_ad.training.checkpoint_settings import check_settings
 from sagan_ad.training.checkpoint_upgrade import CurrentCheckpoint, upgrade_checkpoint
 
 __all__ = [
-    "PARTIAL_SUFFIX",
     "AtomicCheckpointIO",
     "CheckpointError",
     "LastCheckpoint",
@@ -50,44 +49,18 @@ __all__ = [
     "global_rng_state",
     "load_checkpoint",
     "read_checkpoint",
-    "remove_stale_partials",
     "set_global_rng_state",
 ]
-
-PARTIAL_SUFFIX = ".partial"
-"""Suffix of a checkpoint being written; such a file is never read as a checkpoint."""
-
-
-def remove_stale_partials(folder: str | Path) -> list[Path]:
-    """Delete the ``*.partial`` files that killed checkpoint writes left in ``folder``.
-
-    Call it only for a folder no other live process is writing checkpoints to (the run's own
-    checkpoint folder at the start of ``fit``). Returns the removed files.
-
-    Examples:
-        >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp())
-        >>> _ = (folder / "last.ckpt.partial").write_bytes(b"half")
-        >>> [p.name for p in remove_stale_partials(folder)]
-        ['last.ckpt.partial']
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    removed = sorted(p for p in folder.glob(f"*{PARTIAL_SUFFIX}") if p.is_file())
-    for partial in removed:
-        partial.unlink(missing_ok=True)
-    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoint I/O that never leaves a half-written checkpoint and loads with ``weights_only``.
 
-    Saving writes ``<path>.partial`` in the checkpoint's own folder, flushes it to disk and then
-    renames it over ``<path>`` with `os.replace` (atomic on POSIX and Windows), so a process
-    killed mid-write leaves the previous checkpoint intact and at worst a stale ``.partial``
-    file, which is overwritten by the next save. Remote paths (``s3://`` ...) are written by
-    Lightning's own transactional save.
+    Saving goes through `atomic_save`: a hidden temporary in the checkpoint's own folder,
+    flushed to disk and renamed over ``<path>`` with `os.replace` (atomic on POSIX and Windows),
+    so a process killed mid-write leaves the previous checkpoint intact and at worst a stale
+    temporary, which the next save into that folder removes. Remote paths (``s3://`` ...) are
+    written by Lightning's own transactional save.
 
     Loading defaults to ``torch.load(weights_only=True)``: tensors and plain Python values
     only, so a crafted checkpoint cannot run code on unpickling; unusable files raise
@@ -134,6 +107,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def atomic_save(obj: Any, path: str | Path) -> None:
     """`torch.save` ``obj`` to ``path`` so that ``path`` is either the old or the new file.
 
+    The file is written through `sagan_ad.atomic.atomic_path` with ``durable=True``: a kill, a
+    power loss or a crash of the operating system during the save leaves the previous file (and
+    at worst a temporary beside it, ``.<stem>.partial-<pid>-<host><suffix>``, which the next
+    write into that folder removes). A missing folder is created.
+
+    Raises:
+        sagan_ad.errors.FileError: the write failed (full disk, folder not writable); the
+            message names the file, and the previous file is left as it was.
+        sagan_ad.protected.OutputIsInputError: ``path`` is an input of this command or no
+            regular file.
+
     Examples:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "state.pt"
@@ -141,17 +125,14 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         >>> torch.load(target, weights_only=True)["x"].tolist()
         [1.0, 1.0]
     """
-    path = writable_target(path)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is atomic only within one file system.
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        with partial.open("wb") as f:
+        with atomic_path(path, durable=True) as tmp, tmp.open("wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+    except OutputIsInputError:
+        raise  # names the file and what it is already
     except (OSError, RuntimeError) as err:
-        partial.unlink(missing_ok=True)
         # torch's writer reports a full disk as "enforce fail at inline_container.cc".
         if isinstance(err, RuntimeError) and "inline_container" not in str(err):
             raise
@@ -161,14 +142,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             f"cannot write checkpoint {str(path)!r} ({reason}): is the disk full or the folder "
             "not writable? The previous checkpoint, if any, is left as it was"
         ) from err
-    os.replace(partial, path)
-    # Make the rename itself durable (POSIX: the directory entry lives in the folder).
-    if hasattr(os, "O_DIRECTORY"):
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 def load_checkpoint(
@@ -317,10 +290,8 @@ class LastCheckpoint(ModelCheckpoint):
         self.every_n_iterations = every_n_iterations
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Also delete the ``.partial`` files that killed writes left in the checkpoint folder."""
+        """Also warn, before ``fit``, when the DataModule has no validation set."""
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and trainer.is_global_zero and "://" not in str(self.dirpath):
-            remove_stale_partials(self.dirpath)
         data = trainer.datamodule
         if stage == "fit" and data is not None and getattr(data, "val", False) is None:
             rank_zero_warn(

@@ -4,8 +4,8 @@
 in every subcommand (`resolve_checkpoint`). ``fit --ckpt_path last`` then continues the killed run
 in its own version folder (`continue_run`): same logger version, same checkpoint folder (so the
 best checkpoint and its validation score are restored with the callbacks' state), the CSV log
-continued from the resumed iteration, and the checkpoints and ``.partial`` files that the killed
-process wrote after the resumed checkpoint removed.
+continued from the resumed iteration, and the checkpoints and temporaries of checkpoint writes that
+the killed process left after the resumed checkpoint removed.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from sagan_ad.atomic import is_temporary
 from sagan_ad.training.checkpoint_files import CheckpointError, read_checkpoint
-from sagan_ad.training.checkpointing import remove_stale_partials
 
 SPECIAL_PATHS = ("last", "best")
 """The ``--ckpt_path`` words resolved by `resolve_checkpoint`."""
@@ -106,7 +106,9 @@ def find_best_checkpoint(trainer: L.Trainer) -> Path | None:
         for folder, deep in checkpoint_folders(trainer)
         if folder.is_dir()
         for path in folder.glob(f"{'**/' if deep else ''}*.ckpt")
-        if path.is_file() and path != last
+        # A killed write's temporary keeps the .ckpt suffix, and may even be complete: still
+        # no checkpoint until renamed, so its record of the best one is not taken.
+        if path.is_file() and path != last and not is_temporary(path)
     }
     newest_first = [last] if last else []
     newest_first += sorted(others, key=lambda path: path.stat().st_mtime_ns, reverse=True)
@@ -211,10 +213,10 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
     whose experiment folder holds ``checkpoint`` (``<save_dir>/<name>/<version>/checkpoints/``)
     and whose version was not set by the user gets that version (CSV, TensorBoard; W&B resumes
     the run of that id), so the checkpoint callbacks write to the same folder and restore their
-    best checkpoint and score. In that folder, ``.partial`` files and checkpoints of iterations
-    after the resumed one (written by the killed process after ``checkpoint``) are removed, and
-    ``metrics.csv`` keeps only the rows logged up to the resumed iteration, so the rows the
-    resumed run logs again appear once.
+    best checkpoint and score. In that folder, the temporaries of killed checkpoint writes
+    (whatever host wrote them) and checkpoints of iterations after the resumed one (written by
+    the killed process after ``checkpoint``) are removed, and ``metrics.csv`` keeps only the rows
+    logged up to the resumed iteration, so the rows the resumed run logs again appear once.
 
     Examples:
         >>> continue_run(L.Trainer(logger=False), "last.ckpt")  # doctest: +SKIP
@@ -240,7 +242,7 @@ def continue_run(trainer: L.Trainer, checkpoint: str | os.PathLike) -> None:
             _keep_state_when_moved(callback, folder)
     if not first:
         return
-    removed = remove_stale_partials(folder)
+    removed = _remove_checkpoint_temporaries(folder)
     removed += _remove_later_checkpoints(checkpoint, iteration)
     if removed:
         rank_zero_info(
@@ -308,6 +310,19 @@ def _set_version(logger: Logger, version: str) -> bool:
             logger._wandb_init["id"] = logger._id = version
         return logger.version == version
     return False
+
+
+def _remove_checkpoint_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries that killed checkpoint writes left in ``folder``, and return them.
+
+    Whatever host wrote them: the killed run may have run on another host of a cluster, whose
+    temporaries `sagan_ad.atomic.remove_stale_temporaries` leaves alone. Temporaries of other
+    files are kept: a ``dirpath`` may be shared with a live command writing its outputs.
+    """
+    removed = sorted(path for path in folder.glob("*.ckpt") if is_temporary(path))
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _remove_later_checkpoints(checkpoint: Path, iteration: int) -> list[Path]:
