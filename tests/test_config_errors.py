@@ -5,16 +5,22 @@ edited by hand each give one ``error:`` line naming the setting or file and what
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_sagan
 
 from sagan_ad import CheckpointError, load_checkpoint
 from sagan_ad.cli import main
+from sagan_ad.data import SyntheticCXRDataModule
+from sagan_ad.data.setting_groups import SettingsGroup
 from sagan_ad.preprocessing import PREPROCESSING_KEY
 from sagan_ad.training.checkpointing import atomic_save
 
@@ -66,8 +72,8 @@ def fit_with(tmp_path: Path, text: str, *extra: str) -> str:
         ),
         (
             "data:\n  init_args:\n    split:\n      val_fracton: 0.1\n",
-            "split: no setting 'val_fracton' (did you mean 'val_fraction'?); the settings are "
-            "val_fraction, anomaly_ratio, "
+            "split: no setting 'val_fracton' (did you mean 'val_fraction'?) (in --config "
+            "{config}); the settings are val_fraction, anomaly_ratio, "
             "unlabeled_size, counts, file, group_by, leakage, val_abnormal, val_balance_by",
         ),
         (
@@ -121,6 +127,140 @@ def test_a_mistake_on_the_command_line_is_named_as_given(tmp_path):
     assert line == (
         "error: data.batch_sise is not a setting of sagan_ad.SyntheticCXRDataModule (did you "
         "mean 'batch_size'?) (given as --data.batch_sise on the command line)"
+    )
+
+
+SPLIT_FIELDS = (
+    "val_fraction, anomaly_ratio, unlabeled_size, counts, file, group_by, leakage, "
+    "val_abnormal, val_balance_by"
+)
+DECODE_FIELDS = "dicom_mode, window, fallback_window, percentiles, force_dicom, bit_depth"
+
+
+def _data_config(tmp_path: Path, class_path: str, init: dict) -> Path:
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump({"data": {"class_path": class_path, "init_args": init}}))
+    return config
+
+
+# Each group, in fit and predict, from a config file and from a flag, in the run and in
+# --print_config: the group's own message, with where the field was given.
+GROUP_MISTAKES = [
+    (
+        "fit",
+        "sagan_ad.SyntheticCXRDataModule",
+        {"split": {"val_fracton": 0.2}},
+        [],
+        "split: no setting 'val_fracton' (did you mean 'val_fraction'?) (in --config {config}); "
+        f"the settings are {SPLIT_FIELDS}",
+    ),
+    (
+        "fit",
+        "sagan_ad.SyntheticCXRDataModule",
+        {"split": {"val_fraction": "abc"}},
+        [],
+        "split.val_fraction='abc': must be a number (in --config {config})",
+    ),
+    (
+        "fit",
+        "sagan_ad.FolderDataModule",
+        {"normal": "x", "cache": {"wrokers": 2}},
+        [],
+        "cache: no setting 'wrokers' (did you mean 'workers'?) (in --config {config}); the "
+        "settings are dir, workers, identity, save_interval, progress",
+    ),
+    (
+        "fit",
+        "sagan_ad.FolderDataModule",
+        {"normal": "x", "decode": {"bit_depth": 20}},
+        [],
+        "bit_depth=20: must be 'auto', 'dtype' or a number of bits from 1 to 16 (in --config "
+        "{config})",
+    ),
+    (
+        "fit",
+        "sagan_ad.SyntheticCXRDataModule",
+        {},
+        ["--data.split.val_fracton", "0.2"],
+        "split: no setting 'val_fracton' (did you mean 'val_fraction'?) (given as "
+        f"--data.split.val_fracton on the command line); the settings are {SPLIT_FIELDS}",
+    ),
+    (
+        "predict",
+        "sagan_ad.FolderPredictDataModule",
+        {"root": "x", "decode": {"bit_dpth": 8}},
+        [],
+        "decode: no setting 'bit_dpth' (did you mean 'bit_depth'?) (in --config {config}); the "
+        f"settings are {DECODE_FIELDS}",
+    ),
+    (
+        "predict",
+        "sagan_ad.FolderPredictDataModule",
+        {"root": "x"},
+        ["--data.decode.bit_dpth", "8"],
+        "decode: no setting 'bit_dpth' (did you mean 'bit_depth'?) (given as "
+        f"--data.decode.bit_dpth on the command line); the settings are {DECODE_FIELDS}",
+    ),
+]
+
+
+@pytest.mark.parametrize("print_config", [False, True], ids=["run", "print_config"])
+@pytest.mark.parametrize(
+    ("subcommand", "class_path", "init", "flags", "expected"),
+    GROUP_MISTAKES,
+    ids=[
+        "split_field",
+        "split_type",
+        "cache_field",
+        "decode_value",
+        "split_flag",
+        "predict_decode",
+        "predict_flag",
+    ],
+)
+def test_a_group_mistake_is_one_line_naming_the_field_and_where_it_was_given(
+    tmp_path, subcommand, class_path, init, flags, expected, print_config
+):
+    config = _data_config(tmp_path, class_path, init)
+    line = cli_error(
+        subcommand,
+        "--model=sagan_ad.SAGAN",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+        f"--config={config}",
+        *flags,
+        *(["--print_config"] if print_config else []),
+    )
+    assert line == "error: " + expected.format(config=config)
+    assert not (tmp_path / "runs").exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class ToySettings(SettingsGroup):
+    """A group that no DataModule of sagan_ad takes: what any new group gets by itself."""
+
+    group: ClassVar[str] = "toy"
+
+    size: int = 1
+
+
+class ToyDataModule(SyntheticCXRDataModule):
+    def __init__(self, toy: ToySettings | Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.toy = ToySettings.parse(toy)
+
+
+@pytest.mark.parametrize("print_config", [False, True], ids=["run", "print_config"])
+def test_any_settings_group_is_held_to_its_fields(tmp_path, print_config):
+    config = _data_config(tmp_path, f"{__name__}.ToyDataModule", {"toy": {"sise": 2}})
+    line = cli_error(
+        "fit",
+        "--model=sagan_ad.SAGAN",
+        f"--config={config}",
+        *(["--print_config"] if print_config else []),
+    )
+    assert line == (
+        f"error: toy: no setting 'sise' (did you mean 'size'?) (in --config {config}); the "
+        "settings are size"
     )
 
 

@@ -193,10 +193,15 @@ def test_the_groups_are_nested_options_on_the_command_line_and_in_yaml(tmp_path,
             "error: split.counts={'known_normal': 3}: SyntheticCXRDataModule takes no "
             "split.counts (the phantoms are generated, not drawn from files)",
         ),
-        ("--data.split.val_fraction=1.5", "error: split.val_fraction=1.5: must be in [0, 1)"),
+        (
+            "--data.split.val_fraction=1.5",
+            "error: split.val_fraction=1.5: must be in [0, 1) (given as --data.split.val_fraction "
+            "on the command line)",
+        ),
         (
             "--data.split.fraction=0.2",
-            "error: split: no setting 'fraction' (did you mean 'val_fraction'?); the settings are",
+            "error: split: no setting 'fraction' (did you mean 'val_fraction'?) (given as "
+            "--data.split.fraction on the command line); the settings are",
         ),
     ],
 )

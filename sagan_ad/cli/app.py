@@ -24,12 +24,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
 from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
 from sagan_ad.cli.commands import configs_main, export_main
-from sagan_ad.cli.config_errors import check_config_files, parse_error_message
+from sagan_ad.cli.config_errors import (
+    GroupFieldError,
+    check_config_files,
+    check_settings_groups,
+    group_error_message,
+    parse_error_message,
+)
 from sagan_ad.cli.errors import user_error
 from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, front_door
@@ -113,17 +120,20 @@ class SAGANCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse as Lightning does, but report a wrong setting as one sentence that names it,
-        where it was given and the setting meant (`parse_error_message`), not jsonargparse's
-        usage text and nested union errors."""
+        where it was given and the setting meant (`parse_error_message`, and
+        `group_error_message` for a field of a settings group), not jsonargparse's usage text
+        and nested union errors."""
         parsers = [parser, *_subcommand_parsers(parser).values()]
         for each in parsers:
             each.exit_on_error = False
+        argv = [str(a) for a in args] if isinstance(args, list | tuple) else sys.argv[1:]
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            argv = [str(a) for a in args] if isinstance(args, list | tuple) else sys.argv[1:]
             known = _known_settings(parser, argv)
             raise InputError(parse_error_message(str(err), argv, known)) from None
+        except GroupFieldError as err:
+            raise InputError(group_error_message(err, argv)) from None
         finally:
             for each in parsers:
                 each.exit_on_error = True
@@ -191,6 +201,22 @@ class SAGANCLI(LightningCLI):
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit", True):
             Engine(self.trainer).test_kept_checkpoint(self.model, self.datamodule)
+
+
+class SAGANArgumentParser(LightningArgumentParser):
+    """The parser of `SAGANCLI`: validating a configuration, as the parse does and
+    ``--print_config`` before it prints, also holds every settings group to its fields
+    (`sagan_ad.cli.config_errors.check_settings_groups`), which jsonargparse's own check lets
+    through as a mapping."""
+
+    def validate(self, namespace: Namespace, *args: Any, **kwargs: Any) -> None:
+        """Check ``namespace`` as jsonargparse does, then its settings groups.
+
+        Raises:
+            sagan_ad.cli.config_errors.GroupFieldError: a group refuses what it is given.
+        """
+        super().validate(namespace, *args, **kwargs)
+        check_settings_groups(namespace)
 
 
 def add_checkpoint_arguments(parser: LightningArgumentParser) -> None:
@@ -284,6 +310,7 @@ def _lightning_cli(args: list[str]) -> None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
+        parser_class=SAGANArgumentParser,
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={name: {"description": SUBCOMMANDS[name]} for name in SAGANCLI.subcommands()},

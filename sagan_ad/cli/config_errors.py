@@ -1,6 +1,7 @@
 """Configuration mistakes in one sentence: a ``--config`` file that is empty, not YAML or not a
-mapping, and jsonargparse's nested parse errors (a misspelt or misplaced setting at any depth, a
-value of the wrong type) reduced to the setting, where it was given, and the setting meant."""
+mapping, jsonargparse's nested parse errors (a misspelt or misplaced setting at any depth, a
+value of the wrong type) and a settings group's refusal of a field (`check_settings_groups`)
+reduced to the setting, where it was given, and the setting meant."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import difflib
 import importlib
 import inspect
 import re
-from collections.abc import Iterable
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from jsonargparse import Namespace
 
 from sagan_ad.errors import InputError
 from sagan_ad.protected import protect
+
+if TYPE_CHECKING:
+    from sagan_ad.data.setting_groups import SettingsGroup
 
 _KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":')
 _CLASS = re.compile(r"^(?:- )?Problem with given class_path '(?P<cls>[^']+)':")
@@ -177,6 +183,131 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
     return _innermost(lines)
 
 
+class GroupFieldError(InputError):
+    """A settings group refused what the configuration gives it (a field it does not have, a
+    value it does not take), found while the configuration is parsed: ``setting`` is the
+    dotted field (``data.split.val_fracton``, or the group where no field is named) and
+    ``value`` the value given there (None: not known). `group_error_message` adds where it
+    was given."""
+
+    def __init__(self, message: str, setting: str, value: str | None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+
+
+def check_settings_groups(config: Namespace) -> None:
+    """Refuse, as the class would when it is built, a settings group of ``config`` (a parsed
+    configuration) whose group (`sagan_ad.data.setting_groups.SettingsGroup.parse`) refuses it.
+
+    jsonargparse lets any mapping through a group's argument, whose type also takes a mapping
+    (``SplitSettings | Mapping[str, Any] | None``), so a misspelt field or a value of the wrong
+    kind would otherwise pass the parse and ``--print_config`` and be refused only when the
+    class is built, with no word of where it was given. A group is any argument of a
+    ``class_path`` whose type names a ``SettingsGroup`` subclass.
+
+    Raises:
+        GroupFieldError: the group's own message, with the field it is about.
+
+    Examples:
+        >>> config = Namespace(data=Namespace(
+        ...     class_path="sagan_ad.SyntheticCXRDataModule",
+        ...     init_args=Namespace(split={"val_fracton": 0.2})))
+        >>> check_settings_groups(config)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sagan_ad.cli.config_errors.GroupFieldError: split: no setting 'val_fracton' (did you ...
+    """
+    tree = config.as_dict()
+    subcommand = tree.get("subcommand")
+    if isinstance(subcommand, str) and isinstance(tree.get(subcommand), dict):
+        tree = tree[subcommand]
+    _check_groups_in(tree, [])
+
+
+def group_error_message(error: GroupFieldError, argv: list[str]) -> str:
+    """The message of ``error`` with where its setting was given (`parse_error_message`'s
+    ``(in --config FILE)`` or ``(given as --FLAG on the command line)``).
+
+    Examples:
+        >>> error = GroupFieldError("split: no setting 'x'; the settings are val_fraction, ...",
+        ...                         "data.split.x", "1")
+        >>> group_error_message(error, ["fit", "--data.split.x=1"])  # doctest: +ELLIPSIS
+        "split: no setting 'x' (given as --data.split.x on the command line); the settings ..."
+    """
+    what, then, more = str(error).partition("; ")
+    # What is wrong, where, then the help (the group's fields), as parse_error_message writes.
+    return f"{what} ({_where(error.setting, argv, error.value)}){then}{more}"
+
+
+def _check_groups_in(node: object, path: list[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check_groups_in(item, path)
+        return
+    if not isinstance(node, dict):
+        return
+    init = node.get("init_args")
+    if isinstance(node.get("class_path"), str) and isinstance(init, dict):
+        for name, group in _groups_of(node["class_path"]).items():
+            if name in init:
+                _check_group(group, init[name], [*path, name])
+    for key, value in node.items():
+        _check_groups_in(value, path if key == "init_args" else [*path, key])
+
+
+def _check_group(group: type[SettingsGroup], value: object, path: list[str]) -> None:
+    if isinstance(value, Mapping) and _class_of(value.get("class_path")) is group:
+        # How jsonargparse holds a dataclass until the parse ends, and how YAML may give it.
+        value = value.get("init_args") or {}
+    try:
+        group.parse(value)
+    except InputError as err:
+        given = value if isinstance(value, Mapping) else {}
+        field = _refused_field(group, given, str(err))
+        setting = ".".join([*path, field] if field else path)
+        shown = str(given[field]) if field in given else None
+        raise GroupFieldError(str(err), setting, shown) from None
+
+
+def _refused_field(
+    group: type[SettingsGroup], given: Mapping[str, Any], message: str
+) -> str | None:
+    """The given field that ``message`` (the group's refusal of ``given``) is about: one the
+    group does not have, else the first it names as ``field=`` (``split.val_fraction=1.5``,
+    ``bit_depth=20``), as every message about a value does."""
+    fields = group.field_names()
+    unknown = [str(key) for key in given if key not in fields]
+    if unknown:
+        return unknown[0]
+    named = [
+        (found.start(), key)
+        for key in given
+        if (found := re.search(rf"(?<!\w){re.escape(str(key))}=", message))
+    ]
+    return min(named)[1] if named else None
+
+
+def _groups_of(dotted: str) -> dict[str, type[SettingsGroup]]:
+    """The arguments of the class ``dotted`` that are settings groups, each with its group
+    (`sagan_ad.data.setting_groups.SettingsGroup` subclass)."""
+    from sagan_ad.data.setting_groups import SettingsGroup
+
+    groups: dict[str, type[SettingsGroup]] = {}
+    hints: dict[Any, dict[str, Any]] = {}
+    for init, parameter in _arguments_of(dotted):
+        if init not in hints:
+            try:
+                hints[init] = typing.get_type_hints(init)
+            except Exception:  # annotations that cannot be resolved name no group
+                hints[init] = {}
+        hint = hints[init].get(parameter.name)
+        for kind in (hint, *typing.get_args(hint)):
+            if isinstance(kind, type) and issubclass(kind, SettingsGroup):
+                groups.setdefault(parameter.name, kind)
+    return groups
+
+
 def _innermost(lines: list[str]) -> str:
     """The deepest line of a nested error that says what is wrong, after its setting."""
     keys: list[str] = []
@@ -264,12 +395,19 @@ def _suggest_dotted(key: str, known: list[str]) -> str:
 def _settings_of(dotted: str) -> list[str]:
     """The constructor arguments of the class ``dotted`` (through ``**kwargs`` to its bases,
     as jsonargparse resolves them), or ``[]`` when it cannot be imported."""
-    module, _, name = dotted.rpartition(".")
-    try:
-        cls: Any = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return []
     names: list[str] = []
+    for _, parameter in _arguments_of(dotted):
+        if parameter.name not in names:
+            names.append(parameter.name)
+    return names
+
+
+def _arguments_of(dotted: str) -> list[tuple[Any, inspect.Parameter]]:
+    """The constructor arguments of the class ``dotted``, each with the ``__init__`` that
+    declares it: its own, then through ``**kwargs`` its bases' (as jsonargparse resolves
+    them); ``[]`` when it cannot be imported."""
+    cls = _class_of(dotted)
+    found: list[tuple[Any, inspect.Parameter]] = []
     for klass in getattr(cls, "__mro__", ()):
         init = klass.__dict__.get("__init__")
         if init is None:
@@ -278,14 +416,22 @@ def _settings_of(dotted: str) -> list[str]:
             parameters = list(inspect.signature(init).parameters.values())[1:]
         except (TypeError, ValueError):
             break
-        names += [
-            p.name
-            for p in parameters
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names
-        ]
+        found += [(init, p) for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             break
-    return names
+    return found
+
+
+def _class_of(dotted: object) -> Any:
+    """The class (or other object) that the dotted path ``dotted`` names; None when it names
+    nothing that can be imported."""
+    if not isinstance(dotted, str):
+        return None
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
 def _where(name: str, argv: list[str], value: str | None = None) -> str:
