@@ -30,14 +30,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from sagan_ad.cli.checkpoint import adopt_checkpoint_settings, prepare_run
 from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated, check_writable
 from sagan_ad.cli.commands import configs_main, export_main
-from sagan_ad.cli.config_errors import (
-    GroupFieldError,
-    check_config_files,
-    check_settings_groups,
-    group_error_message,
-    parse_error_message,
-)
+from sagan_ad.cli.config_errors import check_config_files, parse_error_message
 from sagan_ad.cli.errors import user_error
+from sagan_ad.cli.group_errors import GroupFieldError, check_settings_groups, group_error_message
 from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, front_door
 from sagan_ad.configs import resolve_config_arguments
@@ -206,14 +201,14 @@ class SAGANCLI(LightningCLI):
 class SAGANArgumentParser(LightningArgumentParser):
     """The parser of `SAGANCLI`: validating a configuration, as the parse does and
     ``--print_config`` before it prints, also holds every settings group to its fields
-    (`sagan_ad.cli.config_errors.check_settings_groups`), which jsonargparse's own check lets
+    (`sagan_ad.cli.group_errors.check_settings_groups`), which jsonargparse's own check lets
     through as a mapping."""
 
     def validate(self, namespace: Namespace, *args: Any, **kwargs: Any) -> None:
         """Check ``namespace`` as jsonargparse does, then its settings groups.
 
         Raises:
-            sagan_ad.cli.config_errors.GroupFieldError: a group refuses what it is given.
+            sagan_ad.cli.group_errors.GroupFieldError: a group refuses what it is given.
         """
         super().validate(namespace, *args, **kwargs)
         check_settings_groups(namespace)

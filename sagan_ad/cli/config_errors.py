@@ -1,7 +1,7 @@
 """Configuration mistakes in one sentence: a ``--config`` file that is empty, not YAML or not a
-mapping, jsonargparse's nested parse errors (a misspelt or misplaced setting at any depth, a
-value of the wrong type) and a settings group's refusal of a field (`check_settings_groups`)
-reduced to the setting, where it was given, and the setting meant."""
+mapping, and jsonargparse's nested parse errors (a misspelt or misplaced setting at any depth, a
+value of the wrong type) reduced to the setting, where it was given (`where_given`), and the
+setting meant. A settings group's refusal of a field is `sagan_ad.cli.group_errors`."""
 
 from __future__ import annotations
 
@@ -9,19 +9,17 @@ import difflib
 import importlib
 import inspect
 import re
-import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonargparse import Namespace
 
 from sagan_ad.errors import InputError
 from sagan_ad.protected import protect
 
 if TYPE_CHECKING:
-    from sagan_ad.data.setting_groups import SettingsGroup
+    pass
 
 _KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":')
 _CLASS = re.compile(r"^(?:- )?Problem with given class_path '(?P<cls>[^']+)':")
@@ -135,7 +133,7 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
         hint = _suggest_dotted(key, list(known))
         return (
             f"{key} is not a setting of sagan-ad {found['cmd']}{hint} "
-            f"({_where(key, argv)}); sagan-ad {found['cmd']} --help lists the settings"
+            f"({where_given(key, argv)}); sagan-ad {found['cmd']} --help lists the settings"
         )
     stack: list[tuple[int, str, str]] = []
     for raw in lines:
@@ -158,7 +156,7 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
         if missing and classes:
             return (
                 f"{'.'.join(path)}: class_path {classes[-1]!r} cannot be imported ({text})"
-                f"{_suggest_class(classes[-1])} ({_where(path[-1] if path else '', argv)})"
+                f"{_suggest_class(classes[-1])} ({where_given(path[-1] if path else '', argv)})"
             )
         if missing:
             continue
@@ -172,140 +170,15 @@ def parse_error_message(message: str, argv: list[str], known: Iterable[str] = ()
             listed = f"; its settings: {', '.join(settings)}" if settings and not hint else ""
             return (
                 f"{setting} is not a setting of {owner or 'this subcommand'}{hint} "
-                f"({_where(setting, argv)}){listed}"
+                f"({where_given(setting, argv)}){listed}"
             )
         expected = wrong["expected"].replace("Expected a ", "")
         setting = ".".join(path)
         return (
             f"{setting}={wrong['value']!r}: expected {_type_words(expected)} "
-            f"({_where(path[-1].split('.')[-1] if path else '', argv, wrong['value'])})"
+            f"({where_given(path[-1].split('.')[-1] if path else '', argv, wrong['value'])})"
         )
     return _innermost(lines)
-
-
-class GroupFieldError(InputError):
-    """A settings group refused what the configuration gives it (a field it does not have, a
-    value it does not take), found while the configuration is parsed: ``setting`` is the
-    dotted field (``data.split.val_fracton``, or the group where no field is named) and
-    ``value`` the value given there (None: not known). `group_error_message` adds where it
-    was given."""
-
-    def __init__(self, message: str, setting: str, value: str | None) -> None:
-        super().__init__(message)
-        self.setting = setting
-        self.value = value
-
-
-def check_settings_groups(config: Namespace) -> None:
-    """Refuse, as the class would when it is built, a settings group of ``config`` (a parsed
-    configuration) whose group (`sagan_ad.data.setting_groups.SettingsGroup.parse`) refuses it.
-
-    jsonargparse lets any mapping through a group's argument, whose type also takes a mapping
-    (``SplitSettings | Mapping[str, Any] | None``), so a misspelt field or a value of the wrong
-    kind would otherwise pass the parse and ``--print_config`` and be refused only when the
-    class is built, with no word of where it was given. A group is any argument of a
-    ``class_path`` whose type names a ``SettingsGroup`` subclass.
-
-    Raises:
-        GroupFieldError: the group's own message, with the field it is about.
-
-    Examples:
-        >>> config = Namespace(data=Namespace(
-        ...     class_path="sagan_ad.SyntheticCXRDataModule",
-        ...     init_args=Namespace(split={"val_fracton": 0.2})))
-        >>> check_settings_groups(config)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        sagan_ad.cli.config_errors.GroupFieldError: split: no setting 'val_fracton' (did you ...
-    """
-    tree = config.as_dict()
-    subcommand = tree.get("subcommand")
-    if isinstance(subcommand, str) and isinstance(tree.get(subcommand), dict):
-        tree = tree[subcommand]
-    _check_groups_in(tree, [])
-
-
-def group_error_message(error: GroupFieldError, argv: list[str]) -> str:
-    """The message of ``error`` with where its setting was given (`parse_error_message`'s
-    ``(in --config FILE)`` or ``(given as --FLAG on the command line)``).
-
-    Examples:
-        >>> error = GroupFieldError("split: no setting 'x'; the settings are val_fraction, ...",
-        ...                         "data.split.x", "1")
-        >>> group_error_message(error, ["fit", "--data.split.x=1"])  # doctest: +ELLIPSIS
-        "split: no setting 'x' (given as --data.split.x on the command line); the settings ..."
-    """
-    what, then, more = str(error).partition("; ")
-    # What is wrong, where, then the help (the group's fields), as parse_error_message writes.
-    return f"{what} ({_where(error.setting, argv, error.value)}){then}{more}"
-
-
-def _check_groups_in(node: object, path: list[str]) -> None:
-    if isinstance(node, list):
-        for item in node:
-            _check_groups_in(item, path)
-        return
-    if not isinstance(node, dict):
-        return
-    init = node.get("init_args")
-    if isinstance(node.get("class_path"), str) and isinstance(init, dict):
-        for name, group in _groups_of(node["class_path"]).items():
-            if name in init:
-                _check_group(group, init[name], [*path, name])
-    for key, value in node.items():
-        _check_groups_in(value, path if key == "init_args" else [*path, key])
-
-
-def _check_group(group: type[SettingsGroup], value: object, path: list[str]) -> None:
-    if isinstance(value, Mapping) and _class_of(value.get("class_path")) is group:
-        # How jsonargparse holds a dataclass until the parse ends, and how YAML may give it.
-        value = value.get("init_args") or {}
-    try:
-        group.parse(value)
-    except InputError as err:
-        given = value if isinstance(value, Mapping) else {}
-        field = _refused_field(group, given, str(err))
-        setting = ".".join([*path, field] if field else path)
-        shown = str(given[field]) if field in given else None
-        raise GroupFieldError(str(err), setting, shown) from None
-
-
-def _refused_field(
-    group: type[SettingsGroup], given: Mapping[str, Any], message: str
-) -> str | None:
-    """The given field that ``message`` (the group's refusal of ``given``) is about: one the
-    group does not have, else the first it names as ``field=`` (``split.val_fraction=1.5``,
-    ``bit_depth=20``), as every message about a value does."""
-    fields = group.field_names()
-    unknown = [str(key) for key in given if key not in fields]
-    if unknown:
-        return unknown[0]
-    named = [
-        (found.start(), key)
-        for key in given
-        if (found := re.search(rf"(?<!\w){re.escape(str(key))}=", message))
-    ]
-    return min(named)[1] if named else None
-
-
-def _groups_of(dotted: str) -> dict[str, type[SettingsGroup]]:
-    """The arguments of the class ``dotted`` that are settings groups, each with its group
-    (`sagan_ad.data.setting_groups.SettingsGroup` subclass)."""
-    from sagan_ad.data.setting_groups import SettingsGroup
-
-    groups: dict[str, type[SettingsGroup]] = {}
-    hints: dict[Any, dict[str, Any]] = {}
-    for init, parameter in _arguments_of(dotted):
-        if init not in hints:
-            try:
-                hints[init] = typing.get_type_hints(init)
-            except Exception:  # annotations that cannot be resolved name no group
-                hints[init] = {}
-        hint = hints[init].get(parameter.name)
-        for kind in (hint, *typing.get_args(hint)):
-            if isinstance(kind, type) and issubclass(kind, SettingsGroup):
-                groups.setdefault(parameter.name, kind)
-    return groups
 
 
 def _innermost(lines: list[str]) -> str:
@@ -396,17 +269,22 @@ def _settings_of(dotted: str) -> list[str]:
     """The constructor arguments of the class ``dotted`` (through ``**kwargs`` to its bases,
     as jsonargparse resolves them), or ``[]`` when it cannot be imported."""
     names: list[str] = []
-    for _, parameter in _arguments_of(dotted):
+    for _, parameter in constructor_arguments(dotted):
         if parameter.name not in names:
             names.append(parameter.name)
     return names
 
 
-def _arguments_of(dotted: str) -> list[tuple[Any, inspect.Parameter]]:
+def constructor_arguments(dotted: str) -> list[tuple[Any, inspect.Parameter]]:
     """The constructor arguments of the class ``dotted``, each with the ``__init__`` that
     declares it: its own, then through ``**kwargs`` its bases' (as jsonargparse resolves
-    them); ``[]`` when it cannot be imported."""
-    cls = _class_of(dotted)
+    them); ``[]`` when it cannot be imported.
+
+    Examples:
+        >>> [parameter.name for _, parameter in constructor_arguments("sagan_ad.SAGANLoss")]
+        ['lambda_gp', 'lambda_identity', 'lambda_restoration']
+    """
+    cls = class_named(dotted)
     found: list[tuple[Any, inspect.Parameter]] = []
     for klass in getattr(cls, "__mro__", ()):
         init = klass.__dict__.get("__init__")
@@ -422,9 +300,14 @@ def _arguments_of(dotted: str) -> list[tuple[Any, inspect.Parameter]]:
     return found
 
 
-def _class_of(dotted: object) -> Any:
+def class_named(dotted: object) -> Any:
     """The class (or other object) that the dotted path ``dotted`` names; None when it names
-    nothing that can be imported."""
+    nothing that can be imported.
+
+    Examples:
+        >>> class_named("sagan_ad.SAGANLoss").__name__, class_named("sagan_ad.NoSuch")
+        ('SAGANLoss', None)
+    """
     if not isinstance(dotted, str):
         return None
     module, _, name = dotted.rpartition(".")
@@ -434,7 +317,7 @@ def _class_of(dotted: object) -> Any:
         return None
 
 
-def _where(name: str, argv: list[str], value: str | None = None) -> str:
+def where_given(name: str, argv: list[str], value: str | None = None) -> str:
     """Where ``name`` (a setting, or its last part) was given: on the command line, or the
     last ``--config`` file that holds it as a key (with ``value``, where one does), as later
     files override earlier ones. A dotted ``name`` matches only the options that end with it
