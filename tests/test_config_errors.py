@@ -201,6 +201,16 @@ GROUP_MISTAKES = [
         "decode: no setting 'bit_dpth' (did you mean 'bit_depth'?) (given as "
         f"--data.decode.bit_dpth on the command line); the settings are {DECODE_FIELDS}",
     ),
+    # A flag of the same group after the file has jsonargparse rebuild the group from its own
+    # fields: the misspelt one in the file was dropped without a word.
+    (
+        "fit",
+        "sagan_ad.SyntheticCXRDataModule",
+        {"split": {"val_fracton": 0.3, "anomaly_ratio": 0.5}},
+        ["--data.split.unlabeled_size", "7"],
+        "split: no setting 'val_fracton' (did you mean 'val_fraction'?) (in --config {config}); "
+        f"the settings are {SPLIT_FIELDS}",
+    ),
 ]
 
 
@@ -216,6 +226,7 @@ GROUP_MISTAKES = [
         "split_flag",
         "predict_decode",
         "predict_flag",
+        "file_then_flag",
     ],
 )
 def test_a_group_mistake_is_one_line_naming_the_field_and_where_it_was_given(

@@ -32,7 +32,12 @@ from sagan_ad.cli.checks import check_class_paths, check_counts, check_evaluated
 from sagan_ad.cli.commands import configs_main, export_main
 from sagan_ad.cli.config_errors import check_config_files, parse_error_message
 from sagan_ad.cli.errors import user_error
-from sagan_ad.cli.group_errors import GroupFieldError, check_settings_groups, group_error_message
+from sagan_ad.cli.group_errors import (
+    GroupFieldError,
+    check_groups_in_files,
+    check_settings_groups,
+    group_error_message,
+)
 from sagan_ad.cli.loggers import check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, front_door
 from sagan_ad.configs import resolve_config_arguments
@@ -291,6 +296,7 @@ def _main(args: list[str] | None) -> None:
     check_class_paths(argv)
     argv = resolve_config_arguments(argv)
     check_config_files(argv)
+    check_groups_in_files(argv)
     with warnings.catch_warnings():
         # The arguments always come as `args` (config names resolved), which LightningCLI takes
         # for a mistake when sys.argv holds arguments too.

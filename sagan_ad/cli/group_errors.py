@@ -10,9 +10,15 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from jsonargparse import Namespace
 
-from sagan_ad.cli.config_errors import class_named, constructor_arguments, where_given
+from sagan_ad.cli.config_errors import (
+    class_named,
+    config_files,
+    constructor_arguments,
+    where_given,
+)
 from sagan_ad.errors import InputError
 
 if TYPE_CHECKING:
@@ -59,6 +65,38 @@ def check_settings_groups(config: Namespace) -> None:
     if isinstance(subcommand, str) and isinstance(tree.get(subcommand), dict):
         tree = tree[subcommand]
     _check_groups_in(tree, [])
+
+
+def check_groups_in_files(argv: list[str]) -> None:
+    """Refuse, before the parse, a settings group that a ``--config`` file of ``argv`` gives
+    with a field its group refuses, naming the file. The parse finds most of them
+    (`check_settings_groups`), but a flag of the same group after the file (``--config c.yaml
+    --data.split.unlabeled_size 7``) has jsonargparse rebuild the group from its own fields,
+    and a misspelt one in the file would be dropped without a word.
+
+    Raises:
+        sagan_ad.errors.InputError: the group's message and the file.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> config = Path(tempfile.mkdtemp()) / "c.yaml"
+        >>> _ = config.write_text("data: {class_path: sagan_ad.SyntheticCXRDataModule, "
+        ...                       "init_args: {split: {val_fracton: 0.3}}}")
+        >>> check_groups_in_files(["fit", "--config", str(config)])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sagan_ad.errors.InputError: split: no setting 'val_fracton' (did you mean ...
+    """
+    for path in config_files(argv):
+        if not path.is_file():
+            continue
+        try:
+            _check_groups_in(yaml.safe_load(path.read_text(errors="replace")), [])
+        except GroupFieldError as err:
+            raise InputError(group_error_message(err, argv)) from None
+        except yaml.YAMLError:
+            continue  # `check_config_files` names the file and the line
 
 
 def group_error_message(error: GroupFieldError, argv: list[str]) -> str:
