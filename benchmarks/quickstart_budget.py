@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from harness import describe
 from torch import nn
 
 from sagan_ad import Critic, Generator
@@ -50,16 +50,6 @@ def median_ms(step: Callable[[], None], repeats: int, warmup: int = 3) -> float:
         step()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
-
-
-def cpu_name() -> str:
-    """The processor's model name where the system says it (Linux), else its architecture."""
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def quickstart_networks() -> tuple[Generator, Critic, dict]:
@@ -146,10 +136,9 @@ def main() -> None:
     training += ((iterations - generator_iterations) * (g_plain + c_step)) / 1000
 
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, load average {load} (other work")
-    print(f"  inflates every number); torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"config {CONFIG.name}: {iterations} iterations, n_critic {n_critic}, batch {batch}, ")
-    print(f"  {size} px")
+    print(f"machine: {describe()}")
+    print(f"load average {load} (other work on the machine inflates every number)")
+    print(f"{CONFIG.name}: {iterations} iterations, n_critic {n_critic}, batch {batch}, {size} px")
     for name, ms in parts.items():
         print(f"{name:45s} {ms:8.1f} ms")
     print(f"{'training, these parts alone':45s} {training:8.1f} s")
