@@ -36,6 +36,7 @@ from sagan_ad.training.optimizers import (
     step_scheduler,
 )
 from sagan_ad.training.performance import Performance
+from sagan_ad.training.trainer_checks import check_trainer_for_fit
 from sagan_ad.training.training_logs import TrainingLogs
 
 COMPONENTS = ("generator", "critic", "synthesizer", "loss", "scorer", "evaluator", "performance")
@@ -350,6 +351,8 @@ class SAGAN(run_state.CheckedLoading, L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
+            # Here, before any callback's on_fit_start (a batch-size search trains there).
+            check_trainer_for_fit(self.trainer, self.max_iterations)
             allow_unused_parameters(self._trainer)
 
     # ----------------------------------------------------------------------------- stages
@@ -372,15 +375,6 @@ class SAGAN(run_state.CheckedLoading, L.LightningModule):
         run_state.check_data_matches(self, datamodule, "fit")
         self.preprocessing.fit(datamodule)
         hparams.record_components(self, COMPONENTS, FACTORIES)
-        if self.trainer.max_steps != -1:
-            # Lightning would stop after that many optimizer steps, part-way through the run
-            # that max_iterations describes: a silent early stop.
-            raise InputError(
-                f"Trainer(max_steps={self.trainer.max_steps}) (--trainer.max_steps) counts "
-                "Lightning's optimizer steps, one or two per SAGAN iteration: leave it at -1 and "
-                f"set the model's max_iterations (now {self.max_iterations}; "
-                "--model.max_iterations) instead"
-            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.divergence.check_weights(self, self.iteration)

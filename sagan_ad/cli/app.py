@@ -38,7 +38,7 @@ from sagan_ad.cli.group_errors import (
     check_settings_groups,
     group_error_message,
 )
-from sagan_ad.cli.loggers import check_logger_packages
+from sagan_ad.cli.loggers import check_callback_packages, check_logger_packages
 from sagan_ad.cli.usage import SUBCOMMANDS, front_door
 from sagan_ad.configs import resolve_config_arguments
 from sagan_ad.errors import InputError
@@ -48,6 +48,7 @@ from sagan_ad.training.checkpoint_files import read_checkpoint
 from sagan_ad.training.engine import TRAINER_DEFAULTS, Engine, trainer_arguments
 from sagan_ad.training.resume import SPECIAL_PATHS
 from sagan_ad.training.run_config import RunConfigSaver
+from sagan_ad.training.trainer_checks import barebones_refusal
 
 __all__ = ["SAGANCLI", "main"]
 
@@ -116,7 +117,11 @@ class SAGANCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        check_logger_packages(self._get(config, "trainer", default={}).get("logger"))
+        trainer = self._get(config, "trainer", default={})
+        check_logger_packages(trainer.get("logger"))
+        check_callback_packages(trainer.get("callbacks"))
+        if trainer.get("barebones"):
+            raise InputError(barebones_refusal())
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse as Lightning does, but report a wrong setting as one sentence that names it,

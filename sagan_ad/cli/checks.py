@@ -36,8 +36,8 @@ def check_counts(trainer: Any, options: Any, stage: str | None = None) -> None:
     interval = trainer.get("val_check_interval")
     if isinstance(interval, int) and not isinstance(interval, bool) and interval < 1:
         raise InputError(
-            f"--trainer.val_check_interval={interval}: validate every N >= 1 iterations (or "
-            "pass a fraction in (0, 1] of an epoch, where the data has epochs)"
+            f"--trainer.val_check_interval={interval}: validate every N >= 1 iterations (the "
+            "training data are one endless epoch, so a fraction of it has no meaning either)"
         )
     samples = options.get("val_samples")
     if samples is not None and samples < 0:

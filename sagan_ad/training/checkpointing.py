@@ -290,17 +290,28 @@ class LastCheckpoint(ModelCheckpoint):
         self.every_n_iterations = every_n_iterations
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Also warn, before ``fit``, when the DataModule has no validation set."""
+        """Also warn, before ``fit``, when no validation will run (the DataModule has no
+        validation set, or ``Trainer(limit_val_batches=0)``)."""
         super().setup(trainer, pl_module, stage)
         data = trainer.datamodule
-        if stage == "fit" and data is not None and getattr(data, "val", False) is None:
-            rank_zero_warn(
+        if stage != "fit":
+            return
+        if data is not None and getattr(data, "val", False) is None:
+            why = (
                 f"{type(data).__name__} has no validation set (split.val_fraction="
-                f"{_val_fraction(data)} and no val split): no checkpoint is "
-                "chosen on validation and no threshold is set, so last.ckpt keeps the final "
-                "weights, the test after fit scores them, and predictions are -1 (undecided); "
-                "set split.val_fraction above 0 or give a val split to choose both"
+                f"{_val_fraction(data)} and no val split)"
             )
+            remedy = "set split.val_fraction above 0 or give a val split"
+        elif trainer.limit_val_batches == 0:
+            why = "Trainer(limit_val_batches=0) (--trainer.limit_val_batches) runs no validation"
+            remedy = "leave limit_val_batches out"
+        else:
+            return
+        rank_zero_warn(
+            f"{why}: no checkpoint is chosen on validation and no threshold is set, so last.ckpt "
+            "keeps the final weights, the test after fit scores them, and predictions are -1 "
+            f"(undecided); {remedy} to choose both"
+        )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final weights as ``last.ckpt`` unless a validation just did: a run that

@@ -27,6 +27,7 @@ from sagan_ad.training.outputs import EvaluationWriter
 from sagan_ad.training.resume import continue_run, find_last_checkpoint, resolve_checkpoint
 from sagan_ad.training.run_state import preprocessing_of
 from sagan_ad.training.tracking import SplitRecorder, ValidationSampleLogger
+from sagan_ad.training.trainer_checks import check_trainer_for_fit
 
 __all__ = ["TRAINER_DEFAULTS", "Engine", "default_callbacks", "trainer_arguments"]
 
@@ -201,6 +202,9 @@ class Engine:
         decode settings (`sagan_ad.data.FolderPredictDataModule`'s ``decode=None``) gets the
         ones the checkpoint (or, without one, the model) records. Returns the resolved path;
         errors name the checkpoint and ``setting`` (the option that gave it)."""
+        if stage == "fit":
+            # Before the data are set up, which can take long on a folder seen the first time.
+            check_trainer_for_fit(self.trainer, getattr(model, "max_iterations", -1))
         resolved = resolve_checkpoint(self.trainer, ckpt_path, stage)
         if not isinstance(resolved, str | Path) or "://" in str(resolved):
             if stage == "predict" and resolved is None and hasattr(model, "preprocessing"):

@@ -107,6 +107,15 @@ class SplitRecorder(Callback):
     def __init__(self) -> None:
         self._recorded: weakref.WeakSet[L.Trainer] = weakref.WeakSet()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A WeakSet cannot be pickled, and a process started by ddp_spawn gets the callbacks
+        # pickled, with a Trainer of its own that nothing has recorded yet.
+        return {**self.__dict__, "_recorded": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._recorded = weakref.WeakSet()
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         folder = run_dir(trainer)
         if trainer in self._recorded:
