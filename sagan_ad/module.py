@@ -36,7 +36,7 @@ from sagan_ad.training.optimizers import (
     step_scheduler,
 )
 from sagan_ad.training.performance import Performance
-from sagan_ad.training.trainer_checks import check_trainer_for_fit
+from sagan_ad.training.trainer_checks import check_monitors, check_trainer_for_fit
 from sagan_ad.training.training_logs import TrainingLogs
 
 COMPONENTS = ("generator", "critic", "synthesizer", "loss", "scorer", "evaluator", "performance")
@@ -414,6 +414,8 @@ class SAGAN(run_state.CheckedLoading, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
+        if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
+            check_monitors(self.trainer)
 
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")

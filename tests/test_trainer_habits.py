@@ -13,6 +13,7 @@ import pytest
 from conftest import TINY_DATA_ARGS, TINY_MODEL_ARGS, tiny_sagan
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
+    EarlyStopping,
     GradientAccumulationScheduler,
     LearningRateFinder,
     StochasticWeightAveraging,
@@ -196,3 +197,48 @@ def test_the_default_callbacks_survive_pickling_as_ddp_spawn_needs():
     for callback in default_callbacks():
         copy = pickle.loads(pickle.dumps(callback))
         assert type(copy) is type(callback)
+
+
+def test_a_misspelt_monitor_is_one_error_naming_the_metric_meant(tmp_path):
+    """EarlyStopping ended the run with a RuntimeError traceback at the first validation."""
+    model = tiny_sagan(max_iterations=4)
+    stop = EarlyStopping(monitor="val/AUROCC", mode="max")
+    run = Engine(
+        default_root_dir=tmp_path, callbacks=[stop], val_check_interval=2, val_samples=0, **QUIET
+    )
+    with pytest.raises(InputError) as refused:
+        run.fit(model, tiny_data())
+    assert str(refused.value).startswith(
+        "the callback EarlyStopping (--trainer.callbacks) monitors 'val/AUROCC', which the "
+        "validation does not log (did you mean 'val/AUROC'?)"
+    )
+
+
+def test_a_monitor_the_validation_logs_is_followed(tmp_path):
+    model = tiny_sagan(max_iterations=4)
+    stop = EarlyStopping(monitor="val/AUROC", mode="max", patience=100)
+    run = Engine(
+        default_root_dir=tmp_path,
+        callbacks=[stop],
+        val_check_interval=2,
+        val_samples=0,
+        test_after_fit=False,
+        **QUIET,
+    )
+    run.fit(model, tiny_data())
+    assert model.iteration == 4 and stop.best_score is not None
+
+
+def test_the_test_after_fit_sets_up_data_a_spawned_fit_set_up_elsewhere(tmp_path):
+    """With ddp_spawn the data are set up in the spawned processes only: the main process's
+    DataModule had no test set yet, and the test after fit was skipped without a word."""
+    model = tiny_sagan(max_iterations=2)
+    run = Engine(default_root_dir=tmp_path, val_check_interval=2, val_samples=0, **QUIET)
+    run.fit(
+        model,
+        tiny_data(),
+    )
+    fresh = tiny_data()
+    assert fresh.test is None
+    results = run.test_kept_checkpoint(model, fresh)
+    assert results and 0.0 <= results[0]["test/AUROC"] <= 1.0

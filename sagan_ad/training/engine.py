@@ -253,7 +253,11 @@ class Engine:
         if datamodule is None and not is_overridden("test_dataloader", model):
             return None
         if datamodule is not None and getattr(datamodule, "test", True) is None:
-            return None
+            # A fit in spawned processes (ddp_spawn) set the data up there only: whether there
+            # is a test set is known once they are set up here.
+            datamodule.setup("test")
+            if datamodule.test is None:
+                return None
         checkpoint = self.trainer.checkpoint_callback
         has_best = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
         return self.trainer.test(

@@ -12,13 +12,16 @@ command line's run path) calls it before the data are set up.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
+    EarlyStopping,
     GradientAccumulationScheduler,
     LearningRateFinder,
+    ModelCheckpoint,
     StochasticWeightAveraging,
 )
 
@@ -61,6 +64,31 @@ def check_trainer_for_fit(trainer: L.Trainer, max_iterations: int) -> None:
     problem = _problem(trainer, max_iterations)
     if problem is not None:
         raise InputError(problem)
+
+
+def check_monitors(trainer: L.Trainer) -> None:
+    """Refuse, when a validation of a fit has logged its metrics, an ``EarlyStopping`` or
+    ``ModelCheckpoint`` whose ``monitor`` names none of them, with the name meant: the callback
+    itself would end the run with a traceback, or with its list of every metric. The metrics a
+    validation logs depend on the data (subgroups, matched subsets), so this waits for them.
+
+    Raises:
+        sagan_ad.errors.InputError: naming the callback, its monitor and the metric meant.
+    """
+    logged = sorted(trainer.callback_metrics)
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(callback, EarlyStopping | ModelCheckpoint) or not monitor:
+            continue
+        if monitor in logged:
+            continue
+        meant = difflib.get_close_matches(monitor, logged, n=1)
+        hint = f" (did you mean {meant[0]!r}?)" if meant else ""
+        raise InputError(
+            f"the callback {type(callback).__name__} (--trainer.callbacks) monitors {monitor!r}, "
+            f"which the validation does not log{hint}: monitor one it logs, such as val/AUROC "
+            "or val/AP (the run's metrics.csv lists them all)"
+        )
 
 
 def _problem(trainer: L.Trainer, max_iterations: int) -> str | None:
