@@ -231,6 +231,18 @@ def test_load_checkpoint_reads_the_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", counting)
     load_checkpoint(path)
     assert read == [str(path)]
+    read.clear()
+    SAGAN.load_from_checkpoint(path)
+    assert read == [str(path)]
+
+
+def test_lightnings_own_load_names_a_missing_or_damaged_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint '.*gone\.ckpt' does not exist"):
+        SAGAN.load_from_checkpoint(tmp_path / "gone.ckpt")
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(save(SAGAN(**tiny_networks()).eval(), tmp_path).read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match=r"cut\.ckpt' is truncated or corrupt"):
+        SAGAN.load_from_checkpoint(cut)
 
 
 def wide_networks() -> dict:

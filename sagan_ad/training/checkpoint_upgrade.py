@@ -26,7 +26,7 @@ import torch
 
 from sagan_ad.preprocessing import PREPROCESSING_KEY
 from sagan_ad.settings import INSTANTIATOR
-from sagan_ad.training.checkpoint_files import CheckpointError
+from sagan_ad.training.checkpoint_files import CheckpointError, read_checkpoint
 
 FORMAT_KEY = "sagan_format"
 """The checkpoint entry that records its format (`FORMAT_VERSION` when written now)."""
@@ -203,39 +203,35 @@ def _components_of_flat(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 class CurrentCheckpoint(io.BytesIO):
-    """A checkpoint in memory that is already in the current format (`load_checkpoint` checked
-    and upgraded it): `checkpoint_source` hands it on without reading it again."""
+    """A checkpoint read into memory and already in the current format (by `load_checkpoint`
+    or `checkpoint_source`), which `checkpoint_source` hands on without reading it again."""
 
 
-def checkpoint_source(path: Any) -> Any:
-    """What to hand Lightning's ``load_from_checkpoint`` for ``path``: the path itself, or an
-    in-memory copy in the current format (`upgrade_checkpoint`). A file object is read into
-    memory (and handed on as a fresh one); remote paths and files that do not load are passed on
-    as they are, for Lightning to report.
+def checkpoint_source(path: Any, weights_only: bool | None = None) -> Any:
+    """What to hand Lightning's ``load_from_checkpoint`` for ``path``: a local file or a file
+    object read once (`read_checkpoint` for a file, which names a missing, damaged or unsafe
+    one) and handed on in memory, in the current format (`upgrade_checkpoint`); a remote path
+    is passed on as it is, for Lightning to read.
+
+    Args:
+        path: a checkpoint file, a file object, or a remote address (``s3://...``).
+        weights_only: as ``load_from_checkpoint``'s: only ``False`` allows pickled code.
 
     Examples:
-        >>> checkpoint_source("no-such.ckpt")
-        'no-such.ckpt'
+        >>> checkpoint_source("s3://bucket/last.ckpt")
+        's3://bucket/last.ckpt'
     """
     if isinstance(path, CurrentCheckpoint):
         return path
+    safe = weights_only is not False
     if hasattr(path, "read"):
-        path = io.BytesIO(path.read())
-        source: Any = io.BytesIO(path.getvalue())
+        checkpoint = torch.load(io.BytesIO(path.read()), map_location="cpu", weights_only=safe)
     elif isinstance(path, (str, Path)) and "://" not in str(path):
-        source = path
+        checkpoint = read_checkpoint(path, weights_only=safe)
     else:
         return path
-    try:
-        # Memory-mapped where a file: the tensors are not read, only the settings looked at.
-        checkpoint = torch.load(
-            source, map_location="cpu", weights_only=True, mmap=not hasattr(source, "read")
-        )
-    except Exception:
-        return path
-    if not isinstance(checkpoint, dict) or not upgrade_checkpoint(checkpoint):
-        return path
-    buffer = io.BytesIO()
+    upgrade_checkpoint(checkpoint, f"checkpoint {str(path)!r}")
+    buffer = CurrentCheckpoint()
     torch.save(checkpoint, buffer)
     buffer.seek(0)
     return buffer

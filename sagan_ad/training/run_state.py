@@ -93,12 +93,12 @@ class CheckedLoading:
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """Lightning's ``load_from_checkpoint``, reading checkpoints of sagan_ad v0.1 too (flat
-        settings, `sagan_ad.training.checkpoint_upgrade`). Prefer `sagan_ad.load_checkpoint`,
-        which also refuses pickled code and damaged files by name."""
-        return super().load_from_checkpoint(  # type: ignore[misc]
-            checkpoint_source(checkpoint_path), *args, **kwargs
-        )
+        """Lightning's ``load_from_checkpoint``, reading the file once, refusing a missing,
+        damaged or unsafe one by name, and reading checkpoints of sagan_ad v0.1 too (flat
+        settings, `sagan_ad.training.checkpoint_upgrade`). `sagan_ad.load_checkpoint` also
+        finds the class the checkpoint records."""
+        source = checkpoint_source(checkpoint_path, kwargs.get("weights_only"))
+        return super().load_from_checkpoint(source, *args, **kwargs)  # type: ignore[misc]
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """``torch.nn.Module.load_state_dict``, refusing before a tensor is copied weights of
