@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import warnings
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -168,6 +169,47 @@ def export_scorer(
     return path
 
 
+def check_export_target(path: str | os.PathLike, setting: str | None = None) -> Path:
+    """The file an export to ``path`` writes, refused when it would replace anything but an
+    earlier export: a checkpoint (``--output best.ckpt`` for ``last``), saved weights or a
+    config, which no export can give back. Also refuses a target named ``.ckpt``, which would
+    be taken for a checkpoint, and an input of this command (`sagan_ad.protected`).
+
+    Examples:
+        >>> import tempfile
+        >>> config = Path(tempfile.mkdtemp()) / "config.yaml"
+        >>> _ = config.write_text("model: {}")
+        >>> check_export_target(config)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sagan_ad.errors.FileError: export target '...config.yaml' exists and is not an exported ...
+    """
+    # As given: an error names the path the user wrote (``ck/./x.ckpt``), not its normal form.
+    target = writable_target(path, setting)
+    named = f"{setting} {str(path)!r}" if setting else f"export target {str(path)!r}"
+    if Path(path).suffix.lower() == ".ckpt":
+        raise FileError(
+            f"{named}: an exported scorer named .ckpt would be taken for a checkpoint (and "
+            "--ckpt_path last / best could pick it up): name it .onnx or .pt"
+        )
+    if target.is_file() and not _is_export(target):
+        raise FileError(
+            f"{named} exists and is not an exported scorer (a checkpoint, saved weights, a "
+            "config or another file, which the export would replace for good): choose a new "
+            "file name, or remove that file first if it is meant to go"
+        )
+    return target
+
+
+def _is_export(path: Path) -> bool:
+    """Whether ``path`` holds what an export writes: a TorchScript archive (a zip with the
+    module's ``code/``, which a checkpoint or ``torch.save`` archive lacks) or an ONNX file."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in f"/{name}" for name in archive.namelist())
+    return path.suffix.lower() == ".onnx"
+
+
 def _output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -182,7 +224,7 @@ def _output_path(path: str | os.PathLike) -> Path:
             f"export target {str(path)!r}: its folder cannot be created ({err.strerror or err}): "
             "choose another output path"
         ) from err
-    return writable_target(path)
+    return check_export_target(path)
 
 
 @contextlib.contextmanager

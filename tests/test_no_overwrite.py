@@ -198,3 +198,36 @@ def test_a_root_inside_an_output_folder_is_never_read_as_data(tmp_path):
     mark_output_folder(run)
     found = discover_images(overlays)
     assert found.images == [] and found.outputs == [run.resolve()]
+
+
+@pytest.mark.parametrize("other", ["best.ckpt", "config.yaml", "weights.pt"])
+def test_export_onto_another_checkpoint_config_or_weights_is_refused(victim, other):
+    """`--output best.ckpt` for `last` replaced the best checkpoint with a TorchScript archive."""
+    target = victim.parent / other
+    if other == "best.ckpt":
+        shutil.copy(victim, target)
+    elif other == "config.yaml":
+        target.write_text("model:\n  class_path: sagan_ad.SAGAN\n")
+    else:
+        import torch
+
+        torch.save({"w": torch.ones(2)}, target)
+    before = target.read_bytes()
+    line = cli_error("export", "--ckpt_path", str(victim), "--output", str(target))
+    if other == "best.ckpt":
+        assert line == (
+            f"error: --output {str(target)!r}: an exported scorer named .ckpt would be taken for "
+            "a checkpoint (and --ckpt_path last / best could pick it up): name it .onnx or .pt"
+        )
+    else:
+        assert line.startswith(f"error: --output {str(target)!r} exists and is not an exported")
+    assert target.read_bytes() == before
+
+
+def test_an_earlier_export_is_replaced(victim):
+    target = victim.parent / "scorer.pt"
+    main(["export", "--ckpt_path", str(victim), "--output", str(target)])
+    first = target.stat().st_mtime_ns
+    forget_inputs()
+    main(["export", "--ckpt_path", str(victim), "--output", str(target)])
+    assert target.stat().st_mtime_ns >= first and target.stat().st_size > 0

@@ -46,8 +46,8 @@ def export_main(args: list[str]) -> None:
     """
     # Imported here, not at the top: `sagan-ad configs` shares this module and answers without
     # loading torch.
-    from sagan_ad.export import export_scorer
-    from sagan_ad.protected import protect, writable_target
+    from sagan_ad.export import check_export_target, export_scorer
+    from sagan_ad.protected import protect
     from sagan_ad.training.checkpoint_files import CheckpointError
     from sagan_ad.training.checkpointing import load_checkpoint
     from sagan_ad.training.resume import SPECIAL_PATHS
@@ -100,7 +100,7 @@ def export_main(args: list[str]) -> None:
     # Before the checkpoint is loaded and traced: `--output` naming it (by any path, a link)
     # would replace the trained weights with the scorer.
     if not Path(options.output).is_dir():  # a folder is named by export, with a file to give
-        writable_target(options.output, "--output")
+        check_export_target(options.output, "--output")
     model = load_checkpoint(options.ckpt_path, model_class)
     if getattr(model, "iteration", None) == 0 and not options.allow_untrained:
         raise CheckpointError(
