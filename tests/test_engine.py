@@ -208,5 +208,8 @@ def test_without_a_test_set_nothing_is_tested_after_fit(tmp_path):
     run = engine(tmp_path)
     assert run.test_kept_checkpoint(tiny_sagan(), None) is None
     data = tiny_data()
-    data.test = None  # a DataModule without a test set
+    # A DataModule that has no test set once set up (a fit sets it up; one a spawned fit set up
+    # elsewhere is set up here first, tests/test_trainer_habits.py).
+    data.setup("fit")
+    data.test = None
     assert run.test_kept_checkpoint(tiny_sagan(), data) is None
