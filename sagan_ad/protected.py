@@ -2,8 +2,9 @@
 file, tables or images), and never anything but a regular file (a device, FIFO, socket or
 folder is refused, and a symbolic link is written through, not replaced).
 
-Readers call `protect` on their inputs; every writer of sagan_ad asks `writable_target` before
-it renames a finished temporary over its target.
+Readers call `protect` on their inputs (the DataModules also on their data folders); every
+writer of sagan_ad asks `writable_target` before it renames a finished temporary over its
+target, and `mark_output_folder` refuses a folder that holds a data folder of the command.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ earlier run are never trained on or scored."""
 # input from a later file that reuses a deleted input's inode, and from an input a run has since
 # rewritten itself (a resumed run's last.ckpt).
 _INPUTS: dict[tuple[int, int], tuple[str, int, int]] = {}
+# Real path of each input folder (a data root, an image folder) -> what it is: a folder marked
+# as outputs above one would hide its images from every later command's discovery.
+_INPUT_FOLDERS: dict[str, str] = {}
 protected_now: list[list[str]] | None = None
 """Where a setup being recorded keeps the inputs it protects
 (`sagan_ad.data.caching.setup_record`), so that a setup read from its record protects them
@@ -45,7 +49,8 @@ class OutputIsInputError(FileError, FileExistsError):
 
 
 def protect(paths: str | os.PathLike | Iterable[str | os.PathLike], what: str) -> None:
-    """Record ``paths`` as inputs of this command: no writer of sagan_ad replaces them.
+    """Record ``paths`` as inputs of this command: no writer of sagan_ad replaces them, and
+    no folder holding a folder among them is marked as outputs (`mark_output_folder`).
 
     Missing paths are ignored (reading them reports them).
 
@@ -70,11 +75,14 @@ def protect(paths: str | os.PathLike | Iterable[str | os.PathLike], what: str) -
             continue
         if stat.S_ISREG(found.st_mode):
             _INPUTS[(found.st_dev, found.st_ino)] = (what, found.st_size, found.st_mtime_ns)
+        elif stat.S_ISDIR(found.st_mode):
+            _INPUT_FOLDERS[os.path.realpath(path)] = what
 
 
 def forget_inputs() -> None:
     """Start a new command: nothing read so far is its input (the command line calls this)."""
     _INPUTS.clear()
+    _INPUT_FOLDERS.clear()
 
 
 def input_role(path: str | os.PathLike) -> str | None:
@@ -139,22 +147,54 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "a special file")
 
 
-def mark_output_folder(folder: str | os.PathLike) -> None:
-    """Mark ``folder`` as holding sagan-ad's outputs (`OUTPUT_MARKER`), creating it.
+def mark_output_folder(folder: str | os.PathLike, setting: str = "the output folder") -> None:
+    """Mark ``folder`` as holding sagan-ad's outputs (`OUTPUT_MARKER`), creating it; refused,
+    before anything is written, when it is or holds an input folder of this command (`protect`):
+    the marker would hide that data from every later discovery.
+
+    Args:
+        folder: the outputs folder.
+        setting: the option that chose ``folder``, named in the message.
+
+    Raises:
+        OutputIsInputError: naming the folder, the input folder in it and ``setting``.
 
     Examples:
         >>> import tempfile
-        >>> folder = Path(tempfile.mkdtemp()) / "run"
-        >>> mark_output_folder(folder)
-        >>> (folder / OUTPUT_MARKER).is_file()
+        >>> project = Path(tempfile.mkdtemp())
+        >>> (project / "data").mkdir()
+        >>> protect(project / "data", "the data root")
+        >>> mark_output_folder(project / "run")
+        >>> (project / "run" / OUTPUT_MARKER).is_file()
         True
+        >>> mark_output_folder(project)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sagan_ad.protected.OutputIsInputError: cannot mark ... as sagan-ad's outputs: it holds ...
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     marker = folder / OUTPUT_MARKER
-    if not marker.exists():
-        marker.write_text(
-            "Outputs of sagan-ad (a run, a test or a predict). sagan-ad never reads the images "
-            "of a folder holding this file as data.\n",
-            encoding="utf-8",
+    if marker.exists():
+        return
+    inside = _input_folder_in(folder)
+    if inside is not None:
+        path, what = inside
+        raise OutputIsInputError(
+            f"cannot mark {folder} as sagan-ad's outputs: it holds {path}, {what}, an input of "
+            f"this command, and image discovery skips every folder below an outputs folder; "
+            f"choose another {setting} (a folder beside the data, not above it)"
         )
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "Outputs of sagan-ad (a run, a test or a predict). sagan-ad never reads the images "
+        "of a folder holding this file as data.\n",
+        encoding="utf-8",
+    )
+
+
+def _input_folder_in(folder: Path) -> tuple[str, str] | None:
+    top = os.path.realpath(folder)
+    for path, what in _INPUT_FOLDERS.items():
+        if path == top or path.startswith(top.rstrip(os.sep) + os.sep):
+            return path, what
+    return None

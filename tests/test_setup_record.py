@@ -16,6 +16,7 @@ from conftest import chest_phantom, mark, write_dicom
 from PIL import Image
 
 from sagan_ad.data import DecodeSettings, FolderDataModule, ImageSet, SplitError
+from sagan_ad.data.caching.ownership import NotACacheFolderError
 from sagan_ad.data.caching.setup_record import (
     STATE,
     SetupRecord,
@@ -347,13 +348,21 @@ def test_a_cache_folder_inside_the_data_folder_still_sees_new_films(tmp_path):
     def films_read(dm: FolderDataModule) -> int:
         return len(dm.known_normal) + len(dm.val) // 2  # each held-out film once, as a normal
 
-    for base, cache in ((20, tmp_path / "normal"), (30, tmp_path / "normal" / "cache")):
-        first = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
-        first.setup()
-        _films(tmp_path / "normal", 1, base=base)
-        again = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
-        again.setup()
-        assert films_read(again) == films_read(first) + 1
+    cache = tmp_path / "normal" / "cache"
+    first = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
+    first.setup()
+    _films(tmp_path / "normal", 1, base=30)
+    again = FolderDataModule(tmp_path / "normal", **settings, cache=quiet_cache(cache))
+    again.setup()
+    assert films_read(again) == films_read(first) + 1
+    # The data folder itself holds the user's files: the cache never writes among them.
+    before = sorted(os.listdir(tmp_path / "normal"))
+    itself = FolderDataModule(
+        tmp_path / "normal", **settings, cache=quiet_cache(tmp_path / "normal")
+    )
+    with pytest.raises(NotACacheFolderError, match=r"normal as a cache folder \(cache.dir\)"):
+        itself.setup()
+    assert sorted(os.listdir(tmp_path / "normal")) == before
 
 
 class _OwnBlend:

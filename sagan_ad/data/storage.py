@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sagan_ad.atomic import atomic_path
+from sagan_ad.data.caching.ownership import NotACacheFolderError, claim_cache_folder
 from sagan_ad.errors import FileError
 from sagan_ad.protected import writable_target
 
@@ -101,10 +102,20 @@ def _unwritable(path: Path, err: OSError) -> FileError:
     )
 
 
-def make_folder(folder: Path) -> None:
-    """Create a cache folder, or raise an `OSError` that names it and what to do."""
+def make_folder(folder: Path, owner: Path | None = None) -> None:
+    """Create a cache folder or take an existing one (`claim_cache_folder`: refused when it
+    holds files the cache did not write), or raise an `OSError` that names it and what to do.
+
+    Args:
+        folder: the folder to create.
+        owner: the cache folder that ``folder`` lies in, claimed instead of it (the image
+            cache's settings folders live in its root).
+    """
     try:
+        claim_cache_folder(owner or folder)
         folder.mkdir(parents=True, exist_ok=True)
+    except NotACacheFolderError:  # it names the folder and what to do already
+        raise
     except OSError as err:
         raise FileError(
             f"cannot create the cache folder {folder}: {err.strerror or err} (a file in the "

@@ -50,7 +50,7 @@ from sagan_ad.evaluation.visualization import (
     to_uint8_image,
 )
 from sagan_ad.protected import mark_output_folder
-from sagan_ad.training.runs import run_dir
+from sagan_ad.training.runs import RUN_FOLDER_SETTING, run_dir
 from sagan_ad.training.tracking import log_pictures, log_table, save_run_files
 
 
@@ -241,7 +241,8 @@ class EvaluationWriter(Callback):
         """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``; that folder
         is marked as sagan-ad's outputs, so that image discovery never reads them as data."""
         base = Path(self.dirpath or run_dir(trainer))
-        mark_output_folder(base)
+        setting = "dirpath of the EvaluationWriter" if self.dirpath else RUN_FOLDER_SETTING
+        mark_output_folder(base, setting)
         return base / stage
 
     def _suffix(self, trainer: L.Trainer) -> str:

@@ -12,7 +12,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from sagan_ad.atomic import atomic_path
 from sagan_ad.protected import input_role, mark_output_folder
 from sagan_ad.training.resume import continued_checkpoint
-from sagan_ad.training.runs import run_dir
+from sagan_ad.training.runs import RUN_FOLDER_SETTING, run_dir
 from sagan_ad.training.tracking import save_run_files
 
 
@@ -62,7 +62,7 @@ class RunConfigSaver(SaveConfigCallback):
             return
         folder = run_dir(trainer)
         if trainer.is_global_zero:
-            mark_output_folder(folder)
+            mark_output_folder(folder, RUN_FOLDER_SETTING)
             resumed = stage == "fit" and continued_checkpoint(trainer) is not None
             self._write(folder / self.config_filename, resumed)
             self.save_config(trainer, pl_module, stage)

@@ -21,6 +21,10 @@ import lightning as L
 _RUN_DIRS: weakref.WeakKeyDictionary[L.Trainer, Path] = weakref.WeakKeyDictionary()
 
 
+RUN_FOLDER_SETTING = "trainer.default_root_dir (or the logger's save_dir)"
+"""The settings that choose the run folder, as messages name them."""
+
+
 def _claim_version(root: Path) -> Path:
     """Create and return ``root/version_N`` for the first free ``N`` (created, so that a second
     Trainer deciding at the same moment takes the next one)."""

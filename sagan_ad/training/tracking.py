@@ -24,7 +24,7 @@ from sagan_ad.data.modules.datasets import to_model_range
 from sagan_ad.errors import InputError
 from sagan_ad.evaluation.visualization import sample_grid, save_png
 from sagan_ad.protected import mark_output_folder
-from sagan_ad.training.runs import run_dir
+from sagan_ad.training.runs import RUN_FOLDER_SETTING, run_dir
 
 WANDB_OWN_FILES = frozenset(
     {"config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log", "requirements.txt"}
@@ -125,7 +125,7 @@ class SplitRecorder(Callback):
         manifest = manifest() if callable(manifest) else None
         if not isinstance(manifest, dict) or not trainer.is_global_zero:
             return
-        mark_output_folder(folder)
+        mark_output_folder(folder, RUN_FOLDER_SETTING)
         with atomic_path(folder / "data.json") as tmp:
             tmp.write_text(json.dumps(manifest["split"], indent=1), encoding="utf-8")
         with atomic_path(folder / "split_source.txt") as tmp:

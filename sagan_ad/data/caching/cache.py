@@ -201,17 +201,17 @@ class ImageCache:
 
     Layout: ``root/<settings key>/`` holds ``settings.json``, shards ``shard-*.npy`` of uint8
     ``(n, C, S, S)`` arrays and ``index.json``, the manifest: for each file's absolute path its
-    size and modification time when read, its shard row, original size, header values, used
-    bit depth and a digest of its bytes (see `sagan_ad.data.caching.cache_index`). A damaged
+    size, modification time and inode when read, its shard row, original size, header values,
+    used bit depth and a digest of its bytes (see `sagan_ad.data.caching.cache_index`). A damaged
     index or shard (cut short, deleted, not an object, images of other settings) is not trusted: the
     files it held are decoded again, with a warning; a cache folder that cannot be written is
     an `OSError` naming it. A changed setting never reuses stale pixels; what counts as a
     changed file is ``identity``:
 
-    - ``"stat"`` (default, one ``stat`` per file, no file opened): a new path, size or
-      modification time. A file rewritten with the same size and its old modification time
-      (``cp -p``, ``rsync -t``, an archive extracted again, a clock or file system with coarse
-      times) is **not** detected.
+    - ``"stat"`` (default, one ``stat`` per file, no file opened): a new path, size,
+      modification time or inode (a file swapped for another by a rename, as ``rsync`` does).
+      A file rewritten in place with the same size and its old modification time (``cp -p``
+      over it, a clock or file system with coarse times) is **not** detected.
     - ``"verify"``: as ``"stat"``, and a file whose path, size and time match an entry is read
       and hashed, and decoded again when its bytes changed. Every change of content is
       detected, at the cost of reading every file at every start.
@@ -302,7 +302,7 @@ class ImageCache:
         keywords: tuple[str, ...],
     ) -> dict[str, str]:
         """Decode ``paths`` into new shards, entered in ``index``; returns the errors by path."""
-        make_folder(self.folder)
+        make_folder(self.folder, owner=self.folder.parent)
         settings_file = self.folder / "settings.json"
         if not settings_file.is_file():
             text = json.dumps(dataclasses.asdict(self.settings), indent=1, sort_keys=True)
@@ -330,6 +330,7 @@ class ImageCache:
                     item.digest,
                     stat.st_size,
                     stat.st_mtime_ns,
+                    stat.st_ino,
                 ]
             atomic_write_text(self.index_path, json.dumps(index))
             pending.clear()

@@ -2,10 +2,12 @@
 cached rows gathered from the memory-mapped shards.
 
 An entry, keyed by the file's absolute path, is the list ``[shard, row, [height, width], tags,
-bits, digest, size, mtime_ns]``: where the pixels are, the original size, the header values
-read (``{}`` for files that are not DICOM), the depth a 16-bit image uses, the digest of the
-file's bytes, and the size and modification time it had when it was read (the manifest that a
-later run compares with one ``stat`` per file, without opening it).
+bits, digest, size, mtime_ns, inode]``: where the pixels are, the original size, the header
+values read (``{}`` for files that are not DICOM), the depth a 16-bit image uses, the digest of
+the file's bytes, and the size, modification time and inode it had when it was read (the
+manifest that a later run compares with one ``stat`` per file, without opening it). Entries
+written before the inode was kept have 8 items: they are read, and their files decoded again
+under ``"stat"``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sagan_ad.errors import describe
 
 log = logging.getLogger(__name__)
 
-SHARD, ROW, SIZE, TAGS, BITS, DIGEST, BYTES, MTIME = range(8)
+SHARD, ROW, SIZE, TAGS, BITS, DIGEST, BYTES, MTIME, INODE = range(9)
 """Positions in an index entry."""
 
 
@@ -32,7 +34,7 @@ def entry_ok(value: object) -> bool:
     """Whether an index entry has the layout `ImageCache` writes (see the module)."""
     return (
         isinstance(value, list)
-        and len(value) == 8
+        and len(value) in (8, 9)
         and isinstance(value[SHARD], str)
         and isinstance(value[ROW], int)
         and isinstance(value[SIZE], list)
@@ -41,6 +43,7 @@ def entry_ok(value: object) -> bool:
         and isinstance(value[DIGEST], str)
         and isinstance(value[BYTES], int)
         and isinstance(value[MTIME], int)
+        and (len(value) == 8 or isinstance(value[INODE], int))
     )
 
 
@@ -101,21 +104,25 @@ def current_entries(
     stats: Mapping[int, os.stat_result],
     index: Mapping[str, list],
 ) -> dict[int, str]:
-    """The index key of each path (by position) whose cached pixels are current: by the size
-    and modification time recorded for its absolute path (``keys``), and by ``identity``
-    (see `sagan_ad.data.caching.cache.ImageCache`) the digest of its bytes."""
+    """The index key of each path (by position) whose cached pixels are current: by the size,
+    modification time and (under ``"stat"``) inode recorded for its absolute path (``keys``),
+    and by ``identity`` (see `sagan_ad.data.caching.cache.ImageCache`) the digest of its bytes."""
 
-    def same_stat(i: int) -> bool:
+    def same_stat(i: int, inode: bool) -> bool:
         value = index.get(keys[i])
         return (
             value is not None
             and value[BYTES] == stats[i].st_size
             and value[MTIME] == stats[i].st_mtime_ns
+            # A file replaced by another of the same size and time (os.replace, then its old
+            # time put back) is a new inode: the only trace the stat keeps of the swap.
+            and (not inode or (len(value) > INODE and value[INODE] == stats[i].st_ino))
         )
 
     if identity == "stat":
-        return {i: keys[i] for i in keys if same_stat(i)}
-    candidates = [i for i in keys if same_stat(i)] if identity == "verify" else list(keys)
+        return {i: keys[i] for i in keys if same_stat(i, inode=True)}
+    # "verify" reads the bytes of every candidate: a new inode with the same bytes is current.
+    candidates = [i for i in keys if same_stat(i, False)] if identity == "verify" else list(keys)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         found = pool.map(content_digest, [paths[i] for i in candidates])
         digests = dict(zip(candidates, found, strict=True))

@@ -10,6 +10,7 @@ from sagan_ad.data.caching.cache import ImageCache, PreprocessSettings
 from sagan_ad.data.caching.settings import CacheSettings
 from sagan_ad.data.modules.base import AnomalyDataModule
 from sagan_ad.data.reading.decoding import DecodeSettings
+from sagan_ad.data.storage import make_folder
 
 
 class FileDataModule(AnomalyDataModule):
@@ -72,7 +73,10 @@ class FileDataModule(AnomalyDataModule):
 
     def image_cache(self, folder: Path) -> ImageCache:
         """The `ImageCache` in ``folder`` that decodes with `settings` and the ``cache``
-        settings."""
+        settings; the DataModule's cache folder is taken first (`make_folder`), so that a
+        ``cache.dir`` holding other files is refused before anything is decoded into it."""
+        if self.cache_dir is not None:
+            make_folder(self.cache_dir)
         return ImageCache(
             folder,
             self.settings,

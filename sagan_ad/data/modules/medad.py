@@ -324,6 +324,7 @@ class MedADDataModule(FileDataModule):
         all_names = [name for names, _ in parts.values() for name in names]
         paths = [self.root / self.image_dir / name for name in all_names]
         protect(paths, "an image of the data")
+        protect(self.root, "the data root read by this command")
         array, tags, identities = self._decode(paths)
         self.identities = {
             name: {**ids, **group_identity(self.split.group_by, self.groups.get(name, ""))}

@@ -145,6 +145,8 @@ class ImageFolder(Dataset):
         self.root = Path(root)
         self.paths = list_images(self.root, extensions, recursive, force_dicom)
         protect(self.paths, "an image to predict")
+        if self.root.is_dir():
+            protect(self.root, "the folder of images to predict")
         if not self.paths:
             raise MissingFileError(
                 f"no image files ({', '.join(extensions)}, or DICOM without suffix) found in "

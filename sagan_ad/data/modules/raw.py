@@ -304,6 +304,7 @@ class RawDataModule(FileDataModule):
             row_of = {name: row for row, name in enumerate(headers)}
             cached = early.select([row_of[n] for n in used])
         protect([records[n].path for n in used], "an image of the data")
+        protect(self.listed_folders(), "a data folder read by this command")
         rows: dict[str, int] = {}
         bad_boxes = []
         for row, i in enumerate(cached.kept):
