@@ -135,8 +135,14 @@ def test_a_file_swapped_for_one_of_the_same_size_and_time_is_decoded_again(tmp_p
     write_dicom(path, chest_phantom(), bits_stored=12)
     cache = ImageCache(tmp_path / "cache", PreprocessSettings(16), num_workers=1, progress=False)
     first = cache.load([path]).images[0]
+    # Other pixels in a file of the very same size: the pixel data end the file, so only they
+    # are rewritten (a second write_dicom may differ in size by its generated UIDs).
+    pixels = chest_phantom()
+    data = path.read_bytes()
+    other = (pixels[:, ::-1] // 2).astype(np.uint16).tobytes()
+    assert data.endswith(pixels.astype(np.uint16).tobytes())
     swapped = tmp_path / "raw" / "b.dcm"
-    write_dicom(swapped, chest_phantom()[:, ::-1] // 2, bits_stored=12)
+    swapped.write_bytes(data[: len(data) - len(other)] + other)
     old = os.stat(path)
     assert os.path.getsize(swapped) == old.st_size
     os.replace(swapped, path)
@@ -161,3 +167,24 @@ def test_an_index_entry_without_an_inode_is_decoded_again_without_a_warning(tmp_
         np.testing.assert_array_equal(again.load([path]).images[0], first)
     assert "cannot be read back" not in caplog.text
     assert all(len(entry) == 9 for entry in json.loads(index_path.read_text()).values())
+
+
+def test_an_earlier_cache_on_a_read_only_mount_is_still_taken(tmp_path, monkeypatch):
+    """A cache folder written before the marker, shared read-only on a cluster: the marker
+    cannot be written, and the cache is read as before; an empty folder still fails."""
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    (recorded / "setup.npz").write_bytes(b"a record")
+    (tmp_path / "empty").mkdir()
+    real = Path.write_text
+
+    def read_only(path, *args, **kwargs):
+        if path.name == CACHE_MARKER:
+            raise OSError(30, "Read-only file system", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    claim_cache_folder(recorded)
+    assert not (recorded / CACHE_MARKER).exists()
+    with pytest.raises(OSError, match="Read-only"):
+        claim_cache_folder(tmp_path / "empty")

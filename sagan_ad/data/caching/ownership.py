@@ -82,10 +82,17 @@ def claim_cache_folder(folder: Path) -> None:
             f"cache did not write{risk}; choose another cache.dir: a new or empty folder, or one "
             f"the cache wrote (it holds {CACHE_MARKER})"
         )
-    marker.write_text(
-        "A folder of sagan-ad's cache: its files are rebuilt from the data and may be deleted.\n",
-        encoding="utf-8",
-    )
+    try:
+        marker.write_text(
+            "A folder of sagan-ad's cache: its files are rebuilt from the data and may be "
+            "deleted.\n",
+            encoding="utf-8",
+        )
+    except OSError:
+        # A cache an earlier version wrote, shared on a read-only mount, is still read; an
+        # empty folder that cannot be written fails at the cache's first write, naming it.
+        if not entries:
+            raise
 
 
 def _written_by_cache(folder: Path, entries: list[str]) -> bool:
