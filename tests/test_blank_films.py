@@ -140,6 +140,42 @@ def test_a_pacs_export_skips_and_counts_what_holds_no_image(tmp_path, caplog):
     assert "1 DICOMDIR" in caplog.text and "1 DICOM Basic Text SR" in caplog.text
 
 
+UID_NAME = "1.2.840.113619.2.55.3.1268071029.320"
+
+
+def test_dicom_named_by_its_uid_or_ima_is_found_by_its_magic(tmp_path):
+    root = tmp_path / "export"
+    write_dicom(root / UID_NAME, mark(chest_phantom(20, 20), 0), bits_stored=12)
+    write_dicom(root / "IM0001.IMA", mark(chest_phantom(20, 20), 1), bits_stored=12)
+    # Non-image classes under such names are skipped and counted, as under any name.
+    write_dicom(root / f"{UID_NAME}1", None, SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11")
+    write_dicom(root / "PS0001.IMA", None, SOPClassUID="1.2.840.10008.5.1.4.1.1.11.1")
+    (root / "notes.txt").write_text("exported by the PACS\n")
+    (root / "series.1.2.3").write_bytes(b"\0" * 200)
+    found = discover_images(root)
+    assert [p.name for p in found.images] == [UID_NAME, "IM0001.IMA"]
+    assert [p.name for p, _ in found.not_images] == [f"{UID_NAME}1", "PS0001.IMA"]
+    assert [p.name for p in found.other] == ["notes.txt", "series.1.2.3"]
+    dm = FolderDataModule(
+        root, **QUIET, split={"val_fraction": 0.0}, cache=quiet_cache(tmp_path / "c")
+    )
+    dm.setup()
+    assert sorted(dm.known_normal.names) == [f"normal/{UID_NAME}", "normal/IM0001.IMA"]
+    for name in (UID_NAME, "IM0001.IMA"):
+        assert read_image(root / name, 16).original_size == (20, 20)
+
+
+def test_a_file_that_cannot_be_opened_is_no_reason_to_stop_listing(tmp_path, monkeypatch):
+    from sagan_ad.data.reading import discovery
+
+    def denied(path: str) -> bool:
+        raise PermissionError(13, "Permission denied", path)
+
+    (tmp_path / "locked.xyz").write_bytes(b"\0" * 200)
+    monkeypatch.setattr(discovery, "is_dicom_file", denied)
+    assert [p.name for p in discover_images(tmp_path).other] == ["locked.xyz"]
+
+
 @pytest.mark.parametrize("content", [b"", b"\0" * 300], ids=["empty", "nul-bytes"])
 def test_a_failed_transfer_is_an_error_or_skipped_never_dropped_unseen(tmp_path, content, caplog):
     root = pacs_export(tmp_path / "export")

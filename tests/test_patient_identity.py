@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import shutil
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,8 @@ from PIL import Image, PngImagePlugin
 
 from sagan_ad.data import FolderDataModule, SplitError, check_leakage
 from sagan_ad.data.splits import twins
-from sagan_ad.data.splits.leakage import SAME_BYTES, canonical_id, near_identical_ids
+from sagan_ad.data.splits.leakage import SAME_BYTES
+from sagan_ad.data.splits.spellings import canonical_id, near_identical_ids
 from sagan_ad.data.splits.split import holdout_groups
 from sagan_ad.data.splits.twins import MAX_TOLERANCE, MEAN_TOLERANCE, SAME_PIXELS
 
@@ -59,7 +62,7 @@ def test_a_patient_spelt_two_ways_with_one_name_and_birth_date_is_warned(caplog)
     assert (
         "ward: 1 PatientID(s) look like one patient spelt twice (same PatientName and "
         "PatientBirthDate; the IDs differ only in case, zero padding or separators): 'P-0008' "
-        "and 'p_8'"
+        "and 'p_8' (training and test)"
     ) in caplog.text
     assert near_identical_ids(ids) == [("P-0008", "p_8")]
 
@@ -68,6 +71,112 @@ def test_names_and_birth_dates_are_never_compared_as_identities():
     person = {"PatientName": "DOE^J", "PatientBirthDate": "19700101"}
     ids = {"a": {"PatientID": "P1", **person}, "b": {"PatientID": "P2", **person}}
     assert check_leakage({"training": ["a"], "test": ["b"]}, ids) == []
+
+
+NFD, NFC = (unicodedata.normalize(form, "José") for form in ("NFD", "NFC"))
+
+
+@pytest.mark.parametrize("kind", ["PatientID", "group (pid)"])
+@pytest.mark.parametrize(
+    ("train", "test", "shown"),
+    [
+        ("P1\u200b", "P1", "P1"),  # zero-width space
+        ("\ufeffP1", "P1", "P1"),  # byte-order mark
+        ("P\u20601", "P1", "P1"),  # word joiner, inside
+        ("\uff11\uff12", "12", "12"),  # full-width digits
+        ("P1\u00a0", "P1", "P1"),  # no-break space
+        (NFD, NFC, NFC),
+        ("DOE^JOHN^^^", "DOE^JOHN", "DOE^JOHN"),  # empty DICOM components
+        ("P1^ ", "P1", "P1"),
+    ],
+)
+def test_ids_no_reader_can_tell_apart_are_one_patient(kind, train, test, shown):
+    ids = {"a": {kind: train}, "b": {kind: test}}
+    with pytest.raises(SplitError) as info:
+        check_leakage({"training": ["a"], "test": ["b"]}, ids)
+    assert f"{kind} {shown!r} in training (1) and test (1)" in str(info.value)
+
+
+def write_groups(path: Path, groups: dict[str, str]) -> Path:
+    """A CSV of image names and their ``pid``."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "pid"])
+        writer.writerows(groups.items())
+    return path
+
+
+def csv_folders(root: Path, patient: str, again: str) -> FolderDataModule:
+    """Normal and sick films, with CSV groups in which ``f0.png`` (normal) belongs to
+    ``patient`` and ``f10.png`` (sick) to ``again``, the rest to patients of their own."""
+    normal, sick = _normal_and_sick(root)
+    normals = {"f0.png": patient, **{f"f{i}.png": f"N{i}" for i in (1, 2, 3)}}
+    sicks = {"f10.png": again, **{f"f{i}.png": f"S{i}" for i in (11, 12, 13)}}
+    return FolderDataModule(
+        write_groups(normal / "normal.csv", normals),
+        test_abnormal=write_groups(sick / "sick.csv", sicks),
+        **QUIET,
+        split={"group_by": "pid", "val_fraction": 0.0},
+        cache=quiet_cache(root / "c"),
+    )
+
+
+def test_an_invisible_character_in_a_csv_group_hides_no_leak(tmp_path):
+    dm = csv_folders(tmp_path, "P1\u200b", "\ufeffP1")
+    with pytest.raises(SplitError, match=r"group \(pid\) 'P1' in training \(1\) and test \(1\)"):
+        dm.setup()
+
+
+def test_a_patient_id_with_empty_dicom_components_is_one_patient(tmp_path):
+    for folder, i, patient in (("normal", 0, "DOE^JOHN^^^"), ("sick", 1, "DOE^JOHN")):
+        pixels = mark(chest_phantom(20, 20), i)
+        write_dicom(tmp_path / folder / "a.dcm", pixels, bits_stored=12, PatientID=patient)
+    write_dicom(tmp_path / "normal" / "b.dcm", chest_phantom(20, 20), bits_stored=12)
+    dm = FolderDataModule(
+        tmp_path / "normal",
+        test_abnormal=tmp_path / "sick",
+        **QUIET,
+        split={"group_by": "PatientID", "val_fraction": 0.0},
+        cache=quiet_cache(tmp_path / "c"),
+    )
+    with pytest.raises(SplitError, match=r"PatientID 'DOE\^JOHN' in training \(1\) and test"):
+        dm.setup()
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "named"),
+    [
+        ("P1", "p1", "'P1' and 'p1' (training and test)"),
+        ("007", "7", "'007' and '7' (training and test)"),
+        ("12.0", "12", "'12' and '12.0' (test and training)"),
+    ],
+)
+def test_group_values_that_may_be_one_patient_are_warned_not_merged(train, test, named, caplog):
+    ids = {"a": {"group (pid)": train}, "b": {"group (pid)": test}}
+    with caplog.at_level(logging.WARNING):
+        assert check_leakage({"training": ["a"], "test": ["b"]}, ids, source="ward") == []
+    assert (
+        "ward: 1 group (pid) value(s) may be one patient spelt twice on two sides of the split "
+        f"(they differ only in case, zero padding, a trailing '.0' or separators): {named}. They "
+        "are kept apart as different patients"
+    ) in caplog.text
+    assert canonical_id(train) != canonical_id(test)
+
+
+def test_group_spellings_on_one_side_only_are_not_named(caplog):
+    ids = {"a": {"group (pid)": "P1"}, "b": {"group (pid)": "p1"}, "c": {"group (pid)": "P2"}}
+    with caplog.at_level(logging.WARNING):
+        assert check_leakage({"training": ["a", "b"], "test": ["c"]}, ids) == []
+    assert "spelt twice" not in caplog.text
+
+
+def test_a_float_export_of_a_csv_group_is_warned_and_kept_apart(tmp_path, caplog):
+    dm = csv_folders(tmp_path, "12.0", "12")
+    with caplog.at_level(logging.WARNING):
+        dm.setup()
+    assert "'12' and '12.0' (test and training)" in caplog.text
+    assert "if they are one patient, give them one spelling in the data" in caplog.text
+    assert (dm.groups["normal/f0.png"], dm.groups["test_abnormal/f10.png"]) == ("12.0", "12")
 
 
 def reencoded(source: Path, target: Path, how: str) -> None:

@@ -24,8 +24,9 @@ from sagan_ad.data.modules.files import FileDataModule
 from sagan_ad.data.reading.file_kinds import missing_reason
 from sagan_ad.data.reading.image_io import ImageReadError
 from sagan_ad.data.splits.groups import from_headers, group_identity, group_values
-from sagan_ad.data.splits.leakage import canonical_id, check_disjoint, check_leakage
+from sagan_ad.data.splits.leakage import check_disjoint, check_leakage
 from sagan_ad.data.splits.medad_split import MedADSplit
+from sagan_ad.data.splits.spellings import canonical_id
 from sagan_ad.data.splits.split import SplitError, build_unlabeled, grouped_holdout, shares_groups
 from sagan_ad.data.splits.split_draw import (
     SPLIT_PARTS,

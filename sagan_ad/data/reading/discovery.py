@@ -52,7 +52,7 @@ class Discovery:
     Attributes:
         images: the image files, sorted.
         junk: hidden or system files and folders that were skipped (`is_junk`, ``__MACOSX``).
-        other: files that are not images (by suffix, or without suffix nor DICOM magic).
+        other: files that are not images (by suffix, and without DICOM magic).
         outputs: folders of sagan-ad's own outputs (`sagan_ad.protected.OUTPUT_MARKER`: run,
             test and predict folders), never read as data.
         not_images: DICOM files that hold no image (a ``DICOMDIR``, structured reports,
@@ -96,10 +96,12 @@ def discover_images(
     recursive: bool = True,
     force_dicom: bool = False,
 ) -> Discovery:
-    """Image files under ``folder``: by suffix (any case), plus files without a suffix that
-    carry the DICOM magic (PACS exports such as ``IM000001``); with ``force_dicom`` every file
-    (read as DICOM). Hidden and system files and folders (`is_junk`, `JUNK_FOLDERS`: also the
-    thumbnail and recycle folders of network storage) are never images. Symbolic links to
+    """Image files under ``folder``: by suffix (any case), plus files of any other suffix, or
+    none, that carry the DICOM magic (PACS exports such as ``IM000001``, files named by their
+    UID such as ``1.2.840.113619.2.55.3.1268071029.320``, Siemens' ``.IMA``; 132 bytes are
+    read of each); with ``force_dicom`` every file (read as DICOM). Hidden and system files and
+    folders (`is_junk`, `JUNK_FOLDERS`: also the thumbnail and recycle folders of network
+    storage) are never images. Symbolic links to
     folders are followed (each folder once); dangling links, link loops and special files with
     an image suffix are listed as images, so that reading them reports what they are. Folders
     of sagan-ad's own outputs (marked by `sagan_ad.protected.OUTPUT_MARKER`) are skipped whole.
@@ -163,8 +165,14 @@ def discover_images(
                 # A dangling link, a link loop, a FIFO: never opened here (a FIFO would block),
                 # but kept where an image was meant, so that reading reports it.
                 (images if force_dicom or suffix in wanted else other).append(path)
-            elif force_dicom or suffix in wanted or (not suffix and is_dicom_file(path)):
-                dicom = force_dicom or not suffix or suffix in DICOM_SUFFIXES
+            elif (
+                force_dicom
+                or suffix in wanted
+                or (suffix not in IMAGE_SUFFIXES and _has_dicom_magic(path))
+            ):
+                # Reached without a wanted suffix only by the magic: DICOM named by its UID
+                # (whose last component looks like a suffix) or Siemens' ``.IMA``.
+                dicom = force_dicom or suffix in DICOM_SUFFIXES or suffix not in wanted
                 content = dicom_without_image(path) if dicom else None
                 if content is None:
                     images.append(path)
@@ -184,6 +192,15 @@ def discover_images(
         _sorted_paths(outputs),
         [(Path(p), content) for p, content in not_images],
     )
+
+
+def _has_dicom_magic(path: str) -> bool:
+    # Every file of an unknown suffix is opened here: one that cannot be read (no permission)
+    # is no reason to stop listing the folder; it is counted as not an image.
+    try:
+        return is_dicom_file(path)
+    except OSError:
+        return False
 
 
 def _is_file(entry: os.DirEntry) -> bool:

@@ -23,7 +23,7 @@ COMPARED_TAGS = ("PatientID", "SOPInstanceUID")
 IDENTITY_TAGS = (*COMPARED_TAGS, "PatientName", "PatientBirthDate")
 """DICOM header values kept with every cached image for the leakage check: those it compares,
 and those that tell one patient spelt two ways
-(`sagan_ad.data.splits.leakage.near_identical_ids`)."""
+(`sagan_ad.data.splits.spellings.near_identical_ids`)."""
 
 
 def header_tags(

@@ -14,7 +14,7 @@ from pydicom.datadict import tag_for_keyword
 
 from sagan_ad.data.messages import log_once
 from sagan_ad.data.reading.headers import COMPARED_TAGS, header_tags
-from sagan_ad.data.splits.leakage import canonical_id
+from sagan_ad.data.splits.spellings import GROUP_PREFIX, canonical_id
 from sagan_ad.errors import InputError
 
 
@@ -86,4 +86,4 @@ def group_identity(group_by: str | None, group: str) -> dict[str, str]:
     is a DICOM identity tag (compared as such already)."""
     if not group or group_by in COMPARED_TAGS:
         return {}
-    return {f"group ({group_by or 'patient key'})": group}
+    return {f"{GROUP_PREFIX}{group_by or 'patient key'})": group}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 from sagan_ad.data.splits.medad_split import MedADSplit
+from sagan_ad.data.splits.spellings import PERSON_TAGS, canonical_id, warn_near_identical_ids
 from sagan_ad.data.splits.split import SplitError
 from sagan_ad.data.splits.twins import SAME_PIXELS
 from sagan_ad.data.storage import file_identity
@@ -25,37 +25,6 @@ SAME_BYTES = "identical bytes"
 that a copy of an image under another name or in another folder is caught like a link to it."""
 COPIES = (SAME_BYTES, SAME_PIXELS)
 """The identities that say two files are one image (a copy, or a re-encoding)."""
-PERSON_TAGS = ("PatientName", "PatientBirthDate")
-"""Header values never compared as identities (two patients may share them), but used to find
-patient IDs that are one patient spelt twice (`near_identical_ids`)."""
-MISSING_VALUES = frozenset({"", "nan", "none", "null", "na", "n/a", "#n/a", "-"})
-"""Identity values that mean "unknown" (as pandas, R and spreadsheets write them), compared
-without case."""
-
-
-def canonical_id(value: object) -> str:
-    """An identity (a patient ID, a group, a UID) as compared: DICOM pads values with spaces
-    and NULs that carry no meaning, so those are stripped; words for a missing value are
-    unknown (``""``), which never matches.
-
-    Examples:
-        >>> canonical_id(" P8 "), canonical_id("1.2.3\\x00"), canonical_id("N/A")
-        ('P8', '1.2.3', '')
-    """
-    text = str(value).strip(" \t\r\n\x00")
-    return "" if text.casefold() in MISSING_VALUES else text
-
-
-def loose_id(value: str) -> str:
-    """A patient ID with the differences of spelling that exports introduce taken out: letter
-    case, zero padding of numbers, and ``-``, ``_``, ``.`` or space separators.
-
-    Examples:
-        >>> loose_id("P-0008"), loose_id("p_8")
-        ('p8', 'p8')
-    """
-    text = re.sub(r"[-_.\s]", "", value.casefold())
-    return re.sub(r"(?<!\d)0+(?=\d)", "", text)
 
 
 def outside_root(name: str, root: str | os.PathLike) -> bool:
@@ -204,11 +173,13 @@ def check_leakage(
         roles_given: whether the user gave training and test (a ``data.json``, folders or
             CSVs of each role) rather than a split drawn by the DataModule, for the advice.
 
-    Identities are compared in the form the grouping uses (`canonical_id`: surrounding spaces
-    and NULs stripped, words for a missing value unknown), so ``" P8"`` is ``"P8"``; patient IDs
-    spelt differently with the same PatientName and PatientBirthDate are named in a warning
-    (`near_identical_ids`). Copies are found by bytes (`SAME_BYTES`) and by decoded pixels
-    (`sagan_ad.data.splits.twins.SAME_PIXELS`: a film re-encoded).
+    Identities are compared in the form the grouping uses (`canonical_id`: Unicode unified,
+    zero-width characters, surrounding spaces and NULs and empty trailing DICOM components
+    stripped, words for a missing value unknown), so ``" P8\\u200b"`` is ``"P8"``; patient IDs
+    spelt differently with the same PatientName and PatientBirthDate, and group values on two
+    sides that differ only in case, zero padding or a trailing ``.0``, are named in a warning
+    and kept apart (`warn_near_identical_ids`). Copies are found by bytes (`SAME_BYTES`) and
+    by decoded pixels (`sagan_ad.data.splits.twins.SAME_PIXELS`: a film re-encoded).
 
     Identical bytes found only in training and validation (two copies of one image in the
     training data, separated by the validation hold-out) are always a warning, never an error;
@@ -232,7 +203,7 @@ def check_leakage(
                 value = value if kind in COPIES else canonical_id(value)
                 if value and kind not in PERSON_TAGS:
                     found.setdefault((kind, value), {}).setdefault(side, []).append(name)
-    _warn_near_identical_ids(sides, identities, source)
+    warn_near_identical_ids(sides, identities, source)
     problems, mild, twice = [], [], []
     kinds_found: set[str] = set()
     patient_sides: set[str] = set()
@@ -350,47 +321,6 @@ def _advice(kinds: set[str], sides: set[str], group_by: str | None, roles_given:
                 f"another identity ({named}): group by that one instead"
             )
     return "; ".join(advice)
-
-
-def near_identical_ids(
-    identities: Mapping[str, Mapping[str, str]], names: Sequence[str] | None = None
-) -> list[tuple[str, str]]:
-    """Pairs of different PatientIDs that `loose_id` makes one, among images with the same
-    PatientName and PatientBirthDate (both known): one patient exported twice with another
-    spelling (case, zero padding, ``-`` or ``_``).
-
-    Examples:
-        >>> ids = {"a": {"PatientID": "P-008", "PatientName": "DOE^J", "PatientBirthDate": "1970"},
-        ...        "b": {"PatientID": "p8", "PatientName": "DOE^J", "PatientBirthDate": "1970"}}
-        >>> near_identical_ids(ids)
-        [('P-008', 'p8')]
-    """
-    people: dict[tuple[str, str, str], set[str]] = {}
-    for name in names if names is not None else identities:
-        ids = identities.get(name, {})
-        patient = canonical_id(ids.get("PatientID", ""))
-        person = tuple(canonical_id(ids.get(tag, "")) for tag in PERSON_TAGS)
-        if patient and all(person):
-            people.setdefault((loose_id(patient), *person), set()).add(patient)
-    return [tuple(sorted(spellings))[:2] for spellings in people.values() if len(spellings) > 1]
-
-
-def _warn_near_identical_ids(
-    sides: Mapping[str, Sequence[str]], identities: Mapping[str, Mapping[str, str]], source: str
-) -> None:
-    side_of = {name: side for side, names in sides.items() for name in names}
-    pairs = near_identical_ids(identities, list(side_of))
-    if not pairs:
-        return
-    shown = "; ".join(f"{a!r} and {b!r}" for a, b in pairs[:10])
-    log.warning(
-        "%s: %d PatientID(s) look like one patient spelt twice (same PatientName and "
-        "PatientBirthDate; the IDs differ only in case, zero padding or separators): %s. If "
-        "they are one patient, correct the IDs so that grouping and the leakage check see one",
-        source,
-        len(pairs),
-        shown,
-    )
 
 
 def _shown(kind: str, value: str, where: Mapping[str, list[str]]) -> str:
