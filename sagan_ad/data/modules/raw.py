@@ -184,8 +184,7 @@ class RawDataModule(FileDataModule):
         """The group of each image by ``group_by`` (see `group_values`; ``headers``: the DICOM
         header values already read, by name); without it, the data set's own patient key
         (empty: a group of its own)."""
-        if self.split.group_by is None:
-            # Compared as the leakage check compares them: " P8" is the patient "P8".
+        if self.split.group_by is None:  # compared as leakage checks compare: " P8" is "P8"
             return {name: canonical_id(r.group) for name, r in records.items()}
         return group_values(
             self.split.group_by,
