@@ -188,3 +188,47 @@ def test_an_earlier_cache_on_a_read_only_mount_is_still_taken(tmp_path, monkeypa
     assert not (recorded / CACHE_MARKER).exists()
     with pytest.raises(OSError, match="Read-only"):
         claim_cache_folder(tmp_path / "empty")
+
+
+def test_a_test_whose_outputs_folder_holds_its_data_is_refused_before_it_scores(tmp_path):
+    """The refusal came when the test's files were first written, after every image was
+    scored: now it comes as the stage is set up."""
+    import lightning as L
+    from conftest import tiny_sagan
+
+    from sagan_ad.data import FolderDataModule
+
+    project = tmp_path / "project"
+    for part, value in (("normal", 60), ("test_normal", 70), ("test_abnormal", 200)):
+        folder = project / "data" / part
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(film(value + i, (32, 32))).save(folder / f"{part}{i}.png")
+    data = FolderDataModule(
+        project / "data" / "normal",
+        test_normal=project / "data" / "test_normal",
+        test_abnormal=project / "data" / "test_abnormal",
+        image_size=32,
+        batch_size=2,
+        split={"val_fraction": 0.5},
+        cache={"dir": tmp_path / "cache", **QUIET},
+    )
+    scored = []
+
+    class Counting(L.Callback):
+        def on_test_batch_end(self, *args, **kwargs):
+            scored.append(1)
+
+    model = tiny_sagan()
+    model.allow_untrained = True
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[EvaluationWriter(dirpath=project), Counting()],
+    )
+    with pytest.raises(OutputIsInputError, match=r"choose another dirpath of the EvaluationWriter"):
+        trainer.test(model, datamodule=data)
+    assert not scored
+    assert not (project / OUTPUT_MARKER).exists()

@@ -236,6 +236,10 @@ class EvaluationWriter(Callback):
         # Decided here, on every rank: the rank-zero-only hooks below only read it.
         if self.dirpath is None:
             run_dir(trainer)
+        # The outputs folder is marked (or refused, when it holds the data the DataModule has
+        # just registered) before the stage runs, not when its files are first written after
+        # every image was scored; every rank refuses alike.
+        self.output_dir(trainer, stage)
 
     def output_dir(self, trainer: L.Trainer, stage: str) -> Path:
         """Where ``stage``'s files go: ``<dirpath or the run's folder>/<stage>``; that folder
