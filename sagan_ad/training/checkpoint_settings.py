@@ -17,6 +17,7 @@ from sagan_ad.training.checkpoint_files import (
     check_finite_weights,
     model_class_name,
 )
+from sagan_ad.training.hparams import is_plain
 
 
 def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -80,7 +81,7 @@ def check_weights_fit(
         # The model's None (an unset component: the default one) is no difference. Lightning's
         # load_from_checkpoint builds the components in the checkpoint's own settings, which
         # then hold objects rather than what was recorded: those say nothing.
-        if ours.get(key) is not None and ours[key] != value and _is_plain(value)
+        if ours.get(key) is not None and ours[key] != value and is_plain(value)
     ]
     found = shapes[:2] + [f"{len(missing)} weights missing"] * bool(missing)
     found += [f"{len(unexpected)} unexpected weights"] * bool(unexpected)
@@ -94,12 +95,6 @@ def check_weights_fit(
     else:
         advice = "Build the model with the settings the checkpoint was trained with"
     raise CheckpointError(f"{source} does not fit the model: {'; '.join(found)}. {advice}")
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, list | tuple):
-        return all(_is_plain(item) for item in value)
-    return value is None or isinstance(value, str | int | float | bool)
 
 
 def check_settings(checkpoint: dict[str, Any], cls: type, source: str = "the checkpoint") -> None:
