@@ -300,8 +300,7 @@ def _main(args: list[str] | None) -> None:
         return
     check_class_paths(argv)
     argv = resolve_config_arguments(argv)
-    check_config_files(argv)
-    check_groups_in_files(argv)
+    check_groups_in_files(check_config_files(argv), argv)
     with warnings.catch_warnings():
         # The arguments always come as `args` (config names resolved), which LightningCLI takes
         # for a mistake when sys.argv holds arguments too.

@@ -50,11 +50,15 @@ def config_files(argv: Iterable[str]) -> list[Path]:
     return found
 
 
-def check_config_files(argv: Iterable[str]) -> None:
+def check_config_files(argv: Iterable[str]) -> dict[Path, dict[str, Any]]:
     """Refuse, naming the file and the line, a ``--config`` file that holds no settings (empty
     or only comments), that is not YAML (a tab in the indentation, an unclosed quote) or that
     is not a mapping of settings; protect the others from the run's own writes (a run's
     ``config.yaml`` given back as ``--config``).
+
+    Returns:
+        The settings of each file, as read (for `sagan_ad.cli.group_errors`, which checks them
+        without reading the files again).
 
     Raises:
         sagan_ad.errors.InputError: naming the file and what to change.
@@ -68,6 +72,7 @@ def check_config_files(argv: Iterable[str]) -> None:
         ...
         sagan_ad.errors.InputError: --config .../empty.yaml holds no settings (it is empty or ...
     """
+    settings: dict[Path, dict[str, Any]] = {}
     for path in config_files(argv):
         if not path.is_file():
             continue  # a YAML string given inline, or a missing file jsonargparse names
@@ -88,6 +93,8 @@ def check_config_files(argv: Iterable[str]) -> None:
                 "them as 'key: value' lines (model:, data:, trainer:, ...)"
             )
         protect(path, f"the config given by --config {path}")
+        settings[path] = loaded
+    return settings
 
 
 def _yaml_problem(err: yaml.YAMLError, text: str) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import re
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from jsonargparse import Namespace
 
 from sagan_ad.cli.config_errors import (
     class_named,
-    config_files,
     constructor_arguments,
     where_given,
 )
@@ -67,36 +66,30 @@ def check_settings_groups(config: Namespace) -> None:
     _check_groups_in(tree, [])
 
 
-def check_groups_in_files(argv: list[str]) -> None:
-    """Refuse, before the parse, a settings group that a ``--config`` file of ``argv`` gives
-    with a field its group refuses, naming the file. The parse finds most of them
-    (`check_settings_groups`), but a flag of the same group after the file (``--config c.yaml
-    --data.split.unlabeled_size 7``) has jsonargparse rebuild the group from its own fields,
-    and a misspelt one in the file would be dropped without a word.
+def check_groups_in_files(configs: Mapping[Path, Any], argv: list[str]) -> None:
+    """Refuse, before the parse, a settings group that a ``--config`` file gives with a field
+    its group refuses, naming the file; ``configs`` holds each file's settings as
+    `sagan_ad.cli.config_errors.check_config_files` read them from ``argv``. The parse finds
+    most of them (`check_settings_groups`), but a flag of the same group after the file
+    (``--config c.yaml --data.split.unlabeled_size 7``) has jsonargparse rebuild the group from
+    its own fields, and a misspelt one in the file would be dropped without a word.
 
     Raises:
         sagan_ad.errors.InputError: the group's message and the file.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> config = Path(tempfile.mkdtemp()) / "c.yaml"
-        >>> _ = config.write_text("data: {class_path: sagan_ad.SyntheticCXRDataModule, "
-        ...                       "init_args: {split: {val_fracton: 0.3}}}")
-        >>> check_groups_in_files(["fit", "--config", str(config)])  # doctest: +ELLIPSIS
+        >>> settings = {"data": {"class_path": "sagan_ad.SyntheticCXRDataModule",
+        ...                      "init_args": {"split": {"val_fracton": 0.3}}}}
+        >>> check_groups_in_files({Path("c.yaml"): settings}, ["fit", "--config", "c.yaml"])
         Traceback (most recent call last):
         ...
         sagan_ad.errors.InputError: split: no setting 'val_fracton' (did you mean ...
     """
-    for path in config_files(argv):
-        if not path.is_file():
-            continue
+    for settings in configs.values():
         try:
-            _check_groups_in(yaml.safe_load(path.read_text(errors="replace")), [])
+            _check_groups_in(settings, [])
         except GroupFieldError as err:
             raise InputError(group_error_message(err, argv)) from None
-        except yaml.YAMLError:
-            continue  # `check_config_files` names the file and the line
 
 
 def group_error_message(error: GroupFieldError, argv: list[str]) -> str:
